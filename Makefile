@@ -1,0 +1,36 @@
+# The two commands of the README: `make demo` and `make test`. Both set up what they need first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench install-test-deps clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+## make demo: the whole delivery on the embedded default (SQLite + local folders), step by step
+demo: $(STAMP)
+	$(BIN)/python scripts/demo.py
+
+## make test: lint, then the whole suite on SQLite and on PostgreSQL, with real S3 and SMTP servers
+test: $(STAMP) install-test-deps lint
+	scripts/run-tests.sh
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
+	$(BIN)/mypy
+
+install-test-deps:
+	scripts/install-test-deps.sh
+
+## make bench: throughput and memory against baselines (nginx, rsync, rclone); see docs/benchmarks.md
+bench: $(STAMP) install-test-deps
+	scripts/run-bench.sh
+
+clean:
+	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache

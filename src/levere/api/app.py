@@ -1,0 +1,76 @@
+"""The FastAPI application factory. Nothing is built at import time."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from levere import __version__
+from levere.api.routes import accounts, admin, applications, deliveries, projects, sync
+from levere.domain.errors import LevereError
+from levere.services.context import Context
+
+log = logging.getLogger(__name__)
+
+
+def create_app(ctx: Context, *, start_worker: bool | None = None) -> FastAPI:
+    """Build the API around a service context. ``start_worker`` runs the job consumer in-process."""
+    run_worker = ctx.settings.embedded_worker if start_worker is None else start_worker
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if run_worker and ctx.jobs is not None:
+            ctx.jobs.start_embedded()
+        try:
+            yield
+        finally:
+            if run_worker and ctx.jobs is not None:
+                ctx.jobs.stop_embedded()
+
+    app = FastAPI(
+        title="levere",
+        version=__version__,
+        description="Deliver sequencing data from a core facility into research projects' storage.",
+        openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+
+    @app.exception_handler(LevereError)
+    async def _levere_error(_request: Request, exc: LevereError) -> JSONResponse:
+        return JSONResponse(
+            status_code=exc.http_status,
+            content={"error": exc.code, "message": exc.message, "details": exc.details},
+            headers={"WWW-Authenticate": "Bearer"} if exc.http_status == 401 else None,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        fields: dict[str, str] = {}
+        for error in exc.errors():
+            where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path"))
+            fields[where or "body"] = str(error.get("msg", "is invalid")).removeprefix("Value error, ")
+        listed = "; ".join(f"{k}: {v}" for k, v in fields.items())
+        return JSONResponse(
+            status_code=422,
+            content={
+                "error": "validation_failed",
+                "message": f"invalid input: {listed}",
+                "details": {"fields": fields},
+            },
+        )
+
+    @app.get("/api/health", tags=["service"], openapi_extra={"x-levere-action": None})
+    def health() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    for module in (accounts, admin, applications, projects, deliveries, sync):
+        app.include_router(module.router, prefix="/api")
+    return app

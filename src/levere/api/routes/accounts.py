@@ -1,0 +1,113 @@
+"""Sign-in, one's own account, tokens, two-factor enrolment, notifications, invitations."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from levere.api.deps import AccountUser, CtxDep, ReadUser, WriteUser, acts
+from levere.api.schemas import (
+    AcceptInvitationIn,
+    CodeIn,
+    IssuedTokenOut,
+    LoginIn,
+    NotificationOut,
+    PasswordIn,
+    TokenIn,
+    TokenOut,
+    TotpBeginOut,
+    UserOut,
+)
+from levere.db.models import User
+from levere.services import accounts, notify
+from levere.services.accounts import Scope
+
+router = APIRouter(tags=["accounts"])
+
+
+def user_out(user: User) -> UserOut:
+    out = UserOut.model_validate(user)
+    out.has_password = user.password_hash is not None
+    return out
+
+
+@router.post("/auth/login", openapi_extra=acts(None))
+def login(body: LoginIn, request: Request, ctx: CtxDep) -> IssuedTokenOut:
+    client = request.client.host if request.client else ""
+    issued = accounts.login(
+        ctx, body.email, body.password, body.totp,
+        client=client, token_name=body.token_name,
+        scopes=frozenset(Scope(s) for s in body.scopes) if body.scopes else None,
+        lifetime_days=body.lifetime_days,
+    )  # fmt: skip
+    return IssuedTokenOut(token=issued.token, info=TokenOut.model_validate(issued.record))
+
+
+@router.post("/invitations/accept", openapi_extra=acts(None))
+def accept_invitation(body: AcceptInvitationIn, ctx: CtxDep) -> UserOut:
+    return user_out(accounts.accept_invitation(ctx, body.secret, body.password, body.name))
+
+
+@router.get("/me", openapi_extra=acts(None))
+def me(actor: AccountUser) -> UserOut:
+    return user_out(actor)
+
+
+@router.post("/me/password", openapi_extra=acts(None))
+def change_password(body: PasswordIn, actor: AccountUser, ctx: CtxDep) -> UserOut:
+    with ctx.tx() as session:
+        user = session.merge(actor)
+        accounts.change_password(session, user, body.current, body.new)
+        return user_out(user)
+
+
+@router.get("/me/tokens", openapi_extra=acts(None))
+def list_tokens(actor: AccountUser, ctx: CtxDep) -> list[TokenOut]:
+    with ctx.tx() as session:
+        return [TokenOut.model_validate(t) for t in accounts.list_tokens(session, actor)]
+
+
+@router.post("/me/tokens", openapi_extra=acts(None), status_code=201)
+def create_token(body: TokenIn, actor: AccountUser, ctx: CtxDep) -> IssuedTokenOut:
+    with ctx.tx() as session:
+        user = session.merge(actor)
+        scopes: frozenset[Scope] | None
+        if user.kind == "helpdesk" and not user.totp_enabled:
+            scopes = frozenset({Scope.ACCOUNT})
+        else:
+            scopes = frozenset(Scope(s) for s in body.scopes) if body.scopes else None
+        issued = accounts.issue_token(ctx, session, user, body.name, scopes, body.lifetime_days)
+        return IssuedTokenOut(token=issued.token, info=TokenOut.model_validate(issued.record))
+
+
+@router.delete("/me/tokens/{token_id}", openapi_extra=acts(None))
+def revoke_token(token_id: str, actor: AccountUser, ctx: CtxDep) -> TokenOut:
+    with ctx.tx() as session:
+        return TokenOut.model_validate(accounts.revoke_token(session, session.merge(actor), token_id))
+
+
+@router.post("/me/totp", openapi_extra=acts(None))
+def totp_begin(actor: AccountUser, ctx: CtxDep) -> TotpBeginOut:
+    with ctx.tx() as session:
+        return TotpBeginOut(otpauth_uri=accounts.totp_begin(session, session.merge(actor)))
+
+
+@router.post("/me/totp/confirm", openapi_extra=acts(None))
+def totp_confirm(body: CodeIn, actor: AccountUser, ctx: CtxDep) -> UserOut:
+    with ctx.tx() as session:
+        user = session.merge(actor)
+        accounts.totp_confirm(session, user, body.code)
+        return user_out(user)
+
+
+@router.get("/me/notifications", openapi_extra=acts(None))
+def notifications(actor: ReadUser, ctx: CtxDep, unread: bool = False) -> list[NotificationOut]:
+    with ctx.tx() as session:
+        return [
+            NotificationOut.model_validate(n) for n in notify.list_for(session, actor, unread_only=unread)
+        ]
+
+
+@router.post("/me/notifications/read", openapi_extra=acts(None))
+def mark_read(actor: WriteUser, ctx: CtxDep) -> dict[str, int]:
+    with ctx.tx() as session:
+        return {"marked": notify.mark_read(session, actor)}

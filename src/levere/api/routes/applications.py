@@ -1,0 +1,90 @@
+"""Applications: drafting, submission by the PI, review by the helpdesk."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from levere.api.deps import CtxDep, ReadUser, ReviewUser, WriteUser, acts
+from levere.api.routes.projects import project_out
+from levere.api.schemas import (
+    ApplicationIn,
+    ApplicationOut,
+    ApplicationPatch,
+    ApproveIn,
+    ProjectOut,
+    ReasonIn,
+)
+from levere.db.models import Application, Project
+from levere.domain.applications import ApplicationForm, RequestedMember
+from levere.domain.roles import Action
+from levere.services import applications
+
+router = APIRouter(prefix="/applications", tags=["applications"])
+
+
+def application_out(ctx: CtxDep, application: Application) -> ApplicationOut:
+    data = {column.name: getattr(application, column.name) for column in Application.__table__.columns}
+    data["facility"] = application.facility.name if application.facility else None
+    data["project"] = None
+    if application.project_id:
+        with ctx.tx() as session:
+            project = session.get(Project, application.project_id)
+            data["project"] = project.identifier if project else None
+    return ApplicationOut.model_validate(data)
+
+
+def _form(body: ApplicationIn) -> ApplicationForm:
+    data = body.model_dump()
+    data["members"] = [RequestedMember(m.email, m.role) for m in body.members]
+    return ApplicationForm(**data)
+
+
+@router.post("", openapi_extra=acts(Action.APPLICATION_CREATE), status_code=201)
+def create(body: ApplicationIn, actor: WriteUser, ctx: CtxDep) -> ApplicationOut:
+    return application_out(ctx, applications.create(ctx, actor, _form(body)))
+
+
+@router.get("", openapi_extra=acts(Action.APPLICATION_READ))
+def list_visible(actor: ReadUser, ctx: CtxDep, state: str | None = None) -> list[ApplicationOut]:
+    return [application_out(ctx, a) for a in applications.visible(ctx, actor, state)]
+
+
+@router.get("/queue", openapi_extra=acts(Action.APPLICATION_QUEUE))
+def review_queue(actor: ReviewUser, ctx: CtxDep) -> list[ApplicationOut]:
+    return [application_out(ctx, a) for a in applications.queue(ctx, actor)]
+
+
+@router.get("/{ref}", openapi_extra=acts(Action.APPLICATION_READ))
+def show(ref: str, actor: ReadUser, ctx: CtxDep) -> ApplicationOut:
+    return application_out(ctx, applications.show(ctx, actor, ref))
+
+
+@router.patch("/{ref}", openapi_extra=acts(Action.APPLICATION_EDIT))
+def edit(ref: str, body: ApplicationPatch, actor: WriteUser, ctx: CtxDep) -> ApplicationOut:
+    changes = body.model_dump(exclude_unset=True)
+    if "members" in changes and body.members is not None:
+        changes["members"] = [RequestedMember(m.email, m.role) for m in body.members]
+    return application_out(ctx, applications.update(ctx, actor, ref, changes))
+
+
+@router.post("/{ref}/submit", openapi_extra=acts(Action.APPLICATION_SUBMIT))
+def submit(ref: str, actor: WriteUser, ctx: CtxDep) -> ApplicationOut:
+    return application_out(ctx, applications.submit(ctx, actor, ref))
+
+
+@router.post("/{ref}/approve", openapi_extra=acts(Action.APPLICATION_REVIEW))
+def approve(ref: str, body: ApproveIn, actor: ReviewUser, ctx: CtxDep) -> ProjectOut:
+    _, project = applications.approve(
+        ctx, actor, ref, area_bytes=body.area_quota, longterm_bytes=body.longterm_quota, comment=body.comment
+    )
+    return project_out(ctx, project, actor)
+
+
+@router.post("/{ref}/reject", openapi_extra=acts(Action.APPLICATION_REVIEW))
+def reject(ref: str, body: ReasonIn, actor: ReviewUser, ctx: CtxDep) -> ApplicationOut:
+    return application_out(ctx, applications.reject(ctx, actor, ref, body.reason))
+
+
+@router.post("/{ref}/request-changes", openapi_extra=acts(Action.APPLICATION_REVIEW))
+def request_changes(ref: str, body: ReasonIn, actor: ReviewUser, ctx: CtxDep) -> ApplicationOut:
+    return application_out(ctx, applications.request_changes(ctx, actor, ref, body.reason))

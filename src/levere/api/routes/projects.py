@@ -1,0 +1,107 @@
+"""Projects, their members and facilities."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from levere.api.deps import CtxDep, ReadUser, ReviewUser, WriteUser, acts
+from levere.api.schemas import (
+    FacilityAssignIn,
+    FacilityOut,
+    MemberIn,
+    MemberOut,
+    ProjectOut,
+    ProjectPatch,
+    QuotaIn,
+    QuotaOut,
+    RoleIn,
+)
+from levere.db.models import Project, ProjectMember, User
+from levere.domain.roles import Action
+from levere.services import projects
+from levere.services.context import Context
+
+router = APIRouter(prefix="/projects", tags=["projects"])
+
+
+def project_out(ctx: Context, project: Project, viewer: User) -> ProjectOut:
+    with ctx.tx() as session:
+        out = ProjectOut.model_validate(project)
+        out.quotas = [QuotaOut.model_validate(q) for q in projects.quotas(session, project).values()]
+        out.facilities = [f.name for f in projects.facilities(session, project)]
+        member = projects.membership(session, project, viewer)
+        out.my_role = member.role if member else None
+        return out
+
+
+def member_out(member: ProjectMember) -> MemberOut:
+    return MemberOut(
+        email=member.user.email,
+        name=member.user.name,
+        role=member.role,  # type: ignore[arg-type]
+        has_account=member.user.password_hash is not None,
+        added_at=member.added_at,
+    )
+
+
+@router.get("", openapi_extra=acts(Action.PROJECT_READ))
+def list_projects(actor: ReadUser, ctx: CtxDep) -> list[ProjectOut]:
+    with ctx.tx() as session:
+        found = projects.visible_projects(session, actor)
+    return [project_out(ctx, p, actor) for p in found]
+
+
+@router.get("/{identifier}", openapi_extra=acts(Action.PROJECT_READ))
+def show(identifier: str, actor: ReadUser, ctx: CtxDep) -> ProjectOut:
+    with ctx.tx() as session:
+        project = projects.authorize(session, actor, identifier, Action.PROJECT_READ)
+    return project_out(ctx, project, actor)
+
+
+@router.patch("/{identifier}", openapi_extra=acts(Action.PROJECT_SETTINGS))
+def update(identifier: str, body: ProjectPatch, actor: WriteUser, ctx: CtxDep) -> ProjectOut:
+    project = projects.update_settings(ctx, actor, identifier, sync_mode=body.sync_mode)
+    return project_out(ctx, project, actor)
+
+
+@router.put("/{identifier}/quotas/{tier}", openapi_extra=acts(Action.PROJECT_SETTINGS))
+def set_quota(identifier: str, tier: str, body: QuotaIn, actor: ReviewUser, ctx: CtxDep) -> QuotaOut:
+    return QuotaOut.model_validate(projects.set_quota(ctx, actor, identifier, tier, body.limit))
+
+
+@router.get("/{identifier}/members", openapi_extra=acts(Action.MEMBER_LIST))
+def list_members(identifier: str, actor: ReadUser, ctx: CtxDep) -> list[MemberOut]:
+    with ctx.tx() as session:
+        project = projects.authorize(session, actor, identifier, Action.MEMBER_LIST)
+        return [member_out(m) for m in projects.members(session, project)]
+
+
+@router.post("/{identifier}/members", openapi_extra=acts(Action.MEMBER_MANAGE), status_code=201)
+def add_member(identifier: str, body: MemberIn, actor: WriteUser, ctx: CtxDep) -> MemberOut:
+    projects.add_member(ctx, actor, identifier, body.email, body.role)
+    return _one_member(ctx, identifier, body.email)
+
+
+@router.put("/{identifier}/members/{email}", openapi_extra=acts(Action.MEMBER_MANAGE))
+def set_role(identifier: str, email: str, body: RoleIn, actor: WriteUser, ctx: CtxDep) -> MemberOut:
+    projects.set_role(ctx, actor, identifier, email, body.role)
+    return _one_member(ctx, identifier, email)
+
+
+@router.delete("/{identifier}/members/{email}", openapi_extra=acts(Action.MEMBER_MANAGE), status_code=204)
+def remove_member(identifier: str, email: str, actor: WriteUser, ctx: CtxDep) -> None:
+    projects.remove_member(ctx, actor, identifier, email)
+
+
+@router.post("/{identifier}/facilities", openapi_extra=acts(Action.PROJECT_ASSIGN_FACILITY), status_code=201)
+def assign_facility(identifier: str, body: FacilityAssignIn, actor: WriteUser, ctx: CtxDep) -> FacilityOut:
+    return FacilityOut.model_validate(projects.assign_facility(ctx, actor, identifier, body.facility))
+
+
+def _one_member(ctx: Context, identifier: str, email: str) -> MemberOut:
+    with ctx.tx() as session:
+        project = projects.get_project(session, identifier)
+        for member in projects.members(session, project):
+            if member.user.email == email.strip().lower():
+                return member_out(member)
+    raise AssertionError("member just written is missing")

@@ -1,0 +1,280 @@
+"""Request and response bodies. Separate In/Out models so that no secret leaves by accident."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from levere.domain.errors import LevereError
+from levere.domain.roles import ProjectRole, UserKind
+from levere.domain.units import parse_size
+
+
+def _size(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        return parse_size(value)
+    except LevereError as exc:
+        raise ValueError(f"{value!r} is not a size (examples: 500G, 2TiB, 1048576)") from exc
+
+
+Size = Annotated[int, BeforeValidator(_size), Field(ge=0, description="bytes, or a size such as '500G'")]
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+# --- accounts -----------------------------------------------------------------------------------
+
+
+class LoginIn(BaseModel):
+    email: str
+    password: str = Field(repr=False)
+    totp: str | None = Field(default=None, repr=False)
+    token_name: str = "cli"
+    scopes: list[Literal["read", "write", "review", "account"]] | None = None
+    lifetime_days: int | None = None
+
+
+class TokenOut(Out):
+    id: str
+    name: str
+    scopes: list[str]
+    created_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+class IssuedTokenOut(BaseModel):
+    token: str
+    info: TokenOut
+
+
+class TokenIn(BaseModel):
+    name: str
+    scopes: list[Literal["read", "write", "review", "account"]] | None = None
+    lifetime_days: int | None = None
+
+
+class UserOut(Out):
+    id: str
+    email: str
+    name: str
+    kind: UserKind
+    facility_id: str | None
+    totp_enabled: bool
+    has_password: bool = False
+
+
+class UserIn(BaseModel):
+    email: str
+    name: str = ""
+    kind: UserKind = UserKind.USER
+    facility: str | None = None
+
+
+class TotpBeginOut(BaseModel):
+    otpauth_uri: str
+
+
+class CodeIn(BaseModel):
+    code: str
+
+
+class AcceptInvitationIn(BaseModel):
+    secret: str = Field(repr=False)
+    password: str = Field(repr=False)
+    name: str = ""
+
+
+class PasswordIn(BaseModel):
+    current: str = Field(repr=False)
+    new: str = Field(repr=False)
+
+
+class NotificationOut(Out):
+    id: str
+    subject: str
+    body: str
+    created_at: datetime
+    read_at: datetime | None
+    email_state: str
+
+
+# --- facilities ---------------------------------------------------------------------------------
+
+
+class FacilityIn(BaseModel):
+    name: str
+    display_name: str = ""
+    contact_email: str
+
+
+class FacilityOut(Out):
+    id: str
+    name: str
+    display_name: str
+    contact_email: str
+
+
+# --- applications -------------------------------------------------------------------------------
+
+
+class MemberWanted(BaseModel):
+    email: str
+    role: ProjectRole = ProjectRole.MEMBER
+
+
+class ApplicationIn(BaseModel):
+    """All fields optional: a draft may be incomplete; submission checks completeness."""
+
+    model_config = ConfigDict(extra="forbid")
+    title: str = ""
+    pi_email: str = ""
+    data_ownership: str = ""
+    funding_source: str = ""
+    grant_id: str = ""
+    description: str = ""
+    facility: str = ""
+    quota_area_bytes: Size = 0
+    quota_longterm_bytes: Size = 0
+    sensitive: bool = False
+    secure_project_id: str = ""
+    members: list[MemberWanted] = []
+
+
+class ApplicationPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    title: str | None = None
+    pi_email: str | None = None
+    data_ownership: str | None = None
+    funding_source: str | None = None
+    grant_id: str | None = None
+    description: str | None = None
+    facility: str | None = None
+    quota_area_bytes: Size | None = None
+    quota_longterm_bytes: Size | None = None
+    sensitive: bool | None = None
+    secure_project_id: str | None = None
+    members: list[MemberWanted] | None = None
+
+
+class ApplicationOut(Out):
+    id: str
+    number: int
+    state: str
+    title: str
+    pi_email: str
+    data_ownership: str
+    funding_source: str
+    grant_id: str
+    description: str
+    facility: str | None
+    quota_area_bytes: int
+    quota_longterm_bytes: int
+    sensitive: bool
+    secure_project_id: str
+    members: list[MemberWanted]
+    author_id: str
+    submitted_at: datetime | None
+    decided_at: datetime | None
+    review_comment: str
+    granted_area_bytes: int | None
+    granted_longterm_bytes: int | None
+    project: str | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ApproveIn(BaseModel):
+    area_quota: Size | None = None
+    longterm_quota: Size | None = None
+    comment: str = ""
+
+
+class ReasonIn(BaseModel):
+    reason: str
+
+
+# --- projects -----------------------------------------------------------------------------------
+
+
+class QuotaOut(Out):
+    tier: str
+    limit_bytes: int
+    used_bytes: int
+    reserved_bytes: int
+
+
+class MemberOut(BaseModel):
+    email: str
+    name: str
+    role: ProjectRole
+    has_account: bool
+    added_at: datetime
+
+
+class ProjectOut(Out):
+    id: str
+    identifier: str
+    title: str
+    sensitive: bool
+    secure_project_id: str
+    sync_mode: str
+    created_at: datetime
+    quotas: list[QuotaOut] = []
+    facilities: list[str] = []
+    my_role: str | None = None
+
+
+class ProjectPatch(BaseModel):
+    sync_mode: Literal["auto", "manual"] | None = None
+
+
+class QuotaIn(BaseModel):
+    limit: Size
+
+
+class MemberIn(BaseModel):
+    email: str
+    role: ProjectRole = ProjectRole.MEMBER
+
+
+class RoleIn(BaseModel):
+    role: ProjectRole
+
+
+class FacilityAssignIn(BaseModel):
+    facility: str
+
+
+# --- audit --------------------------------------------------------------------------------------
+
+
+class AuditEventOut(Out):
+    seq: int
+    at: datetime
+    actor_email: str
+    action: str
+    object_type: str
+    object_id: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+
+class AuditVerifyOut(BaseModel):
+    ok: bool
+    events: int
+    first_bad_seq: int | None
+    problem: str
+
+
+class ErrorOut(BaseModel):
+    error: str
+    message: str
+    details: dict[str, Any] = {}

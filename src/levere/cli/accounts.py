@@ -1,0 +1,172 @@
+"""Signing in and one's own account: ``levere login``, ``levere account ...``."""
+
+from __future__ import annotations
+
+import getpass
+import os
+from typing import Annotated, Any
+
+import typer
+
+from levere.cli.client import Client, Credentials
+from levere.cli.output import console, done, fields, show, table
+from levere.domain.errors import ValidationFailed
+
+account = typer.Typer(
+    help="Your account: two-factor sign-in, tokens, notifications, invitations.", no_args_is_help=True
+)
+
+
+def client() -> Client:
+    creds = Credentials.load()
+    if not creds.token:
+        raise ValidationFailed({"token": "not signed in: run 'levere login' first"})
+    return Client(creds)
+
+
+def _secret(value: str | None, env: str, prompt: str) -> str:
+    if value:
+        return value
+    if os.environ.get(env):
+        return os.environ[env]
+    if os.isatty(0):
+        return getpass.getpass(prompt)
+    raise ValidationFailed({env: f"give it in the environment variable {env} (no terminal to prompt on)"})
+
+
+def login(
+    email: Annotated[str, typer.Option(envvar="LEVERE_EMAIL", help="Your e-mail address.")],
+    url: Annotated[
+        str | None, typer.Option(envvar="LEVERE_URL", help="Address of the levere service.")
+    ] = None,
+    totp: Annotated[
+        str | None, typer.Option(envvar="LEVERE_TOTP", help="One-time code, if you use two-factor sign-in.")
+    ] = None,
+    token_name: Annotated[str, typer.Option(help="A name for this token, e.g. the machine.")] = "cli",
+    lifetime_days: Annotated[int | None, typer.Option(help="Days until the token expires.")] = None,
+    scope: Annotated[
+        list[str] | None, typer.Option(help="Limit the token to scopes: read, write, review, account.")
+    ] = None,
+) -> None:
+    """Sign in and save a token for the next commands. The password comes from LEVERE_PASSWORD or a prompt."""
+    creds = Credentials.load()
+    creds.url = url or creds.url
+    password = _secret(None, "LEVERE_PASSWORD", "Password: ")
+    anonymous = Client(Credentials(url=creds.url))
+    body: dict[str, Any] = {"email": email, "password": password, "totp": totp, "token_name": token_name}
+    if lifetime_days:
+        body["lifetime_days"] = lifetime_days
+    if scope:
+        body["scopes"] = scope
+    issued = anonymous.post("/auth/login", body)
+    creds.token, creds.email = issued["token"], email
+    path = creds.save()
+    info = issued["info"]
+    done(f"signed in as {email}; token '{info['name']}' expires {info['expires_at'][:10]} (saved in {path})")
+    if info["scopes"] == ["account"]:
+        console.print(
+            "Two-factor sign-in is required for your account: run 'levere account totp-enrol' next."
+        )
+
+
+def logout() -> None:
+    """Revoke the saved token and forget it."""
+    creds = Credentials.load()
+    if creds.token:
+        token_id = creds.token.split("_")[1] if creds.token.count("_") >= 2 else ""
+        if token_id:
+            Client(creds).delete(f"/me/tokens/{token_id}")
+        creds.token = ""
+        creds.save()
+    done("signed out")
+
+
+@account.command("show")
+def whoami() -> None:
+    """Who you are signed in as."""
+    me = client().get("/me")
+    show(me, lambda d: fields("Account", [("e-mail", d["email"]), ("name", d["name"]), ("kind", d["kind"]),
+                                          ("two-factor", "on" if d["totp_enabled"] else "off")]))  # fmt: skip
+
+
+@account.command("totp-enrol")
+def totp_enrol() -> None:
+    """Start two-factor enrolment: prints the secret as an otpauth:// link for your authenticator app."""
+    data = client().post("/me/totp")
+    show(data, lambda d: console.print(
+        f"Add this to your authenticator app, then run 'levere account totp-confirm CODE':\n{d['otpauth_uri']}",
+        soft_wrap=True,
+    ))  # fmt: skip
+
+
+@account.command("totp-confirm")
+def totp_confirm(code: str) -> None:
+    """Finish two-factor enrolment with a code from the app. Sign in again afterwards."""
+    client().post("/me/totp/confirm", {"code": code})
+    done("two-factor sign-in is on; sign in again with 'levere login --totp CODE' for a full token")
+
+
+@account.command("tokens")
+def tokens() -> None:
+    """List your API tokens."""
+    data = client().get("/me/tokens")
+    show(data, lambda rows: table("API tokens", ["id", "name", "scopes", "expires", "revoked", "last used"], [
+        (t["id"], t["name"], ",".join(t["scopes"]), t["expires_at"][:16], (t["revoked_at"] or "")[:16],
+         (t["last_used_at"] or "")[:16]) for t in rows
+    ]))  # fmt: skip
+
+
+@account.command("token-create")
+def token_create(
+    name: str,
+    scope: Annotated[list[str] | None, typer.Option(help="read, write, review, account (repeat).")] = None,
+    lifetime_days: Annotated[int | None, typer.Option(help="Days until it expires.")] = None,
+) -> None:
+    """Create another token (e.g. a read-only one for a pipeline). It is printed once."""
+    body: dict[str, Any] = {"name": name, "scopes": scope, "lifetime_days": lifetime_days}
+    issued = client().post("/me/tokens", body)
+    show(
+        issued, lambda d: console.print(f"{d['token']}\n(shown once; scopes {','.join(d['info']['scopes'])})")
+    )
+
+
+@account.command("token-revoke")
+def token_revoke(token_id: str) -> None:
+    """Revoke a token by its id (see 'levere account tokens')."""
+    client().delete(f"/me/tokens/{token_id}")
+    done(f"token {token_id} revoked")
+
+
+@account.command("accept-invite")
+def accept_invite(
+    link: Annotated[str, typer.Argument(help="The link from the invitation e-mail (or its last part).")],
+    name: Annotated[str, typer.Option(help="Your name.")] = "",
+    url: Annotated[
+        str | None, typer.Option(envvar="LEVERE_URL", help="Address of the levere service.")
+    ] = None,
+) -> None:
+    """Set your password from an invitation link. The password comes from LEVERE_PASSWORD or a prompt."""
+    secret = link.rstrip("/").rsplit("/", 1)[-1]
+    base = url or (link.split("/invite/")[0] if "/invite/" in link else Credentials.load().url)
+    password = _secret(None, "LEVERE_PASSWORD", "Choose a password: ")
+    user = Client(Credentials(url=base)).post(
+        "/invitations/accept", {"secret": secret, "password": password, "name": name}
+    )
+    done(
+        f"password set for {user['email']}; sign in with 'levere login --url {base} --email {user['email']}'"
+    )
+
+
+@account.command("notifications")
+def notifications(unread: Annotated[bool, typer.Option(help="Only unread ones.")] = False) -> None:
+    """Your notifications, newest first."""
+    data = client().get("/me/notifications", params={"unread": unread})
+    show(data, lambda rows: table("Notifications", ["when", "subject", "e-mail"], [
+        (n["created_at"][:16], n["subject"], n["email_state"]) for n in rows
+    ]))  # fmt: skip
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(login)
+    app.command()(logout)
+    app.add_typer(account, name="account")

@@ -1,0 +1,99 @@
+"""Helpdesk administration: ``levere facilities ...``, ``levere users ...``, ``levere audit ...``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from levere.cli.accounts import client
+from levere.cli.output import done, err_console, show, table
+
+facilities = typer.Typer(help="Sequencing facilities and their staff.", no_args_is_help=True)
+users = typer.Typer(help="Accounts (helpdesk).", no_args_is_help=True)
+audit = typer.Typer(help="The tamper-evident audit log (helpdesk).", no_args_is_help=True)
+
+
+@facilities.command("list")
+def list_facilities() -> None:
+    """Facilities known to levere."""
+    data = client().get("/facilities")
+    show(data, lambda rows: table("Facilities", ["name", "display name", "contact"], [
+        (f["name"], f["display_name"], f["contact_email"]) for f in rows]))  # fmt: skip
+
+
+@facilities.command("create")
+def create_facility(
+    name: Annotated[str, typer.Argument(help="Short name, e.g. norseq-oslo.")],
+    contact: Annotated[str, typer.Option(help="The facility's contact e-mail.")],
+    display_name: Annotated[str, typer.Option(help="Full name.")] = "",
+) -> None:
+    """Register a facility (helpdesk)."""
+    f = client().post("/facilities", {"name": name, "display_name": display_name, "contact_email": contact})
+    done(f"facility {f['name']} created")
+
+
+@facilities.command("add-staff")
+def add_staff(
+    facility: str,
+    email: str,
+    name: Annotated[str, typer.Option(help="Their name.")] = "",
+) -> None:
+    """Make an account for a staff member of a facility; they get a link to set a password (helpdesk)."""
+    u = client().post("/users", {"email": email, "name": name, "kind": "facility", "facility": facility})
+    done(f"{u['email']} is now staff of {facility} (invitation sent)")
+
+
+@users.command("list")
+def list_users() -> None:
+    """Every account."""
+    data = client().get("/users")
+    show(data, lambda rows: table("Users", ["e-mail", "name", "kind", "two-factor", "password set"], [
+        (u["email"], u["name"], u["kind"], "on" if u["totp_enabled"] else "off", "yes" if u["has_password"] else "no")
+        for u in rows]))  # fmt: skip
+
+
+@users.command("create")
+def create_user(
+    email: str,
+    kind: Annotated[str, typer.Option(help="user, facility or helpdesk.")] = "user",
+    facility: Annotated[str | None, typer.Option(help="Facility, for facility staff.")] = None,
+    name: Annotated[str, typer.Option(help="Their name.")] = "",
+) -> None:
+    """Make an account; its owner gets a link to set a password (helpdesk)."""
+    u = client().post("/users", {"email": email, "name": name, "kind": kind, "facility": facility})
+    done(f"account {u['email']} ({u['kind']}) created; invitation sent")
+
+
+@audit.command("verify")
+def verify() -> None:
+    """Check the audit log's hash chain: any altered, removed or reordered event is found."""
+    report = client().get("/audit/verify")
+    if report["ok"]:
+        show(report, lambda r: done(f"audit log intact: {r['events']} events, hash chain verified"))
+        return
+    show(
+        report,
+        lambda r: err_console.print(
+            f"[red]audit log damaged[/red] at event {r['first_bad_seq']}: {r['problem']}"
+        ),
+    )
+    raise typer.Exit(8)
+
+
+@audit.command("list")
+def list_events(
+    object_id: Annotated[str | None, typer.Option(help="Only events about this object id.")] = None,
+    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 50,
+) -> None:
+    """Recent audit events."""
+    data = client().get("/audit", params={"limit": limit, **({"object_id": object_id} if object_id else {})})
+    show(data, lambda rows: table("Audit events", ["#", "when", "who", "action", "object"], [
+        (e["seq"], e["at"][:19], e["actor_email"], e["action"], f"{e['object_type']} {e['object_id'][:12]}")
+        for e in rows]))  # fmt: skip
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(facilities, name="facilities")
+    app.add_typer(users, name="users")
+    app.add_typer(audit, name="audit")

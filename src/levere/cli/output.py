@@ -1,0 +1,52 @@
+"""How the CLI shows things: Rich tables for people, JSON for scripts (``--json``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class State:
+    json_output = False
+
+
+def emit_json(data: Any) -> None:
+    console.print_json(json.dumps(data, default=str))
+
+
+def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    grid = Table(title=title, title_justify="left", header_style="bold")
+    for column in columns:
+        grid.add_column(column, overflow="fold")
+    for row in rows:
+        grid.add_row(*("" if cell is None else str(cell) for cell in row))
+    console.print(grid)
+
+
+def fields(title: str, pairs: Iterable[tuple[str, Any]]) -> None:
+    grid = Table(title=title, title_justify="left", show_header=False, box=None, padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column(overflow="fold")
+    for key, value in pairs:
+        grid.add_row(key, "" if value is None else str(value))
+    console.print(grid)
+
+
+def show(data: Any, render: Any) -> None:
+    """Print ``data`` as JSON when asked, else call ``render(data)``."""
+    if State.json_output:
+        emit_json(data)
+    else:
+        render(data)
+
+
+def done(message: str) -> None:
+    if not State.json_output:
+        console.print(f"[green]✓[/green] {message}")

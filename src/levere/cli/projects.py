@@ -1,0 +1,124 @@
+"""``levere projects ...`` and ``levere members ...``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from levere.cli.accounts import client
+from levere.cli.output import done, fields, show, table
+from levere.domain.units import format_size
+
+projects = typer.Typer(help="Projects you can see, their quotas and facilities.", no_args_is_help=True)
+members = typer.Typer(help="Who has access to a project, and with which role.", no_args_is_help=True)
+
+
+def _quota_line(q: dict[str, Any]) -> str:
+    return (
+        f"{format_size(q['used_bytes'])} used + {format_size(q['reserved_bytes'])} reserved "
+        f"of {format_size(q['limit_bytes'])}"
+    )
+
+
+@projects.command("list")
+def list_projects() -> None:
+    """Projects you can see."""
+    data = client().get("/projects")
+    show(data, lambda rows: table("Projects", ["identifier", "title", "your role", "facilities", "area"], [
+        (p["identifier"], p["title"], p["my_role"] or "-", ", ".join(p["facilities"]),
+         next((_quota_line(q) for q in p["quotas"] if q["tier"] == "area"), "-")) for p in rows
+    ]))  # fmt: skip
+
+
+@projects.command("show")
+def show_project(identifier: str) -> None:
+    """A project, its quotas, facilities and members."""
+    api = client()
+    project = api.get(f"/projects/{identifier}")
+    people = api.get(f"/projects/{identifier}/members")
+
+    def render(p: dict[str, Any]) -> None:
+        fields(f"Project {p['identifier']}", [
+            ("title", p["title"]),
+            ("sensitive", "yes" + (f" (secure project {p['secure_project_id']})" if p["secure_project_id"] else "")
+             if p["sensitive"] else "no"),
+            ("facilities", ", ".join(p["facilities"]) or "-"),
+            ("sync to long-term", p["sync_mode"]),
+            *[(f"quota {q['tier']}", _quota_line(q)) for q in p["quotas"]],
+        ])  # fmt: skip
+        _members_table(p["identifier"], p["members"])
+
+    show(project | {"members": people}, render)
+
+
+def _members_table(identifier: str, rows: list[dict[str, Any]]) -> None:
+    table(f"Members of {identifier}", ["e-mail", "name", "role", "account"], [
+        (m["email"], m["name"], m["role"], "active" if m["has_account"] else "invited") for m in rows
+    ])  # fmt: skip
+
+
+@projects.command("set")
+def set_project(
+    identifier: str,
+    sync_mode: Annotated[
+        str | None, typer.Option(help="auto: sync sealed deliveries at once; manual: on request.")
+    ] = None,
+) -> None:
+    """Change a project's settings (admin or helpdesk)."""
+    client().patch(f"/projects/{identifier}", {"sync_mode": sync_mode})
+    done(f"{identifier} updated")
+
+
+@projects.command("quota")
+def set_quota(identifier: str, tier: str, limit: str) -> None:
+    """Change a granted quota, e.g. 'levere projects quota LEV-2026-0001 area 2T' (helpdesk)."""
+    q = client().put(f"/projects/{identifier}/quotas/{tier}", {"limit": limit})
+    done(f"{identifier} {tier} quota is now {format_size(q['limit_bytes'])}")
+
+
+@projects.command("assign-facility")
+def assign_facility(identifier: str, facility: str) -> None:
+    """Let a facility deliver into an existing project (admin or helpdesk)."""
+    client().post(f"/projects/{identifier}/facilities", {"facility": facility})
+    done(f"{facility} may now deliver into {identifier}")
+
+
+@members.command("list")
+def list_members(identifier: str) -> None:
+    """Members of a project."""
+    data = client().get(f"/projects/{identifier}/members")
+    show(data, lambda rows: _members_table(identifier, rows))
+
+
+@members.command("add")
+def add_member(
+    identifier: str,
+    email: str,
+    role: Annotated[str, typer.Option(help="admin, member or viewer.")] = "member",
+) -> None:
+    """Give someone access (they are invited by e-mail if they have no account)."""
+    m = client().post(f"/projects/{identifier}/members", {"email": email, "role": role})
+    done(
+        f"{m['email']} added to {identifier} as {m['role']}"
+        + ("" if m["has_account"] else " (invitation sent)")
+    )
+
+
+@members.command("remove")
+def remove_member(identifier: str, email: str) -> None:
+    """Take someone's access away."""
+    client().delete(f"/projects/{identifier}/members/{email}")
+    done(f"{email} removed from {identifier}")
+
+
+@members.command("set-role")
+def set_role(identifier: str, email: str, role: str) -> None:
+    """Change someone's role: admin, member or viewer."""
+    m = client().put(f"/projects/{identifier}/members/{email}", {"role": role})
+    done(f"{m['email']} is now {m['role']} in {identifier}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(projects, name="projects")
+    app.add_typer(members, name="members")

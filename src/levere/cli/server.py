@@ -1,0 +1,106 @@
+"""Server-side commands: ``levere init``, ``levere serve``, ``levere worker``."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Annotated
+
+import typer
+
+from levere.cli.output import done, err_console
+from levere.config import get_settings
+from levere.domain.errors import ValidationFailed
+from levere.domain.roles import UserKind
+
+
+def _password_from_env() -> str:
+    password = os.environ.get("LEVERE_PASSWORD", "")
+    if not password:
+        raise ValidationFailed({"LEVERE_PASSWORD": "set it to the first operator's password"})
+    return password
+
+
+def init(
+    email: Annotated[str, typer.Option(help="E-mail of the first helpdesk operator.")],
+    name: Annotated[str, typer.Option(help="Their name.")] = "",
+) -> None:
+    """Create the database (run migrations) and the first helpdesk operator.
+
+    The password is read from the LEVERE_PASSWORD environment variable, so this can be scripted.
+    Running it again on an initialised database only applies new migrations.
+    """
+    from sqlalchemy import select
+
+    from levere.db.migrate import upgrade
+    from levere.db.models import User
+    from levere.services import accounts
+    from levere.services.context import Context
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.resolved_database_url)
+    ctx = Context.build(settings)
+    try:
+        with ctx.tx() as session:
+            if session.execute(select(User).where(User.email == email.strip().lower())).scalar():
+                done(f"database is up to date; {email} already exists")
+                return
+            accounts.create_user(
+                session, None, email, kind=UserKind.HELPDESK, name=name, password=_password_from_env()
+            )
+        done(f"database ready; helpdesk operator {email} created (enrol two-factor sign-in at first login)")
+    finally:
+        ctx.close()
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    worker: Annotated[
+        bool, typer.Option("--worker/--no-worker", help="Run the job worker in-process.")
+    ] = True,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run the levere service (API) with its embedded job worker."""
+    import uvicorn
+
+    from levere.api.app import create_app
+    from levere.db.migrate import upgrade
+    from levere.jobs.queue import build_queue
+    from levere.services.context import Context
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.resolved_database_url)
+    ctx = Context.build(settings)
+    build_queue(ctx)
+    app = create_app(ctx, start_worker=worker and settings.embedded_worker)
+    err_console.print(
+        f"levere serving on http://{host}:{port} (data in {settings.data_dir})", highlight=False
+    )
+    uvicorn.run(
+        app, host=host, port=port, log_level=log_level, http="httptools", loop="uvloop", access_log=False
+    )
+
+
+def worker(
+    threads: Annotated[int, typer.Option(help="Worker threads in this process.")] = 2,
+) -> None:
+    """Run a job worker in the foreground (for running work on separate machines)."""
+    from levere.jobs.queue import build_queue
+    from levere.services.context import Context
+
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    ctx = Context.build(settings)
+    queue = build_queue(ctx)
+    err_console.print(f"levere worker with {threads} thread(s), queue {settings.queue_url}", highlight=False)
+    queue.run_worker(workers=threads)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(init)
+    app.command()(serve)
+    app.command()(worker)

@@ -1,0 +1,136 @@
+"""One typed settings object, read from ``LEVERE_*`` environment variables and an optional TOML file.
+
+Nothing here runs at import time: call :func:`get_settings` (or build :class:`Settings` yourself in
+tests) and pass the object down.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from levere.domain.errors import ConfigurationError
+from levere.storage.config import BackendSpec, LocalSpec
+
+PLACEHOLDER_SECRET = "change-me-development-only"
+
+TierName = Literal["area", "longterm", "secure"]
+
+
+class SmtpSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8025
+    sender: str = "levere@localhost"
+    username: str | None = None
+    password: SecretStr | None = None
+    starttls: bool = False
+    #: when false, e-mails are only recorded in the database (and shown in-app)
+    enabled: bool = False
+
+
+class TierSettings(BaseModel):
+    """Which backend each tier uses. Missing tiers default to folders under the data directory."""
+
+    area: BackendSpec | None = None
+    longterm: BackendSpec | None = None
+    secure: BackendSpec | None = None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="LEVERE_", env_nested_delimiter="__", extra="ignore", validate_default=True
+    )
+
+    #: development mode allows the placeholder secret key and prints invitation links in logs
+    mode: Literal["development", "production"] = "development"
+    data_dir: Path = Path("var")
+    database_url: str | None = None
+    secret_key: SecretStr = SecretStr(PLACEHOLDER_SECRET)
+    #: the address people use to reach this service, used in links inside e-mails
+    public_url: str = "http://127.0.0.1:8080"
+    smtp: SmtpSettings = Field(default_factory=SmtpSettings)
+    tiers: TierSettings = Field(default_factory=TierSettings)
+
+    token_lifetime_days: int = 30
+    invitation_lifetime_hours: int = 72
+    login_max_failures: int = 5
+    login_window_seconds: int = 300
+    upload_expiry_hours: int = 24
+    #: run the job worker inside the API process (embedded default)
+    embedded_worker: bool = True
+    #: where the huey queue lives: "sqlite" (file under data_dir), "redis://..." or "memory"
+    queue_url: str = "sqlite"
+    #: path of a TOML settings file; read before the environment (environment wins)
+    config_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secret(self) -> Settings:
+        if self.mode != "development" and self.secret_key.get_secret_value() == PLACEHOLDER_SECRET:
+            raise ValueError("LEVERE_SECRET_KEY must be set to a real secret outside development mode")
+        if self.mode != "development" and len(self.secret_key.get_secret_value()) < 16:
+            raise ValueError("LEVERE_SECRET_KEY must be at least 16 characters long")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'levere.db').resolve()}"
+
+    def tier_spec(self, tier: TierName) -> BackendSpec:
+        spec: BackendSpec | None = getattr(self.tiers, tier)
+        if spec is not None:
+            return spec
+        return LocalSpec(type="local", root=(self.data_dir / "storage" / tier).resolve(), backend_id=tier)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlSource(settings_cls))
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """Reads the file named by ``LEVERE_CONFIG_FILE`` (lower priority than the environment)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get("LEVERE_CONFIG_FILE")
+        if not path:
+            return {}
+        try:
+            with open(path, "rb") as fh:
+                return tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigurationError(f"settings file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigurationError(f"settings file {path} is not valid TOML: {exc}") from None
+
+
+def get_settings(**overrides: Any) -> Settings:
+    try:
+        return Settings(**overrides)
+    except ValueError as exc:
+        raise ConfigurationError(_first_error(exc)) from None
+
+
+def _first_error(exc: ValueError) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        msg = str(first.get("msg", exc)).removeprefix("Value error, ")
+        return f"invalid setting {where}: {msg}" if where else f"invalid settings: {msg}"
+    return str(exc)

@@ -1,0 +1,327 @@
+"""SQLAlchemy tables. Every schema change ships with an Alembic migration in ``db/migrations``."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC times on every database (SQLite stores no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[Any]: JSON}
+
+
+Id = String(36)
+
+
+class Facility(Base):
+    __tablename__ = "facilities"
+    id: Mapped[str] = mapped_column(Id, primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(64), unique=True)  # short name, e.g. "norseq-oslo"
+    display_name: Mapped[str] = mapped_column(String(200))
+    contact_email: Mapped[str] = mapped_column(String(320))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[str] = mapped_column(Id, primary_key=True, default=new_id)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    kind: Mapped[str] = mapped_column(String(16), default="user")
+    facility_id: Mapped[str | None] = mapped_column(ForeignKey("facilities.id"), default=None)
+    password_hash: Mapped[str | None] = mapped_column(String(200), default=None)
+    totp_secret: Mapped[str | None] = mapped_column(String(64), default=None)
+    totp_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    facility: Mapped[Facility | None] = relationship(lazy="joined")
+
+    def __repr__(self) -> str:  # never show hashes or secrets
+        return f"User(email={self.email!r}, kind={self.kind!r})"
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+    id: Mapped[str] = mapped_column(Id, primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    #: SHA-256 of the secret part; the secret itself is shown once and never stored
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[Any]] = mapped_column(default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_used_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    def __repr__(self) -> str:
+        return f"ApiToken(id={self.id!r}, name={self.name!r})"
+
+
+class LoginAttempt(Base):
+    __tablename__ = "login_attempts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    email: Mapped[str] = mapped_column(String(320), index=True)
+    client: Mapped[str] = mapped_column(String(64), default="")
+    success: Mapped[bool] = mapped_column(Boolean)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class Invitation(Base):
+    __tablename__ = "invitations"
+    id: Mapped[str] = mapped_column(Id, primary_key=True, default=new_id)
+    email: Mapped[str] = mapped_column(String(320), index=True)
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    project_id: Mapped[str | None] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    role: Mapped[str | None] = mapped_column(String(16))
+    invited_by_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    accepted_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class Application(Base):
+    __tablename__ = "applications"
+    id: Mapped[str] = mapped_column(Id, primary_key=True, default=new_id)
+    number: Mapped[int] = mapped_column(Integer, unique=True)  # short, human-friendly reference
+    state: Mapped[str] = mapped_column(String(24), default="draft", index=True)
+    title: Mapped[str] = mapped_column(String(200), default="")
+    pi_email: Mapped[str] = mapped_column(String(320), default="")
+    data_ownership: Mapped[str] = mapped_column(Text, default="")
+    funding_source: Mapped[str] = mapped_column(String(200), default="")
+    grant_id: Mapped[str] = mapped_column(String(100), default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    facility_id: Mapped[str | None] = mapped_column(ForeignKey("facilities.id"), default=None)
+    quota_area_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    quota_longterm_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    sensitive: Mapped[bool] = mapped_column(Boolean, default=False)
+    secure_project_id: Mapped[str] = mapped_column(String(16), default="")
+    members: Mapped[list[Any]] = mapped_column(default=list)  # [{"email": ..., "role": ...}]
+    author_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    pi_confirmed_at: Mapped[datetime | None] = mapped_column(default=None)
+    submitted_at: Mapped[datetime | None] = mapped_column(default=None)
+    reviewer_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"), default=None)
+    decided_at: Mapped[datetime | None] = mapped_column(default=None)
+    review_comment: Mapped[str] = mapped_column(Text, default="")
+    granted_area_bytes: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    granted_longterm_bytes: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    project_id: Mapped[str | None] = mapped_column(ForeignKey("projects.id"), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    facility: Mapped[Facility | None] = relationship(lazy="joined")
+
+
+class Project(Base):
+    __tablename__ = "projects"
+    id: Mapped[str] = mapped_column(Id, primary_key=True, default=new_id)
+    identifier: Mapped[str] = mapped_column(String(32), unique=True)  # e.g. LEV-2026-0001
+    title: Mapped[str] = mapped_column(String(200))
+    sensitive: Mapped[bool] = mapped_column(Boolean, default=False)
+    secure_project_id: Mapped[str] = mapped_column(String(16), default="")
+    #: "auto": sealed deliveries go to long-term storage at once; "manual": when helpdesk asks
+    sync_mode: Mapped[str] = mapped_column(String(16), default="auto")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ProjectMember(Base):
+    __tablename__ = "project_members"
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    added_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    user: Mapped[User] = relationship(lazy="joined")
+
+
+class ProjectFacility(Base):
+    __tablename__ = "project_facilities"
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    facility_id: Mapped[str] = mapped_column(ForeignKey("facilities.id"), primary_key=True)
+    assigned_at: Mapped[datetime] = mapped_column(default=utcnow)
+    assigned_by_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
+
+    facility: Mapped[Facility] = relationship(lazy="joined")
+
+
+class Quota(Base):
+    """Limit and usage of one tier for one project. ``used + reserved <= limit`` always holds."""
+
+    __tablename__ = "quotas"
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    tier: Mapped[str] = mapped_column(String(16), primary_key=True)
+    limit_bytes: Mapped[int] = mapped_column(BigInteger)
+    used_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    reserved_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Notification(Base):
+    __tablename__ = "notifications"
+    id: Mapped[str] = mapped_column(Id, primary_key=True, default=new_id)
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    email: Mapped[str] = mapped_column(String(320))
+    subject: Mapped[str] = mapped_column(String(300))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    read_at: Mapped[datetime | None] = mapped_column(default=None)
+    #: e-mail delivery: "pending", "sent", "failed" or "disabled" (SMTP not configured)
+    email_state: Mapped[str] = mapped_column(String(16), default="pending")
+    email_error: Mapped[str] = mapped_column(Text, default="")
+
+
+class AuditEvent(Base):
+    """Append-only; each event's hash covers its content and the previous event's hash."""
+
+    __tablename__ = "audit_events"
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor_id: Mapped[str | None] = mapped_column(String(36))
+    actor_email: Mapped[str] = mapped_column(String(320), default="")
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    object_type: Mapped[str] = mapped_column(String(32))
+    object_id: Mapped[str] = mapped_column(String(64))
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class Counter(Base):
+    """Named counters (application numbers, project identifiers), incremented under a row lock."""
+
+    __tablename__ = "counters"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Delivery(Base):
+    __tablename__ = "deliveries"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+    id: Mapped[str] = mapped_column(Id, primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    facility_id: Mapped[str | None] = mapped_column(ForeignKey("facilities.id"))
+    name: Mapped[str] = mapped_column(String(255))
+    #: "open" (accepting files), "sealed" (immutable) or "failed"
+    state: Mapped[str] = mapped_column(String(16), default="open")
+    meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_by_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sealed_at: Mapped[datetime | None] = mapped_column(default=None)
+    failure_reason: Mapped[str] = mapped_column(Text, default="")
+    #: SHA-256 of the manifest in md5sum format, a short fingerprint for receipts
+    manifest_sha256: Mapped[str] = mapped_column(String(64), default="")
+
+
+class StoredFile(Base):
+    """A complete, verified file of a delivery (one row per path; copies per tier are replicas)."""
+
+    __tablename__ = "files"
+    __table_args__ = (UniqueConstraint("delivery_id", "path"),)
+    id: Mapped[str] = mapped_column(Id, primary_key=True, default=new_id)
+    delivery_id: Mapped[str] = mapped_column(ForeignKey("deliveries.id", ondelete="CASCADE"), index=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    path: Mapped[str] = mapped_column(String(4096))
+    size: Mapped[int] = mapped_column(BigInteger)
+    md5: Mapped[str] = mapped_column(String(32))
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Replica(Base):
+    """One copy of a file on one tier, with its sync/verification state."""
+
+    __tablename__ = "replicas"
+    __table_args__ = (UniqueConstraint("file_id", "tier"), Index("ix_replicas_tier_state", "tier", "state"))
+    id: Mapped[str] = mapped_column(Id, primary_key=True, default=new_id)
+    file_id: Mapped[str] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), index=True)
+    tier: Mapped[str] = mapped_column(String(16))
+    backend_id: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(4200))
+    #: "pending", "copying", "present" (verified), "failed", "damaged", "freed"
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(100), default=None)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    verified_at: Mapped[datetime | None] = mapped_column(default=None)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Upload(Base):
+    """A tus upload in progress. Its length is reserved against the quota from creation on."""
+
+    __tablename__ = "uploads"
+    id: Mapped[str] = mapped_column(Id, primary_key=True, default=new_id)
+    delivery_id: Mapped[str] = mapped_column(ForeignKey("deliveries.id", ondelete="CASCADE"), index=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    path: Mapped[str] = mapped_column(String(4096))
+    length: Mapped[int] = mapped_column(BigInteger)
+    offset: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: expected checksums given by the client (Upload-Metadata), checked on completion
+    expect_md5: Mapped[str] = mapped_column(String(32), default="")
+    expect_sha256: Mapped[str] = mapped_column(String(64), default="")
+    backend_id: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(4200))
+    session: Mapped[str] = mapped_column(Text, default="")
+    #: "active", "complete", "failed", "expired", "terminated"
+    state: Mapped[str] = mapped_column(String(16), default="active", index=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_by_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    file_id: Mapped[str | None] = mapped_column(ForeignKey("files.id"), default=None)

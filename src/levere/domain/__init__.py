@@ -1,0 +1,1 @@
+"""Entities, states, rules and errors. Imports no web, CLI, database or storage library."""

@@ -1,0 +1,137 @@
+"""Applications for a project area and quota: their fields, validation and state machine.
+
+Design notes
+------------
+The transition table only says which state may follow which. Who may trigger a transition is the
+permission table's business (:mod:`levere.domain.roles`), and e-mails and provisioning belong to the
+services that call :func:`transition`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from levere.domain.errors import InvalidTransition, ValidationFailed
+from levere.domain.roles import ProjectRole
+
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+#: a TSD-style secure project identifier
+SECURE_PROJECT = re.compile(r"^p\d{1,6}$")
+
+
+class ApplicationState(StrEnum):
+    DRAFT = "draft"
+    SUBMITTED = "submitted"
+    CHANGES_REQUESTED = "changes_requested"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+S = ApplicationState
+TRANSITIONS: dict[ApplicationState, frozenset[ApplicationState]] = {
+    S.DRAFT: frozenset({S.SUBMITTED}),
+    S.SUBMITTED: frozenset({S.APPROVED, S.REJECTED, S.CHANGES_REQUESTED}),
+    S.CHANGES_REQUESTED: frozenset({S.SUBMITTED}),
+    S.APPROVED: frozenset(),
+    S.REJECTED: frozenset(),
+}
+EDITABLE = frozenset({S.DRAFT, S.CHANGES_REQUESTED})
+
+
+def transition(current: ApplicationState, target: ApplicationState) -> ApplicationState:
+    if target not in TRANSITIONS[current]:
+        raise InvalidTransition(
+            f"an application that is {current.value.replace('_', ' ')} cannot become "
+            f"{target.value.replace('_', ' ')}",
+            current=current.value,
+            target=target.value,
+        )
+    return target
+
+
+@dataclass
+class RequestedMember:
+    email: str
+    role: ProjectRole
+
+
+@dataclass
+class ApplicationForm:
+    """Every field of the seed's form. Empty strings mean "not filled in yet" in a draft."""
+
+    title: str = ""
+    pi_email: str = ""
+    data_ownership: str = ""
+    funding_source: str = ""
+    grant_id: str = ""
+    description: str = ""
+    facility: str = ""  # the assisting facility's short name
+    quota_area_bytes: int = 0
+    quota_longterm_bytes: int = 0
+    sensitive: bool = False
+    secure_project_id: str = ""
+    members: list[RequestedMember] = field(default_factory=list)
+
+
+REQUIRED_TEXT = {
+    "title": "a project title",
+    "pi_email": "the PI's e-mail address",
+    "data_ownership": "who owns the data",
+    "funding_source": "the funding source",
+    "description": "a scientific description",
+    "facility": "the assisting facility",
+}
+MAX_TEXT = {
+    "title": 200,
+    "data_ownership": 500,
+    "funding_source": 200,
+    "grant_id": 100,
+    "description": 10_000,
+}
+
+
+def check_draft(form: ApplicationForm) -> None:
+    """Checks that hold for a draft too: what is filled in must be well-formed."""
+    problems: dict[str, str] = {}
+    for name, limit in MAX_TEXT.items():
+        if len(getattr(form, name)) > limit:
+            problems[name] = f"must be at most {limit} characters"
+    if form.pi_email and not EMAIL.match(form.pi_email):
+        problems["pi_email"] = f"{form.pi_email!r} is not an e-mail address"
+    for name in ("quota_area_bytes", "quota_longterm_bytes"):
+        if getattr(form, name) < 0:
+            problems[name] = "must not be negative"
+    if form.secure_project_id and not SECURE_PROJECT.match(form.secure_project_id):
+        problems["secure_project_id"] = "must look like p1234 (a TSD project id)"
+    if form.secure_project_id and not form.sensitive:
+        problems["secure_project_id"] = "is only for sensitive data; set sensitive to true or leave it empty"
+    seen: set[str] = set()
+    for i, member in enumerate(form.members):
+        key = f"members[{i}].email"
+        if not EMAIL.match(member.email):
+            problems[key] = f"{member.email!r} is not an e-mail address"
+        elif member.email.lower() in seen:
+            problems[key] = f"{member.email} is listed twice"
+        seen.add(member.email.lower())
+    if problems:
+        raise ValidationFailed(problems)
+
+
+def check_complete(form: ApplicationForm) -> None:
+    """Checks for submission: every required field is filled in and well-formed."""
+    problems: dict[str, str] = {}
+    try:
+        check_draft(form)
+    except ValidationFailed as exc:
+        problems.update(exc.fields)
+    for name, what in REQUIRED_TEXT.items():
+        if not getattr(form, name).strip() and name not in problems:
+            problems[name] = f"is required: give {what}"
+    if form.quota_area_bytes <= 0 and "quota_area_bytes" not in problems:
+        problems["quota_area_bytes"] = "is required: request a quota for the working area"
+    if form.quota_longterm_bytes <= 0 and "quota_longterm_bytes" not in problems:
+        problems["quota_longterm_bytes"] = "is required: request a quota for long-term storage"
+    if problems:
+        raise ValidationFailed(problems)

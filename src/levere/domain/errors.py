@@ -1,0 +1,101 @@
+"""One error hierarchy for the whole service.
+
+Each error carries a message in the user's words. The API maps ``http_status`` to the response code,
+the CLI prints the message on one line and exits with ``exit_code``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class LevereError(Exception):
+    http_status: ClassVar[int] = 400
+    exit_code: ClassVar[int] = 1
+    code: ClassVar[str] = "error"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ValidationFailed(LevereError):
+    """Input was refused; ``details['fields']`` maps each field to its reason."""
+
+    http_status = 422
+    code = "validation_failed"
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        listed = "; ".join(f"{name}: {reason}" for name, reason in fields.items())
+        super().__init__(f"invalid input: {listed}", fields=fields)
+        self.fields = fields
+
+
+class NotFound(LevereError):
+    http_status = 404
+    exit_code = 4
+    code = "not_found"
+
+
+class AlreadyExists(LevereError):
+    http_status = 409
+    code = "already_exists"
+
+
+class Conflict(LevereError):
+    http_status = 409
+    code = "conflict"
+
+
+class InvalidTransition(Conflict):
+    code = "invalid_transition"
+
+
+class AuthenticationFailed(LevereError):
+    http_status = 401
+    exit_code = 3
+    code = "authentication_failed"
+
+
+class TooManyAttempts(LevereError):
+    http_status = 429
+    exit_code = 3
+    code = "too_many_attempts"
+
+
+class AccessDenied(LevereError):
+    http_status = 403
+    exit_code = 3
+    code = "access_denied"
+
+
+class InvalidPath(LevereError):
+    http_status = 400
+    code = "invalid_path"
+
+
+class ChecksumMismatch(LevereError):
+    http_status = 460  # tus checksum extension: "Checksum Mismatch"
+    exit_code = 5
+    code = "checksum_mismatch"
+
+
+class QuotaExceeded(LevereError):
+    http_status = 507
+    exit_code = 6
+    code = "quota_exceeded"
+
+
+class StorageUnavailable(LevereError):
+    http_status = 503
+    exit_code = 7
+    code = "storage_unavailable"
+
+
+class ConfigurationError(LevereError):
+    exit_code = 2
+    code = "configuration_error"

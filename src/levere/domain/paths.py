@@ -1,0 +1,42 @@
+"""Relative paths inside a delivery, checked before any byte is stored."""
+
+from __future__ import annotations
+
+import unicodedata
+
+from levere.domain.errors import InvalidPath
+
+MAX_NAME_BYTES = 255
+MAX_PATH_BYTES = 4096
+
+
+def check_relative_path(path: str) -> str:
+    """Return ``path`` normalised (NFC, forward slashes) or raise :class:`InvalidPath` naming why."""
+    if not path:
+        raise InvalidPath("the path is empty")
+    if any(ord(c) < 32 or ord(c) == 127 for c in path):
+        raise InvalidPath(f"{path!r} contains a NUL or control character")
+    if "\\" in path:
+        raise InvalidPath(f"{path!r} contains a backslash; use / between folders")
+    if path.startswith("/"):
+        raise InvalidPath(f"{path!r} is absolute; give a path relative to the run folder")
+    path = unicodedata.normalize("NFC", path)
+    parts = path.split("/")
+    for part in parts:
+        if part in ("", "."):
+            raise InvalidPath(f"{path!r} has an empty or '.' component")
+        if part == "..":
+            raise InvalidPath(f"{path!r} climbs out of its folder with '..'")
+        if len(part.encode()) > MAX_NAME_BYTES:
+            raise InvalidPath(f"a name in {path!r} is longer than {MAX_NAME_BYTES} bytes")
+    if len(path.encode()) > MAX_PATH_BYTES:
+        raise InvalidPath(f"{path[:60]!r}... is longer than {MAX_PATH_BYTES} bytes")
+    return path
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """A single path component such as a delivery (run) name."""
+    checked = check_relative_path(name)
+    if "/" in checked:
+        raise InvalidPath(f"the {what} {name!r} must not contain '/'")
+    return checked

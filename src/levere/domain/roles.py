@@ -1,0 +1,146 @@
+"""Roles and the one permission table that decides every action.
+
+Design notes
+------------
+A user has one *global* kind (helpdesk operator, facility staff, or ordinary user) and, per project,
+at most one *project role* (admin, member, viewer). Facility staff additionally act for a project when
+their facility is assigned to it. :func:`allowed` looks only at these facts, so the API, the CLI and
+the portal all ask the same question and get the same answer; the test suite walks every endpoint with
+every role against this table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from levere.domain.errors import AccessDenied
+
+
+class UserKind(StrEnum):
+    HELPDESK = "helpdesk"
+    FACILITY = "facility"
+    USER = "user"
+
+
+class ProjectRole(StrEnum):
+    ADMIN = "admin"
+    MEMBER = "member"
+    VIEWER = "viewer"
+
+
+class Actor(StrEnum):
+    """The role a user plays for one action: what the permission table is written in."""
+
+    HELPDESK = "helpdesk"
+    FACILITY_ASSIGNED = "facility_assigned"  # staff of a facility assigned to the project
+    FACILITY = "facility"  # staff, not assigned to the project at hand
+    ADMIN = "admin"
+    MEMBER = "member"
+    VIEWER = "viewer"
+    PI = "pi"  # the PI named on an application
+    AUTHOR = "author"  # whoever drafted an application
+    USER = "user"  # signed in, no relation to the object
+
+
+class Action(StrEnum):
+    # accounts and facilities
+    USER_LIST = "user.list"
+    USER_CREATE = "user.create"
+    FACILITY_CREATE = "facility.create"
+    FACILITY_LIST = "facility.list"
+    FACILITY_ADD_STAFF = "facility.add_staff"
+    # applications
+    APPLICATION_CREATE = "application.create"
+    APPLICATION_READ = "application.read"
+    APPLICATION_EDIT = "application.edit"
+    APPLICATION_SUBMIT = "application.submit"  # by the PI: confirms a draft made on their behalf
+    APPLICATION_QUEUE = "application.queue"
+    APPLICATION_REVIEW = "application.review"  # approve, reject, request changes
+    # projects
+    PROJECT_LIST_ALL = "project.list_all"
+    PROJECT_READ = "project.read"
+    PROJECT_ASSIGN_FACILITY = "project.assign_facility"
+    PROJECT_SETTINGS = "project.settings"
+    MEMBER_LIST = "member.list"
+    MEMBER_MANAGE = "member.manage"
+    # data
+    DELIVERY_CREATE = "delivery.create"
+    DELIVERY_UPLOAD = "delivery.upload"
+    DELIVERY_READ = "delivery.read"
+    DATA_READ = "data.read"
+    DATA_FREE = "data.free"
+    DATA_RESTORE = "data.restore"
+    SYNC_RUN = "sync.run"
+    VERIFY_RUN = "verify.run"
+    # audit
+    AUDIT_READ = "audit.read"
+
+
+A = Actor
+#: The permission table. An action not listed for an actor is denied.
+PERMISSIONS: dict[Action, frozenset[Actor]] = {
+    Action.USER_LIST: frozenset({A.HELPDESK}),
+    Action.USER_CREATE: frozenset({A.HELPDESK}),
+    Action.FACILITY_CREATE: frozenset({A.HELPDESK}),
+    Action.FACILITY_LIST: frozenset({A.HELPDESK, A.FACILITY, A.FACILITY_ASSIGNED, A.USER}),
+    Action.FACILITY_ADD_STAFF: frozenset({A.HELPDESK}),
+    Action.APPLICATION_CREATE: frozenset({A.HELPDESK, A.FACILITY, A.FACILITY_ASSIGNED, A.USER}),
+    Action.APPLICATION_READ: frozenset({A.HELPDESK, A.PI, A.AUTHOR, A.FACILITY_ASSIGNED}),
+    Action.APPLICATION_EDIT: frozenset({A.PI, A.AUTHOR}),
+    Action.APPLICATION_SUBMIT: frozenset({A.PI}),
+    Action.APPLICATION_QUEUE: frozenset({A.HELPDESK}),
+    Action.APPLICATION_REVIEW: frozenset({A.HELPDESK}),
+    Action.PROJECT_LIST_ALL: frozenset({A.HELPDESK}),
+    Action.PROJECT_READ: frozenset({A.HELPDESK, A.FACILITY_ASSIGNED, A.ADMIN, A.MEMBER, A.VIEWER}),
+    Action.PROJECT_ASSIGN_FACILITY: frozenset({A.HELPDESK, A.ADMIN}),
+    Action.PROJECT_SETTINGS: frozenset({A.HELPDESK, A.ADMIN}),
+    Action.MEMBER_LIST: frozenset({A.HELPDESK, A.FACILITY_ASSIGNED, A.ADMIN, A.MEMBER, A.VIEWER}),
+    Action.MEMBER_MANAGE: frozenset({A.HELPDESK, A.ADMIN}),
+    Action.DELIVERY_CREATE: frozenset({A.FACILITY_ASSIGNED}),
+    Action.DELIVERY_UPLOAD: frozenset({A.FACILITY_ASSIGNED}),
+    Action.DELIVERY_READ: frozenset({A.HELPDESK, A.FACILITY_ASSIGNED, A.ADMIN, A.MEMBER, A.VIEWER}),
+    Action.DATA_READ: frozenset({A.HELPDESK, A.FACILITY_ASSIGNED, A.ADMIN, A.MEMBER, A.VIEWER}),
+    Action.DATA_FREE: frozenset({A.HELPDESK, A.ADMIN}),
+    Action.DATA_RESTORE: frozenset({A.HELPDESK, A.ADMIN}),
+    Action.SYNC_RUN: frozenset({A.HELPDESK}),
+    Action.VERIFY_RUN: frozenset({A.HELPDESK}),
+    Action.AUDIT_READ: frozenset({A.HELPDESK}),
+}
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What the permission check needs to know about the user, for one object."""
+
+    kind: UserKind
+    project_role: ProjectRole | None = None
+    facility_assigned: bool = False
+    is_pi: bool = False
+    is_author: bool = False
+
+    def actors(self) -> frozenset[Actor]:
+        found: set[Actor] = {A.USER}
+        if self.kind is UserKind.HELPDESK:
+            found.add(A.HELPDESK)
+        if self.kind is UserKind.FACILITY:
+            found.add(A.FACILITY_ASSIGNED if self.facility_assigned else A.FACILITY)
+        if self.project_role is not None:
+            found.add(Actor(self.project_role.value))
+        if self.is_pi:
+            found.add(A.PI)
+        if self.is_author:
+            found.add(A.AUTHOR)
+        return frozenset(found)
+
+
+def allowed(subject: Subject, action: Action) -> bool:
+    return bool(subject.actors() & PERMISSIONS[action])
+
+
+def require(subject: Subject, action: Action, what: str = "") -> None:
+    if not allowed(subject, action):
+        target = f" {what}" if what else ""
+        raise AccessDenied(
+            f"you are not allowed to {action.value.replace('.', ' ').replace('_', ' ')}{target}"
+        )

@@ -1,0 +1,85 @@
+"""The service context: settings, database, storage tiers, mail and jobs, built once per process.
+
+Design notes
+------------
+Use cases are plain functions taking a :class:`Context` first. Each owns one transaction
+(:meth:`Context.tx`); side effects that must not happen unless the transaction commits (e-mail,
+background jobs) are queued on the session with :func:`after_commit` and run once it has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from levere.config import Settings, TierName
+from levere.db.engine import make_engine, make_sessionmaker
+from levere.storage import Backend, LocalSpec, build_backend
+
+if TYPE_CHECKING:
+    from levere.jobs.queue import JobQueue
+
+_AFTER_COMMIT = "levere_after_commit"
+
+
+@dataclass
+class Context:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    _tiers: dict[str, Backend] = field(default_factory=dict)
+    jobs: JobQueue | None = None
+
+    @classmethod
+    def build(cls, settings: Settings) -> Context:
+        engine = make_engine(settings.resolved_database_url)
+        return cls(settings=settings, engine=engine, sessions=make_sessionmaker(engine))
+
+    def tier(self, name: TierName) -> Backend:
+        if name not in self._tiers:
+            spec = self.settings.tier_spec(name)
+            if getattr(self.settings.tiers, name) is None and isinstance(spec, LocalSpec):
+                # the embedded default keeps every tier under the data directory: make it on first use
+                spec.root.mkdir(parents=True, exist_ok=True)
+            self._tiers[name] = build_backend(spec)
+        return self._tiers[name]
+
+    @contextmanager
+    def tx(self) -> Iterator[Session]:
+        """One unit of work: commit on success, roll back on error, then run after-commit hooks."""
+        session = self.sessions()
+        hooks: list[Callable[[], Any]] = []
+        session.info[_AFTER_COMMIT] = hooks
+        try:
+            with session.begin():
+                yield session
+        finally:
+            session.close()
+        for hook in hooks:
+            hook()
+
+    @cached_property
+    def mailer(self) -> Any:
+        from levere.services.mail import Mailer
+
+        return Mailer(self.settings.smtp)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def after_commit(session: Session, hook: Callable[[], Any]) -> None:
+    """Run ``hook`` once the session's transaction has committed (never if it rolls back)."""
+    hooks = session.info.get(_AFTER_COMMIT)
+    if hooks is None:
+        # a session not opened through Context.tx: fall back to SQLAlchemy's own event
+        event.listen(session, "after_commit", lambda _s: hook(), once=True)
+        return
+    if hook not in hooks:
+        hooks.append(hook)

@@ -1,0 +1,105 @@
+"""Notifications: an in-app list per user and an e-mail for each, sent after the change commits.
+
+Design notes
+------------
+A notification is first a row (the outbox); e-mail goes out from a background job once the
+transaction that created it has committed, so a rolled-back change never e-mails anyone and a mail
+server that is down delays mail without failing the change. Failed sends stay ``pending`` for the
+next run; after the job's retries they are marked ``failed`` with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from levere.db.models import Notification, User, utcnow
+from levere.services.context import Context, after_commit
+
+log = logging.getLogger(__name__)
+
+FOOTER = "\n\n-- \nlevere, data delivery from the sequencing facility\n{url}\n"
+
+
+def notify(
+    ctx: Context, session: Session, recipients: Iterable[User | str], subject: str, body: str
+) -> list[Notification]:
+    made: list[Notification] = []
+    seen: set[str] = set()
+    for recipient in recipients:
+        email = recipient.email if isinstance(recipient, User) else recipient
+        if not email or email.lower() in seen:
+            continue
+        seen.add(email.lower())
+        user = recipient if isinstance(recipient, User) else _user_by_email(session, email)
+        note = Notification(
+            user_id=user.id if user else None,
+            email=email,
+            subject=subject,
+            body=body + FOOTER.format(url=ctx.settings.public_url),
+            email_state="pending" if ctx.settings.smtp.enabled else "disabled",
+        )
+        session.add(note)
+        made.append(note)
+    if made and ctx.settings.smtp.enabled:
+        after_commit(session, lambda: dispatch_emails(ctx))
+    return made
+
+
+def _user_by_email(session: Session, email: str) -> User | None:
+    return session.execute(select(User).where(User.email == email.lower())).scalar()
+
+
+def dispatch_emails(ctx: Context) -> None:
+    if ctx.jobs is not None:
+        ctx.jobs.enqueue("send_emails")
+    else:
+        send_pending_emails(ctx)
+
+
+def send_pending_emails(ctx: Context, final_attempt: bool = False) -> int:
+    """Send every pending e-mail; returns how many are still pending (to be retried)."""
+    with ctx.tx() as session:
+        pending = list(
+            session.execute(
+                select(Notification)
+                .where(Notification.email_state == "pending")
+                .with_for_update(skip_locked=True)
+            ).scalars()
+        )
+        left = 0
+        for note in pending:
+            try:
+                ctx.mailer.send(note.email, note.subject, note.body)
+            except (OSError, Exception) as exc:
+                note.email_error = f"{type(exc).__name__}: {exc}"
+                if final_attempt:
+                    note.email_state = "failed"
+                else:
+                    left += 1
+                log.warning("e-mail to a recipient failed: %s", note.email_error)
+            else:
+                note.email_state = "sent"
+                note.email_error = ""
+    return left
+
+
+def list_for(session: Session, user: User, unread_only: bool = False) -> list[Notification]:
+    query = (
+        select(Notification).where(Notification.user_id == user.id).order_by(Notification.created_at.desc())
+    )
+    if unread_only:
+        query = query.where(Notification.read_at.is_(None))
+    return list(session.execute(query).scalars())
+
+
+def mark_read(session: Session, user: User, ids: Iterable[str] | None = None) -> int:
+    count = 0
+    for note in list_for(session, user, unread_only=True):
+        if ids is None or note.id in ids:
+            note.read_at = utcnow()
+            count += 1
+    return count

@@ -1,0 +1,337 @@
+"""Projects: provisioning, members and their roles, facility assignment, quotas."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from levere.db.models import Facility, Project, ProjectFacility, ProjectMember, Quota, User, utcnow
+from levere.domain.errors import Conflict, NotFound, ValidationFailed
+from levere.domain.roles import Action, ProjectRole, Subject, UserKind, allowed, require
+from levere.domain.units import format_size
+from levere.services import accounts, audit
+from levere.services.context import Context
+from levere.services.notify import notify
+
+TIERS = ("area", "longterm")
+
+
+def get_project(session: Session, identifier: str) -> Project:
+    project = session.execute(
+        select(Project).where((Project.identifier == identifier.strip().upper()) | (Project.id == identifier))
+    ).scalar()
+    if project is None:
+        raise NotFound(f"no project {identifier}")
+    return project
+
+
+def membership(session: Session, project: Project, user: User) -> ProjectMember | None:
+    return session.get(ProjectMember, (project.id, user.id))
+
+
+def facility_assigned(session: Session, project: Project, user: User) -> bool:
+    if user.kind != UserKind.FACILITY or user.facility_id is None:
+        return False
+    return session.get(ProjectFacility, (project.id, user.facility_id)) is not None
+
+
+def subject_for(session: Session, project: Project, user: User) -> Subject:
+    member = membership(session, project, user)
+    return Subject(
+        kind=UserKind(user.kind),
+        project_role=ProjectRole(member.role) if member else None,
+        facility_assigned=facility_assigned(session, project, user),
+    )
+
+
+def authorize(session: Session, user: User, identifier: str, action: Action) -> Project:
+    """Load a project and check ``action`` on it for ``user``; the gate of every project use case."""
+    project = get_project(session, identifier)
+    require(subject_for(session, project, user), action, f"in project {project.identifier}")
+    return project
+
+
+def visible_projects(session: Session, user: User) -> list[Project]:
+    if allowed(Subject(kind=UserKind(user.kind)), Action.PROJECT_LIST_ALL):
+        return list(session.execute(select(Project).order_by(Project.identifier)).scalars())
+    member_of = select(ProjectMember.project_id).where(ProjectMember.user_id == user.id)
+    query = select(Project).where(Project.id.in_(member_of))
+    if user.kind == UserKind.FACILITY and user.facility_id:
+        assigned = select(ProjectFacility.project_id).where(ProjectFacility.facility_id == user.facility_id)
+        query = select(Project).where(Project.id.in_(member_of) | Project.id.in_(assigned))
+    return list(session.execute(query.order_by(Project.identifier)).scalars())
+
+
+def members(session: Session, project: Project) -> list[ProjectMember]:
+    return list(
+        session.execute(
+            select(ProjectMember)
+            .where(ProjectMember.project_id == project.id)
+            .order_by(ProjectMember.added_at)
+        ).scalars()
+    )
+
+
+def facilities(session: Session, project: Project) -> list[Facility]:
+    rows = session.execute(select(ProjectFacility).where(ProjectFacility.project_id == project.id)).scalars()
+    return [row.facility for row in rows]
+
+
+def quotas(session: Session, project: Project) -> dict[str, Quota]:
+    rows = session.execute(select(Quota).where(Quota.project_id == project.id)).scalars()
+    return {row.tier: row for row in rows}
+
+
+# --- provisioning -------------------------------------------------------------------------------
+
+
+@dataclass
+class NewMember:
+    email: str
+    role: ProjectRole
+
+
+def provision(
+    ctx: Context,
+    session: Session,
+    actor: User,
+    *,
+    identifier: str,
+    title: str,
+    quota_bytes: dict[str, int],
+    pi: User,
+    members_wanted: list[NewMember],
+    facility: Facility | None,
+    sensitive: bool = False,
+    secure_project_id: str = "",
+) -> Project:
+    """Create the project, its area, quotas, members and facility assignment in the caller's transaction."""
+    project = Project(
+        identifier=identifier, title=title, sensitive=sensitive, secure_project_id=secure_project_id
+    )
+    session.add(project)
+    session.flush()
+    for tier in TIERS:
+        session.add(Quota(project_id=project.id, tier=tier, limit_bytes=quota_bytes[tier]))
+    audit.record(
+        session, actor, "project.provisioned", "project", project.id,
+        after={"identifier": identifier, "title": title, "quota": quota_bytes, "sensitive": sensitive},
+    )  # fmt: skip
+    _add_member(ctx, session, actor, project, pi.email, ProjectRole.ADMIN, welcome=True)
+    for wanted in members_wanted:
+        if wanted.email.lower() == pi.email:
+            continue
+        _add_member(ctx, session, actor, project, wanted.email, wanted.role, welcome=True)
+    if facility is not None:
+        _assign_facility(ctx, session, actor, project, facility, new_project=True)
+    session.flush()
+    # the area is made last: if it fails, the transaction rolls back and nothing was provisioned
+    ctx.tier("area").prepare_prefix(project.identifier)
+    return project
+
+
+def _welcome_text(ctx: Context, project: Project, role: ProjectRole, link: str | None) -> str:
+    can = {
+        ProjectRole.ADMIN: "read and write its data and manage its members",
+        ProjectRole.MEMBER: "read and write its data",
+        ProjectRole.VIEWER: "read and download its data",
+    }[role]
+    if link:
+        first = (
+            f"1. Set your password with this link (it works once, for "
+            f"{ctx.settings.invitation_lifetime_hours} hours):\n   {link}\n"
+        )
+    else:
+        first = "1. You already have an account: sign in with your e-mail and password.\n"
+    return (
+        f"You have been given access to the project {project.identifier} ({project.title}) "
+        f"as {role.value}: you can {can}.\n\n"
+        f"How to get started:\n{first}"
+        f"2. Install the levere client and sign in:  levere login --url {ctx.settings.public_url} --email YOUR_EMAIL\n"
+        f"3. Find the project:  levere projects show {project.identifier}\n"
+        f"4. See its data:  levere ls {project.identifier}\n"
+        f"5. Download it, checksums verified:  levere download {project.identifier} --to DIR\n"
+    )
+
+
+def _add_member(
+    ctx: Context,
+    session: Session,
+    actor: User,
+    project: Project,
+    email: str,
+    role: ProjectRole,
+    welcome: bool,
+) -> ProjectMember:
+    user, created = accounts.get_or_create_invitee(session, actor, email)
+    if membership(session, project, user) is not None:
+        raise Conflict(f"{user.email} is already a member of {project.identifier}")
+    member = ProjectMember(project_id=project.id, user_id=user.id, role=role.value)
+    session.add(member)
+    session.flush()
+    audit.record(
+        session, actor, "member.added", "project", project.id, after={"email": user.email, "role": role.value}
+    )
+    link = None
+    if created or user.password_hash is None:
+        _, secret = accounts.create_invitation(ctx, session, actor, user.email, project.id, role.value)
+        link = accounts.invitation_link(ctx, secret)
+    if welcome:
+        notify(
+            ctx, session, [user],
+            f"[levere] You have joined project {project.identifier} as {role.value}",
+            _welcome_text(ctx, project, role, link),
+        )  # fmt: skip
+    return member
+
+
+def add_member(ctx: Context, actor: User, identifier: str, email: str, role: ProjectRole) -> ProjectMember:
+    with ctx.tx() as session:
+        project = authorize(session, actor, identifier, Action.MEMBER_MANAGE)
+        return _add_member(ctx, session, actor, project, email, role, welcome=True)
+
+
+def _admins_left(session: Session, project: Project, without: User) -> int:
+    return sum(
+        1 for m in members(session, project) if m.role == ProjectRole.ADMIN and m.user_id != without.id
+    )
+
+
+def remove_member(ctx: Context, actor: User, identifier: str, email: str) -> None:
+    with ctx.tx() as session:
+        project = authorize(session, actor, identifier, Action.MEMBER_MANAGE)
+        user = accounts.get_user_by_email(session, email)
+        member = membership(session, project, user)
+        if member is None:
+            raise NotFound(f"{user.email} is not a member of {project.identifier}")
+        if member.role == ProjectRole.ADMIN and _admins_left(session, project, user) == 0:
+            raise Conflict(
+                f"{user.email} is the last admin of {project.identifier}; make someone else admin first"
+            )
+        session.delete(member)
+        audit.record(
+            session,
+            actor,
+            "member.removed",
+            "project",
+            project.id,
+            before={"email": user.email, "role": member.role},
+        )
+        notify(
+            ctx, session, [user], f"[levere] Your access to {project.identifier} has ended",
+            f"{actor.email} removed you from the project {project.identifier} ({project.title}).",
+        )  # fmt: skip
+
+
+def set_role(ctx: Context, actor: User, identifier: str, email: str, role: ProjectRole) -> ProjectMember:
+    with ctx.tx() as session:
+        project = authorize(session, actor, identifier, Action.MEMBER_MANAGE)
+        user = accounts.get_user_by_email(session, email)
+        member = membership(session, project, user)
+        if member is None:
+            raise NotFound(f"{user.email} is not a member of {project.identifier}")
+        if member.role == role:
+            return member
+        if member.role == ProjectRole.ADMIN and _admins_left(session, project, user) == 0:
+            raise Conflict(
+                f"{user.email} is the last admin of {project.identifier}; make someone else admin first"
+            )
+        before = member.role
+        member.role = role.value
+        audit.record(
+            session, actor, "member.role_changed", "project", project.id,
+            before={"email": user.email, "role": before}, after={"email": user.email, "role": role.value},
+        )  # fmt: skip
+        notify(
+            ctx, session, [user], f"[levere] Your role in {project.identifier} is now {role.value}",
+            f"{actor.email} changed your role in {project.identifier} ({project.title}) from {before} to {role.value}.",
+        )  # fmt: skip
+        return member
+
+
+def _assign_facility(
+    ctx: Context, session: Session, actor: User, project: Project, facility: Facility, new_project: bool
+) -> None:
+    if session.get(ProjectFacility, (project.id, facility.id)) is not None:
+        raise Conflict(f"{facility.name} is already assigned to {project.identifier}")
+    session.add(ProjectFacility(project_id=project.id, facility_id=facility.id, assigned_by_id=actor.id))
+    session.flush()
+    audit.record(
+        session, actor, "project.facility_assigned", "project", project.id, after={"facility": facility.name}
+    )
+    limits = quotas(session, project)
+    area = limits["area"].limit_bytes if "area" in limits else 0
+    what = "A new project area is ready" if new_project else "You have been assigned to an existing project"
+    notify(
+        ctx, session, [facility.contact_email, *accounts.facility_staff(session, facility.id)],
+        f"[levere] {project.identifier} is ready for deliveries from {facility.display_name}",
+        f"{what}: {project.identifier} ({project.title}).\n"
+        f"Working-area quota: {format_size(area)}.\n\n"
+        f"Deliver a run folder with:  levere deliver {project.identifier} RUN_FOLDER\n",
+    )  # fmt: skip
+
+
+def assign_facility(ctx: Context, actor: User, identifier: str, facility_name: str) -> Facility:
+    with ctx.tx() as session:
+        project = authorize(session, actor, identifier, Action.PROJECT_ASSIGN_FACILITY)
+        facility = accounts.get_facility(session, facility_name)
+        _assign_facility(ctx, session, actor, project, facility, new_project=False)
+        return facility
+
+
+def update_settings(
+    ctx: Context, actor: User, identifier: str, *, sync_mode: Literal["auto", "manual"] | None = None
+) -> Project:
+    with ctx.tx() as session:
+        project = authorize(session, actor, identifier, Action.PROJECT_SETTINGS)
+        before = {"sync_mode": project.sync_mode}
+        if sync_mode is not None:
+            if sync_mode not in ("auto", "manual"):
+                raise ValidationFailed({"sync_mode": "must be 'auto' or 'manual'"})
+            project.sync_mode = sync_mode
+        audit.record(
+            session,
+            actor,
+            "project.settings_changed",
+            "project",
+            project.id,
+            before,
+            {"sync_mode": project.sync_mode},
+        )
+        return project
+
+
+def set_quota(ctx: Context, actor: User, identifier: str, tier: str, limit_bytes: int) -> Quota:
+    """Helpdesk changes a granted quota; never below what is already used or reserved."""
+    with ctx.tx() as session:
+        project = authorize(session, actor, identifier, Action.PROJECT_SETTINGS)
+        require(accounts.subject_of(actor), Action.APPLICATION_REVIEW, "(only the helpdesk grants quota)")
+        quota = session.execute(
+            select(Quota).where(Quota.project_id == project.id, Quota.tier == tier).with_for_update()
+        ).scalar()
+        if quota is None:
+            raise NotFound(f"{project.identifier} has no {tier} tier")
+        if limit_bytes < quota.used_bytes + quota.reserved_bytes:
+            raise Conflict(
+                f"{format_size(limit_bytes)} is less than the {format_size(quota.used_bytes + quota.reserved_bytes)} "
+                f"already used or reserved on {tier}"
+            )
+        before = {"tier": tier, "limit_bytes": quota.limit_bytes}
+        quota.limit_bytes = limit_bytes
+        audit.record(
+            session,
+            actor,
+            "project.quota_changed",
+            "project",
+            project.id,
+            before,
+            {"tier": tier, "limit_bytes": limit_bytes},
+        )
+        return quota
+
+
+def new_identifier(session: Session, number: int) -> str:
+    return f"LEV-{utcnow().year}-{number:04d}"

@@ -1,0 +1,132 @@
+"""The one storage interface every backend implements.
+
+Design notes
+------------
+* Keys are relative, slash-separated paths (``LEV-0001/run42/sample_R1.fastq.gz``). Backends never
+  interpret them beyond that; validation of user-supplied paths happens in the domain layer before a
+  key is built, and backends re-check with :func:`check_key` as a second line of defence.
+* Nothing is visible under its final key until it is complete: whole-object writes go to a temporary
+  name and are published by :meth:`ObjectWriter.commit`; resumable writes (tus uploads) accumulate in
+  a *staging session* that only :meth:`Backend.finish_staged` publishes.
+* Backends never hash: the caller hashes each chunk in the same loop that hands it to the backend, so
+  the bytes are read once.
+* Resumable sessions survive a process being killed: everything needed to continue is in the backend
+  itself (the ``.part`` file on disk, the multipart upload on S3) plus the opaque ``session`` string
+  the caller stores in the database.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Self
+
+from levere.domain.errors import InvalidPath
+
+CHUNK = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+
+
+def check_key(key: str) -> str:
+    """Refuse keys that could escape the backend's root."""
+    if not key or key.startswith("/") or "\\" in key or "\x00" in key:
+        raise InvalidPath(f"invalid storage key {key!r}")
+    parts = key.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise InvalidPath(f"invalid storage key {key!r}")
+    return key
+
+
+class ObjectWriter(abc.ABC):
+    """A whole-object write: bytes go to a temporary place until :meth:`commit`."""
+
+    @abc.abstractmethod
+    def write(self, chunk: bytes) -> None: ...
+
+    @abc.abstractmethod
+    def commit(self) -> None:
+        """Publish the object under its final key (atomic rename / multipart completion)."""
+
+    @abc.abstractmethod
+    def abort(self) -> None:
+        """Throw the temporary bytes away; the final key is untouched."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is not None:
+            self.abort()
+
+
+class Backend(abc.ABC):
+    """A place that stores objects under keys. Constructors do no I/O."""
+
+    #: short identifier saved on each row that refers to a stored copy
+    backend_id: str
+
+    # --- whole objects -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def open_writer(
+        self, key: str, *, size_hint: int | None = None, write_once: bool = False
+    ) -> ObjectWriter:
+        """Start writing ``key``. With ``write_once`` the published object is protected from being
+        overwritten or deleted by levere (read-only file; S3 object lock where the server has it) and
+        an existing object under ``key`` makes :meth:`ObjectWriter.commit` raise ``AlreadyExists``."""
+
+    @abc.abstractmethod
+    def read(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """Yield the bytes ``[start, end)`` of ``key`` in chunks of at most :data:`CHUNK` bytes.
+        Raises ``NotFound`` if the key does not exist."""
+
+    @abc.abstractmethod
+    def stat(self, key: str) -> ObjectInfo | None: ...
+
+    @abc.abstractmethod
+    def delete(self, key: str, *, force: bool = False) -> None:
+        """Remove ``key`` (no error if absent). Write-once objects need ``force=True``."""
+
+    @abc.abstractmethod
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every published object whose key starts with ``prefix``, in key order."""
+
+    # --- resumable staging sessions (tus uploads) ----------------------------------------------
+    @abc.abstractmethod
+    def start_staged(self, key: str, length: int) -> str:
+        """Open a resumable session for ``key`` of exactly ``length`` bytes; returns an opaque
+        session string to store and pass back."""
+
+    @abc.abstractmethod
+    def staged_offset(self, session: str) -> int:
+        """How many bytes the backend durably holds for this session (after a crash too)."""
+
+    @abc.abstractmethod
+    def append_staged(self, session: str, offset: int, chunks: Iterable[bytes]) -> int:
+        """Append ``chunks`` at ``offset`` (which must equal :meth:`staged_offset`); returns the new
+        offset. If the iterable raises part-way (a dropped connection), every byte already
+        received up to that point is kept durably when possible, then the error is re-raised."""
+
+    @abc.abstractmethod
+    def read_staged(self, session: str) -> Iterator[bytes]:
+        """Yield the bytes held so far (used only to rebuild checksums after a server restart)."""
+
+    @abc.abstractmethod
+    def finish_staged(self, session: str) -> None:
+        """Publish the complete session under its key."""
+
+    @abc.abstractmethod
+    def abort_staged(self, session: str) -> None:
+        """Drop the session and its bytes."""
+
+    # --- convenience ---------------------------------------------------------------------------
+    def prepare_prefix(self, prefix: str) -> None:
+        """Make room for keys under ``prefix`` (a project's area). Object stores need nothing."""
+
+    def exists(self, key: str) -> bool:
+        return self.stat(key) is not None

@@ -1,0 +1,651 @@
+"""A storage backend on an S3-compatible object store (tested against Ceph radosgw).
+
+Design notes
+------------
+* Whole-object writes are multipart uploads, invisible until completed; objects smaller than one
+  part are sent as a single PUT at commit. At most one part is held in memory. Part size is
+  8 MiB, grown from ``size_hint`` (or, without a hint, doubled every 2,000 parts) so that even a
+  several-hundred-GB file stays under S3's limit of 10,000 parts.
+* Resumable sessions are multipart uploads too. S3 wants every part but the last to be at least
+  5 MiB, while a tus PATCH may carry any number of bytes. Every part but the last is therefore
+  exactly the session's part size, and whatever is left at the end of an append call (or when the
+  client's connection drops) is kept in a small *tail* object, ``<prefix>.levere-staging/<id>.tail``,
+  which the next append reads back and puts in front of its bytes.
+* The tail carries the number of the part it will become (``levere-next-part`` metadata). Once that
+  part exists the tail is stale and ignored, so a crash between uploading a part and rewriting
+  the tail never counts bytes twice: the offset is always ``sum(parts) + valid tail``, read from
+  the server, and so is right after the process was killed.
+* An unfinished multipart upload cannot be read back from S3, so :meth:`read_staged` refuses; the
+  transfer layer must keep its own checksum state for S3 sessions.
+* Appends to one session must not run concurrently (the tus layer serialises them with its
+  database row lock); unlike the local backend there is no server-side lock to enforce that.
+* Write-once objects carry ``levere-write-once`` metadata, which :meth:`delete` and overwrites
+  respect; with ``object_lock`` the bucket (versioned, object lock enabled) also holds them under
+  GOVERNANCE retention, which only a forced delete bypasses.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import secrets
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, cast
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError, HTTPClientError, IncompleteReadError
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+from levere.domain.errors import (
+    AlreadyExists,
+    Conflict,
+    LevereError,
+    NotFound,
+    StorageUnavailable,
+    ValidationFailed,
+)
+from levere.storage.base import CHUNK, Backend, ObjectInfo, ObjectWriter, check_key
+from levere.storage.local import STAGING_DIR, check_prefix, check_range, check_user_key
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef, HeadObjectOutputTypeDef
+
+MiB = 1024 * 1024
+MIN_PART = 5 * MiB
+PART = 8 * MiB
+MAX_PARTS = 10_000
+# Parts planned from a declared length stay this far below MAX_PARTS, for safety.
+_PART_BUDGET = 9_000
+_WRITE_ONCE_META = "levere-write-once"
+_NEXT_PART_META = "levere-next-part"
+_SESSION_ID = re.compile(r"^[0-9a-f]{32}$")
+_GONE = "upload session not found (finished, aborted or never started)"
+
+
+def part_size_for(length: int | None) -> int:
+    """Smallest whole-MiB part size (at least :data:`PART`) that fits ``length`` in the budget."""
+    if length is None:
+        return PART
+    per_part = -(-length // _PART_BUDGET)
+    return max(PART, -(-per_part // MiB) * MiB)
+
+
+def _body(buf: bytearray) -> bytes:
+    # botocore sends a bytearray as it is (no copy of up to a part); its stubs only list bytes.
+    return cast(bytes, buf)
+
+
+def _code(e: ClientError) -> str:
+    return str(e.response.get("Error", {}).get("Code", ""))
+
+
+def _is_write_once(head: HeadObjectOutputTypeDef) -> bool:
+    return (
+        head.get("Metadata", {}).get(_WRITE_ONCE_META) == "1"
+        or bool(head.get("ObjectLockMode"))
+        or head.get("ObjectLockLegalHoldStatus") == "ON"
+    )
+
+
+class _Session:
+    """The decoded session string: everything needed to find the upload again after a restart."""
+
+    def __init__(self, key: str, upload_id: str, sid: str, length: int, part_size: int) -> None:
+        self.key, self.upload_id, self.sid = key, upload_id, sid
+        self.length, self.part_size = length, part_size
+
+    def encode(self) -> str:
+        fields = {"key": self.key, "upload": self.upload_id, "id": self.sid}
+        return json.dumps({**fields, "length": self.length, "part": self.part_size})
+
+    @classmethod
+    def decode(cls, session: str) -> _Session:
+        try:
+            d = json.loads(session)
+            s = cls(d["key"], d["upload"], d["id"], d["length"], d["part"])
+        except (ValueError, KeyError, TypeError):
+            raise NotFound("unknown upload session") from None
+        if not (
+            isinstance(s.key, str)
+            and isinstance(s.upload_id, str)
+            and isinstance(s.sid, str)
+            and _SESSION_ID.match(s.sid)
+            and isinstance(s.length, int)
+            and isinstance(s.part_size, int)
+            and s.part_size >= MIN_PART
+        ):
+            raise NotFound("unknown upload session")
+        check_user_key(s.key)
+        return s
+
+
+class _Held:
+    """What the server holds for a session: its parts and, if still valid, the tail's size."""
+
+    def __init__(
+        self, parts: list[CompletedPartTypeDef], part_bytes: int, tail: int, tail_exists: bool
+    ) -> None:
+        self.parts, self.part_bytes, self.tail, self.tail_exists = parts, part_bytes, tail, tail_exists
+
+    @property
+    def offset(self) -> int:
+        return self.part_bytes + self.tail
+
+
+class S3Writer(ObjectWriter):
+    def __init__(self, backend: S3Backend, key: str, size_hint: int | None, write_once: bool) -> None:
+        self._b = backend
+        self._key = key
+        self._full = backend._full(key)
+        self._write_once = write_once
+        self._base_part = part_size_for(size_hint)
+        self._buf = bytearray()
+        self._upload_id: str | None = None
+        self._parts: list[CompletedPartTypeDef] = []
+        self._closed = False
+
+    def _part_size(self) -> int:
+        return max(self._base_part, PART << (len(self._parts) // 2_000))
+
+    def _metadata(self) -> dict[str, str]:
+        return {_WRITE_ONCE_META: "1"} if self._write_once else {}
+
+    def write(self, chunk: bytes) -> None:
+        if self._closed:
+            raise Conflict(f"writer for {self._key!r} is already closed")
+        view = memoryview(chunk)
+        while view:
+            room = self._part_size() - len(self._buf)
+            self._buf += view[:room]
+            view = view[room:]
+            if len(self._buf) >= self._part_size():
+                self._send_part()
+
+    def _send_part(self) -> None:
+        c = self._b.client
+        with self._b._errors("upload part", self._key):
+            if self._upload_id is None:
+                self._upload_id = c.create_multipart_upload(
+                    Bucket=self._b.bucket, Key=self._full, Metadata=self._metadata()
+                )["UploadId"]
+            n = len(self._parts) + 1
+            if n > MAX_PARTS:
+                raise Conflict(f"{self._key!r} is too large for S3 ({MAX_PARTS} parts)")
+            etag = c.upload_part(
+                Bucket=self._b.bucket,
+                Key=self._full,
+                UploadId=self._upload_id,
+                PartNumber=n,
+                Body=_body(self._buf),
+            )["ETag"]
+        self._parts.append({"PartNumber": n, "ETag": etag})
+        self._buf.clear()
+
+    def commit(self) -> None:
+        if self._closed:
+            raise Conflict(f"writer for {self._key!r} is already closed")
+        self._closed = True
+        try:
+            self._b._refuse_existing(self._key, any_object=self._write_once)
+            c = self._b.client
+            if self._upload_id is None:
+                extra: dict[str, Any] = {}
+                if self._write_once and not self._b.object_lock:
+                    # Closes the race between the check above and this PUT where the server
+                    # honours it (radosgw does on unversioned buckets).
+                    extra["IfNoneMatch"] = "*"
+                with self._b._errors("write", self._key):
+                    try:
+                        c.put_object(
+                            Bucket=self._b.bucket,
+                            Key=self._full,
+                            Body=_body(self._buf),
+                            Metadata=self._metadata(),
+                            **extra,
+                        )
+                    except ClientError as e:
+                        if _code(e) == "PreconditionFailed":
+                            raise AlreadyExists(f"{self._key!r} already exists") from None
+                        raise
+            else:
+                if self._buf:
+                    self._send_part()
+                with self._b._errors("complete upload", self._key):
+                    c.complete_multipart_upload(
+                        Bucket=self._b.bucket,
+                        Key=self._full,
+                        UploadId=self._upload_id,
+                        MultipartUpload={"Parts": self._parts},
+                    )
+                self._upload_id = None
+        except BaseException:
+            self._discard()
+            raise
+        finally:
+            self._buf.clear()
+        if self._write_once and self._b.object_lock:
+            self._b._retain(self._key)
+
+    def abort(self) -> None:
+        self._closed = True
+        self._buf.clear()
+        self._discard()
+
+    def _discard(self) -> None:
+        if self._upload_id is not None:
+            upload_id, self._upload_id = self._upload_id, None
+            self._b._abort_upload(self._full, upload_id)
+
+
+class S3Backend(Backend):
+    def __init__(
+        self,
+        endpoint_url: str,
+        bucket: str,
+        access_key: str,
+        secret_key: str,
+        region: str = "us-east-1",
+        prefix: str = "",
+        backend_id: str = "s3",
+        object_lock: bool = False,
+        *,
+        retention_days: int = 3650,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 60.0,
+        max_attempts: int = 3,
+    ) -> None:
+        self.endpoint_url = endpoint_url
+        self.bucket = bucket
+        self.region = region
+        prefix = prefix.strip("/")
+        if prefix:
+            check_key(prefix)
+        self.prefix = prefix + "/" if prefix else ""
+        self.backend_id = backend_id
+        self.object_lock = object_lock
+        self.retention_days = retention_days
+        self._access_key = access_key
+        self._secret_key = secret_key
+        self._config = Config(
+            s3={"addressing_style": "path"},
+            # Newer botocore sends CRC checksums by default, which radosgw (Ceph 16) rejects.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            retries={"max_attempts": max_attempts, "mode": "standard"},
+        )
+        self._client: S3Client | None = None
+        self._client_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return (
+            f"S3Backend(endpoint_url={self.endpoint_url!r}, bucket={self.bucket!r}, prefix={self.prefix!r}, "
+            f"backend_id={self.backend_id!r}, object_lock={self.object_lock})"
+        )
+
+    @property
+    def client(self) -> S3Client:
+        # Created on first use so that constructing a backend (at start-up, in tests) does no I/O.
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    self._client = boto3.session.Session().client(
+                        "s3",
+                        endpoint_url=self.endpoint_url,
+                        aws_access_key_id=self._access_key,
+                        aws_secret_access_key=self._secret_key,
+                        region_name=self.region,
+                        config=self._config,
+                    )
+        return self._client
+
+    # --- helpers -------------------------------------------------------------------------------
+    def _full(self, key: str) -> str:
+        return self.prefix + check_user_key(key)
+
+    def _tail_key(self, sid: str) -> str:
+        return f"{self.prefix}{STAGING_DIR}/{sid}.tail"
+
+    @contextmanager
+    def _errors(self, what: str, key: str | None = None) -> Iterator[None]:
+        """Turn boto errors into levere's: unreachable or failing server -> StorageUnavailable."""
+        try:
+            yield
+        except ClientError as e:
+            raise self._translate(e, what, key) from e
+        except (BotoConnectionError, HTTPClientError, IncompleteReadError) as e:
+            raise StorageUnavailable(f"S3 storage at {self.endpoint_url} is unreachable ({what}): {e}") from e
+
+    def _translate(self, e: ClientError, what: str, key: str | None) -> LevereError:
+        code = _code(e)
+        if code in ("NoSuchKey", "404", "NotFound"):
+            return NotFound(f"no object {key!r}" if key else f"not found ({what})")
+        if code == "NoSuchUpload":
+            return NotFound(_GONE)
+        if code == "NoSuchBucket":
+            return StorageUnavailable(f"bucket {self.bucket!r} does not exist at {self.endpoint_url}")
+        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            return StorageUnavailable(f"S3 storage at {self.endpoint_url} refused levere's credentials")
+        message = e.response.get("Error", {}).get("Message") or ""
+        where = f"S3 storage at {self.endpoint_url}"
+        return StorageUnavailable(f"{where} failed to {what}: {code} {message}".rstrip())
+
+    def _head(self, full_key: str, key: str) -> HeadObjectOutputTypeDef | None:
+        with self._errors("look up", key):
+            try:
+                return self.client.head_object(Bucket=self.bucket, Key=full_key)
+            except ClientError as e:
+                if _code(e) in ("404", "NoSuchKey", "NotFound"):
+                    return None
+                raise
+
+    def _refuse_existing(self, key: str, *, any_object: bool) -> None:
+        head = self._head(self._full(key), key)
+        if head is None:
+            return
+        if _is_write_once(head):
+            raise AlreadyExists(f"{key!r} already exists and is write-once")
+        if any_object:
+            raise AlreadyExists(f"{key!r} already exists")
+
+    def _retain(self, key: str) -> None:
+        until = dt.datetime.now(dt.UTC) + dt.timedelta(days=self.retention_days)
+        with self._errors("set retention on", key):
+            self.client.put_object_retention(
+                Bucket=self.bucket,
+                Key=self._full(key),
+                Retention={"Mode": "GOVERNANCE", "RetainUntilDate": until},
+            )
+
+    def _abort_upload(self, full_key: str, upload_id: str) -> None:
+        with self._errors("abort upload"):
+            try:
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=full_key, UploadId=upload_id)
+            except ClientError as e:
+                if _code(e) not in ("NoSuchUpload", "NoSuchKey"):
+                    raise  # otherwise already gone: aborting is idempotent
+
+    def _remove(self, full_key: str, key: str, *, bypass: bool) -> None:
+        """Remove every trace of ``full_key``; on a versioned (object lock) bucket that means
+        every version and delete marker, or the bytes would live on behind a marker."""
+        c = self.client
+        with self._errors("delete", key):
+            if not self.object_lock:
+                c.delete_object(Bucket=self.bucket, Key=full_key)
+                return
+            pages = c.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=full_key)
+            for page in pages:
+                for v in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+                    if v.get("Key") != full_key or "VersionId" not in v:
+                        continue
+                    try:
+                        c.delete_object(
+                            Bucket=self.bucket,
+                            Key=full_key,
+                            VersionId=v["VersionId"],
+                            BypassGovernanceRetention=bypass,
+                        )
+                    except ClientError as e:
+                        if _code(e) == "AccessDenied":
+                            msg = f"{key!r} is protected by object lock; deleting it needs force"
+                            raise Conflict(msg) from e
+                        raise
+
+    # --- bucket --------------------------------------------------------------------------------
+    def ensure_bucket(self) -> None:
+        """Create the bucket if it is missing (with object lock when configured). Explicit, so
+        that deployments with a pre-made bucket and narrower credentials never try."""
+        c = self.client
+        with self._errors("prepare bucket"):
+            try:
+                c.head_bucket(Bucket=self.bucket)
+            except ClientError as e:
+                if _code(e) not in ("404", "NoSuchBucket", "NotFound"):
+                    raise
+            else:
+                if self.object_lock:
+                    self._check_bucket_lock()
+                return
+            kwargs: dict[str, Any] = {"Bucket": self.bucket}
+            if self.region != "us-east-1":
+                kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
+            if self.object_lock:
+                kwargs["ObjectLockEnabledForBucket"] = True
+            try:
+                c.create_bucket(**kwargs)
+            except ClientError as e:
+                if _code(e) != "BucketAlreadyOwnedByYou":
+                    raise
+
+    def _check_bucket_lock(self) -> None:
+        try:
+            conf = self.client.get_object_lock_configuration(Bucket=self.bucket)
+            enabled = conf.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
+        except ClientError as e:
+            if _code(e) != "ObjectLockConfigurationNotFoundError":
+                raise
+            enabled = False
+        if not enabled:
+            raise Conflict(f"bucket {self.bucket!r} exists without object lock, which levere is set to use")
+
+    # --- whole objects -------------------------------------------------------------------------
+    def open_writer(
+        self, key: str, *, size_hint: int | None = None, write_once: bool = False
+    ) -> ObjectWriter:
+        check_user_key(key)
+        return S3Writer(self, key, size_hint, write_once)
+
+    def read(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        check_range(start, end)
+        full = self._full(key)
+        if end is not None and end == start:
+            if self.stat(key) is None:
+                raise NotFound(f"no object {key!r}")
+            return iter(())
+        extra: dict[str, Any] = {}
+        if start or end is not None:
+            extra["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
+        with self._errors("read", key):
+            try:
+                body = self.client.get_object(Bucket=self.bucket, Key=full, **extra)["Body"]
+            except ClientError as e:
+                if _code(e) != "InvalidRange":
+                    raise
+                # A range starting past the end is an empty read, as it is for a file.
+                if self.stat(key) is None:
+                    raise NotFound(f"no object {key!r}") from None
+                return iter(())
+        return self._stream(body, key)
+
+    def _stream(self, body: Any, key: str) -> Iterator[bytes]:
+        try:
+            with self._errors("read", key):
+                yield from body.iter_chunks(CHUNK)
+        finally:
+            body.close()
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        head = self._head(self._full(key), key)
+        return None if head is None else ObjectInfo(key=key, size=head["ContentLength"])
+
+    def delete(self, key: str, *, force: bool = False) -> None:
+        full = self._full(key)
+        head = self._head(full, key)
+        if head is None:
+            return
+        if not force and _is_write_once(head):
+            raise Conflict(f"{key!r} is write-once; deleting it needs force")
+        self._remove(full, key, bypass=force)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        check_prefix(prefix)
+        return self._list(prefix)
+
+    def _list(self, prefix: str) -> Iterator[ObjectInfo]:
+        skip = self.prefix + STAGING_DIR + "/"
+        with self._errors("list"):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.prefix + prefix
+            )
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    full = obj.get("Key", "")
+                    if full.startswith(skip):
+                        continue
+                    key = full[len(self.prefix) :]
+                    try:
+                        check_user_key(key)
+                    except LevereError:
+                        continue  # e.g. "folder/" markers made by other tools
+                    yield ObjectInfo(key=key, size=obj.get("Size", 0))
+
+    # --- resumable staging sessions ------------------------------------------------------------
+    def start_staged(self, key: str, length: int) -> str:
+        full = self._full(key)
+        if length < 0:
+            raise ValidationFailed({"length": "must not be negative"})
+        with self._errors("start upload", key):
+            upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=full)["UploadId"]
+        return _Session(key, upload_id, secrets.token_hex(16), length, part_size_for(length)).encode()
+
+    def _held(self, s: _Session) -> _Held:
+        c = self.client
+        parts: list[CompletedPartTypeDef] = []
+        part_bytes = 0
+        sizes: list[int] = []
+        try:
+            with self._errors("list upload parts", s.key):
+                pages = c.get_paginator("list_parts").paginate(
+                    Bucket=self.bucket, Key=self._full(s.key), UploadId=s.upload_id
+                )
+                for page in pages:
+                    for p in page.get("Parts", []):
+                        parts.append({"PartNumber": p["PartNumber"], "ETag": p["ETag"]})
+                        sizes.append(p["Size"])
+        except NotFound:
+            # radosgw answers NoSuchKey, not NoSuchUpload, once an upload is completed.
+            raise NotFound(_GONE) from None
+        for i, (part, size) in enumerate(zip(parts, sizes, strict=True), start=1):
+            full_size = size == s.part_size or i == len(parts)
+            if part["PartNumber"] != i or not full_size:
+                number = part["PartNumber"]
+                raise Conflict(f"upload session for {s.key!r} is damaged (unexpected part {number})")
+            part_bytes += size
+        tail = 0
+        head = self._head(self._tail_key(s.sid), s.key)
+        if head is not None and head.get("Metadata", {}).get(_NEXT_PART_META) == str(len(parts) + 1):
+            tail = head["ContentLength"]
+        return _Held(parts, part_bytes, tail, head is not None)
+
+    def staged_offset(self, session: str) -> int:
+        return self._held(_Session.decode(session)).offset
+
+    def append_staged(self, session: str, offset: int, chunks: Iterable[bytes]) -> int:
+        s = _Session.decode(session)
+        held = self._held(s)
+        if offset != held.offset:
+            raise Conflict(
+                f"upload offset mismatch: request starts at {offset}, stored bytes end at {held.offset}"
+            )
+        buf = bytearray()
+        if held.tail:
+            with self._errors("read upload tail", s.key):
+                buf += self.client.get_object(Bucket=self.bucket, Key=self._tail_key(s.sid))["Body"].read()
+            if len(buf) != held.tail:
+                raise Conflict(f"upload session for {s.key!r} changed while it was being appended to")
+        next_part = len(held.parts) + 1
+        received = held.offset
+        try:
+            for chunk in chunks:
+                if received + len(chunk) > s.length:
+                    raise Conflict(f"upload would exceed its declared length of {s.length} bytes")
+                view = memoryview(chunk)
+                while view:
+                    piece = view[: s.part_size - len(buf)]
+                    buf += piece
+                    received += len(piece)
+                    view = view[len(piece) :]
+                    if len(buf) == s.part_size:
+                        self._upload_part(s, next_part, buf)
+                        next_part += 1
+                        buf.clear()
+        except BaseException:
+            # A dropped connection: keep what arrived, so the client resumes from there.
+            self._keep(s, next_part, buf, received, held)
+            raise
+        self._keep(s, next_part, buf, received, held)
+        return received
+
+    def _upload_part(self, s: _Session, number: int, data: bytearray) -> None:
+        with self._errors("upload part", s.key):
+            self.client.upload_part(
+                Bucket=self.bucket,
+                Key=self._full(s.key),
+                UploadId=s.upload_id,
+                PartNumber=number,
+                Body=_body(data),
+            )
+
+    def _keep(self, s: _Session, next_part: int, buf: bytearray, received: int, before: _Held) -> None:
+        """Make the unsent remainder ``buf`` durable: the last part if the object is complete,
+        otherwise the tail object."""
+        if received == before.offset:
+            return  # nothing new arrived; the stored state already describes it
+        if buf and (received == s.length or len(buf) >= s.part_size):
+            self._upload_part(s, next_part, buf)
+            next_part += 1
+            buf.clear()
+        tail = self._tail_key(s.sid)
+        with self._errors("store upload tail", s.key):
+            if buf:
+                self.client.put_object(
+                    Bucket=self.bucket, Key=tail, Body=_body(buf), Metadata={_NEXT_PART_META: str(next_part)}
+                )
+                return
+        if before.tail_exists:
+            self._remove(tail, s.key, bypass=False)
+
+    def read_staged(self, session: str) -> Iterator[bytes]:
+        _Session.decode(session)
+        raise Conflict(
+            "S3 cannot read back an unfinished multipart upload; checksum state must be kept elsewhere"
+        )
+
+    def finish_staged(self, session: str) -> None:
+        s = _Session.decode(session)
+        held = self._held(s)
+        if held.offset != s.length:
+            raise Conflict(f"upload is incomplete: {held.offset} of {s.length} bytes received")
+        self._refuse_existing(s.key, any_object=False)
+        full = self._full(s.key)
+        c = self.client
+        parts = list(held.parts)
+        if held.tail:
+            with self._errors("read upload tail", s.key):
+                data = bytearray(c.get_object(Bucket=self.bucket, Key=self._tail_key(s.sid))["Body"].read())
+            n = len(parts) + 1
+            self._upload_part(s, n, data)
+            parts = self._held(s).parts
+        if not parts:
+            # S3 cannot complete an upload without parts; an empty object is a plain PUT.
+            with self._errors("write", s.key):
+                c.put_object(Bucket=self.bucket, Key=full, Body=b"")
+            self._abort_upload(full, s.upload_id)
+        else:
+            with self._errors("complete upload", s.key):
+                c.complete_multipart_upload(
+                    Bucket=self.bucket, Key=full, UploadId=s.upload_id, MultipartUpload={"Parts": parts}
+                )
+        if held.tail_exists:
+            self._remove(self._tail_key(s.sid), s.key, bypass=False)
+
+    def abort_staged(self, session: str) -> None:
+        s = _Session.decode(session)
+        self._abort_upload(self._full(s.key), s.upload_id)
+        self._remove(self._tail_key(s.sid), s.key, bypass=False)

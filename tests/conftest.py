@@ -1,0 +1,190 @@
+"""Shared fixtures: a real database (SQLite, or PostgreSQL when LEVERE_TEST_DATABASE_URL is set), a real
+SMTP server on loopback, the service context, the API and a live HTTP server for CLI tests.
+
+Every database is built through the Alembic migrations: once into a template per test session, then
+copied for each test (a file copy on SQLite, ``CREATE DATABASE ... TEMPLATE`` on PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.message import Message
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from aiosmtpd.controller import Controller
+from fastapi.testclient import TestClient
+
+from levere.api.app import create_app
+from levere.config import Settings, SmtpSettings
+from levere.db.migrate import upgrade
+from levere.jobs.queue import build_queue
+from levere.services.context import Context
+
+PG_URL = os.environ.get("LEVERE_TEST_DATABASE_URL", "")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# --- SMTP ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Mailbox:
+    messages: list[Message] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+        with self.lock:
+            self.messages.append(message_from_bytes(envelope.content))  # type: ignore[attr-defined]
+        return "250 Message accepted for delivery"
+
+    def clear(self) -> None:
+        with self.lock:
+            self.messages.clear()
+
+    def to(self, address: str) -> list[Message]:
+        with self.lock:
+            return [m for m in self.messages if address.lower() in m["To"].lower()]
+
+    def wait_for(self, address: str, subject_part: str, timeout: float = 10) -> Message:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for m in self.to(address):
+                if subject_part in m["Subject"]:
+                    return m
+            time.sleep(0.05)
+        raise AssertionError(
+            f"no e-mail to {address} about {subject_part!r}; got {[m['Subject'] for m in self.to(address)]}"
+        )
+
+
+def body_of(message: Message) -> str:
+    payload = message.get_payload(decode=True)
+    assert isinstance(payload, bytes)
+    return payload.decode()
+
+
+@pytest.fixture(scope="session")
+def smtp_server() -> Iterator[tuple[Mailbox, int]]:
+    mailbox = Mailbox()
+    port = free_port()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield mailbox, port
+    controller.stop()
+
+
+@pytest.fixture
+def mailbox(smtp_server: tuple[Mailbox, int]) -> Mailbox:
+    smtp_server[0].clear()
+    return smtp_server[0]
+
+
+# --- databases ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def template_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if PG_URL:
+        name = f"levere_tpl_{uuid.uuid4().hex[:8]}"
+        admin = sa.create_engine(f"{PG_URL}/postgres", isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        upgrade(f"{PG_URL}/{name}")
+        sa.create_engine(f"{PG_URL}/{name}").dispose()
+        yield name
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+    else:
+        path = tmp_path_factory.mktemp("template") / "template.db"
+        upgrade(f"sqlite:///{path}")
+        yield str(path)
+
+
+@pytest.fixture
+def database_url(template_db: str, tmp_path: Path) -> Iterator[str]:
+    if PG_URL:
+        name = f"levere_t_{uuid.uuid4().hex[:12]}"
+        admin = sa.create_engine(f"{PG_URL}/postgres", isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+        yield f"{PG_URL}/{name}"
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+    else:
+        path = tmp_path / "levere.db"
+        shutil.copyfile(template_db, path)
+        yield f"sqlite:///{path}"
+
+
+# --- the service --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path, smtp_server: tuple[Mailbox, int]) -> Settings:
+    return Settings(
+        mode="development",
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        smtp=SmtpSettings(host="127.0.0.1", port=smtp_server[1], enabled=True, sender="levere@test.invalid"),
+        public_url="http://levere.test",
+        queue_url="memory",
+    )
+
+
+@pytest.fixture
+def ctx(settings: Settings) -> Iterator[Context]:
+    context = Context.build(settings)
+    build_queue(context, immediate=True)  # jobs run at once, in-process: tests see their effects
+    yield context
+    context.close()
+
+
+@pytest.fixture
+def client(ctx: Context) -> Iterator[TestClient]:
+    with TestClient(create_app(ctx, start_worker=False)) as test_client:
+        yield test_client
+
+
+@dataclass
+class LiveServer:
+    url: str
+    ctx: Context
+
+
+@pytest.fixture
+def live_server(ctx: Context) -> Iterator[LiveServer]:
+    """The API on a real loopback port, served by uvicorn in a thread (for CLI and protocol tests)."""
+    import uvicorn
+
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(ctx, start_worker=False), host="127.0.0.1", port=port, log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("test server did not start")
+        time.sleep(0.02)
+    yield LiveServer(url=f"http://127.0.0.1:{port}", ctx=ctx)
+    server.should_exit = True
+    thread.join(timeout=10)
