@@ -62,7 +62,7 @@ class Inbox:
         self.messages: list[Message] = []
         self.lock = threading.Lock()
 
-    async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:
         with self.lock:
             self.messages.append(message_from_bytes(envelope.content))
         return "250 OK"
@@ -149,14 +149,14 @@ class Demo:
         )
         log = open(DEMO / "server.log", "wb")  # noqa: SIM115 - closed with the process
         console.print(f"[bold cyan]helpdesk$[/bold cyan] levere serve --port {self.port} &")
-        self.server = subprocess.Popen(  # noqa: S603
+        self.server = subprocess.Popen(
             [LEVERE, "serve", "--port", str(self.port), "--log-level", "warning"],
             env=self.env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         deadline = time.monotonic() + 30
         while True:
             try:
-                with urllib.request.urlopen(f"{self.url}/api/health", timeout=1) as r:  # noqa: S310
+                with urllib.request.urlopen(f"{self.url}/api/health", timeout=1) as r:
                     if r.status == 200:
                         break
             except OSError:
@@ -286,9 +286,9 @@ class Demo:
 
 
 def _has_command(name: str) -> bool:
-    from levere.cli.main import app
-
     import typer.main
+
+    from levere.cli.main import app
 
     return name in typer.main.get_command(app).commands  # type: ignore[attr-defined]
 

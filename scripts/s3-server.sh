@@ -20,7 +20,7 @@
 # - Daemons run in the foreground (-f) under setsid with their output in log files, so `start`
 #   returns without holding the caller's terminal or pipes, and $! is the daemon's own PID.
 # - Runs as root without systemd; the daemons stay root (no --setuser), which is fine here.
-set -euo pipefail
+set -Eeuo pipefail
 
 usage() {
   echo "usage: $0 start DIR PORT | stop DIR" >&2
@@ -52,7 +52,7 @@ check_alive() {
     if ! kill -0 "$(cat "$f")" 2>/dev/null; then
       name=$(basename "$f" .pid)
       echo "s3-server: $name exited during start-up; last lines of its log:" >&2
-      tail -n 20 "$D/log/$name.out" "$D"/log/*"$name"*.log 2>/dev/null >&2 || true
+      tail -n 20 "$D/log/$name.out" "$D"/log/*"$name"*.log >&2 2>/dev/null || true
       return 1
     fi
   done
@@ -66,27 +66,34 @@ spawn() {
   echo $! >"$D/pids/$name.pid"
 }
 
+# The process name each pid file must belong to, so a stale pid file whose number has been
+# reused by some unrelated process never gets that process killed.
+declare -A COMM=([mon]=ceph-mon [osd]=ceph-osd [radosgw]=radosgw)
+
 stop_dir() {
-  local f pid name waited
+  local f pid name waited=0
+  local -a pids=()
   [ -d "$D/pids" ] || return 0
-  # Front to back: radosgw first so it does not log errors about a vanished cluster.
   for name in radosgw osd mon; do
     f="$D/pids/$name.pid"
     [ -e "$f" ] || continue
     pid=$(cat "$f")
-    if kill -0 "$pid" 2>/dev/null; then
+    if [ "$(ps -o comm= -p "$pid" 2>/dev/null)" = "${COMM[$name]}" ]; then
       kill -TERM "$pid" 2>/dev/null || true
-      waited=0
-      while kill -0 "$pid" 2>/dev/null; do
-        if [ "$waited" -ge 100 ]; then
-          echo "s3-server: $name (pid $pid) ignored SIGTERM for 10s; sending SIGKILL" >&2
-          kill -KILL "$pid" 2>/dev/null || true
-        fi
-        sleep 0.1
-        waited=$((waited + 1))
-      done
+      pids+=("$pid")
     fi
     rm -f "$f"
+  done
+  # All at once: the cluster's data lives in memory and is thrown away, so there is nothing to
+  # shut down in order. radosgw alone takes ~6 s to drain after SIGTERM, hence the short grace.
+  for pid in "${pids[@]}"; do
+    while kill -0 "$pid" 2>/dev/null; do
+      if [ "$waited" -eq 30 ]; then
+        kill -KILL "${pids[@]}" 2>/dev/null || true
+      fi
+      sleep 0.1
+      waited=$((waited + 1))
+    done
   done
 }
 
@@ -107,6 +114,11 @@ start_dir() {
     exit 1
   fi
 
+  # Only ever wipe a folder this script made (or an empty one): DIR is user input.
+  if [ -d "$D" ] && [ -n "$(ls -A "$D")" ] && [ ! -e "$D/ceph.conf" ]; then
+    echo "s3-server: $D is not empty and not an earlier s3-server folder; refusing to wipe it" >&2
+    exit 1
+  fi
   rm -rf "$D"
   mkdir -p "$D"/{mon/ceph-a,osd,rgw,log,run,pids}
   trap 'echo "s3-server: start-up failed; stopping what was started" >&2; stop_dir' ERR
@@ -141,6 +153,10 @@ keyring = $D/keyring
 [mon]
 mon_data = $D/mon/ceph-\$id
 mon_allow_pool_delete = true
+# Every map change (OSD boot, each of radosgw's pools) otherwise waits a full second for the
+# next Paxos round; with one monitor there is nobody to batch with.
+paxos_propose_interval = 0.05
+paxos_min_wait = 0.01
 
 [osd]
 osd_data = $D/osd
