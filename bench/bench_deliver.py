@@ -1,0 +1,173 @@
+"""Delivery benchmarks: `levere deliver` against nginx WebDAV PUT and against rsync, on the same disk.
+
+    .venv/bin/python bench/bench_deliver.py [--size-gib 4] [--files 20000] [--rounds 3]
+
+1. One large file through `levere deliver` to a local `levere serve` (tus, MD5 + SHA-256 computed on both
+   sides and compared) vs `curl -T` to nginx's WebDAV PUT on loopback writing to the same disk.
+2. Many 4 KiB files through `levere deliver` vs `rsync -a` to a local folder.
+3. Peak memory (RSS) of the client and of the server during the large upload.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.harness import (
+    LEVERE,
+    GiB,
+    MiB,
+    Service,
+    free_port,
+    interleave,
+    levere_service,
+    make_file,
+    peak_rss_kib,
+    report,
+    run_timed,
+    scratch,
+    wait_http,
+)
+
+NGINX_CONF = """
+daemon off;
+worker_processes 1;
+pid {root}/nginx.pid;
+error_log {root}/error.log warn;
+load_module /usr/lib/nginx/modules/ngx_http_dav_ext_module.so;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {root}/body-temp;
+    client_max_body_size 0;
+    client_body_buffer_size 1m;
+    sendfile on;
+    server {{
+        listen 127.0.0.1:{port};
+        root {root}/dav;
+        location / {{
+            dav_methods PUT DELETE MKCOL;
+            create_full_put_path on;
+            dav_access user:rw group:r all:r;
+        }}
+    }}
+}}
+"""
+
+
+class Nginx:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        (root / "dav").mkdir(parents=True)
+        (root / "body-temp").mkdir()
+        conf = root / "nginx.conf"
+        module = Path("/usr/lib/nginx/modules/ngx_http_dav_ext_module.so")
+        text = NGINX_CONF.format(root=root, port=self.port)
+        if not module.exists():
+            text = text.replace(f"load_module {module};\n", "")
+        conf.write_text(text)
+        self.proc = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(root)], stderr=subprocess.PIPE)
+        wait_http(f"http://127.0.0.1:{self.port}/", proc=self.proc)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGQUIT)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def large_file(work: Path, service: Service, size: int, rounds: int) -> bool:
+    run = work / "run-large"
+    run.mkdir()
+    make_file(run / "sample_R1.fastq.gz", size)
+    nginx = Nginx(work / "nginx")
+    env = service.cli_env(service.staff_token)
+    client_rss: list[int] = []
+    try:
+
+        def curl(i: int) -> float:
+            t = run_timed(
+                [
+                    "curl",
+                    "-sS",
+                    "--fail",
+                    "-T",
+                    str(run / "sample_R1.fastq.gz"),
+                    f"http://127.0.0.1:{nginx.port}/r{i}.bin",
+                ]
+            )
+            (nginx.root / "dav" / f"r{i}.bin").unlink()
+            return size / MiB / t.seconds
+
+        def deliver(i: int) -> float:
+            project = service.project()
+            t = run_timed([LEVERE, "deliver", project, str(run), "--name", f"large-{i}"], env=env)
+            client_rss.append(t.max_rss_kib)
+            shutil.rmtree(service.data_dir / "storage" / "area" / project, ignore_errors=True)
+            return size / MiB / t.seconds
+
+        print(f"One {size / GiB:.0f} GiB file: curl -T to nginx WebDAV vs levere deliver (MB/s = MiB/s)")
+        rounds_ = interleave(rounds, curl, deliver, "MiB/s")
+    finally:
+        nginx.stop()
+    ok = report("large file", "nginx PUT", rounds_, 0.6)
+    server_peak = peak_rss_kib(service.proc.pid) / 1024
+    client_peak = max(client_rss) / 1024
+    mem_ok = server_peak < 200 and client_peak < 200
+    print(
+        f"peak RSS during the large uploads: client {client_peak:.0f} MiB, server {server_peak:.0f} MiB "
+        f"(goal < 200 MB each) {'OK' if mem_ok else 'ABOVE GOAL'}"
+    )
+    return ok and mem_ok
+
+
+def small_files(work: Path, service: Service, count: int, rounds: int) -> bool:
+    run = work / "run-small"
+    for i in range(count):
+        folder = run / f"lane{i % 8}"
+        if i < 8:
+            folder.mkdir(parents=True)
+        (folder / f"read_{i:06d}.txt").write_bytes(i.to_bytes(8, "little") * 512)
+    env = service.cli_env(service.staff_token)
+
+    def rsync(i: int) -> float:
+        target = work / f"rsync-{i}"
+        t = run_timed(["rsync", "-a", f"{run}/", f"{target}/"])
+        shutil.rmtree(target)
+        return count / t.seconds
+
+    def deliver(i: int) -> float:
+        project = service.project()
+        t = run_timed([LEVERE, "deliver", project, str(run), "--name", f"small-{i}"], env=env)
+        shutil.rmtree(service.data_dir / "storage" / "area" / project, ignore_errors=True)
+        return count / t.seconds
+
+    print(f"{count:,} files of 4 KiB: rsync -a to a local folder vs levere deliver (files/s)")
+    return report("small files", "rsync -a", interleave(rounds, rsync, deliver, "files/s"), 0.5)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--size-gib", type=float, default=4)
+    parser.add_argument("--files", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    results = []
+    with scratch("deliver") as work, levere_service(work / "levere") as service:
+        results.append(large_file(work, service, int(args.size_gib * GiB), args.rounds))
+        results.append(small_files(work, service, args.files, args.rounds))
+    sys.exit(0 if all(results) else 1)
+
+
+if __name__ == "__main__":
+    main()
