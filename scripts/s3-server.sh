@@ -30,6 +30,13 @@ usage() {
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
+# Running, and not merely a zombie waiting for an init that may never reap it (CI containers).
+alive() {
+  local state
+  state=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+  [[ "$state" != Z* ]]
+}
+
 # Wait until a command succeeds, failing early if one of our daemons has died meanwhile.
 wait_for() {
   local what=$1 limit=$2
@@ -49,7 +56,7 @@ check_alive() {
   local f name
   for f in "$D"/pids/*.pid; do
     [ -e "$f" ] || continue
-    if ! kill -0 "$(cat "$f")" 2>/dev/null; then
+    if ! alive "$(cat "$f")"; then
       name=$(basename "$f" .pid)
       echo "s3-server: $name exited during start-up; last lines of its log:" >&2
       tail -n 20 "$D/log/$name.out" "$D"/log/*"$name"*.log >&2 2>/dev/null || true
@@ -84,12 +91,16 @@ stop_dir() {
     fi
     rm -f "$f"
   done
-  # All at once: the cluster's data lives in memory and is thrown away, so there is nothing to
-  # shut down in order. radosgw alone takes ~6 s to drain after SIGTERM, hence the short grace.
+  # All at once, with a short grace before SIGKILL: the cluster's data lives in memory and is
+  # thrown away, so there is nothing to flush, while a graceful stop of radosgw and the OSD
+  # takes 6-7 s of waiting on each other.
   for pid in "${pids[@]}"; do
-    while kill -0 "$pid" 2>/dev/null; do
-      if [ "$waited" -eq 30 ]; then
+    while alive "$pid"; do
+      if [ "$waited" -eq 10 ]; then
         kill -KILL "${pids[@]}" 2>/dev/null || true
+      elif [ "$waited" -ge 300 ]; then
+        echo "s3-server: pid $pid still there 30 s after SIGKILL; giving up" >&2
+        return 1
       fi
       sleep 0.1
       waited=$((waited + 1))
@@ -104,7 +115,7 @@ start_dir() {
   endpoint="http://127.0.0.1:$port"
 
   for f in "$D"/pids/*.pid; do
-    if [ -e "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null; then
+    if [ -e "$f" ] && alive "$(cat "$f")"; then
       echo "s3-server: already running in $D (stop it first)" >&2
       exit 1
     fi
@@ -164,7 +175,7 @@ osd_objectstore = memstore
 memstore_device_bytes = 2147483648
 
 [client.rgw.a]
-rgw_frontends = beast endpoint=127.0.0.1:$port
+rgw_frontends = beast endpoint=127.0.0.1:$port tcp_nodelay=1
 rgw_data = $D/rgw
 rgw_dns_name = localhost
 # Without this radosgw retries its monitor handshake for 300 s and then exits.

@@ -26,7 +26,7 @@ S3_ENV = ("LEVERE_TEST_S3_ENDPOINT", "LEVERE_TEST_S3_ACCESS_KEY", "LEVERE_TEST_S
 BackendFactory = Callable[[], Backend]
 
 
-def s3_params() -> dict[str, str] | None:
+def s3_params() -> dict[str, Any] | None:
     values = [os.environ.get(name) for name in S3_ENV]
     if not all(values):
         return None
@@ -57,7 +57,7 @@ def raw_s3_client() -> Callable[[dict[str, Any]], Any]:
 
 
 @pytest.fixture(scope="session")
-def s3_env() -> dict[str, str]:
+def s3_env() -> dict[str, Any]:
     params = s3_params()
     if params is None:
         pytest.skip(
@@ -79,7 +79,7 @@ def _empty_bucket(client: Any, bucket: str) -> None:
     client.delete_bucket(Bucket=bucket)
 
 
-def _session_bucket(params: dict[str, str], *, object_lock: bool) -> Iterator[str]:
+def _session_bucket(params: dict[str, Any], *, object_lock: bool) -> Iterator[str]:
     bucket = f"levere-test-{uuid.uuid4().hex[:12]}" + ("-lock" if object_lock else "")
     S3Backend(bucket=bucket, object_lock=object_lock, **params).ensure_bucket()
     yield bucket
@@ -87,12 +87,12 @@ def _session_bucket(params: dict[str, str], *, object_lock: bool) -> Iterator[st
 
 
 @pytest.fixture(scope="session")
-def s3_bucket(s3_env: dict[str, str]) -> Iterator[str]:
+def s3_bucket(s3_env: dict[str, Any]) -> Iterator[str]:
     yield from _session_bucket(s3_env, object_lock=False)
 
 
 @pytest.fixture(scope="session")
-def s3_lock_bucket(s3_env: dict[str, str]) -> Iterator[str]:
+def s3_lock_bucket(s3_env: dict[str, Any]) -> Iterator[str]:
     yield from _session_bucket(s3_env, object_lock=True)
 
 

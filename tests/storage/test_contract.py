@@ -6,14 +6,14 @@ Sizes are chosen around S3's limits: 5 MiB minimum part, 8 MiB levere part, 4 Mi
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
-import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -37,10 +37,11 @@ from levere.storage import (
     build_backend,
     parse_backend_spec,
 )
-
-from .conftest import BackendFactory, make_backend, raw_s3
+from levere.storage.s3 import PART, part_size_for
 
 MiB = 1024 * 1024
+BackendFactory = Callable[[], Backend]
+RawClient = Callable[[dict[str, Any]], Any]
 
 
 def blob(size: int, seed: int = 0) -> bytes:
@@ -176,6 +177,14 @@ def test_write_once_refuses_any_existing_object(backend: Backend) -> None:
     assert get(backend, "k") == b"plain"
 
 
+def test_prepare_prefix_then_write_below_it(backend: Backend) -> None:
+    backend.prepare_prefix("LEV-0001/run1/")
+    assert keys(backend) == []
+    put(backend, "LEV-0001/run1/a.txt", b"a")
+    backend.prepare_prefix("LEV-0001/run1/")  # again: nothing changes
+    assert keys(backend, "LEV-0001/") == ["LEV-0001/run1/a.txt"]
+
+
 def test_delete(backend: Backend) -> None:
     put(backend, "d/1", b"x")
     backend.delete("d/1")
@@ -254,22 +263,15 @@ def test_staged_odd_pieces(backend: Backend, leftovers: Callable[[], list[str]])
     cuts = [0, 1, 1 + 3 * MiB, 1 + 10 * MiB, len(data)]
     s = backend.start_staged("p/staged.bin", len(data))
     assert backend.staged_offset(s) == 0
-    for a, b in zip(cuts, cuts[1:], strict=False):
+    for a, b in itertools.pairwise(cuts):
         assert backend.append_staged(s, a, pieces(data[a:b])) == b
         assert backend.staged_offset(s) == b
     assert backend.stat("p/staged.bin") is None
     backend.finish_staged(s)
     assert get(backend, "p/staged.bin") == data
-    assert leftovers() == [
-        "p/staged.bin" if isinstance(backend, LocalBackend) else _full(backend, "p/staged.bin")
-    ]
+    assert leftovers() == ["p/staged.bin"]
     with pytest.raises(NotFound):
         backend.staged_offset(s)
-
-
-def _full(backend: Backend, key: str) -> str:
-    assert isinstance(backend, S3Backend)
-    return backend.prefix + key
 
 
 def test_staged_offset_survives_restart(backend_factory: BackendFactory) -> None:
@@ -298,8 +300,7 @@ def test_append_at_wrong_offset_is_refused(backend: Backend) -> None:
 
 def _dropping(data: bytes, after: int) -> Iterator[bytes]:
     """A request body whose connection drops after ``after`` bytes."""
-    for p in pieces(data[:after], 3 * MiB):
-        yield p
+    yield from pieces(data[:after], 3 * MiB)
     raise ConnectionResetError("client went away")
 
 
@@ -407,7 +408,7 @@ def test_random_split_points_give_identical_content(kind: str, backend_factory: 
         key = f"hyp/{next(counter)}"
         points = sorted({0, size, *cuts})
         s = backend.start_staged(key, size)
-        for a, b in zip(points, points[1:], strict=False):
+        for a, b in itertools.pairwise(points):
             assert backend.append_staged(s, a, pieces(data[a:b], 2 * MiB + 1)) == b
         backend.finish_staged(s)
         assert hashlib.sha256(get(backend, key)).digest() == hashlib.sha256(data).digest()
@@ -418,20 +419,24 @@ def test_random_split_points_give_identical_content(kind: str, backend_factory: 
 
 _CHILD = textwrap.dedent(
     """
-    import json, sys, time
-    sys.path.insert(0, sys.argv[3])
-    from conftest import make_backend
-    from test_contract import blob, pieces
+    import hashlib, json, sys, time
+    from pathlib import Path
+    from levere.storage import LocalBackend, S3Backend
     kind, args = sys.argv[1], json.loads(sys.argv[2])
-    backend = make_backend(kind, args)
-    data = blob(9 * 1024 * 1024, seed=11)
+    session = args.pop("session")
+    if kind == "local":
+        backend = LocalBackend(Path(args["root"]), args["backend_id"])
+    else:
+        backend = S3Backend(**args)
+    data = hashlib.shake_256((11).to_bytes(8, "big")).digest(9 * 1024 * 1024)
 
     def body():
-        yield from pieces(data)
+        for i in range(0, len(data), 1024 * 1024):
+            yield data[i : i + 1024 * 1024]
         print("sent", flush=True)
         time.sleep(120)  # killed here, with bytes past the last full part still in memory
 
-    backend.append_staged(args["session"], 0, body())
+    backend.append_staged(session, 0, body())
     """
 )
 
@@ -443,14 +448,7 @@ def test_offset_is_right_after_process_is_killed(
     data = blob(9 * MiB, seed=11) + blob(MiB, seed=12)
     s = backend.start_staged("killed.bin", len(data))
     child = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            _CHILD,
-            kind,
-            json.dumps({**backend_args, "session": s}),
-            os.path.dirname(__file__),
-        ],
+        [sys.executable, "-c", _CHILD, kind, json.dumps({**backend_args, "session": s})],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -471,12 +469,11 @@ def test_offset_is_right_after_process_is_killed(
 # --- S3 specifics ----------------------------------------------------------------------------------
 
 
-def test_stale_tail_is_not_counted_twice(kind: str, backend_args: dict[str, Any]) -> None:
+def test_stale_tail_is_not_counted_twice(
+    s3_env: dict[str, Any], s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A crash after a part holding the tail's bytes was uploaded, before the tail was rewritten."""
-    if kind != "s3":
-        pytest.skip("S3 tail objects only")
-    backend = make_backend(kind, backend_args)
-    assert isinstance(backend, S3Backend)
+    backend = S3Backend(bucket=s3_bucket, prefix="stale-tail", **s3_env)
     data = blob(12 * MiB, seed=13)
     s = backend.start_staged("stale.bin", len(data))
     backend.append_staged(s, 0, [data[: 3 * MiB]])  # all of it in the tail
@@ -487,22 +484,24 @@ def test_stale_tail_is_not_counted_twice(kind: str, backend_args: dict[str, Any]
     def crash(*_: object) -> None:
         raise Crash
 
-    backend._keep = crash  # type: ignore[method-assign]
+    monkeypatch.setattr(backend, "_keep", crash)  # dies before the tail is rewritten
     with pytest.raises(Crash):
         backend.append_staged(s, 3 * MiB, pieces(data[3 * MiB : 9 * MiB]))  # part 1 = tail + 5 MiB
-    fresh = make_backend(kind, backend_args)
+    fresh = S3Backend(bucket=s3_bucket, prefix="stale-tail", **s3_env)
     assert fresh.staged_offset(s) == 8 * MiB
     fresh.append_staged(s, 8 * MiB, pieces(data[8 * MiB :]))
     fresh.finish_staged(s)
     assert get(fresh, "stale.bin") == data
 
 
-def test_object_lock_holds_write_once_objects(s3_env: dict[str, str], s3_lock_bucket: str) -> None:
+def test_object_lock_holds_write_once_objects(
+    s3_env: dict[str, Any], s3_lock_bucket: str, raw_s3_client: RawClient
+) -> None:
     backend = S3Backend(bucket=s3_lock_bucket, prefix="lock-test", object_lock=True, **s3_env)
     backend.ensure_bucket()  # exists already: checks that object lock is on
     put(backend, "held.bin", blob(9 * MiB, seed=14), write_once=True)
     put(backend, "plain.bin", b"plain")
-    client = raw_s3(s3_env)
+    client = raw_s3_client(s3_env)
     head = client.head_object(Bucket=s3_lock_bucket, Key="lock-test/held.bin")
     assert head["ObjectLockMode"] == "GOVERNANCE"
     with pytest.raises(Conflict):
@@ -515,7 +514,14 @@ def test_object_lock_holds_write_once_objects(s3_env: dict[str, str], s3_lock_bu
     assert versions.get("Versions", []) == [] and versions.get("DeleteMarkers", []) == []
 
 
-def test_ensure_bucket_refuses_lock_on_unlocked_bucket(s3_env: dict[str, str], s3_bucket: str) -> None:
+@pytest.mark.parametrize("length", [0, 1, 8 * MiB, 70 * 10**9, 200 * 10**9, 5 * 10**12])
+def test_part_size_keeps_any_declared_length_within_s3_part_limit(length: int) -> None:
+    size = part_size_for(length)
+    assert size >= PART and size % MiB == 0
+    assert -(-length // size) <= 9_000
+
+
+def test_ensure_bucket_refuses_lock_on_unlocked_bucket(s3_env: dict[str, Any], s3_bucket: str) -> None:
     with pytest.raises(Conflict, match="object lock"):
         S3Backend(bucket=s3_bucket, object_lock=True, **s3_env).ensure_bucket()
 
@@ -559,6 +565,3 @@ def test_bad_specs_are_refused(raw: dict[str, Any]) -> None:
 
     with pytest.raises(ConfigurationError):
         parse_backend_spec(raw)
-
-
-def _unused(_: Iterable[bytes]) -> None: ...

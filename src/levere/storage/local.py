@@ -48,7 +48,8 @@ _GONE = "upload session not found (finished, aborted or never started)"
 
 
 def check_user_key(key: str) -> str:
-    """``check_key`` plus refusal of the backend's own helper folders."""
+    """``check_key`` plus refusal of the helper folders. Every backend refuses the same names,
+    so a key that is valid on one backend is valid on all (copies move between tiers)."""
     check_key(key)
     if key.split("/", 1)[0] in RESERVED:
         raise InvalidPath(f"invalid storage key {key!r}: {key.split('/', 1)[0]} is reserved")
@@ -333,7 +334,11 @@ class LocalBackend(Backend):
         key, part, meta = self._session_paths(session)
         length = self._session_length(meta)
         final = self._path(key)
-        with open(part, "rb") as f:
+        try:
+            fd = os.open(part, os.O_RDONLY)
+        except FileNotFoundError:
+            raise NotFound(_GONE) from None
+        with os.fdopen(fd, "rb") as f:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX)
             size = os.fstat(f.fileno()).st_size
             if size != length:

@@ -33,6 +33,7 @@ import secrets
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import boto3
@@ -76,7 +77,7 @@ def part_size_for(length: int | None) -> int:
 
 
 def _body(buf: bytearray) -> bytes:
-    # botocore sends a bytearray as it is (no copy of up to a part); its stubs only list bytes.
+    # botocore sends a bytearray as it is (no copy of a whole part); its stubs only list bytes.
     return cast(bytes, buf)
 
 
@@ -92,45 +93,42 @@ def _is_write_once(head: HeadObjectOutputTypeDef) -> bool:
     )
 
 
+@dataclass(frozen=True)
 class _Session:
     """The decoded session string: everything needed to find the upload again after a restart."""
 
-    def __init__(self, key: str, upload_id: str, sid: str, length: int, part_size: int) -> None:
-        self.key, self.upload_id, self.sid = key, upload_id, sid
-        self.length, self.part_size = length, part_size
+    key: str
+    upload: str
+    id: str
+    length: int
+    part: int
 
     def encode(self) -> str:
-        fields = {"key": self.key, "upload": self.upload_id, "id": self.sid}
-        return json.dumps({**fields, "length": self.length, "part": self.part_size})
+        return json.dumps(asdict(self))
 
     @classmethod
     def decode(cls, session: str) -> _Session:
         try:
-            d = json.loads(session)
-            s = cls(d["key"], d["upload"], d["id"], d["length"], d["part"])
-        except (ValueError, KeyError, TypeError):
+            s = cls(**json.loads(session))
+        except (ValueError, TypeError):
             raise NotFound("unknown upload session") from None
-        if not (
-            isinstance(s.key, str)
-            and isinstance(s.upload_id, str)
-            and isinstance(s.sid, str)
-            and _SESSION_ID.match(s.sid)
-            and isinstance(s.length, int)
-            and isinstance(s.part_size, int)
-            and s.part_size >= MIN_PART
-        ):
+        types_ok = all(isinstance(v, str) for v in (s.key, s.upload, s.id)) and all(
+            isinstance(v, int) for v in (s.length, s.part)
+        )
+        if not (types_ok and _SESSION_ID.match(s.id) and s.part >= MIN_PART):
             raise NotFound("unknown upload session")
         check_user_key(s.key)
         return s
 
 
+@dataclass(frozen=True)
 class _Held:
     """What the server holds for a session: its parts and, if still valid, the tail's size."""
 
-    def __init__(
-        self, parts: list[CompletedPartTypeDef], part_bytes: int, tail: int, tail_exists: bool
-    ) -> None:
-        self.parts, self.part_bytes, self.tail, self.tail_exists = parts, part_bytes, tail, tail_exists
+    parts: list[CompletedPartTypeDef]
+    part_bytes: int
+    tail: int
+    tail_exists: bool
 
     @property
     def offset(self) -> int:
@@ -284,10 +282,7 @@ class S3Backend(Backend):
         self._client_lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return (
-            f"S3Backend(endpoint_url={self.endpoint_url!r}, bucket={self.bucket!r}, prefix={self.prefix!r}, "
-            f"backend_id={self.backend_id!r}, object_lock={self.object_lock})"
-        )
+        return f"S3Backend({self.endpoint_url!r}, {self.bucket!r}, prefix={self.prefix!r}, id={self.backend_id!r})"
 
     @property
     def client(self) -> S3Client:
@@ -522,7 +517,7 @@ class S3Backend(Backend):
         try:
             with self._errors("list upload parts", s.key):
                 pages = c.get_paginator("list_parts").paginate(
-                    Bucket=self.bucket, Key=self._full(s.key), UploadId=s.upload_id
+                    Bucket=self.bucket, Key=self._full(s.key), UploadId=s.upload
                 )
                 for page in pages:
                     for p in page.get("Parts", []):
@@ -532,13 +527,13 @@ class S3Backend(Backend):
             # radosgw answers NoSuchKey, not NoSuchUpload, once an upload is completed.
             raise NotFound(_GONE) from None
         for i, (part, size) in enumerate(zip(parts, sizes, strict=True), start=1):
-            full_size = size == s.part_size or i == len(parts)
+            full_size = size == s.part or i == len(parts)
             if part["PartNumber"] != i or not full_size:
                 number = part["PartNumber"]
                 raise Conflict(f"upload session for {s.key!r} is damaged (unexpected part {number})")
             part_bytes += size
         tail = 0
-        head = self._head(self._tail_key(s.sid), s.key)
+        head = self._head(self._tail_key(s.id), s.key)
         if head is not None and head.get("Metadata", {}).get(_NEXT_PART_META) == str(len(parts) + 1):
             tail = head["ContentLength"]
         return _Held(parts, part_bytes, tail, head is not None)
@@ -553,12 +548,7 @@ class S3Backend(Backend):
             raise Conflict(
                 f"upload offset mismatch: request starts at {offset}, stored bytes end at {held.offset}"
             )
-        buf = bytearray()
-        if held.tail:
-            with self._errors("read upload tail", s.key):
-                buf += self.client.get_object(Bucket=self.bucket, Key=self._tail_key(s.sid))["Body"].read()
-            if len(buf) != held.tail:
-                raise Conflict(f"upload session for {s.key!r} changed while it was being appended to")
+        buf = self._read_tail(s, held)
         next_part = len(held.parts) + 1
         received = held.offset
         try:
@@ -567,11 +557,11 @@ class S3Backend(Backend):
                     raise Conflict(f"upload would exceed its declared length of {s.length} bytes")
                 view = memoryview(chunk)
                 while view:
-                    piece = view[: s.part_size - len(buf)]
+                    piece = view[: s.part - len(buf)]
                     buf += piece
                     received += len(piece)
                     view = view[len(piece) :]
-                    if len(buf) == s.part_size:
+                    if len(buf) == s.part:
                         self._upload_part(s, next_part, buf)
                         next_part += 1
                         buf.clear()
@@ -582,26 +572,36 @@ class S3Backend(Backend):
         self._keep(s, next_part, buf, received, held)
         return received
 
-    def _upload_part(self, s: _Session, number: int, data: bytearray) -> None:
+    def _read_tail(self, s: _Session, held: _Held) -> bytearray:
+        buf = bytearray()
+        if held.tail:
+            with self._errors("read upload tail", s.key):
+                buf += self.client.get_object(Bucket=self.bucket, Key=self._tail_key(s.id))["Body"].read()
+            if len(buf) != held.tail:
+                raise Conflict(f"upload session for {s.key!r} changed while it was being read")
+        return buf
+
+    def _upload_part(self, s: _Session, number: int, data: bytearray) -> CompletedPartTypeDef:
         with self._errors("upload part", s.key):
-            self.client.upload_part(
+            etag = self.client.upload_part(
                 Bucket=self.bucket,
                 Key=self._full(s.key),
-                UploadId=s.upload_id,
+                UploadId=s.upload,
                 PartNumber=number,
                 Body=_body(data),
-            )
+            )["ETag"]
+        return {"PartNumber": number, "ETag": etag}
 
     def _keep(self, s: _Session, next_part: int, buf: bytearray, received: int, before: _Held) -> None:
         """Make the unsent remainder ``buf`` durable: the last part if the object is complete,
         otherwise the tail object."""
         if received == before.offset:
             return  # nothing new arrived; the stored state already describes it
-        if buf and (received == s.length or len(buf) >= s.part_size):
+        if buf and (received == s.length or len(buf) >= s.part):
             self._upload_part(s, next_part, buf)
             next_part += 1
             buf.clear()
-        tail = self._tail_key(s.sid)
+        tail = self._tail_key(s.id)
         with self._errors("store upload tail", s.key):
             if buf:
                 self.client.put_object(
@@ -627,25 +627,21 @@ class S3Backend(Backend):
         c = self.client
         parts = list(held.parts)
         if held.tail:
-            with self._errors("read upload tail", s.key):
-                data = bytearray(c.get_object(Bucket=self.bucket, Key=self._tail_key(s.sid))["Body"].read())
-            n = len(parts) + 1
-            self._upload_part(s, n, data)
-            parts = self._held(s).parts
+            parts.append(self._upload_part(s, len(parts) + 1, self._read_tail(s, held)))
         if not parts:
             # S3 cannot complete an upload without parts; an empty object is a plain PUT.
             with self._errors("write", s.key):
                 c.put_object(Bucket=self.bucket, Key=full, Body=b"")
-            self._abort_upload(full, s.upload_id)
+            self._abort_upload(full, s.upload)
         else:
             with self._errors("complete upload", s.key):
                 c.complete_multipart_upload(
-                    Bucket=self.bucket, Key=full, UploadId=s.upload_id, MultipartUpload={"Parts": parts}
+                    Bucket=self.bucket, Key=full, UploadId=s.upload, MultipartUpload={"Parts": parts}
                 )
         if held.tail_exists:
-            self._remove(self._tail_key(s.sid), s.key, bypass=False)
+            self._remove(self._tail_key(s.id), s.key, bypass=False)
 
     def abort_staged(self, session: str) -> None:
         s = _Session.decode(session)
-        self._abort_upload(self._full(s.key), s.upload_id)
-        self._remove(self._tail_key(s.sid), s.key, bypass=False)
+        self._abort_upload(self._full(s.key), s.upload)
+        self._remove(self._tail_key(s.id), s.key, bypass=False)
