@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 T=$(mktemp -d)
+chmod 755 "$T"  # the postgres user must reach its data folder inside
 cleanup() {
   scripts/s3-server.sh stop "$T/s3" >/dev/null 2>&1 || true
   scripts/pg-server.sh stop "$T/pg" >/dev/null 2>&1 || true
