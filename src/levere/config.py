@@ -29,6 +29,8 @@ class SmtpSettings(BaseModel):
     username: str | None = None
     password: SecretStr | None = None
     starttls: bool = False
+    #: seconds to wait for the mail server before an e-mail is left pending for the next try
+    timeout_seconds: float = 30
     #: when false, e-mails are only recorded in the database (and shown in-app)
     enabled: bool = False
 
@@ -39,6 +41,26 @@ class TierSettings(BaseModel):
     area: BackendSpec | None = None
     longterm: BackendSpec | None = None
     secure: BackendSpec | None = None
+
+
+class SyncSettings(BaseModel):
+    """Copying between tiers (sync to long-term, restore, repair); see docs/jobs.md."""
+
+    #: files copied at once by one job (the small-file rate grows with it; a big file uses 3 more)
+    threads: int = Field(default=8, ge=1, le=64)
+    #: job tasks queued per sync request; more than 1 spreads one big delivery over several workers
+    lanes: int = Field(default=1, ge=1, le=64)
+    #: files claimed (leased) at once by one task, and recorded in one transaction
+    batch_files: int = Field(default=512, ge=1, le=10_000)
+    #: how long a claimed file stays reserved to one worker without a heartbeat; a killed worker's
+    #: files are taken over after this
+    lease_seconds: float = Field(default=300, gt=0)
+    #: retries after transient storage errors, the first after ``retry_delay_seconds``, each next
+    #: one twice as long (8 retries from 10 s: about 40 minutes in all)
+    retries: int = Field(default=8, ge=0)
+    retry_delay_seconds: float = Field(default=10, ge=0)
+    #: bytes per second per job, 0 for no limit (to leave the working area's disks to its users)
+    bandwidth_limit: int = Field(default=0, ge=0)
 
 
 class Settings(BaseSettings):
@@ -55,10 +77,15 @@ class Settings(BaseSettings):
     public_url: str = "http://127.0.0.1:8080"
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
     tiers: TierSettings = Field(default_factory=TierSettings)
+    sync: SyncSettings = Field(default_factory=SyncSettings)
 
     token_lifetime_days: int = 30
     invitation_lifetime_hours: int = 72
+    #: failed sign-ins for one account within the window before even the right password is refused
     login_max_failures: int = 5
+    #: failed sign-ins from one client address (any accounts) within the window; higher than the
+    #: per-account limit because many people may share an address behind a NAT
+    login_max_client_failures: int = 20
     login_window_seconds: int = 300
     upload_expiry_hours: int = 24
     #: run the job worker inside the API process (embedded default)

@@ -38,6 +38,7 @@ def create_app(ctx: Context, *, start_worker: bool | None = None) -> FastAPI:
         description="Deliver sequencing data from a core facility into research projects' storage.",
         openapi_url="/api/openapi.json",
         docs_url="/api/docs",
+        swagger_ui_oauth2_redirect_url="/api/docs/oauth2-redirect",
         redoc_url=None,
         lifespan=lifespan,
     )

@@ -23,7 +23,11 @@ ACTION_KEY = "x-levere-action"
 
 
 def acts(action: Action | None) -> dict[str, Any]:
-    """Route metadata naming the permission-table action the route performs (None: own account)."""
+    """Route metadata naming the permission-table action the route performs.
+
+    ``None`` means the route is open to every signed-in user: it acts on the caller's own account, or
+    lists only what the caller may see (the service filters through the table).
+    """
     return {ACTION_KEY: action.value if action else None}
 
 
@@ -53,6 +57,7 @@ def _caller(scope: Scope) -> Callable[[Request, Context], User]:
                 raise AccessDenied("set up two-factor sign-in first: 'levere account totp-enrol'")
             raise AccessDenied(f"this token lacks the '{scope.value}' scope")
         request.state.user = user
+        request.state.scopes = scopes
         return user
 
     return dependency
@@ -62,3 +67,9 @@ ReadUser = Annotated[User, Depends(_caller(Scope.READ))]
 WriteUser = Annotated[User, Depends(_caller(Scope.WRITE))]
 ReviewUser = Annotated[User, Depends(_caller(Scope.REVIEW))]
 AccountUser = Annotated[User, Depends(_caller(Scope.ACCOUNT))]
+
+
+def caller_scopes(request: Request) -> frozenset[Scope]:
+    """The scopes of the token the current request was made with (after one of the above ran)."""
+    scopes: frozenset[Scope] = getattr(request.state, "scopes", frozenset())
+    return scopes

@@ -9,7 +9,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from levere.domain.errors import LevereError
 from levere.domain.roles import ProjectRole, UserKind
-from levere.domain.units import parse_size
+from levere.domain.units import MAX_SIZE, parse_size
 
 
 def _size(value: Any) -> Any:
@@ -21,7 +21,13 @@ def _size(value: Any) -> Any:
         raise ValueError(f"{value!r} is not a size (examples: 500G, 2TiB, 1048576)") from exc
 
 
-Size = Annotated[int, BeforeValidator(_size), Field(ge=0, description="bytes, or a size such as '500G'")]
+Size = Annotated[
+    int, BeforeValidator(_size), Field(ge=0, le=MAX_SIZE, description="bytes, or a size such as '500G'")
+]
+# lengths the database columns hold: longer input is a 422 naming the field, never a database error
+Email = Annotated[str, Field(max_length=320)]
+Name = Annotated[str, Field(max_length=200)]
+Secret = Annotated[str, Field(max_length=1024, repr=False)]
 
 
 class Out(BaseModel):
@@ -32,10 +38,10 @@ class Out(BaseModel):
 
 
 class LoginIn(BaseModel):
-    email: str
-    password: str = Field(repr=False)
-    totp: str | None = Field(default=None, repr=False)
-    token_name: str = "cli"
+    email: Email
+    password: Secret
+    totp: str | None = Field(default=None, max_length=16, repr=False)
+    token_name: Name = "cli"
     scopes: list[Literal["read", "write", "review", "account"]] | None = None
     lifetime_days: int | None = None
 
@@ -56,7 +62,7 @@ class IssuedTokenOut(BaseModel):
 
 
 class TokenIn(BaseModel):
-    name: str
+    name: Name
     scopes: list[Literal["read", "write", "review", "account"]] | None = None
     lifetime_days: int | None = None
 
@@ -72,10 +78,15 @@ class UserOut(Out):
 
 
 class UserIn(BaseModel):
-    email: str
-    name: str = ""
+    email: Email
+    name: Name = ""
     kind: UserKind = UserKind.USER
-    facility: str | None = None
+    facility: str | None = Field(default=None, max_length=64)
+
+
+class StaffIn(BaseModel):
+    email: Email
+    name: Name = ""
 
 
 class TotpBeginOut(BaseModel):
@@ -83,18 +94,18 @@ class TotpBeginOut(BaseModel):
 
 
 class CodeIn(BaseModel):
-    code: str
+    code: str = Field(max_length=16)
 
 
 class AcceptInvitationIn(BaseModel):
-    secret: str = Field(repr=False)
-    password: str = Field(repr=False)
-    name: str = ""
+    secret: Secret
+    password: Secret
+    name: Name = ""
 
 
 class PasswordIn(BaseModel):
-    current: str = Field(repr=False)
-    new: str = Field(repr=False)
+    current: Secret
+    new: Secret
 
 
 class NotificationOut(Out):
@@ -110,9 +121,9 @@ class NotificationOut(Out):
 
 
 class FacilityIn(BaseModel):
-    name: str
-    display_name: str = ""
-    contact_email: str
+    name: str = Field(max_length=64)
+    display_name: Name = ""
+    contact_email: Email
 
 
 class FacilityOut(Out):
@@ -126,7 +137,7 @@ class FacilityOut(Out):
 
 
 class MemberWanted(BaseModel):
-    email: str
+    email: Email
     role: ProjectRole = ProjectRole.MEMBER
 
 
@@ -241,7 +252,7 @@ class QuotaIn(BaseModel):
 
 
 class MemberIn(BaseModel):
-    email: str
+    email: Email
     role: ProjectRole = ProjectRole.MEMBER
 
 
@@ -250,7 +261,7 @@ class RoleIn(BaseModel):
 
 
 class FacilityAssignIn(BaseModel):
-    facility: str
+    facility: str = Field(max_length=64)
 
 
 # --- audit --------------------------------------------------------------------------------------

@@ -5,11 +5,12 @@ from __future__ import annotations
 import getpass
 import os
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 
 from levere.cli.client import Client, Credentials
-from levere.cli.output import console, done, fields, show, table
+from levere.cli.output import State, console, done, fields, result, show, table
 from levere.domain.errors import ValidationFailed
 
 account = typer.Typer(
@@ -62,8 +63,12 @@ def login(
     creds.token, creds.email = issued["token"], email
     path = creds.save()
     info = issued["info"]
-    done(f"signed in as {email}; token '{info['name']}' expires {info['expires_at'][:10]} (saved in {path})")
-    if info["scopes"] == ["account"]:
+    result(
+        {"email": email, "token_id": info["id"], "scopes": info["scopes"], "expires_at": info["expires_at"],
+         "saved_in": str(path)},
+        f"signed in as {email}; token '{info['name']}' expires {info['expires_at'][:10]} (saved in {path})",
+    )  # fmt: skip
+    if info["scopes"] == ["account"] and not State.json_output:
         console.print(
             "Two-factor sign-in is required for your account: run 'levere account totp-enrol' next."
         )
@@ -102,8 +107,8 @@ def totp_enrol() -> None:
 @account.command("totp-confirm")
 def totp_confirm(code: str) -> None:
     """Finish two-factor enrolment with a code from the app. Sign in again afterwards."""
-    client().post("/me/totp/confirm", {"code": code})
-    done("two-factor sign-in is on; sign in again with 'levere login --totp CODE' for a full token")
+    me = client().post("/me/totp/confirm", {"code": code})
+    result(me, "two-factor sign-in is on; sign in again with 'levere login --totp CODE' for a full token")
 
 
 @account.command("tokens")
@@ -133,8 +138,8 @@ def token_create(
 @account.command("token-revoke")
 def token_revoke(token_id: str) -> None:
     """Revoke a token by its id (see 'levere account tokens')."""
-    client().delete(f"/me/tokens/{token_id}")
-    done(f"token {token_id} revoked")
+    revoked = client().delete(f"/me/tokens/{quote(token_id, safe='')}")
+    result(revoked, f"token {token_id} revoked")
 
 
 @account.command("accept-invite")
@@ -152,8 +157,9 @@ def accept_invite(
     user = Client(Credentials(url=base)).post(
         "/invitations/accept", {"secret": secret, "password": password, "name": name}
     )
-    done(
-        f"password set for {user['email']}; sign in with 'levere login --url {base} --email {user['email']}'"
+    result(
+        user,
+        f"password set for {user['email']}; sign in with 'levere login --url {base} --email {user['email']}'",
     )
 
 

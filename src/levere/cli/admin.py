@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import quote
 
 import typer
 
 from levere.cli.accounts import client
-from levere.cli.output import done, err_console, show, table
+from levere.cli.output import done, err_console, result, show, table
 
 facilities = typer.Typer(help="Sequencing facilities and their staff.", no_args_is_help=True)
 users = typer.Typer(help="Accounts (helpdesk).", no_args_is_help=True)
@@ -30,7 +31,7 @@ def create_facility(
 ) -> None:
     """Register a facility (helpdesk)."""
     f = client().post("/facilities", {"name": name, "display_name": display_name, "contact_email": contact})
-    done(f"facility {f['name']} created")
+    result(f, f"facility {f['name']} created")
 
 
 @facilities.command("add-staff")
@@ -39,9 +40,10 @@ def add_staff(
     email: str,
     name: Annotated[str, typer.Option(help="Their name.")] = "",
 ) -> None:
-    """Make an account for a staff member of a facility; they get a link to set a password (helpdesk)."""
-    u = client().post("/users", {"email": email, "name": name, "kind": "facility", "facility": facility})
-    done(f"{u['email']} is now staff of {facility} (invitation sent)")
+    """Make someone staff of a facility; a new account gets a link to set a password (helpdesk)."""
+    u = client().post(f"/facilities/{quote(facility, safe='')}/staff", {"email": email, "name": name})
+    invited = "" if u["has_password"] else " (invitation sent)"
+    result(u, f"{u['email']} is now staff of {facility}{invited}")
 
 
 @users.command("list")
@@ -62,7 +64,7 @@ def create_user(
 ) -> None:
     """Make an account; its owner gets a link to set a password (helpdesk)."""
     u = client().post("/users", {"email": email, "name": name, "kind": kind, "facility": facility})
-    done(f"account {u['email']} ({u['kind']}) created; invitation sent")
+    result(u, f"account {u['email']} ({u['kind']}) created; invitation sent")
 
 
 @audit.command("verify")
@@ -75,7 +77,7 @@ def verify() -> None:
     show(
         report,
         lambda r: err_console.print(
-            f"[red]audit log damaged[/red] at event {r['first_bad_seq']}: {r['problem']}"
+            f"[red]audit log damaged[/red] at event {r['first_bad_seq']}: {r['problem']}", highlight=False
         ),
     )
     raise typer.Exit(8)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 import yaml
 
 from levere.cli.accounts import client
-from levere.cli.output import done, fields, show, table
+from levere.cli.output import State, done, fields, result, show, table
 from levere.domain.errors import ValidationFailed
 from levere.domain.units import format_size
 
@@ -105,7 +106,7 @@ def apply(
     if submit:
         app = api.post(f"/applications/{app['number']}/submit")
     show(app, render)
-    if not submit:
+    if not submit and not State.json_output:
         done(
             f"application {app['number']} saved as a draft; the PI submits it with 'levere applications submit {app['number']}'"
         )
@@ -132,7 +133,7 @@ def list_applications(
 @applications.command("show")
 def show_application(number: str) -> None:
     """One application, every field."""
-    show(client().get(f"/applications/{number}"), render)
+    show(client().get(f"/applications/{quote(number, safe='')}"), render)
 
 
 @applications.command("edit")
@@ -154,14 +155,14 @@ def edit(
         members = body["members"]
         items = members.split(",") if isinstance(members, str) else members
         body["members"] = [parse_member(m) if isinstance(m, str) else m for m in items]
-    show(client().patch(f"/applications/{number}", body), render)
+    show(client().patch(f"/applications/{quote(number, safe='')}", body), render)
 
 
 @applications.command("submit")
 def submit_application(number: str) -> None:
     """Submit (as the PI, which also confirms a draft made on your behalf)."""
-    app = client().post(f"/applications/{number}/submit")
-    done(f"application {app['number']} submitted to the helpdesk")
+    app = client().post(f"/applications/{quote(number, safe='')}/submit")
+    result(app, f"application {app['number']} submitted to the helpdesk")
 
 
 @applications.command("approve")
@@ -174,7 +175,7 @@ def approve(
     comment: Annotated[str, typer.Option(help="A note to the applicant.")] = "",
 ) -> None:
     """Approve and provision the project (helpdesk)."""
-    project = client().post(f"/applications/{number}/approve", {
+    project = client().post(f"/applications/{quote(number, safe='')}/approve", {
         "area_quota": area_quota, "longterm_quota": longterm_quota, "comment": comment})  # fmt: skip
     show(project, lambda p: done(f"application {number} approved: project {p['identifier']} is provisioned"))
 
@@ -182,8 +183,8 @@ def approve(
 @applications.command("reject")
 def reject(number: str, reason: Annotated[str, typer.Option(help="Why (sent to the applicant).")]) -> None:
     """Reject with a reason (helpdesk)."""
-    client().post(f"/applications/{number}/reject", {"reason": reason})
-    done(f"application {number} rejected")
+    app = client().post(f"/applications/{quote(number, safe='')}/reject", {"reason": reason})
+    result(app, f"application {number} rejected")
 
 
 @applications.command("request-changes")
@@ -191,8 +192,8 @@ def request_changes(
     number: str, reason: Annotated[str, typer.Option(help="What to change (sent to the applicant).")]
 ) -> None:
     """Send an application back for changes (helpdesk)."""
-    client().post(f"/applications/{number}/request-changes", {"reason": reason})
-    done(f"application {number} sent back for changes")
+    app = client().post(f"/applications/{quote(number, safe='')}/request-changes", {"reason": reason})
+    result(app, f"application {number} sent back for changes")
 
 
 def register(app: typer.Typer) -> None:

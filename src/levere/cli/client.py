@@ -9,8 +9,11 @@ token never appears in output or in ``repr``.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ from levere.domain.errors import (
     AlreadyExists,
     AuthenticationFailed,
     ChecksumMismatch,
+    ConfigurationError,
     Conflict,
     LevereError,
     NotFound,
@@ -62,7 +66,12 @@ class Credentials:
         creds = cls()
         path = config_path()
         if path.exists():
-            data = tomllib.loads(path.read_text())
+            try:
+                data = tomllib.loads(path.read_text())
+            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+                raise ConfigurationError(
+                    f"cannot read the saved sign-in {path}: {exc}; remove it and run 'levere login'"
+                ) from None
             creds = cls(
                 url=data.get("url", DEFAULT_URL), token=data.get("token", ""), email=data.get("email", "")
             )
@@ -70,13 +79,17 @@ class Credentials:
         creds.token = os.environ.get("LEVERE_TOKEN", creds.token)
         return creds
 
+    def _fields(self) -> dict[str, str]:
+        return {"url": self.url, "email": self.email, "token": self.token}
+
     def save(self) -> Path:
         path = config_path()
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # an older file may have been readable by others: close that before writing
         with os.fdopen(fd, "w") as fh:
-            fh.write(f'url = "{self.url}"\nemail = "{self.email}"\ntoken = "{self.token}"\n')
-        os.chmod(path, 0o600)
+            # JSON strings are valid TOML basic strings: quotes and backslashes come out escaped
+            fh.write("".join(f"{key} = {json.dumps(value)}\n" for key, value in self._fields().items()))
         return path
 
 
@@ -95,6 +108,18 @@ def error_from_response(response: httpx.Response) -> LevereError:
         return AlreadyExists(message)
     kind = BY_STATUS.get(response.status_code, LevereError)
     return kind(message, **(body.get("details") or {} if isinstance(body, dict) else {}))
+
+
+def _api_path(path: str) -> str:
+    return path if path.startswith("/api/") else "/api" + path
+
+
+def _raise_for(response: httpx.Response, expect: Collection[int]) -> None:
+    # 500 too: a service stopped or restarted mid-request answers it for the requests it drops
+    if response.status_code in (500, 502, 503, 504) and response.status_code not in expect:
+        raise StorageUnavailable(error_from_response(response).message)
+    if response.status_code >= 400 and response.status_code not in expect:
+        raise error_from_response(response)
 
 
 class Client:
@@ -117,11 +142,18 @@ class Client:
             ) from None
         except httpx.TimeoutException:
             raise StorageUnavailable(f"levere at {self.creds.url} did not answer in time") from None
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise StorageUnavailable(f"cannot talk to levere at {self.creds.url}: {exc}") from None
         if response.status_code >= 400:
             raise error_from_response(response)
         if response.status_code == 204 or not response.content:
             return None
-        return response.json()
+        try:
+            return response.json()
+        except ValueError:
+            raise LevereError(
+                f"{self.creds.url} answered with something other than levere's JSON: is it a levere service?"
+            ) from None
 
     def get(self, path: str, **kwargs: Any) -> Any:
         return self.request("GET", path, **kwargs)
@@ -137,6 +169,47 @@ class Client:
 
     def delete(self, path: str, **kwargs: Any) -> Any:
         return self.request("DELETE", path, **kwargs)
+
+    # --- for transfers: the whole response (status, headers, streamed body) ----------------------
+
+    def _transport_error(self, exc: Exception) -> StorageUnavailable:
+        if isinstance(exc, httpx.ConnectError):
+            return StorageUnavailable(
+                f"cannot reach levere at {self.creds.url}: is 'levere serve' running there?"
+            )
+        if isinstance(exc, httpx.TimeoutException):
+            return StorageUnavailable(f"levere at {self.creds.url} did not answer in time")
+        return StorageUnavailable(
+            f"the connection to levere at {self.creds.url} broke ({exc or type(exc).__name__})"
+        )
+
+    def send(self, method: str, path: str, expect: Collection[int] = (), **kwargs: Any) -> httpx.Response:
+        """Like :meth:`request` but returns the response itself. ``path`` may start with ``/api``.
+
+        A status of 400 or more raises, unless listed in ``expect``. Every failure to talk to the
+        service, and 500/502/503/504, raises :class:`StorageUnavailable`: the transient kind a transfer
+        retries.
+        """
+        try:
+            response = self.http.request(method, _api_path(path), **kwargs)
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise self._transport_error(exc) from None
+        _raise_for(response, expect)
+        return response
+
+    @contextmanager
+    def stream(
+        self, method: str, path: str, expect: Collection[int] = (), **kwargs: Any
+    ) -> Iterator[httpx.Response]:
+        """:meth:`send` whose body is read by the caller, piece by piece, inside the ``with``."""
+        try:
+            with self.http.stream(method, _api_path(path), **kwargs) as response:
+                if response.status_code >= 400 and response.status_code not in expect:
+                    response.read()
+                _raise_for(response, expect)
+                yield response
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise self._transport_error(exc) from None
 
     def close(self) -> None:
         self.http.close()

@@ -5,6 +5,7 @@ Every command turns errors into one line on stderr and a non-zero exit code, nev
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated
 
@@ -43,11 +44,23 @@ def run() -> None:
     try:
         app()
     except LevereError as exc:
-        err_console.print(f"[red]error:[/red] {exc.message}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/red] {exc.message}", highlight=False)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
+    except OSError as exc:  # a file or the network, outside any request
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(1)
+    except Exception as exc:
+        # a bug: still one line, unless asked for the whole story
+        if os.environ.get("LEVERE_DEBUG"):
+            raise
+        err_console.print(
+            f"[red]internal error:[/red] {type(exc).__name__}: {exc} (LEVERE_DEBUG=1 shows the traceback)",
+            highlight=False,
+        )
+        sys.exit(70)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
-err_console = Console(stderr=True)
+# soft_wrap: a message is one line however narrow the terminal (or 80 columns when piped), so that
+# scripts can read errors and results line by line
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 class State:
@@ -49,4 +51,12 @@ def show(data: Any, render: Any) -> None:
 
 def done(message: str) -> None:
     if not State.json_output:
-        console.print(f"[green]✓[/green] {message}")
+        console.print(f"[green]✓[/green] {message}", highlight=False)
+
+
+def result(data: Any, message: str) -> None:
+    """The outcome of a command that changed something: ``data`` as JSON when asked, else ``message``."""
+    if State.json_output:
+        emit_json(data)
+    else:
+        done(message)

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 
 from levere.cli.accounts import client
-from levere.cli.output import done, fields, show, table
+from levere.cli.output import fields, result, show, table
 from levere.domain.units import format_size
 
 projects = typer.Typer(help="Projects you can see, their quotas and facilities.", no_args_is_help=True)
 members = typer.Typer(help="Who has access to a project, and with which role.", no_args_is_help=True)
+
+
+def _q(part: str) -> str:
+    """One path segment, quoted (an e-mail address may hold characters that are special in URLs)."""
+    return quote(part, safe="@")
 
 
 def _quota_line(q: dict[str, Any]) -> str:
@@ -35,8 +41,8 @@ def list_projects() -> None:
 def show_project(identifier: str) -> None:
     """A project, its quotas, facilities and members."""
     api = client()
-    project = api.get(f"/projects/{identifier}")
-    people = api.get(f"/projects/{identifier}/members")
+    project = api.get(f"/projects/{_q(identifier)}")
+    people = api.get(f"/projects/{_q(identifier)}/members")
 
     def render(p: dict[str, Any]) -> None:
         fields(f"Project {p['identifier']}", [
@@ -66,28 +72,28 @@ def set_project(
     ] = None,
 ) -> None:
     """Change a project's settings (admin or helpdesk)."""
-    client().patch(f"/projects/{identifier}", {"sync_mode": sync_mode})
-    done(f"{identifier} updated")
+    p = client().patch(f"/projects/{_q(identifier)}", {"sync_mode": sync_mode})
+    result(p, f"{identifier} updated")
 
 
 @projects.command("quota")
 def set_quota(identifier: str, tier: str, limit: str) -> None:
     """Change a granted quota, e.g. 'levere projects quota LEV-2026-0001 area 2T' (helpdesk)."""
-    q = client().put(f"/projects/{identifier}/quotas/{tier}", {"limit": limit})
-    done(f"{identifier} {tier} quota is now {format_size(q['limit_bytes'])}")
+    q = client().put(f"/projects/{_q(identifier)}/quotas/{_q(tier)}", {"limit": limit})
+    result(q, f"{identifier} {tier} quota is now {format_size(q['limit_bytes'])}")
 
 
 @projects.command("assign-facility")
 def assign_facility(identifier: str, facility: str) -> None:
     """Let a facility deliver into an existing project (admin or helpdesk)."""
-    client().post(f"/projects/{identifier}/facilities", {"facility": facility})
-    done(f"{facility} may now deliver into {identifier}")
+    f = client().post(f"/projects/{_q(identifier)}/facilities", {"facility": facility})
+    result(f, f"{facility} may now deliver into {identifier}")
 
 
 @members.command("list")
 def list_members(identifier: str) -> None:
     """Members of a project."""
-    data = client().get(f"/projects/{identifier}/members")
+    data = client().get(f"/projects/{_q(identifier)}/members")
     show(data, lambda rows: _members_table(identifier, rows))
 
 
@@ -98,25 +104,26 @@ def add_member(
     role: Annotated[str, typer.Option(help="admin, member or viewer.")] = "member",
 ) -> None:
     """Give someone access (they are invited by e-mail if they have no account)."""
-    m = client().post(f"/projects/{identifier}/members", {"email": email, "role": role})
-    done(
+    m = client().post(f"/projects/{_q(identifier)}/members", {"email": email, "role": role})
+    result(
+        m,
         f"{m['email']} added to {identifier} as {m['role']}"
-        + ("" if m["has_account"] else " (invitation sent)")
+        + ("" if m["has_account"] else " (invitation sent)"),
     )
 
 
 @members.command("remove")
 def remove_member(identifier: str, email: str) -> None:
     """Take someone's access away."""
-    client().delete(f"/projects/{identifier}/members/{email}")
-    done(f"{email} removed from {identifier}")
+    client().delete(f"/projects/{_q(identifier)}/members/{_q(email)}")
+    result({"project": identifier, "removed": email}, f"{email} removed from {identifier}")
 
 
 @members.command("set-role")
 def set_role(identifier: str, email: str, role: str) -> None:
     """Change someone's role: admin, member or viewer."""
-    m = client().put(f"/projects/{identifier}/members/{email}", {"role": role})
-    done(f"{m['email']} is now {m['role']} in {identifier}")
+    m = client().put(f"/projects/{_q(identifier)}/members/{_q(email)}", {"role": role})
+    result(m, f"{m['email']} is now {m['role']} in {identifier}")
 
 
 def register(app: typer.Typer) -> None:

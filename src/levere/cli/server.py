@@ -1,4 +1,8 @@
-"""Server-side commands: ``levere init``, ``levere serve``, ``levere worker``."""
+"""Server-side commands: ``levere init``, ``levere serve``, ``levere worker``.
+
+They import the service (settings, database, storage) only when run, so that the client commands
+start fast.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,6 @@ from typing import Annotated
 import typer
 
 from levere.cli.output import done, err_console
-from levere.config import get_settings
 from levere.domain.errors import ValidationFailed
 from levere.domain.roles import UserKind
 
@@ -32,6 +35,7 @@ def init(
     """
     from sqlalchemy import select
 
+    from levere.config import get_settings
     from levere.db.migrate import upgrade
     from levere.db.models import User
     from levere.services import accounts
@@ -66,6 +70,7 @@ def serve(
     import uvicorn
 
     from levere.api.app import create_app
+    from levere.config import get_settings
     from levere.db.migrate import upgrade
     from levere.jobs.queue import build_queue
     from levere.services.context import Context
@@ -89,6 +94,7 @@ def worker(
     threads: Annotated[int, typer.Option(help="Worker threads in this process.")] = 2,
 ) -> None:
     """Run a job worker in the foreground (for running work on separate machines)."""
+    from levere.config import get_settings
     from levere.jobs.queue import build_queue
     from levere.services.context import Context
 

@@ -85,6 +85,7 @@ REQUIRED_TEXT = {
 }
 MAX_TEXT = {
     "title": 200,
+    "pi_email": 320,
     "data_ownership": 500,
     "funding_source": 200,
     "grant_id": 100,
@@ -98,23 +99,26 @@ def check_draft(form: ApplicationForm) -> None:
     for name, limit in MAX_TEXT.items():
         if len(getattr(form, name)) > limit:
             problems[name] = f"must be at most {limit} characters"
-    if form.pi_email and not EMAIL.match(form.pi_email):
-        problems["pi_email"] = f"{form.pi_email!r} is not an e-mail address"
+    pi_email = form.pi_email.strip()  # blank is "not filled in", which check_complete reports
+    if pi_email and not EMAIL.match(pi_email) and "pi_email" not in problems:
+        problems["pi_email"] = f"{pi_email!r} is not an e-mail address"
     for name in ("quota_area_bytes", "quota_longterm_bytes"):
         if getattr(form, name) < 0:
             problems[name] = "must not be negative"
-    if form.secure_project_id and not SECURE_PROJECT.match(form.secure_project_id):
+    secure_project_id = form.secure_project_id.strip()
+    if secure_project_id and not SECURE_PROJECT.match(secure_project_id):
         problems["secure_project_id"] = "must look like p1234 (a TSD project id)"
-    if form.secure_project_id and not form.sensitive:
+    if secure_project_id and not form.sensitive:
         problems["secure_project_id"] = "is only for sensitive data; set sensitive to true or leave it empty"
     seen: set[str] = set()
     for i, member in enumerate(form.members):
         key = f"members[{i}].email"
-        if not EMAIL.match(member.email):
-            problems[key] = f"{member.email!r} is not an e-mail address"
-        elif member.email.lower() in seen:
-            problems[key] = f"{member.email} is listed twice"
-        seen.add(member.email.lower())
+        email = member.email.strip().lower()
+        if not EMAIL.match(email) or len(email) > MAX_TEXT["pi_email"]:
+            problems[key] = f"{member.email[:80]!r} is not an e-mail address"
+        elif email in seen:
+            problems[key] = f"{email} is listed twice"
+        seen.add(email)
     if problems:
         raise ValidationFailed(problems)
 

@@ -14,7 +14,7 @@ def check_relative_path(path: str) -> str:
     """Return ``path`` normalised (NFC, forward slashes) or raise :class:`InvalidPath` naming why."""
     if not path:
         raise InvalidPath("the path is empty")
-    if any(ord(c) < 32 or ord(c) == 127 for c in path):
+    if any(unicodedata.category(c) == "Cc" for c in path):  # C0, DEL and C1 controls
         raise InvalidPath(f"{path!r} contains a NUL or control character")
     if "\\" in path:
         raise InvalidPath(f"{path!r} contains a backslash; use / between folders")

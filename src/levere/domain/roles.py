@@ -62,6 +62,7 @@ class Action(StrEnum):
     PROJECT_READ = "project.read"
     PROJECT_ASSIGN_FACILITY = "project.assign_facility"
     PROJECT_SETTINGS = "project.settings"
+    PROJECT_QUOTA = "project.quota"  # change a granted quota
     MEMBER_LIST = "member.list"
     MEMBER_MANAGE = "member.manage"
     # data
@@ -95,6 +96,7 @@ PERMISSIONS: dict[Action, frozenset[Actor]] = {
     Action.PROJECT_READ: frozenset({A.HELPDESK, A.FACILITY_ASSIGNED, A.ADMIN, A.MEMBER, A.VIEWER}),
     Action.PROJECT_ASSIGN_FACILITY: frozenset({A.HELPDESK, A.ADMIN}),
     Action.PROJECT_SETTINGS: frozenset({A.HELPDESK, A.ADMIN}),
+    Action.PROJECT_QUOTA: frozenset({A.HELPDESK}),
     Action.MEMBER_LIST: frozenset({A.HELPDESK, A.FACILITY_ASSIGNED, A.ADMIN, A.MEMBER, A.VIEWER}),
     Action.MEMBER_MANAGE: frozenset({A.HELPDESK, A.ADMIN}),
     Action.DELIVERY_CREATE: frozenset({A.FACILITY_ASSIGNED}),

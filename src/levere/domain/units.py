@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from fractions import Fraction
 
 from levere.domain.errors import ValidationFailed
 
@@ -17,22 +18,35 @@ _UNITS = {
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 
 
+#: the largest size a database column holds (signed 64-bit)
+MAX_SIZE = 2**63 - 1
+
+
 def parse_size(text: str | int, field: str = "size") -> int:
-    if isinstance(text, int):
-        return text
-    match = _SIZE.match(text)
-    unit = match.group(2).lower() if match else ""
-    if not match or unit not in _UNITS:
+    """Bytes from ``text``; whole bytes are exact however large (no detour through float)."""
+    if isinstance(text, bool):
         raise ValidationFailed({field: f"{text!r} is not a size (examples: 500G, 2TiB, 1048576)"})
-    return int(float(match.group(1)) * _UNITS[unit])
+    if isinstance(text, int):
+        value = text
+    else:
+        match = _SIZE.match(text)
+        unit = match.group(2).lower() if match else ""
+        if not match or unit not in _UNITS:
+            raise ValidationFailed({field: f"{text!r} is not a size (examples: 500G, 2TiB, 1048576)"})
+        value = int(Fraction(match.group(1)) * _UNITS[unit])
+    if value < 0:
+        raise ValidationFailed({field: "must not be negative"})
+    if value > MAX_SIZE:
+        raise ValidationFailed({field: f"{text!r} is too large (at most {format_size(MAX_SIZE)})"})
+    return value
 
 
 def format_size(n: int | None) -> str:
     if n is None:
         return "-"
     value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(value) < 1024 or unit == "PiB":
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{n} B"

@@ -15,6 +15,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
+from functools import cache
 
 import pyotp
 from argon2 import PasswordHasher
@@ -23,10 +24,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from levere.db.models import ApiToken, Facility, Invitation, LoginAttempt, User, utcnow
+from levere.domain.applications import EMAIL
 from levere.domain.errors import (
     AccessDenied,
     AlreadyExists,
     AuthenticationFailed,
+    Conflict,
     NotFound,
     TooManyAttempts,
     ValidationFailed,
@@ -34,6 +37,7 @@ from levere.domain.errors import (
 from levere.domain.roles import Action, Subject, UserKind, require
 from levere.services import audit
 from levere.services.context import Context
+from levere.services.notify import notify
 
 _hasher = PasswordHasher()  # argon2-cffi's defaults are Argon2id with RFC 9106 low-memory parameters
 MIN_PASSWORD = 10
@@ -55,13 +59,20 @@ def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
-def _password_ok(user: User, password: str) -> bool:
-    if not user.password_hash:
-        return False
+def _verify(password_hash: str, password: str) -> bool:
     try:
-        return _hasher.verify(user.password_hash, password)
+        return _hasher.verify(password_hash, password)
     except (VerificationError, InvalidHashError):
         return False
+
+
+def _password_ok(user: User, password: str) -> bool:
+    return bool(user.password_hash) and _verify(user.password_hash or "", password)
+
+
+@cache
+def _dummy_hash() -> str:
+    return _hasher.hash(secrets.token_urlsafe(16))
 
 
 def _sha256(text: str) -> str:
@@ -70,8 +81,8 @@ def _sha256(text: str) -> str:
 
 def normalise_email(email: str) -> str:
     email = email.strip().lower()
-    if "@" not in email or email.startswith("@") or email.endswith("@"):
-        raise ValidationFailed({"email": f"{email!r} is not an e-mail address"})
+    if not EMAIL.match(email) or len(email) > 320:
+        raise ValidationFailed({"email": f"{email[:80]!r} is not an e-mail address"})
     return email
 
 
@@ -141,18 +152,19 @@ class IssuedToken:
 
 def _check_rate_limit(ctx: Context, session: Session, email: str, client: str) -> None:
     since = utcnow() - timedelta(seconds=ctx.settings.login_window_seconds)
-    failures = session.execute(
+    recent_failures = (
         select(func.count())
         .select_from(LoginAttempt)
         .where(LoginAttempt.at >= since, LoginAttempt.success.is_(False))
-        .where(
-            (LoginAttempt.email == email) | ((LoginAttempt.client == client) & (LoginAttempt.client != ""))
-        )
-    ).scalar_one()
-    if failures >= ctx.settings.login_max_failures:
-        raise TooManyAttempts(
-            f"too many failed sign-ins; wait {ctx.settings.login_window_seconds // 60} minutes and try again"
-        )
+    )
+    by_account = session.execute(recent_failures.where(LoginAttempt.email == email)).scalar_one()
+    by_client = 0
+    if client:
+        by_client = session.execute(recent_failures.where(LoginAttempt.client == client)).scalar_one()
+    if by_account >= ctx.settings.login_max_failures or by_client >= ctx.settings.login_max_client_failures:
+        window = ctx.settings.login_window_seconds
+        wait = f"{window} seconds" if window < 120 else f"{-(-window // 60)} minutes"
+        raise TooManyAttempts(f"too many failed sign-ins; wait {wait} and try again")
 
 
 def login(
@@ -166,31 +178,71 @@ def login(
     scopes: frozenset[Scope] | None = None,
     lifetime_days: int | None = None,
 ) -> IssuedToken:
-    """Check the password (and TOTP when required) and issue an API token."""
+    """Check the password (and TOTP when required) and issue an API token.
+
+    The Argon2 check (~0.2 s by design) runs between two short transactions, never inside one: on
+    SQLite a transaction holds the write lock, and every sign-in would stall every writer.
+    """
     email = email.strip().lower()
     with ctx.tx() as session:
         _check_rate_limit(ctx, session, email, client)
-        user = session.execute(select(User).where(User.email == email)).scalar()
-        ok = user is not None and user.active and _password_ok(user, password)
+        found = session.execute(select(User).where(User.email == email)).scalar()
+        known_hash = found.password_hash if found is not None and found.active else None
+    # an unknown account costs the same time, so timing does not tell which e-mails exist
+    password_ok = _verify(known_hash or _dummy_hash(), password) and known_hash is not None
+    issued: IssuedToken | None = None
+    with ctx.tx() as session:
+        # locked, so that two sign-ins racing with the same one-time code cannot both use it
+        user = session.execute(select(User).where(User.email == email).with_for_update(of=User)).scalar()
+        ok = password_ok and user is not None and user.active and user.password_hash == known_hash
         if ok and user is not None and user.totp_enabled:
             ok = _totp_ok(session, user, totp)
-        session.add(LoginAttempt(email=email, client=client, success=ok))
-    if not ok or user is None:
-        if user is not None and user.password_hash is None:
-            raise AuthenticationFailed(
-                f"{email} has not set a password yet: follow the link in the invitation"
-            )
-        if user is not None and user.totp_enabled and not totp:
-            raise AuthenticationFailed("a one-time code from your authenticator app is required (--totp)")
-        raise AuthenticationFailed("wrong e-mail, password or one-time code")
-    with ctx.tx() as session:
-        user = session.get(User, user.id)
-        assert user is not None
-        if user.kind == UserKind.HELPDESK and not user.totp_enabled:
-            scopes = frozenset({Scope.ACCOUNT})  # must enrol TOTP before anything else
-        issued = issue_token(ctx, session, user, token_name, scopes, lifetime_days)
-        audit.record(session, user, "user.signed_in", "user", user.id, after={"token": issued.record.id})
+        session.add(LoginAttempt(email=email, client=client[:64], success=ok))
+        if ok and user is not None:
+            if user.kind == UserKind.HELPDESK and not user.totp_enabled:
+                scopes = frozenset({Scope.ACCOUNT})  # must enrol TOTP before anything else
+            issued = issue_token(ctx, session, user, token_name, scopes, lifetime_days)
+            audit.record(session, user, "user.signed_in", "user", user.id, after={"token": issued.record.id})
+    if issued is not None:
         return issued
+    if found is not None and found.active and found.password_hash is None:
+        raise AuthenticationFailed(f"{email} has not set a password yet: follow the link in the invitation")
+    if password_ok and not (totp or "").strip():
+        raise AuthenticationFailed(
+            "this account uses two-factor sign-in: give the one-time code from your authenticator app (--totp)"
+        )
+    raise AuthenticationFailed("wrong e-mail, password or one-time code")
+
+
+def create_token(
+    ctx: Context,
+    session: Session,
+    user: User,
+    name: str,
+    scopes: frozenset[Scope] | None,
+    lifetime_days: int | None,
+    caller_scopes: frozenset[Scope],
+) -> IssuedToken:
+    """Another token for the signed-in user, never with more scopes than the token asking for it.
+
+    A helpdesk operator without two-factor sign-in only ever gets the ``account`` scope, so enrolling
+    TOTP with a first-login token is not enough: a full token needs a sign-in with a one-time code.
+    """
+    wanted = scopes if scopes else caller_scopes
+    if user.kind == UserKind.HELPDESK and not user.totp_enabled:
+        wanted = frozenset({Scope.ACCOUNT})
+    beyond = sorted(s.value for s in wanted - caller_scopes)
+    if beyond:
+        raise AccessDenied(
+            f"the token you are using lacks the scope(s) {', '.join(beyond)}, "
+            "so it cannot create a token that has them; sign in again with 'levere login'"
+        )
+    issued = issue_token(ctx, session, user, name, wanted, lifetime_days)
+    audit.record(
+        session, user, "token.created", "token", issued.record.id,
+        after={"name": issued.record.name, "scopes": issued.record.scopes},
+    )  # fmt: skip
+    return issued
 
 
 def issue_token(
@@ -279,6 +331,7 @@ def totp_begin(session: Session, user: User) -> str:
     if user.totp_enabled:
         raise AlreadyExists("two-factor sign-in is already set up for this account")
     user.totp_secret = pyotp.random_base32()
+    audit.record(session, user, "user.totp_enrolment_started", "user", user.id)
     return pyotp.TOTP(user.totp_secret).provisioning_uri(name=user.email, issuer_name="levere")
 
 
@@ -288,7 +341,8 @@ def totp_confirm(session: Session, user: User, code: str) -> None:
     if not user.totp_secret:
         raise NotFound("start enrolment first ('levere account totp-enrol')")
     if not _totp_ok(session, user, code):
-        raise AuthenticationFailed("the one-time code does not match; check the clock of your device")
+        # you are signed in, so this is wrong input rather than a failed sign-in (401)
+        raise ValidationFailed({"code": "the one-time code does not match; check the clock of your device"})
     user.totp_enabled = True
     audit.record(session, user, "user.totp_enabled", "user", user.id)
 
@@ -328,6 +382,7 @@ def invitation_link(ctx: Context, secret: str) -> str:
 
 def accept_invitation(ctx: Context, secret: str, password: str, name: str = "") -> User:
     """Set the password of the invited account. The link works once and only until it expires."""
+    new_hash = hash_password(password)  # before the transaction: Argon2 is slow by design
     with ctx.tx() as session:
         invitation = session.execute(
             select(Invitation).where(Invitation.secret_hash == _sha256(secret)).with_for_update()
@@ -341,8 +396,12 @@ def accept_invitation(ctx: Context, secret: str, password: str, name: str = "") 
         user = session.execute(select(User).where(User.email == invitation.email)).scalar()
         if user is None:
             user = create_user(session, None, invitation.email)
-        if user.password_hash is None:
-            user.password_hash = hash_password(password)
+        if user.password_hash is not None:
+            # an older link (e.g. a second invitation) must not reset a password that is already set
+            raise Conflict(
+                f"{user.email} already has a password: sign in with it ('levere login --email {user.email}')"
+            )
+        user.password_hash = new_hash
         if name:
             user.name = name
         invitation.accepted_at = utcnow()
@@ -352,11 +411,18 @@ def accept_invitation(ctx: Context, secret: str, password: str, name: str = "") 
         return user
 
 
-def change_password(session: Session, user: User, old: str, new: str) -> None:
+def change_password(ctx: Context, user: User, old: str, new: str) -> User:
+    """Argon2 runs outside the transaction (see :func:`login`)."""
     if not _password_ok(user, old):
-        raise AuthenticationFailed("the current password is wrong")
-    user.password_hash = hash_password(new)
-    audit.record(session, user, "user.password_changed", "user", user.id)
+        raise ValidationFailed({"current": "the current password is wrong"})
+    new_hash = hash_password(new)
+    with ctx.tx() as session:
+        locked = session.execute(select(User).where(User.id == user.id).with_for_update(of=User)).scalar_one()
+        if locked.password_hash != user.password_hash:
+            raise Conflict("the password was changed meanwhile; sign in again and retry")
+        locked.password_hash = new_hash
+        audit.record(session, locked, "user.password_changed", "user", locked.id)
+        return locked
 
 
 def create_facility(
@@ -396,3 +462,80 @@ def facility_staff(session: Session, facility_id: str) -> list[User]:
 
 def helpdesk_operators(session: Session) -> list[User]:
     return list(session.execute(select(User).where(User.kind == UserKind.HELPDESK, User.active)).scalars())
+
+
+# --- accounts made by the helpdesk ---------------------------------------------------------------
+
+
+def _send_account_link(ctx: Context, session: Session, actor: User, user: User, what: str) -> None:
+    _, secret = create_invitation(ctx, session, actor, user.email)
+    notify(
+        ctx, session, [user], "[levere] Your levere account",
+        f"{actor.email} has made you a levere account{what}.\n\n"
+        f"Set your password with this link (it works once, for {ctx.settings.invitation_lifetime_hours} hours):\n"
+        f"  {invitation_link(ctx, secret)}\n\n"
+        f"Then sign in:  levere login --url {ctx.settings.public_url} --email {user.email}\n",
+    )  # fmt: skip
+
+
+def create_account(
+    ctx: Context,
+    actor: User,
+    email: str,
+    *,
+    kind: UserKind = UserKind.USER,
+    name: str = "",
+    facility_name: str | None = None,
+) -> User:
+    """The helpdesk makes an account; its owner gets an e-mail with a link to set a password."""
+    with ctx.tx() as session:
+        require(subject_of(actor), Action.USER_CREATE)
+        facility = None
+        if facility_name:
+            try:
+                facility = get_facility(session, facility_name)
+            except NotFound:
+                raise ValidationFailed(
+                    {"facility": f"there is no facility named {facility_name!r}"}
+                ) from None
+        if facility is not None and kind is not UserKind.FACILITY:
+            raise ValidationFailed({"facility": "only facility staff belong to a facility"})
+        user = create_user(session, actor, email, kind=kind, name=name, facility=facility)
+        what = {
+            UserKind.HELPDESK: " as a helpdesk operator",
+            UserKind.FACILITY: f" as staff of {facility.display_name if facility else ''}",
+            UserKind.USER: "",
+        }[kind]
+        _send_account_link(ctx, session, actor, user, what)
+        return user
+
+
+def add_facility_staff(ctx: Context, actor: User, facility_name: str, email: str, name: str = "") -> User:
+    """Make someone staff of a facility: a new account (with an invitation), or an existing plain user."""
+    with ctx.tx() as session:
+        require(subject_of(actor), Action.FACILITY_ADD_STAFF)
+        facility = get_facility(session, facility_name)
+        email = normalise_email(email)
+        user = session.execute(select(User).where(User.email == email)).scalar()
+        if user is None:
+            user = create_user(session, actor, email, kind=UserKind.FACILITY, name=name, facility=facility)
+            _send_account_link(ctx, session, actor, user, f" as staff of {facility.display_name}")
+            return user
+        if user.kind == UserKind.FACILITY and user.facility_id == facility.id:
+            raise AlreadyExists(f"{email} is already staff of {facility.name}")
+        if user.kind != UserKind.USER:
+            where = f"staff of {user.facility.name}" if user.facility else f"a {user.kind} account"
+            raise Conflict(f"{email} is {where} and cannot also be staff of {facility.name}")
+        before = public_user(user)
+        user.kind = UserKind.FACILITY.value
+        user.facility_id = facility.id
+        if name and not user.name:
+            user.name = name
+        session.flush()
+        audit.record(session, actor, "user.facility_staff_added", "user", user.id, before, public_user(user))
+        notify(
+            ctx, session, [user], f"[levere] You are now staff of {facility.display_name}",
+            f"{actor.email} has made you staff of {facility.display_name} in levere: you can draft "
+            f"applications with PIs and deliver data into the projects {facility.name} is assigned to.\n",
+        )  # fmt: skip
+        return user

@@ -154,6 +154,8 @@ def update(ctx: Context, actor: User, ref: str, changes: dict[str, Any]) -> Appl
             before,
             _snapshot(application),
         )
+        if application.pi_email and application.pi_email not in (before["pi_email"], actor.email):
+            _tell_pi_to_confirm(ctx, session, actor, application)  # a new PI must confirm it too
         return application
 
 

@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from levere.db.models import Counter
 
 
+def _locked(session: Session, name: str) -> Counter | None:
+    return session.execute(select(Counter).where(Counter.name == name).with_for_update()).scalar()
+
+
 def next_value(session: Session, name: str) -> int:
-    counter = session.execute(select(Counter).where(Counter.name == name).with_for_update()).scalar()
+    counter = _locked(session, name)
     if counter is None:
-        counter = Counter(name=name, value=0)
-        session.add(counter)
+        # two first users of a counter may race to create it: the loser waits for the winner's
+        # commit, gets a duplicate key in its savepoint, and then locks the winner's row
+        try:
+            with session.begin_nested():
+                session.add(Counter(name=name, value=0))
+        except IntegrityError:
+            pass
+        counter = _locked(session, name)
+        assert counter is not None
     counter.value += 1
     session.flush()
     return counter.value

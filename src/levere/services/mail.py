@@ -22,7 +22,9 @@ class Mailer:
         message["To"] = to
         message["Subject"] = subject
         message.set_content(body)
-        with smtplib.SMTP(self.settings.host, self.settings.port, timeout=30) as smtp:
+        with smtplib.SMTP(
+            self.settings.host, self.settings.port, timeout=self.settings.timeout_seconds
+        ) as smtp:
             if self.settings.starttls:
                 smtp.starttls()
             if self.settings.username and self.settings.password:

@@ -4,13 +4,14 @@ Design notes
 ------------
 A notification is first a row (the outbox); e-mail goes out from a background job once the
 transaction that created it has committed, so a rolled-back change never e-mails anyone and a mail
-server that is down delays mail without failing the change. Failed sends stay ``pending`` for the
-next run; after the job's retries they are marked ``failed`` with the reason.
+server that is down delays mail without failing the change. Failed sends stay ``pending`` with the
+error recorded, and any later run (the job's retries, the next notification) sends them.
 """
 
 from __future__ import annotations
 
 import logging
+import smtplib
 from collections.abc import Iterable
 
 from sqlalchemy import select
@@ -61,26 +62,48 @@ def dispatch_emails(ctx: Context) -> None:
 
 
 def send_pending_emails(ctx: Context, final_attempt: bool = False) -> int:
-    """Send every pending e-mail; returns how many are still pending (to be retried)."""
+    """Send every pending e-mail; returns how many are still pending (to be retried).
+
+    Each e-mail is sent in its own short transaction with its row locked, so a slow or unreachable
+    mail server never holds the database (on SQLite: the write lock) for more than one message, and
+    two workers never send the same message. When the server cannot be reached at all, the rest of
+    the batch is not tried: each keeps the error and waits for the next run.
+    """
     with ctx.tx() as session:
-        pending = list(
+        ids = list(
             session.execute(
-                select(Notification)
+                select(Notification.id)
                 .where(Notification.email_state == "pending")
-                .with_for_update(skip_locked=True)
+                .order_by(Notification.created_at)
             ).scalars()
         )
-        left = 0
-        for note in pending:
-            try:
-                ctx.mailer.send(note.email, note.subject, note.body)
-            except (OSError, Exception) as exc:
-                note.email_error = f"{type(exc).__name__}: {exc}"
-                if final_attempt:
+    left = 0
+    unreachable = ""
+    for note_id in ids:
+        with ctx.tx() as session:
+            note = session.execute(
+                select(Notification)
+                .where(Notification.id == note_id, Notification.email_state == "pending")
+                .with_for_update(skip_locked=True)
+            ).scalar()
+            if note is None:
+                continue  # sent meanwhile by another worker
+            error, permanent = unreachable, False
+            if not error:
+                try:
+                    ctx.mailer.send(note.email, note.subject, note.body)
+                except smtplib.SMTPRecipientsRefused as exc:
+                    error = f"the mail server refused {note.email}: {exc.recipients}"
+                    permanent = all(code >= 500 for code, _msg in exc.recipients.values())
+                except (OSError, ValueError) as exc:  # smtplib's other errors are OSErrors too
+                    error = unreachable = f"{type(exc).__name__}: {exc}"
+            if error:
+                note.email_error = error
+                if final_attempt or permanent:
                     note.email_state = "failed"
                 else:
                     left += 1
-                log.warning("e-mail to a recipient failed: %s", note.email_error)
+                log.warning("e-mail %s could not be sent: %s", note.id, error)
             else:
                 note.email_state = "sent"
                 note.email_error = ""

@@ -292,6 +292,8 @@ def update_settings(
             if sync_mode not in ("auto", "manual"):
                 raise ValidationFailed({"sync_mode": "must be 'auto' or 'manual'"})
             project.sync_mode = sync_mode
+        if before == {"sync_mode": project.sync_mode}:
+            return project  # nothing changed: nothing to record
         audit.record(
             session,
             actor,
@@ -307,13 +309,14 @@ def update_settings(
 def set_quota(ctx: Context, actor: User, identifier: str, tier: str, limit_bytes: int) -> Quota:
     """Helpdesk changes a granted quota; never below what is already used or reserved."""
     with ctx.tx() as session:
-        project = authorize(session, actor, identifier, Action.PROJECT_SETTINGS)
-        require(accounts.subject_of(actor), Action.APPLICATION_REVIEW, "(only the helpdesk grants quota)")
+        project = authorize(session, actor, identifier, Action.PROJECT_QUOTA)
+        if limit_bytes <= 0:
+            raise ValidationFailed({"limit": "a quota must be larger than zero"})
         quota = session.execute(
             select(Quota).where(Quota.project_id == project.id, Quota.tier == tier).with_for_update()
         ).scalar()
         if quota is None:
-            raise NotFound(f"{project.identifier} has no {tier} tier")
+            raise NotFound(f"{project.identifier} has no {tier} tier (tiers: {', '.join(TIERS)})")
         if limit_bytes < quota.used_bytes + quota.reserved_bytes:
             raise Conflict(
                 f"{format_size(limit_bytes)} is less than the {format_size(quota.used_bytes + quota.reserved_bytes)} "

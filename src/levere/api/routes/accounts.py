@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from levere.api.deps import AccountUser, CtxDep, ReadUser, WriteUser, acts
+from levere.api.deps import AccountUser, CtxDep, ReadUser, WriteUser, acts, caller_scopes
 from levere.api.schemas import (
     AcceptInvitationIn,
     CodeIn,
@@ -54,10 +54,7 @@ def me(actor: AccountUser) -> UserOut:
 
 @router.post("/me/password", openapi_extra=acts(None))
 def change_password(body: PasswordIn, actor: AccountUser, ctx: CtxDep) -> UserOut:
-    with ctx.tx() as session:
-        user = session.merge(actor)
-        accounts.change_password(session, user, body.current, body.new)
-        return user_out(user)
+    return user_out(accounts.change_password(ctx, actor, body.current, body.new))
 
 
 @router.get("/me/tokens", openapi_extra=acts(None))
@@ -67,15 +64,13 @@ def list_tokens(actor: AccountUser, ctx: CtxDep) -> list[TokenOut]:
 
 
 @router.post("/me/tokens", openapi_extra=acts(None), status_code=201)
-def create_token(body: TokenIn, actor: AccountUser, ctx: CtxDep) -> IssuedTokenOut:
+def create_token(body: TokenIn, request: Request, actor: AccountUser, ctx: CtxDep) -> IssuedTokenOut:
     with ctx.tx() as session:
-        user = session.merge(actor)
-        scopes: frozenset[Scope] | None
-        if user.kind == "helpdesk" and not user.totp_enabled:
-            scopes = frozenset({Scope.ACCOUNT})
-        else:
-            scopes = frozenset(Scope(s) for s in body.scopes) if body.scopes else None
-        issued = accounts.issue_token(ctx, session, user, body.name, scopes, body.lifetime_days)
+        issued = accounts.create_token(
+            ctx, session, session.merge(actor), body.name,
+            frozenset(Scope(s) for s in body.scopes) if body.scopes else None,
+            body.lifetime_days, caller_scopes(request),
+        )  # fmt: skip
         return IssuedTokenOut(token=issued.token, info=TokenOut.model_validate(issued.record))
 
 

@@ -7,11 +7,18 @@ from sqlalchemy import select
 
 from levere.api.deps import CtxDep, ReadUser, ReviewUser, acts
 from levere.api.routes.accounts import user_out
-from levere.api.schemas import AuditEventOut, AuditVerifyOut, FacilityIn, FacilityOut, UserIn, UserOut
+from levere.api.schemas import (
+    AuditEventOut,
+    AuditVerifyOut,
+    FacilityIn,
+    FacilityOut,
+    StaffIn,
+    UserIn,
+    UserOut,
+)
 from levere.db.models import AuditEvent, Facility, User
-from levere.domain.roles import Action, UserKind, require
+from levere.domain.roles import Action, require
 from levere.services import accounts, audit
-from levere.services.notify import notify
 
 router = APIRouter(tags=["administration"])
 
@@ -26,25 +33,10 @@ def list_users(actor: ReviewUser, ctx: CtxDep) -> list[UserOut]:
 @router.post("/users", openapi_extra=acts(Action.USER_CREATE), status_code=201)
 def create_user(body: UserIn, actor: ReviewUser, ctx: CtxDep) -> UserOut:
     """Create an account and e-mail its owner a link to set a password."""
-    require(accounts.subject_of(actor), Action.USER_CREATE)
-    with ctx.tx() as session:
-        facility = accounts.get_facility(session, body.facility) if body.facility else None
-        user = accounts.create_user(
-            session, actor, body.email, kind=body.kind, name=body.name, facility=facility
-        )
-        _, secret = accounts.create_invitation(ctx, session, actor, user.email)
-        role = {
-            UserKind.HELPDESK: "a helpdesk operator",
-            UserKind.FACILITY: f"staff of {facility.display_name if facility else ''}",
-        }
-        notify(
-            ctx, session, [user], "[levere] Your levere account",
-            f"{actor.email} has made you a levere account"
-            + (f" as {role[body.kind]}" if body.kind in role else "")
-            + f".\n\nSet your password with this link (it works once, for {ctx.settings.invitation_lifetime_hours} hours):\n"
-            f"  {accounts.invitation_link(ctx, secret)}\n\nThen sign in:  levere login --url {ctx.settings.public_url} --email {user.email}\n",
-        )  # fmt: skip
-        return user_out(user)
+    user = accounts.create_account(
+        ctx, actor, body.email, kind=body.kind, name=body.name, facility_name=body.facility
+    )
+    return user_out(user)
 
 
 @router.get("/facilities", openapi_extra=acts(Action.FACILITY_LIST))
@@ -62,6 +54,12 @@ def create_facility(body: FacilityIn, actor: ReviewUser, ctx: CtxDep) -> Facilit
     with ctx.tx() as session:
         facility = accounts.create_facility(session, actor, body.name, body.display_name, body.contact_email)
         return FacilityOut.model_validate(facility)
+
+
+@router.post("/facilities/{name}/staff", openapi_extra=acts(Action.FACILITY_ADD_STAFF), status_code=201)
+def add_staff(name: str, body: StaffIn, actor: ReviewUser, ctx: CtxDep) -> UserOut:
+    """Make someone staff of a facility (a new account gets a link to set a password)."""
+    return user_out(accounts.add_facility_staff(ctx, actor, name, body.email, body.name))
 
 
 @router.get("/audit", openapi_extra=acts(Action.AUDIT_READ))

@@ -15,7 +15,7 @@ from levere.api.schemas import (
     ReasonIn,
 )
 from levere.db.models import Application, Project
-from levere.domain.applications import ApplicationForm, RequestedMember
+from levere.domain.applications import ApplicationForm, ApplicationState, RequestedMember
 from levere.domain.roles import Action
 from levere.services import applications
 
@@ -44,8 +44,8 @@ def create(body: ApplicationIn, actor: WriteUser, ctx: CtxDep) -> ApplicationOut
     return application_out(ctx, applications.create(ctx, actor, _form(body)))
 
 
-@router.get("", openapi_extra=acts(Action.APPLICATION_READ))
-def list_visible(actor: ReadUser, ctx: CtxDep, state: str | None = None) -> list[ApplicationOut]:
+@router.get("", openapi_extra=acts(None))
+def list_visible(actor: ReadUser, ctx: CtxDep, state: ApplicationState | None = None) -> list[ApplicationOut]:
     return [application_out(ctx, a) for a in applications.visible(ctx, actor, state)]
 
 

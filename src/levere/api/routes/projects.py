@@ -44,7 +44,7 @@ def member_out(member: ProjectMember) -> MemberOut:
     )
 
 
-@router.get("", openapi_extra=acts(Action.PROJECT_READ))
+@router.get("", openapi_extra=acts(None))
 def list_projects(actor: ReadUser, ctx: CtxDep) -> list[ProjectOut]:
     with ctx.tx() as session:
         found = projects.visible_projects(session, actor)
@@ -64,7 +64,7 @@ def update(identifier: str, body: ProjectPatch, actor: WriteUser, ctx: CtxDep) -
     return project_out(ctx, project, actor)
 
 
-@router.put("/{identifier}/quotas/{tier}", openapi_extra=acts(Action.PROJECT_SETTINGS))
+@router.put("/{identifier}/quotas/{tier}", openapi_extra=acts(Action.PROJECT_QUOTA))
 def set_quota(identifier: str, tier: str, body: QuotaIn, actor: ReviewUser, ctx: CtxDep) -> QuotaOut:
     return QuotaOut.model_validate(projects.set_quota(ctx, actor, identifier, tier, body.limit))
 
