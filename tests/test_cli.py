@@ -321,7 +321,7 @@ def test_errors_are_one_line_and_a_non_zero_exit(cli: Cli, live_server: LiveServ
     assert done.returncode == 4 and done.stderr.strip() == "error: no application 999"
     number = str(cli.json("pi", "apply", "--title", "Mine")["number"])
     line = cli.fails("pi", "applications", "approve", number)
-    assert "not allowed to application review" in line
+    assert "not allowed to review application" in line
     line = cli.fails("pi", "applications", "submit", number)
     assert "invalid input" in line and "data_ownership" in line
     line = cli.fails("pi", "apply", "--file", "/nonexistent/form.toml")

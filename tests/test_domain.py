@@ -364,6 +364,12 @@ def test_subjects_and_the_table() -> None:
     assert allowed(viewer, Action.DATA_READ) and not allowed(viewer, Action.MEMBER_MANAGE)
     assert allowed(pi, Action.APPLICATION_SUBMIT)
     assert not allowed(Subject(kind=UserKind.USER, is_author=True), Action.APPLICATION_SUBMIT)
-    with pytest.raises(AccessDenied, match="not allowed to member manage in project X") as caught:
+    with pytest.raises(AccessDenied, match="not allowed to manage the members in project X") as caught:
         require(viewer, Action.MEMBER_MANAGE, "in project X")
     assert caught.value.code == "access_denied" and caught.value.http_status == 403
+
+
+def test_every_action_has_words_for_its_error_message() -> None:
+    from levere.domain.roles import DESCRIPTIONS, PERMISSIONS, Action
+
+    assert set(DESCRIPTIONS) == set(Action) == set(PERMISSIONS)

@@ -140,9 +140,39 @@ def allowed(subject: Subject, action: Action) -> bool:
     return bool(subject.actors() & PERMISSIONS[action])
 
 
+#: what each action is, in the words of an error message ("you are not allowed to ...")
+DESCRIPTIONS: dict[Action, str] = {
+    Action.USER_LIST: "list accounts",
+    Action.USER_CREATE: "create accounts",
+    Action.FACILITY_CREATE: "register facilities",
+    Action.FACILITY_LIST: "list facilities",
+    Action.FACILITY_ADD_STAFF: "add facility staff",
+    Action.APPLICATION_CREATE: "file applications",
+    Action.APPLICATION_READ: "see",
+    Action.APPLICATION_EDIT: "edit",
+    Action.APPLICATION_SUBMIT: "submit (only its PI can)",
+    Action.APPLICATION_QUEUE: "see the review queue",
+    Action.APPLICATION_REVIEW: "review",
+    Action.PROJECT_LIST_ALL: "list every project",
+    Action.PROJECT_READ: "look",
+    Action.PROJECT_ASSIGN_FACILITY: "assign facilities",
+    Action.PROJECT_SETTINGS: "change the settings",
+    Action.PROJECT_QUOTA: "change quotas (only the helpdesk can)",
+    Action.MEMBER_LIST: "list the members",
+    Action.MEMBER_MANAGE: "manage the members",
+    Action.DELIVERY_CREATE: "open deliveries (only staff of an assigned facility can)",
+    Action.DELIVERY_UPLOAD: "upload (only staff of an assigned facility can)",
+    Action.DELIVERY_READ: "see the deliveries",
+    Action.DATA_READ: "read the data",
+    Action.DATA_FREE: "free space",
+    Action.DATA_RESTORE: "restore data",
+    Action.SYNC_RUN: "start a sync (only the helpdesk can)",
+    Action.VERIFY_RUN: "verify storage (only the helpdesk can)",
+    Action.AUDIT_READ: "read the audit log",
+}
+
+
 def require(subject: Subject, action: Action, what: str = "") -> None:
     if not allowed(subject, action):
         target = f" {what}" if what else ""
-        raise AccessDenied(
-            f"you are not allowed to {action.value.replace('.', ' ').replace('_', ' ')}{target}"
-        )
+        raise AccessDenied(f"you are not allowed to {DESCRIPTIONS[action]}{target}", action=action.value)
