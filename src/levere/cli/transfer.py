@@ -1,9 +1,339 @@
-"""CLI commands of this area."""
+"""Moving data: ``levere deliver``, ``download``, ``ls``, ``deliveries ...`` and ``manifest``.
+
+The engines live in :mod:`levere.cli.delivery`; this module turns options into their calls, shows
+Rich progress on a terminal and prints receipts and tables (or JSON with ``--json``).
+"""
 
 from __future__ import annotations
 
+import sys
+from contextlib import AbstractContextManager, nullcontext
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
+
 import typer
+
+from levere.cli.accounts import client
+from levere.cli.delivery.deliver import Deliverer, Options, Receipt, read_metadata
+from levere.cli.delivery.download import Downloader, Summary
+from levere.cli.delivery.progress import Bars, Quiet, Reporter
+from levere.cli.delivery.retry import Retry
+from levere.cli.output import State, console, err_console, fields, show, table
+from levere.domain.errors import ValidationFailed
+from levere.domain.units import format_size, parse_size
+
+MiB = 1024 * 1024
+deliveries = typer.Typer(help="Deliveries of a project: list them, show one.", no_args_is_help=True)
+
+Jobs = Annotated[int, typer.Option("--jobs", "-j", min=1, max=64, help="Files moved in parallel.")]
+Retries = Annotated[
+    int, typer.Option(min=1, max=100, help="Tries per request when the network or the service fails.")
+]
+
+
+def _q(text: str) -> str:
+    return quote(text, safe="")
+
+
+def _reporter(verb: str) -> tuple[Reporter, AbstractContextManager[Any]]:
+    """Rich bars on a terminal; nothing when output is piped or JSON was asked for."""
+    if State.json_output or not err_console.is_terminal:
+        return Quiet(), nullcontext()
+    bars = Bars(err_console, verb)
+    return bars, bars
+
+
+def _rate(nbytes: int, seconds: float) -> str:
+    return f"{format_size(int(nbytes / seconds))}/s" if seconds > 0 and nbytes else "-"
+
+
+# --- deliver ---------------------------------------------------------------------------------------
+
+
+def deliver(
+    project: Annotated[str, typer.Argument(help="The project's identifier, e.g. LEV-2026-0001.")],
+    run_folder: Annotated[Path, typer.Argument(help="The run folder to deliver.", show_default=False)],
+    name: Annotated[
+        str | None, typer.Option(help="The delivery's name (default: the folder's name).")
+    ] = None,
+    metadata: Annotated[
+        Path | None, typer.Option(help="A sample sheet (or JSON object) kept with the delivery.")
+    ] = None,
+    checksum_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="md5sum-style file to verify against (default: md5sum.txt, MD5SUMS, checksums.md5 or the "
+            "one *.md5 at the top of the folder)."
+        ),
+    ] = None,
+    no_checksum_file: Annotated[
+        bool, typer.Option("--no-checksum-file", help="Do not look for a checksum file.")
+    ] = False,
+    jobs: Jobs = 4,
+    seal: Annotated[
+        bool, typer.Option("--seal/--no-seal", help="Seal the delivery when every file is there.")
+    ] = True,
+    retries: Retries = 6,
+    chunk_size: Annotated[
+        str,
+        typer.Option(
+            help="Bytes per upload request of a large file, e.g. 64M: smaller requests lose less to a "
+            "dropped connection, larger ones go faster."
+        ),
+    ] = "256M",
+) -> None:
+    """Deliver a run folder into a project: resumable, parallel, checksummed, then sealed.
+
+    Run the same command again after an interruption: what the service already holds is not sent again, and unfinished files continue from where they stopped.
+    """
+    if checksum_file is not None and no_checksum_file:
+        raise ValidationFailed({"checksum file": "give --checksum-file or --no-checksum-file, not both"})
+    meta = read_metadata(metadata) if metadata is not None else {}
+    chunk = parse_size(chunk_size, "chunk-size")
+    if not MiB <= chunk <= 4096 * MiB:
+        raise ValidationFailed({"chunk-size": "must be between 1M and 4G"})
+    options = Options(jobs=jobs, seal=seal, chunk=chunk, retry=Retry(attempts=retries))
+    api = client()
+    reporter, display = _reporter("deliver")
+    try:
+        with display:
+            receipt = Deliverer(api, project, reporter, options).run(
+                run_folder, name, meta, checksum_file, detect_checksum_file=not no_checksum_file
+            )
+    except KeyboardInterrupt:
+        err_console.print("interrupted: run the same command again to resume where it stopped")
+        raise
+    finally:
+        options.retry.cancel.set()  # stop any worker still running after an interruption
+        api.close()
+    show(receipt.as_json(), lambda _data: _print_receipt(receipt))
+
+
+def _verified(receipt: Receipt) -> str:
+    if not receipt.checksum_file:
+        return "no checksum file: checksums computed while sending, compared with levere's"
+    by = "by this client and again by levere" if receipt.service_verified else "by this client"
+    return f"{receipt.checksum_file} ({by})"
+
+
+def _print_receipt(receipt: Receipt) -> None:
+    d = receipt.delivery
+    if receipt.already_sealed:
+        headline = f"[green]✓[/green] {d['name']} was already delivered and sealed in {receipt.project}"
+    elif d["state"] == "sealed":
+        headline = f"[green]✓[/green] delivered and sealed {d['name']} in {receipt.project}"
+    else:
+        headline = f"[green]✓[/green] uploaded {d['name']} to {receipt.project} (not sealed: --no-seal)"
+    console.print(headline, highlight=False)
+    pairs = [
+        ("delivery", f"{receipt.project}/{d['name']} ({d['state']})"),
+        ("files", f"{d.get('file_count', 0):,} ({format_size(d.get('total_bytes'))})"),
+    ]
+    if not receipt.already_sealed:
+        pairs += [
+            ("sent now", f"{receipt.sent_files:,} files, {format_size(receipt.sent_bytes)} in "
+             f"{receipt.seconds:.1f} s ({_rate(receipt.sent_bytes, receipt.seconds)})"),
+            ("verified against", _verified(receipt)),
+        ]  # fmt: skip
+    if d.get("manifest_sha256"):
+        pairs += [
+            ("manifest SHA-256", d["manifest_sha256"]),
+            ("manifest", f"levere manifest {receipt.project} {d['name']} --format md5sum"),
+        ]
+    width = max(len(key) for key, _ in pairs)
+    for key, value in pairs:  # plain lines, never wrapped: checksums stay whole for copying
+        console.print(f"  [bold]{key:<{width}}[/bold]  {value}", highlight=False)
+
+
+# --- download --------------------------------------------------------------------------------------
+
+
+def download(
+    project: Annotated[str, typer.Argument(help="The project's identifier.")],
+    to: Annotated[Path, typer.Option("--to", help="The local folder to download into.")],
+    path: Annotated[
+        str | None,
+        typer.Argument(help="A file, a folder or a delivery (DELIVERY/PATH); default: the whole project."),
+    ] = None,
+    jobs: Jobs = 4,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace local files that differ from the service's.")
+    ] = False,
+    retries: Retries = 6,
+) -> None:
+    """Download files, verified against the delivery manifest; run again to resume.
+
+    What you ask for lands in --to under its own name, as with 'cp -r': a delivery RUN42 becomes DIR/RUN42/..., a file RUN42/a/x.fq becomes DIR/x.fq. Partial files are kept as NAME.part until they are complete and their checksums match.
+    """
+    api = client()
+    retry = Retry(attempts=retries)
+    reporter, display = _reporter("download")
+    try:
+        with display:
+            summary = Downloader(api, project, reporter, retry, jobs, overwrite).run(path, to)
+    except KeyboardInterrupt:
+        err_console.print("interrupted: run the same command again to resume where it stopped")
+        raise
+    finally:
+        retry.cancel.set()
+        api.close()
+    data = {
+        "project": project,
+        "path": path,
+        "to": summary.target,
+        "files": summary.files,
+        "bytes": summary.bytes,
+        "fetched_files": summary.fetched_files,
+        "fetched_bytes": summary.fetched_bytes,
+        "already_there": summary.already_there,
+        "seconds": round(summary.seconds, 3),
+    }
+    show(data, lambda _d: _print_summary(summary))
+
+
+def _print_summary(summary: Summary) -> None:
+    console.print(
+        f"[green]✓[/green] {summary.files:,} files ({format_size(summary.bytes)}) in {summary.target}, "
+        f"checksums verified; fetched {summary.fetched_files:,} ({format_size(summary.fetched_bytes)}, "
+        f"{_rate(summary.fetched_bytes, summary.seconds)})"
+        + (f", {summary.already_there:,} already there" if summary.already_there else ""),
+        highlight=False,
+    )
+
+
+# --- ls, deliveries, manifest --------------------------------------------------------------------
+
+
+def _tiers(tiers: dict[str, str] | None) -> str:
+    return ", ".join(t if s == "present" else f"{t} ({s})" for t, s in sorted((tiers or {}).items())) or "-"
+
+
+def ls(
+    project: Annotated[str, typer.Argument(help="The project's identifier.")],
+    path: Annotated[str | None, typer.Argument(help="Only under this delivery or folder.")] = None,
+    long: Annotated[bool, typer.Option("--long", "-l", help="Full checksums.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """Files of a project: sizes, checksums and which storage tiers hold each."""
+    if json_output:
+        State.json_output = True
+    prefix = (path or "").strip("/")
+    entries = client().get(f"/projects/{_q(project)}/files", params={"prefix": prefix} if prefix else {})
+    if prefix:  # the service matches a string prefix; a folder is wanted, not its namesakes
+        entries = [e for e in entries if e["path"] == prefix or e["path"].startswith(prefix + "/")]
+
+    def render(rows: list[dict[str, Any]]) -> None:
+        cut: slice = slice(None) if long else slice(0, 12)
+        table(
+            f"Files of {project}" + (f" under {prefix}" if prefix else ""),
+            ["path", "size", "md5", "sha256", "tiers"],
+            [(e["path"], format_size(e["size"]), e["md5"][cut], e["sha256"][cut], _tiers(e.get("tiers")))
+             for e in rows],
+        )  # fmt: skip
+        total = sum(e["size"] for e in rows)
+        console.print(f"{len(rows):,} files, {format_size(total)}", highlight=False)
+
+    show(entries, render)
+
+
+@deliveries.command("list")
+def list_deliveries(project: Annotated[str, typer.Argument(help="The project's identifier.")]) -> None:
+    """Deliveries of a project."""
+    rows = client().get(f"/projects/{_q(project)}/deliveries")
+    show(rows, lambda data: table(
+        f"Deliveries of {project}", ["name", "state", "files", "size", "created", "sealed"],
+        [(d["name"], d["state"], f"{d.get('file_count', 0):,}", format_size(d.get("total_bytes")),
+          _when(d.get("created_at")), _when(d.get("sealed_at"))) for d in data],
+    ))  # fmt: skip
+
+
+@deliveries.command("show")
+def show_delivery(
+    project: Annotated[str, typer.Argument(help="The project's identifier.")],
+    name: Annotated[str, typer.Argument(help="The delivery's name.")],
+) -> None:
+    """A delivery: its state, manifest checksum, files and unfinished uploads."""
+    d = client().get(f"/projects/{_q(project)}/deliveries/{_q(name)}")
+
+    def render(d: dict[str, Any]) -> None:
+        fields(f"Delivery {project}/{d['name']}", [
+            ("state", d["state"] + (f": {d['failure_reason']}" if d.get("failure_reason") else "")),
+            ("files", f"{d.get('file_count', 0):,} ({format_size(d.get('total_bytes'))})"),
+            ("created", _when(d.get("created_at"))),
+            ("sealed", _when(d.get("sealed_at"))),
+            ("manifest SHA-256", d.get("manifest_sha256") or "-"),
+            *[(f"metadata {k}", _short(v)) for k, v in (d.get("metadata") or {}).items()],
+        ])  # fmt: skip
+        files = d.get("files") or []
+        if files:
+            table("Files", ["path", "size", "md5", "tiers"], [
+                (f["path"], format_size(f["size"]), f["md5"], _tiers(f.get("tiers"))) for f in files
+            ])  # fmt: skip
+        uploads = d.get("uploads") or []
+        if uploads:
+            table("Unfinished uploads", ["path", "received", "expires"], [
+                (u["path"], f"{format_size(u['offset'])} of {format_size(u['length'])}", _when(u.get("expires_at")))
+                for u in uploads
+            ])  # fmt: skip
+
+    show(d, render)
+
+
+def _when(moment: str | None) -> str:
+    """An API timestamp as people read it (UTC, to the minute)."""
+    return f"{moment[:10]} {moment[11:16]} UTC" if moment else "-"
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else str(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+class ManifestFormat(StrEnum):
+    MD5SUM = "md5sum"
+    SHA256SUM = "sha256sum"
+    JSON = "json"
+
+
+def manifest(
+    project: Annotated[str, typer.Argument(help="The project's identifier.")],
+    delivery: Annotated[str, typer.Argument(help="The delivery's name.")],
+    format: Annotated[
+        ManifestFormat, typer.Option("--format", "-f", help="md5sum and sha256sum work with 'md5sum -c'.")
+    ] = ManifestFormat.MD5SUM,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file instead of the screen.")
+    ] = None,
+) -> None:
+    """A sealed delivery's manifest; check a download with 'md5sum -c' inside its folder."""
+    api = client()
+    try:
+        response = api.send(
+            "GET",
+            f"/projects/{_q(project)}/deliveries/{_q(delivery)}/manifest",
+            params={"format": format.value},
+        )
+    finally:
+        api.close()
+    body = response.content
+    if output is None:
+        sys.stdout.buffer.write(body)
+        sys.stdout.buffer.flush()
+        return
+    try:
+        output.write_bytes(body)
+    except OSError as exc:
+        raise ValidationFailed({"output": f"cannot write {output}: {exc.strerror}"}) from None
+    if not State.json_output:
+        err_console.print(f"[green]✓[/green] manifest of {delivery} written to {output}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the ``levere`` app."""
+    app.command()(deliver)
+    app.command()(download)
+    app.command("ls")(ls)
+    app.command()(manifest)
+    app.add_typer(deliveries, name="deliveries")

@@ -1,0 +1,496 @@
+"""``levere deliver``'s engine: from a run folder to a sealed delivery, resumable at every step.
+
+Design notes
+------------
+Everything that can be checked locally is checked before the first request that changes anything:
+the folder scan (links, names), the checksum file (syntax, files it lists). Then the delivery is
+opened, or found open from an earlier run: what it already holds is compared with the folder (same
+size, and the same MD5 where the checksum file lists one) and not sent again, and its unfinished
+uploads are resumed from the service's offset. Large files go through tus, several at a time; small
+files go in tar batches, a couple of streams at a time. Every file's checksums are compared with the
+service's as it answers for it, and before sealing the delivery's totals are compared with the folder,
+so that a seal only ever covers exactly the folder's bytes. A delivery that cannot fit in the quota
+is refused before anything is sent (the service, which reserves space before each byte, stays the
+judge).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from levere.cli.client import Client
+from levere.cli.delivery import checksums as checksum_files
+from levere.cli.delivery.batch import BatchSender, split
+from levere.cli.delivery.hashing import Checksums
+from levere.cli.delivery.progress import Reporter
+from levere.cli.delivery.retry import Retry, wait_all
+from levere.cli.delivery.scan import FolderRefused, LocalFile, scan_folder
+from levere.cli.delivery.tus import CHUNK, PIECE, Expected, TusUpload
+from levere.domain.errors import (
+    AccessDenied,
+    ChecksumMismatch,
+    Conflict,
+    LevereError,
+    NotFound,
+    QuotaExceeded,
+    ValidationFailed,
+)
+from levere.domain.paths import check_name
+from levere.domain.units import format_size
+
+MiB = 1024 * 1024
+SMALL_FILE = 1 * MiB
+MAX_METADATA_BYTES = 1 * MiB
+
+
+@dataclass
+class Options:
+    jobs: int = 4
+    batch_streams: int = 2
+    small_file: int = SMALL_FILE
+    chunk: int = CHUNK
+    piece: int = PIECE
+    seal: bool = True
+    retry: Retry = field(default_factory=Retry)
+
+
+@dataclass
+class ChecksumSource:
+    """The checksum file chosen for a delivery: where it is read, and its path inside the delivery."""
+
+    listing: checksum_files.ChecksumFile
+    delivery_path: str
+    extra: LocalFile | None = None  # given from outside the folder: delivered at its top
+
+
+@dataclass
+class Plan:
+    files: list[LocalFile]
+    skipped: list[LocalFile] = field(default_factory=list)
+    large: list[tuple[LocalFile, dict[str, Any] | None]] = field(default_factory=list)
+    small: list[LocalFile] = field(default_factory=list)
+    stale_uploads: list[dict[str, Any]] = field(default_factory=list)
+    extra_stored: list[str] = field(default_factory=list)
+    extra_bytes: int = 0
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+    @property
+    def done_bytes(self) -> int:
+        resumed = sum(int(upload["offset"]) for _f, upload in self.large if upload)
+        return sum(f.size for f in self.skipped) + resumed
+
+
+@dataclass
+class Receipt:
+    project: str
+    delivery: dict[str, Any]
+    sent_files: int
+    sent_bytes: int
+    seconds: float
+    already_sealed: bool = False
+    sealed: bool = True
+    checksum_file: str | None = None
+    service_verified: bool = False  # the service checked the checksum file again when sealing
+    notes: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        d = self.delivery
+        return {
+            "project": self.project,
+            "delivery": d["name"],
+            "state": d["state"],
+            "files": d.get("file_count"),
+            "bytes": d.get("total_bytes"),
+            "manifest_sha256": d.get("manifest_sha256") or None,
+            "checksum_file": self.checksum_file,
+            "checked_by_service": self.service_verified,
+            "sent_files": self.sent_files,
+            "sent_bytes": self.sent_bytes,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+# --- before anything is sent -------------------------------------------------------------------------
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    """A sample sheet to keep with the delivery: a JSON object as is, any other text by name."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_METADATA_BYTES:
+            raise ValidationFailed({"metadata": f"{path} is larger than {MAX_METADATA_BYTES} bytes"})
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise ValidationFailed({"metadata": f"cannot read {path}: {exc.strerror}"}) from None
+    except UnicodeDecodeError:
+        raise ValidationFailed({"metadata": f"{path} is not UTF-8 text"}) from None
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ValidationFailed({"metadata": f"{path} is not valid JSON: {exc}"}) from None
+        if not isinstance(data, dict):
+            raise ValidationFailed({"metadata": f"{path} must hold a JSON object"})
+        return data
+    return {"sample_sheet": {"file": path.name, "text": text}}
+
+
+def choose_checksum_file(
+    folder: Path, given: Path | None, detect: bool, files: list[LocalFile]
+) -> ChecksumSource | None:
+    root = os.path.realpath(folder)
+    path = given if given is not None else (checksum_files.detect(folder) if detect else None)
+    if path is None:
+        return None
+    if not path.is_file():
+        raise ValidationFailed({"checksum file": f"{path} does not exist or is not a file"})
+    real = os.path.realpath(path)
+    if real.startswith(root + os.sep):
+        inside = Path(os.path.relpath(real, root)).as_posix()
+        by_source = {os.path.realpath(f.source): f.path for f in files}
+        delivery_path = by_source.get(real, inside)
+        prefix = delivery_path.rpartition("/")[0]
+        return ChecksumSource(checksum_files.read(path, prefix), delivery_path)
+    # from outside the folder: its names are relative to the folder, and it travels at the top
+    name = path.name
+    clash = next((f for f in files if f.path == name), None)
+    if clash is not None and Path(clash.source).read_bytes() != Path(real).read_bytes():
+        raise ValidationFailed(
+            {"checksum file": f"{folder.name} already holds a different {name}; rename one of them"}
+        )
+    extra = None if clash else LocalFile(name, real, os.path.getsize(real), int(os.path.getmtime(real)))
+    return ChecksumSource(checksum_files.read(path), name, extra)
+
+
+def check_listed(source: ChecksumSource | None, files: list[LocalFile], folder: Path) -> None:
+    if source is None:
+        return
+    present = {f.path for f in files}
+    missing = sorted(p for p in source.listing.entries if p not in present)
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise FolderRefused(
+            f"{source.listing.name} lists {len(missing)} file(s) that {folder.name} does not hold, "
+            f"so nothing was sent: {shown}"
+        )
+
+
+def make_plan(
+    files: list[LocalFile], delivery: dict[str, Any], source: ChecksumSource | None, small_file: int
+) -> Plan:
+    """Decide, per file, whether it is already there, to be resumed, sent by tus or in a batch."""
+    stored = {f["path"]: f for f in delivery.get("files") or []}
+    uploads = {u["path"]: u for u in delivery.get("uploads") or []}
+    plan = Plan(files)
+    differs: list[str] = []
+    local = {f.path for f in files}
+    for file in files:
+        if (have := stored.get(file.path)) is not None:
+            listed = source.listing.md5(file.path) if source else None
+            listed_sha = source.listing.sha256(file.path) if source else None
+            if have["size"] != file.size:
+                differs.append(f"{file.path} (stored {have['size']} bytes, the folder has {file.size})")
+            elif (listed and have["md5"] != listed) or (listed_sha and have["sha256"] != listed_sha):
+                differs.append(f"{file.path} (stored with another checksum than {source.listing.name} lists)")  # type: ignore[union-attr]
+            else:
+                plan.skipped.append(file)
+            continue
+        upload = uploads.pop(file.path, None)
+        if upload is not None and int(upload["length"]) != file.size:
+            plan.stale_uploads.append(upload)
+            upload = None
+        if file.size >= small_file and file.size > 0:
+            plan.large.append((file, upload))
+        else:
+            if upload is not None:  # it was large by an earlier run's threshold: finish it the same way
+                plan.large.append((file, upload))
+            else:
+                plan.small.append(file)
+    if differs:
+        raise Conflict(
+            f"the delivery already holds {len(differs)} file(s) that differ from the folder, and a stored "
+            f"file cannot change: {'; '.join(differs[:5])}"
+        )
+    plan.stale_uploads.extend(uploads.values())
+    plan.extra_stored = sorted(p for p in stored if p not in local)
+    plan.extra_bytes = sum(int(stored[p]["size"]) for p in plan.extra_stored)
+    return plan
+
+
+# --- the delivery itself -------------------------------------------------------------------------
+
+
+class Deliverer:
+    def __init__(self, api: Client, project: str, reporter: Reporter, options: Options) -> None:
+        self.api, self.project, self.reporter, self.options = api, project, reporter, options
+        self.retry = options.retry
+
+    def url(self, name: str, *rest: str) -> str:
+        return "/".join(
+            [f"/projects/{quote(self.project, safe='')}/deliveries/{quote(name, safe='')}", *rest]
+        )
+
+    def get(self, name: str) -> dict[str, Any]:
+        data: dict[str, Any] = self.retry.call(lambda: self.api.get(self.url(name)))
+        return data
+
+    def find(self, name: str) -> dict[str, Any] | None:
+        try:
+            return self.get(name)
+        except NotFound:
+            return None  # no such delivery (a missing project is reported when it is made)
+
+    def create(self, name: str, metadata: dict[str, Any]) -> dict[str, Any]:
+        body = {"name": name, "metadata": metadata}
+        # Conflict: made by a try whose answer was lost, or by someone at the same moment
+        with contextlib.suppress(Conflict):
+            made = self.retry.call(
+                lambda: self.api.post(f"/projects/{quote(self.project, safe='')}/deliveries", body)
+            )
+            return {**made, "files": [], "uploads": []}
+        return self.get(name)
+
+    def _drop_upload(self, upload: dict[str, Any]) -> None:
+        self.retry.call(
+            lambda: self.api.send(
+                "DELETE", upload["url"], headers={"Tus-Resumable": "1.0.0"}, expect=(404, 410)
+            )
+        )
+
+    def run(
+        self,
+        folder: Path,
+        name: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        checksum_file: Path | None = None,
+        detect_checksum_file: bool = True,
+    ) -> Receipt:
+        started = time.monotonic()
+        name = check_name(name or Path(os.path.realpath(folder)).name, "delivery name")
+        files = scan_folder(folder)
+        source = choose_checksum_file(folder, checksum_file, detect_checksum_file, files)
+        if source is not None and source.extra is not None:
+            files = sorted([*files, source.extra], key=lambda f: f.path)
+        check_listed(source, files, folder)
+        delivery = self.find(name)
+        if delivery is None:  # nothing to resume: refuse what cannot fit before making anything
+            self._check_quota(make_plan(files, {}, source, self.options.small_file))
+            delivery = self.create(name, metadata or {})
+        if delivery["state"] == "sealed":
+            return self._already_sealed(delivery, files, source, started)
+        if delivery["state"] != "open":
+            raise Conflict(
+                f"delivery {name} of {self.project} has {delivery['state']}"
+                + (f" ({delivery['failure_reason']})" if delivery.get("failure_reason") else "")
+                + ": deliver the folder under another --name"
+            )
+        plan = make_plan(files, delivery, source, self.options.small_file)
+        notes = [
+            f"note: {name} already holds {p}, which is not in {folder.name}" for p in plan.extra_stored[:5]
+        ]
+        for note in notes:
+            self.reporter.note(note)
+        for upload in plan.stale_uploads:  # they would keep their reserved space and block the seal
+            if upload["path"] not in {f.path for f in files}:
+                notes.append(
+                    f"note: dropped the unfinished upload of {upload['path']}, which is not in {folder.name}"
+                )
+                self.reporter.note(notes[-1])
+            self._drop_upload(upload)
+        self._check_quota(plan)
+        self.reporter.start(plan.total_bytes, len(files), plan.done_bytes, len(plan.skipped))
+        computed = self._transfer(name, plan, source)
+        delivery = self._confirm(name, plan, computed)
+        receipt = Receipt(
+            self.project,
+            delivery,
+            sent_files=len(plan.large) + len(plan.small),
+            sent_bytes=plan.total_bytes - plan.done_bytes,
+            seconds=0.0,
+            checksum_file=source.delivery_path if source else None,
+            notes=notes,
+            sealed=self.options.seal,
+        )
+        if self.options.seal:
+            # the service checks the file again at sealing when it can read it (plain md5sum output)
+            server_checks = source is not None and source.listing.plain_md5sum
+            body = {"checksum_file": source.delivery_path if source and server_checks else None}
+            receipt.service_verified = server_checks
+            try:
+                receipt.delivery = self.retry.call(lambda: self.api.post(self.url(name, "seal"), body))
+            except LevereError:
+                after = self._get_quietly(name)
+                if after is None or after["state"] != "sealed":  # a lost answer to a seal that worked is fine
+                    raise
+                receipt.delivery = after
+        receipt.seconds = time.monotonic() - started
+        return receipt
+
+    def _check_quota(self, plan: Plan) -> None:
+        """Refuse at once a delivery that cannot fit, with the numbers; the service stays the judge
+        (it reserves each file's size before accepting a byte), this only spares a doomed transfer."""
+        try:
+            project = self.retry.call(lambda: self.api.get(f"/projects/{quote(self.project, safe='')}"))
+        except (AccessDenied, NotFound):
+            return  # the service will say what is wrong when the delivery is made
+        area = next((q for q in project.get("quotas") or [] if q.get("tier") == "area"), None)
+        if area is None:
+            return
+        # what our own unfinished uploads hold reserved is already counted in reserved_bytes
+        need = sum(f.size for f, upload in plan.large if upload is None) + sum(f.size for f in plan.small)
+        free = area["limit_bytes"] - area["used_bytes"] - area["reserved_bytes"]
+        if need > free:
+            raise QuotaExceeded(
+                f"the delivery needs {format_size(need)} more but only {format_size(max(free, 0))} of the "
+                f"{format_size(area['limit_bytes'])} area quota of {self.project} is free "
+                f"({format_size(area['used_bytes'])} used, {format_size(area['reserved_bytes'])} reserved by "
+                "uploads in progress); nothing was sent",
+                needed=need, available=max(free, 0), limit=area["limit_bytes"],
+            )  # fmt: skip
+
+    def _get_quietly(self, name: str) -> dict[str, Any] | None:
+        try:
+            return self.get(name)
+        except LevereError:
+            return None
+
+    def _already_sealed(
+        self, delivery: dict[str, Any], files: list[LocalFile], source: ChecksumSource | None, started: float
+    ) -> Receipt:
+        stored = {f["path"]: f for f in delivery.get("files") or []}
+        listed = source.listing if source else None
+        different = [
+            f.path for f in files
+            if f.path not in stored or stored[f.path]["size"] != f.size
+            or (listed is not None and listed.md5(f.path) not in (None, stored[f.path]["md5"]))
+        ]  # fmt: skip
+        if different:
+            raise Conflict(
+                f"delivery {delivery['name']} of {self.project} is sealed and does not hold "
+                f"{', '.join(different[:5])}{' ...' if len(different) > 5 else ''}: "
+                "deliver the folder under another --name"
+            )
+        return Receipt(
+            self.project, delivery, 0, 0, time.monotonic() - started, already_sealed=True,
+            checksum_file=source.delivery_path if source else None,
+        )  # fmt: skip
+
+    def _expected(self, source: ChecksumSource | None) -> Callable[[str], Expected]:
+        if source is None:
+            return lambda _path: Expected()
+        listing = source.listing
+        return lambda path: Expected(listing.md5(path), listing.sha256(path), listing.name)
+
+    def _transfer(self, name: str, plan: Plan, source: ChecksumSource | None) -> dict[str, Checksums]:
+        expected = self._expected(source)
+        computed: dict[str, Checksums] = {}
+        failures: list[LevereError] = []
+        lock = threading.Lock()
+
+        def large(file: LocalFile, upload: dict[str, Any] | None) -> None:
+            tus = TusUpload(
+                self.api, self.retry, self.reporter, self.project, name, file, expected(file.path),
+                self.options.chunk, self.options.piece,
+            )  # fmt: skip
+            try:
+                result = tus.run(upload["url"] if upload else None, int(upload["offset"]) if upload else 0)
+            except ChecksumMismatch as exc:
+                with lock:
+                    failures.append(exc)
+                return
+            with lock:
+                computed[file.path] = result
+            self.reporter.file_done()
+
+        sender = BatchSender(self.api, self.retry, self.reporter, self.project, name, expected)
+
+        def small(batch: list[LocalFile]) -> None:
+            outcome = sender.send(batch)
+            with lock:
+                computed.update(outcome.computed)
+                failures.extend(outcome.failures)
+
+        futures: list[Future[None]] = []
+        with (
+            ThreadPoolExecutor(max(1, self.options.jobs), "levere-tus") as tus_pool,
+            ThreadPoolExecutor(max(1, self.options.batch_streams), "levere-batch") as batch_pool,
+        ):
+            futures += [batch_pool.submit(small, b) for b in split(plan.small, self.options.batch_streams)]
+            futures += [tus_pool.submit(large, f, u) for f, u in plan.large]
+            wait_all(futures, self.retry.cancel)
+        if failures:
+            raise _combined(failures)
+        return computed
+
+    def _confirm(self, name: str, plan: Plan, computed: dict[str, Checksums]) -> dict[str, Any]:
+        """Before sealing: the delivery holds the folder's files and no others.
+
+        Each file's checksums were compared as the service answered for it; here the delivery's
+        totals are compared (one cheap request), and only when they differ is the whole file list
+        fetched, to name what is wrong.
+        """
+        listed = self.retry.call(lambda: self.api.get(f"/projects/{quote(self.project, safe='')}/deliveries"))
+        summary = next((d for d in listed if d["name"] == name), None)
+        want = (len(plan.files) + len(plan.extra_stored), plan.total_bytes + plan.extra_bytes)
+        if summary is not None and (summary["file_count"], summary["total_bytes"]) == want:
+            return dict(summary)
+        delivery = self.get(name)
+        self._verify(delivery, plan.files, computed)
+        raise Conflict(
+            f"delivery {name} holds {delivery['file_count']} files ({delivery['total_bytes']} bytes), not the "
+            f"{want[0]} ({want[1]} bytes) expected: someone else is adding files to it; it was not sealed"
+        )
+
+    def _verify(
+        self, delivery: dict[str, Any], files: list[LocalFile], computed: dict[str, Checksums]
+    ) -> None:
+        """The delivery holds every file of the folder, with the bytes computed here."""
+        stored = {f["path"]: f for f in delivery.get("files") or []}
+        problems: list[str] = []
+        for file in files:
+            have = stored.get(file.path)
+            if have is None:
+                problems.append(f"{file.path} is missing")
+            elif have["size"] != file.size:
+                problems.append(f"{file.path} has {have['size']} bytes instead of {file.size}")
+            elif (mine := computed.get(file.path)) and (have["md5"], have["sha256"]) != (
+                mine.md5,
+                mine.sha256,
+            ):
+                problems.append(f"{file.path} has other checksums than the file")
+        if problems:
+            raise ChecksumMismatch(
+                f"the delivery does not match the folder, so it was not sealed: {'; '.join(problems[:5])}"
+            )
+
+
+def _combined(failures: list[LevereError]) -> LevereError:
+    """One error for many failed files: the quota first (one example is enough: the rest are alike),
+    then checksum mismatches (each file named), then anything else."""
+    if len(failures) == 1:
+        return failures[0]
+    quota = [f for f in failures if isinstance(f, QuotaExceeded)]
+    if quota:
+        return QuotaExceeded(f"{len(quota)} files did not fit in the quota, e.g. {quota[0].message}")
+    mismatches = [f for f in failures if isinstance(f, ChecksumMismatch)]
+    chosen = mismatches or failures
+    kind = ChecksumMismatch if mismatches else type(failures[0])
+    shown = "; ".join(f.message for f in chosen[:5])
+    more = f"; and {len(chosen) - 5} more" if len(chosen) > 5 else ""
+    try:
+        return kind(f"{len(chosen)} files were not delivered: {shown}{more}")
+    except TypeError:  # an error kind with a constructor of its own
+        return LevereError(f"{len(chosen)} files were not delivered: {shown}{more}")

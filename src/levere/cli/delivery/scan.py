@@ -1,0 +1,128 @@
+"""Reading a run folder before anything is sent: which files, how big, and whether they may go.
+
+Design notes
+------------
+Everything that would make a delivery fail half-way is found here, before the first byte moves:
+symbolic links that point outside the folder (or nowhere), names the service would refuse (control
+characters, names over 255 bytes, backslashes), special files, unreadable files, and two names that
+become the same path once normalised. All offenders are named in one message, so one run fixes them.
+
+A symbolic link whose target is inside the folder is delivered as the file it points to, and a link to
+a folder inside is walked, as ``cp -rL`` would; a link back to an ancestor is a loop and is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from levere.domain.errors import InvalidPath, LevereError
+from levere.domain.paths import check_relative_path
+
+MAX_LISTED = 5
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    path: str  # the delivery path: relative, "/"-separated, NFC
+    source: str  # where to read it
+    size: int
+    mtime: int = 0
+
+
+class FolderRefused(InvalidPath):
+    """The folder holds entries that cannot be delivered; every one is named."""
+
+
+def _listing(problems: list[str]) -> str:
+    shown = "; ".join(problems[:MAX_LISTED])
+    more = len(problems) - MAX_LISTED
+    return shown + (f"; and {more} more" if more > 0 else "")
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _display(rel: str) -> str:
+    # repr() shows control characters as escapes instead of printing them to the terminal
+    return repr(rel) if any(ord(c) < 32 or ord(c) == 127 for c in rel) else rel
+
+
+def scan_folder(folder: Path) -> list[LocalFile]:
+    """Every regular file under ``folder``, sorted by path, or :class:`FolderRefused` naming offenders."""
+    try:
+        root = os.path.realpath(folder, strict=True)
+    except OSError:
+        raise LevereError(f"{folder} does not exist") from None
+    if not os.path.isdir(root):
+        raise LevereError(f"{folder} is not a folder")
+    outside: list[str] = []
+    bad_names: list[str] = []
+    special: list[str] = []
+    unreadable: list[str] = []
+    found: dict[str, LocalFile] = {}
+    duplicates: list[str] = []
+    # (real directory, its path inside the delivery, the real directories above it)
+    pending: list[tuple[str, str, frozenset[str]]] = [(root, "", frozenset())]
+    while pending:
+        directory, prefix, ancestors = pending.pop()
+        try:
+            entries = list(os.scandir(directory))
+        except OSError as exc:
+            unreadable.append(f"{prefix or '.'}/ ({exc.strerror})")
+            continue
+        for entry in entries:
+            rel = f"{prefix}/{entry.name}" if prefix else entry.name
+            try:
+                checked = check_relative_path(rel)
+            except InvalidPath as exc:
+                bad_names.append(exc.message)
+                continue
+            source = entry.path
+            try:
+                if entry.is_symlink():
+                    target = os.path.realpath(entry.path)
+                    if not _inside(target, root):
+                        link = os.readlink(entry.path)
+                        outside.append(f"{_display(rel)} -> {link}")
+                        continue
+                    info = os.stat(target)
+                    source = target
+                else:
+                    info = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                outside.append(f"{_display(rel)} -> {os.readlink(entry.path)} (missing)")
+                continue
+            except OSError as exc:
+                unreadable.append(f"{_display(rel)} ({exc.strerror})")
+                continue
+            if stat.S_ISDIR(info.st_mode):
+                real = os.path.realpath(source)
+                if real in ancestors or real == directory:
+                    outside.append(f"{_display(rel)} -> {os.readlink(entry.path)} (a loop)")
+                else:
+                    pending.append((real, checked, ancestors | {directory}))
+            elif not stat.S_ISREG(info.st_mode):
+                special.append(_display(rel))
+            elif not os.access(source, os.R_OK):
+                unreadable.append(f"{_display(rel)} (permission denied)")
+            elif checked in found:
+                duplicates.append(checked)
+            else:
+                found[checked] = LocalFile(checked, source, info.st_size, int(info.st_mtime))
+    problems = [
+        (outside, "symbolic links pointing outside the folder"),
+        (bad_names, "names levere cannot store"),
+        (special, "entries that are not regular files"),
+        (unreadable, "unreadable entries"),
+        (duplicates, "names that are the same once Unicode-normalised"),
+    ]
+    for offenders, what in problems:
+        if offenders:
+            raise FolderRefused(
+                f"{folder.name} has {len(offenders)} {what}, so nothing was sent: {_listing(sorted(offenders))}"
+            )
+    return sorted(found.values(), key=lambda f: f.path)
