@@ -72,7 +72,7 @@ class Inbox:
         while time.monotonic() < deadline:
             with self.lock:
                 for message in self.messages:
-                    if to in message["To"] and subject_part in message["Subject"]:
+                    if to in message["To"] and subject_part in " ".join(str(message["Subject"]).split()):
                         return message
             time.sleep(0.1)
         raise SystemExit(f"demo: no e-mail to {to} about {subject_part!r} arrived")
@@ -275,7 +275,8 @@ class Demo:
         self.step(f"E-mails levere sent ({len(self.inbox.messages)}), as received by the SMTP server")
         with self.inbox.lock:
             for message in self.inbox.messages:
-                console.print(f"  to {message['To']:<34} {message['Subject']}", markup=False)
+                subject = " ".join(str(message["Subject"]).split())
+                console.print(f"  to {message['To']:<34} {subject}", markup=False)
             welcome = next(
                 (m for m in self.inbox.messages if MEMBER in m["To"] and "joined" in m["Subject"]), None
             )
