@@ -11,6 +11,8 @@
 # - One monitor, one OSD and one radosgw. No ceph-mgr: S3 does not need it and it costs ~300 MB.
 # - The OSD keeps objects in memory (memstore), so nothing survives `stop` and nothing touches disk
 #   beyond the monitor's small database.
+# - The memstore holds 2 GiB unless LEVERE_S3_MEMSTORE_BYTES says otherwise (the sync benchmark
+#   stores a 4 GiB object).
 # - No cephx inside the cluster: it only listens on 127.0.0.1 and lives as long as a test run.
 # - Ports are derived from PORT, never Ceph's defaults (3300/6789 for the monitor, 6800-7300 for
 #   the OSD), so a second instance, or a real Ceph on the same host, does not collide:
@@ -172,7 +174,7 @@ paxos_min_wait = 0.01
 [osd]
 osd_data = $D/osd
 osd_objectstore = memstore
-memstore_device_bytes = 2147483648
+memstore_device_bytes = ${LEVERE_S3_MEMSTORE_BYTES:-2147483648}
 
 [client.rgw.a]
 rgw_frontends = beast endpoint=127.0.0.1:$port tcp_nodelay=1

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from levere.cli.client import Client, Credentials
@@ -347,11 +348,17 @@ def test_an_interrupted_delivery_resumes_and_sends_nothing_twice(env: Env, tmp_p
         first.kill()  # SIGKILL: no chance to clean up
         first.wait(timeout=10)
     assert first.returncode == -9
-    time.sleep(0.5)  # let the service notice the dropped connection
     env.traffic.delay = 0
+    # HEAD answers with the bytes the service durably holds, once the cut request is finished with
     before = env.api(env.staff, f"/projects/{env.project}/deliveries/RUN7")
+    [pending] = before["uploads"]
+    head = httpx.head(
+        f"{env.service.url}{pending['url']}",
+        headers={"Authorization": f"Bearer {env.staff['LEVERE_TOKEN']}", "Tus-Resumable": "1.0.0"},
+        timeout=30,
+    )
+    held = {pending["path"]: int(head.headers["Upload-Offset"])}
     assert before["state"] == "open"
-    held = {u["path"]: u["offset"] for u in before["uploads"]}
     assert 0 < held["S1_R1.fastq"] < size
     stored_before = {f["path"] for f in before["files"]}
     small_left = [f for f in scan_folder(run) if f.size < MiB and f.path not in stored_before]

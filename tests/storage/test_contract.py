@@ -391,6 +391,56 @@ def test_read_staged_gives_bytes_held_so_far(backend: Backend) -> None:
         assert b"".join(backend.read_staged(s)) == b"abcdef"
 
 
+def test_write_small_publishes_whole_objects(
+    backend_factory: BackendFactory, leftovers: Callable[[], list[str]]
+) -> None:
+    """Many small files of a batch: each published in one step, durable after one flush()."""
+    backend = backend_factory()
+    files = {f"p/run/lane{i % 3}/r{i}.fq": blob(100 + i, seed=i) for i in range(20)}
+    files["p/run/empty.txt"] = b""
+    for key, data in files.items():
+        backend.write_small(key, data)
+    backend.flush()
+    fresh = backend_factory()
+    for key, data in files.items():
+        assert get(fresh, key) == data
+    backend.write_small("p/run/lane0/r0.fq", b"replaced")
+    assert get(fresh, "p/run/lane0/r0.fq") == b"replaced"
+    assert leftovers() == sorted(files)  # no temporary names left anywhere
+    with backend.open_writer("p/run/kept", write_once=True) as writer:
+        writer.write(b"kept")
+        writer.commit()
+    with pytest.raises(AlreadyExists):
+        backend.write_small("p/run/kept", b"other")
+    assert get(fresh, "p/run/kept") == b"kept"
+    with pytest.raises(InvalidPath):
+        backend.write_small("../escape", b"x")
+
+
+def test_staged_step_says_how_staged_bytes_become_durable(backend_factory: BackendFactory) -> None:
+    """``staged_step`` is None where ``read_staged`` works (the tus layer can rebuild its checksums
+    by reading back); otherwise appends that end on its multiples are durable steps, seen at once by
+    a fresh process, which is where the tus layer saves its checksum state."""
+    backend = backend_factory()
+    data = blob(2 * PART + 5, seed=11)
+    s = backend.start_staged("step.bin", len(data))
+    step = backend.staged_step(s)
+    if step is None:
+        backend.append_staged(s, 0, pieces(data[: MiB + 3]))
+        assert b"".join(backend.read_staged(s)) == data[: MiB + 3]
+    else:
+        assert 0 < step <= PART
+        backend.append_staged(s, 0, pieces(data[:step]))
+        assert backend_factory().staged_offset(s) == step
+        backend.append_staged(s, step, pieces(data[step : 2 * step]))
+        assert backend_factory().staged_offset(s) == 2 * step
+        backend.append_staged(s, 2 * step, pieces(data[2 * step :]))
+        backend_factory().finish_staged(s)
+        assert get(backend_factory(), "step.bin") == data
+        return
+    backend.abort_staged(s)
+
+
 def test_random_split_points_give_identical_content(kind: str, backend_factory: BackendFactory) -> None:
     # S3 examples cost real uploads; a few well-chosen ones still cross part and tail boundaries.
     size = 9 * MiB + 17

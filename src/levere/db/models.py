@@ -265,6 +265,8 @@ class Delivery(Base):
     failure_reason: Mapped[str] = mapped_column(Text, default="")
     #: SHA-256 of the manifest in md5sum format, a short fingerprint for receipts
     manifest_sha256: Mapped[str] = mapped_column(String(64), default="")
+    #: the last long-term outcome people were told about: "", "failed" or "synced" (once each)
+    sync_notified: Mapped[str] = mapped_column(String(16), default="")
 
 
 class StoredFile(Base):
@@ -303,9 +305,14 @@ class Replica(Base):
 
 
 class Upload(Base):
-    """A tus upload in progress. Its length is reserved against the quota from creation on."""
+    """A tus upload in progress, or a batch of small files being received. While active, ``length``
+    bytes are reserved against the quota (for a batch: what it still holds reserved)."""
 
     __tablename__ = "uploads"
+    __table_args__ = (
+        Index("ix_uploads_delivery_state", "delivery_id", "state"),
+        Index("ix_uploads_state_expires", "state", "expires_at"),
+    )
     id: Mapped[str] = mapped_column(Id, primary_key=True, default=new_id)
     delivery_id: Mapped[str] = mapped_column(ForeignKey("deliveries.id", ondelete="CASCADE"), index=True)
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
@@ -325,3 +332,37 @@ class Upload(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
     file_id: Mapped[str | None] = mapped_column(ForeignKey("files.id"), default=None)
+    #: "tus" (one file) or "batch" (a tar of small files)
+    kind: Mapped[str] = mapped_column(String(16), default="tus", server_default="tus")
+    #: saved MD5/SHA-256 state at durable offsets (JSON), so any process can continue after a crash
+    hash_state: Mapped[str] = mapped_column(Text, default="", server_default="")
+    #: the request currently writing to this upload, so two never interleave bytes
+    lease_owner: Mapped[str | None] = mapped_column(String(100), default=None)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class JobRun(Base):
+    """A background job people asked for (sync, restore, verify), with its progress and report."""
+
+    __tablename__ = "job_runs"
+    id: Mapped[str] = mapped_column(Id, primary_key=True, default=new_id)
+    #: "sync", "restore" or "verify"
+    kind: Mapped[str] = mapped_column(String(16))
+    project_id: Mapped[str | None] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    delivery_id: Mapped[str | None] = mapped_column(ForeignKey("deliveries.id", ondelete="CASCADE"))
+    #: "queued", "running", "retrying", "done" or "failed"
+    state: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    files_total: Mapped[int] = mapped_column(Integer, default=0)
+    files_done: Mapped[int] = mapped_column(Integer, default=0)
+    files_failed: Mapped[int] = mapped_column(Integer, default=0)
+    bytes_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(default=None)
+    error: Mapped[str] = mapped_column(Text, default="")
+    report: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_by_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

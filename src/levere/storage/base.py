@@ -74,11 +74,13 @@ class Backend(abc.ABC):
     # --- whole objects -------------------------------------------------------------------------
     @abc.abstractmethod
     def open_writer(
-        self, key: str, *, size_hint: int | None = None, write_once: bool = False
+        self, key: str, *, size_hint: int | None = None, write_once: bool = False, durable: bool = True
     ) -> ObjectWriter:
         """Start writing ``key``. With ``write_once`` the published object is protected from being
         overwritten or deleted by levere (read-only file; S3 object lock where the server has it) and
-        an existing object under ``key`` makes :meth:`ObjectWriter.commit` raise ``AlreadyExists``."""
+        an existing object under ``key`` makes :meth:`ObjectWriter.commit` raise ``AlreadyExists``.
+        With ``durable=False`` the commit publishes without waiting for stable storage; call
+        :meth:`flush` before recording that the object exists (batch copies of many small files)."""
 
     @abc.abstractmethod
     def read(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
@@ -116,6 +118,13 @@ class Backend(abc.ABC):
     def read_staged(self, session: str) -> Iterator[bytes]:
         """Yield the bytes held so far (used only to rebuild checksums after a server restart)."""
 
+    def staged_step(self, session: str) -> int | None:
+        """For backends whose :meth:`read_staged` cannot work: the size of the steps in which a
+        session's bytes become durable. An append that ends on a multiple of it (or at the end of
+        the session) makes everything up to there durable in one step, so the caller can save its
+        own checksum state at each step. ``None`` (the default): ``read_staged`` works."""
+        return None
+
     @abc.abstractmethod
     def finish_staged(self, session: str) -> None:
         """Publish the complete session under its key."""
@@ -130,3 +139,15 @@ class Backend(abc.ABC):
 
     def exists(self, key: str) -> bool:
         return self.stat(key) is not None
+
+    def flush(self) -> None:
+        """Make every object committed with ``durable=False`` durable. Object stores need nothing:
+        a completed upload already is."""
+
+    def write_small(self, key: str, data: bytes) -> None:
+        """Publish ``data``, a whole small object already in memory, under ``key`` as a writer
+        opened with ``durable=False`` would (:meth:`flush` makes it durable). For batches of many
+        small files; backends may do it in fewer steps."""
+        with self.open_writer(key, size_hint=len(data), durable=False) as writer:
+            writer.write(data)
+            writer.commit()

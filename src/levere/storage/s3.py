@@ -189,7 +189,13 @@ class S3Writer(ObjectWriter):
             raise Conflict(f"writer for {self._key!r} is already closed")
         self._closed = True
         try:
-            self._b._refuse_existing(self._key, any_object=self._write_once)
+            single_put = self._upload_id is None
+            if not (
+                single_put and self._write_once and not self._b.object_lock and self._b.conditional_puts()
+            ):
+                # otherwise the conditional PUT below refuses an existing object by itself, in one
+                # request instead of two (a sync of many small files is mostly round trips)
+                self._b._refuse_existing(self._key, any_object=self._write_once)
             c = self._b.client
             if self._upload_id is None:
                 extra: dict[str, Any] = {}
@@ -280,6 +286,7 @@ class S3Backend(Backend):
         )
         self._client: S3Client | None = None
         self._client_lock = threading.Lock()
+        self._conditional_puts: bool | None = None
 
     def __repr__(self) -> str:
         return f"S3Backend({self.endpoint_url!r}, {self.bucket!r}, prefix={self.prefix!r}, id={self.backend_id!r})"
@@ -339,6 +346,25 @@ class S3Backend(Backend):
                 if _code(e) in ("404", "NoSuchKey", "NotFound"):
                     return None
                 raise
+
+    def conditional_puts(self) -> bool:
+        """Whether the server honours ``If-None-Match: *`` on PUT (refusing to replace an
+        object), found out once by trying it on a probe object. Unknown (an error): False."""
+        if self._conditional_puts is None:
+            probe = f"{self.prefix}{STAGING_DIR}/probe-{secrets.token_hex(8)}"
+            c = self.client
+            try:
+                c.put_object(Bucket=self.bucket, Key=probe, Body=b"", IfNoneMatch="*")
+                try:
+                    c.put_object(Bucket=self.bucket, Key=probe, Body=b"", IfNoneMatch="*")
+                    self._conditional_puts = False
+                except ClientError as e:
+                    self._conditional_puts = _code(e) == "PreconditionFailed"
+                finally:
+                    c.delete_object(Bucket=self.bucket, Key=probe)
+            except (ClientError, BotoConnectionError, HTTPClientError):
+                return False  # ask again next time; meanwhile the HEAD check guards
+        return self._conditional_puts
 
     def _refuse_existing(self, key: str, *, any_object: bool) -> None:
         head = self._head(self._full(key), key)
@@ -431,7 +457,7 @@ class S3Backend(Backend):
 
     # --- whole objects -------------------------------------------------------------------------
     def open_writer(
-        self, key: str, *, size_hint: int | None = None, write_once: bool = False
+        self, key: str, *, size_hint: int | None = None, write_once: bool = False, durable: bool = True
     ) -> ObjectWriter:
         check_user_key(key)
         return S3Writer(self, key, size_hint, write_once)
@@ -610,6 +636,10 @@ class S3Backend(Backend):
                 return
         if before.tail_exists:
             self._remove(tail, s.key, bypass=False)
+
+    def staged_step(self, session: str) -> int:
+        # Each full part is one upload_part call: before it the bytes are in memory, after it durable.
+        return _Session.decode(session).part
 
     def read_staged(self, session: str) -> Iterator[bytes]:
         _Session.decode(session)

@@ -1,7 +1,274 @@
-"""API routes of this area."""
+"""Deliveries, their files and manifests, batches of small files, and downloads with ranges.
+
+The HTTP contract is shared with the CLI (the deliveries contract in the project's briefs): JSON
+shapes and status codes here are what ``levere deliver``, ``levere download`` and ``levere ls`` use.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import json
+from datetime import datetime
+from functools import partial
+from typing import Any, Literal
+from urllib.parse import quote
 
-router = APIRouter()
+import anyio
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from levere.api.deps import CtxDep, ReadUser, WriteUser, acts
+from levere.api.routes import tus as tus_routes
+from levere.domain.roles import Action
+from levere.services import batches, deliveries, downloads
+from levere.services.deliveries import DeliveryView, FileView
+from levere.transfer.pipe import BodyPipe
+from levere.transfer.ranges import RangeNotSatisfiable, parse_range
+
+router = APIRouter(tags=["deliveries"])
+router.include_router(tus_routes.router)
+
+
+# --- bodies ------------------------------------------------------------------------------------------
+
+
+class DeliveryIn(BaseModel):
+    name: str = Field(description="the run id: one path component")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="e.g. the sample sheet")
+
+
+class SealIn(BaseModel):
+    checksum_file: str | None = Field(
+        default=None,
+        description="path (in the delivery) of an md5sum-style file to verify every file against",
+    )
+
+
+class FileOut(BaseModel):
+    path: str
+    size: int
+    md5: str
+    sha256: str
+    created_at: datetime
+    tiers: dict[str, str]
+
+
+class UploadOut(BaseModel):
+    id: str
+    path: str
+    length: int
+    offset: int
+    url: str
+    expires_at: datetime
+
+
+class DeliveryOut(BaseModel):
+    id: str
+    name: str
+    project: str
+    state: Literal["open", "sealed", "failed"]
+    metadata: dict[str, Any]
+    created_at: datetime
+    sealed_at: datetime | None
+    failure_reason: str
+    manifest_sha256: str
+    file_count: int
+    total_bytes: int
+
+
+class DeliveryDetailOut(DeliveryOut):
+    files: list[FileOut]
+    uploads: list[UploadOut]
+
+
+class FailureOut(BaseModel):
+    path: str
+    error: str
+    message: str
+
+
+class BatchOut(BaseModel):
+    stored: list[FileOut]
+    failed: list[FailureOut]
+
+
+def _file(view: FileView) -> FileOut:
+    return FileOut(
+        path=view.path,
+        size=view.size,
+        md5=view.md5,
+        sha256=view.sha256,
+        created_at=view.created_at,
+        tiers=view.tiers,
+    )
+
+
+def _delivery(view: DeliveryView) -> dict[str, Any]:
+    d = view.delivery
+    return {
+        "id": d.id,
+        "name": d.name,
+        "project": view.project,
+        "state": d.state,
+        "metadata": d.meta,
+        "created_at": d.created_at,
+        "sealed_at": d.sealed_at,
+        "failure_reason": d.failure_reason,
+        "manifest_sha256": d.manifest_sha256,
+        "file_count": view.file_count,
+        "total_bytes": view.total_bytes,
+    }
+
+
+# --- deliveries -----------------------------------------------------------------------------------------
+
+PROJECT = "/projects/{identifier}"
+DELIVERY = PROJECT + "/deliveries/{name}"
+
+
+@router.post(PROJECT + "/deliveries", status_code=201, openapi_extra=acts(Action.DELIVERY_CREATE))
+def open_delivery(identifier: str, body: DeliveryIn, actor: WriteUser, ctx: CtxDep) -> DeliveryOut:
+    """Open a delivery (a run) in the project; 409 if one with that name exists."""
+    return DeliveryOut(
+        **_delivery(deliveries.open_delivery(ctx, actor, identifier, body.name, body.metadata))
+    )
+
+
+@router.get(PROJECT + "/deliveries", openapi_extra=acts(Action.DELIVERY_READ))
+def list_deliveries(identifier: str, actor: ReadUser, ctx: CtxDep) -> list[DeliveryOut]:
+    return [DeliveryOut(**_delivery(v)) for v in deliveries.list_deliveries(ctx, actor, identifier)]
+
+
+@router.get(DELIVERY, openapi_extra=acts(Action.DELIVERY_READ))
+def show_delivery(identifier: str, name: str, actor: ReadUser, ctx: CtxDep) -> DeliveryDetailOut:
+    """The delivery with its files and the uploads still in progress."""
+    view = deliveries.show_delivery(ctx, actor, identifier, name)
+    return DeliveryDetailOut(
+        **_delivery(view),
+        files=[_file(f) for f in view.files or []],
+        uploads=[
+            UploadOut(
+                id=u.id,
+                path=u.path,
+                length=u.length,
+                offset=u.offset,
+                url=f"/api/tus/{u.id}",
+                expires_at=u.expires_at,
+            )
+            for u in view.uploads or []
+        ],
+    )
+
+
+@router.post(DELIVERY + "/seal", openapi_extra=acts(Action.DELIVERY_UPLOAD))
+def seal(
+    identifier: str, name: str, actor: WriteUser, ctx: CtxDep, body: SealIn | None = None
+) -> DeliveryOut:
+    """Seal the delivery: verified against ``checksum_file`` if given, immutable afterwards, and the
+    project's members are told. A listed file missing or different fails the delivery (409)."""
+    checksum_file = body.checksum_file if body else None
+    return DeliveryOut(**_delivery(deliveries.seal(ctx, actor, identifier, name, checksum_file)))
+
+
+@router.get(DELIVERY + "/manifest", openapi_extra=acts(Action.DELIVERY_READ))
+def manifest(
+    identifier: str,
+    name: str,
+    actor: ReadUser,
+    ctx: CtxDep,
+    format: Literal["md5sum", "sha256sum", "json"] = "md5sum",
+) -> Response:
+    """The delivery's manifest; ``md5sum`` works with ``md5sum -c`` inside the delivery's folder."""
+    view, files = deliveries.manifest(ctx, actor, identifier, name)
+    if format == "json":
+        body = {
+            "project": view.project,
+            "delivery": view.delivery.name,
+            "state": view.delivery.state,
+            "manifest_sha256": view.delivery.manifest_sha256,
+            "files": [{"path": f.path, "size": f.size, "md5": f.md5, "sha256": f.sha256} for f in files],
+        }
+        return Response(json.dumps(body), media_type="application/json")
+    if format == "sha256sum":
+        text = "".join(f"{f.sha256}  {f.path}\n" for f in files)
+    else:
+        text = "".join(deliveries.manifest_lines((f.path, f.md5) for f in files))
+    return Response(text, media_type="text/plain; charset=utf-8")
+
+
+@router.post(DELIVERY + "/batch", openapi_extra=acts(Action.DELIVERY_UPLOAD))
+async def batch(identifier: str, name: str, request: Request, actor: WriteUser, ctx: CtxDep) -> BatchOut:
+    """Store many small files from one plain tar stream (``Content-Type: application/x-tar``).
+    Expected checksums per member in PAX records ``LEVERE.md5`` / ``LEVERE.sha256``."""
+    length = request.headers.get("content-length", "").strip()
+    pipe = BodyPipe(request.stream())
+    try:
+        result = await anyio.to_thread.run_sync(
+            partial(
+                batches.ingest,
+                ctx,
+                actor,
+                identifier,
+                name,
+                pipe,
+                content_length=int(length) if length.isdigit() else None,
+                content_type=request.headers.get("content-type", ""),
+            ),
+            limiter=tus_routes.transfer_limiter(),
+        )
+    finally:
+        await pipe.stop()
+    return BatchOut(
+        stored=[_file(f) for f in result.stored],
+        failed=[FailureOut(path=f.path, error=f.error, message=f.message) for f in result.failed],
+    )
+
+
+# --- files and their bytes ---------------------------------------------------------------------------------
+
+
+@router.get(PROJECT + "/files", openapi_extra=acts(Action.DELIVERY_READ))
+def list_files(
+    identifier: str,
+    actor: ReadUser,
+    ctx: CtxDep,
+    prefix: str = Query("", description="DELIVERY/ or DELIVERY/sub/ to narrow the list"),
+) -> list[FileOut]:
+    """Files of the project as ``DELIVERY/PATH``, with the tiers that hold each."""
+    return [_file(f) for f in deliveries.list_files(ctx, actor, identifier, prefix)]
+
+
+@router.api_route(
+    PROJECT + "/data/{delivery}/{path:path}", methods=["GET", "HEAD"], openapi_extra=acts(Action.DATA_READ)
+)
+def data(
+    identifier: str, delivery: str, path: str, request: Request, actor: ReadUser, ctx: CtxDep
+) -> Response:
+    """The file's bytes, with ``Range`` (206, 416), ``If-Range``, ``ETag`` (its SHA-256) and
+    ``Levere-Checksum`` so that the client can verify what it saved."""
+    found = downloads.open_file(ctx, actor, identifier, delivery, path)
+    etag = f'"{found.sha256}"'
+    headers = {
+        "ETag": etag,
+        "Accept-Ranges": "bytes",
+        "Levere-Checksum": f"md5={found.md5},sha256={found.sha256}",
+        "Content-Disposition": f"attachment; filename*=UTF-8''{quote(found.path.rsplit('/', 1)[-1])}",
+    }
+    if request.headers.get("if-none-match", "").strip() in (etag, "*"):
+        return Response(status_code=304, headers=headers)
+    wanted = request.headers.get("range")
+    if_range = request.headers.get("if-range")
+    chosen = None
+    if wanted and (if_range is None or if_range.strip() == etag):
+        try:
+            chosen = parse_range(wanted, found.size)
+        except RangeNotSatisfiable:
+            return Response(status_code=416, headers={**headers, "Content-Range": f"bytes */{found.size}"})
+    if chosen is not None:
+        headers["Content-Range"] = chosen.content_range(found.size)
+    headers["Content-Length"] = str(chosen.length if chosen else found.size)
+    status = 206 if chosen else 200
+    if request.method == "HEAD":
+        return Response(status_code=status, headers=headers, media_type="application/octet-stream")
+    body = found.read(chosen.start, chosen.end) if chosen else found.read()
+    return StreamingResponse(body, status_code=status, headers=headers, media_type="application/octet-stream")

@@ -1,0 +1,474 @@
+"""Many small files in one request: a tar stream written into a delivery as it arrives.
+
+Design notes
+------------
+* One HTTP round trip per small file cannot keep up with ``rsync``; a batch carries thousands.
+  Everything per batch happens once: the permission and state checks, loading the delivery's
+  existing paths, the quota reservation (the request's ``Content-Length`` up front, or as it goes).
+* Per file: the member is read whole (it is small), hashed in that one pass, compared with the
+  checksums the client put in its PAX header, and only then written and published under its final
+  name in one step, without an fsync of its own (``Backend.write_small``).
+* Per chunk of files (:data:`CHUNK_FILES` or :data:`CHUNK_BYTES`), and when the body ends or breaks:
+  one ``flush()`` makes every published file durable, then one transaction records them all with
+  bulk inserts and turns their part of the reservation into usage. A broken connection therefore
+  keeps every file completed before the break.
+* Members too large to hold in memory are streamed to a normal (fsynced) writer.
+* The reservation lives in an ``uploads`` row of kind ``batch`` (its ``length`` is what the batch
+  still holds reserved), so if the process dies the expiry job gives it back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from levere.db.models import Delivery, Project, StoredFile, Upload, User, utcnow
+from levere.domain.deliveries import UploadState
+from levere.domain.errors import InvalidPath, QuotaExceeded, ValidationFailed
+from levere.domain.paths import check_relative_path
+from levere.domain.roles import Action
+from levere.services import audit, quotas
+from levere.services.context import Context
+from levere.services.deliveries import (
+    AREA,
+    FileView,
+    NewFile,
+    area_key,
+    folders_of,
+    open_for_upload,
+    record_files,
+)
+from levere.services.leases import new_owner
+from levere.services.projects import authorize
+from levere.storage import Backend
+from levere.transfer.pipe import ByteSource
+from levere.transfer.tarstream import ArchiveTruncated, Member, TarReader
+
+log = logging.getLogger(__name__)
+
+CHUNK_FILES = 2000
+CHUNK_BYTES = 256 * 1024 * 1024
+#: members up to this size are read whole; larger ones are streamed
+IN_MEMORY = 8 * 1024 * 1024
+#: when reserving as the batch goes, reserve at least this much at a time
+TOP_UP = 64 * 1024 * 1024
+#: a batch row no request has touched for this long is given back by the expiry job
+BATCH_EXPIRY = timedelta(hours=6)
+#: a batch's lease; it is free at once if the process holding it is gone from this host
+BATCH_LEASE = timedelta(minutes=10)
+RENEW_EVERY = 60.0
+TAR_TYPES = ("application/x-tar", "application/tar")
+
+# Paths being written by batches of this process, per delivery: two batches sent in parallel with
+# the same path would otherwise both publish it before either records it.
+_claims: dict[str, set[str]] = {}
+_claims_lock = threading.Lock()
+
+
+@dataclass
+class Failure:
+    path: str
+    error: str
+    message: str
+
+
+@dataclass
+class BatchResult:
+    stored: list[FileView] = field(default_factory=list)
+    failed: list[Failure] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Known:
+    size: int
+    md5: str
+    sha256: str
+
+
+class _Reservation:
+    """The quota a batch holds, kept in its ``uploads`` row."""
+
+    def __init__(self, ctx: Context, row_id: str, project_id: str, held: int, top_up: int) -> None:
+        self.ctx = ctx
+        self.row_id = row_id
+        self.project_id = project_id
+        self.held = held
+        #: reserve this much at a time when the body's size is unknown; exactly what is missing when it
+        #: is known but did not fit (near the limit, a surplus would only refuse other uploads)
+        self.top_up = top_up
+        self.renewed = time.monotonic()
+
+    def need(self, nbytes: int, path: str, size: int) -> None:
+        """Make sure ``nbytes`` are reserved in all (the files not yet recorded plus ``path``, of
+        ``size`` bytes); QuotaExceeded, with the numbers, if they do not fit."""
+        if nbytes <= self.held:
+            return
+        missing = nbytes - self.held
+        for amount in dict.fromkeys((max(missing, self.top_up), missing)):
+            try:
+                with self.ctx.tx() as session:
+                    quotas.reserve(session, self.project_id, AREA, amount, what=path)
+                    self._save(session, self.held + amount)
+                self.held += amount
+                return
+            except QuotaExceeded:
+                if amount == missing:
+                    raise
+
+    def use(self, session: Session, nbytes: int) -> None:
+        """``nbytes`` were stored: settle them, in the caller's transaction."""
+        quotas.settle(session, self.project_id, AREA, nbytes)
+        self.held -= nbytes
+        self._save(session, self.held)
+
+    def give_back(self) -> None:
+        with self.ctx.tx() as session:
+            if self.held:
+                quotas.release(session, self.project_id, AREA, self.held)
+            session.execute(
+                update(Upload)
+                .where(Upload.id == self.row_id)
+                .values(state=UploadState.COMPLETE, length=0, lease_owner=None, lease_expires_at=None)
+            )
+        self.held = 0
+
+    def _save(self, session: Session, held: int) -> None:
+        now = utcnow()
+        session.execute(
+            update(Upload)
+            .where(Upload.id == self.row_id)
+            .values(length=held, expires_at=now + BATCH_EXPIRY, lease_expires_at=now + BATCH_LEASE)
+        )
+        self.renewed = time.monotonic()
+
+    def renew(self) -> None:
+        """Tell the world this batch is still being received (between commits of long chunks)."""
+        if time.monotonic() - self.renewed > RENEW_EVERY:
+            with self.ctx.tx() as session:
+                self._save(session, self.held)
+
+
+@contextmanager
+def _claimed(delivery_id: str) -> Iterator[set[str]]:
+    mine: set[str] = set()
+    try:
+        yield mine
+    finally:
+        with _claims_lock:
+            taken = _claims.get(delivery_id, set())
+            taken -= mine
+            if not taken:
+                _claims.pop(delivery_id, None)
+
+
+def _claim(delivery_id: str, mine: set[str], path: str) -> bool:
+    with _claims_lock:
+        taken = _claims.setdefault(delivery_id, set())
+        if path in taken:
+            return False
+        taken.add(path)
+        mine.add(path)
+        return True
+
+
+def _start(
+    ctx: Context, actor: User, identifier: str, name: str, content_length: int | None, content_type: str
+) -> tuple[Project, Delivery, dict[str, _Known], set[str], _Reservation]:
+    with ctx.tx() as session:
+        project = authorize(session, actor, identifier, Action.DELIVERY_UPLOAD)
+        if content_type.split(";")[0].strip().lower() not in TAR_TYPES:
+            raise ValidationFailed(
+                {"Content-Type": f"send the batch as {TAR_TYPES[0]}, not {content_type!r}"}
+            )
+        delivery = open_for_upload(session, project, name)
+        known = {
+            row[0]: _Known(row[1], row[2], row[3])
+            for row in session.execute(
+                select(StoredFile.path, StoredFile.size, StoredFile.md5, StoredFile.sha256).where(
+                    StoredFile.delivery_id == delivery.id
+                )
+            ).all()
+        }
+        busy = set(
+            session.execute(
+                select(Upload.path).where(
+                    Upload.delivery_id == delivery.id,
+                    Upload.state == UploadState.ACTIVE,
+                    Upload.kind == "tus",
+                )
+            ).scalars()
+        )
+        held = 0
+        if content_length:
+            # the whole body up front if it fits (it is a little larger than the files in it);
+            # otherwise file by file as they arrive, so that what fits is still stored
+            try:
+                quotas.reserve(session, project.id, AREA, content_length, what="the batch")
+                held = content_length
+            except QuotaExceeded:
+                held = 0
+        row = Upload(
+            delivery_id=delivery.id,
+            project_id=project.id,
+            path="",
+            length=held,
+            backend_id=ctx.tier(AREA).backend_id,
+            key=area_key(project.identifier, delivery.name, ""),
+            created_by_id=actor.id,
+            expires_at=utcnow() + BATCH_EXPIRY,
+            lease_owner=new_owner(),
+            lease_expires_at=utcnow() + BATCH_LEASE,
+            kind="batch",
+        )
+        session.add(row)
+        session.flush()
+        return (
+            project,
+            delivery,
+            known,
+            busy,
+            _Reservation(ctx, row.id, project.id, held, 0 if content_length else TOP_UP),
+        )
+
+
+@dataclass
+class _Pending:
+    files: list[NewFile] = field(default_factory=list)
+    nbytes: int = 0
+
+
+class _Batch:
+    def __init__(
+        self,
+        ctx: Context,
+        actor: User,
+        project: Project,
+        delivery: Delivery,
+        known: dict[str, _Known],
+        busy: set[str],
+        reservation: _Reservation,
+        claims: set[str],
+    ) -> None:
+        self.ctx = ctx
+        self.actor = actor
+        self.project = project
+        self.delivery = delivery
+        self.known = known
+        self.busy = busy
+        self.reservation = reservation
+        self.claims = claims
+        self.backend: Backend = ctx.tier(AREA)
+        self.result = BatchResult()
+        self.pending = _Pending()
+        self.seen: set[str] = set()
+        #: paths stored or being stored, and every folder they lie in (a name cannot be both)
+        self.accepted: set[str] = set()
+        self.folders = {folder for path in (*known, *busy) for folder in folders_of(path)}
+        self.quota_error: QuotaExceeded | None = None
+
+    def fail(self, path: str, error: str, message: str) -> None:
+        self.result.failed.append(Failure(path, error, message))
+
+    def member(self, reader: TarReader, m: Member) -> None:
+        name = m.name[2:] if m.name.startswith("./") else m.name
+        if m.kind == "directory":
+            return
+        if m.kind != "file":
+            self.fail(name, "not_a_file", f"{name} is a {m.kind}, not a regular file; it was not stored")
+            return
+        try:
+            path = check_relative_path(name)
+            if "\ufffd" in path:
+                raise InvalidPath(f"{name!r} is not valid UTF-8")
+        except InvalidPath as exc:
+            self.fail(name, exc.code, exc.message)
+            return
+        if path in self.seen:
+            self.fail(path, "duplicate", f"{path} appears twice in this batch; the first copy was kept")
+            return
+        self.seen.add(path)
+        expect_md5 = m.pax.get("LEVERE.md5", "").lower()
+        expect_sha256 = m.pax.get("LEVERE.sha256", "").lower()
+        existing = self.known.get(path)
+        if existing is not None or path in self.busy:
+            self._already(reader, m, path, existing)
+            return
+        clash = self._clash(path)
+        if clash is not None:
+            self.fail(path, "path_conflict", f"{path} cannot be stored: {clash}, and a name cannot be both")
+            return
+        if not _claim(self.delivery.id, self.claims, path):
+            self.fail(path, "already_exists", f"{path} is being uploaded by another request")
+            return
+        try:
+            self.reservation.need(self.pending.nbytes + m.size, path, m.size)
+        except QuotaExceeded as exc:
+            self.fail(path, exc.code, exc.message)
+            self.quota_error = exc
+            return
+        key = area_key(self.project.identifier, self.delivery.name, path)
+        if m.size <= IN_MEMORY:
+            data = reader.read_all()
+            md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
+            sha256 = hashlib.sha256(data).hexdigest()
+            if (expect_md5 and expect_md5 != md5) or (expect_sha256 and expect_sha256 != sha256):
+                self._mismatch(path, md5, sha256, expect_md5, expect_sha256)
+                return
+            self.backend.write_small(key, data)
+        else:
+            digests = self._stream(reader, key, m.size, expect_md5, expect_sha256, path)
+            if digests is None:
+                return
+            md5, sha256 = digests
+        self.pending.files.append(NewFile(path, m.size, md5, sha256, key))
+        self.accepted.add(path)
+        self.folders.update(folders_of(path))
+        self.pending.nbytes += m.size
+        if len(self.pending.files) >= CHUNK_FILES or self.pending.nbytes >= CHUNK_BYTES:
+            self.commit()
+
+    def _clash(self, path: str) -> str | None:
+        if path in self.folders:
+            return f"{path} is a folder in this delivery"
+        for folder in folders_of(path):
+            if folder in self.known or folder in self.busy or folder in self.accepted:
+                return f"{folder} is a file in this delivery"
+        return None
+
+    def _stream(
+        self, reader: TarReader, key: str, size: int, expect_md5: str, expect_sha256: str, path: str
+    ) -> tuple[str, str] | None:
+        md5h = hashlib.md5(usedforsecurity=False)
+        shah = hashlib.sha256()
+        with self.backend.open_writer(key, size_hint=size) as writer:
+            while piece := reader.read(4 * 1024 * 1024):
+                md5h.update(piece)
+                shah.update(piece)
+                writer.write(bytes(piece))
+            md5, sha256 = md5h.hexdigest(), shah.hexdigest()
+            if (expect_md5 and expect_md5 != md5) or (expect_sha256 and expect_sha256 != sha256):
+                writer.abort()
+                self._mismatch(path, md5, sha256, expect_md5, expect_sha256)
+                return None
+            writer.commit()
+        return md5, sha256
+
+    def _mismatch(self, path: str, md5: str, sha256: str, expect_md5: str, expect_sha256: str) -> None:
+        wrong = [
+            f"{name} {have} (expected {want})"
+            for name, want, have in (("MD5", expect_md5, md5), ("SHA-256", expect_sha256, sha256))
+            if want and want != have
+        ]
+        self.fail(path, "checksum_mismatch", f"{path} arrived with {', '.join(wrong)}; it was not stored")
+
+    def _already(self, reader: TarReader, m: Member, path: str, existing: _Known | None) -> None:
+        """A path the delivery holds: the same bytes again count as stored (a resent batch)."""
+        if existing is not None and existing.size == m.size and m.size <= IN_MEMORY:
+            data = reader.read_all()
+            if (
+                hashlib.md5(data, usedforsecurity=False).hexdigest() == existing.md5
+                and hashlib.sha256(data).hexdigest() == existing.sha256
+            ):
+                self.result.stored.append(self._view(path, existing.size, existing.md5, existing.sha256))
+                return
+        what = "is already in the delivery" if existing is not None else "is being uploaded"
+        self.fail(path, "already_exists", f"{path} {what} with other content; it was not replaced")
+
+    def _view(self, path: str, size: int, md5: str, sha256: str) -> FileView:
+        return FileView(
+            path=path, size=size, md5=md5, sha256=sha256, created_at=utcnow(), tiers={AREA: "present"}
+        )
+
+    def commit(self) -> None:
+        """Make the pending files durable, then record them and settle their quota, in one go."""
+        files = self.pending.files
+        if not files:
+            return
+        self.pending = _Pending()
+        self.backend.flush()
+        try:
+            self._record(files)
+        except IntegrityError:
+            # another process recorded some of these paths meanwhile: record the rest, report those
+            with self.ctx.tx() as session:
+                taken = set(
+                    session.execute(
+                        select(StoredFile.path).where(
+                            StoredFile.delivery_id == self.delivery.id,
+                            StoredFile.path.in_([f.path for f in files]),
+                        )
+                    ).scalars()
+                )
+            for f in files:
+                if f.path in taken:
+                    self.fail(
+                        f.path, "already_exists", f"{f.path} was stored by another request at the same time"
+                    )
+            self._record([f for f in files if f.path not in taken])
+
+    def _record(self, files: list[NewFile]) -> None:
+        if not files:
+            return
+        nbytes = sum(f.size for f in files)
+        with self.ctx.tx() as session:
+            record_files(session, self.delivery, self.backend.backend_id, files)
+            self.reservation.use(session, nbytes)
+            audit.record(
+                session, self.actor, "delivery.files_stored", "delivery", self.delivery.id,
+                after={"files": len(files), "bytes": nbytes, "paths": [f.path for f in files]},
+            )  # fmt: skip
+        now = utcnow()
+        self.result.stored += [
+            FileView(
+                path=f.path, size=f.size, md5=f.md5, sha256=f.sha256, created_at=now, tiers={AREA: "present"}
+            )
+            for f in files
+        ]
+        for f in files:
+            self.known[f.path] = _Known(f.size, f.md5, f.sha256)
+
+
+def ingest(
+    ctx: Context,
+    actor: User,
+    identifier: str,
+    name: str,
+    source: ByteSource,
+    content_length: int | None = None,
+    content_type: str = TAR_TYPES[0],
+) -> BatchResult:
+    """Store every regular file of the tar stream ``source`` in the delivery. Runs in a worker thread;
+    the body is read only after the permission and state checks."""
+    project, delivery, known, busy, reservation = _start(
+        ctx, actor, identifier, name, content_length, content_type
+    )
+    with _claimed(delivery.id) as claims:
+        batch = _Batch(ctx, actor, project, delivery, known, busy, reservation, claims)
+        reader = TarReader(source)
+        try:
+            while (m := reader.next()) is not None:
+                batch.member(reader, m)
+                reservation.renew()
+        except ArchiveTruncated as exc:
+            batch.fail("", "incomplete", exc.reason + "; the files before it were stored")
+        except ValidationFailed as exc:
+            batch.fail("", "invalid_archive", exc.message + "; the files before it were stored")
+        finally:
+            try:
+                batch.commit()
+            finally:
+                source.close()
+                reservation.give_back()
+    if batch.quota_error is not None and not batch.result.stored:
+        raise batch.quota_error
+    return batch.result

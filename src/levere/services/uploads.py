@@ -1,0 +1,554 @@
+"""Resumable uploads of single files over tus: create, status, append, terminate, expire.
+
+Design notes
+------------
+* Quota: the whole ``Upload-Length`` is reserved when the upload is created, in the transaction that
+  checks the free space (:func:`levere.services.quotas.reserve` locks the quota row), before any byte
+  moves. Completion turns the reservation into usage; failure, termination and expiry give it back.
+* The backend's staged offset is the durable truth (it survives a crash); the database offset is
+  only updated at the end of each request, never per chunk.
+* Checksums: MD5 and SHA-256 are computed while the bytes go to the backend, and their state is
+  saved where bytes become durable, so any process can continue after a crash; the machinery is
+  in :mod:`levere.services.upload_state`.
+* One writer at a time per upload (a lease in its row); HEAD waits a moment for a request still
+  writing, so that a client resuming right after a broken connection gets the final offset.
+* Permission and state checks come first, then protocol headers, then I/O; the body is not read
+  until they have passed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from levere.db.models import Delivery, Project, ProjectFacility, ProjectMember, Upload, User, utcnow
+from levere.domain.deliveries import DeliveryState, UploadState, upload_transition
+from levere.domain.errors import (
+    AccessDenied,
+    ChecksumMismatch,
+    Conflict,
+    LevereError,
+    NotFound,
+    StorageUnavailable,
+    ValidationFailed,
+)
+from levere.domain.paths import check_relative_path
+from levere.domain.roles import Action, ProjectRole, Subject, UserKind, allowed
+from levere.services import audit, quotas
+from levere.services.context import Context
+from levere.services.deliveries import (
+    AREA,
+    NewFile,
+    area_key,
+    check_path_free,
+    open_for_upload,
+    reclaim_dead_batches,
+    record_files,
+)
+from levere.services.leases import new_owner
+from levere.services.projects import authorize
+from levere.services.upload_state import (
+    Checkpoint,
+    Checkpoints,
+    LeaseBusy,
+    Snapshot,
+    UploadView,
+    Writer,
+    backend_for,
+    expiry,
+    gone,
+    release_lease,
+    restore_state,
+    take_lease,
+)
+from levere.storage import Backend
+from levere.transfer import tus
+from levere.transfer.hashing import EMPTY, Digests, StreamHash, restore_hash
+from levere.transfer.pipe import ByteSource, ListSource
+
+log = logging.getLogger(__name__)
+
+#: how long a request waits for another one still writing to the same upload
+LEASE_WAIT = 40.0
+#: how long HEAD waits for a request still writing to the upload
+HEAD_WAIT = 3.0
+
+
+class WrongContentType(Exception):
+    """A PATCH without ``Content-Type: application/offset+octet-stream`` (answered with 415)."""
+
+
+def _load(
+    session: Session, actor: User, upload_id: str, *, lock: bool = False
+) -> tuple[Upload, Project, Delivery]:
+    query = select(Upload).where(Upload.id == upload_id, Upload.kind == "tus")
+    if lock:
+        query = query.with_for_update()
+    upload = session.execute(query).scalar()
+    if upload is None:
+        raise NotFound("no such upload")
+    project = authorize(session, actor, upload.project_id, Action.DELIVERY_UPLOAD)
+    delivery = session.get(Delivery, upload.delivery_id)
+    assert delivery is not None  # a foreign key with ON DELETE CASCADE
+    return upload, project, delivery
+
+
+def _require_uploader(session: Session, actor: User) -> None:
+    """Refuse, before reading any header, a caller who may upload to no project at all (the project
+    is only known once the metadata is read; the exact check follows then)."""
+    kind = UserKind(actor.kind)
+    subjects = [Subject(kind=kind)]
+    if (
+        kind is UserKind.FACILITY
+        and actor.facility_id
+        and session.execute(
+            select(ProjectFacility.project_id)
+            .where(ProjectFacility.facility_id == actor.facility_id)
+            .limit(1)
+        ).first()
+    ):
+        subjects.append(Subject(kind=kind, facility_assigned=True))
+    roles = session.execute(
+        select(ProjectMember.role).where(ProjectMember.user_id == actor.id).distinct()
+    ).scalars()
+    subjects += [Subject(kind=kind, project_role=ProjectRole(role)) for role in roles]
+    if not any(allowed(s, Action.DELIVERY_UPLOAD) for s in subjects):
+        raise AccessDenied("you are not allowed to upload to any project")
+
+
+# --- create ----------------------------------------------------------------------------------------
+
+
+def create(ctx: Context, actor: User, headers: Mapping[str, str]) -> UploadView:
+    """POST: reserve the quota and open a staging session (a zero-length file is stored at once)."""
+    with ctx.tx() as session:
+        _require_uploader(session, actor)
+        tus.check_version(headers)
+        length = tus.int_header(headers, "upload-length")
+        meta = tus.parse_metadata(headers.get("upload-metadata", ""))
+        missing = [k for k in ("project", "delivery", "path") if not meta.get(k)]
+        if missing:
+            raise ValidationFailed({"Upload-Metadata": f"needs {', '.join(missing)}"})
+        project = authorize(session, actor, meta["project"], Action.DELIVERY_UPLOAD)
+        path = check_relative_path(meta["path"])
+        md5 = tus.check_hex("md5", meta["md5"], "md5") if meta.get("md5") else ""
+        sha256 = tus.check_hex("sha256", meta["sha256"], "sha256") if meta.get("sha256") else ""
+        delivery = open_for_upload(session, project, meta["delivery"])
+        # the quota row stays locked to the end of this transaction, which serialises the path check too
+        quotas.reserve(session, project.id, AREA, length, what=f"{path} ({length} bytes)")
+        check_path_free(session, delivery, path)
+        backend = ctx.tier(AREA)
+        upload = Upload(
+            delivery_id=delivery.id,
+            project_id=project.id,
+            path=path,
+            length=length,
+            expect_md5=md5,
+            expect_sha256=sha256,
+            backend_id=backend.backend_id,
+            key=area_key(project.identifier, delivery.name, path),
+            created_by_id=actor.id,
+            expires_at=expiry(ctx),
+            kind="tus",
+            hash_state=Checkpoints(Checkpoint(0, None)).encode(),
+        )
+        session.add(upload)
+        session.flush()
+        up = Snapshot.of(upload, project, delivery)
+    if length == 0:
+        return _complete(ctx, actor, up, EMPTY)
+    try:
+        staged = backend.start_staged(up.key, length)
+    except LevereError as exc:
+        _fail(ctx, actor, up, f"the storage could not start the upload: {exc.message}")
+        raise
+    with ctx.tx() as session:
+        session.execute(update(Upload).where(Upload.id == up.id).values(session=staged))
+    return up.view(offset=0)
+
+
+# --- status ----------------------------------------------------------------------------------------
+
+
+def status(ctx: Context, actor: User, upload_id: str, headers: Mapping[str, str]) -> UploadView:
+    """HEAD: the offset the storage durably holds (also after a crash). If a request is still
+    writing (its client just went away), wait a moment for it to finish, so that the client
+    resumes from the final offset rather than a stale one."""
+    owner = new_owner()
+    deadline = time.monotonic() + HEAD_WAIT
+    while True:
+        with ctx.tx() as session:
+            upload, project, delivery = _load(session, actor, upload_id, lock=True)
+            tus.check_version(headers)
+            up = Snapshot.of(upload, project, delivery)
+            leased = False
+            if up.state == UploadState.ACTIVE:
+                try:
+                    take_lease(upload, owner)
+                    leased = True
+                except LeaseBusy:
+                    pass
+        if leased or up.state != UploadState.ACTIVE or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    if up.state == UploadState.COMPLETE:
+        return up.view(offset=up.length)
+    if up.state != UploadState.ACTIVE:
+        raise gone(up)
+    backend = backend_for(ctx, up.backend_id)
+    if not leased:  # still being written: report what is durable now, touch nothing
+        return up.view(offset=backend.staged_offset(up.session) if up.session else 0)
+    try:
+        staged = _ensure_session(ctx, up, backend)
+        try:
+            durable = backend.staged_offset(staged)
+        except NotFound:
+            return _recover(ctx, actor, up, backend)
+        if durable == up.length:
+            # every byte arrived but the request ended before publishing (crash, or a broken answer)
+            return _finish_after_crash(ctx, actor, up, backend, staged)
+        return up.view(offset=durable)
+    finally:
+        release_lease(ctx, up.id, owner)
+
+
+def _ensure_session(ctx: Context, up: Snapshot, backend: Backend) -> str:
+    """The staging session; started now if the process stopped between creating the upload and
+    starting it."""
+    if up.session:
+        return up.session
+    staged = backend.start_staged(up.key, up.length)
+    with ctx.tx() as session:
+        done = session.execute(
+            update(Upload).where(Upload.id == up.id, Upload.session == "").values(session=staged)
+        ).rowcount  # type: ignore[attr-defined]
+    if not done:
+        backend.abort_staged(staged)
+        with ctx.tx() as session:
+            return str(session.execute(select(Upload.session).where(Upload.id == up.id)).scalar_one())
+    return staged
+
+
+def _recover(ctx: Context, actor: User, up: Snapshot, backend: Backend) -> UploadView:
+    """The staging session is gone: published just before a crash, or lost."""
+    info = backend.stat(up.key)
+    saved = Checkpoints.decode(up.hash_state)
+    final = next((cp for cp in (saved.pending, saved.confirmed) if cp and cp.offset == up.length), None)
+    hasher = restore_hash(up.length, final.state) if final else None
+    if info is not None and info.size == up.length and hasher is not None:
+        return _record(ctx, actor, up, hasher.digests())
+    _fail(ctx, actor, up, "its stored bytes are gone")
+    raise gone(replace(up, state=UploadState.FAILED))
+
+
+def _finish_after_crash(ctx: Context, actor: User, up: Snapshot, backend: Backend, staged: str) -> UploadView:
+    hasher = _restore(ctx, actor, up, backend, staged, up.length)
+    return _complete(ctx, actor, up, hasher.digests())
+
+
+# --- append ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Request:
+    offset: int
+    levere: dict[str, str]
+    checksum: tus.RequestChecksum | None
+    content_length: int | None
+
+
+def _parse_patch(headers: Mapping[str, str]) -> _Request:
+    tus.check_version(headers)
+    if headers.get("content-type", "").split(";")[0].strip().lower() != tus.OFFSET_CONTENT_TYPE:
+        raise WrongContentType(headers.get("content-type", ""))
+    offset = tus.int_header(headers, "upload-offset")
+    levere = (
+        tus.parse_levere_checksum(headers[tus.LEVERE_CHECKSUM.lower()])
+        if tus.LEVERE_CHECKSUM.lower() in headers
+        else {}
+    )
+    checksum = tus.RequestChecksum.parse(headers["upload-checksum"]) if "upload-checksum" in headers else None
+    length = tus.int_header(headers, "content-length") if "content-length" in headers else None
+    return _Request(offset, levere, checksum, length)
+
+
+def _begin(
+    ctx: Context, actor: User, upload_id: str, headers: Mapping[str, str], owner: str
+) -> tuple[Snapshot, _Request]:
+    deadline = time.monotonic() + LEASE_WAIT
+    while True:
+        try:
+            with ctx.tx() as session:
+                upload, project, delivery = _load(session, actor, upload_id, lock=True)
+                request = _parse_patch(headers)
+                if upload.state == UploadState.COMPLETE:
+                    raise Conflict(f"the upload of {upload.path} is already complete", offset=upload.length)
+                if upload.state != UploadState.ACTIVE:
+                    raise gone(upload)
+                if delivery.state != DeliveryState.OPEN:
+                    raise Conflict(f"delivery {delivery.name} is {delivery.state}", state=delivery.state)
+                if (
+                    request.content_length is not None
+                    and request.offset + request.content_length > upload.length
+                ):
+                    raise ValidationFailed(
+                        {
+                            "Content-Length": f"the request carries more bytes than the {upload.length}-byte upload has room for"
+                        }
+                    )
+                for name, value in request.levere.items():
+                    column = "expect_md5" if name == "md5" else "expect_sha256"
+                    if getattr(upload, column) and getattr(upload, column) != value:
+                        raise ChecksumMismatch(
+                            f"the {name.upper()} in {tus.LEVERE_CHECKSUM} differs from the one given when the "
+                            f"upload of {upload.path} was created",
+                            path=upload.path,
+                        )
+                    setattr(upload, column, value)
+                take_lease(upload, owner)
+                return Snapshot.of(upload, project, delivery), request
+        except LeaseBusy:
+            if time.monotonic() > deadline:
+                raise Conflict(
+                    "another request is still writing to this upload; try again in a moment"
+                ) from None
+            time.sleep(0.25)
+
+
+def append(
+    ctx: Context, actor: User, upload_id: str, headers: Mapping[str, str], source: ByteSource
+) -> UploadView:
+    """PATCH: append the body at ``Upload-Offset``; completes the upload when the last byte is in.
+    Runs in a worker thread; ``source`` is read only after the checks have passed."""
+    owner = new_owner()
+    up, request = _begin(ctx, actor, upload_id, headers, owner)
+    try:
+        backend = backend_for(ctx, up.backend_id)
+        staged = _ensure_session(ctx, up, backend)
+        try:
+            durable = backend.staged_offset(staged)
+        except NotFound:
+            return _recover(ctx, actor, up, backend)
+        if durable != request.offset:
+            raise Conflict(
+                f"Upload-Offset {request.offset} does not match the {durable} bytes stored", offset=durable
+            )
+        hasher = _restore(ctx, actor, up, backend, staged, durable)
+        if request.checksum is not None:
+            source = _verified_body(source, request.checksum, up.path)
+        writer = Writer(ctx, up, staged, backend, hasher, owner)
+        offset = writer.run(source)
+        with ctx.tx() as session:
+            session.execute(
+                update(Upload)
+                .where(Upload.id == up.id, Upload.lease_owner == owner)
+                .values(
+                    offset=offset,
+                    hash_state=Checkpoints(writer.confirmed).encode(),
+                    expires_at=expiry(ctx),
+                    lease_owner=None,
+                    lease_expires_at=None,
+                )
+            )
+        if writer.overflow:
+            raise ValidationFailed(
+                {"body": f"the request carries more bytes than the {up.length}-byte upload"}
+            )
+    finally:
+        release_lease(ctx, up.id, owner)
+    if offset == up.length:
+        return _complete(ctx, actor, replace(up, offset=offset), hasher.digests())
+    return up.view(offset=offset)
+
+
+def _restore(
+    ctx: Context, actor: User, up: Snapshot, backend: Backend, staged: str, durable: int
+) -> StreamHash:
+    restored = restore_state(up, backend, staged, durable)
+    if restored is not None:
+        return restored
+    _fail(ctx, actor, up, "its checksum state was lost when the server stopped")
+    raise NotFound(
+        f"the upload of {up.path} cannot be continued (the server stopped at a moment it could not recover "
+        "from); upload the file again",
+        state="failed",
+    )
+
+
+def _verified_body(source: ByteSource, checksum: tus.RequestChecksum, path: str) -> ByteSource:
+    """The tus checksum extension: the request's bytes are checked before any is stored, so they are
+    held in memory (such requests are limited to a few MiB by the clients that send them)."""
+    held: list[bytes] = []
+    size = 0
+    while (buf := source.next_buffer()) is not None:
+        size += len(buf)
+        if size > tus.MAX_CHECKSUMMED_PATCH:
+            source.close()
+            raise ValidationFailed(
+                {
+                    "Upload-Checksum": f"requests with a checksum may carry at most {tus.MAX_CHECKSUMMED_PATCH} bytes"
+                }
+            )
+        held.append(bytes(buf))
+    if source.interrupted:
+        raise ChecksumMismatch(f"the request for {path} broke off; nothing of it was stored", path=path)
+    if not checksum.matches(held):
+        raise ChecksumMismatch(
+            f"the bytes of this request for {path} do not match its Upload-Checksum; nothing of it was stored",
+            path=path,
+        )
+    return ListSource(held)
+
+
+# --- completion ----------------------------------------------------------------------------------------
+
+
+def _complete(ctx: Context, actor: User, up: Snapshot, digests: Digests) -> UploadView:
+    """Every byte is in: compare checksums, publish the file, record it and settle the quota."""
+    wrong = [
+        f"{name} {have} (expected {want})"
+        for name, want, have in (
+            ("MD5", up.expect_md5, digests.md5),
+            ("SHA-256", up.expect_sha256, digests.sha256),
+        )
+        if want and want != have
+    ]
+    backend = backend_for(ctx, up.backend_id)
+    if wrong:
+        if up.session:
+            _abort_quietly(backend, up.session)
+        _fail(ctx, actor, up, "checksum mismatch: " + ", ".join(wrong))
+        raise ChecksumMismatch(
+            f"{up.delivery}/{up.path} arrived with {', '.join(wrong)}; nothing was stored",
+            path=up.path,
+            md5=digests.md5,
+            sha256=digests.sha256,
+        )
+    if up.length == 0:
+        with backend.open_writer(up.key, size_hint=0) as writer:
+            writer.commit()
+    else:
+        try:
+            backend.finish_staged(up.session)
+        except NotFound:
+            info = backend.stat(up.key)  # published by a request that stopped before recording it
+            if info is None or info.size != up.length:
+                raise
+    return _record(ctx, actor, up, digests)
+
+
+def _record(ctx: Context, actor: User, up: Snapshot, digests: Digests) -> UploadView:
+    with ctx.tx() as session:
+        upload = session.execute(select(Upload).where(Upload.id == up.id).with_for_update()).scalar_one()
+        if upload.state == UploadState.COMPLETE:
+            return up.view(offset=up.length, state=upload.state, digests=digests)
+        stale = upload.state if upload.state != UploadState.ACTIVE else None
+        if stale is None:
+            upload.state = upload_transition(upload.state, UploadState.COMPLETE)
+            delivery = session.get(Delivery, up.delivery_id)
+            assert delivery is not None
+            (file_id,) = record_files(
+                session,
+                delivery,
+                up.backend_id,
+                [NewFile(up.path, up.length, digests.md5, digests.sha256, up.key)],
+            )
+            quotas.settle(session, up.project_id, AREA, up.length)
+            upload.file_id = file_id
+            upload.offset = up.length
+            upload.lease_owner = None
+            upload.lease_expires_at = None
+            audit.record(
+                session, actor, "delivery.file_stored", "delivery", up.delivery_id,
+                after={"path": up.path, "size": up.length, "md5": digests.md5, "sha256": digests.sha256},
+            )  # fmt: skip
+    if stale is not None:
+        # cancelled or expired while its last bytes were being published: take the file back
+        ctx.tier(AREA).delete(up.key)
+        raise gone(replace(up, state=stale))
+    return up.view(offset=up.length, state=UploadState.COMPLETE, digests=digests)
+
+
+def _fail(ctx: Context, actor: User | None, up: Snapshot, reason: str) -> None:
+    """Mark the upload failed and give its reservation back (its bytes are dropped by the caller)."""
+    with ctx.tx() as session:
+        upload = session.execute(select(Upload).where(Upload.id == up.id).with_for_update()).scalar_one()
+        if upload.state != UploadState.ACTIVE:
+            return
+        upload.state = upload_transition(upload.state, UploadState.FAILED)
+        upload.reason = reason
+        upload.lease_owner = None
+        quotas.release(session, upload.project_id, AREA, upload.length)
+        audit.record(
+            session, actor, "upload.failed", "delivery", up.delivery_id,
+            after={"path": up.path, "length": up.length, "reason": reason},
+        )  # fmt: skip
+
+
+def _abort_quietly(backend: Backend, staged: str) -> None:
+    try:
+        backend.abort_staged(staged)
+    except LevereError as exc:  # the bytes are unreferenced; a later clean-up may remove them
+        log.warning("could not drop staged upload bytes: %s", exc.message)
+
+
+# --- terminate and expire -------------------------------------------------------------------------------
+
+
+def terminate(ctx: Context, actor: User, upload_id: str, headers: Mapping[str, str]) -> None:
+    """DELETE (tus termination): drop the bytes and give the reservation back."""
+    with ctx.tx() as session:
+        upload, _project, delivery = _load(session, actor, upload_id, lock=True)
+        tus.check_version(headers)
+        if upload.state != UploadState.ACTIVE:
+            raise gone(upload)
+        upload.state = upload_transition(upload.state, UploadState.TERMINATED)
+        upload.lease_owner = None
+        quotas.release(session, upload.project_id, AREA, upload.length)
+        audit.record(
+            session, actor, "upload.terminated", "delivery", delivery.id,
+            after={"path": upload.path, "length": upload.length, "offset": upload.offset},
+        )  # fmt: skip
+        backend_id, staged = upload.backend_id, upload.session
+    if staged:
+        _abort_quietly(backend_for(ctx, backend_id), staged)
+
+
+def expire_abandoned(ctx: Context) -> int:
+    """Give back the reservations of uploads nobody has touched for ``upload_expiry_hours`` (and of
+    batches whose request died), and drop their bytes. Returns how many expired."""
+    now = utcnow()
+    dropped: list[tuple[str, str]] = []
+    with ctx.tx() as session:
+        reclaimed = reclaim_dead_batches(session)
+    with ctx.tx() as session:
+        rows = session.execute(
+            select(Upload)
+            .where(Upload.state == UploadState.ACTIVE, Upload.expires_at < now)
+            .with_for_update(skip_locked=True)
+        ).scalars()
+        count = 0
+        for upload in rows:
+            if upload.lease_expires_at is not None and upload.lease_expires_at > now:
+                continue  # a request is writing to it right now
+            upload.state = upload_transition(upload.state, UploadState.EXPIRED)
+            upload.lease_owner = None
+            quotas.release(session, upload.project_id, AREA, upload.length)
+            audit.record(
+                session, None, "upload.expired", "delivery", upload.delivery_id,
+                after={"path": upload.path, "kind": upload.kind, "released": upload.length},
+            )  # fmt: skip
+            if upload.session:
+                dropped.append((upload.backend_id, upload.session))
+            count += 1
+    for backend_id, staged in dropped:
+        try:
+            _abort_quietly(backend_for(ctx, backend_id), staged)
+        except StorageUnavailable as exc:
+            log.warning("expired upload bytes left on storage: %s", exc.message)
+    return count + reclaimed
