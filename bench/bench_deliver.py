@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import signal
 import subprocess
@@ -37,6 +38,7 @@ from bench.harness import (
 
 NGINX_CONF = """
 daemon off;
+{user}
 worker_processes 1;
 pid {root}/nginx.pid;
 error_log {root}/error.log warn;
@@ -69,7 +71,9 @@ class Nginx:
         (root / "body-temp").mkdir()
         conf = root / "nginx.conf"
         module = Path("/usr/lib/nginx/modules/ngx_http_dav_ext_module.so")
-        text = NGINX_CONF.format(root=root, port=self.port)
+        # as root, nginx's workers would drop to an account that cannot write into the scratch folder
+        user = "user root;" if os.geteuid() == 0 else ""
+        text = NGINX_CONF.format(root=root, port=self.port, user=user)
         if not module.exists():
             text = text.replace(f"load_module {module};\n", "")
         conf.write_text(text)
@@ -163,7 +167,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     results = []
-    with scratch("deliver") as work, levere_service(work / "levere") as service:
+    # no embedded worker: the automatic sync to long-term would compete with the next round
+    with (
+        scratch("deliver") as work,
+        levere_service(work / "levere", {"LEVERE_EMBEDDED_WORKER": "false"}) as service,
+    ):
         results.append(large_file(work, service, int(args.size_gib * GiB), args.rounds))
         results.append(small_files(work, service, args.files, args.rounds))
     sys.exit(0 if all(results) else 1)

@@ -51,7 +51,9 @@ class SyncSettings(BaseModel):
     #: job tasks queued per sync request; more than 1 spreads one big delivery over several workers
     lanes: int = Field(default=1, ge=1, le=64)
     #: files claimed (leased) at once by one task, and recorded in one transaction
-    batch_files: int = Field(default=512, ge=1, le=10_000)
+    batch_files: int = Field(default=2048, ge=1, le=10_000)
+    #: processes that copy many small files between local tiers (0: one per CPU; 1: none, threads only)
+    processes: int = Field(default=0, ge=0, le=64)
     #: how long a claimed file stays reserved to one worker without a heartbeat; a killed worker's
     #: files are taken over after this
     lease_seconds: float = Field(default=300, gt=0)

@@ -1,7 +1,171 @@
-"""API routes of this area."""
+"""Long-term storage: sync, status per delivery and file, freeing, restoring, verifying, and jobs."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from datetime import datetime
+from typing import Any, Literal
 
-router = APIRouter()
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+from levere.api.deps import CtxDep, ReadUser, WriteUser, acts
+from levere.domain.roles import Action
+from levere.services import jobruns, scrub, sync
+
+router = APIRouter(tags=["long-term storage"])
+
+State = Literal["queued", "running", "retrying", "done", "failed"]
+
+
+class JobOut(BaseModel):
+    """A background job (sync, restore or verify): progress, retries and its final report."""
+
+    id: str
+    kind: Literal["sync", "restore", "verify"]
+    project: str | None
+    delivery: str | None
+    state: State
+    files_total: int
+    files_done: int
+    files_failed: int
+    bytes_total: int
+    bytes_done: int
+    attempt: int
+    next_attempt_at: datetime | None
+    error: str
+    report: dict[str, Any]
+    created_by: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class SyncIn(BaseModel):
+    #: one delivery (its name), or every sealed delivery of the project
+    delivery: str | None = None
+
+
+class PathsIn(BaseModel):
+    #: ``DELIVERY/PATH`` of files, or ``DELIVERY`` / ``DELIVERY/FOLDER`` for everything under it
+    paths: list[str] = Field(min_length=1, max_length=100_000)
+
+
+class VerifyIn(BaseModel):
+    #: one project (identifier), or every project
+    project: str | None = None
+
+
+class Counted(BaseModel):
+    files: int
+    bytes: int
+
+
+class Problem(BaseModel):
+    path: str
+    tier: str
+    state: str
+    reason: str
+
+
+class DeliveryStatusOut(BaseModel):
+    name: str
+    state: str
+    files: int
+    bytes: int
+    #: one word per tier: present / partly freed / freed / pending / copying / failed / damaged ...
+    area: str
+    longterm: str
+    #: files and bytes per replica state, per tier
+    tiers: dict[str, dict[str, Counted]]
+    problems: list[Problem]
+
+
+class SyncStatusOut(BaseModel):
+    project: str
+    sync_mode: str
+    quotas: dict[str, dict[str, int]]
+    deliveries: list[DeliveryStatusOut]
+    jobs: list[JobOut]
+
+
+class ReplicaOut(BaseModel):
+    state: str
+    reason: str
+    verified_at: datetime | None
+    attempts: int
+
+
+class FileTiersOut(BaseModel):
+    path: str
+    size: int
+    sha256: str
+    tiers: dict[str, ReplicaOut]
+
+
+class FreedOut(BaseModel):
+    freed_files: int
+    freed_bytes: int
+    already_freed: int
+    area_used_bytes: int
+    area_limit_bytes: int
+
+
+@router.post("/projects/{identifier}/sync", status_code=202, openapi_extra=acts(Action.SYNC_RUN))
+def start_sync(identifier: str, body: SyncIn, actor: WriteUser, ctx: CtxDep) -> JobOut:
+    """Copy the project's sealed deliveries (or one) to long-term storage, verified. Returns the job."""
+    return JobOut.model_validate(sync.request_sync(ctx, actor, identifier, body.delivery))
+
+
+@router.get("/projects/{identifier}/sync-status", openapi_extra=acts(Action.DELIVERY_READ))
+def sync_status(identifier: str, actor: ReadUser, ctx: CtxDep) -> SyncStatusOut:
+    """Per delivery: files and bytes in each state on each tier, failures with reasons, recent jobs."""
+    return SyncStatusOut.model_validate(sync.status(ctx, actor, identifier))
+
+
+@router.get("/projects/{identifier}/replicas", openapi_extra=acts(Action.DELIVERY_READ))
+def replicas(
+    identifier: str,
+    actor: ReadUser,
+    ctx: CtxDep,
+    prefix: str = "",
+    problems: bool = Query(False, description="only files not present everywhere they should be"),
+) -> list[FileTiersOut]:
+    """Each file with its state, reason and last verification on every tier."""
+    rows = sync.file_tiers(ctx, actor, identifier, prefix, problems_only=problems)
+    return [FileTiersOut.model_validate(r) for r in rows]
+
+
+@router.post("/projects/{identifier}/free", openapi_extra=acts(Action.DATA_FREE))
+def free(identifier: str, body: PathsIn, actor: WriteUser, ctx: CtxDep) -> FreedOut:
+    """Remove files from the project area that are safely on long-term storage (refused otherwise)."""
+    return FreedOut.model_validate(sync.free(ctx, actor, identifier, body.paths))
+
+
+@router.post("/projects/{identifier}/restore", status_code=202, openapi_extra=acts(Action.DATA_RESTORE))
+def restore(identifier: str, body: PathsIn, actor: WriteUser, ctx: CtxDep) -> JobOut:
+    """Copy freed files back into the project area from long-term storage, verified. Returns the job."""
+    return JobOut.model_validate(sync.request_restore(ctx, actor, identifier, body.paths))
+
+
+@router.get("/projects/{identifier}/jobs", openapi_extra=acts(Action.DELIVERY_READ))
+def list_jobs(
+    identifier: str, actor: ReadUser, ctx: CtxDep, limit: int = Query(20, ge=1, le=200)
+) -> list[JobOut]:
+    return [JobOut.model_validate(r) for r in jobruns.list_runs(ctx, actor, identifier, limit)]
+
+
+@router.get("/projects/{identifier}/jobs/{job_id}", openapi_extra=acts(Action.DELIVERY_READ))
+def show_job(identifier: str, job_id: str, actor: ReadUser, ctx: CtxDep) -> JobOut:
+    return JobOut.model_validate(jobruns.get_run(ctx, actor, job_id, identifier))
+
+
+@router.post("/verify", status_code=202, openapi_extra=acts(Action.VERIFY_RUN))
+def verify(body: VerifyIn, actor: WriteUser, ctx: CtxDep) -> JobOut:
+    """Re-read stored copies on every tier, report damage and repair it from an intact copy."""
+    return JobOut.model_validate(scrub.request_verify(ctx, actor, body.project))
+
+
+@router.get("/jobs/{job_id}", openapi_extra=acts(Action.VERIFY_RUN))
+def show_global_job(job_id: str, actor: ReadUser, ctx: CtxDep) -> JobOut:
+    """A job over every project (``levere verify`` without a project)."""
+    return JobOut.model_validate(jobruns.get_run(ctx, actor, job_id))

@@ -1,0 +1,272 @@
+"""Copying one claimed batch between tiers: threads (or processes for many small local files),
+verification against the manifest, durability, and the lease heartbeat meanwhile.
+
+The claiming and recording around it are :mod:`levere.services.replication`'s.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Literal, TypeVar
+
+from sqlalchemy import update
+from sqlalchemy.sql import Select
+
+from levere.db.models import JobRun, Replica, StoredFile, utcnow
+from levere.domain.errors import ChecksumMismatch, LevereError, NotFound, StorageUnavailable
+from levere.services import copy_processes
+from levere.services.context import Context
+from levere.services.copying import Expected, RateLimiter, copy_or_adopt
+from levere.storage import Backend, LocalSpec
+
+log = logging.getLogger(__name__)
+Q = TypeVar("Q", bound=Select[*tuple[Any, ...]])
+
+Tier = Literal["area", "longterm"]
+TIER_WORDS = {"area": "the project area", "longterm": "long-term storage"}
+NO_SYNC = {"synchronize_session": False}
+#: files smaller than this are copied in groups of GROUP per thread task
+SMALL = 256 * 1024
+GROUP = 16
+#: a batch needs this many small files before they go to other processes
+PROCESS_MIN = 128
+#: files at least this big are made durable on their own (fsync) rather than by the batch flush
+DURABLE_ALONE = 64 * 1024 * 1024
+
+
+def other(tier: str) -> Tier:
+    return "area" if tier == "longterm" else "longterm"
+
+
+def owner_prefix() -> str:
+    """Who holds a lease, readable in the database: host and process."""
+    return f"{socket.gethostname()[:60]}:{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class Scope:
+    run_id: str
+    kind: str
+    project_id: str
+    delivery_id: str | None
+
+    @property
+    def target(self) -> Tier:
+        return "longterm" if self.kind == "sync" else "area"
+
+    @property
+    def source(self) -> Tier:
+        return other(self.target)
+
+    def files(self, query: Q) -> Q:
+        query = query.where(StoredFile.project_id == self.project_id)
+        if self.delivery_id is not None:
+            query = query.where(StoredFile.delivery_id == self.delivery_id)
+        return query
+
+
+@dataclass(frozen=True)
+class Item:
+    replica_id: str
+    file_id: str
+    delivery_id: str
+    label: str  # DELIVERY/PATH, for people
+    key: str
+    source_key: str
+    expected: Expected
+    attempts: int
+
+    @property
+    def size(self) -> int:
+        return self.expected.size
+
+
+@dataclass
+class Outcome:
+    item: Item
+    error: LevereError | None = None
+    copied: bool = True
+    source_damaged: bool = False
+    #: the copy was made durable on its own (fsync), so the batch flush need not cover it
+    durable: bool = False
+
+
+def _copy_one(
+    source: Backend, target: Backend, item: Item, scope: Scope, limiter: RateLimiter | None
+) -> Outcome:
+    # a big file is made durable on its own (fsync, its write-back started early); the small
+    # ones of a batch together, by one flush of the whole file system
+    alone = item.size >= DURABLE_ALONE
+    try:
+        copied = copy_or_adopt(
+            source, item.source_key, target, item.key, item.expected,
+            write_once=scope.target == "longterm", durable=alone, look_first=item.attempts > 1,
+            limiter=limiter, label=item.label,
+        )  # fmt: skip
+        return Outcome(item, copied=copied, durable=alone and copied)
+    except ChecksumMismatch as exc:
+        return Outcome(item, error=exc, source_damaged=True)
+    except NotFound:
+        missing = NotFound(f"{item.label} is missing from {TIER_WORDS[scope.source]}")
+        return Outcome(item, error=missing, source_damaged=True)
+    except LevereError as exc:
+        return Outcome(item, error=exc)
+    except OSError as exc:
+        return Outcome(item, error=StorageUnavailable(f"copying {item.label} failed: {exc}"))
+
+
+@contextmanager
+def leased(ctx: Context, owner: str, state: str = "copying", run_id: str | None = None) -> Iterator[None]:
+    """Renew ``owner``'s leases (on rows in ``state``) in the background while the block runs, and
+    show on the job (``run_id``) that a worker is alive on it."""
+    lease = ctx.settings.sync.lease_seconds
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(lease / 3):
+            try:
+                with ctx.tx() as session:
+                    session.execute(
+                        update(Replica)
+                        .where(Replica.lease_owner == owner, Replica.state == state)
+                        .values(lease_expires_at=utcnow() + timedelta(seconds=lease)),
+                        execution_options=NO_SYNC,
+                    )
+                    if run_id is not None:
+                        session.execute(
+                            update(JobRun).where(JobRun.id == run_id).values(updated_at=utcnow()),
+                            execution_options=NO_SYNC,
+                        )
+            except Exception:  # the next beat tries again; a lost lease only costs a repeated copy
+                log.exception("renewing the lease of %s failed", owner)
+
+    thread = threading.Thread(target=beat, name="levere-lease", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def copy_batch(
+    ctx: Context,
+    pool: ThreadPoolExecutor,
+    scope: Scope,
+    items: list[Item],
+    owner: str,
+    limiter: RateLimiter | None,
+) -> list[Outcome]:
+    """Copy one claimed batch and make it durable, keeping its leases alive meanwhile."""
+    source, target = ctx.tier(scope.source), ctx.tier(scope.target)
+    with leased(ctx, owner, run_id=scope.run_id):
+        copying = start_copies(pool, source, target, scope, items, limiter)
+        return made_durable(target, scope, copying())
+
+
+def start_copies(
+    pool: ThreadPoolExecutor,
+    source: Backend,
+    target: Backend,
+    scope: Scope,
+    items: list[Item],
+    limiter: RateLimiter | None,
+    processes: copy_processes.Processes | None = None,
+) -> Callable[[], list[Outcome]]:
+    """Hand the batch to the copy threads (many small local files: to the copy processes);
+    returns what waits for its outcomes (in no particular order). Small files go in groups: one
+    task per 4 KiB file would cost as much as copying it."""
+
+    def copy_here(group: list[Item]) -> list[Outcome]:
+        return [_copy_one(source, target, item, scope, limiter) for item in group]
+
+    waiting: list[Callable[[], list[Outcome]]] = []
+    small = [i for i in items if i.size < SMALL]
+    if processes is not None and len(small) >= PROCESS_MIN:
+        items = [i for i in items if i.size >= SMALL]
+        # two chunks per process, so that one finishing early finds more work
+        chunks = 2 * processes.count
+        for n in range(chunks):
+            chunk = small[n::chunks]
+            jobs = [
+                (i.replica_id, i.source_key, i.key, i.size, i.expected.md5, i.expected.sha256, i.label, i.attempts > 1)
+                for i in chunk
+            ]  # fmt: skip
+            try:
+                future = copy_processes.submit(processes, jobs, scope.target == "longterm")
+            except BrokenProcessPool:  # a copy process died since the last batch: threads it is
+                copy_processes.discard_broken()
+                waiting.append(pool.submit(copy_here, chunk).result)
+                continue
+            waiting.append(functools.partial(_outcomes, future, chunk, scope, copy_here))
+    groups: list[list[Item]] = []
+    for item in items:
+        if groups and item.size < SMALL and len(groups[-1]) < GROUP and groups[-1][-1].size < SMALL:
+            groups[-1].append(item)
+        else:
+            groups.append([item])
+    waiting += [pool.submit(copy_here, group).result for group in groups]
+    return lambda: [outcome for wait in waiting for outcome in wait()]
+
+
+def _outcomes(
+    future: Future[list[copy_processes.Result]],
+    group: list[Item],
+    scope: Scope,
+    copy_here: Callable[[list[Item]], list[Outcome]],
+) -> list[Outcome]:
+    try:
+        results = future.result()
+    except BrokenProcessPool:
+        # a child died (the OOM killer, a signal): nothing of this group was recorded, so copy it
+        # here, and let the next batch get a fresh pool
+        log.warning("a copy process died; copying its %d file(s) in this process", len(group))
+        copy_processes.discard_broken()
+        return copy_here(group)
+    outcomes = []
+    for item, (_, kind, message, damaged, copied) in zip(group, results, strict=True):
+        if not kind:
+            outcomes.append(Outcome(item, copied=copied))
+            continue
+        if kind == "NotFound":
+            error: LevereError = NotFound(f"{item.label} is missing from {TIER_WORDS[scope.source]}")
+        else:
+            error = copy_processes.error_from(kind, message)
+        outcomes.append(Outcome(item, error=error, source_damaged=damaged))
+    return outcomes
+
+
+def process_pool(ctx: Context, scope: Scope, limiter: RateLimiter | None) -> copy_processes.Processes | None:
+    """Processes for copying many small files, when both tiers are local folders (see
+    :mod:`levere.services.copy_processes`); None to copy with threads only."""
+    settings = ctx.settings.sync
+    count = settings.processes or os.cpu_count() or 1
+    if count <= 1 or limiter is not None:
+        return None
+    source, target = ctx.settings.tier_spec(scope.source), ctx.settings.tier_spec(scope.target)
+    if not (isinstance(source, LocalSpec) and isinstance(target, LocalSpec)):
+        return None
+    return copy_processes.pool_for(source, target, count, max(1, settings.threads // count))
+
+
+def made_durable(target: Backend, scope: Scope, outcomes: list[Outcome]) -> list[Outcome]:
+    if any(o.error is None and not o.durable for o in outcomes):
+        try:
+            # adopted objects too: an earlier attempt may have published them without a flush
+            target.flush()
+        except (OSError, StorageUnavailable) as exc:
+            error = StorageUnavailable(f"{TIER_WORDS[scope.target]} could not make the copies durable: {exc}")
+            for outcome in outcomes:
+                if outcome.error is None:
+                    outcome.error = error
+    return outcomes

@@ -1,0 +1,235 @@
+"""Streaming copies between storage backends, with MD5 and SHA-256 computed in the same pass.
+
+Design notes
+------------
+* One read of the source feeds the target writer and both hashes; the bytes are never read twice
+  and never staged anywhere but the target's own temporary object.
+* Nothing is published before the digests match the manifest: the writer commits only after the
+  comparison, so a source that no longer matches its manifest never lands on the target.
+* Small objects go through inline: for a 4 KiB file, handing chunks to other threads would cost
+  more than the work. Big ones go through a pipeline: the calling thread reads, and one thread per
+  hash plus one writer thread consume the same chunks through small bounded queues. MD5 (the
+  slowest, ~600 MB/s on one core), SHA-256 and the write then run side by side, since hashlib and
+  file or socket writes release the GIL. Memory stays at a few chunks per file whatever its size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from levere.domain.errors import AlreadyExists, ChecksumMismatch, NotFound
+from levere.storage import Backend
+
+#: objects at least this big are copied through the threaded pipeline
+PIPELINE_MIN = 8 * 1024 * 1024
+#: chunks waiting per consumer; with the backends' 4 MiB chunks a pipeline holds ~16-20 MiB
+_DEPTH = 3
+
+Sink = Callable[[bytes], None]
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What the manifest says about a file."""
+
+    size: int
+    md5: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Digests:
+    size: int
+    md5: str
+    sha256: str
+
+    def problem(self, expected: Expected) -> str | None:
+        """How these bytes differ from the manifest, in words, or None when they match."""
+        if self.size != expected.size:
+            return f"size is {self.size} bytes, the manifest says {expected.size}"
+        if self.sha256 != expected.sha256:
+            return f"SHA-256 is {self.sha256}, the manifest says {expected.sha256}"
+        if self.md5 != expected.md5:
+            return f"MD5 is {self.md5}, the manifest says {expected.md5}"
+        return None
+
+
+class RateLimiter:
+    """Keeps the average throughput of all threads sharing it under ``rate`` bytes per second."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self._lock = threading.Lock()
+        self._next = time.monotonic()
+
+    def take(self, nbytes: int) -> None:
+        with self._lock:
+            now = time.monotonic()
+            self._next = max(self._next, now) + nbytes / self.rate
+            delay = self._next - now - nbytes / self.rate
+        if delay > 0:
+            time.sleep(delay)
+
+
+def digest_stream(
+    chunks: Iterable[bytes], sink: Sink | None = None, *, big: bool, limiter: RateLimiter | None = None
+) -> Digests:
+    """Hash every chunk (and hand it to ``sink``) in one pass; see the module notes."""
+    if big:
+        return _pipeline(iter(chunks), sink, limiter)
+    md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
+    size = 0
+    for chunk in chunks:
+        if limiter is not None:
+            limiter.take(len(chunk))
+        md5.update(chunk)
+        sha.update(chunk)
+        if sink is not None:
+            sink(chunk)
+        size += len(chunk)
+    return Digests(size, md5.hexdigest(), sha.hexdigest())
+
+
+def _pipeline(chunks: Iterator[bytes], sink: Sink | None, limiter: RateLimiter | None) -> Digests:
+    md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
+    consumers: list[Sink] = [md5.update, sha.update]
+    if sink is not None:
+        consumers.append(sink)
+    queues: list[queue.Queue[bytes | None]] = [queue.Queue(maxsize=_DEPTH) for _ in consumers]
+    errors: list[BaseException] = []
+    failed = threading.Event()
+
+    def consume(q: queue.Queue[bytes | None], fn: Sink) -> None:
+        while (item := q.get()) is not None:
+            if failed.is_set():
+                continue  # keep draining so that the reader never blocks on a dead consumer
+            try:
+                fn(item)
+            except BaseException as exc:
+                errors.append(exc)
+                failed.set()
+
+    threads = [
+        threading.Thread(target=consume, args=(q, fn), name="levere-copy", daemon=True)
+        for q, fn in zip(queues, consumers, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    size = 0
+    try:
+        for chunk in chunks:
+            if failed.is_set():
+                break
+            if limiter is not None:
+                limiter.take(len(chunk))
+            size += len(chunk)
+            for q in queues:
+                q.put(chunk)
+    finally:
+        for q in queues:
+            q.put(None)
+        for thread in threads:
+            thread.join()
+    if errors:
+        raise errors[0]
+    return Digests(size, md5.hexdigest(), sha.hexdigest())
+
+
+def copy_verified(
+    source: Backend,
+    source_key: str,
+    target: Backend,
+    target_key: str,
+    expected: Expected,
+    *,
+    write_once: bool,
+    durable: bool = True,
+    limiter: RateLimiter | None = None,
+    label: str = "",
+) -> Digests:
+    """Copy one object, publishing it only if its bytes match ``expected``.
+
+    Raises ``ChecksumMismatch`` (the source differs from the manifest; nothing was published),
+    ``AlreadyExists`` (a write-once object is already there), ``NotFound`` (no source object) or
+    ``StorageUnavailable``.
+    """
+    chunks = source.read(source_key)
+    with target.open_writer(
+        target_key, size_hint=expected.size, write_once=write_once, durable=durable
+    ) as writer:
+        digests = digest_stream(chunks, writer.write, big=expected.size >= PIPELINE_MIN, limiter=limiter)
+        problem = digests.problem(expected)
+        if problem is not None:
+            # leaving the block with an error aborts the writer: nothing is published
+            raise ChecksumMismatch(
+                f"{label or source_key} on the {source.backend_id} storage does not match its manifest: {problem}",
+                path=label or source_key,
+            )
+        writer.commit()
+    return digests
+
+
+def check_stored(
+    backend: Backend, key: str, expected: Expected, limiter: RateLimiter | None = None
+) -> str | None:
+    """Re-read a stored object: None if it matches ``expected``, else what is wrong, in words.
+    ``StorageUnavailable`` propagates: an unreachable store is not evidence of damage."""
+    try:
+        chunks = backend.read(key)
+        digests = digest_stream(chunks, big=expected.size >= PIPELINE_MIN, limiter=limiter)
+    except NotFound:
+        return "the stored copy is missing"
+    return digests.problem(expected)
+
+
+def adopt_or_clear(
+    backend: Backend, key: str, expected: Expected, limiter: RateLimiter | None = None
+) -> bool:
+    """After a copy found ``key`` already there: True if that object is a good copy (keep it), else
+    it is removed, so that the caller can write it again.
+
+    Only called for a replica this worker holds the lease on and that is not recorded as present,
+    so the object can only be the unfinished or unverified work of an earlier attempt: replacing it
+    (with ``force``, even when write-once) loses nothing.
+    """
+    if check_stored(backend, key, expected, limiter) is None:
+        return True
+    backend.delete(key, force=True)
+    return False
+
+
+def copy_or_adopt(
+    source: Backend,
+    source_key: str,
+    target: Backend,
+    target_key: str,
+    expected: Expected,
+    *,
+    write_once: bool,
+    durable: bool,
+    look_first: bool,
+    limiter: RateLimiter | None = None,
+    label: str = "",
+) -> bool:
+    """Make ``target_key`` a verified copy; returns False if an existing object was adopted
+    instead of copied. ``look_first`` checks for an earlier attempt's object before copying."""
+    if look_first and target.exists(target_key) and adopt_or_clear(target, target_key, expected, limiter):
+        return False
+    try:
+        copy_verified(
+            source, source_key, target, target_key, expected,
+            write_once=write_once, durable=durable, limiter=limiter, label=label,
+        )  # fmt: skip
+    except AlreadyExists:
+        if adopt_or_clear(target, target_key, expected, limiter):
+            return False
+        copy_verified(
+            source, source_key, target, target_key, expected,
+            write_once=write_once, durable=durable, limiter=limiter, label=label,
+        )  # fmt: skip
+    return True

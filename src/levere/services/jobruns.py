@@ -1,0 +1,118 @@
+"""Job runs: the background work people ask for (sync, restore, verify), as rows they can watch.
+
+A run is created in the requesting transaction and queued once that commits; huey tasks on any
+worker do the work and record progress, retries and a final report on the row.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from levere.db.models import Delivery, JobRun, Project, User
+from levere.domain.errors import NotFound, StorageUnavailable
+from levere.domain.roles import Action, require
+from levere.services import replication
+from levere.services.accounts import subject_of
+from levere.services.context import Context, after_commit
+from levere.services.projects import authorize
+
+
+def new_run(
+    ctx: Context,
+    session: Session,
+    kind: str,
+    project: Project | None,
+    *,
+    delivery: Delivery | None = None,
+    actor: User | None = None,
+) -> JobRun:
+    """A job run, queued once the transaction commits."""
+    run = JobRun(
+        kind=kind,
+        project_id=project.id if project else None,
+        delivery_id=delivery.id if delivery else None,
+        created_by_id=actor.id if actor else None,
+    )
+    session.add(run)
+    session.flush()
+    run_id = run.id
+    after_commit(session, lambda: enqueue(ctx, kind, run_id))
+    return run
+
+
+def enqueue(ctx: Context, kind: str, run_id: str) -> None:
+    if ctx.jobs is None:  # no queue in this process (scripts, some tests): do the work now, once
+        if kind == "verify":
+            from levere.services import scrub
+
+            scrub.run_verify(ctx, run_id)
+            return
+        try:
+            replication.run_lane(ctx, run_id)
+        except StorageUnavailable as exc:
+            replication.give_up(ctx, run_id, exc.message)
+        return
+    if kind == "verify":
+        ctx.jobs.enqueue("verify", run_id)
+        return
+    for _ in range(ctx.settings.sync.lanes):
+        ctx.jobs.enqueue("transfer", run_id)
+
+
+def run_out(session: Session, run: JobRun) -> dict[str, Any]:
+    """A job run as the API shows it."""
+    project = session.get(Project, run.project_id) if run.project_id else None
+    delivery = session.get(Delivery, run.delivery_id) if run.delivery_id else None
+    creator = session.get(User, run.created_by_id) if run.created_by_id else None
+    return {
+        "id": run.id,
+        "kind": run.kind,
+        "project": project.identifier if project else None,
+        "delivery": delivery.name if delivery else None,
+        "state": run.state,
+        "files_total": run.files_total,
+        "files_done": run.files_done,
+        "files_failed": run.files_failed,
+        "bytes_total": run.bytes_total,
+        "bytes_done": run.bytes_done,
+        "attempt": run.attempt,
+        "next_attempt_at": run.next_attempt_at,
+        "error": run.error,
+        "report": run.report,
+        "created_by": creator.email if creator else "levere",
+        "created_at": run.created_at,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+    }
+
+
+def get_run(ctx: Context, actor: User, run_id: str, identifier: str | None = None) -> dict[str, Any]:
+    """A project's job run (anyone who may read its deliveries), or a run of every project
+    (``identifier`` None: the helpdesk, who start those)."""
+    with ctx.tx() as session:
+        if identifier is not None:
+            project = authorize(session, actor, identifier, Action.DELIVERY_READ)
+            run = session.get(JobRun, run_id)
+            if run is None or run.project_id != project.id:
+                raise NotFound(f"{project.identifier} has no job {run_id}")
+        else:
+            require(subject_of(actor), Action.VERIFY_RUN, "(jobs of every project)")
+            run = session.get(JobRun, run_id)
+            if run is None or run.project_id is not None:
+                raise NotFound(f"no job {run_id} across every project (project jobs are under the project)")
+        return run_out(session, run)
+
+
+def list_runs(ctx: Context, actor: User, identifier: str, limit: int = 20) -> list[dict[str, Any]]:
+    with ctx.tx() as session:
+        project = authorize(session, actor, identifier, Action.DELIVERY_READ)
+        runs = session.execute(
+            select(JobRun)
+            .where(JobRun.project_id == project.id)
+            .order_by(JobRun.created_at.desc())
+            .limit(max(1, min(limit, 200)))
+        ).scalars()
+        return [run_out(session, r) for r in runs]

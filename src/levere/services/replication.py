@@ -1,0 +1,539 @@
+"""The copy engine behind sync (area -> long-term) and restore (long-term -> area).
+
+Design notes
+------------
+* Work is claimed in batches, in one short transaction: a conditional UPDATE moves replicas from
+  "pending" or "failed" (or "copying" with an expired lease) to "copying" under a fresh lease token,
+  and only the rows it really changed (RETURNING) belong to this worker. Two workers therefore never
+  copy the same file at once: on PostgreSQL the second UPDATE waits for the first's row locks and
+  re-checks its condition; SQLite has one writer at a time. A worker killed mid-copy leaves rows in
+  "copying" whose lease runs out; the next claim takes them over.
+* Quota: a replica in "copying" always holds a reservation of its file's size on the target tier.
+  Claiming a pending or failed replica reserves (over quota: the replica fails with the numbers);
+  taking over an expired lease does not (the reservation came with the row); becoming "present"
+  settles it and failing releases it. Every transition out of "copying" is conditional on the lease
+  token, so a worker that lost its lease changes nothing, and usage stays exact.
+* Durability: local copies are committed without an fsync each and made durable by one syncfs per
+  batch, before the batch becomes "present" in one UPDATE. A replica is "present" only once its
+  bytes are durable and matched the manifest while they were copied.
+* After a crash the target may hold an object whose replica is not "present" (published but not
+  recorded, or not yet durable): a retry re-reads it, adopts it if it matches, replaces it if not.
+* While a batch copies, a heartbeat thread renews its lease, so a long file never loses it.
+* Failed replicas are retried by later claims, but not within the same pass (``since``), so a
+  replica refused for want of quota does not spin.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections import defaultdict
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy.orm import Session, aliased
+from sqlalchemy.sql import Select
+
+from levere.db.models import Delivery, JobRun, Replica, StoredFile, utcnow
+from levere.domain.errors import NotFound, QuotaExceeded, StorageUnavailable
+from levere.services import audit, quotas
+from levere.services.batch_copy import (
+    NO_SYNC,
+    TIER_WORDS,
+    Item,
+    Outcome,
+    Scope,
+    leased,
+    made_durable,
+    owner_prefix,
+    process_pool,
+    start_copies,
+)
+from levere.services.context import Context
+from levere.services.copying import Expected, RateLimiter
+from levere.services.sync_notices import announce_failures, announce_if_synced
+
+log = logging.getLogger(__name__)
+
+ACTIVE = ("queued", "running", "retrying")
+FINISHED = ("done", "failed")
+TARGET_OF = {"sync": "longterm", "restore": "area"}
+BATCH_FILES = 2048
+BATCH_BYTES = 2 * 1024**3
+#: list lengths kept in a run's report
+REPORT_ITEMS = 50
+
+
+@dataclass
+class LaneResult:
+    #: other workers still hold leases in this run's scope: look again after this many seconds
+    wait_seconds: float = 0.0
+
+
+def _claimable(now: datetime, since: datetime) -> Any:
+    # the IN lets the (tier, state) index find the few candidate rows among many present ones
+    return and_(
+        Replica.state.in_(("pending", "failed", "copying")),
+        or_(
+            Replica.state == "pending",
+            and_(Replica.state == "failed", Replica.updated_at < since),
+            and_(Replica.state == "copying", Replica.lease_expires_at < now),
+        ),
+    )
+
+
+def _has_source(scope: Scope) -> Any:
+    src = aliased(Replica)
+    return exists().where(src.file_id == Replica.file_id, src.tier == scope.source, src.state == "present")
+
+
+def _candidates(scope: Scope, now: datetime, since: datetime) -> Select[*tuple[Any, ...]]:
+    query = (
+        select(Replica.id, StoredFile.size)
+        .join(StoredFile, StoredFile.id == Replica.file_id)
+        .join(Delivery, Delivery.id == StoredFile.delivery_id)
+        .where(Replica.tier == scope.target, Delivery.state == "sealed", _claimable(now, since))
+        .where(_has_source(scope))
+    )
+    return scope.files(query)
+
+
+def _item_columns(scope: Scope) -> tuple[Any, ...]:
+    src = aliased(Replica)
+    # a correlated lookup by (file_id, tier), the unique index, so that no planner starts from
+    # every replica of the source tier
+    source_key = (
+        select(src.key).where(src.file_id == Replica.file_id, src.tier == scope.source).scalar_subquery()
+    )
+    return (
+        Replica.id, Replica.key, Replica.attempts, StoredFile.id, StoredFile.delivery_id, StoredFile.path,
+        StoredFile.size, StoredFile.md5, StoredFile.sha256, Delivery.name, source_key, Replica.state,
+    )  # fmt: skip
+
+
+def claim(
+    session: Session,
+    scope: Scope,
+    owner: str,
+    backend_id: str,
+    lease_seconds: float,
+    since: datetime,
+    *,
+    limit_files: int = BATCH_FILES,
+    limit_bytes: int = BATCH_BYTES,
+) -> list[Item]:
+    """Lease the next batch of this scope's work to ``owner``; see the module notes."""
+    now = utcnow()
+    # no ORDER BY: sorting every remaining row on each claim costs more than it gives; the batch
+    # is put in path order below, for the disks' sake. The candidates carry everything the copy
+    # needs, so the rows claimed need no second query.
+    query = _candidates(scope, now, since).with_only_columns(*_item_columns(scope))
+    if session.get_bind().dialect.name == "postgresql":
+        # other workers' locked rows are theirs: skip them instead of queueing behind them
+        query = query.with_for_update(of=Replica, skip_locked=True)
+    found: dict[str, Item] = {}
+    leased_before: list[str] = []
+    total = 0
+    for rid, key, attempts, fid, did, path, size, md5, sha256, name, source_key, state in session.execute(
+        query.limit(limit_files)
+    ):
+        if found and total + size > limit_bytes:
+            break
+        total += size
+        if state == "copying":
+            leased_before.append(rid)
+        found[rid] = Item(
+            replica_id=rid, file_id=fid, delivery_id=did, label=f"{name}/{path}", key=key,
+            source_key=source_key, expected=Expected(size, md5, sha256), attempts=attempts + 1,
+        )  # fmt: skip
+    if not found:
+        return []
+    ids = list(found)
+    # the copy goes to the tier's backend as configured now (it may have changed since sealing)
+    lease = {
+        "lease_owner": owner,
+        "lease_expires_at": now + timedelta(seconds=lease_seconds),
+        "backend_id": backend_id,
+    }
+    claimed: set[str] = set()
+    if leased_before:
+        # taking over a dead worker's rows: their reservation is already held
+        taken = session.execute(
+            update(Replica)
+            .where(Replica.id.in_(leased_before), Replica.state == "copying", Replica.lease_expires_at < now)
+            .values(**lease, attempts=Replica.attempts + 1, updated_at=now)
+            .returning(Replica.id),
+            execution_options=NO_SYNC,
+        ).scalars()
+        claimed.update(taken)
+    before = set(leased_before)
+    waiting = [i for i in ids if i not in before]
+    fresh = list(
+        session.execute(
+            update(Replica)
+            .where(
+                Replica.id.in_(waiting),
+                or_(Replica.state == "pending", and_(Replica.state == "failed", Replica.updated_at < since)),
+            )
+            .values(**lease, state="copying", reason="", attempts=Replica.attempts + 1, updated_at=now)
+            .returning(Replica.id),
+            execution_options=NO_SYNC,
+        ).scalars()
+    )
+    claimed.update(fresh)
+    refused = _reserve(session, scope, [found[i] for i in fresh])
+    if refused:
+        for message, group in _grouped(refused).items():
+            _fail(session, owner, group, message, now)
+        _progress(session, scope.run_id, failed=len(refused))
+    claimed -= {r.replica_id for r, _ in refused}
+    return sorted((found[i] for i in ids if i in claimed), key=lambda i: i.label)
+
+
+def _reserve(session: Session, scope: Scope, fresh: list[Item]) -> list[tuple[Item, str]]:
+    """Reserve quota for newly claimed replicas; returns those that do not fit, with the reason."""
+    if not fresh:
+        return []
+    try:
+        quotas.reserve(
+            session, scope.project_id, scope.target, sum(i.size for i in fresh),
+            what=f"copying {len(fresh)} file(s) to {TIER_WORDS[scope.target]}",
+        )  # fmt: skip
+        return []
+    except QuotaExceeded:
+        pass  # not all of them: reserve one by one, so that what fits still goes
+    refused = []
+    for item in fresh:
+        try:
+            quotas.reserve(
+                session, scope.project_id, scope.target, item.size,
+                what=f"copying {item.label} to {TIER_WORDS[scope.target]}",
+            )  # fmt: skip
+        except QuotaExceeded as exc:
+            refused.append((item, exc.message))
+    return refused
+
+
+def _grouped(pairs: list[tuple[Item, str]]) -> dict[str, list[Item]]:
+    groups: dict[str, list[Item]] = defaultdict(list)
+    for item, message in pairs:
+        groups[message].append(item)
+    return groups
+
+
+def _fail(session: Session, owner: str, items: list[Item], reason: str, now: datetime) -> list[str]:
+    return list(
+        session.execute(
+            update(Replica)
+            .where(
+                Replica.id.in_([i.replica_id for i in items]),
+                Replica.lease_owner == owner,
+                Replica.state == "copying",
+            )
+            .values(state="failed", reason=reason, lease_expires_at=None, updated_at=now)
+            .returning(Replica.id),
+            execution_options=NO_SYNC,
+        ).scalars()
+    )
+
+
+def _progress(session: Session, run_id: str, files: int = 0, nbytes: int = 0, failed: int = 0) -> None:
+    session.execute(
+        update(JobRun)
+        .where(JobRun.id == run_id)
+        .values(
+            files_done=JobRun.files_done + files,
+            bytes_done=JobRun.bytes_done + nbytes,
+            files_failed=JobRun.files_failed + failed,
+            updated_at=utcnow(),
+        ),
+        execution_options=NO_SYNC,
+    )
+
+
+# --- copying ------------------------------------------------------------------------------------
+
+
+def finish(ctx: Context, session: Session, scope: Scope, owner: str, outcomes: list[Outcome]) -> None:
+    """Record a copied batch: verified copies become present (quota settled), failures failed."""
+    now = utcnow()
+    sizes = {o.item.replica_id: o.item.size for o in outcomes}
+    good = [o.item.replica_id for o in outcomes if o.error is None]
+    present: list[str] = []
+    if good:
+        present = list(
+            session.execute(
+                update(Replica)
+                .where(Replica.id.in_(good), Replica.lease_owner == owner, Replica.state == "copying")
+                .values(state="present", reason="", verified_at=now, lease_expires_at=None, updated_at=now)
+                .returning(Replica.id),
+                execution_options=NO_SYNC,
+            ).scalars()
+        )
+        if present:
+            quotas.settle(session, scope.project_id, scope.target, sum(sizes[i] for i in present))
+    failed: list[str] = []
+    bad = [(o.item, o.error.message) for o in outcomes if o.error is not None]
+    for message, group in _grouped(bad).items():
+        failed += _fail(session, owner, group, message, now)
+    if failed:
+        quotas.release(session, scope.project_id, scope.target, sum(sizes[i] for i in failed))
+    for outcome in outcomes:
+        if outcome.source_damaged and outcome.error is not None:
+            _mark_source_damaged(session, scope, outcome.item, outcome.error.message, now)
+    _progress(session, scope.run_id, len(present), sum(sizes[i] for i in present), len(failed))
+    if scope.target == "longterm" and present:
+        done = set(present)
+        touched = {o.item.delivery_id for o in outcomes if o.item.replica_id in done}
+        for delivery_id in sorted(touched):
+            announce_if_synced(ctx, session, delivery_id)
+
+
+def _mark_source_damaged(session: Session, scope: Scope, item: Item, reason: str, now: datetime) -> None:
+    session.execute(
+        update(Replica)
+        .where(Replica.file_id == item.file_id, Replica.tier == scope.source, Replica.state == "present")
+        .values(state="damaged", reason=reason, updated_at=now),
+        execution_options=NO_SYNC,
+    )
+    audit.record(
+        session, None, "replica.damaged", "file", item.file_id,
+        after={"path": item.label, "tier": scope.source, "reason": reason},
+    )  # fmt: skip
+
+
+# --- one pass of a job --------------------------------------------------------------------------
+
+
+def scope_of(run: JobRun) -> Scope:
+    if run.project_id is None or run.kind not in TARGET_OF:
+        raise NotFound(f"job {run.id} is not a copy job")
+    return Scope(run.id, run.kind, run.project_id, run.delivery_id)
+
+
+def _start(ctx: Context, run_id: str, since: datetime) -> Scope | None:
+    with ctx.tx() as session:
+        run = session.get(JobRun, run_id)
+        if run is None or run.state in FINISHED:
+            return None
+        scope = scope_of(run)
+        if run.state == "queued":
+            count, size = session.execute(
+                _candidates(scope, utcnow(), since).with_only_columns(
+                    func.count(), func.coalesce(func.sum(StoredFile.size), 0)
+                )
+            ).one()
+            run.files_total, run.bytes_total = count, size
+            run.started_at = utcnow()
+        run.state = "running"
+        run.next_attempt_at = None
+        return scope
+
+
+def run_lane(ctx: Context, run_id: str) -> LaneResult:
+    """Claim, copy and record batches of a sync or restore job until none is left.
+
+    Raises ``StorageUnavailable`` after recording the batch it happened in, for the caller to
+    retry later; the next pass retries the failed files.
+    """
+    since = utcnow()
+    scope = _start(ctx, run_id, since)
+    if scope is None:
+        return LaneResult()
+    settings = ctx.settings.sync
+    limiter = RateLimiter(settings.bandwidth_limit) if settings.bandwidth_limit else None
+    owner = f"{owner_prefix()}:{secrets.token_hex(6)}"
+    source, target = ctx.tier(scope.source), ctx.tier(scope.target)
+
+    def next_batch() -> list[Item]:
+        with ctx.tx() as session:
+            return claim(
+                session, scope, owner, target.backend_id, settings.lease_seconds, since,
+                limit_files=settings.batch_files,
+            )  # fmt: skip
+
+    def settle(outcomes: list[Outcome]) -> StorageUnavailable | None:
+        """Make a copied batch durable and record it; the storage fault it met, if any."""
+        outcomes = made_durable(target, scope, outcomes)
+        with ctx.tx() as session:
+            finish(ctx, session, scope, owner, outcomes)
+        return next((o.error for o in outcomes if isinstance(o.error, StorageUnavailable)), None)
+
+    # The database work and the flushes overlap the copying: the next batch is leased while
+    # this one copies and queued at once (the copiers never wait between batches), and each
+    # batch is flushed and recorded by the recorder thread while the following ones copy.
+    down: StorageUnavailable | None = None
+    with (
+        leased(ctx, owner, run_id=scope.run_id),
+        ThreadPoolExecutor(settings.threads, thread_name_prefix="levere-sync") as pool,
+        ThreadPoolExecutor(1, thread_name_prefix="levere-record") as recorder,
+    ):
+        recording: Future[StorageUnavailable | None] | None = None
+        processes = process_pool(ctx, scope, limiter)
+        items = next_batch()
+        copying = start_copies(pool, source, target, scope, items, limiter, processes) if items else None
+        while copying is not None and down is None:
+            following = next_batch()
+            queued = (
+                start_copies(pool, source, target, scope, following, limiter, processes)
+                if following
+                else None
+            )
+            outcomes = copying()
+            if recording is not None:
+                down = recording.result()
+            recording = recorder.submit(settle, outcomes)
+            down = down or next((o.error for o in outcomes if isinstance(o.error, StorageUnavailable)), None)
+            copying = queued
+        if copying is not None:  # stopped by a fault: the batch in flight meets it too; record it
+            outcomes = copying()
+            if recording is not None:
+                recording.result()
+            recording = recorder.submit(settle, outcomes)
+        if recording is not None:
+            down = recording.result() or down
+    if down is not None:
+        raise down
+    with ctx.tx() as session:
+        wait = _live_lease_seconds(session, scope) or _unclaimed_seconds(session, scope)
+        if wait:
+            return LaneResult(wait_seconds=wait)
+        finalize(ctx, session, scope)
+    return LaneResult()
+
+
+def _unclaimed_seconds(session: Session, scope: Scope) -> float:
+    """Pending work that this pass's claim did not get: on PostgreSQL, rows another worker is
+    claiming at this very moment (skipped as locked). Look again shortly rather than close the job."""
+    left = session.execute(
+        scope.files(
+            select(Replica.id)
+            .join(StoredFile, StoredFile.id == Replica.file_id)
+            .where(Replica.tier == scope.target, Replica.state == "pending", _has_source(scope))
+            .limit(1)
+        )
+    ).first()
+    return 1.0 if left else 0.0
+
+
+def _live_lease_seconds(session: Session, scope: Scope) -> float:
+    now = utcnow()
+    soonest = session.execute(
+        scope.files(
+            select(func.min(Replica.lease_expires_at))
+            .select_from(Replica)
+            .join(StoredFile, StoredFile.id == Replica.file_id)
+            .where(Replica.tier == scope.target, Replica.state == "copying", Replica.lease_expires_at >= now)
+        )
+    ).scalar()
+    if soonest is None:
+        return 0.0
+    return max((soonest - now).total_seconds(), 0.0) + 1.0
+
+
+def finalize(ctx: Context, session: Session, scope: Scope, error: str = "") -> bool:
+    """Close the job with its report (once); True for the caller that closed it."""
+    now = utcnow()
+    # work that no pass can do: nothing intact to copy from
+    stuck = scope.files(
+        select(Replica.id)
+        .join(StoredFile, StoredFile.id == Replica.file_id)
+        .where(Replica.tier == scope.target, Replica.state == "pending", ~_has_source(scope))
+    )
+    stuck_ids = list(session.execute(stuck).scalars())
+    for start in range(0, len(stuck_ids), BATCH_FILES):
+        session.execute(
+            update(Replica)
+            .where(Replica.id.in_(stuck_ids[start : start + BATCH_FILES]), Replica.state == "pending")
+            .values(
+                state="failed",
+                reason=f"no intact copy on {TIER_WORDS[scope.source]} to copy from",
+                updated_at=now,
+            ),
+            execution_options=NO_SYNC,
+        )
+    states = {
+        state: {"files": n, "bytes": int(b)}
+        for state, n, b in session.execute(
+            scope.files(
+                select(Replica.state, func.count(), func.coalesce(func.sum(StoredFile.size), 0))
+                .join(StoredFile, StoredFile.id == Replica.file_id)
+                .where(Replica.tier == scope.target)
+                .group_by(Replica.state)
+            )
+        ).all()
+    }
+    failures = session.execute(
+        scope.files(
+            select(Delivery.name, StoredFile.path, Replica.reason)
+            .join(StoredFile, StoredFile.id == Replica.file_id)
+            .join(Delivery, Delivery.id == StoredFile.delivery_id)
+            .where(Replica.tier == scope.target, Replica.state == "failed")
+            .order_by(Delivery.name, StoredFile.path)
+            .limit(REPORT_ITEMS)
+        )
+    ).all()
+    failed = states.get("failed", {}).get("files", 0)
+    report = {
+        "tier": scope.target,
+        "states": states,
+        "failures": [{"path": f"{d}/{p}", "reason": r} for d, p, r in failures],
+    }
+    closed = session.execute(
+        update(JobRun)
+        .where(JobRun.id == scope.run_id, JobRun.state.in_(ACTIVE))
+        .values(
+            state="failed" if failed or error else "done",
+            files_failed=failed,
+            report=report,
+            error=error or (f"{failed} file(s) failed" if failed else ""),
+            finished_at=now,
+            next_attempt_at=None,
+            updated_at=now,
+        )
+        .returning(JobRun.id),
+        execution_options=NO_SYNC,
+    ).scalar()
+    if closed is None:
+        return False
+    if scope.target == "longterm" and failed:
+        announce_failures(ctx, session, scope)
+    if scope.kind == "restore":
+        run = session.get(JobRun, scope.run_id)
+        assert run is not None
+        audit.record(
+            session, None, "data.restored", "project", scope.project_id,
+            after={"job": run.id, "files": run.files_done, "bytes": run.bytes_done, "failed": failed},
+        )  # fmt: skip
+    return True
+
+
+def note_retry(ctx: Context, run_id: str, message: str, delay_seconds: float) -> None:
+    with ctx.tx() as session:
+        session.execute(
+            update(JobRun)
+            .where(JobRun.id == run_id, JobRun.state.in_(ACTIVE))
+            .values(
+                state="retrying",
+                attempt=JobRun.attempt + 1,
+                error=f"{message} (next try in {delay_seconds:g} s)",
+                next_attempt_at=utcnow() + timedelta(seconds=delay_seconds),
+                updated_at=utcnow(),
+            ),
+            execution_options=NO_SYNC,
+        )
+
+
+def give_up(ctx: Context, run_id: str, message: str) -> None:
+    """Close a job that cannot go on, with the reason."""
+    with ctx.tx() as session:
+        run = session.get(JobRun, run_id)
+        if run is None or run.state in FINISHED:
+            return
+        if run.kind == "verify":
+            run.state, run.error, run.finished_at = "failed", message, utcnow()
+            return
+        finalize(ctx, session, scope_of(run), error=f"gave up after {run.attempt + 1} attempt(s): {message}")

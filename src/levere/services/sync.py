@@ -1,0 +1,528 @@
+"""Long-term storage of delivered data: sync, status, freeing and restoring.
+
+This is the helpdesk's step in the NorSeq process ("synchronise the newly uploaded data from the
+NeLS storage area to the StoreBioinfo layer for safe long term storage"), done by levere itself.
+
+Design notes
+------------
+* Every file has one replica row per tier. Long-term replicas are made "pending" when a delivery is
+  sealed (:func:`on_delivery_sealed`); the copy engine (:mod:`levere.services.replication`) moves
+  them to "copying" and "present" (verified) or "failed" (with the reason). Area replicas become
+  "freeing" then "freed" when their bytes are removed, and "pending" again when a restore is asked.
+* Requests (sync, restore) are job runs: a row people can watch, and huey tasks that do the work
+  on whichever worker takes them. Requests return at once; the CLI waits on the run if asked to.
+* Freeing is refused unless every selected file is present on long-term storage; it happens in
+  two steps ("freeing", delete, "freed") so that a crash in between leaves nothing uncounted:
+  running the same free again finishes it.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy.orm import Session
+
+from levere.db.models import Delivery, JobRun, Project, Quota, Replica, StoredFile, User, utcnow
+from levere.domain.errors import Conflict, LevereError, NotFound, StorageUnavailable
+from levere.domain.paths import check_name, check_relative_path
+from levere.domain.roles import Action
+from levere.domain.units import format_size
+from levere.services import audit, quotas, replication
+from levere.services.batch_copy import NO_SYNC, TIER_WORDS
+from levere.services.context import Context, after_commit
+from levere.services.jobruns import enqueue, new_run, run_out
+from levere.services.projects import authorize
+from levere.services.replication import ACTIVE
+
+log = logging.getLogger(__name__)
+
+#: area states that still hold bytes (and quota) in the project area
+AREA_HOLDS = ("present", "freeing", "damaged")
+#: how long pending work may wait before the periodic sweep starts a job for it
+SWEEP_GRACE = timedelta(minutes=2)
+
+
+# --- sync ---------------------------------------------------------------------------------------
+
+
+def _ensure_longterm_replicas(
+    ctx: Context, session: Session, project: Project, delivery: Delivery | None
+) -> int:
+    """Pending long-term replicas for every file of the sealed deliveries in scope that has none."""
+    area = Replica.__table__.alias("area_replica")
+    has_longterm = select(Replica.id).where(Replica.file_id == StoredFile.id, Replica.tier == "longterm")
+    query = (
+        select(StoredFile.id, StoredFile.path, Delivery.name, area.c.key)
+        .join(Delivery, Delivery.id == StoredFile.delivery_id)
+        .outerjoin(area, (area.c.file_id == StoredFile.id) & (area.c.tier == "area"))
+        .where(StoredFile.project_id == project.id, Delivery.state == "sealed", ~has_longterm.exists())
+    )
+    if delivery is not None:
+        query = query.where(StoredFile.delivery_id == delivery.id)
+    backend_id = ctx.tier("longterm").backend_id
+    rows = [
+        {
+            "file_id": file_id,
+            "tier": "longterm",
+            "backend_id": backend_id,
+            # the same key as in the area: IDENTIFIER/DELIVERY/PATH
+            "key": key or f"{project.identifier}/{name}/{path}",
+            "state": "pending",
+        }
+        for file_id, path, name, key in session.execute(query)
+    ]
+    if rows:
+        session.execute(insert(Replica), rows)
+    return len(rows)
+
+
+def on_delivery_sealed(ctx: Context, session: Session, delivery: Delivery) -> None:
+    """Called by the deliveries service inside the sealing transaction: the delivery's files wait
+    for long-term storage, and in projects set to "auto" the sync starts once it commits."""
+    project = session.get(Project, delivery.project_id)
+    if project is None:
+        raise NotFound("the delivery's project does not exist")
+    created = _ensure_longterm_replicas(ctx, session, project, delivery)
+    if created and project.sync_mode == "auto":
+        run = new_run(ctx, session, "sync", project, delivery=delivery)
+        audit.record(
+            session, None, "sync.requested", "delivery", delivery.id,
+            after={"job": run.id, "delivery": delivery.name, "files": created, "automatic": True},
+        )  # fmt: skip
+
+
+def request_sync(
+    ctx: Context, actor: User, identifier: str, delivery_name: str | None = None
+) -> dict[str, Any]:
+    """Copy a project's sealed deliveries (or one of them) to long-term storage (helpdesk)."""
+    with ctx.tx() as session:
+        project = authorize(session, actor, identifier, Action.SYNC_RUN)
+        delivery = _delivery(session, project, delivery_name) if delivery_name else None
+        if delivery is not None and delivery.state != "sealed":
+            raise Conflict(
+                f"delivery {delivery.name} is {delivery.state}: only sealed deliveries go to long-term storage",
+                state=delivery.state,
+            )
+        created = _ensure_longterm_replicas(ctx, session, project, delivery)
+        run = new_run(ctx, session, "sync", project, delivery=delivery, actor=actor)
+        audit.record(
+            session, actor, "sync.requested", "project", project.id,
+            after={"job": run.id, "delivery": delivery.name if delivery else None, "new_replicas": created},
+        )  # fmt: skip
+        return run_out(session, run)
+
+
+def _delivery(session: Session, project: Project, name: str) -> Delivery:
+    found = session.execute(
+        select(Delivery).where(
+            Delivery.project_id == project.id, Delivery.name == check_name(name, "delivery name")
+        )
+    ).scalar()
+    if found is None:
+        raise NotFound(f"{project.identifier} has no delivery {name}")
+    return found
+
+
+# --- status -------------------------------------------------------------------------------------
+
+
+def tier_states(session: Session, file_ids: Iterable[str]) -> dict[str, dict[str, str]]:
+    """``{file_id: {tier: state}}``: the "tiers" of the File JSON."""
+    found: dict[str, dict[str, str]] = defaultdict(dict)
+    ids = list(file_ids)
+    for start in range(0, len(ids), 1000):
+        rows = session.execute(
+            select(Replica.file_id, Replica.tier, Replica.state).where(
+                Replica.file_id.in_(ids[start : start + 1000])
+            )
+        )
+        for file_id, tier, state in rows:
+            found[file_id][tier] = state
+    return dict(found)
+
+
+def _summary(tiers: dict[str, dict[str, dict[str, int]]], files: int, tier: str) -> str:
+    """One word for a delivery on one tier, from its counts per state."""
+    counts = {state: c["files"] for state, c in tiers.get(tier, {}).items()}
+    if not files:
+        return "empty"
+    if counts.get("present", 0) == files:
+        return "synced" if tier == "longterm" else "present"
+    if tier == "area" and counts.get("freed", 0) == files:
+        return "freed"
+    for state in ("damaged", "failed", "copying", "freeing", "pending"):
+        if counts.get(state):
+            return state
+    if tier == "area" and counts.get("freed"):
+        return "partly freed"
+    return "not started" if tier == "longterm" else "-"
+
+
+def status(ctx: Context, actor: User, identifier: str) -> dict[str, Any]:
+    """Per delivery: files and bytes per state on each tier, the problems, and the recent jobs."""
+    with ctx.tx() as session:
+        project = authorize(session, actor, identifier, Action.DELIVERY_READ)
+        deliveries = list(
+            session.execute(
+                select(Delivery).where(Delivery.project_id == project.id).order_by(Delivery.created_at)
+            ).scalars()
+        )
+        totals = {
+            delivery_id: (n, int(b))
+            for delivery_id, n, b in session.execute(
+                select(StoredFile.delivery_id, func.count(), func.coalesce(func.sum(StoredFile.size), 0))
+                .where(StoredFile.project_id == project.id)
+                .group_by(StoredFile.delivery_id)
+            )
+        }
+        per: dict[str, dict[str, dict[str, dict[str, int]]]] = defaultdict(lambda: defaultdict(dict))
+        for delivery_id, tier, state, n, b in session.execute(
+            select(
+                StoredFile.delivery_id, Replica.tier, Replica.state, func.count(),
+                func.coalesce(func.sum(StoredFile.size), 0),
+            )
+            .join(StoredFile, StoredFile.id == Replica.file_id)
+            .where(StoredFile.project_id == project.id)
+            .group_by(StoredFile.delivery_id, Replica.tier, Replica.state)
+        ):  # fmt: skip
+            per[delivery_id][tier][state] = {"files": n, "bytes": int(b)}
+        problems: dict[str, list[dict[str, str]]] = defaultdict(list)
+        for delivery_id, path, tier, state, reason in session.execute(
+            select(StoredFile.delivery_id, StoredFile.path, Replica.tier, Replica.state, Replica.reason)
+            .join(StoredFile, StoredFile.id == Replica.file_id)
+            .where(StoredFile.project_id == project.id, Replica.state.in_(("failed", "damaged")))
+            .order_by(StoredFile.path)
+            .limit(200)
+        ):
+            problems[delivery_id].append({"path": path, "tier": tier, "state": state, "reason": reason})
+        out = []
+        for d in deliveries:
+            files, size = totals.get(d.id, (0, 0))
+            tiers = {tier: dict(states) for tier, states in per.get(d.id, {}).items()}
+            out.append(
+                {
+                    "name": d.name,
+                    "state": d.state,
+                    "files": files,
+                    "bytes": size,
+                    "area": _summary(tiers, files, "area"),
+                    "longterm": _summary(tiers, files, "longterm") if d.state == "sealed" else "not sealed",
+                    "tiers": tiers,
+                    "problems": problems.get(d.id, []),
+                }
+            )
+        quota = {
+            q.tier: {
+                "limit_bytes": q.limit_bytes,
+                "used_bytes": q.used_bytes,
+                "reserved_bytes": q.reserved_bytes,
+            }
+            for q in session.execute(select(Quota).where(Quota.project_id == project.id)).scalars()
+        }
+        runs = session.execute(
+            select(JobRun).where(JobRun.project_id == project.id).order_by(JobRun.created_at.desc()).limit(5)
+        ).scalars()
+        return {
+            "project": project.identifier,
+            "sync_mode": project.sync_mode,
+            "quotas": quota,
+            "deliveries": out,
+            "jobs": [run_out(session, r) for r in runs],
+        }
+
+
+def file_tiers(
+    ctx: Context,
+    actor: User,
+    identifier: str,
+    prefix: str = "",
+    problems_only: bool = False,
+    limit: int = 10_000,
+) -> list[dict[str, Any]]:
+    """Each file (``DELIVERY/PATH``) with its state, reason and last verification on each tier."""
+    with ctx.tx() as session:
+        project = authorize(session, actor, identifier, Action.DELIVERY_READ)
+        query = (
+            select(Delivery.name, StoredFile, Replica)
+            .join(StoredFile, StoredFile.delivery_id == Delivery.id)
+            .join(Replica, Replica.file_id == StoredFile.id)
+            .where(Delivery.project_id == project.id)
+            .order_by(Delivery.name, StoredFile.path, Replica.tier)
+        )
+        if prefix:
+            name, _, rest = prefix.partition("/")
+            query = query.where(Delivery.name == name)
+            if rest:
+                query = query.where(StoredFile.path.startswith(rest, autoescape=True))
+        if problems_only:
+            bad = select(Replica.file_id).where(
+                Replica.state.in_(("failed", "damaged", "pending", "copying"))
+            )
+            query = query.where(StoredFile.id.in_(bad))
+        files: dict[str, dict[str, Any]] = {}
+        for name, stored, replica in session.execute(query):
+            entry = files.get(stored.id)
+            if entry is None:
+                if len(files) >= limit:
+                    break
+                entry = files[stored.id] = {
+                    "path": f"{name}/{stored.path}",
+                    "size": stored.size,
+                    "sha256": stored.sha256,
+                    "tiers": {},
+                }
+            entry["tiers"][replica.tier] = {
+                "state": replica.state,
+                "reason": replica.reason,
+                "verified_at": replica.verified_at,
+                "attempts": replica.attempts,
+            }
+        return list(files.values())
+
+
+# --- choosing files by path ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Chosen:
+    file: StoredFile
+    label: str  # DELIVERY/PATH
+    area: Replica | None
+    longterm: Replica | None
+
+
+def choose(session: Session, project: Project, paths: list[str]) -> list[Chosen]:
+    """Files named as ``DELIVERY/PATH``, or every file under ``DELIVERY`` or ``DELIVERY/FOLDER``."""
+    if not paths:
+        raise NotFound("name at least one file or delivery (DELIVERY or DELIVERY/PATH)")
+    chosen: dict[str, StoredFile] = {}
+    names: dict[str, str] = {}
+    for raw in paths:
+        name, _, rest = raw.strip().strip("/").partition("/")
+        delivery = _delivery(session, project, name)
+        query = select(StoredFile).where(StoredFile.delivery_id == delivery.id)
+        if rest:
+            rest = check_relative_path(rest)
+            query = query.where(
+                or_(StoredFile.path == rest, StoredFile.path.startswith(rest + "/", autoescape=True))
+            )
+        found = list(session.execute(query.order_by(StoredFile.path)).scalars())
+        if not found:
+            raise NotFound(f"nothing in {project.identifier} matches {raw}")
+        for stored in found:
+            chosen[stored.id] = stored
+            names[stored.id] = f"{delivery.name}/{stored.path}"
+    replicas: dict[tuple[str, str], Replica] = {}
+    ids = list(chosen)
+    for start in range(0, len(ids), 1000):
+        for replica in session.execute(
+            select(Replica).where(Replica.file_id.in_(ids[start : start + 1000]))
+        ).scalars():
+            replicas[(replica.file_id, replica.tier)] = replica
+    return [
+        Chosen(stored, names[fid], replicas.get((fid, "area")), replicas.get((fid, "longterm")))
+        for fid, stored in chosen.items()
+    ]
+
+
+def _not_on_longterm(chosen: list[Chosen], verb: str, identifier: str) -> Conflict | None:
+    missing = [c for c in chosen if c.longterm is None or c.longterm.state != "present"]
+    if not missing:
+        return None
+    first = missing[0]
+    state = first.longterm.state if first.longterm else "not synced"
+    reason = f" ({first.longterm.reason})" if first.longterm and first.longterm.reason else ""
+    return Conflict(
+        f"{len(missing)} of {len(chosen)} file(s) are not safely on long-term storage yet, so levere will "
+        f"not {verb} them: {first.label} is {state}{reason}. Sync first: levere sync {identifier}",
+        files=[c.label for c in missing[:20]],
+    )
+
+
+# --- freeing ------------------------------------------------------------------------------------
+
+
+def free(ctx: Context, actor: User, identifier: str, paths: list[str]) -> dict[str, Any]:
+    """Remove synced files from the project area to give its quota back (admin or helpdesk)."""
+    with ctx.tx() as session:
+        project = authorize(session, actor, identifier, Action.DATA_FREE)
+        chosen = choose(session, project, paths)
+        busy = [c for c in chosen if c.area is not None and c.area.state in ("pending", "copying")]
+        if busy:
+            raise Conflict(
+                f"{busy[0].label} is being restored to the project area; free it once that is done"
+            )
+        holding = [c for c in chosen if c.area is not None and c.area.state in AREA_HOLDS]
+        refusal = _not_on_longterm(holding, "free", project.identifier)
+        if refusal is not None:
+            raise refusal
+        ids = [c.area.id for c in holding if c.area is not None]
+        marked = set(_set_state(session, ids, AREA_HOLDS, "freeing"))
+        targets = [c for c in holding if c.area is not None and c.area.id in marked]
+        project_id = project.id
+    area = ctx.tier("area")
+    deleted: list[Chosen] = []
+    failure: LevereError | None = None
+
+    def remove(c: Chosen) -> Chosen:
+        assert c.area is not None
+        area.delete(c.area.key, force=True)  # levere's own copy: protected from others, not from a free
+        return c
+
+    with ThreadPoolExecutor(8, thread_name_prefix="levere-free") as pool:
+        for c, error in zip(targets, pool.map(_attempt(remove), targets), strict=True):
+            if error is None:
+                deleted.append(c)
+            elif failure is None:
+                failure = error
+    with ctx.tx() as session:
+        done = set(_set_state(session, [c.area.id for c in deleted if c.area], ("freeing",), "freed"))
+        freed = [c for c in deleted if c.area is not None and c.area.id in done]
+        nbytes = sum(c.file.size for c in freed)
+        if nbytes:
+            quotas.free(session, project_id, "area", nbytes)
+        if freed:
+            audit.record(
+                session, actor, "data.freed", "project", project_id,
+                after={"files": len(freed), "bytes": nbytes, "paths": [c.label for c in freed][:1000]},
+            )  # fmt: skip
+        quota = session.execute(
+            select(Quota).where(Quota.project_id == project_id, Quota.tier == "area")
+        ).scalar_one()
+        result = {
+            "freed_files": len(freed),
+            "freed_bytes": nbytes,
+            "already_freed": sum(1 for c in chosen if c.area is not None and c.area.state == "freed"),
+            "area_used_bytes": quota.used_bytes,
+            "area_limit_bytes": quota.limit_bytes,
+        }
+    if failure is not None:
+        raise StorageUnavailable(
+            f"freed {len(freed)} of {len(targets)} file(s) ({format_size(nbytes)}); the rest could not be "
+            f"removed from the project area: {failure}. Run the same free again to finish.",
+            **result,
+        )
+    return result
+
+
+def _attempt(fn: Any) -> Any:
+    def run(arg: Any) -> LevereError | None:
+        try:
+            fn(arg)
+        except LevereError as exc:
+            return exc
+        except OSError as exc:
+            return StorageUnavailable(str(exc))
+        return None
+
+    return run
+
+
+def _set_state(session: Session, ids: list[str], before: tuple[str, ...], after: str) -> list[str]:
+    changed: list[str] = []
+    for start in range(0, len(ids), 1000):
+        changed += session.execute(
+            update(Replica)
+            .where(Replica.id.in_(ids[start : start + 1000]), Replica.state.in_(before))
+            .values(state=after, reason="", updated_at=utcnow())
+            .returning(Replica.id),
+            execution_options=NO_SYNC,
+        ).scalars()
+    return changed
+
+
+# --- restoring ----------------------------------------------------------------------------------
+
+
+def request_restore(ctx: Context, actor: User, identifier: str, paths: list[str]) -> dict[str, Any]:
+    """Copy freed files back from long-term storage into the project area, verified (admin or
+    helpdesk). The copy runs as a job; its quota is checked now and reserved as it goes."""
+    with ctx.tx() as session:
+        project = authorize(session, actor, identifier, Action.DATA_RESTORE)
+        chosen = choose(session, project, paths)
+        wanted = [c for c in chosen if c.area is not None and c.area.state in ("freed", "failed")]
+        refusal = _not_on_longterm(wanted, "restore", project.identifier)
+        if refusal is not None:
+            raise refusal
+        nbytes = sum(c.file.size for c in wanted)
+        if nbytes:
+            # only a check that it fits now, with the usual numbers if not; the copy reserves per batch
+            quotas.reserve(session, project.id, "area", nbytes, what=f"restoring {len(wanted)} file(s)")
+            quotas.release(session, project.id, "area", nbytes)
+        _set_state(session, [c.area.id for c in wanted if c.area], ("freed", "failed"), "pending")
+        run = new_run(ctx, session, "restore", project, actor=actor)
+        audit.record(
+            session, actor, "data.restore_requested", "project", project.id,
+            after={"job": run.id, "files": len(wanted), "bytes": nbytes, "paths": [c.label for c in wanted][:1000]},
+        )  # fmt: skip
+        return run_out(session, run)
+
+
+# --- the periodic sweep -------------------------------------------------------------------------
+
+
+def sweep(ctx: Context) -> list[str]:
+    """Put work nobody is doing back in the queue: jobs whose worker stopped (killed, or a queue
+    lost with a restarted embedded worker) are queued again, and files left waiting or leased by
+    dead workers get a job. Returns the ids of the jobs queued."""
+    now = utcnow()
+    lease = timedelta(seconds=ctx.settings.sync.lease_seconds)
+    queued: list[str] = []
+    with ctx.tx() as session:
+        active = list(session.execute(select(JobRun).where(JobRun.state.in_(ACTIVE))).scalars())
+        covered: set[tuple[str | None, str]] = set()
+        for run in active:
+            covered.add((run.project_id, run.kind))
+            if _someone_on_it(run, now, lease):
+                continue
+            run.updated_at = now  # the resumed worker's heartbeat takes over from here
+            run_id, kind = run.id, run.kind
+            after_commit(session, functools.partial(enqueue, ctx, kind, run_id))
+            audit.record(
+                session, None, "job.resumed", "job", run.id, after={"kind": kind, "state": run.state}
+            )
+            queued.append(run.id)
+        rows = session.execute(
+            select(StoredFile.project_id, Replica.tier, Project.sync_mode, Replica.state)
+            .join(Replica, Replica.file_id == StoredFile.id)
+            .join(Project, Project.id == StoredFile.project_id)
+            .where(
+                or_(
+                    (Replica.state == "copying") & (Replica.lease_expires_at < now),
+                    (Replica.state == "pending") & (Replica.updated_at < now - SWEEP_GRACE),
+                )
+            )
+            .distinct()
+        ).all()
+        wanted: set[tuple[str, str]] = set()
+        for project_id, tier, sync_mode, state in rows:
+            if tier == "longterm" and state == "pending" and sync_mode != "auto":
+                continue  # manual projects wait for the helpdesk
+            wanted.add((project_id, "sync" if tier == "longterm" else "restore"))
+        for project_id, kind in sorted(wanted - covered):
+            project = session.get(Project, project_id)
+            run = new_run(ctx, session, kind, project)
+            audit.record(
+                session, None, f"{kind}.requested", "project", project_id,
+                after={"job": run.id, "tier": TIER_WORDS[replication.TARGET_OF[kind]], "by": "sweep"},
+            )  # fmt: skip
+            queued.append(run.id)
+    return queued
+
+
+def _someone_on_it(run: JobRun, now: datetime, lease: timedelta) -> bool:
+    """Whether a worker is (or soon will be) on this job: a running job's heartbeat touches it
+    every third of a lease; a retrying one is due at ``next_attempt_at``; a queued one is young."""
+    if run.state == "running":
+        return run.updated_at > now - 2 * lease
+    if run.state == "retrying":
+        return run.next_attempt_at is None or run.next_attempt_at > now - 2 * lease
+    return run.created_at > now - max(2 * lease, timedelta(minutes=15))
