@@ -370,7 +370,14 @@ def s3_scenarios(work: Path, lev: Levere, size: int, count: int, rounds: int, co
             return Context.build(lev.settings.model_copy(update={"tiers": TierSettings(longterm=spec)}))
 
         def purge(path: str) -> None:
-            subprocess.run(["rclone", "purge", f"benchs3:{bucket}/{path}"], env=remote, capture_output=True)
+            """Delete a run's objects and have radosgw free their space in the (in-memory) store now."""
+            subprocess.run(
+                ["rclone", "purge", f"benchs3:{bucket}/{path}"], env=remote, capture_output=True, check=True
+            )
+            subprocess.run(
+                ["radosgw-admin", "gc", "process", "--include-all"],
+                env=os.environ | {"CEPH_CONF": str(server / "ceph.conf")}, capture_output=True, check=True,
+            )  # fmt: skip
 
         ok = True
         for delivery, title, amount, unit, goal, wanted in (

@@ -178,6 +178,9 @@ memstore_device_bytes = ${LEVERE_S3_MEMSTORE_BYTES:-2147483648}
 
 [client.rgw.a]
 rgw_frontends = beast endpoint=127.0.0.1:$port tcp_nodelay=1
+# deleted objects' data goes back to the memstore within seconds, not the default two hours
+rgw_gc_obj_min_wait = 0
+rgw_gc_processor_period = 5
 rgw_data = $D/rgw
 rgw_dns_name = localhost
 # Without this radosgw retries its monitor handshake for 300 s and then exits.
