@@ -205,7 +205,8 @@ def test_a_worker_that_died_after_claiming_is_taken_over_without_double_quota(
     s = setup_project(ctx)
     files = random_files(4, 3000)
     deliver(ctx, s, "RUN1", files)
-    _, _, items = dead_worker_claims(ctx, s)
+    # a lease long enough that a loaded machine makes the first request while it still holds
+    _, _, items = dead_worker_claims(ctx, s, lease=3.0)
     assert len(items) == 4
     assert quota(ctx, s, "longterm").reserved_bytes == 12_000
     assert set(replica_states(ctx, s, "longterm").values()) == {"copying"}
@@ -213,7 +214,7 @@ def test_a_worker_that_died_after_claiming_is_taken_over_without_double_quota(
     worker = make_ctx(sync=SyncSettings(lease_seconds=30))
     early = sync.request_sync(worker, s.world.helpdesk, s.project)
     assert run_row(ctx, early["id"]).state == "running"  # the lease still runs: it waits (a huey retry)
-    time.sleep(0.35)
+    time.sleep(3.2)
     later = sync.request_sync(worker, s.world.helpdesk, s.project)
     assert run_row(ctx, later["id"]).state == "done"
     assert set(replica_states(ctx, s, "longterm").values()) == {"present"}
