@@ -278,9 +278,10 @@ def test_a_worker_that_lost_its_lease_changes_nothing(ctx: Context) -> None:
 def test_the_sweep_restarts_work_of_dead_workers(ctx: Context, make_ctx: Callable[..., Context]) -> None:
     s = setup_project(ctx)
     deliver(ctx, s, "RUN1", random_files(2, 1000))
-    # leases long enough that a loaded machine reaches the first sweep while they still hold
+    # leases long enough that a loaded machine reaches the first sweep while they still hold: the
+    # files' (3 s) and the job's (the sweeper counts a running job dead after two of its leases)
     dead_worker_claims(ctx, s, lease=3.0)
-    sweeper = make_ctx(sync=SyncSettings(lease_seconds=0.15))
+    sweeper = make_ctx(sync=SyncSettings(lease_seconds=1.5))
     assert sync.sweep(sweeper) == []  # leases still valid: nothing to do yet
     time.sleep(3.2)
     started = sync.sweep(sweeper)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import and_, case, exists, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql import Select
 
@@ -398,40 +398,42 @@ def run_lane(ctx: Context, run_id: str) -> LaneResult:
     if down is not None:
         raise down
     with ctx.tx() as session:
-        wait = _live_lease_seconds(session, scope) or _unclaimed_seconds(session, scope)
+        wait = _wait_before_closing(session, scope)
         if wait:
             return LaneResult(wait_seconds=wait)
         finalize(ctx, session, scope)
     return LaneResult()
 
 
-def _unclaimed_seconds(session: Session, scope: Scope) -> float:
-    """Pending work that this pass's claim did not get: on PostgreSQL, rows another worker is
-    claiming at this very moment (skipped as locked). Look again shortly rather than close the job."""
-    left = session.execute(
-        scope.files(
-            select(Replica.id)
-            .join(StoredFile, StoredFile.id == Replica.file_id)
-            .where(Replica.tier == scope.target, Replica.state == "pending", _has_source(scope))
-            .limit(1)
-        )
-    ).first()
-    return 1.0 if left else 0.0
+def _wait_before_closing(session: Session, scope: Scope) -> float:
+    """Seconds to wait before this job may close: 0 when no work in its scope is left to anyone.
 
-
-def _live_lease_seconds(session: Session, scope: Scope) -> float:
+    One statement, so one snapshot: on PostgreSQL (read committed) two separate looks could each
+    miss rows that another worker moves from "pending" to "copying" between them, and the job
+    would close while they still copy. Rows leased to a live worker: look again once its lease
+    could have run out. Rows pending (another worker is claiming them this very moment, skipped as
+    locked) or leased to a dead worker (takeable now): look again shortly.
+    """
     now = utcnow()
-    soonest = session.execute(
+    live = and_(Replica.state == "copying", Replica.lease_expires_at >= now)
+    takeable = or_(
+        and_(Replica.state == "pending", _has_source(scope)),
+        and_(Replica.state == "copying", Replica.lease_expires_at < now),
+    )
+    soonest, waiting = session.execute(
         scope.files(
-            select(func.min(Replica.lease_expires_at))
+            select(
+                func.min(case((live, Replica.lease_expires_at))),
+                func.count(case((takeable, 1))),
+            )
             .select_from(Replica)
             .join(StoredFile, StoredFile.id == Replica.file_id)
-            .where(Replica.tier == scope.target, Replica.state == "copying", Replica.lease_expires_at >= now)
+            .where(Replica.tier == scope.target, Replica.state.in_(("pending", "copying")))
         )
-    ).scalar()
-    if soonest is None:
-        return 0.0
-    return max((soonest - now).total_seconds(), 0.0) + 1.0
+    ).one()
+    if soonest is not None:
+        return max((soonest - now).total_seconds(), 0.0) + 1.0
+    return 1.0 if waiting else 0.0
 
 
 def finalize(ctx: Context, session: Session, scope: Scope, error: str = "") -> bool:
