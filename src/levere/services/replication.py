@@ -432,7 +432,7 @@ def _wait_before_closing(session: Session, scope: Scope) -> float:
         )
     ).one()
     if soonest is not None:
-        return max((soonest - now).total_seconds(), 0.0) + 1.0
+        return max(float((soonest - now).total_seconds()), 0.0) + 1.0
     return 1.0 if waiting else 0.0
 
 
