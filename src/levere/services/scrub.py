@@ -4,9 +4,10 @@ repair damage from an intact copy on the other tier.
 Design notes
 ------------
 * Each replica that should hold bytes ("present", or "damaged" from an earlier run) on the area and
-  long-term tiers is read back once, MD5 and SHA-256 in the same pass, and its size and both
-  digests compared with the manifest. An unreachable store is reported as unreadable, never as
-  damage: only bytes that were read and differ, or an object that is gone, are damage.
+  long-term tiers is read back once and its size and SHA-256 compared with the manifest (the
+  stronger of its two checksums: bytes that match it match the MD5 too). An unreachable store
+  is reported as unreadable, never as damage: only bytes that were read and differ, or an
+  object that is gone, are damage.
 * Damage is recorded at once (replica "damaged" with the reason, audited), then repaired from an
   intact copy under a lease ("repairing"), so two verifies never repair one file at once, and the
   new copy is checked against the manifest while it is written.
