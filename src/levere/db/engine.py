@@ -39,6 +39,9 @@ def _sqlite_pragmas(engine: Engine) -> None:
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=60000")
         cur.execute("PRAGMA synchronous=NORMAL")
+        # a delivery records thousands of rows at a time, each touching several indexes: with
+        # SQLite's default 2 MiB page cache those pages go out and come back many times over
+        cur.execute("PRAGMA cache_size=-16384")
         cur.close()
 
     @event.listens_for(engine, "begin")

@@ -7,7 +7,9 @@ Design notes
   existing paths, the quota reservation (the request's ``Content-Length`` up front, or as it goes).
 * Per file: the member is read whole (it is small), hashed in that one pass, compared with the
   checksums the client put in its PAX header, and only then written and published under its final
-  name in one step, without an fsync of its own (``Backend.write_small``).
+  name in one step, without an fsync of its own (``Backend.write_small``). The writes run on
+  helper threads in groups (:class:`_SmallWrites`), so the file system's work (or an object
+  store's round trips) overlaps the parsing, hashing and recording of the next members.
 * Per chunk of files (:data:`CHUNK_FILES` or :data:`CHUNK_BYTES`), and when the body ends or breaks:
   one ``flush()`` makes every published file durable, then one transaction records them all with
   bulk inserts and turns their part of the reservation into usage. A broken connection therefore
@@ -23,7 +25,9 @@ import hashlib
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -34,7 +38,7 @@ from sqlalchemy.orm import Session
 
 from levere.db.models import Delivery, Project, StoredFile, Upload, User, utcnow
 from levere.domain.deliveries import UploadState
-from levere.domain.errors import InvalidPath, QuotaExceeded, ValidationFailed
+from levere.domain.errors import InvalidPath, LevereError, QuotaExceeded, StorageUnavailable, ValidationFailed
 from levere.domain.paths import check_relative_path
 from levere.domain.roles import Action
 from levere.services import audit, quotas
@@ -243,8 +247,100 @@ def _start(
 
 @dataclass
 class _Pending:
+    """What was accepted since the last commit: ``files`` streamed to their writers; the small
+    ones are with :class:`_SmallWrites`; ``count`` and ``nbytes`` cover both."""
+
     files: list[NewFile] = field(default_factory=list)
+    count: int = 0
     nbytes: int = 0
+
+
+#: small files handed to a writer thread at a time, and the bytes such a group may hold
+WRITE_GROUP_FILES = 64
+WRITE_GROUP_BYTES = 4 * 1024 * 1024
+#: bytes of file data waiting for or being written at most, whatever the number of threads
+WRITES_IN_FLIGHT_BYTES = 32 * 1024 * 1024
+
+
+@dataclass
+class _Written:
+    files: list[NewFile] = field(default_factory=list)
+    error: LevereError | None = None
+
+
+def _write_group(backend: Backend, group: list[tuple[NewFile, bytes]]) -> _Written:
+    """Publish a group in order; stop at the first failure (its file and the rest are not stored)."""
+    done = _Written()
+    for new, data in group:
+        try:
+            backend.write_small(new.key, data)
+        except LevereError as exc:
+            done.error = exc
+            break
+        except OSError as exc:
+            done.error = StorageUnavailable(f"could not store {new.path}: {exc.strerror or exc}")
+            break
+        done.files.append(new)
+    return done
+
+
+class _SmallWrites:
+    """Small files published on helper threads, in groups, while the request thread goes on.
+
+    :meth:`drain` waits for every write handed over and returns the files that are stored, in
+    order, with the first error met: files written before a failure are kept (and recorded by the
+    caller), so nothing that is on the storage goes unrecorded because a later file failed.
+    """
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        threads = backend.small_write_threads
+        self.pool = ThreadPoolExecutor(threads, "levere-small-files") if threads > 0 else None
+        self.group: list[tuple[NewFile, bytes]] = []
+        self.group_bytes = 0
+        self.in_flight: deque[tuple[Future[_Written], int]] = deque()
+        self.in_flight_bytes = 0
+        self.done = _Written()
+
+    def add(self, new: NewFile, data: bytes) -> None:
+        self.group.append((new, data))
+        self.group_bytes += len(data)
+        if len(self.group) >= WRITE_GROUP_FILES or self.group_bytes >= WRITE_GROUP_BYTES:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        if not self.group:
+            return
+        if self.pool is None:
+            written = _write_group(self.backend, self.group)
+            self.done.files += written.files
+            self.done.error = self.done.error or written.error
+            self.group, self.group_bytes = [], 0
+            return
+        while self.in_flight and self.in_flight_bytes + self.group_bytes > WRITES_IN_FLIGHT_BYTES:
+            self._collect_oldest()
+        self.in_flight.append((self.pool.submit(_write_group, self.backend, self.group), self.group_bytes))
+        self.in_flight_bytes += self.group_bytes
+        self.group, self.group_bytes = [], 0
+
+    def _collect_oldest(self) -> None:
+        future, nbytes = self.in_flight.popleft()
+        self.in_flight_bytes -= nbytes
+        written = future.result()
+        self.done.files += written.files
+        self.done.error = self.done.error or written.error
+
+    def drain(self) -> _Written:
+        self._hand_over()
+        while self.in_flight:
+            self._collect_oldest()
+        done, self.done = self.done, _Written()
+        return done
+
+    def close(self) -> None:
+        self.drain()
+        if self.pool is not None:
+            self.pool.shutdown()
 
 
 class _Batch:
@@ -275,6 +371,7 @@ class _Batch:
         self.accepted: set[str] = set()
         self.folders = {folder for path in (*known, *busy) for folder in folders_of(path)}
         self.quota_error: QuotaExceeded | None = None
+        self.writes = _SmallWrites(self.backend)
 
     def fail(self, path: str, error: str, message: str) -> None:
         self.result.failed.append(Failure(path, error, message))
@@ -324,17 +421,17 @@ class _Batch:
             if (expect_md5 and expect_md5 != md5) or (expect_sha256 and expect_sha256 != sha256):
                 self._mismatch(path, md5, sha256, expect_md5, expect_sha256)
                 return
-            self.backend.write_small(key, data)
+            self.writes.add(NewFile(path, m.size, md5, sha256, key), data)
         else:
             digests = self._stream(reader, key, m.size, expect_md5, expect_sha256, path)
             if digests is None:
                 return
-            md5, sha256 = digests
-        self.pending.files.append(NewFile(path, m.size, md5, sha256, key))
+            self.pending.files.append(NewFile(path, m.size, *digests, key))
         self.accepted.add(path)
         self.folders.update(folders_of(path))
+        self.pending.count += 1
         self.pending.nbytes += m.size
-        if len(self.pending.files) >= CHUNK_FILES or self.pending.nbytes >= CHUNK_BYTES:
+        if self.pending.count >= CHUNK_FILES or self.pending.nbytes >= CHUNK_BYTES:
             self.commit()
 
     def _clash(self, path: str) -> str | None:
@@ -390,11 +487,15 @@ class _Batch:
         )
 
     def commit(self) -> None:
-        """Make the pending files durable, then record them and settle their quota, in one go."""
-        files = self.pending.files
-        if not files:
-            return
+        """Make the pending files durable, then record them and settle their quota, in one go.
+        A write that failed is raised once the files stored before it are recorded."""
+        written = self.writes.drain()
+        files = self.pending.files + written.files
         self.pending = _Pending()
+        if not files:
+            if written.error is not None:
+                raise written.error
+            return
         self.backend.flush()
         try:
             self._record(files)
@@ -415,6 +516,8 @@ class _Batch:
                         f.path, "already_exists", f"{f.path} was stored by another request at the same time"
                     )
             self._record([f for f in files if f.path not in taken])
+        if written.error is not None:
+            raise written.error
 
     def _record(self, files: list[NewFile]) -> None:
         if not files:
@@ -467,6 +570,7 @@ def ingest(
             try:
                 batch.commit()
             finally:
+                batch.writes.close()
                 source.close()
                 reservation.give_back()
     if batch.quota_error is not None and not batch.result.stored:

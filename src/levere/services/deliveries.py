@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from levere.db.bulk import insert_rows
 from levere.db.models import (
     Delivery,
     Project,
@@ -36,7 +37,9 @@ from levere.db.models import (
     StoredFile,
     Upload,
     User,
-    new_id,
+    files_table,
+    new_ids,
+    replicas_table,
     utcnow,
 )
 from levere.domain.deliveries import DeliveryState, UploadState, delivery_transition
@@ -167,41 +170,24 @@ def record_files(
 ) -> list[str]:
     """Insert file rows and their present area replicas in bulk; returns the new file ids."""
     now = utcnow()
-    ids = [new_id() for _ in files]
-    session.execute(
-        insert(StoredFile),
-        [
-            {
-                "id": fid,
-                "delivery_id": delivery.id,
-                "project_id": delivery.project_id,
-                "path": f.path,
-                "size": f.size,
-                "md5": f.md5,
-                "sha256": f.sha256,
-                "created_at": now,
-            }
-            for fid, f in zip(ids, files, strict=True)
-        ],
+    ids = new_ids(len(files))
+    insert_rows(
+        session,
+        files_table,
+        ("id", "path", "size", "md5", "sha256"),
+        [(fid, f.path, f.size, f.md5, f.sha256) for fid, f in zip(ids, files, strict=True)],
+        {"delivery_id": delivery.id, "project_id": delivery.project_id, "created_at": now},
     )
-    session.execute(
-        insert(Replica),
-        [
-            {
-                "id": new_id(),
-                "file_id": fid,
-                "tier": AREA,
-                "backend_id": backend_id,
-                "key": f.key,
-                "state": "present",
-                "reason": "",
-                "attempts": 0,
-                "verified_at": now,
-                "updated_at": now,
-            }
-            for fid, f in zip(ids, files, strict=True)
-        ],
-    )
+    insert_rows(
+        session,
+        replicas_table,
+        ("id", "file_id", "key"),
+        [(rid, fid, f.key) for rid, fid, f in zip(new_ids(len(files)), ids, files, strict=True)],
+        {
+            "tier": AREA, "backend_id": backend_id, "state": "present", "reason": "", "attempts": 0,
+            "verified_at": now, "updated_at": now,
+        },
+    )  # fmt: skip
     return ids
 
 

@@ -27,10 +27,22 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
-from levere.db.models import Delivery, JobRun, Project, Quota, Replica, StoredFile, User, utcnow
+from levere.db.bulk import insert_rows
+from levere.db.models import (
+    Delivery,
+    JobRun,
+    Project,
+    Quota,
+    Replica,
+    StoredFile,
+    User,
+    new_ids,
+    replicas_table,
+    utcnow,
+)
 from levere.domain.errors import Conflict, LevereError, NotFound, StorageUnavailable
 from levere.domain.paths import check_name, check_relative_path
 from levere.domain.roles import Action
@@ -68,20 +80,24 @@ def _ensure_longterm_replicas(
     if delivery is not None:
         query = query.where(StoredFile.delivery_id == delivery.id)
     backend_id = ctx.tier("longterm").backend_id
-    rows = [
-        {
-            "file_id": file_id,
-            "tier": "longterm",
-            "backend_id": backend_id,
+    found = session.execute(query).all()
+    if not found:
+        return 0
+    insert_rows(
+        session,
+        replicas_table,
+        ("id", "file_id", "key"),
+        [
             # the same key as in the area: IDENTIFIER/DELIVERY/PATH
-            "key": key or f"{project.identifier}/{name}/{path}",
-            "state": "pending",
-        }
-        for file_id, path, name, key in session.execute(query)
-    ]
-    if rows:
-        session.execute(insert(Replica), rows)
-    return len(rows)
+            (replica_id, file_id, key or f"{project.identifier}/{name}/{path}")
+            for replica_id, (file_id, path, name, key) in zip(new_ids(len(found)), found, strict=True)
+        ],
+        {
+            "tier": "longterm", "backend_id": backend_id, "state": "pending", "reason": "", "attempts": 0,
+            "updated_at": utcnow(),
+        },
+    )  # fmt: skip
+    return len(found)
 
 
 def on_delivery_sealed(ctx: Context, session: Session, delivery: Delivery) -> None:

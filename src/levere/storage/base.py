@@ -70,6 +70,10 @@ class Backend(abc.ABC):
 
     #: short identifier saved on each row that refers to a stored copy
     backend_id: str
+    #: threads worth running :meth:`write_small` on at once where each object is a round trip
+    #: (object stores); 0 writes them in the caller's thread (a local disk: a helper thread only
+    #: passes the GIL back and forth)
+    small_write_threads: int = 0
 
     # --- whole objects -------------------------------------------------------------------------
     @abc.abstractmethod

@@ -247,6 +247,9 @@ class S3Writer(ObjectWriter):
 
 
 class S3Backend(Backend):
+    #: each small object is one PUT: several in flight hide the round trips
+    small_write_threads = 8
+
     def __init__(
         self,
         endpoint_url: str,
