@@ -266,18 +266,25 @@ class Writer:
         # Each buffer is hashed on the helper threads while the backend writes it; the hash must
         # have caught up before the next buffer is handed over or a checkpoint is saved.
         hashing: Future[None] | None = None
+        # the buffer hashed and written last: the source may reuse it once its hash is done,
+        # unless part of it went back to the source (that part gives it back when it is done)
+        done_with: bytes | bytearray | memoryview | None = None
         try:
             while self.pos < end:
                 buf = source.next_buffer()
                 if buf is None:
                     break
                 room = end - self.pos
+                whole = True
                 if len(buf) > room:
                     view = memoryview(buf)
                     source.unread(view[room:])
-                    buf = view[:room]
+                    buf, whole = view[:room], False
                 if hashing is not None:
                     hashing.result()
+                    if done_with is not None:
+                        source.recycle(done_with)
+                done_with = buf if whole else None
                 hashing = self._hashing.submit(self.hasher.update, buf, self._md5)
                 self.pos += len(buf)
                 if self.step is not None and self.pos == end:

@@ -15,6 +15,11 @@ Design notes
   exists, so two writers can never both "win". Read-only is how ``delete`` recognises them.
 * Appends to a session hold an exclusive ``flock`` on the ``.part`` file so two concurrent PATCH
   requests for one upload cannot interleave bytes.
+* Big writes are paced (:class:`_WriteBack`): each completed step is sent to the disk at once and
+  dropped from the page cache a step later, so a 100 GB upload or copy keeps ~two steps of cache,
+  the fsync that ends it has little left to wait for, and the same few cached pages are used over
+  and over. (On a virtual machine whose host backs guest memory lazily, writing into pages the
+  guest has not used lately costs several times more than writing into recently freed ones.)
 """
 
 from __future__ import annotations
@@ -45,8 +50,6 @@ from levere.storage.base import CHUNK, Backend, ObjectInfo, ObjectWriter, check_
 
 TMP_DIR = ".levere-tmp"
 _WRITE_BUFFER = 1024 * 1024
-#: big durable files are pushed towards the disk in steps of this size while they are written
-_WRITEBACK_STEP = 64 * 1024 * 1024
 STAGING_DIR = ".levere-staging"
 RESERVED = frozenset({TMP_DIR, STAGING_DIR})
 _SESSION_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -87,6 +90,60 @@ def _fsync_file(f: BinaryIO) -> None:
     os.fsync(f.fileno())
 
 
+_SYNC_FILE_RANGE_WAIT_BEFORE = 1
+_SYNC_FILE_RANGE_WRITE = 2
+_SYNC_FILE_RANGE_WAIT_AFTER = 4
+
+
+@functools.cache
+def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None  # not Linux: writes are left to the kernel and the final fsync
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn  # type: ignore[no-any-return]
+
+
+class _WriteBack:
+    """Moves a big file's written bytes to the disk in steps while it is written, and out of the
+    page cache a step later (see the module notes). Advice only: the caller's fsync is still what
+    makes the bytes durable, and any failure here is ignored."""
+
+    STEP = 32 * 1024 * 1024
+
+    def __init__(self, fd: int, start: int = 0) -> None:
+        self.fd = fd
+        self.sent = start  # writeback started up to here
+        self.dropped = start  # out of the cache up to here
+        self._range = _sync_file_range()
+
+    def written(self, end: int) -> None:
+        """The file now holds bytes up to ``end``."""
+        if self._range is None:
+            return
+        step = self.STEP
+        while end - self.sent >= step:
+            self._range(self.fd, self.sent, step, _SYNC_FILE_RANGE_WRITE)
+            self.sent += step
+            if self.sent - self.dropped >= 2 * step:
+                # the step before: wait until it is on the disk, then let its pages go
+                self._range(
+                    self.fd, self.dropped, step,
+                    _SYNC_FILE_RANGE_WAIT_BEFORE | _SYNC_FILE_RANGE_WRITE | _SYNC_FILE_RANGE_WAIT_AFTER,
+                )  # fmt: skip
+                with contextlib.suppress(OSError):
+                    os.posix_fadvise(self.fd, self.dropped, step, os.POSIX_FADV_DONTNEED)
+                self.dropped += step
+
+    def synced(self) -> None:
+        """After an fsync: drop the rest of what was written from the cache."""
+        if self._range is not None:
+            with contextlib.suppress(OSError):
+                os.posix_fadvise(self.fd, self.dropped, 0, os.POSIX_FADV_DONTNEED)
+
+
 class LocalWriter(ObjectWriter):
     # Paths are plain strings here: a sync of many small files opens one writer per file, and
     # pathlib's object juggling cost more than the system calls.
@@ -104,27 +161,17 @@ class LocalWriter(ObjectWriter):
         # an explicit buffer size spares io.open its isatty and block-size probes
         self._file: BinaryIO | None = os.fdopen(fd, "wb", buffering=_WRITE_BUFFER)
         self._written = 0
-        self._advised = 0
+        # small files (a batch's) never reach a step; big durable ones are paced
+        self._pace = _WriteBack(fd) if durable else None
 
     def write(self, chunk: bytes) -> None:
         if self._file is None:
             raise Conflict(f"writer for {self._key!r} is already closed")
         self._file.write(chunk)
         self._written += len(chunk)
-        if self._durable and self._written - self._advised >= 2 * _WRITEBACK_STEP:
-            self._start_writeback()
-
-    def _start_writeback(self) -> None:
-        """Send a big file's bytes to the disk while it is still being written, so that the fsync
-        at commit has little left to wait for; and drop them from the page cache once written,
-        so that copying a 100 GB file does not push everything else out of memory. DONTNEED
-        starts the write-back of dirty pages and evicts the clean ones: a step behind the write,
-        the earlier step is clean by then."""
-        assert self._file is not None
-        end = self._written - _WRITEBACK_STEP
-        with contextlib.suppress(OSError):  # advice only: a file system may ignore it
-            os.posix_fadvise(self._file.fileno(), self._advised, end - self._advised, os.POSIX_FADV_DONTNEED)
-        self._advised = end
+        if self._pace is not None and self._written - self._pace.sent >= _WriteBack.STEP:
+            self._file.flush()
+            self._pace.written(self._written)
 
     def commit(self) -> None:
         if self._file is None:
@@ -133,6 +180,8 @@ class LocalWriter(ObjectWriter):
         try:
             if self._durable:
                 _fsync_file(f)
+                if self._pace is not None:
+                    self._pace.synced()
         finally:
             f.close()
         parent = os.path.dirname(self._final)
@@ -437,16 +486,21 @@ class LocalBackend(Backend):
                 raise Conflict(
                     f"upload offset mismatch: request starts at {offset}, stored bytes end at {size}"
                 )
+            pace = _WriteBack(f.fileno(), size)
             try:
                 for chunk in chunks:
                     if size + len(chunk) > length:
                         raise Conflict(f"upload would exceed its declared length of {length} bytes")
                     f.write(chunk)
                     size += len(chunk)
+                    if size - pace.sent >= _WriteBack.STEP:
+                        f.flush()
+                        pace.written(size)
             finally:
                 # On success and on a dropped connection alike: what arrived is kept durably,
                 # so the client can resume from the offset it will be told.
                 _fsync_file(f)
+                pace.synced()
             return size
 
     def read_staged(self, session: str) -> Iterator[bytes]:
