@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from levere.api.routes.deliveries import BatchOut
 from levere.db.models import AuditEvent, Upload
 from levere.services import audit
 from levere.services.context import Context
@@ -165,8 +166,11 @@ def test_a_batch_stores_verified_files_and_refuses_the_damaged(client: TestClien
     r = send_batch(client, c, "RUN42", tar_of(files, checksums=wrong))
     assert r.status_code == 200, r.text
     result = r.json()
+    BatchOut.model_validate(result)  # the answer has the documented shape
     assert len(result["stored"]) == 251
     assert [(f["path"], f["error"]) for f in result["failed"]] == [("damaged.fq", "checksum_mismatch")]
+    # a refused file says what arrived, so the client can put it in the checksum file's words
+    assert (result["failed"][0]["md5"], result["failed"][0]["sha256"]) == digests(files["damaged.fq"])
     shown = client.get(f"/api/projects/{c.project}/deliveries/RUN42", headers=c.headers()).json()
     assert shown["file_count"] == 251 and shown["total_bytes"] == 250 * 4096
     stored = {f["path"]: f for f in shown["files"]}

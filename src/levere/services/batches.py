@@ -84,6 +84,9 @@ class Failure:
     path: str
     error: str
     message: str
+    #: for a checksum mismatch: the checksums of the bytes that arrived
+    md5: str | None = None
+    sha256: str | None = None
 
 
 @dataclass
@@ -373,8 +376,8 @@ class _Batch:
         self.quota_error: QuotaExceeded | None = None
         self.writes = _SmallWrites(self.backend)
 
-    def fail(self, path: str, error: str, message: str) -> None:
-        self.result.failed.append(Failure(path, error, message))
+    def fail(self, path: str, error: str, message: str, **arrived: str) -> None:
+        self.result.failed.append(Failure(path, error, message, **arrived))
 
     def member(self, reader: TarReader, m: Member) -> None:
         name = m.name[2:] if m.name.startswith("./") else m.name
@@ -466,7 +469,10 @@ class _Batch:
             for name, want, have in (("MD5", expect_md5, md5), ("SHA-256", expect_sha256, sha256))
             if want and want != have
         ]
-        self.fail(path, "checksum_mismatch", f"{path} arrived with {', '.join(wrong)}; it was not stored")
+        self.fail(
+            path, "checksum_mismatch", f"{path} arrived with {', '.join(wrong)}; it was not stored",
+            md5=md5, sha256=sha256,
+        )  # fmt: skip
 
     def _already(self, reader: TarReader, m: Member, path: str, existing: _Known | None) -> None:
         """A path the delivery holds: the same bytes again count as stored (a resent batch)."""

@@ -108,7 +108,7 @@ class BatchSender:
                 ),
                 headers={
                     "Content-Type": "application/x-tar",
-                    "Content-Length": str(tarstream.archive_size(batch)),
+                    "Content-Length": str(tarstream.archive_size(batch, lambda p: self.expected(p).md5)),
                 },
                 timeout=TIMEOUT,
             ).json()
@@ -137,18 +137,20 @@ class BatchSender:
         path = entry["path"]
         stored = Checksums(entry["md5"], entry["sha256"])
         computed = outcome.computed.get(path)
-        if computed is not None and computed != stored:
+        if computed is not None and not stored.agrees_with(computed):
             raise ChecksumMismatch(
-                f"{path}: levere stored MD5 {stored.md5} / SHA-256 {stored.sha256} but the file has "
-                f"MD5 {computed.md5} / SHA-256 {computed.sha256}"
+                f"{path}: levere stored a file with SHA-256 {stored.sha256} but the local file has "
+                f"SHA-256 {computed.sha256}"
             )
+        outcome.computed[path] = stored  # the service's, with its MD5
         self.reporter.file_done()
 
     def _failure(self, entry: dict[str, Any], outcome: BatchOutcome) -> LevereError:
         path, code, message = entry["path"], entry.get("error", "error"), entry.get("message", "")
         computed = outcome.computed.get(path)
         if code == "checksum_mismatch" and computed is not None:
-            problem = self.expected(path).mismatch(path, computed)
+            arrived = Checksums(entry.get("md5"), entry.get("sha256") or computed.sha256)
+            problem = self.expected(path).mismatch(path, arrived)
             return problem or ChecksumMismatch(message or f"{path}: damaged on the way; run again")
         if code == "checksum_mismatch":
             return ChecksumMismatch(message or f"{path}: checksum mismatch")

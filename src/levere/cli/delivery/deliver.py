@@ -56,7 +56,10 @@ MAX_METADATA_BYTES = 1 * MiB
 @dataclass
 class Options:
     jobs: int = 4
-    batch_streams: int = 2
+    #: tar streams of small files at once. One: the service handles a stream on one thread, where
+    #: Python runs a file's checks, hashes and bookkeeping one at a time; a second stream only makes
+    #: two threads take turns (measured: 20,000 files of 4 KiB took 4.7 s with one, 6.3-8.7 s with two)
+    batch_streams: int = 1
     small_file: int = SMALL_FILE
     chunk: int = CHUNK
     piece: int = PIECE
@@ -466,9 +469,8 @@ class Deliverer:
                 problems.append(f"{file.path} is missing")
             elif have["size"] != file.size:
                 problems.append(f"{file.path} has {have['size']} bytes instead of {file.size}")
-            elif (mine := computed.get(file.path)) and (have["md5"], have["sha256"]) != (
-                mine.md5,
-                mine.sha256,
+            elif (mine := computed.get(file.path)) and not mine.agrees_with(
+                Checksums(have["md5"], have["sha256"])
             ):
                 problems.append(f"{file.path} has other checksums than the file")
         if problems:

@@ -2,14 +2,16 @@
 
 Design notes
 ------------
-Each member is a PAX extended header (the path when it does not fit the ustar name field, and the
-file's expected ``LEVERE.md5`` / ``LEVERE.sha256``) followed by a ustar header and the data, so the
-service can verify every file before publishing it. The headers are written here rather than with
-:mod:`tarfile` because their exact size must be known before streaming: the request carries a
-``Content-Length`` (the service reserves quota for it up front), and the record lengths depend only on
-the path and on the fixed-length hex digests, not on their values.
+Each member is a PAX extended header (the path when it does not fit the ustar name field, the
+file's ``LEVERE.sha256`` and, where the checksum file lists one, its ``LEVERE.md5``) followed by a
+ustar header and the data, so the service can verify every file before publishing it. The headers
+are written here rather than with :mod:`tarfile` because their exact size must be known before
+streaming: the request carries a ``Content-Length`` (the service reserves quota for it up front),
+and the record lengths depend only on the path and on which fixed-length hex digests it carries,
+not on their values.
 
-Small files are read whole (they are below the batch threshold), hashed from that one read and
+Small files are read whole (they are below the batch threshold), hashed (SHA-256, see
+:mod:`levere.cli.delivery.hashing`) from that one read and
 appended to an output buffer that is handed to the socket every ``flush_bytes``: memory stays at one
 file plus one buffer whatever the number of files.
 """
@@ -59,9 +61,11 @@ def _fits_ustar_name(path: str) -> bool:
     return path.isascii() and len(path) <= 100
 
 
-def pax_records(path: str, md5: str, sha256: str) -> bytes:
+def pax_records(path: str, md5: str | None, sha256: str) -> bytes:
     records = b"" if _fits_ustar_name(path) else pax_record("path", path)
-    return records + pax_record("LEVERE.md5", md5) + pax_record("LEVERE.sha256", sha256)
+    if md5:
+        records += pax_record("LEVERE.md5", md5)
+    return records + pax_record("LEVERE.sha256", sha256)
 
 
 def ustar_header(name: bytes, size: int, mtime: int, typeflag: bytes) -> bytes:
@@ -79,7 +83,7 @@ def ustar_header(name: bytes, size: int, mtime: int, typeflag: bytes) -> bytes:
     return bytes(header)
 
 
-def member_header(path: str, size: int, mtime: int, md5: str, sha256: str) -> bytes:
+def member_header(path: str, size: int, mtime: int, md5: str | None, sha256: str) -> bytes:
     """The PAX header, its records and the ustar header of one regular-file member."""
     if size > _MAX_OCTAL_SIZE:
         raise LevereError(f"{path} is too large for a batch; send it on its own")
@@ -94,13 +98,16 @@ def member_header(path: str, size: int, mtime: int, md5: str, sha256: str) -> by
     )
 
 
-def member_size(path: str, size: int) -> int:
+def member_size(path: str, size: int, with_md5: bool) -> int:
     """Bytes a member takes in the stream: computed with placeholder digests of the real length."""
-    return 2 * BLOCK + _padded(len(pax_records(path, "0" * 32, "0" * 64))) + _padded(size)
+    return (
+        2 * BLOCK + _padded(len(pax_records(path, "0" * 32 if with_md5 else None, "0" * 64))) + _padded(size)
+    )
 
 
-def archive_size(files: list[LocalFile]) -> int:
-    return sum(member_size(f.path, f.size) for f in files) + len(END_OF_ARCHIVE)
+def archive_size(files: list[LocalFile], expected_md5: Callable[[str], str | None]) -> int:
+    """The exact length of :func:`stream` over ``files`` with the same ``expected_md5``."""
+    return sum(member_size(f.path, f.size, bool(expected_md5(f.path))) for f in files) + len(END_OF_ARCHIVE)
 
 
 def read_small(file: LocalFile) -> bytes:
@@ -139,24 +146,19 @@ def stream(
     """Yield the tar archive of ``files``; ``on_member`` hears each file's computed digests.
 
     The expected checksums put in each member are the checksum file's where it lists the file (so the
-    service refuses a file that does not match it) and the ones computed here otherwise (so it refuses
-    bytes damaged on the way).
+    service refuses a file that does not match it) and the SHA-256 computed here otherwise (so it
+    refuses bytes damaged on the way).
     """
     out = bytearray()
     for file in files:
         data = read_small(file)
-        md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
         sha256 = hashlib.sha256(data).hexdigest()
         out += member_header(
-            file.path,
-            file.size,
-            file.mtime,
-            expected_md5(file.path) or md5,
-            expected_sha256(file.path) or sha256,
+            file.path, file.size, file.mtime, expected_md5(file.path), expected_sha256(file.path) or sha256
         )
         out += data
         out += b"\0" * (_padded(file.size) - file.size)
-        on_member(Sent(file.path, file.size, Checksums(md5, sha256)))
+        on_member(Sent(file.path, file.size, Checksums(None, sha256)))
         if len(out) >= flush_bytes:
             yield bytes(out)
             out.clear()

@@ -3,11 +3,12 @@
 Design notes
 ------------
 The file is read once, in pieces of ``piece`` bytes into one reusable buffer; each piece is hashed
-(MD5 and SHA-256) and handed to the socket, and a PATCH carries ``chunk`` bytes of such pieces. Memory
+(SHA-256: see :mod:`levere.cli.delivery.hashing`) and handed to the socket, and a PATCH carries ``chunk`` bytes of such pieces. Memory
 is one piece whatever the file size, and hashing the next piece overlaps the service draining the
 previous one from the socket buffer. Only the last piece is read and hashed *before* its PATCH starts,
-because that PATCH carries the whole-file checksums (``Levere-Checksum``) in its headers: the service
-compares them with its own before it publishes the file, and answers with its own for us to compare.
+because that PATCH carries the whole-file checksum (``Levere-Checksum``) in its headers: the service
+compares it with its own before it publishes the file (and the MD5 the checksum file lists, given
+when the upload was created), and answers with its MD5 and SHA-256 for us to compare.
 
 Resuming: the service's offset comes from HEAD; the bytes before it are read and hashed locally (not
 sent) to rebuild the digest state. After a broken PATCH the offset is asked again and sending resumes
@@ -24,7 +25,7 @@ from io import FileIO
 from urllib.parse import quote, urlsplit
 
 from levere.cli.client import Client
-from levere.cli.delivery.hashing import Checksums, Digests, parse_header
+from levere.cli.delivery.hashing import Checksums, Sha256, parse_header
 from levere.cli.delivery.progress import Reporter
 from levere.cli.delivery.retry import Cancelled, Retry
 from levere.cli.delivery.scan import LocalFile
@@ -56,14 +57,17 @@ class Expected:
     source: str = "the checksum file"
 
     def mismatch(self, path: str, got: Checksums) -> ChecksumMismatch | None:
+        """How ``got`` differs from what the checksum file lists (a checksum ``got`` lacks is not
+        compared: the service compares it)."""
         for algorithm, want, have in (("MD5", self.md5, got.md5), ("SHA-256", self.sha256, got.sha256)):
-            if want and want != have:
+            if want and have and want != have:
                 return ChecksumMismatch(f"{path}: its {algorithm} is {have} but {self.source} lists {want}")
         return None
 
 
 class TusUpload:
-    """Send ``file`` into ``delivery`` of ``project``; :meth:`run` returns the checksums computed."""
+    """Send ``file`` into ``delivery`` of ``project``; :meth:`run` returns the service's checksums of
+    the stored file, once they agree with the ones computed here."""
 
     def __init__(
         self,
@@ -82,7 +86,7 @@ class TusUpload:
         self.chunk, self.piece = chunk, piece
         self.buffer = bytearray(piece)
         self.view = memoryview(self.buffer)
-        self.digests = Digests()
+        self.digests = Sha256()
         self.url: str | None = None
         self.sent = 0  # bytes the service holds
         self.hashed = 0  # bytes fed to ``digests``
@@ -265,7 +269,11 @@ class TusUpload:
             self.terminate()  # nothing of it is published, and its reserved space is given back
             raise problem
         start = self.sent
-        answered = self._patch(bytes(piece), size - start, computed)
+        try:
+            answered = self._patch(bytes(piece), size - start, computed)
+        except ChecksumMismatch as exc:  # nothing was stored: say it in the checksum file's words
+            arrived = Checksums(exc.details.get("md5"), str(exc.details.get("sha256") or ""))
+            raise self.expected.mismatch(self.file.path, arrived) or exc from None
         if self.sent != size:
             return  # a 409 moved us: go round again
         self._count_to(size)
@@ -273,13 +281,13 @@ class TusUpload:
             self._finish_from_listing(fh)
             return
         self._check(answered, computed)
-        self.result = computed
+        self.result = answered
 
     def _check(self, stored: Checksums, computed: Checksums) -> None:
-        if stored != computed:
+        if not stored.agrees_with(computed):
             raise ChecksumMismatch(
-                f"{self.file.path}: levere stored MD5 {stored.md5} / SHA-256 {stored.sha256} but the file has "
-                f"MD5 {computed.md5} / SHA-256 {computed.sha256}"
+                f"{self.file.path}: levere stored a file with SHA-256 {stored.sha256} but the local file "
+                f"has SHA-256 {computed.sha256}"
             )
 
     def _finish_from_listing(self, fh: FileIO) -> None:
@@ -296,5 +304,7 @@ class TusUpload:
             )
         computed = self.digests.result()
         self._check(stored, computed)
+        if problem := self.expected.mismatch(self.file.path, stored):
+            raise problem
         self._count_to(self.file.size)
-        self.result = computed
+        self.result = stored
