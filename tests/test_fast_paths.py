@@ -1,0 +1,115 @@
+"""The shortcuts taken on the hot paths of a delivery agree with the plain definitions they replace."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import unicodedata
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from levere.db.models import new_ids
+from levere.domain.errors import InvalidPath
+from levere.domain.paths import check_relative_path
+from levere.storage.local import LocalBackend, _WriteBack
+from levere.transfer.pipe import BodyPipe
+
+
+@given(st.text(max_size=40))
+def test_control_characters_are_exactly_unicodes_cc_category(text: str) -> None:
+    has_control = any(unicodedata.category(c) == "Cc" for c in text)
+    try:
+        check_relative_path(text)
+        refused = ""
+    except InvalidPath as exc:
+        refused = exc.message
+    assert refused.endswith("contains a NUL or control character") == has_control
+
+
+@given(
+    st.lists(
+        st.text(st.characters(codec="utf-8", exclude_categories=("Cc", "Cs")), min_size=1, max_size=8),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_ascii_and_unicode_paths_are_measured_in_bytes(parts: list[str]) -> None:
+    path = "/".join(parts)
+    try:
+        checked = check_relative_path(path)
+    except InvalidPath:
+        return
+    assert checked == unicodedata.normalize("NFC", path)
+    assert all(len(p.encode()) <= 255 for p in checked.split("/"))
+
+
+def test_a_name_of_255_bytes_passes_and_256_do_not_in_ascii_and_utf8() -> None:
+    check_relative_path("a" * 255)
+    check_relative_path("é" * 127 + "a")  # 255 bytes
+    for too_long in ("a" * 256, "é" * 128):
+        with pytest.raises(InvalidPath, match="longer than 255 bytes"):
+            check_relative_path(too_long)
+
+
+def test_bulk_ids_are_distinct_version_4_uuids() -> None:
+    ids = new_ids(5000)
+    assert len(set(ids)) == 5000
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
+    assert new_ids(0) == []
+
+
+def test_the_body_pipe_fills_given_back_buffers_again_and_keeps_every_byte() -> None:
+    pieces = [os.urandom(n) for n in (70_000, 1, 300_000, 65_536, 5, 1_000_000, 123_457)]
+
+    async def stream() -> AsyncIterator[bytes]:
+        for piece in pieces:
+            yield piece
+
+    async def main() -> tuple[bytes, int, int]:
+        pipe = BodyPipe(stream(), buffer_size=256 * 1024, depth=2)
+        got = bytearray()
+        owners: list[int] = []
+
+        def consume() -> None:
+            while (buf := pipe.next_buffer()) is not None:
+                got.extend(buf)
+                owners.append(id(buf.obj) if isinstance(buf, memoryview) else id(buf))
+                pipe.recycle(buf)
+
+        await asyncio.to_thread(consume)
+        await pipe.stop()
+        return bytes(got), len(owners), len(set(owners))
+
+    data, handed, distinct = asyncio.run(main())
+    assert data == b"".join(pieces)
+    assert handed == -(-len(data) // (256 * 1024))  # full buffers, then the rest
+    assert distinct < handed  # buffers given back were filled again
+
+
+def test_paced_writes_keep_every_byte(tmp_path: Path) -> None:
+    backend = LocalBackend(tmp_path, "t")
+    step = _WriteBack.STEP
+    block = os.urandom(1024 * 1024)
+    size = 3 * step + 12345
+    with backend.open_writer("big.bin", size_hint=size) as writer:
+        written = 0
+        while written < size:
+            piece = block[: min(len(block), size - written)]
+            writer.write(piece)
+            written += len(piece)
+        writer.commit()
+    expected = hashlib.sha256()
+    left = size
+    while left:
+        piece = block[: min(len(block), left)]
+        expected.update(piece)
+        left -= len(piece)
+    assert hashlib.sha256((tmp_path / "big.bin").read_bytes()).hexdigest() == expected.hexdigest()
