@@ -7,6 +7,7 @@ ratios rather than comparing two separate averages.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import resource
 import shutil
@@ -55,17 +56,27 @@ def bench_dir(name: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=base))
 
 
-def make_file(path: Path, size: int) -> None:
-    """Incompressible content without spending minutes in os.urandom: one random block, varied per block."""
+def make_file(path: Path, size: int) -> str:
+    """Incompressible content without spending minutes in os.urandom: one random block, varied per
+    block. Returns the file's MD5, for the run folder's checksum file."""
     block = bytearray(os.urandom(16 * MiB))
+    md5 = hashlib.md5(usedforsecurity=False)
     with open(path, "wb") as fh:
         written, n = 0, 0
         while written < size:
             block[:8] = n.to_bytes(8, "little")
             chunk = memoryview(block)[: min(len(block), size - written)]
             fh.write(chunk)
+            md5.update(chunk)
             written += len(chunk)
             n += 1
+    return md5.hexdigest()
+
+
+def settle_disk() -> None:
+    """Before a timed run: write back what earlier runs left dirty, so that no run pays for the
+    one before it."""
+    os.sync()
 
 
 def drop_caches() -> bool:
