@@ -253,8 +253,13 @@ def list_files(
     return [_file(f) for f in deliveries.list_files(ctx, actor, identifier, prefix)]
 
 
-@router.api_route(
-    PROJECT + "/data/{delivery}/{path:path}", methods=["GET", "HEAD"], openapi_extra=acts(Action.DATA_READ)
+@router.get(
+    PROJECT + "/data/{delivery}/{path:path}", operation_id="file_data", openapi_extra=acts(Action.DATA_READ)
+)
+@router.head(
+    PROJECT + "/data/{delivery}/{path:path}",
+    operation_id="file_data_head",
+    openapi_extra=acts(Action.DATA_READ),
 )
 def data(
     identifier: str, delivery: str, path: str, request: Request, actor: ReadUser, ctx: CtxDep
