@@ -191,6 +191,28 @@ def test_a_batch_stores_verified_files_and_refuses_the_damaged(client: TestClien
     assert "delivery.files_stored" in _actions(ctx)
 
 
+def test_a_batch_that_meets_a_storage_failure_keeps_and_records_the_files_before_it(
+    client: TestClient, ctx: Context
+) -> None:
+    c = crew(ctx)
+    open_delivery(client, c)
+    area = ctx.tier("area")
+    if not hasattr(area, "root"):
+        pytest.skip("needs the local backend: a stray file on the disk blocks a folder")
+    # something outside levere left a file where the batch needs a folder
+    (area.root / c.project / "RUN42").mkdir(parents=True, exist_ok=True)
+    (area.root / c.project / "RUN42" / "blocked").write_bytes(b"stray")
+    files = {"lane1/a.fq": b"a" * 3000, "blocked/b.fq": b"b" * 3000, "lane1/c.fq": b"c" * 3000}
+    r = send_batch(client, c, "RUN42", tar_of(files))
+    assert r.status_code == 409, r.text
+    assert "blocked" in r.json()["message"]
+    shown = client.get(f"/api/projects/{c.project}/deliveries/RUN42", headers=c.headers()).json()
+    assert [f["path"] for f in shown["files"]] == ["lane1/a.fq"]  # stored before the failure: kept
+    assert not area.exists(f"{c.project}/RUN42/lane1/c.fq")  # nothing after it was published
+    q = quota(ctx, c.project)
+    assert (q.used_bytes, q.reserved_bytes) == (3000, 0)
+
+
 def test_a_batch_refuses_links_devices_and_non_tar_bodies(client: TestClient, ctx: Context) -> None:
     c = crew(ctx)
     open_delivery(client, c)

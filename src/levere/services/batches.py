@@ -283,6 +283,10 @@ def _write_group(backend: Backend, group: list[tuple[NewFile, bytes]]) -> _Writt
         except OSError as exc:
             done.error = StorageUnavailable(f"could not store {new.path}: {exc.strerror or exc}")
             break
+        except Exception as exc:  # raised once the files stored before it are recorded
+            log.exception("storing %s failed", new.path)
+            done.error = StorageUnavailable(f"could not store {new.path}: {type(exc).__name__}: {exc}")
+            break
         done.files.append(new)
     return done
 
@@ -306,6 +310,8 @@ class _SmallWrites:
         self.done = _Written()
 
     def add(self, new: NewFile, data: bytes) -> None:
+        if self.done.error is not None:  # the storage failed: stop here (the caller records the rest)
+            raise self.done.error
         self.group.append((new, data))
         self.group_bytes += len(data)
         if len(self.group) >= WRITE_GROUP_FILES or self.group_bytes >= WRITE_GROUP_BYTES:
