@@ -113,9 +113,13 @@ def deliver(
 
 def _verified(receipt: Receipt) -> str:
     if not receipt.checksum_file:
-        return "no checksum file: checksums computed while sending, compared with levere's"
-    by = "by this client and again by levere" if receipt.service_verified else "by this client"
-    return f"{receipt.checksum_file} ({by})"
+        return "no checksum file: SHA-256 computed while sending, compared with levere's"
+    # levere compares each file with the listed checksums before publishing it; a plain md5sum
+    # file it reads once more when the delivery is sealed
+    when = (
+        "as each file arrived, and again at sealing" if receipt.service_verified else "as each file arrived"
+    )
+    return f"{receipt.checksum_file} (by levere, {when})"
 
 
 def _print_receipt(receipt: Receipt) -> None:
