@@ -13,10 +13,13 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from sqlalchemy import literal, select
 
+from levere.db.bulk import random_uuid
 from levere.db.models import new_ids
 from levere.domain.errors import InvalidPath
 from levere.domain.paths import check_relative_path
+from levere.services.context import Context
 from levere.storage.local import LocalBackend, _WriteBack
 from levere.transfer.pipe import BodyPipe
 
@@ -64,6 +67,18 @@ def test_bulk_ids_are_distinct_version_4_uuids() -> None:
         parsed = uuid.UUID(text)
         assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
     assert new_ids(0) == []
+
+
+def test_ids_the_database_makes_are_distinct_version_4_uuids(ctx: Context) -> None:
+    numbers = select(literal(1).label("i")).cte("numbers", recursive=True)
+    numbers = numbers.union_all(select(numbers.c.i + 1).where(numbers.c.i < 3000))
+    with ctx.tx() as session:
+        made = random_uuid(session.get_bind().dialect.name)
+        ids = session.execute(select(made).select_from(numbers)).scalars().all()
+    assert len(set(ids)) == 3000
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
 
 
 def test_the_body_pipe_fills_given_back_buffers_again_and_keeps_every_byte() -> None:

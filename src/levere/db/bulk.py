@@ -5,6 +5,9 @@ compiled execution each row costs tens of microseconds of parameter processing, 
 database needs to store it. Here the statement is compiled once for the connection's dialect,
 values shared by every row (the time, the delivery, the tier) are converted once, and the rows
 go to the driver as plain tuples or dicts.
+
+Rows derived from rows already in the database go in with one ``INSERT ... SELECT`` instead, so
+that none of them passes through Python: :func:`random_uuid` gives such rows their ids.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Table, bindparam, insert
+from sqlalchemy import ColumnElement, Integer, String, Table, bindparam, cast, func, insert
 from sqlalchemy.orm import Session
 
 
@@ -52,3 +55,19 @@ def insert_rows(
     else:
         params = [dict(zip(names, (*row, *shared), strict=True)) for row in rows]
     conn.exec_driver_sql(compiled.string, params)
+
+
+def random_uuid(dialect_name: str) -> ColumnElement[str]:
+    """A SQL expression that makes a new random (version 4) UUID for every row, in the form
+    ``str(uuid.uuid4())`` has: ids for rows inserted with ``INSERT ... SELECT``."""
+    if dialect_name == "postgresql":
+        return cast(func.gen_random_uuid(), String)
+
+    def digits(nbytes: int) -> ColumnElement[str]:
+        return func.lower(func.hex(func.randomblob(nbytes, type_=String), type_=String), type_=String)
+
+    variant = func.substr("89ab", 1 + func.abs(func.random(type_=Integer) % 4), 1, type_=String)
+    return (
+        digits(4) + "-" + digits(2) + "-4" + func.substr(digits(2), 2, type_=String)
+        + "-" + variant + func.substr(digits(2), 2, type_=String) + "-" + digits(6)
+    )  # fmt: skip

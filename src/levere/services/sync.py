@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 
-from levere.db.bulk import insert_rows
+from levere.db.bulk import random_uuid
 from levere.db.models import (
     Delivery,
     JobRun,
@@ -39,7 +39,7 @@ from levere.db.models import (
     Replica,
     StoredFile,
     User,
-    new_ids,
+    UTCDateTime,
     replicas_table,
     utcnow,
 )
@@ -68,36 +68,33 @@ SWEEP_GRACE = timedelta(minutes=2)
 def _ensure_longterm_replicas(
     ctx: Context, session: Session, project: Project, delivery: Delivery | None
 ) -> int:
-    """Pending long-term replicas for every file of the sealed deliveries in scope that has none."""
+    """Pending long-term replicas for every file of the sealed deliveries in scope that has none.
+    One ``INSERT ... SELECT``: a project of a million files costs no memory here."""
     area = Replica.__table__.alias("area_replica")
     has_longterm = select(Replica.id).where(Replica.file_id == StoredFile.id, Replica.tier == "longterm")
+    # the same key as in the area: IDENTIFIER/DELIVERY/PATH
+    key = func.coalesce(area.c.key, literal(f"{project.identifier}/") + Delivery.name + "/" + StoredFile.path)
     query = (
-        select(StoredFile.id, StoredFile.path, Delivery.name, area.c.key)
+        select(
+            random_uuid(session.get_bind().dialect.name),
+            StoredFile.id,
+            key,
+            literal("longterm"),
+            literal(ctx.tier("longterm").backend_id),
+            literal("pending"),
+            literal(""),
+            literal(0),
+            literal(utcnow(), UTCDateTime()),
+        )
         .join(Delivery, Delivery.id == StoredFile.delivery_id)
         .outerjoin(area, (area.c.file_id == StoredFile.id) & (area.c.tier == "area"))
         .where(StoredFile.project_id == project.id, Delivery.state == "sealed", ~has_longterm.exists())
     )
     if delivery is not None:
         query = query.where(StoredFile.delivery_id == delivery.id)
-    backend_id = ctx.tier("longterm").backend_id
-    found = session.execute(query).all()
-    if not found:
-        return 0
-    insert_rows(
-        session,
-        replicas_table,
-        ("id", "file_id", "key"),
-        [
-            # the same key as in the area: IDENTIFIER/DELIVERY/PATH
-            (replica_id, file_id, key or f"{project.identifier}/{name}/{path}")
-            for replica_id, (file_id, path, name, key) in zip(new_ids(len(found)), found, strict=True)
-        ],
-        {
-            "tier": "longterm", "backend_id": backend_id, "state": "pending", "reason": "", "attempts": 0,
-            "updated_at": utcnow(),
-        },
-    )  # fmt: skip
-    return len(found)
+    columns = ("id", "file_id", "key", "tier", "backend_id", "state", "reason", "attempts", "updated_at")
+    result = session.execute(insert(replicas_table).from_select(columns, query))
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def on_delivery_sealed(ctx: Context, session: Session, delivery: Delivery) -> None:
