@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import time
 import unicodedata
 import uuid
 from collections.abc import AsyncIterator
@@ -15,8 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import literal, select
 
-from levere.db.bulk import random_uuid
-from levere.db.models import new_ids
+from levere.db.bulk import new_uuid_sql
+from levere.db.models import new_id, new_ids
 from levere.domain.errors import InvalidPath
 from levere.domain.paths import check_relative_path
 from levere.services.context import Context
@@ -60,25 +61,45 @@ def test_a_name_of_255_bytes_passes_and_256_do_not_in_ascii_and_utf8() -> None:
             check_relative_path(too_long)
 
 
-def test_bulk_ids_are_distinct_version_4_uuids() -> None:
-    ids = new_ids(5000)
-    assert len(set(ids)) == 5000
-    for text in ids:
+def _unix_ms(parsed: uuid.UUID) -> int:
+    return parsed.int >> 80  # a version 7 UUID starts with the time in milliseconds
+
+
+def test_ids_are_distinct_time_ordered_version_7_uuids() -> None:
+    before = time.time_ns() // 1_000_000
+    first = new_ids(5000)
+    second = new_ids(5000)
+    single = new_id()
+    after = time.time_ns() // 1_000_000
+    everything = [*first, *second, single]
+    assert len(set(everything)) == 10_001
+    for text in everything:
         parsed = uuid.UUID(text)
-        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (7, uuid.RFC_4122, text)
+        assert before <= _unix_ms(parsed) <= after
+    # one call's ids are in order, so a chunk of rows is appended to the end of every index
+    assert first == sorted(first) and second == sorted(second)
     assert new_ids(0) == []
 
 
-def test_ids_the_database_makes_are_distinct_version_4_uuids(ctx: Context) -> None:
+def test_ids_the_database_makes_are_distinct_time_ordered_version_7_uuids(ctx: Context) -> None:
     numbers = select(literal(1).label("i")).cte("numbers", recursive=True)
     numbers = numbers.union_all(select(numbers.c.i + 1).where(numbers.c.i < 3000))
+    earlier = new_id()
+    time.sleep(0.003)
+    before = time.time_ns() // 1_000_000
     with ctx.tx() as session:
-        made = random_uuid(session.get_bind().dialect.name)
+        made = new_uuid_sql(session.get_bind().dialect.name)
         ids = session.execute(select(made).select_from(numbers)).scalars().all()
+    after = time.time_ns() // 1_000_000
     assert len(set(ids)) == 3000
     for text in ids:
         parsed = uuid.UUID(text)
-        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (7, uuid.RFC_4122, text)
+        # the database's clock is this machine's; julianday() is exact to the millisecond
+        assert before - 1 <= _unix_ms(parsed) <= after + 1
+    # rows made by the database sort after rows made earlier in Python: both append to an index
+    assert min(ids) > earlier
 
 
 def test_the_body_pipe_fills_given_back_buffers_again_and_keeps_every_byte() -> None:

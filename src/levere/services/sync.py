@@ -30,7 +30,7 @@ from typing import Any
 from sqlalchemy import func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 
-from levere.db.bulk import random_uuid
+from levere.db.bulk import new_uuid_sql
 from levere.db.models import (
     Delivery,
     JobRun,
@@ -76,7 +76,7 @@ def _ensure_longterm_replicas(
     key = func.coalesce(area.c.key, literal(f"{project.identifier}/") + Delivery.name + "/" + StoredFile.path)
     query = (
         select(
-            random_uuid(session.get_bind().dialect.name),
+            new_uuid_sql(session.get_bind().dialect.name),
             StoredFile.id,
             key,
             literal("longterm"),
