@@ -21,8 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import func, select
 
 from levere.api.app import create_app
+from levere.db.models import Delivery, Upload
+from levere.domain.deliveries import UploadState
 from levere.services.context import Context
 from tests.conftest import free_port
 from tests.helpers import basic_world, provisioned_project, token_for
@@ -237,6 +240,23 @@ def wait_for_upload(env: Env, name: str, least: int = 1, timeout: float = 60) ->
                 return upload  # type: ignore[no-any-return]
         time.sleep(0.02)
     raise AssertionError(f"no upload of {name} got under way")
+
+
+def wait_for_batches(env: Env, name: str, timeout: float = 60) -> None:
+    """Until the service is done with every batch of delivery ``name`` (a killed client's batch
+    goes on until the service has stored and recorded what reached it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with env.ctx.tx() as session:
+            busy = session.execute(
+                select(func.count(Upload.id))
+                .join(Delivery, Delivery.id == Upload.delivery_id)
+                .where(Delivery.name == name, Upload.kind == "batch", Upload.state == UploadState.ACTIVE)
+            ).scalar_one()
+        if not busy:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"a batch of {name} is still being received")
 
 
 def one_line_error(result: subprocess.CompletedProcess[str]) -> str:

@@ -39,6 +39,7 @@ from tests.cli_live import (
     start_levere,
     start_server_process,
     tree,
+    wait_for_batches,
     wait_for_upload,
 )
 from tests.conftest import free_port
@@ -352,6 +353,7 @@ def test_an_interrupted_delivery_resumes_and_sends_nothing_twice(env: Env, tmp_p
         first.wait(timeout=10)
     assert first.returncode == -9
     env.traffic.delay = 0
+    wait_for_batches(env, "RUN7")
     # HEAD answers with the bytes the service durably holds, once the cut request is finished with
     before = env.api(env.staff, f"/projects/{env.project}/deliveries/RUN7")
     [pending] = before["uploads"]

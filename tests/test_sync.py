@@ -392,8 +392,9 @@ def test_many_small_files_go_through_copy_processes_which_may_die(ctx: Context) 
     build_queue(worker, immediate=True)
     try:
         sync.request_sync(worker, s.world.helpdesk, s.project, "RUN1")
-        assert copy_processes._pool is not None
-        children = list(copy_processes._pool[1].pool._processes)  # type: ignore[attr-defined]
+        pool = copy_processes._slot.current()
+        assert pool is not None
+        children = list(pool._processes)  # type: ignore[attr-defined]
         assert len(children) == 2 and os.getpid() not in children
         os.kill(children[0], signal.SIGKILL)
 

@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     login_max_client_failures: int = 20
     login_window_seconds: int = 300
     upload_expiry_hours: int = 24
+    #: processes that hash and publish the small files of batches on a local area tier
+    #: (0: one per CPU; 1: none, the request's own thread does it)
+    ingest_processes: int = Field(default=0, ge=0, le=64)
     #: run the job worker inside the API process (embedded default)
     embedded_worker: bool = True
     #: where the huey queue lives: "sqlite" (file under data_dir), "redis://..." or "memory"

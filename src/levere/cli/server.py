@@ -73,6 +73,7 @@ def serve(
     from levere.config import get_settings
     from levere.db.migrate import upgrade
     from levere.jobs.queue import build_queue
+    from levere.services import batches
     from levere.services.context import Context
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -81,6 +82,7 @@ def serve(
     upgrade(settings.resolved_database_url)
     ctx = Context.build(settings)
     build_queue(ctx)
+    batches.warm_up(ctx)
     app = create_app(ctx, start_worker=worker and settings.embedded_worker)
     err_console.print(
         f"levere serving on http://{host}:{port} (data in {settings.data_dir})", highlight=False

@@ -99,3 +99,15 @@ class StorageUnavailable(LevereError):
 class ConfigurationError(LevereError):
     exit_code = 2
     code = "configuration_error"
+
+
+def from_name(name: str, message: str) -> LevereError:
+    """The error a child process reported by its class name (exceptions with extra details do
+    not survive pickling, so children send the name and message), as its own class again."""
+    kind = globals().get(name)
+    if isinstance(kind, type) and issubclass(kind, LevereError) and kind is not ValidationFailed:
+        try:
+            return kind(message)
+        except TypeError:  # an error with a constructor of its own
+            return LevereError(message)
+    return LevereError(message)

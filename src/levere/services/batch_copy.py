@@ -23,6 +23,7 @@ from sqlalchemy import update
 from sqlalchemy.sql import Select
 
 from levere.db.models import JobRun, Replica, StoredFile, utcnow
+from levere.domain import errors
 from levere.domain.errors import ChecksumMismatch, LevereError, NotFound, StorageUnavailable
 from levere.services import copy_processes
 from levere.services.context import Context
@@ -205,10 +206,10 @@ def start_copies(
             try:
                 future = copy_processes.submit(processes, jobs, scope.target == "longterm")
             except BrokenProcessPool:  # a copy process died since the last batch: threads it is
-                copy_processes.discard_broken()
+                copy_processes.discard_broken(processes)
                 waiting.append(pool.submit(copy_here, chunk).result)
                 continue
-            waiting.append(functools.partial(_outcomes, future, chunk, scope, copy_here))
+            waiting.append(functools.partial(_outcomes, future, chunk, scope, copy_here, processes))
     groups: list[list[Item]] = []
     for item in items:
         if groups and item.size < SMALL and len(groups[-1]) < GROUP and groups[-1][-1].size < SMALL:
@@ -224,6 +225,7 @@ def _outcomes(
     group: list[Item],
     scope: Scope,
     copy_here: Callable[[list[Item]], list[Outcome]],
+    processes: copy_processes.Processes,
 ) -> list[Outcome]:
     try:
         results = future.result()
@@ -231,7 +233,7 @@ def _outcomes(
         # a child died (the OOM killer, a signal): nothing of this group was recorded, so copy it
         # here, and let the next batch get a fresh pool
         log.warning("a copy process died; copying its %d file(s) in this process", len(group))
-        copy_processes.discard_broken()
+        copy_processes.discard_broken(processes)
         return copy_here(group)
     outcomes = []
     for item, (_, kind, message, damaged, copied) in zip(group, results, strict=True):
@@ -241,7 +243,7 @@ def _outcomes(
         if kind == "NotFound":
             error: LevereError = NotFound(f"{item.label} is missing from {TIER_WORDS[scope.source]}")
         else:
-            error = copy_processes.error_from(kind, message)
+            error = errors.from_name(kind, message)
         outcomes.append(Outcome(item, error=error, source_damaged=damaged))
     return outcomes
 

@@ -5,11 +5,12 @@ Design notes
 * One HTTP round trip per small file cannot keep up with ``rsync``; a batch carries thousands.
   Everything per batch happens once: the permission and state checks, loading the delivery's
   existing paths, the quota reservation (the request's ``Content-Length`` up front, or as it goes).
-* Per file: the member is read whole (it is small), hashed in that one pass, compared with the
-  checksums the client put in its PAX header, and only then written and published under its final
-  name in one step, without an fsync of its own (``Backend.write_small``). The writes run on
-  helper threads in groups (:class:`_SmallWrites`), so the file system's work (or an object
-  store's round trips) overlaps the parsing, hashing and recording of the next members.
+* Per file: the member's path is checked here, then it is read whole (it is small) and handed to
+  :class:`~levere.services.small_writes.SmallWrites`, which hashes it in one pass, compares it with
+  the checksums the client put in its PAX header, and only then publishes it under its final name
+  in one step, without an fsync of its own (``Backend.write_small``), in groups: on a local disk in
+  child processes, on an object store on threads, so that the hashing and the file system's work
+  (or an object store's round trips) overlap the parsing and recording of the next members.
 * Per chunk of files (:data:`CHUNK_FILES` or :data:`CHUNK_BYTES`), and when the body ends or breaks:
   one ``flush()`` makes every published file durable, then one transaction records them all with
   bulk inserts and turns their part of the reservation into usage. A broken connection therefore
@@ -25,9 +26,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -38,10 +37,10 @@ from sqlalchemy.orm import Session
 
 from levere.db.models import Delivery, Project, StoredFile, Upload, User, utcnow
 from levere.domain.deliveries import UploadState
-from levere.domain.errors import InvalidPath, LevereError, QuotaExceeded, StorageUnavailable, ValidationFailed
+from levere.domain.errors import InvalidPath, QuotaExceeded, ValidationFailed
 from levere.domain.paths import check_relative_path
 from levere.domain.roles import Action
-from levere.services import audit, quotas
+from levere.services import audit, quotas, small_writes
 from levere.services.context import Context
 from levere.services.deliveries import (
     AREA,
@@ -54,7 +53,8 @@ from levere.services.deliveries import (
 )
 from levere.services.leases import new_owner
 from levere.services.projects import authorize
-from levere.storage import Backend
+from levere.services.small_writes import SmallWrites
+from levere.storage import Backend, LocalSpec
 from levere.transfer.pipe import ByteSource
 from levere.transfer.tarstream import ArchiveTruncated, Member, TarReader
 
@@ -248,108 +248,35 @@ def _start(
         )
 
 
-@dataclass
-class _Pending:
-    """What was accepted since the last commit: ``files`` streamed to their writers; the small
-    ones are with :class:`_SmallWrites`; ``count`` and ``nbytes`` cover both."""
+@dataclass(frozen=True)
+class _Small:
+    """A small file handed over to be published, with what its member said it holds."""
 
-    files: list[NewFile] = field(default_factory=list)
-    count: int = 0
-    nbytes: int = 0
-
-
-#: small files handed to a writer thread at a time, and the bytes such a group may hold
-WRITE_GROUP_FILES = 64
-WRITE_GROUP_BYTES = 4 * 1024 * 1024
-#: bytes of file data waiting for or being written at most, whatever the number of threads
-WRITES_IN_FLIGHT_BYTES = 32 * 1024 * 1024
+    path: str
+    size: int
+    key: str
+    expect_md5: str
+    expect_sha256: str
 
 
-@dataclass
-class _Written:
-    files: list[NewFile] = field(default_factory=list)
-    error: LevereError | None = None
+def _publishing(ctx: Context) -> tuple[LocalSpec | None, int]:
+    """The area's folder and how many child processes publish small files there (more than one
+    when the area is a local folder and there are CPUs to use; see
+    :mod:`levere.services.small_writes`)."""
+    spec = ctx.settings.tier_spec(AREA)
+    if not isinstance(spec, LocalSpec):
+        return None, 0
+    return spec, small_writes.process_count(ctx.settings.ingest_processes)
 
 
-def _write_group(backend: Backend, group: list[tuple[NewFile, bytes]]) -> _Written:
-    """Publish a group in order; stop at the first failure (its file and the rest are not stored)."""
-    done = _Written()
-    for new, data in group:
-        try:
-            backend.write_small(new.key, data)
-        except LevereError as exc:
-            done.error = exc
-            break
-        except OSError as exc:
-            done.error = StorageUnavailable(f"could not store {new.path}: {exc.strerror or exc}")
-            break
-        except Exception as exc:  # raised once the files stored before it are recorded
-            log.exception("storing %s failed", new.path)
-            done.error = StorageUnavailable(f"could not store {new.path}: {type(exc).__name__}: {exc}")
-            break
-        done.files.append(new)
-    return done
-
-
-class _SmallWrites:
-    """Small files published on helper threads, in groups, while the request thread goes on.
-
-    :meth:`drain` waits for every write handed over and returns the files that are stored, in
-    order, with the first error met: files written before a failure are kept (and recorded by the
-    caller), so nothing that is on the storage goes unrecorded because a later file failed.
-    """
-
-    def __init__(self, backend: Backend) -> None:
-        self.backend = backend
-        threads = backend.small_write_threads
-        self.pool = ThreadPoolExecutor(threads, "levere-small-files") if threads > 0 else None
-        self.group: list[tuple[NewFile, bytes]] = []
-        self.group_bytes = 0
-        self.in_flight: deque[tuple[Future[_Written], int]] = deque()
-        self.in_flight_bytes = 0
-        self.done = _Written()
-
-    def add(self, new: NewFile, data: bytes) -> None:
-        if self.done.error is not None:  # the storage failed: stop here (the caller records the rest)
-            raise self.done.error
-        self.group.append((new, data))
-        self.group_bytes += len(data)
-        if len(self.group) >= WRITE_GROUP_FILES or self.group_bytes >= WRITE_GROUP_BYTES:
-            self._hand_over()
-
-    def _hand_over(self) -> None:
-        if not self.group:
-            return
-        if self.pool is None:
-            written = _write_group(self.backend, self.group)
-            self.done.files += written.files
-            self.done.error = self.done.error or written.error
-            self.group, self.group_bytes = [], 0
-            return
-        while self.in_flight and self.in_flight_bytes + self.group_bytes > WRITES_IN_FLIGHT_BYTES:
-            self._collect_oldest()
-        self.in_flight.append((self.pool.submit(_write_group, self.backend, self.group), self.group_bytes))
-        self.in_flight_bytes += self.group_bytes
-        self.group, self.group_bytes = [], 0
-
-    def _collect_oldest(self) -> None:
-        future, nbytes = self.in_flight.popleft()
-        self.in_flight_bytes -= nbytes
-        written = future.result()
-        self.done.files += written.files
-        self.done.error = self.done.error or written.error
-
-    def drain(self) -> _Written:
-        self._hand_over()
-        while self.in_flight:
-            self._collect_oldest()
-        done, self.done = self.done, _Written()
-        return done
-
-    def close(self) -> None:
-        self.drain()
-        if self.pool is not None:
-            self.pool.shutdown()
+def warm_up(ctx: Context) -> None:
+    """Start the processes that publish small files now, in the background, so that the first
+    batch does not wait for them (``levere serve`` calls this)."""
+    spec, count = _publishing(ctx)
+    if spec is not None:
+        threading.Thread(
+            target=small_writes.warm_up, args=(spec, count), name="levere-warm-up", daemon=True
+        ).start()
 
 
 class _Batch:
@@ -374,13 +301,21 @@ class _Batch:
         self.claims = claims
         self.backend: Backend = ctx.tier(AREA)
         self.result = BatchResult()
-        self.pending = _Pending()
+        #: big members, streamed to their writers and complete, not yet recorded
+        self.streamed: list[NewFile] = []
+        #: files and bytes accepted in the current chunk (see :meth:`_end_chunk`)
+        self.chunk_files = 0
+        self.chunk_bytes = 0
+        #: bytes accepted and not yet recorded or refused: what the reservation must cover
+        self.unrecorded = 0
+        #: where the previous chunk ends among the small writes, once it is handed over
+        self.previous_chunk: int | None = None
         self.seen: set[str] = set()
         #: paths stored or being stored, and every folder they lie in (a name cannot be both)
         self.accepted: set[str] = set()
         self.folders = {folder for path in (*known, *busy) for folder in folders_of(path)}
         self.quota_error: QuotaExceeded | None = None
-        self.writes = _SmallWrites(self.backend)
+        self.writes: SmallWrites[_Small] = SmallWrites(self.backend, *_publishing(ctx))
 
     def fail(self, path: str, error: str, message: str, **arrived: str) -> None:
         self.result.failed.append(Failure(path, error, message, **arrived))
@@ -417,31 +352,27 @@ class _Batch:
             self.fail(path, "already_exists", f"{path} is being uploaded by another request")
             return
         try:
-            self.reservation.need(self.pending.nbytes + m.size, path, m.size)
+            self.reservation.need(self.unrecorded + m.size, path, m.size)
         except QuotaExceeded as exc:
             self.fail(path, exc.code, exc.message)
             self.quota_error = exc
             return
         key = area_key(self.project.identifier, self.delivery.name, path)
         if m.size <= IN_MEMORY:
-            data = reader.read_all()
-            md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
-            sha256 = hashlib.sha256(data).hexdigest()
-            if (expect_md5 and expect_md5 != md5) or (expect_sha256 and expect_sha256 != sha256):
-                self._mismatch(path, md5, sha256, expect_md5, expect_sha256)
-                return
-            self.writes.add(NewFile(path, m.size, md5, sha256, key), data)
+            small = _Small(path, m.size, key, expect_md5, expect_sha256)
+            self.writes.add(small, key, reader.read_all(), expect_md5, expect_sha256, path)
         else:
             digests = self._stream(reader, key, m.size, expect_md5, expect_sha256, path)
             if digests is None:
                 return
-            self.pending.files.append(NewFile(path, m.size, *digests, key))
+            self.streamed.append(NewFile(path, m.size, *digests, key))
         self.accepted.add(path)
         self.folders.update(folders_of(path))
-        self.pending.count += 1
-        self.pending.nbytes += m.size
-        if self.pending.count >= CHUNK_FILES or self.pending.nbytes >= CHUNK_BYTES:
-            self.commit()
+        self.unrecorded += m.size
+        self.chunk_files += 1
+        self.chunk_bytes += m.size
+        if self.chunk_files >= CHUNK_FILES or self.chunk_bytes >= CHUNK_BYTES:
+            self._end_chunk()
 
     def _clash(self, path: str) -> str | None:
         if path in self.folders:
@@ -498,12 +429,31 @@ class _Batch:
             path=path, size=size, md5=md5, sha256=sha256, created_at=utcnow(), tiers={AREA: "present"}
         )
 
-    def commit(self) -> None:
-        """Make the pending files durable, then record them and settle their quota, in one go.
-        A write that failed is raised once the files stored before it are recorded."""
-        written = self.writes.drain()
-        files = self.pending.files + written.files
-        self.pending = _Pending()
+    def _end_chunk(self) -> None:
+        """Every file of a chunk is handed over: record the chunk before it, whose files are
+        written by now (or nearly), rather than this one, so that the writers always have work
+        while the database records."""
+        until = self.writes.mark()
+        self.chunk_files = self.chunk_bytes = 0
+        if self.previous_chunk is not None:
+            self.commit(self.previous_chunk)
+        self.previous_chunk = until
+
+    def commit(self, until: int | None = None) -> None:
+        """Make the files written so far (at least those of the chunks before ``until``, see
+        :meth:`SmallWrites.mark`; all of them without it) durable, then record them and settle
+        their quota, in one go. A write that failed is raised once the files stored before it
+        are recorded."""
+        written = self.writes.drain(until)
+        for small, md5, sha256 in written.mismatched:
+            self._mismatch(small.path, md5, sha256, small.expect_md5, small.expect_sha256)
+            self.accepted.discard(small.path)
+            self.unrecorded -= small.size
+        self.unrecorded -= sum(small.size for small in written.unwritten)
+        files = self.streamed + [
+            NewFile(small.path, small.size, md5, sha256, small.key) for small, md5, sha256 in written.stored
+        ]
+        self.streamed = []
         if not files:
             if written.error is not None:
                 raise written.error
@@ -527,6 +477,7 @@ class _Batch:
                     self.fail(
                         f.path, "already_exists", f"{f.path} was stored by another request at the same time"
                     )
+                    self.unrecorded -= f.size
             self._record([f for f in files if f.path not in taken])
         if written.error is not None:
             raise written.error
@@ -542,15 +493,12 @@ class _Batch:
                 session, self.actor, "delivery.files_stored", "delivery", self.delivery.id,
                 after={"files": len(files), "bytes": nbytes, "paths": [f.path for f in files]},
             )  # fmt: skip
-        now = utcnow()
+        self.unrecorded -= nbytes
+        now, tiers = utcnow(), {AREA: "present"}
         self.result.stored += [
-            FileView(
-                path=f.path, size=f.size, md5=f.md5, sha256=f.sha256, created_at=now, tiers={AREA: "present"}
-            )
+            FileView(path=f.path, size=f.size, md5=f.md5, sha256=f.sha256, created_at=now, tiers=tiers)
             for f in files
         ]
-        for f in files:
-            self.known[f.path] = _Known(f.size, f.md5, f.sha256)
 
 
 def ingest(

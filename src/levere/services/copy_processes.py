@@ -8,27 +8,22 @@ Design notes
   core while the system copy tools use all of them. Child processes each copy a group of files.
 * Only local-to-local copies go here: object stores are bound by network latency, which threads
   already hide, and a bandwidth limit needs the one limiter that the job's threads share.
-* Children are started by ``forkserver``, never by a bare ``fork`` of a process that has threads
-  and database connections, and build their two backends once from the tiers' specs.
+* Children (:mod:`levere.services.process_pools`) build their two backends once from the tiers'
+  specs.
 * What crosses the process boundary is plain tuples, not exceptions (whose extra details do not
   survive pickling): each result names its error class and message.
 * A pool lives as long as the process that uses it (a worker runs job after job); it is rebuilt
-  when the tiers it copies between change or one of its processes died, and shut down at exit.
-* As with any use of ``multiprocessing``, a script that runs jobs in-process must keep its own
-  work under ``if __name__ == "__main__":`` (levere's own commands do).
+  when the tiers it copies between change or one of its processes died.
 """
 
 from __future__ import annotations
 
-import atexit
-import multiprocessing
-import threading
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from levere.domain import errors
-from levere.domain.errors import ChecksumMismatch, LevereError, NotFound, StorageUnavailable
+from levere.domain.errors import ChecksumMismatch, LevereError, NotFound
 from levere.services.copying import Expected, copy_or_adopt
+from levere.services.process_pools import PoolSlot
 from levere.storage import Backend, LocalSpec, build_backend
 
 #: (replica id, source key, target key, size, md5, sha256, label, look first)
@@ -46,8 +41,7 @@ class Processes:
     count: int
 
 
-_lock = threading.Lock()
-_pool: tuple[tuple[str, str, int, int], Processes] | None = None
+_slot = PoolSlot()
 
 # in a child: the two backends, built once, and threads to keep several reads in flight
 _source: Backend | None = None
@@ -64,30 +58,13 @@ def _start_child(source: LocalSpec, target: LocalSpec, threads: int) -> None:
 def pool_for(source: LocalSpec, target: LocalSpec, processes: int, threads: int) -> Processes:
     """The processes copying from ``source`` to ``target``, each with ``threads`` threads (made
     on first use)."""
-    global _pool
     key = (source.model_dump_json(), target.model_dump_json(), processes, threads)
-    with _lock:
-        if _pool is not None and _pool[0] == key and not getattr(_pool[1].pool, "_broken", False):
-            return _pool[1]
-        if _pool is not None:
-            _pool[1].pool.shutdown(wait=False, cancel_futures=True)
-        executor = ProcessPoolExecutor(
-            processes,
-            mp_context=multiprocessing.get_context("forkserver"),
-            initializer=_start_child,
-            initargs=(source, target, threads),
-        )
-        _pool = (key, Processes(executor, processes))
-        return _pool[1]
+    return Processes(_slot.get(key, processes, _start_child, (source, target, threads)), processes)
 
 
-def discard_broken() -> None:
+def discard_broken(processes: Processes) -> None:
     """Forget a pool one of whose processes died; the next use builds a new one."""
-    global _pool
-    with _lock:
-        if _pool is not None and getattr(_pool[1].pool, "_broken", False):
-            _pool[1].pool.shutdown(wait=False, cancel_futures=True)
-            _pool = None
+    _slot.discard(processes.pool)
 
 
 def submit(processes: Processes, jobs: list[Job], write_once: bool) -> Future[list[Result]]:
@@ -123,18 +100,3 @@ def copy_group(jobs: list[Job], write_once: bool) -> list[Result]:
     return results
 
 
-def error_from(name: str, message: str) -> LevereError:
-    """The error a child reported, as its own class again."""
-    kind = getattr(errors, name, None)
-    if isinstance(kind, type) and issubclass(kind, LevereError) and kind is not errors.ValidationFailed:
-        return kind(message)
-    return StorageUnavailable(message) if name == "StorageUnavailable" else LevereError(message)
-
-
-@atexit.register
-def _shutdown() -> None:
-    global _pool
-    with _lock:
-        if _pool is not None:
-            _pool[1].pool.shutdown(wait=False, cancel_futures=True)
-            _pool = None
