@@ -12,6 +12,7 @@ that none of them passes through Python: :func:`new_uuid_sql` gives such rows th
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -35,7 +36,6 @@ def insert_rows(
     conn = session.connection()
     dialect = conn.dialect
     names = [*columns, *same]
-    compiled = insert(table).values({n: bindparam(n) for n in names}).compile(dialect=dialect)
 
     def processor(name: str) -> Any:
         column_type = table.c[name].type
@@ -45,13 +45,13 @@ def insert_rows(
     per_row = [processor(n) for n in columns]
     if any(per_row):
         rows = [tuple(p(v) if p else v for p, v in zip(per_row, row, strict=True)) for row in rows]
+    compiled = insert(table).values({n: bindparam(n) for n in names}).compile(dialect=dialect)
     if compiled.positional:
+        # the compiled statement orders the values by the table: one C-level pick per row
         where = {n: i for i, n in enumerate(names)}
         order = [where[n] for n in compiled.positiontup or ()]
-        params: list[Any] = []
-        for row in rows:
-            full = (*row, *shared)
-            params.append(tuple(full[i] for i in order))
+        pick = operator.itemgetter(*order) if len(order) > 1 else lambda full: (full[order[0]],)
+        params: list[Any] = [pick((*row, *shared)) for row in rows]
     else:
         params = [dict(zip(names, (*row, *shared), strict=True)) for row in rows]
     conn.exec_driver_sql(compiled.string, params)

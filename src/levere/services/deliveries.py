@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import func, select
+from sqlalchemy import String, func, insert, literal, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from levere.db.bulk import insert_rows
+from levere.db.bulk import insert_rows, new_uuid_sql
 from levere.db.models import (
     Delivery,
     Project,
@@ -178,17 +178,43 @@ def record_files(
         [(fid, f.path, f.size, f.md5, f.sha256) for fid, f in zip(ids, files, strict=True)],
         {"delivery_id": delivery.id, "project_id": delivery.project_id, "created_at": now},
     )
-    insert_rows(
-        session,
-        replicas_table,
-        ("id", "file_id", "key"),
-        [(rid, fid, f.key) for rid, fid, f in zip(new_ids(len(files)), ids, files, strict=True)],
-        {
-            "tier": AREA, "backend_id": backend_id, "state": "present", "reason": "", "attempts": 0,
-            "verified_at": now, "updated_at": now,
-        },
-    )  # fmt: skip
+    replica = {
+        "tier": AREA, "backend_id": backend_id, "state": "present", "reason": "", "attempts": 0,
+        "verified_at": now, "updated_at": now,
+    }  # fmt: skip
+    prefix = _common_prefix(files)
+    if prefix is None:
+        insert_rows(
+            session,
+            replicas_table,
+            ("id", "file_id", "key"),
+            [(rid, fid, f.key) for rid, fid, f in zip(new_ids(len(files)), ids, files, strict=True)],
+            replica,
+        )
+        return ids
+    # every key is the same folder plus the path: the database makes the rows from the files'
+    dialect = session.get_bind().dialect.name
+    made = select(
+        new_uuid_sql(dialect).label("id"),
+        StoredFile.id.label("file_id"),
+        (literal(prefix, String) + StoredFile.path).label("key"),
+        *(literal(value, replicas_table.c[name].type).label(name) for name, value in replica.items()),
+    ).where(StoredFile.id.in_(ids))
+    session.execute(insert(replicas_table).from_select(["id", "file_id", "key", *replica], made))
     return ids
+
+
+def _common_prefix(files: Sequence[NewFile]) -> str | None:
+    """The folder every file's storage key is its path in, if there is one."""
+    if not files:
+        return None
+    first = files[0]
+    if not first.key.endswith(first.path):
+        return None
+    prefix = first.key[: len(first.key) - len(first.path)]
+    if all(f.key == prefix + f.path for f in files):
+        return prefix
+    return None
 
 
 def _counts(session: Session, delivery_ids: Iterable[str]) -> dict[str, tuple[int, int]]:
