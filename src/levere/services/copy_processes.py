@@ -98,5 +98,3 @@ def copy_group(jobs: list[Job], write_once: bool) -> list[Result]:
         except OSError as exc:
             results.append((replica_id, "StorageUnavailable", f"copying {label} failed: {exc}", False, False))
     return results
-
-

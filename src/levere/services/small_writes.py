@@ -77,7 +77,9 @@ def publish_group(backend: Backend, jobs: list[Job]) -> list[Result]:
             results.append((md5, sha256, type(exc).__name__, exc.message))
             break
         except OSError as exc:
-            results.append((md5, sha256, "StorageUnavailable", f"could not store {label}: {exc.strerror or exc}"))
+            results.append(
+                (md5, sha256, "StorageUnavailable", f"could not store {label}: {exc.strerror or exc}")
+            )
             break
         except Exception as exc:  # reported once the files stored before it are recorded
             log.exception("storing %s failed", label)
@@ -273,7 +275,9 @@ class SmallWrites(Generic[Tag]):
         self.tags: list[Tag] = []
         self.group_bytes = 0
         #: (group number, who has it, jobs, tags, bytes) of the groups handed over, oldest first
-        self.in_flight: deque[tuple[int, Publisher | Future[list[Result]], list[Job], list[Tag], int]] = deque()
+        self.in_flight: deque[tuple[int, Publisher | Future[list[Result]], list[Job], list[Tag], int]] = (
+            deque()
+        )
         self.in_flight_bytes = 0
         self.handed = 0  # groups handed over so far
         self.turn = 0
