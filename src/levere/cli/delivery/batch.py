@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
 from levere.cli.client import Client
 from levere.cli.delivery import tarstream
 from levere.cli.delivery.hashing import Checksums
@@ -30,7 +28,8 @@ MiB = 1024 * 1024
 MAX_FILES = 5000
 MAX_BYTES = 256 * MiB
 #: the service answers after the last member is committed: give it time beyond the usual timeout
-TIMEOUT = httpx.Timeout(60.0, read=900.0)
+#: (seconds to connect, read, write and wait for a connection, as httpx takes them)
+TIMEOUT = (60.0, 900.0, 60.0, 60.0)
 
 
 def split(
@@ -74,10 +73,12 @@ class BatchSender:
         self.api, self.retry, self.reporter = api, retry, reporter
         self.project, self.delivery, self.expected = project, delivery, expected
 
-    def _unless_cancelled(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    def _unless_cancelled(self, chunks: Iterator[bytes], report: Callable[[], None]) -> Iterator[bytes]:
+        """The stream's chunks until a cancel; ``report`` shows the progress each one brings."""
         for chunk in chunks:
             if self.retry.cancel.is_set():
                 raise Cancelled
+            report()
             yield chunk
 
     def _stored_paths(self, paths: set[str]) -> dict[str, dict[str, Any]]:
@@ -90,31 +91,46 @@ class BatchSender:
         outcome = BatchOutcome()
         pending = {f.path: f for f in files}
         counted: dict[str, int] = {}
+        unreported = 0
 
         def on_member(sent: tarstream.Sent) -> None:
+            nonlocal unreported
             outcome.computed[sent.path] = sent.checksums
             counted[sent.path] = sent.size
-            self.reporter.advance(sent.size)
+            unreported += sent.size
+
+        def report() -> None:
+            # the display hears of the bytes once per chunk of the stream rather than once per file
+            nonlocal unreported
+            if unreported:
+                self.reporter.advance(unreported)
+                unreported = 0
 
         def attempt() -> None:
             batch = sorted(pending.values(), key=lambda f: f.path)
+            # one lookup per file, where the stream and the size would make three
+            expected = {f.path: self.expected(f.path) for f in batch}
+
+            def md5(path: str) -> str | None:
+                return expected[path].md5
+
             answer = self.api.send(
                 "POST",
                 f"/projects/{quote(self.project, safe='')}/deliveries/{quote(self.delivery, safe='')}/batch",
                 content=self._unless_cancelled(
-                    tarstream.stream(
-                        batch, lambda p: self.expected(p).md5, lambda p: self.expected(p).sha256, on_member
-                    )
+                    tarstream.stream(batch, md5, lambda p: expected[p].sha256, on_member), report
                 ),
                 headers={
                     "Content-Type": "application/x-tar",
-                    "Content-Length": str(tarstream.archive_size(batch, lambda p: self.expected(p).md5)),
+                    "Content-Length": str(tarstream.archive_size(batch, md5)),
                 },
                 timeout=TIMEOUT,
             ).json()
-            for entry in answer.get("stored") or []:
+            stored = answer.get("stored") or []
+            for entry in stored:
                 self._accept(entry, outcome)
                 pending.pop(entry["path"], None)
+            self.reporter.file_done(len(stored))
             for entry in answer.get("failed") or []:
                 outcome.failures.append(self._failure(entry, outcome))
                 pending.pop(entry["path"], None)
@@ -123,10 +139,13 @@ class BatchSender:
                 pending.pop(path)
 
         def recover() -> None:
+            report()  # what the broken stream had counted but not yet shown, so that it adds up below
             # a broken stream: the service kept the members completed before the break
-            for path, entry in self._stored_paths(set(pending)).items():
+            stored = self._stored_paths(set(pending))
+            for path, entry in stored.items():
                 self._accept(entry, outcome)
                 pending.pop(path)
+            self.reporter.file_done(len(stored))
             for path in pending:  # sent but lost: they will be sent (and counted) again
                 self.reporter.advance(-counted.pop(path, 0))
 
@@ -143,7 +162,6 @@ class BatchSender:
                 f"SHA-256 {computed.sha256}"
             )
         outcome.computed[path] = stored  # the service's, with its MD5
-        self.reporter.file_done()
 
     def _failure(self, entry: dict[str, Any], outcome: BatchOutcome) -> LevereError:
         path, code, message = entry["path"], entry.get("error", "error"), entry.get("message", "")

@@ -9,18 +9,11 @@ from __future__ import annotations
 import threading
 import time
 from types import TracebackType
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import TaskID
 
 
 class Reporter(Protocol):
@@ -67,6 +60,16 @@ class Bars:
     """
 
     def __init__(self, console: Console, verb: str) -> None:
+        # here rather than at the top: output that is piped or JSON never shows bars
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
         self.console = console
         self.verb = verb
         self.progress = Progress(

@@ -9,14 +9,16 @@ become the same path once normalised. All offenders are named in one message, so
 
 A symbolic link whose target is inside the folder is delivered as the file it points to, and a link to
 a folder inside is walked, as ``cp -rL`` would; a link back to an ancestor is a loop and is refused.
+Folders are walked by their real paths, so every file's ``source`` is a real path: callers compare
+sources as they are (``os.path.realpath`` costs tens of microseconds a file).
 """
 
 from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from levere.domain.errors import InvalidPath, LevereError
 from levere.domain.paths import check_relative_path
@@ -24,10 +26,12 @@ from levere.domain.paths import check_relative_path
 MAX_LISTED = 5
 
 
-@dataclass(frozen=True)
-class LocalFile:
+class LocalFile(NamedTuple):
+    """A file to send (a tuple: a run folder can hold hundreds of thousands, and a tuple is made in
+    half the time of a frozen dataclass)."""
+
     path: str  # the delivery path: relative, "/"-separated, NFC
-    source: str  # where to read it
+    source: str  # where to read it: a real path (symbolic links resolved)
     size: int
     mtime: int = 0
 
