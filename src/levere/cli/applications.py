@@ -8,7 +8,6 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 import typer
-import yaml
 
 from levere.cli.accounts import client
 from levere.cli.output import State, done, fields, result, show, table
@@ -19,6 +18,8 @@ applications = typer.Typer(help="List, show, submit and review applications.", n
 
 
 def read_form_file(path: Path) -> dict[str, Any]:
+    import yaml  # only this command reads YAML: the others start without it
+
     try:
         text = path.read_text()
     except OSError as exc:

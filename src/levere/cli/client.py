@@ -5,6 +5,10 @@ Design notes
 The CLI talks to the API only, never to the database (``levere init``, ``serve`` and ``worker`` run
 on the server and are the exceptions). The saved credentials file is written with mode 0600 and the
 token never appears in output or in ``repr``.
+
+httpx is imported when a :class:`Client` is made, not with this module: it is the largest import
+of the CLI, and ``--help``, mistyped options and the checks made before the first request should
+not wait for it. The methods that catch its exceptions import it again, which is then a lookup.
 """
 
 from __future__ import annotations
@@ -16,9 +20,7 @@ from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from levere.domain.errors import (
     AccessDenied,
@@ -34,6 +36,9 @@ from levere.domain.errors import (
     TooManyAttempts,
     ValidationFailed,
 )
+
+if TYPE_CHECKING:
+    import httpx
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 BY_STATUS: dict[int, type[LevereError]] = {
@@ -126,6 +131,8 @@ class Client:
     """A thin wrapper over httpx that turns every failure into a :class:`LevereError`."""
 
     def __init__(self, creds: Credentials, timeout: float = 60.0) -> None:
+        import httpx  # see the module notes
+
         self.creds = creds
         headers = {"Authorization": f"Bearer {creds.token}"} if creds.token else {}
         self.http = httpx.Client(base_url=creds.url.rstrip("/"), headers=headers, timeout=timeout)
@@ -134,6 +141,8 @@ class Client:
         return f"Client(url={self.creds.url!r})"
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        import httpx
+
         try:
             response = self.http.request(method, "/api" + path, **kwargs)
         except httpx.ConnectError:
@@ -173,6 +182,8 @@ class Client:
     # --- for transfers: the whole response (status, headers, streamed body) ----------------------
 
     def _transport_error(self, exc: Exception) -> StorageUnavailable:
+        import httpx
+
         if isinstance(exc, httpx.ConnectError):
             return StorageUnavailable(
                 f"cannot reach levere at {self.creds.url}: is 'levere serve' running there?"
@@ -190,6 +201,8 @@ class Client:
         service, and 500/502/503/504, raises :class:`StorageUnavailable`: the transient kind a transfer
         retries.
         """
+        import httpx
+
         try:
             response = self.http.request(method, _api_path(path), **kwargs)
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
@@ -202,6 +215,8 @@ class Client:
         self, method: str, path: str, expect: Collection[int] = (), **kwargs: Any
     ) -> Iterator[httpx.Response]:
         """:meth:`send` whose body is read by the caller, piece by piece, inside the ``with``."""
+        import httpx
+
         try:
             with self.http.stream(method, _api_path(path), **kwargs) as response:
                 if response.status_code >= 400 and response.status_code not in expect:

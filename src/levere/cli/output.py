@@ -7,7 +7,6 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 # soft_wrap: a message is one line however narrow the terminal (or 80 columns when piped), so that
 # scripts can read errors and results line by line
@@ -24,6 +23,8 @@ def emit_json(data: Any) -> None:
 
 
 def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    from rich.table import Table  # not needed by commands that print no table, such as deliver
+
     grid = Table(title=title, title_justify="left", header_style="bold")
     for column in columns:
         grid.add_column(column, overflow="fold")
@@ -33,6 +34,8 @@ def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> 
 
 
 def fields(title: str, pairs: Iterable[tuple[str, Any]]) -> None:
+    from rich.table import Table
+
     grid = Table(title=title, title_justify="left", show_header=False, box=None, padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column(overflow="fold")

@@ -11,7 +11,6 @@ import time
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from levere.cli.accounts import client
 from levere.cli.client import Client
@@ -51,6 +50,8 @@ def follow(api: Client, job: dict[str, Any]) -> dict[str, Any]:
             time.sleep(POLL_SECONDS)
             job = api.get(path)
         return job
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # only when following a job
+
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),

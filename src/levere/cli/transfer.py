@@ -1,7 +1,9 @@
 """Moving data: ``levere deliver``, ``download``, ``ls``, ``deliveries ...`` and ``manifest``.
 
 The engines live in :mod:`levere.cli.delivery`; this module turns options into their calls, shows
-Rich progress on a terminal and prints receipts and tables (or JSON with ``--json``).
+Rich progress on a terminal and prints receipts and tables (or JSON with ``--json``). The engines
+are imported by the commands that use them: every other command, and ``--help``, starts without
+them.
 """
 
 from __future__ import annotations
@@ -10,19 +12,20 @@ import sys
 from contextlib import AbstractContextManager, nullcontext
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import quote
 
 import typer
 
 from levere.cli.accounts import client
-from levere.cli.delivery.deliver import Deliverer, Options, Receipt, read_metadata
-from levere.cli.delivery.download import Downloader, Summary
 from levere.cli.delivery.progress import Bars, Quiet, Reporter
-from levere.cli.delivery.retry import Retry
 from levere.cli.output import State, console, err_console, fields, show, table
 from levere.domain.errors import ValidationFailed
 from levere.domain.units import format_size, parse_size
+
+if TYPE_CHECKING:
+    from levere.cli.delivery.deliver import Receipt
+    from levere.cli.delivery.download import Summary
 
 MiB = 1024 * 1024
 deliveries = typer.Typer(help="Deliveries of a project: list them, show one.", no_args_is_help=True)
@@ -88,6 +91,9 @@ def deliver(
 
     Run the same command again after an interruption: what the service already holds is not sent again, and unfinished files continue from where they stopped.
     """
+    from levere.cli.delivery.deliver import Deliverer, Options, read_metadata  # see the module notes
+    from levere.cli.delivery.retry import Retry
+
     if checksum_file is not None and no_checksum_file:
         raise ValidationFailed({"checksum file": "give --checksum-file or --no-checksum-file, not both"})
     meta = read_metadata(metadata) if metadata is not None else {}
@@ -171,6 +177,9 @@ def download(
 
     What you ask for lands in --to under its own name, as with 'cp -r': a delivery RUN42 becomes DIR/RUN42/..., a file RUN42/a/x.fq becomes DIR/x.fq. Partial files are kept as NAME.part until they are complete and their checksums match.
     """
+    from levere.cli.delivery.download import Downloader  # see the module notes
+    from levere.cli.delivery.retry import Retry
+
     api = client()
     retry = Retry(attempts=retries)
     reporter, display = _reporter("download")
