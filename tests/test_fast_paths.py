@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from sqlalchemy import literal, select
 
 from levere.db.bulk import new_uuid_sql
-from levere.db.models import new_id, new_ids
+from levere.db.models import ID_STEM, new_id, new_ids
 from levere.domain.errors import InvalidPath
 from levere.domain.paths import check_relative_path
 from levere.services.context import Context
@@ -77,8 +77,12 @@ def test_ids_are_distinct_time_ordered_version_7_uuids() -> None:
         parsed = uuid.UUID(text)
         assert (parsed.version, parsed.variant, str(parsed)) == (7, uuid.RFC_4122, text)
         assert before <= _unix_ms(parsed) <= after
-    # one call's ids are in order, so a chunk of rows is appended to the end of every index
+    # one call's ids are in order, so a chunk of rows is appended to the end of every index; they
+    # share a stem and count up, so a range of them is exactly one call's
     assert first == sorted(first) and second == sorted(second)
+    assert {i[:ID_STEM] for i in first} == {first[0][:ID_STEM]} != {second[0][:ID_STEM]}
+    counters = [int(i[ID_STEM:], 16) for i in first]
+    assert counters == list(range(counters[0], counters[0] + 5000))
     assert new_ids(0) == []
 
 

@@ -7,13 +7,14 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
-from levere.db.models import StoredFile
+from levere.db.models import Replica, StoredFile
 from levere.domain.errors import StorageUnavailable
 from levere.services import batches, deliveries
 from levere.services.context import Context
@@ -72,7 +73,16 @@ def _assert_stored_exactly(ctx: Context, identifier: str, files: dict[str, bytes
         rows = session.execute(
             select(StoredFile.path, StoredFile.size, StoredFile.md5, StoredFile.sha256)
         ).all()
+        copies = session.execute(
+            select(Replica.id, Replica.key, Replica.state, StoredFile.path).join(StoredFile)
+        ).all()
     assert {r[0]: (r[1], r[2], r[3]) for r in rows} == {p: (len(d), *digests(d)) for p, d in files.items()}
+    # one present copy in the area per file, under its key, each with an id of its own
+    assert sorted((c.path, c.key, c.state) for c in copies) == sorted(
+        (p, f"{identifier}/RUN1/{p}", "present") for p in files
+    )
+    assert len({c.id for c in copies}) == len(files)
+    assert {uuid.UUID(c.id).version for c in copies} == {7}
     area = ctx.tier("area")
     for path, data in files.items():
         assert b"".join(area.read(f"{identifier}/RUN1/{path}")) == data

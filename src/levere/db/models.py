@@ -38,6 +38,10 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+#: characters that the ids made by one :func:`new_ids` call share; a counter follows
+ID_STEM = 28
+
+
 def new_id() -> str:
     return new_ids(1)[0]
 
@@ -52,8 +56,9 @@ def new_ids(count: int) -> list[str]:
     after every older one, so new rows fill the last pages. An id is still unguessable: 74 bits
     are random.
 
-    The ids of one call share the time and 42 random bits and count up in the last 32, so they are
-    also in order among themselves; all the random bits come from one read of the system's source.
+    The ids of one call share their first :data:`ID_STEM` characters (the time and 42 random bits)
+    and end in a counter of 8 hex digits, so they are also in order among themselves; the random
+    bits come from one read of the system's source.
     """
     if count <= 0:
         return []

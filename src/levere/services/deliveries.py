@@ -28,8 +28,9 @@ from sqlalchemy import String, func, insert, literal, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from levere.db.bulk import insert_rows, new_uuid_sql
+from levere.db.bulk import insert_rows
 from levere.db.models import (
+    ID_STEM,
     Delivery,
     Project,
     ProjectMember,
@@ -192,14 +193,16 @@ def record_files(
             replica,
         )
         return ids
-    # every key is the same folder plus the path: the database makes the rows from the files'
-    dialect = session.get_bind().dialect.name
+    # Every key is the same folder plus the path: the database makes the rows from the file rows
+    # just inserted, found by their ids (one new_ids call: one stem, then counters). Each copy's id
+    # is a stem of its own followed by its file's counter.
+    stem = new_ids(1)[0][:ID_STEM]
     made = select(
-        new_uuid_sql(dialect).label("id"),
+        (literal(stem, String) + func.substr(StoredFile.id, ID_STEM + 1)).label("id"),
         StoredFile.id.label("file_id"),
         (literal(prefix, String) + StoredFile.path).label("key"),
         *(literal(value, replicas_table.c[name].type).label(name) for name, value in replica.items()),
-    ).where(StoredFile.id.in_(ids))
+    ).where(StoredFile.id.between(ids[0], ids[-1]), StoredFile.delivery_id == delivery.id)
     session.execute(insert(replicas_table).from_select(["id", "file_id", "key", *replica], made))
     return ids
 
