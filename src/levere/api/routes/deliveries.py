@@ -222,12 +222,14 @@ async def batch(identifier: str, name: str, request: Request, actor: WriteUser, 
     finally:
         await pipe.stop()
     # thousands of entries: written as JSON directly, in BatchOut's shape, rather than validated
-    # model by model
+    # model by model; a chunk of files shares one time, written once
+    times: dict[datetime, str] = {}
     body = {
         "stored": [
             {
                 "path": f.path, "size": f.size, "md5": f.md5, "sha256": f.sha256,
-                "created_at": f.created_at.isoformat(), "tiers": f.tiers,
+                "created_at": times.get(f.created_at) or times.setdefault(f.created_at, f.created_at.isoformat()),
+                "tiers": f.tiers,
             }
             for f in result.stored
         ],
