@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import NamedTuple
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -248,9 +249,9 @@ def _start(
         )
 
 
-@dataclass(frozen=True)
-class _Small:
-    """A small file handed over to be published, with what its member said it holds."""
+class _Small(NamedTuple):
+    """A small file handed over to be published, with what its member said it holds (a tuple:
+    one is made per file)."""
 
     path: str
     size: int
@@ -300,6 +301,9 @@ class _Batch:
         self.reservation = reservation
         self.claims = claims
         self.backend: Backend = ctx.tier(AREA)
+        # read once: attributes of database rows cost more to read than plain ones, per file
+        self.delivery_id = delivery.id
+        self.key_prefix = area_key(project.identifier, delivery.name, "")
         self.result = BatchResult()
         #: big members, streamed to their writers and complete, not yet recorded
         self.streamed: list[NewFile] = []
@@ -344,11 +348,12 @@ class _Batch:
         if existing is not None or path in self.busy:
             self._already(reader, m, path, existing)
             return
-        clash = self._clash(path)
+        parents = folders_of(path) if "/" in path else []
+        clash = self._clash(path, parents)
         if clash is not None:
             self.fail(path, "path_conflict", f"{path} cannot be stored: {clash}, and a name cannot be both")
             return
-        if not _claim(self.delivery.id, self.claims, path):
+        if not _claim(self.delivery_id, self.claims, path):
             self.fail(path, "already_exists", f"{path} is being uploaded by another request")
             return
         try:
@@ -357,7 +362,7 @@ class _Batch:
             self.fail(path, exc.code, exc.message)
             self.quota_error = exc
             return
-        key = area_key(self.project.identifier, self.delivery.name, path)
+        key = self.key_prefix + path
         if m.size <= IN_MEMORY:
             small = _Small(path, m.size, key, expect_md5, expect_sha256)
             self.writes.add(small, key, reader.read_all(), expect_md5, expect_sha256, path)
@@ -367,17 +372,19 @@ class _Batch:
                 return
             self.streamed.append(NewFile(path, m.size, *digests, key))
         self.accepted.add(path)
-        self.folders.update(folders_of(path))
+        self.folders.update(parents)
         self.unrecorded += m.size
         self.chunk_files += 1
         self.chunk_bytes += m.size
         if self.chunk_files >= CHUNK_FILES or self.chunk_bytes >= CHUNK_BYTES:
             self._end_chunk()
 
-    def _clash(self, path: str) -> str | None:
+    def _clash(self, path: str, parents: list[str]) -> str | None:
         if path in self.folders:
             return f"{path} is a folder in this delivery"
-        for folder in folders_of(path):
+        for folder in parents:
+            if folder in self.folders:  # already known to be a folder, so not a file
+                continue
             if folder in self.known or folder in self.busy or folder in self.accepted:
                 return f"{folder} is a file in this delivery"
         return None
