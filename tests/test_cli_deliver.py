@@ -191,9 +191,9 @@ def test_a_file_that_changes_size_during_the_stream_stops_it_with_its_name(tmp_p
 
 
 def test_batches_are_split_by_count_and_bytes_and_give_parallel_streams_work() -> None:
-    files = [LocalFile(f"f{i}", "", 4096) for i in range(20_000)]
-    batches = split(files, parallel=2)
-    assert [len(b) for b in batches] == [5000] * 4
+    files = [LocalFile(f"f{i}", "", 4096) for i in range(50_000)]
+    assert [len(b) for b in split(files, parallel=1)] == [20_000, 20_000, 10_000]
+    assert [len(b) for b in split(files[:20_000], parallel=2)] == [10_000, 10_000]
     assert [len(b) for b in split(files[:2000], parallel=2)] == [1000, 1000]
     assert [len(b) for b in split(files[:100], parallel=2)] == [100]
     big = [LocalFile(f"g{i}", "", 600 * 1024) for i in range(1000)]

@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import literal, select
 
-from levere.db.bulk import new_uuid_sql
+from levere.db.bulk import new_ids_sql
 from levere.db.models import ID_STEM, new_id, new_ids
 from levere.domain.errors import InvalidPath
 from levere.domain.paths import check_relative_path
@@ -86,23 +86,25 @@ def test_ids_are_distinct_time_ordered_version_7_uuids() -> None:
     assert new_ids(0) == []
 
 
-def test_ids_the_database_makes_are_distinct_time_ordered_version_7_uuids(ctx: Context) -> None:
+def test_ids_the_database_numbers_are_distinct_time_ordered_version_7_uuids(ctx: Context) -> None:
     numbers = select(literal(1).label("i")).cte("numbers", recursive=True)
     numbers = numbers.union_all(select(numbers.c.i + 1).where(numbers.c.i < 3000))
     earlier = new_id()
     time.sleep(0.003)
     before = time.time_ns() // 1_000_000
     with ctx.tx() as session:
-        made = new_uuid_sql(session.get_bind().dialect.name)
+        made = new_ids_sql(session.get_bind().dialect.name)
         ids = session.execute(select(made).select_from(numbers)).scalars().all()
     after = time.time_ns() // 1_000_000
     assert len(set(ids)) == 3000
     for text in ids:
         parsed = uuid.UUID(text)
         assert (parsed.version, parsed.variant, str(parsed)) == (7, uuid.RFC_4122, text)
-        # the database's clock is this machine's; julianday() is exact to the millisecond
-        assert before - 1 <= _unix_ms(parsed) <= after + 1
-    # rows made by the database sort after rows made earlier in Python: both append to an index
+        assert before <= _unix_ms(parsed) <= after
+    # as one new_ids call's: one stem, consecutive counters; after ids made earlier
+    assert {i[:ID_STEM] for i in ids} == {ids[0][:ID_STEM]}
+    counters = sorted(int(i[ID_STEM:], 16) for i in ids)
+    assert counters == list(range(counters[0], counters[0] + 3000))
     assert min(ids) > earlier
 
 

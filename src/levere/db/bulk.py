@@ -7,7 +7,7 @@ values shared by every row (the time, the delivery, the tier) are converted once
 go to the driver as plain tuples or dicts.
 
 Rows derived from rows already in the database go in with one ``INSERT ... SELECT`` instead, so
-that none of them passes through Python: :func:`new_uuid_sql` gives such rows their ids.
+that none of them passes through Python: :func:`new_ids_sql` gives such rows their ids.
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ import operator
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, Table, bindparam, insert, literal_column
+from sqlalchemy import BigInteger, ColumnElement, String, Table, bindparam, func, insert, literal
 from sqlalchemy.orm import Session
+
+from levere.db.models import ID_STEM, new_ids
 
 
 def insert_rows(
@@ -57,25 +59,15 @@ def insert_rows(
     conn.exec_driver_sql(compiled.string, params)
 
 
-def _now_hex(dialect_name: str) -> str:
-    """The time in milliseconds since 1970 as 12 hex digits: the transaction's start on
-    PostgreSQL, the statement's on SQLite, so that every row of one statement gets the same."""
+def new_ids_sql(dialect_name: str) -> ColumnElement[str]:
+    """A SQL expression that gives each row of an ``INSERT ... SELECT`` its own new id: the ids
+    one :func:`levere.db.models.new_ids` call would make (one stem, then a counter), numbered by
+    the database."""
+    first = new_ids(1)[0]
+    stem, start = first[:ID_STEM], int(first[ID_STEM:], 16)
+    number = literal(start, BigInteger) + func.row_number().over()
     if dialect_name == "postgresql":
-        return "lpad(to_hex(floor(extract(epoch from now()) * 1000)::bigint), 12, '0')"
-    return "printf('%012x', CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER))"
-
-
-def new_uuid_sql(dialect_name: str) -> ColumnElement[str]:
-    """A SQL expression that makes a new time-ordered (version 7) UUID for every row, in the form
-    ``str(uuid.UUID)`` has: ids for rows inserted with ``INSERT ... SELECT`` (see
-    :func:`levere.db.models.new_ids` for why time-ordered)."""
-    now = _now_hex(dialect_name)
-    time_part = f"substr({now}, 1, 8) || '-' || substr({now}, 9, 4) || '-7'"
-    if dialect_name == "postgresql":
-        # PostgreSQL's own random UUID, with the time and version put in
-        return literal_column(f"({time_part} || substr(gen_random_uuid()::text, 16))", String)
-    random_part = (
-        "substr(lower(hex(randomblob(2))), 2) || '-' || substr('89ab', 1 + abs(random() % 4), 1)"
-        " || substr(lower(hex(randomblob(2))), 2) || '-' || lower(hex(randomblob(6)))"
-    )
-    return literal_column(f"({time_part} || {random_part})", String)
+        counter = func.lpad(func.to_hex(number), 8, "0", type_=String)
+    else:
+        counter = func.printf("%08x", number, type_=String)
+    return literal(stem, String) + counter

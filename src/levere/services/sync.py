@@ -30,7 +30,7 @@ from typing import Any
 from sqlalchemy import func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 
-from levere.db.bulk import new_uuid_sql
+from levere.db.bulk import new_ids_sql
 from levere.db.models import (
     Delivery,
     JobRun,
@@ -66,32 +66,41 @@ SWEEP_GRACE = timedelta(minutes=2)
 
 
 def _ensure_longterm_replicas(
-    ctx: Context, session: Session, project: Project, delivery: Delivery | None
+    ctx: Context, session: Session, project: Project, delivery: Delivery | None, *, just_sealed: bool = False
 ) -> int:
     """Pending long-term replicas for every file of the sealed deliveries in scope that has none.
-    One ``INSERT ... SELECT``: a project of a million files costs no memory here."""
-    area = Replica.__table__.alias("area_replica")
-    has_longterm = select(Replica.id).where(Replica.file_id == StoredFile.id, Replica.tier == "longterm")
-    # the same key as in the area: IDENTIFIER/DELIVERY/PATH
-    key = func.coalesce(area.c.key, literal(f"{project.identifier}/") + Delivery.name + "/" + StoredFile.path)
-    query = (
-        select(
-            new_uuid_sql(session.get_bind().dialect.name),
-            StoredFile.id,
-            key,
-            literal("longterm"),
-            literal(ctx.tier("longterm").backend_id),
-            literal("pending"),
-            literal(""),
-            literal(0),
-            literal(utcnow(), UTCDateTime()),
-        )
-        .join(Delivery, Delivery.id == StoredFile.delivery_id)
-        .outerjoin(area, (area.c.file_id == StoredFile.id) & (area.c.tier == "area"))
-        .where(StoredFile.project_id == project.id, Delivery.state == "sealed", ~has_longterm.exists())
+    One ``INSERT ... SELECT``: a project of a million files costs no memory here.
+
+    ``just_sealed``: ``delivery`` is being sealed in this transaction, so none of its files has a
+    long-term replica yet and each lies in the area under IDENTIFIER/DELIVERY/PATH; the rows are
+    made from its files alone, without looking either up (a third of the time of sealing)."""
+    values = (
+        literal("longterm"),
+        literal(ctx.tier("longterm").backend_id),
+        literal("pending"),
+        literal(""),
+        literal(0),
+        literal(utcnow(), UTCDateTime()),
     )
-    if delivery is not None:
-        query = query.where(StoredFile.delivery_id == delivery.id)
+    new_id = new_ids_sql(session.get_bind().dialect.name)
+    if just_sealed and delivery is not None:
+        key = literal(f"{project.identifier}/{delivery.name}/") + StoredFile.path
+        query = select(new_id, StoredFile.id, key, *values).where(StoredFile.delivery_id == delivery.id)
+    else:
+        area = Replica.__table__.alias("area_replica")
+        has_longterm = select(Replica.id).where(Replica.file_id == StoredFile.id, Replica.tier == "longterm")
+        # the same key as in the area: IDENTIFIER/DELIVERY/PATH
+        key = func.coalesce(
+            area.c.key, literal(f"{project.identifier}/") + Delivery.name + "/" + StoredFile.path
+        )
+        query = (
+            select(new_id, StoredFile.id, key, *values)
+            .join(Delivery, Delivery.id == StoredFile.delivery_id)
+            .outerjoin(area, (area.c.file_id == StoredFile.id) & (area.c.tier == "area"))
+            .where(StoredFile.project_id == project.id, Delivery.state == "sealed", ~has_longterm.exists())
+        )
+        if delivery is not None:
+            query = query.where(StoredFile.delivery_id == delivery.id)
     columns = ("id", "file_id", "key", "tier", "backend_id", "state", "reason", "attempts", "updated_at")
     result = session.execute(insert(replicas_table).from_select(columns, query))
     return int(result.rowcount)  # type: ignore[attr-defined]
@@ -103,7 +112,7 @@ def on_delivery_sealed(ctx: Context, session: Session, delivery: Delivery) -> No
     project = session.get(Project, delivery.project_id)
     if project is None:
         raise NotFound("the delivery's project does not exist")
-    created = _ensure_longterm_replicas(ctx, session, project, delivery)
+    created = _ensure_longterm_replicas(ctx, session, project, delivery, just_sealed=True)
     if created and project.sync_mode == "auto":
         run = new_run(ctx, session, "sync", project, delivery=delivery)
         audit.record(
