@@ -13,6 +13,7 @@ import typer
 
 from levere.cli import accounts, admin, applications, projects, server, sync, transfer
 from levere.cli.output import State, err_console
+from levere.cli.process import tune_gc
 from levere.domain.errors import LevereError
 
 app = typer.Typer(
@@ -41,6 +42,7 @@ sync.register(app)
 
 
 def run() -> None:
+    tune_gc()
     try:
         app()
     except LevereError as exc:

@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from levere.cli.output import done, err_console
+from levere.cli.process import tune_gc
 from levere.domain.errors import ValidationFailed
 from levere.domain.roles import UserKind
 
@@ -84,6 +85,7 @@ def serve(
     build_queue(ctx)
     batches.warm_up(ctx)
     app = create_app(ctx, start_worker=worker and settings.embedded_worker)
+    tune_gc()  # again: the service's modules are loaded now
     err_console.print(
         f"levere serving on http://{host}:{port} (data in {settings.data_dir})", highlight=False
     )
@@ -104,6 +106,7 @@ def worker(
     settings = get_settings()
     ctx = Context.build(settings)
     queue = build_queue(ctx)
+    tune_gc()  # again: the service's modules are loaded now
     err_console.print(f"levere worker with {threads} thread(s), queue {settings.queue_url}", highlight=False)
     queue.run_worker(workers=threads)
 

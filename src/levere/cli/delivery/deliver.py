@@ -290,6 +290,7 @@ class Deliverer:
             files = sorted([*files, source.extra], key=lambda f: f.path)
         check_listed(source, files, folder)
         delivery = self.find(name)
+        created = delivery is None
         if delivery is None:  # nothing to resume: refuse what cannot fit before making anything
             self._check_quota(make_plan(files, {}, source, self.options.small_file))
             delivery = self.create(name, metadata or {})
@@ -314,7 +315,8 @@ class Deliverer:
                 )
                 self.reporter.note(notes[-1])
             self._drop_upload(upload)
-        self._check_quota(plan)
+        if not created:  # a new delivery's plan was checked just before it was made
+            self._check_quota(plan)
         self.reporter.start(plan.total_bytes, len(files), plan.done_bytes, len(plan.skipped))
         computed = self._transfer(name, plan, source)
         delivery = self._confirm(name, plan, computed)
