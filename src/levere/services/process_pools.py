@@ -3,7 +3,8 @@
 Design notes
 ------------
 * Children are started by ``forkserver``, never by a bare ``fork`` of a process that has threads
-  and database connections.
+  and database connections. The fork server loads the children's modules once, rather than the
+  command that started it (all of the CLI), so that each child starts at once and shares them.
 * One pool per purpose (a :class:`PoolSlot`), made on first use for what it serves (its key: the
   storage specs and the number of processes), made again when that changes or when one of its
   processes died, and shut down when the process exits.
@@ -26,6 +27,16 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 _slots: list[PoolSlot] = []
+#: what the fork server imports before it makes children (those that publish small files; the
+#: copy processes of a sync are few and long-lived, and import theirs themselves)
+CHILD_MODULES = ["levere.services.small_writes"]
+
+
+def forkserver() -> multiprocessing.context.ForkServerContext:
+    """The multiprocessing context children are made with."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(CHILD_MODULES)
+    return context
 
 
 def is_broken(pool: ProcessPoolExecutor) -> bool:
@@ -57,7 +68,7 @@ class PoolSlot:
                 self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = ProcessPoolExecutor(
                 processes,
-                mp_context=multiprocessing.get_context("forkserver"),
+                mp_context=forkserver(),
                 initializer=_start_child,
                 initargs=(os.getpid(), initializer, initargs),
             )

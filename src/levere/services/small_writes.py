@@ -31,18 +31,22 @@ import contextlib
 import fcntl
 import hashlib
 import logging
-import multiprocessing
 import os
 import threading
 from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Generic, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from levere.domain import errors
 from levere.domain.errors import LevereError
-from levere.storage import Backend, LocalSpec, build_backend
+from levere.services.process_pools import forkserver
+from levere.storage import Backend, LocalBackend
+
+if TYPE_CHECKING:
+    from levere.storage import LocalSpec
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +111,10 @@ _PIPE_BYTES = 1024 * 1024
 MAX_CHILDREN_PER_CPU = 4
 
 
-def _serve(jobs: Connection, results: Connection, spec: LocalSpec) -> None:
+def _serve(jobs: Connection, results: Connection, root: str, backend_id: str) -> None:
     """In a child: publish each group received, answer with its results; leave at the end of
     the pipe (the parent closed it, or is gone)."""
-    backend = build_backend(spec)
+    backend = LocalBackend(Path(root), backend_id)
     while True:
         try:
             group = jobs.recv()
@@ -123,13 +127,16 @@ class Publisher:
     """A child process publishing the groups it is sent, in order."""
 
     def __init__(self, spec: LocalSpec) -> None:
-        mp = multiprocessing.get_context("forkserver")
+        mp = forkserver()
         jobs_r, jobs_w = mp.Pipe(duplex=False)
         results_r, results_w = mp.Pipe(duplex=False)
         with contextlib.suppress(OSError, AttributeError):  # a narrow pipe only makes it slower
             fcntl.fcntl(jobs_w.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
         self.process = mp.Process(
-            target=_serve, args=(jobs_r, results_w, spec), name="levere-publisher", daemon=True
+            target=_serve,
+            args=(jobs_r, results_w, str(spec.root), spec.backend_id),
+            name="levere-publisher",
+            daemon=True,
         )
         self.process.start()
         jobs_r.close()

@@ -1,13 +1,22 @@
-"""Where delivered bytes live: one interface (:class:`Backend`), one module per backend."""
+"""Where delivered bytes live: one interface (:class:`Backend`), one module per backend.
+
+The specs (pydantic) and the S3 backend (boto3) are imported when first named: the processes
+that publish small files on a local disk need neither, and boto3 alone is 26 MB of memory in
+each of them.
+"""
 
 from __future__ import annotations
 
-from typing import assert_never
+from typing import TYPE_CHECKING, Any, assert_never
 
 from levere.storage.base import CHUNK, Backend, ObjectInfo, ObjectWriter, check_key
-from levere.storage.config import BackendSpec, LocalSpec, S3Spec, parse_backend_spec
 from levere.storage.local import LocalBackend
-from levere.storage.s3 import S3Backend
+
+if TYPE_CHECKING:
+    from levere.storage.config import BackendSpec, LocalSpec, S3Spec, parse_backend_spec
+    from levere.storage.s3 import S3Backend
+
+_FROM_CONFIG = frozenset({"BackendSpec", "LocalSpec", "S3Spec", "parse_backend_spec"})
 
 __all__ = [
     "CHUNK",
@@ -25,8 +34,23 @@ __all__ = [
 ]
 
 
+def __getattr__(name: str) -> Any:
+    if name in _FROM_CONFIG:
+        from levere.storage import config
+
+        return getattr(config, name)
+    if name == "S3Backend":
+        from levere.storage.s3 import S3Backend
+
+        return S3Backend
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def build_backend(spec: LocalSpec | S3Spec) -> Backend:
     """Build the backend a validated spec describes. No I/O happens here."""
+    from levere.storage.config import LocalSpec, S3Spec
+    from levere.storage.s3 import S3Backend
+
     match spec:
         case LocalSpec():
             return LocalBackend(spec.root, spec.backend_id)
