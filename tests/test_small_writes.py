@@ -7,6 +7,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from sqlalchemy import select
 
 from levere.db.models import Replica, StoredFile
 from levere.domain.errors import StorageUnavailable
-from levere.services import batches, deliveries
+from levere.services import batches, deliveries, small_writes
 from levere.services.context import Context
 from levere.services.small_writes import SmallWrites, publish_group
 from levere.storage import LocalBackend
@@ -139,6 +140,28 @@ def test_a_publishing_process_killed_mid_batch_loses_nothing(
         assert again.failed == [] and len(again.stored) == 300
         mine = set(_publishers()) - others
         assert len(mine) == 2 and killed[0] not in mine
+    finally:
+        here.close()
+
+
+def test_idle_children_leave_and_the_next_batch_starts_new_ones(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(small_writes, "IDLE_SECONDS", 0.5)
+    others = set(_publishers())
+    here = _with(ctx, ingest_processes=2)
+    try:
+        first, c = _ingest(here, _files(300))
+        started = set(_publishers()) - others
+        assert len(started) == 2 and first.failed == []
+        deadline = time.monotonic() + 10
+        while set(_publishers()) & started:  # they leave by themselves
+            assert time.monotonic() < deadline, "idle children did not leave"
+            time.sleep(0.1)
+        files = {f"later/{p}": d for p, d in _files(300).items()}
+        again, _ = _ingest(here, files, c)
+        assert again.failed == [] and len(again.stored) == 300
+        assert len(set(_publishers()) - others - started) == 2
     finally:
         here.close()
 

@@ -74,7 +74,6 @@ def serve(
     from levere.config import get_settings
     from levere.db.migrate import upgrade
     from levere.jobs.queue import build_queue
-    from levere.services import batches
     from levere.services.context import Context
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -83,7 +82,6 @@ def serve(
     upgrade(settings.resolved_database_url)
     ctx = Context.build(settings)
     build_queue(ctx)
-    batches.warm_up(ctx)
     app = create_app(ctx, start_worker=worker and settings.embedded_worker)
     tune_gc()  # again: the service's modules are loaded now
     err_console.print(

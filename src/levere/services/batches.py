@@ -270,16 +270,6 @@ def _publishing(ctx: Context) -> tuple[LocalSpec | None, int]:
     return spec, small_writes.process_count(ctx.settings.ingest_processes)
 
 
-def warm_up(ctx: Context) -> None:
-    """Start the processes that publish small files now, in the background, so that the first
-    batch does not wait for them (``levere serve`` calls this)."""
-    spec, count = _publishing(ctx)
-    if spec is not None:
-        threading.Thread(
-            target=small_writes.warm_up, args=(spec, count), name="levere-warm-up", daemon=True
-        ).start()
-
-
 class _Batch:
     def __init__(
         self,

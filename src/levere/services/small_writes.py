@@ -9,8 +9,8 @@ Design notes
   a local disk: each system call gives Python's lock up and waits to get it back from the parsing
   thread, so the threads and the parser took turns on one core.
 * So, by backend: a local folder gets child processes (``ingest_processes``, one per CPU by
-  default), which hash, check and write groups of files on their own cores while the request
-  thread parses the next members; an object store gets threads (its round trips wait on the
+  default, started by the first batch and gone after two minutes without one), which hash, check
+  and write groups of files on their own cores while the request thread parses the next members; an object store gets threads (its round trips wait on the
   network, not on the lock); one CPU, or ``ingest_processes = 1``, writes in the caller's thread.
 * Results come back per group in the order the groups were handed over: what a file is known
   by (its ``tag``) and its checksums, or that its bytes did not match (nothing was written), or a
@@ -109,13 +109,17 @@ PER_CHILD = 4
 _PIPE_BYTES = 1024 * 1024
 #: children at most per storage folder, whatever the number of batches received at once
 MAX_CHILDREN_PER_CPU = 4
+#: a child with nothing to do for this long leaves
+IDLE_SECONDS = 120.0
 
 
-def _serve(jobs: Connection, results: Connection, root: str, backend_id: str) -> None:
+def _serve(jobs: Connection, results: Connection, root: str, backend_id: str, idle: float) -> None:
     """In a child: publish each group received, answer with its results; leave at the end of
-    the pipe (the parent closed it, or is gone)."""
+    the pipe (the parent closed it, or is gone), or after ``idle`` seconds without work, so
+    that a service between deliveries does not keep the memory (the next batch starts new ones;
+    one that hands a group to a child just leaving publishes that group itself)."""
     backend = LocalBackend(Path(root), backend_id)
-    while True:
+    while jobs.poll(idle):
         try:
             group = jobs.recv()
         except EOFError:
@@ -134,7 +138,7 @@ class Publisher:
             fcntl.fcntl(jobs_w.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
         self.process = mp.Process(
             target=_serve,
-            args=(jobs_r, results_w, str(spec.root), spec.backend_id),
+            args=(jobs_r, results_w, str(spec.root), spec.backend_id, IDLE_SECONDS),
             name="levere-publisher",
             daemon=True,
         )
@@ -242,12 +246,6 @@ atexit.register(publishers.close_all)
 def process_count(setting: int) -> int:
     """``ingest_processes`` as a number of processes (0: one per CPU); 1 means none."""
     return setting or os.cpu_count() or 1
-
-
-def warm_up(spec: LocalSpec, processes: int) -> None:
-    """Start the children now rather than at the first batch."""
-    if processes > 1:
-        publishers.give_back(spec, publishers.borrow(spec, processes))
 
 
 # --- one batch's writes ----------------------------------------------------------------------------
