@@ -25,6 +25,8 @@ from bench.harness import (
     GiB,
     MiB,
     Service,
+    cpu_seconds,
+    descendants,
     free_port,
     interleave,
     levere_service,
@@ -129,6 +131,8 @@ def large_file(work: Path, service: Service, size: int, rounds: int) -> bool:
     finally:
         nginx.stop()
     ok = report("large file", "nginx PUT", rounds_, 0.6)
+    # the service's own process: its children publish small files and only start with a batch
+    assert not descendants(service.proc.pid), "the service has children before any batch"
     server_peak = peak_rss_kib(service.proc.pid) / 1024
     client_peak = max(client_rss) / 1024
     mem_ok = server_peak < 200 and client_peak < 200
@@ -160,7 +164,18 @@ def small_files(work: Path, service: Service, count: int, rounds: int) -> bool:
     def deliver(i: int) -> float:
         project = service.project()
         settle_disk()
+        # the service's children (which publish the files) come and go: count those of this run
+        before = {p: cpu_seconds(p) for p in [service.proc.pid, *descendants(service.proc.pid)]}
         t = run_timed([LEVERE, "deliver", project, str(run), "--name", f"small-{i}"], env=env)
+        children = descendants(service.proc.pid)
+        used = {p: cpu_seconds(p) - before.get(p, 0.0) for p in [service.proc.pid, *children]}
+        print(
+            f"    levere CPU: client {t.cpu_seconds:.2f} s, service {used[service.proc.pid]:.2f} s, its "
+            f"children {sum(used[c] for c in children):.2f} s; peak RSS: client {t.max_rss_kib / 1024:.0f} MiB, "
+            f"service {peak_rss_kib(service.proc.pid) / 1024:.0f} MiB, children "
+            f"{' + '.join(f'{peak_rss_kib(c) / 1024:.0f}' for c in children)} MiB",
+            flush=True,
+        )
         return count / t.seconds
 
     print(f"{count:,} files of 4 KiB: rsync -a to a local folder vs levere deliver (files/s)")

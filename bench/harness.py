@@ -93,6 +93,7 @@ def drop_caches() -> bool:
 class Timed:
     seconds: float
     max_rss_kib: int = 0
+    cpu_seconds: float = 0.0
 
 
 def run_timed(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> Timed:
@@ -105,7 +106,7 @@ def run_timed(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | Non
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({code}): {stderr.strip()[-2000:]}")
-    return Timed(seconds, usage.ru_maxrss)
+    return Timed(seconds, usage.ru_maxrss, usage.ru_utime + usage.ru_stime)
 
 
 def peak_rss_kib(pid: int) -> int:
@@ -114,6 +115,31 @@ def peak_rss_kib(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
     return 0
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes started by ``pid`` and by them, that are still running."""
+    found: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            child = int(entry.name)
+            found += [child, *descendants(child)]
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a running process has used."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass

@@ -132,7 +132,7 @@ def test_a_publishing_process_killed_mid_batch_loses_nothing(
     try:
         result, c = _ingest(here, files, after_each=kill_a_child)
         assert killed, "the body was too short to kill a child in the middle"
-        assert "a process publishing small files died" in caplog.text
+        assert "a process publishing small files stopped" in caplog.text
         assert result.failed == [] and len(result.stored) == 3000
         _assert_stored_exactly(here, c.project, files)
         # the next batch works, in new children

@@ -10,8 +10,9 @@ Design notes
   thread, so the threads and the parser took turns on one core.
 * So, by backend: a local folder gets child processes (``ingest_processes``, one per CPU by
   default, started by the first batch and gone after two minutes without one), which hash, check
-  and write groups of files on their own cores while the request thread parses the next members; an object store gets threads (its round trips wait on the
-  network, not on the lock); one CPU, or ``ingest_processes = 1``, writes in the caller's thread.
+  and write groups of files on their own cores while the request thread parses the next members;
+  an object store gets threads (its round trips wait on the network, not on the lock); one CPU,
+  or ``ingest_processes = 1``, writes in the caller's thread.
 * Results come back per group in the order the groups were handed over: what a file is known
   by (its ``tag``) and its checksums, or that its bytes did not match (nothing was written), or a
   storage error, after which nothing more is handed over. Files stored before an error, in any
@@ -19,8 +20,9 @@ Design notes
   unrecorded because a later file failed.
 * A child that dies (killed, out of memory) takes its groups with it without saying what it
   wrote. Those groups are done again in this process: publishing replaces a name the dead child
-  may already have given the same bytes, so the result is the same; the rest of the batch is
-  written here too, and the next batch gets a fresh pool.
+  may already have given the same bytes, so the result is the same; the rest of the batch goes
+  to the other children (or is written here when none is left), and the next batch starts new
+  ones.
 * Memory: at most ``IN_FLIGHT_BYTES`` of file data is handed over and not yet written.
 """
 
@@ -162,6 +164,8 @@ class Publisher:
     def receive(self) -> list[Result] | None:
         """The results of the oldest group sent; None if the child died before answering."""
         self.waiting -= 1
+        if not self.alive:
+            return None
         try:
             results: list[Result] = self.results.recv()
             return results
@@ -321,7 +325,7 @@ class SmallWrites(Generic[Tag]):
         while self.publishers:
             publisher = self.publishers[self.turn % len(self.publishers)]
             self.turn += 1
-            while publisher.waiting >= PER_CHILD:
+            while publisher.waiting >= PER_CHILD and self.in_flight:
                 self._collect_oldest()
             if publisher.alive and publisher.send(jobs):
                 return publisher
@@ -330,14 +334,14 @@ class SmallWrites(Generic[Tag]):
 
     def _lose(self, publisher: Publisher) -> None:
         if publisher in self.publishers:
-            log.warning("a process publishing small files died; its files are published here")
+            log.warning("a process publishing small files stopped; its files are published here")
             self.publishers.remove(publisher)
 
     def _collect_oldest(self) -> None:
         _, holder, jobs, tags, nbytes = self.in_flight.popleft()
         self.in_flight_bytes -= nbytes
         if isinstance(holder, Publisher):
-            results = holder.receive() if holder.alive else None
+            results = holder.receive()
             if results is None:  # it died with the group: publish it here (the same bytes again)
                 self._lose(holder)
                 results = publish_group(self.backend, jobs)
