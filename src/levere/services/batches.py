@@ -13,8 +13,10 @@ Design notes
   (or an object store's round trips) overlap the parsing and recording of the next members.
 * Per chunk of files (:data:`CHUNK_FILES` or :data:`CHUNK_BYTES`), and when the body ends or breaks:
   one ``flush()`` makes every published file durable, then one transaction records them all with
-  bulk inserts and turns their part of the reservation into usage. A broken connection therefore
-  keeps every file completed before the break.
+  bulk inserts and turns their part of the reservation into usage. A chunk is recorded once the
+  next one is handed over (one chunk behind), by when its files are written, so that the
+  children never wait for the database. A broken connection keeps every file completed before
+  the break.
 * Members too large to hold in memory are streamed to a normal (fsynced) writer.
 * The reservation lives in an ``uploads`` row of kind ``batch`` (its ``length`` is what the batch
   still holds reserved), so if the process dies the expiry job gives it back.
