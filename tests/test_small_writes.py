@@ -112,6 +112,20 @@ def test_each_way_of_publishing_stores_exactly_the_files_sent(ctx: Context, proc
         assert len(set(_publishers()) - others) == 2
 
 
+def test_a_batch_smaller_than_a_group_starts_no_children(ctx: Context) -> None:
+    """The checksum file of a run of large files, say: written at once, by the service itself."""
+    others = set(_publishers())
+    here = _with(ctx, ingest_processes=2)
+    try:
+        files = _files(small_writes.GROUP_FILES - 1)
+        result, c = _ingest(here, files)
+    finally:
+        here.close()
+    assert result.failed == [] and len(result.stored) == len(files)
+    _assert_stored_exactly(ctx, c.project, files)
+    assert set(_publishers()) - others == set()
+
+
 def test_a_publishing_process_killed_mid_batch_loses_nothing(
     ctx: Context, caplog: pytest.LogCaptureFixture
 ) -> None:

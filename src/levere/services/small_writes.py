@@ -273,12 +273,16 @@ class SmallWrites(Generic[Tag]):
 
     def __init__(self, backend: Backend, spec: LocalSpec | None = None, processes: int = 0) -> None:
         """Publish on ``backend``, with ``processes`` children when ``spec`` (the same folder's) is
-        given and there are more than one, or else on its threads, or else in the caller's."""
+        given and there are more than one, or else on its threads, or else in the caller's.
+
+        The children are borrowed when the first whole group is handed over: a batch smaller than
+        a group (the checksum file of a run of large files, say) is written here, at once."""
         self.backend = backend
         self.spec = spec if processes > 1 else None
-        self.borrowed = publishers.borrow(self.spec, processes) if self.spec is not None else []
-        self.publishers = list(self.borrowed)
-        threads = backend.small_write_threads if not self.publishers else 0
+        self.processes = processes
+        self.borrowed: list[Publisher] = []
+        self.publishers: list[Publisher] = []
+        threads = backend.small_write_threads if self.spec is None else 0
         self.threads = ThreadPoolExecutor(threads, "levere-small-files") if threads > 0 else None
         self.group: list[Job] = []
         self.tags: list[Tag] = []
@@ -300,6 +304,9 @@ class SmallWrites(Generic[Tag]):
         self.tags.append(tag)
         self.group_bytes += len(data)
         if len(self.group) >= GROUP_FILES or self.group_bytes >= GROUP_BYTES:
+            if self.spec is not None and self.handed == 0 and not self.borrowed:
+                self.borrowed = publishers.borrow(self.spec, self.processes)
+                self.publishers = list(self.borrowed)
             self._hand_over()
 
     def _hand_over(self) -> None:
