@@ -101,6 +101,13 @@ class _Reader:
             got += len(some)
         return b"".join(parts)
 
+    def buffered(self) -> memoryview:
+        """The unread rest of the current buffer (or of the next one, when this one is used up),
+        without consuming it; empty at the end of the source."""
+        if not self._fill():
+            return memoryview(b"")
+        return self._buf[self._pos :]
+
     def skip(self, n: int) -> int:
         left = n
         while left:
@@ -219,7 +226,7 @@ class TarReader:
         if self.ended:
             return None
         self._finish_member()
-        if self._r._fill() and (member := self._next_whole()) is not None:
+        if (member := self._next_whole()) is not None:
             return member
         pax: dict[str, str] = {}
         long_name: str | None = None
@@ -279,25 +286,25 @@ class TarReader:
         """The next member when it is the usual one of a batch, a regular file with its own PAX
         records, and both headers and the records lie in the current buffer: read from it
         without the general path's steps. None (having read nothing) for anything else."""
-        r = self._r
-        buf, pos = r._buf, r._pos
-        if self._global or len(buf) - pos < 3 * BLOCK:
+        if self._global:
             return None
-        block = bytes(buf[pos : pos + BLOCK])
+        view = self._r.buffered()
+        if len(view) < 3 * BLOCK:
+            return None
+        block = bytes(view[:BLOCK])
         if block[156:157] != b"x" or not _checksum_matches(block):
             return None
         size = _octal(block[124:136], "size")
         span = BLOCK + size + (-size % BLOCK)
-        if size > MAX_META or len(buf) - pos < span + BLOCK:
+        if size > MAX_META or len(view) < span + BLOCK:
             return None
-        header = bytes(buf[pos + span : pos + span + BLOCK])
+        header = bytes(view[span : span + BLOCK])
         flag = header[156:157]
         if flag not in (b"0", b"\0") or not _checksum_matches(header):
             return None
-        records = _parse_pax(bytes(buf[pos + BLOCK : pos + BLOCK + size]))
+        records = _parse_pax(bytes(view[BLOCK : BLOCK + size]))
         member = self._member(header, flag, _octal(header[124:136], "size"), records, None)
-        r._pos += span + BLOCK
-        r.offset += span + BLOCK
+        self._r.skip(span + BLOCK)
         return member
 
     def read(self, n: int) -> memoryview:
