@@ -49,12 +49,13 @@ def __getattr__(name: str) -> Any:
 def build_backend(spec: LocalSpec | S3Spec) -> Backend:
     """Build the backend a validated spec describes. No I/O happens here."""
     from levere.storage.config import LocalSpec, S3Spec
-    from levere.storage.s3 import S3Backend
 
     match spec:
         case LocalSpec():
             return LocalBackend(spec.root, spec.backend_id)
         case S3Spec():
+            from levere.storage.s3 import S3Backend  # boto3: only where a tier is on S3
+
             return S3Backend(
                 spec.endpoint_url,
                 spec.bucket,
