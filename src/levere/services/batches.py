@@ -29,6 +29,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -40,7 +41,7 @@ from sqlalchemy.orm import Session
 
 from levere.db.models import Delivery, Project, StoredFile, Upload, User, utcnow
 from levere.domain.deliveries import UploadState
-from levere.domain.errors import InvalidPath, QuotaExceeded, ValidationFailed
+from levere.domain.errors import InvalidPath, LevereError, QuotaExceeded, ValidationFailed
 from levere.domain.paths import check_relative_path
 from levere.domain.roles import Action
 from levere.services import audit, quotas, small_writes
@@ -306,6 +307,9 @@ class _Batch:
         self.unrecorded = 0
         #: where the previous chunk ends among the small writes, once it is handed over
         self.previous_chunk: int | None = None
+        #: a chunk being made durable on the flushing thread, and its files, to record once it is
+        self.flushing: tuple[Future[None], list[NewFile]] | None = None
+        self.flusher = ThreadPoolExecutor(1, "levere-flush")
         self.seen: set[str] = set()
         #: paths stored or being stored, and every folder they lie in (a name cannot be both)
         self.accepted: set[str] = set()
@@ -429,20 +433,41 @@ class _Batch:
         )
 
     def _end_chunk(self) -> None:
-        """Every file of a chunk is handed over: record the chunk before it, whose files are
-        written by now (or nearly), rather than this one, so that the writers always have work
-        while the database records."""
+        """Every file of a chunk is handed over. The chunk before it is written by now (or nearly):
+        it is made durable on the flushing thread while this one parses on, and recorded at the
+        next chunk's end, so that neither the writers nor the parsing wait for the disk or the
+        database more than they must."""
         until = self.writes.mark()
         self.chunk_files = self.chunk_bytes = 0
         if self.previous_chunk is not None:
-            self.commit(self.previous_chunk)
+            self._record_flushed()
+            files, error = self._collect(self.previous_chunk)
+            if error is not None:
+                self._store(files)
+                raise error
+            if files:
+                self.flushing = (self.flusher.submit(self.backend.flush), files)
         self.previous_chunk = until
 
-    def commit(self, until: int | None = None) -> None:
-        """Make the files written so far (at least those of the chunks before ``until``, see
-        :meth:`SmallWrites.mark`; all of them without it) durable, then record them and settle
-        their quota, in one go. A write that failed is raised once the files stored before it
-        are recorded."""
+    def commit(self) -> None:
+        """Make every file written so far durable, then record them and settle their quota. A
+        write that failed is raised once the files stored before it are recorded."""
+        self._record_flushed()
+        files, error = self._collect(None)
+        self._store(files)
+        if error is not None:
+            raise error
+
+    def close(self) -> None:
+        try:
+            self.writes.close()
+        finally:
+            self.flusher.shutdown()
+
+    def _collect(self, until: int | None) -> tuple[list[NewFile], LevereError | None]:
+        """The files written (those handed over before ``until``, see :meth:`SmallWrites.mark`; all
+        of them without it), with the storage error that stopped the writes, if one did; files
+        whose bytes did not match are reported here."""
         written = self.writes.drain(until)
         for small, md5, sha256 in written.mismatched:
             self._mismatch(small.path, md5, sha256, small.expect_md5, small.expect_sha256)
@@ -453,11 +478,25 @@ class _Batch:
             NewFile(small.path, small.size, md5, sha256, small.key) for small, md5, sha256 in written.stored
         ]
         self.streamed = []
-        if not files:
-            if written.error is not None:
-                raise written.error
+        return files, written.error
+
+    def _record_flushed(self) -> None:
+        """Record the chunk whose flush was started, once it is durable (a failed flush raises
+        here, and its files are not recorded)."""
+        if self.flushing is None:
             return
-        self.backend.flush()
+        flushed, files = self.flushing
+        self.flushing = None
+        flushed.result()
+        self._record_checked(files)
+
+    def _store(self, files: list[NewFile]) -> None:
+        """Make ``files`` durable and record them, now."""
+        if files:
+            self.backend.flush()
+            self._record_checked(files)
+
+    def _record_checked(self, files: list[NewFile]) -> None:
         try:
             self._record(files)
         except IntegrityError:
@@ -478,8 +517,6 @@ class _Batch:
                     )
                     self.unrecorded -= f.size
             self._record([f for f in files if f.path not in taken])
-        if written.error is not None:
-            raise written.error
 
     def _record(self, files: list[NewFile]) -> None:
         if not files:
@@ -529,7 +566,7 @@ def ingest(
             try:
                 batch.commit()
             finally:
-                batch.writes.close()
+                batch.close()
                 source.close()
                 reservation.give_back()
     if batch.quota_error is not None and not batch.result.stored:
