@@ -20,7 +20,7 @@ from levere.domain.errors import StorageUnavailable
 from levere.services import batches, deliveries, small_writes
 from levere.services.context import Context
 from levere.services.small_writes import SmallWrites, publish_group
-from levere.storage import LocalBackend
+from levere.storage import LocalBackend, LocalSpec, S3Spec
 from levere.transfer.pipe import ByteSource
 from tests.deliveries_support import Crew, crew, digests, quota, tar_of
 
@@ -178,6 +178,46 @@ def test_idle_children_leave_and_the_next_batch_starts_new_ones(
         assert len(set(_publishers()) - others - started) == 2
     finally:
         here.close()
+
+
+def _fork_servers() -> set[int]:
+    """The process ids of this process's children that are fork servers."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid() and b"forkserver" in cmdline:
+                found.add(int(entry))
+    return found
+
+
+def test_a_service_on_a_local_area_starts_its_fork_server_before_the_first_batch(
+    ctx: Context, tmp_path: Path
+) -> None:
+    """``levere serve`` calls prepare(): the children's fork server starts beside it (where
+    children will be used), not in the middle of the first batch."""
+    s3 = S3Spec(
+        endpoint_url="http://127.0.0.1:1", bucket="bucket", access_key="k", secret_key="s", backend_id="s3"
+    )
+    local = LocalSpec(root=tmp_path, backend_id="here")
+    assert small_writes.prepare(s3, 2) is None  # an object store publishes on threads
+    assert small_writes.prepare(local, 1) is None  # one process: no children
+    thread = small_writes.prepare(local, 2)
+    assert thread is not None
+    thread.join(timeout=30)
+    assert not thread.is_alive() and _fork_servers()
+    # the children of the next batch come from it
+    before = _fork_servers()
+    here = _with(ctx, ingest_processes=2)
+    try:
+        result, _ = _ingest(here, _files(200))
+    finally:
+        here.close()
+    assert result.failed == [] and len(result.stored) == 200
+    assert _fork_servers() == before
 
 
 class _Failing(LocalBackend):

@@ -74,6 +74,7 @@ def serve(
     from levere.config import get_settings
     from levere.db.migrate import upgrade
     from levere.jobs.queue import build_queue
+    from levere.services import small_writes
     from levere.services.context import Context
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -83,6 +84,7 @@ def serve(
     ctx = Context.build(settings)
     build_queue(ctx)
     app = create_app(ctx, start_worker=worker and settings.embedded_worker)
+    small_writes.prepare(settings.tier_spec("area"), settings.ingest_processes)
     tune_gc()  # again: the service's modules are loaded now
     err_console.print(
         f"levere serving on http://{host}:{port} (data in {settings.data_dir})", highlight=False

@@ -48,7 +48,7 @@ from levere.services.process_pools import forkserver
 from levere.storage import Backend, LocalBackend
 
 if TYPE_CHECKING:
-    from levere.storage import LocalSpec
+    from levere.storage import BackendSpec, LocalSpec
 
 log = logging.getLogger(__name__)
 
@@ -250,6 +250,22 @@ atexit.register(publishers.close_all)
 def process_count(setting: int) -> int:
     """``ingest_processes`` as a number of processes (0: one per CPU); 1 means none."""
     return setting or os.cpu_count() or 1
+
+
+def prepare(spec: BackendSpec, setting: int) -> threading.Thread | None:
+    """Start, on a thread of its own, the fork server the children will come from (loading
+    their modules takes ~0.15 s), so that a service's first batch does not wait for it; only
+    where children will be used (a local area, more than one process)."""
+    from levere.storage import LocalSpec
+
+    if not isinstance(spec, LocalSpec) or process_count(setting) <= 1:
+        return None
+    from multiprocessing import forkserver as fork_server
+
+    forkserver()  # sets what the fork server loads
+    thread = threading.Thread(target=fork_server.ensure_running, name="levere-forkserver", daemon=True)
+    thread.start()
+    return thread
 
 
 # --- one batch's writes ----------------------------------------------------------------------------
