@@ -24,6 +24,7 @@ from levere.domain.errors import InvalidPath, LevereError
 from levere.domain.paths import check_relative_path
 
 MAX_LISTED = 5
+_UID = os.geteuid()
 
 
 class LocalFile(NamedTuple):
@@ -55,6 +56,23 @@ def _display(rel: str) -> str:
     return repr(rel) if any(ord(c) < 32 or ord(c) == 127 for c in rel) else rel
 
 
+def _info(entry: os.DirEntry[str]) -> os.stat_result | OSError | None:
+    """An entry's own status, or None for a symbolic link (followed by the caller), or the error
+    that prevented looking."""
+    try:
+        return None if entry.is_symlink() else entry.stat(follow_symlinks=False)
+    except OSError as exc:
+        return exc
+
+
+def _readable(source: str, info: os.stat_result) -> bool:
+    # its owner can read it when the owner's read bit is set (an access list never narrows the
+    # owner), which spares asking the system for each file; anyone else asks
+    if info.st_uid == _UID and info.st_mode & stat.S_IRUSR:
+        return True
+    return os.access(source, os.R_OK)
+
+
 def scan_folder(folder: Path) -> list[LocalFile]:
     """Every regular file under ``folder``, sorted by path, or :class:`FolderRefused` naming offenders."""
     try:
@@ -73,32 +91,43 @@ def scan_folder(folder: Path) -> list[LocalFile]:
     pending: list[tuple[str, str, frozenset[str]]] = [(root, "", frozenset())]
     while pending:
         directory, prefix, ancestors = pending.pop()
+        # listed through an open descriptor, so that each entry's stat looks up its name in the
+        # folder rather than walking its whole path again
         try:
-            entries = list(os.scandir(directory))
+            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
         except OSError as exc:
             unreadable.append(f"{prefix or '.'}/ ({exc.strerror})")
             continue
-        for entry in entries:
+        try:
+            entries = [(entry, _info(entry)) for entry in os.scandir(fd)]
+        except OSError as exc:
+            unreadable.append(f"{prefix or '.'}/ ({exc.strerror})")
+            continue
+        finally:
+            os.close(fd)
+        base = directory.rstrip(os.sep) + os.sep
+        for entry, info in entries:
             rel = f"{prefix}/{entry.name}" if prefix else entry.name
             try:
                 checked = check_relative_path(rel)
             except InvalidPath as exc:
                 bad_names.append(exc.message)
                 continue
-            source = entry.path
+            if isinstance(info, OSError):  # gone since it was listed, say
+                unreadable.append(f"{_display(rel)} ({info.strerror})")
+                continue
+            source = here = base + entry.name
             try:
-                if entry.is_symlink():
-                    target = os.path.realpath(entry.path)
+                if info is None:  # a symbolic link
+                    target = os.path.realpath(here)
                     if not _inside(target, root):
-                        link = os.readlink(entry.path)
+                        link = os.readlink(here)
                         outside.append(f"{_display(rel)} -> {link}")
                         continue
                     info = os.stat(target)
                     source = target
-                else:
-                    info = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
-                outside.append(f"{_display(rel)} -> {os.readlink(entry.path)} (missing)")
+                outside.append(f"{_display(rel)} -> {os.readlink(here)} (missing)")
                 continue
             except OSError as exc:
                 unreadable.append(f"{_display(rel)} ({exc.strerror})")
@@ -106,12 +135,12 @@ def scan_folder(folder: Path) -> list[LocalFile]:
             if stat.S_ISDIR(info.st_mode):
                 real = os.path.realpath(source)
                 if real in ancestors or real == directory:
-                    outside.append(f"{_display(rel)} -> {os.readlink(entry.path)} (a loop)")
+                    outside.append(f"{_display(rel)} -> {os.readlink(here)} (a loop)")
                 else:
                     pending.append((real, checked, ancestors | {directory}))
             elif not stat.S_ISREG(info.st_mode):
                 special.append(_display(rel))
-            elif not os.access(source, os.R_OK):
+            elif not _readable(source, info):
                 unreadable.append(f"{_display(rel)} (permission denied)")
             elif checked in found:
                 duplicates.append(checked)
