@@ -191,6 +191,40 @@ def test_a_batch_stores_verified_files_and_refuses_the_damaged(client: TestClien
     assert "delivery.files_stored" in _actions(ctx)
 
 
+def test_a_batch_can_answer_with_the_stored_paths_alone(client: TestClient, ctx: Context) -> None:
+    """``?stored=paths``: the same files stored and refused, named by path; a resent file counts as
+    stored only if its bytes are both the stored ones and the ones its member names."""
+    c = crew(ctx)
+    open_delivery(client, c)
+    files = {f"lane{i % 2}/r{i:03d}.fq": os.urandom(100 + i) for i in range(40)}
+    files["damaged.fq"] = b"changed on the way"
+    wrong = {"damaged.fq": digests(b"the original bytes")}
+    url = f"/api/projects/{c.project}/deliveries/RUN42/batch?stored=paths"
+    headers = {**c.headers(), "Content-Type": "application/x-tar"}
+    r = client.post(url, content=tar_of(files, checksums=wrong), headers=headers)
+    assert r.status_code == 200, r.text
+    answer = BatchOut.model_validate(r.json())
+    assert answer.stored == [] and sorted(answer.stored_paths) == sorted(
+        p for p in files if p != "damaged.fq"
+    )
+    assert [(f.path, f.error) for f in answer.failed] == [("damaged.fq", "checksum_mismatch")]
+    shown = client.get(f"/api/projects/{c.project}/deliveries/RUN42", headers=c.headers()).json()
+    assert {f["path"]: (f["md5"], f["sha256"]) for f in shown["files"]} == {
+        p: digests(d) for p, d in files.items() if p != "damaged.fq"
+    }
+    # sent again: the same bytes are stored; the same bytes under a member naming other ones are not
+    again = {"lane0/r000.fq": files["lane0/r000.fq"], "lane1/r001.fq": files["lane1/r001.fq"]}
+    claims = {"lane1/r001.fq": digests(b"what the sender read")}
+    r = client.post(url, content=tar_of(again, checksums=claims), headers=headers)
+    answer = BatchOut.model_validate(r.json())
+    assert answer.stored_paths == ["lane0/r000.fq"]
+    assert [(f.path, f.error) for f in answer.failed] == [("lane1/r001.fq", "checksum_mismatch")]
+    # the default answer lists each file with its checksums, as before
+    r = send_batch(client, c, "RUN42", tar_of({"more.fq": b"more"}))
+    assert [(f["path"], f["sha256"]) for f in r.json()["stored"]] == [("more.fq", digests(b"more")[1])]
+    assert r.json()["stored_paths"] == []
+
+
 def test_a_batch_that_meets_a_storage_failure_keeps_and_records_the_files_before_it(
     client: TestClient, ctx: Context
 ) -> None:

@@ -342,7 +342,7 @@ class _Batch:
         expect_sha256 = m.pax.get("LEVERE.sha256", "").lower()
         existing = self.known.get(path)
         if existing is not None or path in self.busy:
-            self._already(reader, m, path, existing)
+            self._already(reader, m, path, existing, expect_md5, expect_sha256)
             return
         parents = folders_of(path) if "/" in path else []
         clash = self._clash(path, parents)
@@ -414,14 +414,25 @@ class _Batch:
             md5=md5, sha256=sha256,
         )  # fmt: skip
 
-    def _already(self, reader: TarReader, m: Member, path: str, existing: _Known | None) -> None:
-        """A path the delivery holds: the same bytes again count as stored (a resent batch)."""
+    def _already(
+        self,
+        reader: TarReader,
+        m: Member,
+        path: str,
+        existing: _Known | None,
+        expect_md5: str,
+        expect_sha256: str,
+    ) -> None:
+        """A path the delivery holds: the same bytes again count as stored (a resent batch), when
+        they are also the bytes the member says they are."""
         if existing is not None and existing.size == m.size and m.size <= IN_MEMORY:
             data = reader.read_all()
-            if (
-                hashlib.md5(data, usedforsecurity=False).hexdigest() == existing.md5
-                and hashlib.sha256(data).hexdigest() == existing.sha256
-            ):
+            md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
+            sha256 = hashlib.sha256(data).hexdigest()
+            if (expect_md5 and expect_md5 != md5) or (expect_sha256 and expect_sha256 != sha256):
+                self._mismatch(path, md5, sha256, expect_md5, expect_sha256)
+                return
+            if md5 == existing.md5 and sha256 == existing.sha256:
                 self.result.stored.append(self._view(path, existing.size, existing.md5, existing.sha256))
                 return
         what = "is already in the delivery" if existing is not None else "is being uploaded"
