@@ -91,7 +91,10 @@ class FailureOut(BaseModel):
 
 
 class BatchOut(BaseModel):
+    #: each file stored, with its checksums (``?stored=files``, the default)
     stored: list[FileOut]
+    #: the paths of the files stored, with ``?stored=paths`` (``stored`` is then empty)
+    stored_paths: list[str] = Field(default_factory=list)
     failed: list[FailureOut]
 
 
@@ -200,7 +203,19 @@ def manifest(
 
 
 @router.post(DELIVERY + "/batch", response_model=BatchOut, openapi_extra=acts(Action.DELIVERY_UPLOAD))
-async def batch(identifier: str, name: str, request: Request, actor: WriteUser, ctx: CtxDep) -> Response:
+async def batch(
+    identifier: str,
+    name: str,
+    request: Request,
+    actor: WriteUser,
+    ctx: CtxDep,
+    stored: Literal["files", "paths"] = Query(
+        "files",
+        description="How the answer lists the files stored: each with its checksums, or by path alone "
+        "(enough for a client that put each file's SHA-256 in its member: a file that did not match "
+        "it was refused, not stored)",
+    ),
+) -> Response:
     """Store many small files from one plain tar stream (``Content-Type: application/x-tar``).
     Expected checksums per member in PAX records ``LEVERE.md5`` / ``LEVERE.sha256``."""
     length = request.headers.get("content-length", "").strip()
@@ -222,8 +237,12 @@ async def batch(identifier: str, name: str, request: Request, actor: WriteUser, 
     finally:
         await pipe.stop()
     # thousands of entries: written as JSON directly, in BatchOut's shape, rather than validated
-    # model by model; a chunk of files shares one time, written once
-    times: dict[datetime, str] = {}
+    # model by model
+    if stored == "paths":  # 20,000 files: 0.6 MB of answer rather than 5 MB
+        paths = [f.path for f in result.stored]
+        body = {"stored": [], "stored_paths": paths, "failed": _failures(result)}
+        return Response(json.dumps(body), media_type="application/json")
+    times: dict[datetime, str] = {}  # a chunk of files shares one time, written once
     body = {
         "stored": [
             {
@@ -233,12 +252,17 @@ async def batch(identifier: str, name: str, request: Request, actor: WriteUser, 
             }
             for f in result.stored
         ],
-        "failed": [
-            {"path": f.path, "error": f.error, "message": f.message, "md5": f.md5, "sha256": f.sha256}
-            for f in result.failed
-        ],
+        "stored_paths": [],
+        "failed": _failures(result),
     }  # fmt: skip
     return Response(json.dumps(body), media_type="application/json")
+
+
+def _failures(result: batches.BatchResult) -> list[dict[str, Any]]:
+    return [
+        {"path": f.path, "error": f.error, "message": f.message, "md5": f.md5, "sha256": f.sha256}
+        for f in result.failed
+    ]
 
 
 # --- files and their bytes ---------------------------------------------------------------------------------
