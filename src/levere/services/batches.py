@@ -13,10 +13,13 @@ Design notes
   (or an object store's round trips) overlap the parsing and recording of the next members.
 * Per chunk of files (:data:`CHUNK_FILES` or :data:`CHUNK_BYTES`), and when the body ends or breaks:
   one ``flush()`` makes every published file durable, then one transaction records them all with
-  bulk inserts and turns their part of the reservation into usage. A chunk is recorded once the
-  next one is handed over (one chunk behind), by when its files are written, so that the
-  children never wait for the database. A broken connection keeps every file completed before
-  the break.
+  bulk inserts and turns their part of the reservation into usage. Once the next chunk is handed
+  over, a chunk's files are written (or nearly): its ``flush()`` (a ``syncfs``, tens of
+  milliseconds) then runs on a thread of its own while the parsing goes on, and it is recorded
+  at the end of the chunk after, so that neither the children nor the parsing wait for the disk
+  or the database. (Recording stays on the parsing thread: SQLite gives Python's lock up at
+  every row, and two busy threads would take turns at it.) A broken connection keeps every file
+  completed before the break.
 * Members too large to hold in memory are streamed to a normal (fsynced) writer.
 * The reservation lives in an ``uploads`` row of kind ``batch`` (its ``length`` is what the batch
   still holds reserved), so if the process dies the expiry job gives it back.

@@ -9,8 +9,9 @@ Design notes
   a local disk: each system call gives Python's lock up and waits to get it back from the parsing
   thread, so the threads and the parser took turns on one core.
 * So, by backend: a local folder gets child processes (``ingest_processes``, one per CPU by
-  default, started by the first batch and gone after two minutes without one), which hash, check
-  and write groups of files on their own cores while the request thread parses the next members;
+  default, started by the first batch from a fork server ``levere serve`` starts beside it, and
+  gone after two minutes without one), which hash, check and write groups of files on their own
+  cores while the request thread parses the next members;
   an object store gets threads (its round trips wait on the network, not on the lock); one CPU,
   or ``ingest_processes = 1``, writes in the caller's thread.
 * Results come back per group in the order the groups were handed over: what a file is known
