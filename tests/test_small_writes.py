@@ -220,6 +220,52 @@ def test_a_service_on_a_local_area_starts_its_fork_server_before_the_first_batch
     assert _fork_servers() == before
 
 
+class _FlushFails(LocalBackend):
+    """A local folder whose second flush fails (the disk went away for a moment)."""
+
+    def __init__(self, root: Path, backend_id: str) -> None:
+        super().__init__(root, backend_id)
+        self.flushes = 0
+
+    def flush(self) -> None:
+        self.flushes += 1
+        if self.flushes == 2:
+            raise StorageUnavailable("the disk went away")
+        super().flush()
+
+
+def test_a_chunk_whose_flush_fails_is_not_recorded_and_a_retry_stores_everything(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks of 100 files, published by two children; the flush of the second chunk (on the
+    flushing thread) fails: the batch fails, the first chunk and those after the failure are
+    recorded, the second is not (its files are not known to be durable), the reservation is
+    given back, and sending the batch again stores every file."""
+    monkeypatch.setattr(batches, "CHUNK_FILES", 100)
+    here = _with(ctx, ingest_processes=2)
+    try:
+        area = here.tier("area")
+        assert isinstance(area, LocalBackend)
+        failing = _FlushFails(area.root, area.backend_id)
+        here._tiers["area"] = failing
+        c = crew(here)
+        deliveries.open_delivery(here, c.staff, c.project, "RUN1")
+        files = _files(450)
+        with pytest.raises(StorageUnavailable, match="the disk went away"):
+            _ingest(here, files, c)
+        order = list(files)
+        with here.tx() as session:
+            recorded = set(session.execute(select(StoredFile.path)).scalars())
+        assert recorded == set(order[:100]) | set(order[200:400])
+        used = quota(here, c.project)
+        assert (used.used_bytes, used.reserved_bytes) == (sum(len(files[p]) for p in recorded), 0)
+        again, _ = _ingest(here, files, c)
+        assert again.failed == [] and len(again.stored) == 450
+        _assert_stored_exactly(here, c.project, files)
+    finally:
+        here.close()
+
+
 class _Failing(LocalBackend):
     """A local folder whose disk refuses one name; several threads, as an object store has."""
 
