@@ -117,8 +117,8 @@ def peak_rss_kib(pid: int) -> int:
     return 0
 
 
-def descendants(pid: int) -> list[int]:
-    """The processes started by ``pid`` and by them, that are still running."""
+def children(pid: int) -> list[int]:
+    """The processes started by ``pid`` that are still running."""
     found: list[int] = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -128,9 +128,13 @@ def descendants(pid: int) -> list[int]:
         except OSError:
             continue
         if int(fields[1]) == pid:
-            child = int(entry.name)
-            found += [child, *descendants(child)]
+            found.append(int(entry.name))
     return found
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes started by ``pid`` and by them, that are still running."""
+    return [p for child in children(pid) for p in (child, *descendants(child))]
 
 
 def cpu_seconds(pid: int) -> float:
