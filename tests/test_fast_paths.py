@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import errno
 import hashlib
 import os
 import time
@@ -21,6 +23,7 @@ from levere.db.models import ID_STEM, new_id, new_ids
 from levere.domain.errors import InvalidPath
 from levere.domain.paths import check_relative_path
 from levere.services.context import Context
+from levere.storage import local
 from levere.storage.local import LocalBackend, _WriteBack
 from levere.transfer.pipe import BodyPipe
 
@@ -155,3 +158,60 @@ def test_paced_writes_keep_every_byte(tmp_path: Path) -> None:
         expected.update(piece)
         left -= len(piece)
     assert hashlib.sha256((tmp_path / "big.bin").read_bytes()).hexdigest() == expected.hexdigest()
+
+
+def test_small_files_are_named_through_proc_where_links_from_a_descriptor_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Older kernels refuse ``linkat(fd, "", ..., AT_EMPTY_PATH)`` to a process that may not read
+    every folder (ENOENT): the first refusal is learnt and every file is named through
+    ``/proc/self/fd`` instead, none lost or left unnamed."""
+    real = local._linkat()
+    assert real is not None
+    calls: list[int] = []
+
+    def refusing(olddir: int, old: bytes, newdir: int, new: bytes, flags: int) -> int:
+        calls.append(flags)
+        if flags & local._AT_EMPTY_PATH:
+            ctypes.set_errno(errno.ENOENT)
+            return -1
+        return int(real(olddir, old, newdir, new, flags))
+
+    monkeypatch.setattr(local, "_linkat", lambda: refusing)
+    monkeypatch.setattr(local._SmallFiles, "empty_path_links", True)
+    root = tmp_path / "area"
+    root.mkdir()
+    backend = LocalBackend(root, "area")
+    files = {f"p/d/lane{i % 2}/r{i}": os.urandom(100 + i) for i in range(10)}
+    with backend.small_writes() as write:
+        for key, data in files.items():
+            write(key, data)
+    assert calls == [local._AT_EMPTY_PATH] + [local._AT_SYMLINK_FOLLOW] * 10  # learnt at once
+    assert local._SmallFiles.empty_path_links is False
+    for key, data in files.items():
+        assert (root / key).read_bytes() == data
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) == sorted(files)
+
+
+def test_small_files_are_named_from_their_descriptor_where_the_system_allows_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = local._linkat()
+    assert real is not None
+    flags_seen: list[int] = []
+
+    def watching(olddir: int, old: bytes, newdir: int, new: bytes, flags: int) -> int:
+        flags_seen.append(flags)
+        return int(real(olddir, old, newdir, new, flags))
+
+    monkeypatch.setattr(local, "_linkat", lambda: watching)
+    monkeypatch.setattr(local._SmallFiles, "empty_path_links", True)
+    backend = LocalBackend(tmp_path, "area")
+    with backend.small_writes() as write:
+        write("p/d/a", b"a")
+        write("p/d/b", b"b")
+    assert (tmp_path / "p/d/a").read_bytes() == b"a" and (tmp_path / "p/d/b").read_bytes() == b"b"
+    if local._SmallFiles.empty_path_links:  # Linux 6.10 or newer, or a process that may read any folder
+        assert flags_seen == [local._AT_EMPTY_PATH] * 2
+    else:
+        assert flags_seen == [local._AT_EMPTY_PATH, local._AT_SYMLINK_FOLLOW, local._AT_SYMLINK_FOLLOW]

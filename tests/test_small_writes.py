@@ -275,10 +275,16 @@ class _Failing(LocalBackend):
         super().__init__(root, "failing")
         self.refuse = refuse
 
-    def write_small(self, key: str, data: bytes) -> None:
-        if key == self.refuse:
-            raise OSError(28, "No space left on device")
-        super().write_small(key, data)
+    @contextlib.contextmanager
+    def small_writes(self) -> Iterator[Callable[[str, bytes], None]]:
+        with super().small_writes() as write:
+
+            def refusing(key: str, data: bytes) -> None:
+                if key == self.refuse:
+                    raise OSError(28, "No space left on device")
+                write(key, data)
+
+            yield refusing
 
 
 @pytest.mark.parametrize("threads", [0, 3])

@@ -417,6 +417,28 @@ def test_write_small_publishes_whole_objects(
         backend.write_small("../escape", b"x")
 
 
+def test_a_group_of_small_writes_publishes_each_object_under_its_name(
+    backend_factory: BackendFactory, leftovers: Callable[[], list[str]]
+) -> None:
+    """``small_writes``: many small objects in a few folders, written one after the other inside
+    one ``with``, as a batch's group is; the same as ``write_small`` one by one."""
+    backend = backend_factory()
+    files = {f"g/run/lane{i % 4}/sub{i % 2}/r{i}.fq": blob(50 + i, seed=i) for i in range(40)}
+    files["g/run/top.txt"] = b""
+    with backend.small_writes() as write:
+        for key, data in files.items():
+            write(key, data)
+        write("g/run/lane0/sub0/r0.fq", b"replaced in the same group")
+        with pytest.raises(InvalidPath):
+            write("g/../../escape", b"x")
+    backend.flush()
+    files["g/run/lane0/sub0/r0.fq"] = b"replaced in the same group"
+    fresh = backend_factory()
+    for key, data in files.items():
+        assert get(fresh, key) == data
+    assert leftovers() == sorted(files)
+
+
 def test_staged_step_says_how_staged_bytes_become_durable(backend_factory: BackendFactory) -> None:
     """``staged_step`` is None where ``read_staged`` works (the tus layer can rebuild its checksums
     by reading back); otherwise appends that end on its multiples are durable steps, seen at once by

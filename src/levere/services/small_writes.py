@@ -37,6 +37,7 @@ import logging
 import os
 import threading
 from collections import Counter, deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -68,9 +69,14 @@ Tag = TypeVar("Tag")
 
 
 def publish_group(backend: Backend, jobs: list[Job]) -> list[Result]:
-    """Hash each file, compare with what was expected and publish it (``Backend.write_small``,
+    """Hash each file, compare with what was expected and publish it (``Backend.small_writes``,
     made durable by the caller's ``flush``), in order. A storage failure ends the group: its
     result is the last one."""
+    with backend.small_writes() as write:
+        return _publish(write, jobs)
+
+
+def _publish(write: Callable[[str, bytes], None], jobs: list[Job]) -> list[Result]:
     results: list[Result] = []
     for key, data, expect_md5, expect_sha256, label in jobs:
         md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
@@ -79,7 +85,7 @@ def publish_group(backend: Backend, jobs: list[Job]) -> list[Result]:
             results.append((md5, sha256, "mismatch", ""))
             continue
         try:
-            backend.write_small(key, data)
+            write(key, data)
         except LevereError as exc:
             results.append((md5, sha256, type(exc).__name__, exc.message))
             break

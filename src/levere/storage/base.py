@@ -18,7 +18,8 @@ Design notes
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Iterator
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Self
 
@@ -155,3 +156,9 @@ class Backend(abc.ABC):
         with self.open_writer(key, size_hint=len(data), durable=False) as writer:
             writer.write(data)
             writer.commit()
+
+    @contextlib.contextmanager
+    def small_writes(self) -> Iterator[Callable[[str, bytes], None]]:
+        """A function that does :meth:`write_small`, for a group of objects written one after the
+        other; a backend may keep what they share (open folders, say) until the ``with`` ends."""
+        yield self.write_small

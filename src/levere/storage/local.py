@@ -216,6 +216,95 @@ class LocalWriter(ObjectWriter):
             self._tmp_left = False
 
 
+class _SmallFiles:
+    """Publishes a group of small files, each as an unnamed file (``O_TMPFILE``) in the object's
+    own folder, given its name once written. Small files in a batch otherwise cost a rename from
+    the temporary folder into theirs, and renames across folders serialise on a file-system-wide
+    lock (measured on ext4: about half the files per second). Nothing is ever visible under a
+    temporary name, and a crash leaves nothing behind. Where the file system has no unnamed files
+    the backend writes them as usual.
+
+    This runs once per file of a batch, so it asks the file system as little as it can: each
+    folder is opened once per group and the file is made and named relative to it (a third less
+    system time per file than by whole paths); the root is only looked at when a folder is
+    missing, and an existing name only when the link fails. The link is made from the descriptor
+    itself (``AT_EMPTY_PATH``) where the system allows it, or else through ``/proc/self/fd``.
+    """
+
+    #: whether this system lets a process link a file it opened from the descriptor alone
+    #: (Linux 6.10 and newer, or a process allowed to read any folder); learnt at the first refusal
+    empty_path_links = True
+
+    def __init__(self, backend: LocalBackend) -> None:
+        self.backend = backend
+        self.folders: dict[str, int] = {}
+
+    def close(self) -> None:
+        for fd in self.folders.values():
+            os.close(fd)
+        self.folders.clear()
+
+    def _folder(self, parent: str) -> int:
+        fd = self.folders.get(parent)
+        if fd is None:
+            try:
+                fd = os.open(parent, os.O_PATH | os.O_DIRECTORY)
+            except (FileNotFoundError, NotADirectoryError):
+                self.backend._check_root()  # a vanished root is the storage being away
+                self.backend._makedirs(Path(parent))  # a file in the folder's place is refused here
+                fd = os.open(parent, os.O_PATH | os.O_DIRECTORY)
+            self.folders[parent] = fd
+        return fd
+
+    def write(self, key: str, data: bytes) -> None:
+        check_user_key(key)
+        final = os.path.join(self.backend._root, key)
+        parent, name = os.path.split(final)
+        folder = self._folder(parent)
+        try:
+            fd = os.open(".", os.O_TMPFILE | os.O_WRONLY, 0o644, dir_fd=folder)
+        except OSError as e:
+            if e.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                return Backend.write_small(self.backend, key, data)  # no unnamed files here
+            raise
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            try:
+                self._link(fd, folder, os.fsencode(name), final)
+            except FileNotFoundError:
+                if os.path.isdir(parent):  # no /proc to name the file through
+                    return Backend.write_small(self.backend, key, data)
+                raise
+            except FileExistsError:
+                if _is_read_only(final):
+                    raise AlreadyExists(f"{key!r} already exists and is write-once") from None
+                # replacing an object: a name beside it, then an atomic rename over it
+                beside = f"{final}.{secrets.token_hex(8)}{TMP_DIR}"
+                self._link(fd, _AT_FDCWD, os.fsencode(beside), beside)
+                os.replace(beside, final)
+        finally:
+            os.close(fd)
+        return None
+
+    def _link(self, fd: int, folder: int, name: bytes, path: str) -> None:
+        link = _linkat()
+        assert link is not None
+        if _SmallFiles.empty_path_links:
+            if link(fd, b"", folder, name, _AT_EMPTY_PATH) == 0:
+                return
+            code = ctypes.get_errno()
+            if code != errno.ENOENT:
+                raise OSError(code, os.strerror(code), path)
+            # refused (or the folder is gone: then the link below fails the same way)
+        if link(_AT_FDCWD, f"/proc/self/fd/{fd}".encode(), folder, name, _AT_SYMLINK_FOLLOW) == 0:
+            _SmallFiles.empty_path_links = False
+            return
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), path)
+
+
 class LocalBackend(Backend):
     def __init__(self, root: Path, backend_id: str) -> None:
         self.root = Path(root)
@@ -302,56 +391,21 @@ class LocalBackend(Backend):
             os.close(fd)
 
     def write_small(self, key: str, data: bytes) -> None:
-        """An unnamed file (``O_TMPFILE``) in the object's own folder, given its name once written.
-        Small files in a batch otherwise cost a rename from the temporary folder into theirs, and
-        renames across folders serialise on a file-system-wide lock (measured on ext4: about half
-        the files per second). Nothing is ever visible under a temporary name, and a crash leaves
-        nothing behind. Where the system lacks ``O_TMPFILE`` the writer does it as usual.
+        with self.small_writes() as write:
+            write(key, data)
 
-        This runs once per file of a batch, so it asks the file system as little as it can: the
-        folder and the root are only looked at when the open fails, and an existing name only when
-        the link fails."""
-        check_user_key(key)
-        final = os.path.join(self._root, key)
-        link = _linkat()
-        flag = getattr(os, "O_TMPFILE", 0)
-        if link is None or not flag:
-            return super().write_small(key, data)
-        parent = os.path.dirname(final)
+    @contextlib.contextmanager
+    def small_writes(self) -> Iterator[Callable[[str, bytes], None]]:
+        """Each file an unnamed file (``O_TMPFILE``) in its own folder, given its name once written
+        (:class:`_SmallFiles`)."""
+        if _linkat() is None or not getattr(os, "O_TMPFILE", 0):
+            yield super().write_small
+            return
+        files = _SmallFiles(self)
         try:
-            fd = self._open_unnamed(parent, flag)
-        except OSError as e:
-            if e.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
-                return super().write_small(key, data)  # a file system without unnamed files
-            raise
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            try:
-                _link_fd(link, fd, final)
-            except FileNotFoundError:
-                if os.path.isdir(parent):  # no /proc to name the file through
-                    return super().write_small(key, data)
-                raise
-            except FileExistsError:
-                if _is_read_only(final):
-                    raise AlreadyExists(f"{key!r} already exists and is write-once") from None
-                # replacing an object: a name beside it, then an atomic rename over it
-                beside = f"{final}.{secrets.token_hex(8)}{TMP_DIR}"
-                _link_fd(link, fd, beside)
-                os.replace(beside, final)
+            yield files.write
         finally:
-            os.close(fd)
-        return None
-
-    def _open_unnamed(self, parent: str, flag: int) -> int:
-        try:
-            return os.open(parent, flag | os.O_WRONLY, 0o644)
-        except (FileNotFoundError, NotADirectoryError):
-            self._check_root()  # a vanished root is the storage being away, not a missing folder
-            self._makedirs(Path(parent))  # a file in the folder's place is refused here, by name
-            return os.open(parent, flag | os.O_WRONLY, 0o644)
+            files.close()
 
     def read(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         check_range(start, end)
@@ -549,6 +603,7 @@ def _syncfs() -> Callable[[int], int] | None:
 
 _AT_FDCWD = -100
 _AT_SYMLINK_FOLLOW = 0x400
+_AT_EMPTY_PATH = 0x1000
 
 
 @functools.cache
@@ -562,12 +617,6 @@ def _linkat() -> Callable[..., int] | None:
     fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
     fn.restype = ctypes.c_int
     return fn  # type: ignore[no-any-return]
-
-
-def _link_fd(link: Callable[..., int], fd: int, path: str) -> None:
-    if link(_AT_FDCWD, f"/proc/self/fd/{fd}".encode(), _AT_FDCWD, os.fsencode(path), _AT_SYMLINK_FOLLOW):
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code), path)
 
 
 def _create_exclusive(folder: str | Path, suffix: str, mode: int = 0o644) -> tuple[int, str]:
