@@ -10,6 +10,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m compileall -q src  # as a package install would (see scripts/run-bench.sh)
 	touch $(STAMP)
 
 ## make demo: the whole delivery on the embedded default (SQLite + local folders), step by step
