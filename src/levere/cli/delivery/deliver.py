@@ -17,6 +17,7 @@ judge).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import threading
@@ -86,7 +87,7 @@ class Plan:
     extra_stored: list[str] = field(default_factory=list)
     extra_bytes: int = 0
 
-    @property
+    @functools.cached_property
     def total_bytes(self) -> int:
         return sum(f.size for f in self.files)
 
@@ -291,8 +292,10 @@ class Deliverer:
         check_listed(source, files, folder)
         delivery = self.find(name)
         created = delivery is None
+        first: Plan | None = None
         if delivery is None:  # nothing to resume: refuse what cannot fit before making anything
-            self._check_quota(make_plan(files, {}, source, self.options.small_file))
+            first = make_plan(files, {}, source, self.options.small_file)
+            self._check_quota(first)
             delivery = self.create(name, metadata or {})
         if delivery["state"] == "sealed":
             return self._already_sealed(delivery, files, source, started)
@@ -302,7 +305,10 @@ class Deliverer:
                 + (f" ({delivery['failure_reason']})" if delivery.get("failure_reason") else "")
                 + ": deliver the folder under another --name"
             )
-        plan = make_plan(files, delivery, source, self.options.small_file)
+        if first is not None and not delivery.get("files") and not delivery.get("uploads"):
+            plan = first  # made for the quota check, and the new delivery holds nothing yet
+        else:
+            plan = make_plan(files, delivery, source, self.options.small_file)
         notes = [
             f"note: {name} already holds {p}, which is not in {folder.name}" for p in plan.extra_stored[:5]
         ]
