@@ -1,6 +1,6 @@
 """Small-file deliveries of two versions of levere, side by side on the same disk, beside rsync.
 
-    .venv/bin/python bench/compare_deliver.py --against REV [--files 20000] [--rounds 6]
+    .venv/bin/python bench/compare_deliver.py --against REV [--files 20000] [--rounds 6] [--path DIR]
 
 The disk's speed at creating files moves a lot from one minute to the next (see
 docs/benchmarks.md), so a change is measured against the code of ``REV`` (a commit, a tag) in
@@ -14,6 +14,7 @@ seconds and the medians.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -35,6 +36,8 @@ def worktree(stack: ExitStack, rev: str) -> Path:
     stack.callback(
         subprocess.run, ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(folder)], check=False
     )
+    # as this checkout's (scripts/run-bench.sh), its modules start from bytecode
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(folder / "src")], check=True)
     return folder
 
 
@@ -45,9 +48,14 @@ def main() -> None:
     parser.add_argument("--against", required=True, help="the commit to compare this checkout with")
     parser.add_argument("--files", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument(
+        "--path", action="append", default=[],
+        help="a folder put before REV's own on its PYTHONPATH (say, other versions of its dependencies)",
+    )  # fmt: skip
     args = parser.parse_args()
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "src")], check=True)
     with ExitStack() as stack:
-        other = {"PYTHONPATH": str(worktree(stack, args.against) / "src")}
+        other = {"PYTHONPATH": os.pathsep.join([*args.path, str(worktree(stack, args.against) / "src")])}
         work = stack.enter_context(scratch("compare"))
         run = work / "run-small"
         for i in range(args.files):
