@@ -160,12 +160,13 @@ def test_paced_writes_keep_every_byte(tmp_path: Path) -> None:
     assert hashlib.sha256((tmp_path / "big.bin").read_bytes()).hexdigest() == expected.hexdigest()
 
 
+@pytest.mark.parametrize("refusal", [errno.ENOENT, errno.EPERM, errno.EINVAL])
 def test_small_files_are_named_through_proc_where_links_from_a_descriptor_are_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refusal: int
 ) -> None:
     """Older kernels refuse ``linkat(fd, "", ..., AT_EMPTY_PATH)`` to a process that may not read
-    every folder (ENOENT): the first refusal is learnt and every file is named through
-    ``/proc/self/fd`` instead, none lost or left unnamed."""
+    every folder (ENOENT; a security module may say EPERM): the first refusal is learnt and every
+    file is named through ``/proc/self/fd`` instead, none lost or left unnamed."""
     real = local._linkat()
     assert real is not None
     calls: list[int] = []
@@ -173,7 +174,7 @@ def test_small_files_are_named_through_proc_where_links_from_a_descriptor_are_re
     def refusing(olddir: int, old: bytes, newdir: int, new: bytes, flags: int) -> int:
         calls.append(flags)
         if flags & local._AT_EMPTY_PATH:
-            ctypes.set_errno(errno.ENOENT)
+            ctypes.set_errno(refusal)
             return -1
         return int(real(olddir, old, newdir, new, flags))
 

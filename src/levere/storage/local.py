@@ -295,7 +295,7 @@ class _SmallFiles:
             if link(fd, b"", folder, name, _AT_EMPTY_PATH) == 0:
                 return
             code = ctypes.get_errno()
-            if code != errno.ENOENT:
+            if code not in _REFUSED:
                 raise OSError(code, os.strerror(code), path)
             # refused (or the folder is gone: then the link below fails the same way)
         if link(_AT_FDCWD, f"/proc/self/fd/{fd}".encode(), folder, name, _AT_SYMLINK_FOLLOW) == 0:
@@ -604,6 +604,9 @@ def _syncfs() -> Callable[[int], int] | None:
 _AT_FDCWD = -100
 _AT_SYMLINK_FOLLOW = 0x400
 _AT_EMPTY_PATH = 0x1000
+#: what linkat answers where a link from a descriptor alone is not allowed: ENOENT (before Linux
+#: 6.10, without CAP_DAC_READ_SEARCH), EPERM or EACCES (a security module), EINVAL (no such flag)
+_REFUSED = frozenset({errno.ENOENT, errno.EPERM, errno.EACCES, errno.EINVAL})
 
 
 @functools.cache
