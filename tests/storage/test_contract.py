@@ -439,6 +439,32 @@ def test_a_group_of_small_writes_publishes_each_object_under_its_name(
     assert leftovers() == sorted(files)
 
 
+def test_write_once_small_writes_are_protected_like_any_write_once_object(
+    backend_factory: BackendFactory, leftovers: Callable[[], list[str]]
+) -> None:
+    """``small_writes(write_once=True)``, as a sync to long-term storage copies small files: each
+    object is published write-once, and an existing one is never replaced."""
+    backend = backend_factory()
+    put(backend, "w/run/plain.fq", b"plain")
+    with backend.small_writes(write_once=True) as write:
+        write("w/run/lane1/a.fq", b"first")
+        write("w/run/empty.fq", b"")
+        with pytest.raises(AlreadyExists):
+            write("w/run/lane1/a.fq", b"second")
+        with pytest.raises(AlreadyExists):
+            write("w/run/plain.fq", b"locked")
+        write("w/run/lane2/b.fq", b"after the refusals")
+    backend.flush()
+    fresh = backend_factory()
+    assert get(fresh, "w/run/lane1/a.fq") == b"first"
+    assert get(fresh, "w/run/empty.fq") == b""
+    assert get(fresh, "w/run/plain.fq") == b"plain"
+    assert get(fresh, "w/run/lane2/b.fq") == b"after the refusals"
+    with pytest.raises(Conflict, match="force"):
+        backend.delete("w/run/lane1/a.fq")
+    assert leftovers() == ["w/run/empty.fq", "w/run/lane1/a.fq", "w/run/lane2/b.fq", "w/run/plain.fq"]
+
+
 def test_staged_step_says_how_staged_bytes_become_durable(backend_factory: BackendFactory) -> None:
     """``staged_step`` is None where ``read_staged`` works (the tus layer can rebuild its checksums
     by reading back); otherwise appends that end on its multiples are durable steps, seen at once by

@@ -22,7 +22,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from levere.domain.errors import ChecksumMismatch, LevereError, NotFound
-from levere.services.copying import Expected, copy_or_adopt
+from levere.services.copying import Expected, SmallWrite, copy_or_adopt
 from levere.services.process_pools import PoolSlot
 from levere.storage import Backend, LocalSpec, build_backend
 
@@ -83,12 +83,19 @@ def copy_chunk(jobs: list[Job], write_once: bool) -> list[Result]:
 def copy_group(jobs: list[Job], write_once: bool) -> list[Result]:
     """In a child: copy each file, verified against its manifest checksums."""
     assert _source is not None and _target is not None
+    with _target.small_writes(write_once) as write:
+        return _copy_each(_source, _target, jobs, write_once, write)
+
+
+def _copy_each(
+    source: Backend, target: Backend, jobs: list[Job], write_once: bool, write: SmallWrite
+) -> list[Result]:
     results: list[Result] = []
     for replica_id, source_key, target_key, size, md5, sha256, label, look_first in jobs:
         try:
             copied = copy_or_adopt(
-                _source, source_key, _target, target_key, Expected(size, md5, sha256),
-                write_once=write_once, durable=False, look_first=look_first, label=label,
+                source, source_key, target, target_key, Expected(size, md5, sha256),
+                write_once=write_once, durable=False, look_first=look_first, label=label, write=write,
             )  # fmt: skip
             results.append((replica_id, "", "", False, copied))
         except (ChecksumMismatch, NotFound) as exc:

@@ -158,7 +158,18 @@ class Backend(abc.ABC):
             writer.commit()
 
     @contextlib.contextmanager
-    def small_writes(self) -> Iterator[Callable[[str, bytes], None]]:
-        """A function that does :meth:`write_small`, for a group of objects written one after the
-        other; a backend may keep what they share (open folders, say) until the ``with`` ends."""
-        yield self.write_small
+    def small_writes(self, write_once: bool = False) -> Iterator[Callable[[str, bytes], None]]:
+        """A function that does :meth:`write_small` (with ``write_once``: publishes the object
+        write-once, and raises ``AlreadyExists`` rather than replace one), for a group of objects
+        written one after the other; a backend may keep what they share (open folders, say) until
+        the ``with`` ends."""
+        if not write_once:
+            yield self.write_small
+            return
+
+        def write(key: str, data: bytes) -> None:
+            with self.open_writer(key, size_hint=len(data), write_once=True, durable=False) as writer:
+                writer.write(data)
+                writer.commit()
+
+        yield write

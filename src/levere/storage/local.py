@@ -216,6 +216,13 @@ class LocalWriter(ObjectWriter):
             self._tmp_left = False
 
 
+def _write_whole(backend: LocalBackend, key: str, data: bytes, write_once: bool) -> None:
+    """A small object through a temporary file, where the file system has no unnamed ones."""
+    with backend.open_writer(key, size_hint=len(data), write_once=write_once, durable=False) as writer:
+        writer.write(data)
+        writer.commit()
+
+
 class _SmallFiles:
     """Publishes a group of small files, each as an unnamed file (``O_TMPFILE``) in the object's
     own folder, given its name once written. Small files in a batch otherwise cost a rename from
@@ -235,8 +242,11 @@ class _SmallFiles:
     #: (Linux 6.10 and newer, or a process allowed to read any folder); learnt at the first refusal
     empty_path_links = True
 
-    def __init__(self, backend: LocalBackend) -> None:
+    def __init__(self, backend: LocalBackend, write_once: bool = False) -> None:
         self.backend = backend
+        self.write_once = write_once
+        # born read-only when write-once (the open descriptor still writes)
+        self.mode = 0o444 if write_once else 0o644
         self.folders: dict[str, int] = {}
 
     def close(self) -> None:
@@ -262,10 +272,10 @@ class _SmallFiles:
         parent, name = os.path.split(final)
         folder = self._folder(parent)
         try:
-            fd = os.open(".", os.O_TMPFILE | os.O_WRONLY, 0o644, dir_fd=folder)
+            fd = os.open(".", os.O_TMPFILE | os.O_WRONLY, self.mode, dir_fd=folder)
         except OSError as e:
             if e.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
-                return Backend.write_small(self.backend, key, data)  # no unnamed files here
+                return self._as_usual(key, data)  # no unnamed files here
             raise
         try:
             view = memoryview(data)
@@ -275,10 +285,10 @@ class _SmallFiles:
                 self._link(fd, folder, os.fsencode(name), final)
             except FileNotFoundError:
                 if os.path.isdir(parent):  # no /proc to name the file through
-                    return Backend.write_small(self.backend, key, data)
+                    return self._as_usual(key, data)
                 raise
             except FileExistsError:
-                if _is_read_only(final):
+                if self.write_once or _is_read_only(final):
                     raise AlreadyExists(f"{key!r} already exists and is write-once") from None
                 # replacing an object: a name beside it, then an atomic rename over it
                 beside = f"{final}.{secrets.token_hex(8)}{TMP_DIR}"
@@ -287,6 +297,9 @@ class _SmallFiles:
         finally:
             os.close(fd)
         return None
+
+    def _as_usual(self, key: str, data: bytes) -> None:
+        _write_whole(self.backend, key, data, self.write_once)
 
     def _link(self, fd: int, folder: int, name: bytes, path: str) -> None:
         link = _linkat()
@@ -395,13 +408,13 @@ class LocalBackend(Backend):
             write(key, data)
 
     @contextlib.contextmanager
-    def small_writes(self) -> Iterator[Callable[[str, bytes], None]]:
+    def small_writes(self, write_once: bool = False) -> Iterator[Callable[[str, bytes], None]]:
         """Each file an unnamed file (``O_TMPFILE``) in its own folder, given its name once written
         (:class:`_SmallFiles`)."""
         if _linkat() is None or not getattr(os, "O_TMPFILE", 0):
-            yield super().write_small
+            yield functools.partial(_write_whole, self, write_once=write_once)
             return
-        files = _SmallFiles(self)
+        files = _SmallFiles(self, write_once)
         try:
             yield files.write
         finally:
