@@ -27,7 +27,7 @@ from levere.domain import errors
 from levere.domain.errors import ChecksumMismatch, LevereError, NotFound, StorageUnavailable
 from levere.services import copy_processes
 from levere.services.context import Context
-from levere.services.copying import Expected, RateLimiter, copy_or_adopt
+from levere.services.copying import Expected, RateLimiter, SmallWrite, copy_or_adopt
 from levere.storage import Backend, LocalSpec
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,12 @@ class Outcome:
 
 
 def _copy_one(
-    source: Backend, target: Backend, item: Item, scope: Scope, limiter: RateLimiter | None
+    source: Backend,
+    target: Backend,
+    item: Item,
+    scope: Scope,
+    limiter: RateLimiter | None,
+    write: SmallWrite | None = None,
 ) -> Outcome:
     # a big file is made durable on its own (fsync, its write-back started early); the small
     # ones of a batch together, by one flush of the whole file system
@@ -112,7 +117,7 @@ def _copy_one(
         copied = copy_or_adopt(
             source, item.source_key, target, item.key, item.expected,
             write_once=scope.target == "longterm", durable=alone, look_first=item.attempts > 1,
-            limiter=limiter, label=item.label,
+            limiter=limiter, label=item.label, write=None if alone else write,
         )  # fmt: skip
         return Outcome(item, copied=copied, durable=alone and copied)
     except ChecksumMismatch as exc:
@@ -189,7 +194,8 @@ def start_copies(
     task per 4 KiB file would cost as much as copying it."""
 
     def copy_here(group: list[Item]) -> list[Outcome]:
-        return [_copy_one(source, target, item, scope, limiter) for item in group]
+        with target.small_writes(scope.target == "longterm") as write:
+            return [_copy_one(source, target, item, scope, limiter, write) for item in group]
 
     waiting: list[Callable[[], list[Outcome]]] = []
     small = [i for i in items if i.size < SMALL]
