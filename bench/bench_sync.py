@@ -133,8 +133,10 @@ class Levere:
             )
         deliveries.seal(self.ctx, self.staff, self.project, delivery)
 
-    def reset(self, delivery: str) -> None:
-        """Forget the long-term copies of ``delivery`` so that the next sync copies everything again."""
+    def reset(self, delivery: str, keep: bool = False) -> None:
+        """Forget the long-term copies of ``delivery`` so that the next sync copies everything
+        again; with ``keep`` their folder is moved aside rather than removed (see
+        ``harness.settle_disk``), and goes with the scratch folder."""
         from sqlalchemy import update
 
         from levere.db.models import Delivery, Quota, Replica, StoredFile
@@ -156,7 +158,11 @@ class Levere:
                 .where(Quota.project_id == project.id, Quota.tier == "longterm")
                 .values(used_bytes=0, reserved_bytes=0)
             )
-        shutil.rmtree(self.data_dir / "storage" / "longterm" / self.project, ignore_errors=True)
+        copies = self.data_dir / "storage" / "longterm" / self.project
+        if keep and copies.exists():
+            copies.rename(self.data_dir / f"longterm-{self.project}-{uuid.uuid4().hex}")
+        else:
+            shutil.rmtree(copies, ignore_errors=True)
 
     def sync(self, delivery: str, ctx: object | None = None) -> float:
         from levere.services import sync
@@ -282,29 +288,35 @@ def _local(
     src = lev.area_folder(delivery)
     count, nbytes = tree_bytes(src)
     print(f"   source: {src} ({count} files, {nbytes:,} bytes)", flush=True)
+    # many files are kept until the end rather than removed after each run, so that no tool
+    # creates files in the minutes after tens of thousands were removed (harness.settle_disk);
+    # big ones are few, and removing them costs nothing later
+    keep = count > 1000
 
     def levere(_r: int) -> float:
         return lev.sync(delivery)
 
     def rclone(r: int) -> float:
-        dst = work / f"rclone-{r}"
+        dst = work / f"rclone-{delivery}-{r}"
         try:
             return timed(["rclone", "copy", "--checksum", str(src), str(dst)], rclone_env())
         finally:
-            shutil.rmtree(dst, ignore_errors=True)
+            if not keep:
+                shutil.rmtree(dst, ignore_errors=True)
 
     def cp(r: int) -> float:
-        dst = work / f"cp-{r}"
+        dst = work / f"cp-{delivery}-{r}"
         try:
             return timed(["cp", "-r", str(src), str(dst)])
         finally:
-            shutil.rmtree(dst, ignore_errors=True)
+            if not keep:
+                shutil.rmtree(dst, ignore_errors=True)
 
     series = run_rounds(
         title, rounds, {"levere": levere, "rclone": rclone, "cp": cp}, amount, unit, cold,
-        prepare={"levere": lambda _r: lev.reset(delivery)},
+        prepare={"levere": lambda _r: lev.reset(delivery, keep)},
     )  # fmt: skip
-    lev.reset(delivery)
+    lev.reset(delivery, keep)
     return verdict(title, series, goal)
 
 

@@ -75,7 +75,13 @@ def make_file(path: Path, size: int) -> str:
 
 def settle_disk() -> None:
     """Before a timed run: write back what earlier runs left dirty, so that no run pays for the
-    one before it."""
+    one before it.
+
+    What a sync cannot settle: on ext4 without a journal (these machines' disks), creating a file
+    in the minutes after many were removed nearby is several times slower, as the allocator looks
+    at each recently freed inode and passes it by (``perf`` shows ``recently_deleted`` taking over
+    half of the creation's time). So benchmarks keep the many small files they make until the end.
+    """
     os.sync()
 
 
@@ -293,11 +299,15 @@ def levere_service(data_dir: Path, extra_env: dict[str, str] | None = None) -> I
 
 @contextmanager
 def scratch(name: str) -> Iterator[Path]:
+    """A scratch folder, removed at the end unless ``LEVERE_BENCH_KEEP_SCRATCH`` is set: ``make
+    bench`` removes every benchmark's at once when all have run, so that no benchmark runs in the
+    minutes after another removed tens of thousands of files (see :func:`settle_disk`)."""
     path = bench_dir(name)
     try:
         yield path
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        if not os.environ.get("LEVERE_BENCH_KEEP_SCRATCH"):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def children_max_rss_kib() -> int:

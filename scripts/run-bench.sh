@@ -9,6 +9,11 @@ rc=0
 # would, and with PYTHONDONTWRITEBYTECODE set every command would compile them again (~45 ms
 # of each `levere deliver`)
 $PY -m compileall -q src
+# every benchmark keeps its scratch folder, and all are removed once all have run: none then runs
+# in the minutes after another removed tens of thousands of files (see bench/harness.py,
+# settle_disk)
+export LEVERE_BENCH_KEEP_SCRATCH=1
+trap 'rm -rf .bench' EXIT
 echo "== deliveries (bench/bench_deliver.py)"
 $PY bench/bench_deliver.py "$@" || rc=1
 if [ -f bench/bench_sync.py ]; then
