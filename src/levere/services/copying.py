@@ -12,13 +12,14 @@ Design notes
 * Nothing is published before the digests match the manifest: the writer commits only after the
   comparison, so a source that no longer matches its manifest never lands on the target.
 * Small objects go through inline: for a 4 KiB file, handing chunks to other threads would cost
-  more than the work. Where the caller passes the target's ``small_writes`` (the copy processes
-  of a local-to-local sync), an object of at most ``IN_MEMORY`` bytes is read whole, checked, and
-  published in one step: on a local folder an unnamed file linked into place, where a writer
-  makes, links and removes a temporary file in a folder every copy shares. Measured on 20,000
-  files of 4 KiB on one thread: 2.5 s instead of 9.3 s, on a disk where files were recently
-  removed (ext4 without a journal then searches past the freed inodes at each creation, and
-  the temporary files were themselves removed at each copy). Big ones go through a pipeline: the calling thread reads, and a hashing
+  more than the work. Where the caller passes the target's ``small_writes`` (a sync's copy
+  processes and threads do, for their groups of small files), an object of at most ``IN_MEMORY``
+  bytes is read whole, checked, and published in one step: on a local folder an unnamed file
+  linked into place, where a writer makes, links and removes a temporary file in a folder every
+  copy shares. Measured on 20,000 files of 4 KiB on one thread: 2.5 s instead of 9.3 s, on a disk
+  where files were recently removed (ext4 without a journal then searches past the freed inodes
+  at each creation, and each copy removed a temporary file of its own).
+* Big ones go through a pipeline: the calling thread reads, and a hashing
   thread and a writer thread consume the same chunks through small bounded queues, side by side,
   since hashlib and file or socket writes release the GIL. Memory stays at a few chunks per file
   whatever its size.
