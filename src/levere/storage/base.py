@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import functools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Self
@@ -149,11 +150,11 @@ class Backend(abc.ABC):
         """Make every object committed with ``durable=False`` durable. Object stores need nothing:
         a completed upload already is."""
 
-    def write_small(self, key: str, data: bytes) -> None:
+    def write_small(self, key: str, data: bytes, write_once: bool = False) -> None:
         """Publish ``data``, a whole small object already in memory, under ``key`` as a writer
-        opened with ``durable=False`` would (:meth:`flush` makes it durable). For batches of many
-        small files; backends may do it in fewer steps."""
-        with self.open_writer(key, size_hint=len(data), durable=False) as writer:
+        opened with ``durable=False`` (and ``write_once``) would (:meth:`flush` makes it durable).
+        For batches of many small files; backends may do it in fewer steps."""
+        with self.open_writer(key, size_hint=len(data), write_once=write_once, durable=False) as writer:
             writer.write(data)
             writer.commit()
 
@@ -163,13 +164,4 @@ class Backend(abc.ABC):
         write-once, and raises ``AlreadyExists`` rather than replace one), for a group of objects
         written one after the other; a backend may keep what they share (open folders, say) until
         the ``with`` ends."""
-        if not write_once:
-            yield self.write_small
-            return
-
-        def write(key: str, data: bytes) -> None:
-            with self.open_writer(key, size_hint=len(data), write_once=True, durable=False) as writer:
-                writer.write(data)
-                writer.commit()
-
-        yield write
+        yield functools.partial(self.write_small, write_once=write_once)

@@ -216,13 +216,6 @@ class LocalWriter(ObjectWriter):
             self._tmp_left = False
 
 
-def _write_whole(backend: LocalBackend, key: str, data: bytes, write_once: bool) -> None:
-    """A small object through a temporary file, where the file system has no unnamed ones."""
-    with backend.open_writer(key, size_hint=len(data), write_once=write_once, durable=False) as writer:
-        writer.write(data)
-        writer.commit()
-
-
 class _SmallFiles:
     """Publishes a group of small files, each as an unnamed file (``O_TMPFILE``) in the object's
     own folder, given its name once written. Small files in a batch otherwise cost a rename from
@@ -299,7 +292,8 @@ class _SmallFiles:
         return None
 
     def _as_usual(self, key: str, data: bytes) -> None:
-        _write_whole(self.backend, key, data, self.write_once)
+        """Through a temporary file, where this file system has no unnamed ones."""
+        Backend.write_small(self.backend, key, data, self.write_once)
 
     def _link(self, fd: int, folder: int, name: bytes, path: str) -> None:
         link = _linkat()
@@ -403,8 +397,8 @@ class LocalBackend(Backend):
         finally:
             os.close(fd)
 
-    def write_small(self, key: str, data: bytes) -> None:
-        with self.small_writes() as write:
+    def write_small(self, key: str, data: bytes, write_once: bool = False) -> None:
+        with self.small_writes(write_once) as write:
             write(key, data)
 
     @contextlib.contextmanager
@@ -412,7 +406,7 @@ class LocalBackend(Backend):
         """Each file an unnamed file (``O_TMPFILE``) in its own folder, given its name once written
         (:class:`_SmallFiles`)."""
         if _linkat() is None or not getattr(os, "O_TMPFILE", 0):
-            yield functools.partial(_write_whole, self, write_once=write_once)
+            yield functools.partial(Backend.write_small, self, write_once=write_once)
             return
         files = _SmallFiles(self, write_once)
         try:
