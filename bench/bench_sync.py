@@ -39,6 +39,9 @@ from bench.harness import GiB, drop_caches, scratch
 ROOT = Path(__file__).resolve().parent.parent
 KiB = 1024
 BLOCK = 16 * 1024 * 1024
+# an rclone run to the loopback radosgw takes 30-90 s; once (2026-12-03) one stopped moving bytes
+# and waited for good, so a run there gets ten minutes, and a round it overruns is left out
+S3_LIMIT = 600.0
 
 
 @dataclass
@@ -47,6 +50,7 @@ class Series:
 
     unit: str
     runs: dict[str, list[float]] = field(default_factory=dict)
+    left_out: int = 0  # rounds in which a run stalled
 
     def add(self, tool: str, value: float) -> None:
         self.runs.setdefault(tool, []).append(value)
@@ -180,9 +184,18 @@ class Levere:
         return seconds
 
 
-def timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
+class Stalled(Exception):
+    """A run that did not finish within its time limit: its round is left out, and said so."""
+
+
+def timed(cmd: list[str], env: dict[str, str] | None = None, limit: float | None = None) -> float:
     start = time.perf_counter()
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    try:
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, timeout=limit)
+    except subprocess.TimeoutExpired:
+        raise Stalled(
+            f"`{' '.join(cmd[:3])} ...` did not finish within {limit:.0f} s and was stopped"
+        ) from None
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed: {done.stderr[-2000:]}")
@@ -222,28 +235,43 @@ def run_rounds(
     series = Series(unit)
     print(f"== {title}", flush=True)
     for r in range(rounds):
-        line = []
-        for name, run in tools.items():
-            if prepare and name in prepare:
-                prepare[name](r)
-            if cold:
-                drop_caches()
-            else:
-                os.sync()
-            seconds = run(r)
-            series.add(name, amount / seconds)
-            line.append(f"{name} {amount / seconds:,.0f} {unit} ({seconds:.2f} s)")
+        line, values = [], {}
+        try:
+            for name, run in tools.items():
+                if prepare and name in prepare:
+                    prepare[name](r)
+                if cold:
+                    drop_caches()
+                else:
+                    os.sync()
+                seconds = run(r)
+                values[name] = amount / seconds
+                line.append(f"{name} {amount / seconds:,.0f} {unit} ({seconds:.2f} s)")
+        except Stalled as stalled:
+            # a round counts whole or not at all, so that every ratio compares like with like
+            print(
+                f"  round {r + 1}: left out: {stalled} ({', '.join(line) or 'no run finished'})", flush=True
+            )
+            series.left_out += 1
+            continue
+        for name, value in values.items():
+            series.add(name, value)
         print(f"  round {r + 1}: " + ", ".join(line), flush=True)
     return series
 
 
 def verdict(title: str, series: Series, goal: float, baseline: str = "rclone") -> bool:
+    if not series.runs:
+        print(f"{title}: no round finished: NO FIGURE", flush=True)
+        return False
     ratio = series.ratio("levere", baseline)
     medians = ", ".join(f"{t} {series.median(t):,.0f}" for t in series.runs)
     ok = ratio >= goal
     extra = ""
     if "cp" in series.runs:
         extra = f"; levere/cp {series.ratio('levere', 'cp'):.2f}"
+    if series.left_out:
+        extra += f"; {series.left_out} round(s) left out, stalled"
     print(
         f"{title}: medians {medians} {series.unit}; levere/{baseline} median ratio {ratio:.2f} "
         f"(goal >= {goal}) {'OK' if ok else 'BELOW GOAL'}{extra}",
@@ -384,11 +412,13 @@ def s3_scenarios(work: Path, lev: Levere, size: int, count: int, rounds: int, co
         def purge(path: str) -> None:
             """Delete a run's objects and have radosgw free their space in the (in-memory) store now."""
             subprocess.run(
-                ["rclone", "purge", f"benchs3:{bucket}/{path}"], env=remote, capture_output=True, check=True
-            )
+                ["rclone", "purge", f"benchs3:{bucket}/{path}"],
+                env=remote, capture_output=True, check=True, timeout=S3_LIMIT,
+            )  # fmt: skip
             subprocess.run(
                 ["radosgw-admin", "gc", "process", "--include-all"],
                 env=os.environ | {"CEPH_CONF": str(server / "ceph.conf")}, capture_output=True, check=True,
+                timeout=S3_LIMIT,
             )  # fmt: skip
 
         ok = True
@@ -413,6 +443,7 @@ def s3_scenarios(work: Path, lev: Levere, size: int, count: int, rounds: int, co
                     return timed(
                         ["rclone", "copy", "--checksum", str(src), f"benchs3:{bucket}/rclone-{delivery}-{r}"],
                         remote,
+                        limit=S3_LIMIT,
                     )
                 finally:
                     purge(f"rclone-{delivery}-{r}")
