@@ -23,8 +23,8 @@ from levere.db.models import ID_STEM, new_id, new_ids
 from levere.domain.errors import InvalidPath
 from levere.domain.paths import check_relative_path
 from levere.services.context import Context
-from levere.storage import local
-from levere.storage.local import LocalBackend, _WriteBack
+from levere.storage import local, posix
+from levere.storage.local import LocalBackend
 from levere.transfer.pipe import BodyPipe
 
 
@@ -141,7 +141,7 @@ def test_the_body_pipe_fills_given_back_buffers_again_and_keeps_every_byte() -> 
 
 def test_paced_writes_keep_every_byte(tmp_path: Path) -> None:
     backend = LocalBackend(tmp_path, "t")
-    step = _WriteBack.STEP
+    step = posix.WriteBack.STEP
     block = os.urandom(1024 * 1024)
     size = 3 * step + 12345
     with backend.open_writer("big.bin", size_hint=size) as writer:
@@ -167,18 +167,18 @@ def test_small_files_are_named_through_proc_where_links_from_a_descriptor_are_re
     """Older kernels refuse ``linkat(fd, "", ..., AT_EMPTY_PATH)`` to a process that may not read
     every folder (ENOENT; a security module may say EPERM): the first refusal is learnt and every
     file is named through ``/proc/self/fd`` instead, none lost or left unnamed."""
-    real = local._linkat()
+    real = posix.linkat()
     assert real is not None
     calls: list[int] = []
 
     def refusing(olddir: int, old: bytes, newdir: int, new: bytes, flags: int) -> int:
         calls.append(flags)
-        if flags & local._AT_EMPTY_PATH:
+        if flags & posix.AT_EMPTY_PATH:
             ctypes.set_errno(refusal)
             return -1
         return int(real(olddir, old, newdir, new, flags))
 
-    monkeypatch.setattr(local, "_linkat", lambda: refusing)
+    monkeypatch.setattr(posix, "linkat", lambda: refusing)
     monkeypatch.setattr(local._SmallFiles, "empty_path_links", True)
     root = tmp_path / "area"
     root.mkdir()
@@ -187,7 +187,7 @@ def test_small_files_are_named_through_proc_where_links_from_a_descriptor_are_re
     with backend.small_writes() as write:
         for key, data in files.items():
             write(key, data)
-    assert calls == [local._AT_EMPTY_PATH] + [local._AT_SYMLINK_FOLLOW] * 10  # learnt at once
+    assert calls == [posix.AT_EMPTY_PATH] + [posix.AT_SYMLINK_FOLLOW] * 10  # learnt at once
     assert local._SmallFiles.empty_path_links is False
     for key, data in files.items():
         assert (root / key).read_bytes() == data
@@ -197,7 +197,7 @@ def test_small_files_are_named_through_proc_where_links_from_a_descriptor_are_re
 def test_small_files_are_named_from_their_descriptor_where_the_system_allows_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = local._linkat()
+    real = posix.linkat()
     assert real is not None
     flags_seen: list[int] = []
 
@@ -205,7 +205,7 @@ def test_small_files_are_named_from_their_descriptor_where_the_system_allows_it(
         flags_seen.append(flags)
         return int(real(olddir, old, newdir, new, flags))
 
-    monkeypatch.setattr(local, "_linkat", lambda: watching)
+    monkeypatch.setattr(posix, "linkat", lambda: watching)
     monkeypatch.setattr(local._SmallFiles, "empty_path_links", True)
     backend = LocalBackend(tmp_path, "area")
     with backend.small_writes() as write:
@@ -213,6 +213,6 @@ def test_small_files_are_named_from_their_descriptor_where_the_system_allows_it(
         write("p/d/b", b"b")
     assert (tmp_path / "p/d/a").read_bytes() == b"a" and (tmp_path / "p/d/b").read_bytes() == b"b"
     if local._SmallFiles.empty_path_links:  # Linux 6.10 or newer, or a process that may read any folder
-        assert flags_seen == [local._AT_EMPTY_PATH] * 2
+        assert flags_seen == [posix.AT_EMPTY_PATH] * 2
     else:
-        assert flags_seen == [local._AT_EMPTY_PATH, local._AT_SYMLINK_FOLLOW, local._AT_SYMLINK_FOLLOW]
+        assert flags_seen == [posix.AT_EMPTY_PATH, posix.AT_SYMLINK_FOLLOW, posix.AT_SYMLINK_FOLLOW]

@@ -15,7 +15,7 @@ Design notes
   exists, so two writers can never both "win". Read-only is how ``delete`` recognises them.
 * Appends to a session hold an exclusive ``flock`` on the ``.part`` file so two concurrent PATCH
   requests for one upload cannot interleave bytes.
-* Big writes are paced (:class:`_WriteBack`): each completed step is sent to the disk at once and
+* Big writes are paced (:class:`posix.WriteBack`): each completed step is sent to the disk at once and
   dropped from the page cache a step later, so a 100 GB upload or copy keeps ~two steps of cache,
   the fsync that ends it has little left to wait for, and the same few cached pages are used over
   and over. (On a virtual machine whose host backs guest memory lazily, writing into pages the
@@ -46,6 +46,7 @@ from levere.domain.errors import (
     StorageUnavailable,
     ValidationFailed,
 )
+from levere.storage import posix
 from levere.storage.base import CHUNK, Backend, ObjectInfo, ObjectWriter, check_key
 
 TMP_DIR = ".levere-tmp"
@@ -77,73 +78,6 @@ def check_range(start: int, end: int | None) -> None:
         raise ValidationFailed({"range": f"invalid byte range [{start}, {end})"})
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(f: BinaryIO) -> None:
-    f.flush()
-    os.fsync(f.fileno())
-
-
-_SYNC_FILE_RANGE_WAIT_BEFORE = 1
-_SYNC_FILE_RANGE_WRITE = 2
-_SYNC_FILE_RANGE_WAIT_AFTER = 4
-
-
-@functools.cache
-def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return None  # not Linux: writes are left to the kernel and the final fsync
-    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    fn.restype = ctypes.c_int
-    return fn  # type: ignore[no-any-return]
-
-
-class _WriteBack:
-    """Moves a big file's written bytes to the disk in steps while it is written, and out of the
-    page cache a step later (see the module notes). Advice only: the caller's fsync is still what
-    makes the bytes durable, and any failure here is ignored."""
-
-    STEP = 32 * 1024 * 1024
-
-    def __init__(self, fd: int, start: int = 0) -> None:
-        self.fd = fd
-        self.sent = start  # writeback started up to here
-        self.dropped = start  # out of the cache up to here
-        self._range = _sync_file_range()
-
-    def written(self, end: int) -> None:
-        """The file now holds bytes up to ``end``."""
-        if self._range is None:
-            return
-        step = self.STEP
-        while end - self.sent >= step:
-            self._range(self.fd, self.sent, step, _SYNC_FILE_RANGE_WRITE)
-            self.sent += step
-            if self.sent - self.dropped >= 2 * step:
-                # the step before: wait until it is on the disk, then let its pages go
-                self._range(
-                    self.fd, self.dropped, step,
-                    _SYNC_FILE_RANGE_WAIT_BEFORE | _SYNC_FILE_RANGE_WRITE | _SYNC_FILE_RANGE_WAIT_AFTER,
-                )  # fmt: skip
-                with contextlib.suppress(OSError):
-                    os.posix_fadvise(self.fd, self.dropped, step, os.POSIX_FADV_DONTNEED)
-                self.dropped += step
-
-    def synced(self) -> None:
-        """After an fsync: drop the rest of what was written from the cache."""
-        if self._range is not None:
-            with contextlib.suppress(OSError):
-                os.posix_fadvise(self.fd, self.dropped, 0, os.POSIX_FADV_DONTNEED)
-
-
 class LocalWriter(ObjectWriter):
     # Paths are plain strings here: a sync of many small files opens one writer per file, and
     # pathlib's object juggling cost more than the system calls.
@@ -156,20 +90,20 @@ class LocalWriter(ObjectWriter):
         self._write_once = write_once
         self._durable = durable
         # born read-only when write-once (the open descriptor still writes): no chmod at commit
-        fd, self._tmp = _create_exclusive(backend._tmp_dir(), ".tmp", 0o444 if write_once else 0o644)
+        fd, self._tmp = posix.create_exclusive(backend._tmp_dir(), ".tmp", 0o444 if write_once else 0o644)
         self._tmp_left = True
         # an explicit buffer size spares io.open its isatty and block-size probes
         self._file: BinaryIO | None = os.fdopen(fd, "wb", buffering=_WRITE_BUFFER)
         self._written = 0
         # small files (a batch's) never reach a step; big durable ones are paced
-        self._pace = _WriteBack(fd) if durable else None
+        self._pace = posix.WriteBack(fd) if durable else None
 
     def write(self, chunk: bytes) -> None:
         if self._file is None:
             raise Conflict(f"writer for {self._key!r} is already closed")
         self._file.write(chunk)
         self._written += len(chunk)
-        if self._pace is not None and self._written - self._pace.sent >= _WriteBack.STEP:
+        if self._pace is not None and self._written - self._pace.sent >= posix.WriteBack.STEP:
             self._file.flush()
             self._pace.written(self._written)
 
@@ -179,7 +113,7 @@ class LocalWriter(ObjectWriter):
         f, self._file = self._file, None
         try:
             if self._durable:
-                _fsync_file(f)
+                posix.fsync_file(f)
                 if self._pace is not None:
                     self._pace.synced()
         finally:
@@ -195,12 +129,12 @@ class LocalWriter(ObjectWriter):
                     raise AlreadyExists(f"{self._key!r} already exists and is write-once") from None
                 os.unlink(self._tmp)
             else:
-                if _is_read_only(self._final):
+                if posix.is_read_only(self._final):
                     raise AlreadyExists(f"{self._key!r} already exists and is write-once")
                 os.replace(self._tmp, self._final)
             self._tmp_left = False
             if self._durable:
-                _fsync_dir(Path(parent))
+                posix.fsync_dir(Path(parent))
         finally:
             self._drop_tmp()
 
@@ -212,7 +146,7 @@ class LocalWriter(ObjectWriter):
 
     def _drop_tmp(self) -> None:
         if self._tmp_left:
-            _unlink_quietly(self._tmp)
+            posix.unlink_quietly(self._tmp)
             self._tmp_left = False
 
 
@@ -281,11 +215,11 @@ class _SmallFiles:
                     return self._as_usual(key, data)
                 raise
             except FileExistsError:
-                if self.write_once or _is_read_only(final):
+                if self.write_once or posix.is_read_only(final):
                     raise AlreadyExists(f"{key!r} already exists and is write-once") from None
                 # replacing an object: a name beside it, then an atomic rename over it
                 beside = f"{final}.{secrets.token_hex(8)}{TMP_DIR}"
-                self._link(fd, _AT_FDCWD, os.fsencode(beside), beside)
+                self._link(fd, posix.AT_FDCWD, os.fsencode(beside), beside)
                 os.replace(beside, final)
         finally:
             os.close(fd)
@@ -296,16 +230,16 @@ class _SmallFiles:
         Backend.write_small(self.backend, key, data, self.write_once)
 
     def _link(self, fd: int, folder: int, name: bytes, path: str) -> None:
-        link = _linkat()
+        link = posix.linkat()
         assert link is not None
         if _SmallFiles.empty_path_links:
-            if link(fd, b"", folder, name, _AT_EMPTY_PATH) == 0:
+            if link(fd, b"", folder, name, posix.AT_EMPTY_PATH) == 0:
                 return
             code = ctypes.get_errno()
-            if code not in _REFUSED:
+            if code not in posix.LINK_REFUSED:
                 raise OSError(code, os.strerror(code), path)
             # refused (or the folder is gone: then the link below fails the same way)
-        if link(_AT_FDCWD, f"/proc/self/fd/{fd}".encode(), folder, name, _AT_SYMLINK_FOLLOW) == 0:
+        if link(posix.AT_FDCWD, f"/proc/self/fd/{fd}".encode(), folder, name, posix.AT_SYMLINK_FOLLOW) == 0:
             _SmallFiles.empty_path_links = False
             return
         code = ctypes.get_errno()
@@ -370,7 +304,7 @@ class LocalBackend(Backend):
                     where = d.relative_to(self.root)
                     raise Conflict(f"cannot create folder {where}: a file has that name") from None
                 continue
-            _fsync_dir(d.parent)
+            posix.fsync_dir(d.parent)
 
     def prepare_prefix(self, prefix: str) -> None:
         """Create the folder for ``prefix`` so a project's area exists (and can be given
@@ -391,7 +325,7 @@ class LocalBackend(Backend):
         self._check_root()
         fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            syncfs = _syncfs()
+            syncfs = posix.syncfs()
             if syncfs is None or syncfs(fd) != 0:
                 os.sync()
         finally:
@@ -405,7 +339,7 @@ class LocalBackend(Backend):
     def small_writes(self, write_once: bool = False) -> Iterator[Callable[[str, bytes], None]]:
         """Each file an unnamed file (``O_TMPFILE``) in its own folder, given its name once written
         (:class:`_SmallFiles`)."""
-        if _linkat() is None or not getattr(os, "O_TMPFILE", 0):
+        if posix.linkat() is None or not getattr(os, "O_TMPFILE", 0):
             yield functools.partial(Backend.write_small, self, write_once=write_once)
             return
         files = _SmallFiles(self, write_once)
@@ -441,13 +375,13 @@ class LocalBackend(Backend):
 
     def delete(self, key: str, *, force: bool = False) -> None:
         path = self._path(key)
-        if not force and _is_read_only(path):
+        if not force and posix.is_read_only(path):
             raise Conflict(f"{key!r} is write-once; deleting it needs force")
         try:
             path.unlink()
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return  # absent, or a folder of other objects: no object by that key
-        _fsync_dir(path.parent)
+        posix.fsync_dir(path.parent)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         check_prefix(prefix)
@@ -516,7 +450,7 @@ class LocalBackend(Backend):
             os.fsync(f.fileno())
         with open(staging / f"{sid}.part", "xb") as f:
             os.fsync(f.fileno())
-        _fsync_dir(staging)
+        posix.fsync_dir(staging)
         return json.dumps({"key": key, "id": sid})
 
     def staged_offset(self, session: str) -> int:
@@ -547,20 +481,20 @@ class LocalBackend(Backend):
                 raise Conflict(
                     f"upload offset mismatch: request starts at {offset}, stored bytes end at {size}"
                 )
-            pace = _WriteBack(f.fileno(), size)
+            pace = posix.WriteBack(f.fileno(), size)
             try:
                 for chunk in chunks:
                     if size + len(chunk) > length:
                         raise Conflict(f"upload would exceed its declared length of {length} bytes")
                     f.write(chunk)
                     size += len(chunk)
-                    if size - pace.sent >= _WriteBack.STEP:
+                    if size - pace.sent >= posix.WriteBack.STEP:
                         f.flush()
                         pace.written(size)
             finally:
                 # On success and on a dropped connection alike: what arrived is kept durably,
                 # so the client can resume from the offset it will be told.
-                _fsync_file(f)
+                posix.fsync_file(f)
                 pace.synced()
             return size
 
@@ -583,69 +517,20 @@ class LocalBackend(Backend):
             size = os.fstat(f.fileno()).st_size
             if size != length:
                 raise Conflict(f"upload is incomplete: {size} of {length} bytes received")
-            if _is_read_only(final):
+            if posix.is_read_only(final):
                 raise AlreadyExists(f"{key!r} already exists and is write-once")
             self._makedirs(final.parent)
             os.replace(part, final)
-        _fsync_dir(final.parent)
+        posix.fsync_dir(final.parent)
         meta.unlink(missing_ok=True)
-        _fsync_dir(meta.parent)
+        posix.fsync_dir(meta.parent)
 
     def abort_staged(self, session: str) -> None:
         _, part, meta = self._session_paths(session)
         part.unlink(missing_ok=True)
         meta.unlink(missing_ok=True)
         if meta.parent.is_dir():
-            _fsync_dir(meta.parent)
-
-
-@functools.cache
-def _syncfs() -> Callable[[int], int] | None:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.syncfs  # type: ignore[no-any-return]
-    except (OSError, AttributeError):
-        return None  # not Linux: os.sync() does the same for every file system
-
-
-_AT_FDCWD = -100
-_AT_SYMLINK_FOLLOW = 0x400
-_AT_EMPTY_PATH = 0x1000
-#: what linkat answers where a link from a descriptor alone is not allowed: ENOENT (before Linux
-#: 6.10, without CAP_DAC_READ_SEARCH), EPERM or EACCES (a security module), EINVAL (no such flag)
-_REFUSED = frozenset({errno.ENOENT, errno.EPERM, errno.EACCES, errno.EINVAL})
-
-
-@functools.cache
-def _linkat() -> Callable[..., int] | None:
-    """libc's ``linkat``: Python's ``os.link`` cannot follow ``/proc/self/fd`` links to name an
-    unnamed file."""
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).linkat
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
-    fn.restype = ctypes.c_int
-    return fn  # type: ignore[no-any-return]
-
-
-def _create_exclusive(folder: str | Path, suffix: str, mode: int = 0o644) -> tuple[int, str]:
-    name = os.path.join(folder, f"{secrets.token_hex(16)}{suffix}")
-    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    return fd, name
-
-
-def _unlink_quietly(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-
-
-def _is_read_only(path: str | Path) -> bool:
-    try:
-        st = os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return False
-    return stat_mod.S_ISREG(st.st_mode) and not (st.st_mode & 0o222)
+            posix.fsync_dir(meta.parent)
 
 
 def _read_file(path: str | Path, key: str, start: int, end: int | None) -> Iterator[bytes]:
