@@ -37,7 +37,7 @@ from levere.storage import (
     build_backend,
     parse_backend_spec,
 )
-from levere.storage.s3 import PART, part_size_for
+from levere.storage.s3_writer import PART, part_size_for
 
 MiB = 1024 * 1024
 BackendFactory = Callable[[], Backend]

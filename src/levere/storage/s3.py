@@ -34,7 +34,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
@@ -51,43 +51,27 @@ from levere.domain.errors import (
 )
 from levere.storage.base import CHUNK, Backend, ObjectInfo, ObjectWriter, check_key
 from levere.storage.local import STAGING_DIR, check_prefix, check_range, check_user_key
+from levere.storage.s3_writer import (
+    MIN_PART,
+    WRITE_ONCE_META,
+    S3Writer,
+    error_code,
+    part_body,
+    part_size_for,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import CompletedPartTypeDef, HeadObjectOutputTypeDef
 
-MiB = 1024 * 1024
-MIN_PART = 5 * MiB
-PART = 8 * MiB
-MAX_PARTS = 10_000
-# Parts planned from a declared length stay this far below MAX_PARTS, for safety.
-_PART_BUDGET = 9_000
-_WRITE_ONCE_META = "levere-write-once"
 _NEXT_PART_META = "levere-next-part"
 _SESSION_ID = re.compile(r"^[0-9a-f]{32}$")
 _GONE = "upload session not found (finished, aborted or never started)"
 
 
-def part_size_for(length: int | None) -> int:
-    """Smallest whole-MiB part size (at least :data:`PART`) that fits ``length`` in the budget."""
-    if length is None:
-        return PART
-    per_part = -(-length // _PART_BUDGET)
-    return max(PART, -(-per_part // MiB) * MiB)
-
-
-def _body(buf: bytearray) -> bytes:
-    # botocore sends a bytearray as it is (no copy of a whole part); its stubs only list bytes.
-    return cast(bytes, buf)
-
-
-def _code(e: ClientError) -> str:
-    return str(e.response.get("Error", {}).get("Code", ""))
-
-
 def _is_write_once(head: HeadObjectOutputTypeDef) -> bool:
     return (
-        head.get("Metadata", {}).get(_WRITE_ONCE_META) == "1"
+        head.get("Metadata", {}).get(WRITE_ONCE_META) == "1"
         or bool(head.get("ObjectLockMode"))
         or head.get("ObjectLockLegalHoldStatus") == "ON"
     )
@@ -133,117 +117,6 @@ class _Held:
     @property
     def offset(self) -> int:
         return self.part_bytes + self.tail
-
-
-class S3Writer(ObjectWriter):
-    def __init__(self, backend: S3Backend, key: str, size_hint: int | None, write_once: bool) -> None:
-        self._b = backend
-        self._key = key
-        self._full = backend._full(key)
-        self._write_once = write_once
-        self._base_part = part_size_for(size_hint)
-        self._buf = bytearray()
-        self._upload_id: str | None = None
-        self._parts: list[CompletedPartTypeDef] = []
-        self._closed = False
-
-    def _part_size(self) -> int:
-        return max(self._base_part, PART << (len(self._parts) // 2_000))
-
-    def _metadata(self) -> dict[str, str]:
-        return {_WRITE_ONCE_META: "1"} if self._write_once else {}
-
-    def write(self, chunk: bytes) -> None:
-        if self._closed:
-            raise Conflict(f"writer for {self._key!r} is already closed")
-        view = memoryview(chunk)
-        while view:
-            room = self._part_size() - len(self._buf)
-            self._buf += view[:room]
-            view = view[room:]
-            if len(self._buf) >= self._part_size():
-                self._send_part()
-
-    def _send_part(self) -> None:
-        c = self._b.client
-        with self._b._errors("upload part", self._key):
-            if self._upload_id is None:
-                self._upload_id = c.create_multipart_upload(
-                    Bucket=self._b.bucket, Key=self._full, Metadata=self._metadata()
-                )["UploadId"]
-            n = len(self._parts) + 1
-            if n > MAX_PARTS:
-                raise Conflict(f"{self._key!r} is too large for S3 ({MAX_PARTS} parts)")
-            etag = c.upload_part(
-                Bucket=self._b.bucket,
-                Key=self._full,
-                UploadId=self._upload_id,
-                PartNumber=n,
-                Body=_body(self._buf),
-            )["ETag"]
-        self._parts.append({"PartNumber": n, "ETag": etag})
-        self._buf.clear()
-
-    def commit(self) -> None:
-        if self._closed:
-            raise Conflict(f"writer for {self._key!r} is already closed")
-        self._closed = True
-        try:
-            single_put = self._upload_id is None
-            if not (
-                single_put and self._write_once and not self._b.object_lock and self._b.conditional_puts()
-            ):
-                # otherwise the conditional PUT below refuses an existing object by itself, in one
-                # request instead of two (a sync of many small files is mostly round trips)
-                self._b._refuse_existing(self._key, any_object=self._write_once)
-            c = self._b.client
-            if self._upload_id is None:
-                extra: dict[str, Any] = {}
-                if self._write_once and not self._b.object_lock:
-                    # Closes the race between the check above and this PUT where the server
-                    # honours it (radosgw does on unversioned buckets).
-                    extra["IfNoneMatch"] = "*"
-                with self._b._errors("write", self._key):
-                    try:
-                        c.put_object(
-                            Bucket=self._b.bucket,
-                            Key=self._full,
-                            Body=_body(self._buf),
-                            Metadata=self._metadata(),
-                            **extra,
-                        )
-                    except ClientError as e:
-                        if _code(e) == "PreconditionFailed":
-                            raise AlreadyExists(f"{self._key!r} already exists") from None
-                        raise
-            else:
-                if self._buf:
-                    self._send_part()
-                with self._b._errors("complete upload", self._key):
-                    c.complete_multipart_upload(
-                        Bucket=self._b.bucket,
-                        Key=self._full,
-                        UploadId=self._upload_id,
-                        MultipartUpload={"Parts": self._parts},
-                    )
-                self._upload_id = None
-        except BaseException:
-            self._discard()
-            raise
-        finally:
-            self._buf.clear()
-        if self._write_once and self._b.object_lock:
-            self._b._retain(self._key)
-
-    def abort(self) -> None:
-        self._closed = True
-        self._buf.clear()
-        self._discard()
-
-    def _discard(self) -> None:
-        if self._upload_id is not None:
-            upload_id, self._upload_id = self._upload_id, None
-            self._b._abort_upload(self._full, upload_id)
 
 
 class S3Backend(Backend):
@@ -328,7 +201,7 @@ class S3Backend(Backend):
             raise StorageUnavailable(f"S3 storage at {self.endpoint_url} is unreachable ({what}): {e}") from e
 
     def _translate(self, e: ClientError, what: str, key: str | None) -> LevereError:
-        code = _code(e)
+        code = error_code(e)
         if code in ("NoSuchKey", "404", "NotFound"):
             return NotFound(f"no object {key!r}" if key else f"not found ({what})")
         if code == "NoSuchUpload":
@@ -346,7 +219,7 @@ class S3Backend(Backend):
             try:
                 return self.client.head_object(Bucket=self.bucket, Key=full_key)
             except ClientError as e:
-                if _code(e) in ("404", "NoSuchKey", "NotFound"):
+                if error_code(e) in ("404", "NoSuchKey", "NotFound"):
                     return None
                 raise
 
@@ -362,7 +235,7 @@ class S3Backend(Backend):
                     c.put_object(Bucket=self.bucket, Key=probe, Body=b"", IfNoneMatch="*")
                     self._conditional_puts = False
                 except ClientError as e:
-                    self._conditional_puts = _code(e) == "PreconditionFailed"
+                    self._conditional_puts = error_code(e) == "PreconditionFailed"
                 finally:
                     c.delete_object(Bucket=self.bucket, Key=probe)
             except (ClientError, BotoConnectionError, HTTPClientError):
@@ -392,7 +265,7 @@ class S3Backend(Backend):
             try:
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=full_key, UploadId=upload_id)
             except ClientError as e:
-                if _code(e) not in ("NoSuchUpload", "NoSuchKey"):
+                if error_code(e) not in ("NoSuchUpload", "NoSuchKey"):
                     raise  # otherwise already gone: aborting is idempotent
 
     def _remove(self, full_key: str, key: str, *, bypass: bool) -> None:
@@ -416,7 +289,7 @@ class S3Backend(Backend):
                             BypassGovernanceRetention=bypass,
                         )
                     except ClientError as e:
-                        if _code(e) == "AccessDenied":
+                        if error_code(e) == "AccessDenied":
                             msg = f"{key!r} is protected by object lock; deleting it needs force"
                             raise Conflict(msg) from e
                         raise
@@ -430,7 +303,7 @@ class S3Backend(Backend):
             try:
                 c.head_bucket(Bucket=self.bucket)
             except ClientError as e:
-                if _code(e) not in ("404", "NoSuchBucket", "NotFound"):
+                if error_code(e) not in ("404", "NoSuchBucket", "NotFound"):
                     raise
             else:
                 if self.object_lock:
@@ -444,7 +317,7 @@ class S3Backend(Backend):
             try:
                 c.create_bucket(**kwargs)
             except ClientError as e:
-                if _code(e) != "BucketAlreadyOwnedByYou":
+                if error_code(e) != "BucketAlreadyOwnedByYou":
                     raise
 
     def _check_bucket_lock(self) -> None:
@@ -452,7 +325,7 @@ class S3Backend(Backend):
             conf = self.client.get_object_lock_configuration(Bucket=self.bucket)
             enabled = conf.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
         except ClientError as e:
-            if _code(e) != "ObjectLockConfigurationNotFoundError":
+            if error_code(e) != "ObjectLockConfigurationNotFoundError":
                 raise
             enabled = False
         if not enabled:
@@ -479,7 +352,7 @@ class S3Backend(Backend):
             try:
                 body = self.client.get_object(Bucket=self.bucket, Key=full, **extra)["Body"]
             except ClientError as e:
-                if _code(e) != "InvalidRange":
+                if error_code(e) != "InvalidRange":
                     raise
                 # A range starting past the end is an empty read, as it is for a file.
                 if self.stat(key) is None:
@@ -617,7 +490,7 @@ class S3Backend(Backend):
                 Key=self._full(s.key),
                 UploadId=s.upload,
                 PartNumber=number,
-                Body=_body(data),
+                Body=part_body(data),
             )["ETag"]
         return {"PartNumber": number, "ETag": etag}
 
@@ -634,7 +507,10 @@ class S3Backend(Backend):
         with self._errors("store upload tail", s.key):
             if buf:
                 self.client.put_object(
-                    Bucket=self.bucket, Key=tail, Body=_body(buf), Metadata={_NEXT_PART_META: str(next_part)}
+                    Bucket=self.bucket,
+                    Key=tail,
+                    Body=part_body(buf),
+                    Metadata={_NEXT_PART_META: str(next_part)},
                 )
                 return
         if before.tail_exists:
