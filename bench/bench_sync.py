@@ -106,7 +106,7 @@ class Levere:
 
     def deliver(self, delivery: str, files: list[tuple[str, int]]) -> None:
         """Write the files into the area (incompressible bytes), record and seal the delivery."""
-        from levere.services import deliveries, projects, quotas
+        from levere.services import deliveries, projects, quotas, sealing
 
         deliveries.open_delivery(self.ctx, self.staff, self.project, delivery)
         area = self.ctx.tier("area")
@@ -135,7 +135,7 @@ class Levere:
             deliveries.record_files(
                 session, deliveries.get_delivery(session, project, delivery), area.backend_id, new
             )
-        deliveries.seal(self.ctx, self.staff, self.project, delivery)
+        sealing.seal(self.ctx, self.staff, self.project, delivery)
 
     def reset(self, delivery: str, keep: bool = False) -> None:
         """Forget the long-term copies of ``delivery`` so that the next sync copies everything

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from levere.db.models import JobRun, Quota, Replica, StoredFile, User
-from levere.services import deliveries, projects, quotas
+from levere.services import deliveries, projects, quotas, sealing
 from levere.services.context import Context
 from tests.helpers import World, basic_world, provisioned_project
 
@@ -61,7 +61,7 @@ def deliver_as(ctx: Context, staff: User, identifier: str, name: str, files: dic
         quotas.reserve(session, project.id, "area", total)
         quotas.settle(session, project.id, "area", total)
         deliveries.record_files(session, delivery, area.backend_id, new)
-    deliveries.seal(ctx, staff, identifier, name)
+    sealing.seal(ctx, staff, identifier, name)
 
 
 def replica_states(ctx: Context, setup: Setup, tier: str) -> dict[str, str]:

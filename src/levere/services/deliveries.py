@@ -1,4 +1,4 @@
-"""Deliveries: a run opened in a project, the files it holds, and sealing it.
+"""Deliveries: a run opened in a project, the files it holds, and the views of both.
 
 Design notes
 ------------
@@ -6,20 +6,14 @@ Design notes
   published and durable by then (tus: :mod:`levere.services.uploads`, tar batches:
   :mod:`levere.services.batches`). Rows are written with Core bulk inserts, because a run may hold
   tens of thousands of small files.
-* Sealing checks the state and the uploads first (one transaction), reads and verifies the run's own
-  checksum file without holding any lock, then seals (or fails) in a second transaction that checks
-  again that nothing changed in between. The manifest is the sealed file rows themselves (path,
-  size, MD5, SHA-256), immutable from then on; its fingerprint, the SHA-256 of its ``md5sum`` form,
-  is stored on the delivery and printed on receipts.
+* Sealing a delivery, with its checksum file and manifest, is :mod:`levere.services.sealing`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib
 import json
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
@@ -33,7 +27,6 @@ from levere.db.models import (
     ID_STEM,
     Delivery,
     Project,
-    ProjectMember,
     Replica,
     StoredFile,
     Upload,
@@ -43,35 +36,25 @@ from levere.db.models import (
     replicas_table,
     utcnow,
 )
-from levere.domain.deliveries import DeliveryState, UploadState, delivery_transition
+from levere.domain.deliveries import DeliveryState, UploadState
 from levere.domain.errors import (
     AlreadyExists,
     Conflict,
-    InvalidPath,
     NotFound,
     ValidationFailed,
 )
-from levere.domain.paths import check_name, check_relative_path
+from levere.domain.paths import check_name
 from levere.domain.roles import Action
 from levere.domain.units import format_size
 from levere.services import audit, quotas
 from levere.services.context import Context
 from levere.services.leases import held
-from levere.services.notify import notify
-from levere.services.projects import authorize, facilities
+from levere.services.projects import authorize
 
 log = logging.getLogger(__name__)
 
 AREA: Final = "area"
-#: a checksum file is read whole into memory to verify a run; real ones are a few hundred KiB
-MAX_CHECKSUM_FILE = 64 * 1024 * 1024
 MAX_METADATA = 256 * 1024
-
-
-class DeliveryVerificationFailed(Conflict):
-    """Sealing found a file missing or different from the run's checksum file; the delivery failed."""
-
-    code = "checksum_mismatch"
 
 
 def area_key(identifier: str, delivery: str, path: str) -> str:
@@ -232,7 +215,7 @@ def _counts(session: Session, delivery_ids: Iterable[str]) -> dict[str, tuple[in
     return {r[0]: (int(r[1]), int(r[2])) for r in rows}
 
 
-def _view(session: Session, project: Project, delivery: Delivery) -> DeliveryView:
+def delivery_view(session: Session, project: Project, delivery: Delivery) -> DeliveryView:
     count, total = _counts(session, [delivery.id]).get(delivery.id, (0, 0))
     return DeliveryView(delivery, project.identifier, count, total)
 
@@ -340,7 +323,7 @@ def open_delivery(
                 session, actor, "delivery.opened", "delivery", delivery.id,
                 after={"project": project.identifier, "name": name},
             )  # fmt: skip
-            return _view(session, project, delivery)
+            return delivery_view(session, project, delivery)
     except IntegrityError:
         # a concurrent request opened the same name first
         with ctx.tx() as session:
@@ -367,7 +350,7 @@ def show_delivery(ctx: Context, actor: User, identifier: str, name: str) -> Deli
     with ctx.tx() as session:
         project = authorize(session, actor, identifier, Action.DELIVERY_READ)
         delivery = get_delivery(session, project, name)
-        view = _view(session, project, delivery)
+        view = delivery_view(session, project, delivery)
         view.files = file_views(session, StoredFile.delivery_id == delivery.id)
         view.uploads = list(
             session.execute(
@@ -398,236 +381,10 @@ def list_files(ctx: Context, actor: User, identifier: str, prefix: str = "") -> 
         return file_views(session, *conditions, with_delivery=True)
 
 
-# --- sealing -----------------------------------------------------------------------------------------
-
-
-def manifest_lines(files: Iterable[tuple[str, str]]) -> Iterator[str]:
-    """``md5  path`` lines, as ``md5sum`` writes them (paths hold no newline or backslash)."""
-    for path, md5 in files:
-        yield f"{md5}  {path}\n"
-
-
-def manifest_fingerprint(rows: Iterable[tuple[str, str]]) -> str:
-    """SHA-256 of the manifest in ``md5sum`` form, from (path, md5) in path order."""
-    digest = hashlib.sha256()
-    for line in manifest_lines(rows):
-        digest.update(line.encode())
-    return digest.hexdigest()
-
-
-def _manifest_rows(session: Session, delivery: Delivery) -> list[tuple[str, str]]:
-    """(path, md5) of the delivery's files in code-point order of the paths, whatever the
-    database's collation, so that the manifest and its fingerprint are the same everywhere."""
-    rows = session.execute(
-        select(StoredFile.path, StoredFile.md5).where(StoredFile.delivery_id == delivery.id)
-    ).all()
-    return sorted((r[0], r[1]) for r in rows)
-
-
-def parse_md5sum(text: str, base: str) -> tuple[dict[str, str], list[str]]:
-    """Entries of an ``md5sum`` file, as delivery paths (relative to the file's folder ``base``),
-    and the lines that could not be read."""
-    entries: dict[str, str] = {}
-    bad: list[str] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.rstrip("\r")
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        escaped = line.startswith("\\")
-        if escaped:
-            line = line[1:]
-        digest, _, rest = line.partition(" ")
-        name = rest[1:] if rest[:1] in (" ", "*") else rest
-        if escaped:
-            name = name.replace("\\n", "\n").replace("\\\\", "\\")
-        digest = digest.lower()
-        if len(digest) != 32 or any(c not in "0123456789abcdef" for c in digest) or not name:
-            bad.append(f"line {number}")
-            continue
-        while name.startswith("./"):
-            name = name[2:]
-        try:
-            path = check_relative_path(f"{base}{name}")
-        except InvalidPath:
-            bad.append(f"line {number}")
-            continue
-        entries[path] = digest
-    return entries, bad
-
-
-def _verify_against(
-    listed: dict[str, str], bad: list[str], stored: dict[str, str], checksum_file: str
-) -> list[str]:
-    problems = [f"{checksum_file}: cannot read {where}" for where in bad]
-    for path, md5 in sorted(listed.items()):
-        have = stored.get(path)
-        if have is None:
-            problems.append(f"{path}: listed in {checksum_file} but not delivered")
-        elif have != md5:
-            problems.append(f"{path}: MD5 {have} differs from {md5} in {checksum_file}")
-    return problems
-
-
-def _read_checksum_file(ctx: Context, key: str, size: int, path: str) -> str:
-    if size > MAX_CHECKSUM_FILE:
-        raise ValidationFailed({"checksum_file": f"{path} is larger than {format_size(MAX_CHECKSUM_FILE)}"})
-    data = b"".join(ctx.tier(AREA).read(key))
-    try:
-        return data.decode()
-    except UnicodeDecodeError:
-        raise ValidationFailed({"checksum_file": f"{path} is not UTF-8 text"}) from None
-
-
-@dataclass(frozen=True)
-class _SealCheck:
-    file_count: int
-    stored: dict[str, str]  # path -> md5
-    checksum_key: str | None
-    checksum_size: int
-
-
-def _seal_checks(
-    session: Session, project: Project, delivery: Delivery, checksum_file: str | None
-) -> _SealCheck:
-    if delivery.state != DeliveryState.OPEN:
-        raise Conflict(f"delivery {delivery.name} is already {delivery.state}", state=delivery.state)
-    reclaim_dead_batches(session, Upload.delivery_id == delivery.id)
-    active = session.execute(
-        select(func.count(Upload.id)).where(
-            Upload.delivery_id == delivery.id, Upload.state == UploadState.ACTIVE
-        )
-    ).scalar_one()
-    if active:
-        raise Conflict(
-            f"delivery {delivery.name} has {active} upload(s) still in progress; finish or cancel them first",
-            state=delivery.state,
-            active_uploads=active,
-        )
-    stored = dict(_manifest_rows(session, delivery))
-    key: str | None = None
-    size = 0
-    if checksum_file is not None:
-        checksum_file = check_relative_path(checksum_file)
-        row = session.execute(
-            select(StoredFile.size, Replica.key)
-            .join(Replica, (Replica.file_id == StoredFile.id) & (Replica.tier == AREA))
-            .where(StoredFile.delivery_id == delivery.id, StoredFile.path == checksum_file)
-        ).first()
-        if row is None:
-            raise ValidationFailed({"checksum_file": f"{checksum_file} is not in delivery {delivery.name}"})
-        size, key = int(row[0]), str(row[1])
-    return _SealCheck(len(stored), stored, key, size)
-
-
-def seal(
-    ctx: Context, actor: User, identifier: str, name: str, checksum_file: str | None = None
-) -> DeliveryView:
-    checked: _SealCheck | None = None
-    problems: list[str] = []
-    if checksum_file is not None:
-        # the checksum file is read outside any transaction; the sealing one below checks that
-        # nothing changed meanwhile
-        with ctx.tx() as session:
-            project = authorize(session, actor, identifier, Action.DELIVERY_UPLOAD)
-            checked = _seal_checks(session, project, get_delivery(session, project, name), checksum_file)
-        assert checked.checksum_key is not None
-        checksum_file = check_relative_path(checksum_file)
-        text = _read_checksum_file(ctx, checked.checksum_key, checked.checksum_size, checksum_file)
-        base = checksum_file.rpartition("/")[0]
-        listed, bad = parse_md5sum(text, f"{base}/" if base else "")
-        problems = _verify_against(listed, bad, checked.stored, checksum_file)
-    with ctx.tx() as session:
-        project = authorize(session, actor, identifier, Action.DELIVERY_UPLOAD)
-        delivery = get_delivery(session, project, name, lock=True)
-        check = _seal_checks(session, project, delivery, None)
-        if checked is not None and check.stored != checked.stored:
-            raise Conflict(f"delivery {name} changed while it was being sealed; seal it again")
-        if problems:
-            _fail(ctx, session, actor, project, delivery, problems)
-        else:
-            _seal(ctx, session, actor, project, delivery, checksum_file, check)
-            return _view(session, project, delivery)
-    shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
-    raise DeliveryVerificationFailed(
-        f"delivery {name} failed verification: {shown}", state="failed", problems=problems[:100]
-    )
-
-
-def _fail(
-    ctx: Context, session: Session, actor: User, project: Project, delivery: Delivery, problems: list[str]
-) -> None:
-    delivery.state = delivery_transition(delivery.state, DeliveryState.FAILED, delivery.name)
-    delivery.failure_reason = "; ".join(problems[:20]) + (
-        f"; and {len(problems) - 20} more" if len(problems) > 20 else ""
-    )
-    audit.record(
-        session, actor, "delivery.failed", "delivery", delivery.id,
-        before={"state": "open"}, after={"state": "failed", "problems": problems[:100]},
-    )  # fmt: skip
-    notify(
-        ctx, session, [actor],
-        f"[levere] Delivery {delivery.name} to {project.identifier} failed verification",
-        f"Delivery {delivery.name} to {project.identifier} did not match its checksum file:\n\n"
-        + "\n".join(f"  {p}" for p in problems[:50])
-        + "\n\nNothing was published to the project's members. Deliver the run again under a new name.",
-    )  # fmt: skip
-
-
-def _seal(
-    ctx: Context,
-    session: Session,
-    actor: User,
-    project: Project,
-    delivery: Delivery,
-    checksum_file: str | None,
-    check: _SealCheck,
-) -> None:
-    delivery.state = delivery_transition(delivery.state, DeliveryState.SEALED, delivery.name)
-    delivery.sealed_at = utcnow()
-    delivery.manifest_sha256 = manifest_fingerprint(check.stored.items())
-    total = session.execute(
-        select(func.coalesce(func.sum(StoredFile.size), 0)).where(StoredFile.delivery_id == delivery.id)
-    ).scalar_one()
-    audit.record(
-        session, actor, "delivery.sealed", "delivery", delivery.id,
-        before={"state": "open"},
-        after={
-            "state": "sealed", "files": check.file_count, "bytes": int(total),
-            "manifest_sha256": delivery.manifest_sha256, "verified_with": checksum_file,
-        },
-    )  # fmt: skip
-    members = session.execute(
-        select(User)
-        .join(ProjectMember, ProjectMember.user_id == User.id)
-        .where(ProjectMember.project_id == project.id)
-    ).scalars()
-    verified = f"Every file was checked against {checksum_file}.\n" if checksum_file else ""
-    notify(
-        ctx, session, list(members),
-        f"[levere] New data in {project.identifier}: delivery {delivery.name}",
-        f"The delivery {delivery.name} has arrived in project {project.identifier} ({project.title}) "
-        f"from {', '.join(f.display_name for f in facilities(session, project)) or 'the facility'}: "
-        f"{check.file_count} file(s), {format_size(int(total))}.\n{verified}"
-        f"Manifest fingerprint (SHA-256): {delivery.manifest_sha256}\n\n"
-        f"List it:      levere ls {project.identifier} {delivery.name}/\n"
-        f"Download it:  levere download {project.identifier} {delivery.name} --to DIR\n",
-    )  # fmt: skip
-    _sealed_hook(ctx, session, delivery)
-
-
-def _sealed_hook(ctx: Context, session: Session, delivery: Delivery) -> None:
-    """Tell long-term sync (issue 4) about the sealed delivery, if that service exists yet."""
-    try:
-        sync = importlib.import_module("levere.services.sync")
-    except ModuleNotFoundError:
-        return
-    hook = getattr(sync, "on_delivery_sealed", None)
-    if hook is not None:
-        hook(ctx, session, delivery)
-
-
 def manifest(ctx: Context, actor: User, identifier: str, name: str) -> tuple[DeliveryView, list[FileView]]:
     with ctx.tx() as session:
         project = authorize(session, actor, identifier, Action.DELIVERY_READ)
         delivery = get_delivery(session, project, name)
-        return _view(session, project, delivery), file_views(session, StoredFile.delivery_id == delivery.id)
+        return delivery_view(session, project, delivery), file_views(
+            session, StoredFile.delivery_id == delivery.id
+        )

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from levere.api.deps import CtxDep, ReadUser, WriteUser, acts
 from levere.api.routes import tus as tus_routes
 from levere.domain.roles import Action
-from levere.services import batches, deliveries, downloads
+from levere.services import batches, deliveries, downloads, sealing
 from levere.services.deliveries import DeliveryView, FileView
 from levere.transfer.pipe import BodyPipe
 from levere.transfer.ranges import RangeNotSatisfiable, parse_range
@@ -173,7 +173,7 @@ def seal(
     """Seal the delivery: verified against ``checksum_file`` if given, immutable afterwards, and the
     project's members are told. A listed file missing or different fails the delivery (409)."""
     checksum_file = body.checksum_file if body else None
-    return DeliveryOut(**_delivery(deliveries.seal(ctx, actor, identifier, name, checksum_file)))
+    return DeliveryOut(**_delivery(sealing.seal(ctx, actor, identifier, name, checksum_file)))
 
 
 @router.get(DELIVERY + "/manifest", openapi_extra=acts(Action.DELIVERY_READ))
@@ -198,7 +198,7 @@ def manifest(
     if format == "sha256sum":
         text = "".join(f"{f.sha256}  {f.path}\n" for f in files)
     else:
-        text = "".join(deliveries.manifest_lines((f.path, f.md5) for f in files))
+        text = "".join(sealing.manifest_lines((f.path, f.md5) for f in files))
     return Response(text, media_type="text/plain; charset=utf-8")
 
 
