@@ -27,8 +27,8 @@ from levere.domain import errors
 from levere.domain.errors import ChecksumMismatch, LevereError, NotFound, StorageUnavailable
 from levere.services import copy_processes
 from levere.services.context import Context
-from levere.services.copying import Expected, RateLimiter, SmallWrite, copy_or_adopt
-from levere.storage import Backend, LocalSpec
+from levere.services.copying import Expected, RateLimiter, copy_or_adopt
+from levere.storage import Backend, LocalSpec, SmallWrite
 
 log = logging.getLogger(__name__)
 Q = TypeVar("Q", bound=Select[*tuple[Any, ...]])

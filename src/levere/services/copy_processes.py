@@ -22,9 +22,9 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from levere.domain.errors import ChecksumMismatch, LevereError, NotFound
-from levere.services.copying import Expected, SmallWrite, copy_or_adopt
+from levere.services.copying import Expected, copy_or_adopt
 from levere.services.process_pools import PoolSlot
-from levere.storage import Backend, LocalSpec, build_backend
+from levere.storage import Backend, LocalSpec, SmallWrite, build_backend
 
 #: (replica id, source key, target key, size, md5, sha256, label, look first)
 Job = tuple[str, str, str, int, str, str, str, bool]

@@ -19,10 +19,10 @@ Design notes
   copy shares. Measured on 20,000 files of 4 KiB on one thread: 2.5 s instead of 9.3 s, on a disk
   where files were recently removed (ext4 without a journal then searches past the freed inodes
   at each creation, and each copy removed a temporary file of its own).
-* Big ones go through a pipeline: the calling thread reads, and a hashing
-  thread and a writer thread consume the same chunks through small bounded queues, side by side,
-  since hashlib and file or socket writes release the GIL. Memory stays at a few chunks per file
-  whatever its size.
+* Big objects go through a pipeline: the calling thread reads, and a hashing thread and a
+  writer thread consume the same chunks through small bounded queues, side by side, since hashlib
+  and file or socket writes release the GIL. Memory stays at a few chunks per file whatever its
+  size.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from levere.domain.errors import AlreadyExists, ChecksumMismatch, NotFound
-from levere.storage import Backend
+from levere.storage import Backend, SmallWrite
 
 #: objects at least this big are copied through the threaded pipeline
 PIPELINE_MIN = 8 * 1024 * 1024
@@ -43,8 +43,6 @@ PIPELINE_MIN = 8 * 1024 * 1024
 _DEPTH = 3
 
 Sink = Callable[[bytes], None]
-#: publishes a whole small object under a key (a target's ``Backend.small_writes``)
-SmallWrite = Callable[[str, bytes], None]
 #: objects at most this big may be copied whole, in memory (see ``copy_verified``)
 IN_MEMORY = 1024 * 1024
 
@@ -180,10 +178,7 @@ def copy_verified(
         data, digests = _read_whole(chunks, expected.size, limiter)
         problem = digests.problem(expected)
         if problem is not None or data is None:
-            raise ChecksumMismatch(
-                f"{label or source_key} on the {source.backend_id} storage does not match its manifest: {problem}",
-                path=label or source_key,
-            )
+            raise _mismatch(source, label or source_key, problem)
         write(target_key, data)
         return digests
     with target.open_writer(
@@ -193,12 +188,15 @@ def copy_verified(
         problem = digests.problem(expected)
         if problem is not None:
             # leaving the block with an error aborts the writer: nothing is published
-            raise ChecksumMismatch(
-                f"{label or source_key} on the {source.backend_id} storage does not match its manifest: {problem}",
-                path=label or source_key,
-            )
+            raise _mismatch(source, label or source_key, problem)
         writer.commit()
     return digests
+
+
+def _mismatch(source: Backend, path: str, problem: str | None) -> ChecksumMismatch:
+    return ChecksumMismatch(
+        f"{path} on the {source.backend_id} storage does not match its manifest: {problem}", path=path
+    )
 
 
 def _read_whole(

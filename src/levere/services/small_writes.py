@@ -37,7 +37,6 @@ import logging
 import os
 import threading
 from collections import Counter, deque
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -47,7 +46,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 from levere.domain import errors
 from levere.domain.errors import LevereError
 from levere.services.process_pools import forkserver
-from levere.storage import Backend, LocalBackend
+from levere.storage import Backend, LocalBackend, SmallWrite
 
 if TYPE_CHECKING:
     from levere.storage import BackendSpec, LocalSpec
@@ -76,7 +75,7 @@ def publish_group(backend: Backend, jobs: list[Job]) -> list[Result]:
         return _publish(write, jobs)
 
 
-def _publish(write: Callable[[str, bytes], None], jobs: list[Job]) -> list[Result]:
+def _publish(write: SmallWrite, jobs: list[Job]) -> list[Result]:
     results: list[Result] = []
     for key, data, expect_md5, expect_sha256, label in jobs:
         md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, assert_never
 
-from levere.storage.base import CHUNK, Backend, ObjectInfo, ObjectWriter, check_key
+from levere.storage.base import CHUNK, Backend, ObjectInfo, ObjectWriter, SmallWrite, check_key
 from levere.storage.local import LocalBackend
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ __all__ = [
     "ObjectWriter",
     "S3Backend",
     "S3Spec",
+    "SmallWrite",
     "build_backend",
     "check_key",
     "parse_backend_spec",

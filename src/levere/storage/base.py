@@ -67,6 +67,10 @@ class ObjectWriter(abc.ABC):
             self.abort()
 
 
+#: publishes one whole small object under a key (what :meth:`Backend.small_writes` yields)
+SmallWrite = Callable[[str, bytes], None]
+
+
 class Backend(abc.ABC):
     """A place that stores objects under keys. Constructors do no I/O."""
 
@@ -159,7 +163,7 @@ class Backend(abc.ABC):
             writer.commit()
 
     @contextlib.contextmanager
-    def small_writes(self, write_once: bool = False) -> Iterator[Callable[[str, bytes], None]]:
+    def small_writes(self, write_once: bool = False) -> Iterator[SmallWrite]:
         """A function that does :meth:`write_small` (with ``write_once``: publishes the object
         write-once, and raises ``AlreadyExists`` rather than replace one), for a group of objects
         written one after the other; a backend may keep what they share (open folders, say) until

@@ -34,7 +34,7 @@ import os
 import re
 import secrets
 import stat as stat_mod
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -47,7 +47,7 @@ from levere.domain.errors import (
     ValidationFailed,
 )
 from levere.storage import posix
-from levere.storage.base import CHUNK, Backend, ObjectInfo, ObjectWriter, check_key
+from levere.storage.base import CHUNK, Backend, ObjectInfo, ObjectWriter, SmallWrite, check_key
 
 TMP_DIR = ".levere-tmp"
 _WRITE_BUFFER = 1024 * 1024
@@ -336,7 +336,7 @@ class LocalBackend(Backend):
             write(key, data)
 
     @contextlib.contextmanager
-    def small_writes(self, write_once: bool = False) -> Iterator[Callable[[str, bytes], None]]:
+    def small_writes(self, write_once: bool = False) -> Iterator[SmallWrite]:
         """Each file an unnamed file (``O_TMPFILE``) in its own folder, given its name once written
         (:class:`_SmallFiles`)."""
         if posix.linkat() is None or not getattr(os, "O_TMPFILE", 0):
