@@ -200,7 +200,9 @@ def test_ls_deliveries_and_manifest(delivered: tuple[Env, Path], tmp_path: Path)
         ["sha256sum", "--quiet", "-c", "-"], input=as_sha.stdout, cwd=run, capture_output=True, text=True
     )
     assert check.returncode == 0, check.stdout + check.stderr
-    as_json = json.loads(levere(env.member, "manifest", env.project, "RUN5", "--format", "json", "-o", "-").stdout)
+    as_json = json.loads(
+        levere(env.member, "manifest", env.project, "RUN5", "--format", "json", "-o", "-").stdout
+    )
     assert as_json  # the service's JSON manifest, passed through unchanged
 
     missing = levere(env.member, "deliveries", "show", env.project, "NOPE")
