@@ -355,3 +355,16 @@ def test_a_manifest_never_overwrites_the_runs_own_checksum_file(env: Env, tmp_pa
     assert f"{sha}  a.fastq" in (elsewhere / "RUN7.levere-sha256sum.txt").read_text()
     to_screen = manifest("-o", "-")
     assert to_screen.stdout.encode() == first
+
+
+def test_a_token_that_no_longer_works_says_to_sign_in_again(env: Env) -> None:
+    forged = levere(env.member | {"LEVERE_TOKEN": "lev_0000_nonsense"}, "projects", "list")
+    assert forged.returncode == 3
+    assert one_line_error(forged) == (
+        "error: the token is not valid; sign in again with 'levere login --email YOUR-EMAIL'"
+    )
+    error = _json_error(
+        levere(env.member | {"LEVERE_TOKEN": "lev_0000_nonsense"}, "projects", "list", "--json")
+    )
+    assert error["error"] == "authentication_failed" and error["details"] == {"reason": "token_invalid"}
+    assert error["message"] == "the token is not valid" and "levere login" in error["hint"]

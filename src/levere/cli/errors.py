@@ -35,9 +35,16 @@ def _not_synced(details: dict[str, Any]) -> str:
     )
 
 
+def _sign_in_again(details: dict[str, Any]) -> str:
+    if str(details.get("reason", "")).startswith("token_"):  # the saved token no longer works
+        return "sign in again with 'levere login --email YOUR-EMAIL'"
+    return ""
+
+
 #: the CLI's hint for an error, by the error's code
 HINTS: dict[str, Callable[[dict[str, Any]], str]] = {
     "not_synced": _not_synced,
+    "authentication_failed": _sign_in_again,
 }
 
 
