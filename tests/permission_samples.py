@@ -149,6 +149,8 @@ SAMPLES: dict[tuple[str, str], Sample] = {
     ("POST", "/api/applications/{ref}/reject"): Sample(
         on="application", path=_submitted("reject"), json=lambda _w, _r: {"reason": "out of scope"}
     ),
+    # in each role's own world the draft is withdrawn by its PI or author; nothing later needs it
+    ("POST", "/api/applications/{ref}/withdraw"): Sample(on="application", path=_draft),
     ("POST", "/api/applications/{ref}/request-changes"): Sample(
         on="application",
         path=_submitted("request-changes"),

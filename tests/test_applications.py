@@ -186,7 +186,7 @@ def test_review_transitions_are_enforced(ctx: Context, client: TestClient, mailb
     r = client.post(f"/api/applications/{number}/approve", json={}, headers=helpdesk)
     assert r.status_code == 409
     assert r.json()["error"] == "invalid_transition"
-    assert "rejected cannot become approved" in r.json()["message"]
+    assert r.json()["message"] == f"application {number} is rejected and cannot be approved"
     assert counts(ctx) == before
     # and a rejected application can no longer be edited
     assert client.patch(f"/api/applications/{number}", json={"title": "x"}, headers=pi).status_code == 409

@@ -268,7 +268,7 @@ def test_a_checksum_file_from_outside_travels_at_the_top_of_the_delivery(tmp_pat
     source = choose_checksum_file(run, outside, True, files)
     assert source is not None and source.delivery_path == "RUN1.md5"
     assert source.extra is not None and source.extra.source == str(outside)
-    with pytest.raises(FolderRefused, match=r"RUN1\.md5 lists 1 file\(s\) that RUN1 does not hold.*c\.fq"):
+    with pytest.raises(FolderRefused, match=r"RUN1\.md5 lists 1 file that RUN1 does not hold.*c\.fq"):
         check_listed(source, files, run)
     (run / "RUN1.md5").write_text("something else entirely\n")
     with pytest.raises(ValidationFailed, match=r"already holds a different RUN1\.md5"):

@@ -195,12 +195,14 @@ def test_ls_deliveries_and_manifest(delivered: tuple[Env, Path], tmp_path: Path)
     shown = levere(env.member, "deliveries", "show", env.project, "RUN5")
     assert shown.returncode == 0 and "sealed" in shown.stdout and "lane2/small.txt" in shown.stdout
 
-    as_sha = levere(env.member, "manifest", env.project, "RUN5", "--format", "sha256sum")
+    as_sha = levere(env.member, "manifest", env.project, "RUN5", "--format", "sha256sum", "-o", "-")
     check = subprocess.run(
         ["sha256sum", "--quiet", "-c", "-"], input=as_sha.stdout, cwd=run, capture_output=True, text=True
     )
     assert check.returncode == 0, check.stdout + check.stderr
-    as_json = json.loads(levere(env.member, "manifest", env.project, "RUN5", "--format", "json").stdout)
+    as_json = json.loads(
+        levere(env.member, "manifest", env.project, "RUN5", "--format", "json", "-o", "-").stdout
+    )
     assert as_json  # the service's JSON manifest, passed through unchanged
 
     missing = levere(env.member, "deliveries", "show", env.project, "NOPE")

@@ -32,6 +32,18 @@ LEGAL = {
     (S.SUBMITTED, S.REJECTED),
     (S.SUBMITTED, S.CHANGES_REQUESTED),
     (S.CHANGES_REQUESTED, S.SUBMITTED),
+    (S.DRAFT, S.WITHDRAWN),
+    (S.SUBMITTED, S.WITHDRAWN),
+    (S.CHANGES_REQUESTED, S.WITHDRAWN),
+}
+#: each target as the refusal words it ("... cannot be <step>")
+STEP_WORDS = {
+    S.DRAFT: "made a draft again",
+    S.SUBMITTED: "submitted",
+    S.CHANGES_REQUESTED: "sent back for changes",
+    S.APPROVED: "approved",
+    S.REJECTED: "rejected",
+    S.WITHDRAWN: "withdrawn",
 }
 
 
@@ -45,11 +57,16 @@ def test_transition_table(current: ApplicationState, target: ApplicationState) -
         assert transition(current, target) is target
         return
     with pytest.raises(InvalidTransition) as caught:
-        transition(current, target)
+        transition(current, target, "application 7")
     message = str(caught.value)
-    # the message names both states in words
-    assert current.value.replace("_", " ") in message and target.value.replace("_", " ") in message
-    assert "cannot become" in message
+    # the message says in plain words what the application is, and what cannot happen to it
+    if current is target:
+        assert message == f"application 7 is already {current.value.replace('_', ' ')}"
+    else:
+        assert (
+            message
+            == f"application 7 is {current.value.replace('_', ' ')} and cannot be {STEP_WORDS[target]}"
+        )
     assert caught.value.details == {"current": current.value, "target": target.value}
     assert caught.value.http_status == 409
 

@@ -223,8 +223,11 @@ def test_free_is_refused_until_synced_then_frees_and_restore_brings_back_verifie
 
     refused = client.post(f"/api/projects/{s.project}/free", json={"paths": ["RUN1"]}, headers=admin)
     assert refused.status_code == 409
-    assert "5 of 5 file(s) are not safely on long-term storage yet" in refused.json()["message"]
-    assert f"levere sync {s.project}" in refused.json()["message"]
+    assert refused.json()["error"] == "not_synced"
+    assert f"5 of 5 files in {s.project} are not safely on long-term storage yet" in refused.json()["message"]
+    # the service says what happened; which command helps is the CLI's word (tests/test_cli_words.py)
+    assert "levere sync" not in refused.json()["message"]
+    assert refused.json()["details"]["project"] == s.project
     assert set(replica_states(ctx, s, "area").values()) == {"present"}
 
     sync.request_sync(ctx, s.world.helpdesk, s.project)
@@ -338,7 +341,7 @@ def test_cli_sync_status_free_restore(ctx: Context, live_server: LiveServer) -> 
 
     synced = levere(live_server, helpdesk, "sync", s.project, "RUN1")
     assert synced.returncode == 0, synced.stderr
-    assert "3 file(s)" in synced.stdout and "copied to long-term and verified" in synced.stdout
+    assert "3 files," in synced.stdout and "copied to long-term and verified" in synced.stdout
 
     data = json.loads(levere(live_server, admin, "--json", "status", s.project).stdout)
     assert data["deliveries"][0]["longterm"] == "synced"
@@ -349,12 +352,12 @@ def test_cli_sync_status_free_restore(ctx: Context, live_server: LiveServer) -> 
         live_server, admin, "free", s.project, "RUN1/reads/sample_0000.fastq", "RUN1/reads/sample_0001.fastq"
     )
     assert freed.returncode == 0, freed.stderr
-    assert "freed 2 file(s)" in freed.stdout
+    assert "freed 2 files," in freed.stdout
     assert replica_states(ctx, s, "area")["reads/sample_0001.fastq"] == "freed"
 
     restored = levere(live_server, admin, "restore", s.project, "RUN1")
     assert restored.returncode == 0, restored.stderr
-    assert "restore of" in restored.stdout and "2 file(s)" in restored.stdout
+    assert "restore of" in restored.stdout and "2 files," in restored.stdout
     assert set(replica_states(ctx, s, "area").values()) == {"present"}
 
     started = levere(live_server, helpdesk, "sync", s.project, "--no-wait")

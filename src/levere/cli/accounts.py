@@ -11,7 +11,7 @@ import typer
 
 from levere.cli.client import Client, Credentials
 from levere.cli.output import State, console, done, fields, result, show, table
-from levere.domain.errors import ValidationFailed
+from levere.domain.errors import NotSignedIn, ValidationFailed
 
 account = typer.Typer(
     help="Your account: two-factor sign-in, tokens, notifications, invitations.", no_args_is_help=True
@@ -21,7 +21,11 @@ account = typer.Typer(
 def client() -> Client:
     creds = Credentials.load()
     if not creds.token:
-        raise ValidationFailed({"token": "not signed in: run 'levere login' first"})
+        raise NotSignedIn(
+            f"not signed in: sign in first with 'levere login --url {creds.url} --email YOUR-EMAIL' "
+            "(it asks for your password, or reads it from LEVERE_PASSWORD)",
+            url=creds.url,
+        )
     return Client(creds)
 
 
@@ -167,9 +171,22 @@ def accept_invite(
 def notifications(unread: Annotated[bool, typer.Option(help="Only unread ones.")] = False) -> None:
     """Your notifications, newest first."""
     data = client().get("/me/notifications", params={"unread": unread})
-    show(data, lambda rows: table("Notifications", ["when", "subject", "e-mail"], [
-        (n["created_at"][:16], n["subject"], n["email_state"]) for n in rows
-    ]))  # fmt: skip
+    show(data, _print_notifications)
+
+
+def _print_notifications(rows: list[dict[str, Any]]) -> None:
+    """Each notification whole: when, subject, what became of its e-mail, and its text, indented."""
+    from rich.text import Text
+
+    if not rows:
+        console.print("no notifications")
+    for n in rows:
+        when = f"{n['created_at'][:10]} {n['created_at'][11:16]} UTC"
+        unread = "" if n.get("read_at") else ", unread"
+        console.print(Text(f"{when}  {n['subject']}  (e-mail {n['email_state']}{unread})", style="bold"))
+        for line in n["body"].rstrip().splitlines():
+            console.print(Text(f"    {line}"))
+        console.print()
 
 
 def register(app: typer.Typer) -> None:

@@ -9,6 +9,7 @@ import typer
 
 from levere.cli.accounts import client
 from levere.cli.output import done, err_console, result, show, table
+from levere.domain.units import count
 
 facilities = typer.Typer(help="Sequencing facilities and their staff.", no_args_is_help=True)
 users = typer.Typer(help="Accounts (helpdesk).", no_args_is_help=True)
@@ -72,7 +73,7 @@ def verify() -> None:
     """Check the audit log's hash chain: any altered, removed or reordered event is found."""
     report = client().get("/audit/verify")
     if report["ok"]:
-        show(report, lambda r: done(f"audit log intact: {r['events']} events, hash chain verified"))
+        show(report, lambda r: done(f"audit log intact: {count(r['events'], 'event')}, hash chain verified"))
         return
     show(
         report,

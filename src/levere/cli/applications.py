@@ -14,7 +14,7 @@ from levere.cli.output import State, done, fields, result, show, table
 from levere.domain.errors import ValidationFailed
 from levere.domain.units import format_size
 
-applications = typer.Typer(help="List, show, submit and review applications.", no_args_is_help=True)
+applications = typer.Typer(help="List, show, submit, withdraw and review applications.", no_args_is_help=True)
 
 
 def read_form_file(path: Path) -> dict[str, Any]:
@@ -164,6 +164,13 @@ def submit_application(number: str) -> None:
     """Submit (as the PI, which also confirms a draft made on your behalf)."""
     app = client().post(f"/applications/{quote(number, safe='')}/submit")
     result(app, f"application {app['number']} submitted to the helpdesk")
+
+
+@applications.command("withdraw")
+def withdraw(number: str) -> None:
+    """Take back a draft, or a submitted application not yet decided on (its PI or author)."""
+    app = client().post(f"/applications/{quote(number, safe='')}/withdraw")
+    result(app, f"application {app['number']} withdrawn")
 
 
 @applications.command("approve")

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 
 from levere.domain.errors import (
     AccessDenied,
-    AlreadyExists,
     AuthenticationFailed,
     ChecksumMismatch,
     ConfigurationError,
@@ -36,6 +35,7 @@ from levere.domain.errors import (
     StorageUnavailable,
     TooManyAttempts,
     ValidationFailed,
+    by_code,
 )
 
 if TYPE_CHECKING:
@@ -110,10 +110,17 @@ def error_from_response(response: httpx.Response) -> LevereError:
         fields = (body.get("details") or {}).get("fields") if isinstance(body, dict) else None
         if fields:
             return ValidationFailed(fields)
-    if response.status_code == 409 and isinstance(body, dict) and body.get("error") == "already_exists":
-        return AlreadyExists(message)
-    kind = BY_STATUS.get(response.status_code, LevereError)
-    return kind(message, **(body.get("details") or {} if isinstance(body, dict) else {}))
+    code = body.get("error") if isinstance(body, dict) else None
+    details = (body.get("details") or {}) if isinstance(body, dict) else {}
+    named = by_code(code) if isinstance(code, str) else None
+    kind = named or BY_STATUS.get(response.status_code, LevereError)
+    try:
+        error = kind(message, **details)
+    except TypeError:  # a kind with a constructor of its own
+        error = BY_STATUS.get(response.status_code, LevereError)(message, **details)
+    if isinstance(code, str) and code:
+        error.code = code  # the service's own code, also for kinds this client does not know
+    return error
 
 
 def _api_path(path: str) -> str:

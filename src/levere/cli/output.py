@@ -1,4 +1,8 @@
-"""How the CLI shows things: Rich tables for people, JSON for scripts (``--json``)."""
+"""How the CLI shows things: Rich tables for people, JSON for scripts (``--json``).
+
+What the service sends (titles, subjects, paths) is shown as plain text, never read as Rich markup:
+"[levere] New data" stays as it is rather than losing "[levere]" as an unknown style.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
+from rich.text import Text
 
 # soft_wrap: a message is one line however narrow the terminal (or 80 columns when piped), so that
 # scripts can read errors and results line by line
@@ -29,7 +35,7 @@ def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> 
     for column in columns:
         grid.add_column(column, overflow="fold")
     for row in rows:
-        grid.add_row(*("" if cell is None else str(cell) for cell in row))
+        grid.add_row(*(Text("" if cell is None else str(cell)) for cell in row))
     console.print(grid)
 
 
@@ -40,7 +46,7 @@ def fields(title: str, pairs: Iterable[tuple[str, Any]]) -> None:
     grid.add_column(style="bold")
     grid.add_column(overflow="fold")
     for key, value in pairs:
-        grid.add_row(key, "" if value is None else str(value))
+        grid.add_row(Text(key), Text("" if value is None else str(value)))
     console.print(grid)
 
 
@@ -54,7 +60,7 @@ def show(data: Any, render: Any) -> None:
 
 def done(message: str) -> None:
     if not State.json_output:
-        console.print(f"[green]✓[/green] {message}", highlight=False)
+        console.print(f"[green]✓[/green] {escape(message)}", highlight=False)
 
 
 def result(data: Any, message: str) -> None:

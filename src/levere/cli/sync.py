@@ -15,7 +15,7 @@ import typer
 from levere.cli.accounts import client
 from levere.cli.client import Client
 from levere.cli.output import State, console, done, emit_json, err_console, fields, show, table
-from levere.domain.units import format_size
+from levere.domain.units import count, format_size
 
 FINISHED = ("done", "failed")
 POLL_SECONDS = 0.5
@@ -69,7 +69,7 @@ def follow(api: Client, job: dict[str, Any]) -> dict[str, Any]:
                 total=total,
                 completed=job["bytes_done"],
                 description=_what(job) + note,
-                files=f"{job['files_done']}/{job['files_total']} files",
+                files=f"{job['files_done']:,}/{count(job['files_total'], 'file')}",
                 size=f"{format_size(job['bytes_done'])}/{format_size(job['bytes_total'])}",
             )
             if job["state"] in FINISHED:
@@ -101,7 +101,9 @@ def render_job(job: dict[str, Any]) -> None:
         _render_verify(job, report)
         return
     tier = TIER_WORDS.get(report.get("tier", ""), "")
-    moved = f"{job['files_done']} file(s), {format_size(job['bytes_done'])}, copied to {tier} and verified"
+    moved = (
+        f"{count(job['files_done'], 'file')}, {format_size(job['bytes_done'])}, copied to {tier} and verified"
+    )
     if job["state"] == "done":
         done(f"{_what(job)} finished: {moved}")
     else:
@@ -109,7 +111,8 @@ def render_job(job: dict[str, Any]) -> None:
     states = report.get("states") or {}
     if states:
         summary = ", ".join(
-            f"{s['files']} {name} ({format_size(s['bytes'])})" for name, s in sorted(states.items())
+            f"{count(s['files'], 'file')} {name} ({format_size(s['bytes'])})"
+            for name, s in sorted(states.items())
         )
         console.print(f"  {tier}: {summary}", highlight=False)
     failures = report.get("failures") or []
@@ -119,7 +122,7 @@ def render_job(job: dict[str, Any]) -> None:
 
 def _render_verify(job: dict[str, Any], r: dict[str, Any]) -> None:
     line = (
-        f"checked {r.get('checked', 0)} stored copies ({format_size(r.get('bytes', 0))}): {r.get('ok', 0)} intact, "
+        f"checked {count(r.get('checked', 0), 'stored copy', 'stored copies')} ({format_size(r.get('bytes', 0))}): {r.get('ok', 0)} intact, "
         f"{r.get('damaged_found', 0)} damaged, {r.get('repaired', 0)} repaired, "
         f"{r.get('unreadable_count', 0)} unreadable"
     )
@@ -244,14 +247,16 @@ def free(
     project: Annotated[str, typer.Argument(help="Project identifier.")],
     paths: Annotated[list[str], typer.Argument(help="DELIVERY, DELIVERY/FOLDER or DELIVERY/PATH.")],
 ) -> None:
-    """Remove files from the project area that are safely on long-term storage, freeing its quota
-    (project admin or helpdesk). Refused for anything not yet synced."""
+    """Free quota in the project area by removing files that are safely on long-term storage (project admin or helpdesk).
+
+    Anything not yet synced to long-term storage is refused and stays where it is.
+    """
     result = client().post(f"/projects/{project}/free", {"paths": paths})
 
     def render(r: dict[str, Any]) -> None:
         note = f" ({r['already_freed']} were already freed)" if r["already_freed"] else ""
         done(
-            f"freed {r['freed_files']} file(s), {format_size(r['freed_bytes'])}, from the project area{note}; "
+            f"freed {count(r['freed_files'], 'file')}, {format_size(r['freed_bytes'])}, from the project area{note}; "
             f"it now uses {format_size(r['area_used_bytes'])} of {format_size(r['area_limit_bytes'])}. "
             f"Bring them back with: levere restore {project} {' '.join(paths)}"
         )
@@ -264,8 +269,7 @@ def restore(
     paths: Annotated[list[str], typer.Argument(help="DELIVERY, DELIVERY/FOLDER or DELIVERY/PATH.")],
     no_wait: NoWait = False,
 ) -> None:
-    """Copy freed files back into the project area from long-term storage, verified (project admin
-    or helpdesk)."""
+    """Copy freed files back into the project area from long-term storage, verified (project admin or helpdesk)."""
     api = client()
     job = api.post(f"/projects/{project}/restore", {"paths": paths})
     _finish(api, job, wait=not no_wait)
@@ -277,8 +281,10 @@ def verify(
     ] = None,
     no_wait: NoWait = False,
 ) -> None:
-    """Re-read every stored copy on every tier, compare checksums, report damage and repair it from
-    an intact copy (helpdesk)."""
+    """Re-read every stored copy on every tier and repair any damage from an intact copy (helpdesk).
+
+    Each copy's checksums are compared with the ones recorded when it was delivered.
+    """
     api = client()
     job = api.post("/verify", {"project": project})
     _finish(api, job, wait=not no_wait)
@@ -311,7 +317,7 @@ def show_job(
         render_job(job)
     else:
         done(
-            f"{_what(job)}: {job['state']}, {job['files_done']}/{job['files_total']} files, "
+            f"{_what(job)}: {job['state']}, {job['files_done']:,}/{count(job['files_total'], 'file')}, "
             f"{format_size(job['bytes_done'])}/{format_size(job['bytes_total'])}"
             + (f" ({job['error']})" if job["error"] else "")
         )

@@ -8,7 +8,10 @@ them.
 
 from __future__ import annotations
 
+import os
+import secrets
 import sys
+from collections.abc import Iterable
 from contextlib import AbstractContextManager, nullcontext
 from enum import StrEnum
 from pathlib import Path
@@ -16,12 +19,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import quote
 
 import typer
+from rich.markup import escape
 
 from levere.cli.accounts import client
 from levere.cli.delivery.progress import Bars, Quiet, Reporter
-from levere.cli.output import State, console, err_console, fields, show, table
-from levere.domain.errors import ValidationFailed
-from levere.domain.units import format_size, parse_size
+from levere.cli.output import State, console, emit_json, err_console, fields, show, table
+from levere.domain.errors import AlreadyExists, ValidationFailed
+from levere.domain.units import count, format_size, parse_size
 
 if TYPE_CHECKING:
     from levere.cli.delivery.deliver import Receipt
@@ -143,14 +147,17 @@ def _print_receipt(receipt: Receipt) -> None:
     ]
     if not receipt.already_sealed:
         pairs += [
-            ("sent now", f"{receipt.sent_files:,} files, {format_size(receipt.sent_bytes)} in "
+            ("sent now", f"{count(receipt.sent_files, 'file')}, {format_size(receipt.sent_bytes)} in "
              f"{receipt.seconds:.1f} s ({_rate(receipt.sent_bytes, receipt.seconds)})"),
             ("verified against", _verified(receipt)),
         ]  # fmt: skip
     if d.get("manifest_sha256"):
         pairs += [
             ("manifest SHA-256", d["manifest_sha256"]),
-            ("manifest", f"levere manifest {receipt.project} {d['name']} --format md5sum"),
+            (
+                "manifest",
+                f"levere manifest {receipt.project} {d['name']}  (writes {d['name']}{MANIFEST_SUFFIX[ManifestFormat.MD5SUM]})",
+            ),
         ]
     width = max(len(key) for key, _ in pairs)
     for key, value in pairs:  # plain lines, never wrapped: checksums stay whole for copying
@@ -208,7 +215,7 @@ def download(
 
 def _print_summary(summary: Summary) -> None:
     console.print(
-        f"[green]✓[/green] {summary.files:,} files ({format_size(summary.bytes)}) in {summary.target}, "
+        f"[green]✓[/green] {count(summary.files, 'file')} ({format_size(summary.bytes)}) in {escape(str(summary.target))}, "
         f"checksums verified; fetched {summary.fetched_files:,} ({format_size(summary.fetched_bytes)}, "
         f"{_rate(summary.fetched_bytes, summary.seconds)})"
         + (f", {summary.already_there:,} already there" if summary.already_there else ""),
@@ -227,11 +234,8 @@ def ls(
     project: Annotated[str, typer.Argument(help="The project's identifier.")],
     path: Annotated[str | None, typer.Argument(help="Only under this delivery or folder.")] = None,
     long: Annotated[bool, typer.Option("--long", "-l", help="Full checksums.")] = False,
-    json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Files of a project: sizes, checksums and which storage tiers hold each."""
-    if json_output:
-        State.json_output = True
     prefix = (path or "").strip("/")
     entries = client().get(f"/projects/{_q(project)}/files", params={"prefix": prefix} if prefix else {})
     if prefix:  # the service matches a string prefix; a folder is wanted, not its namesakes
@@ -246,7 +250,7 @@ def ls(
              for e in rows],
         )  # fmt: skip
         total = sum(e["size"] for e in rows)
-        console.print(f"{len(rows):,} files, {format_size(total)}", highlight=False)
+        console.print(f"{count(len(rows), 'file')}, {format_size(total)}", highlight=False)
 
     show(entries, render)
 
@@ -310,6 +314,26 @@ class ManifestFormat(StrEnum):
     JSON = "json"
 
 
+#: what a manifest file is called unless -o names one: never a name a run folder holds itself
+#: (md5sum.txt, MD5SUMS, ...), so that writing it into a downloaded run cannot replace the run's own
+MANIFEST_SUFFIX = {
+    ManifestFormat.MD5SUM: ".levere-md5sum.txt",
+    ManifestFormat.SHA256SUM: ".levere-sha256sum.txt",
+    ManifestFormat.JSON: ".levere-manifest.json",
+}
+
+
+def manifest_target(output: Path | None, delivery: str, format: ManifestFormat) -> Path | None:
+    """Where the manifest goes: None for the screen (``-o -``), else a file; a folder gets the
+    default name inside it."""
+    default = Path(delivery).name + MANIFEST_SUFFIX[format]
+    if output is None:
+        return Path(default)
+    if str(output) == "-":
+        return None
+    return output / default if output.is_dir() else output
+
+
 def manifest(
     project: Annotated[str, typer.Argument(help="The project's identifier.")],
     delivery: Annotated[str, typer.Argument(help="The delivery's name.")],
@@ -317,30 +341,68 @@ def manifest(
         ManifestFormat, typer.Option("--format", "-f", help="md5sum and sha256sum work with 'md5sum -c'.")
     ] = ManifestFormat.MD5SUM,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write to this file instead of the screen.")
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="A file or a folder to write to, or - for the screen "
+            "(default: DELIVERY.levere-md5sum.txt in the current folder).",
+        ),
     ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace a file that is already there.")] = False,
 ) -> None:
-    """A sealed delivery's manifest; check a download with 'md5sum -c' inside its folder."""
+    """A sealed delivery's manifest, to check a download with 'md5sum -c' inside its folder.
+
+    The file is named DELIVERY.levere-md5sum.txt (or .levere-sha256sum.txt, .levere-manifest.json) unless -o names another, so it never replaces the run's own md5sum.txt; a file that is already there is left alone unless --force is given.
+    """
+    target = manifest_target(output, delivery, format)
+    if target is not None and not force and target.exists():
+        raise AlreadyExists(_exists(target))
     api = client()
+    path = f"/projects/{_q(project)}/deliveries/{_q(delivery)}/manifest"
     try:
-        response = api.send(
-            "GET",
-            f"/projects/{_q(project)}/deliveries/{_q(delivery)}/manifest",
-            params={"format": format.value},
-        )
+        with api.stream("GET", path, params={"format": format.value}) as response:
+            if target is None:
+                for piece in response.iter_bytes():
+                    sys.stdout.buffer.write(piece)
+                sys.stdout.buffer.flush()
+                return
+            _write_new(target, response.iter_bytes(), force)
     finally:
         api.close()
-    body = response.content
-    if output is None:
-        sys.stdout.buffer.write(body)
-        sys.stdout.buffer.flush()
-        return
-    try:
-        output.write_bytes(body)
-    except OSError as exc:
-        raise ValidationFailed({"output": f"cannot write {output}: {exc.strerror}"}) from None
     if not State.json_output:
-        err_console.print(f"[green]✓[/green] manifest of {delivery} written to {output}", highlight=False)
+        err_console.print(f"[green]✓[/green] manifest of {escape(delivery)} written to {escape(str(target))}")
+    else:
+        emit_json(
+            {"project": project, "delivery": delivery, "format": format.value, "written_to": str(target)}
+        )
+
+
+def _exists(target: Path) -> str:
+    return (
+        f"{target} is already there and was left alone: give another name with -o, or replace it with --force"
+    )
+
+
+def _write_new(target: Path, pieces: Iterable[bytes], replace: bool) -> None:
+    """Write ``pieces`` to a hidden file beside ``target``, then move it into place: with a hard link
+    unless ``replace`` (so a file that appeared meanwhile is not overwritten either), else a rename."""
+    part = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
+    try:
+        with open(part, "xb") as fh:
+            for piece in pieces:
+                fh.write(piece)
+        if replace:
+            os.replace(part, target)
+            return
+        try:
+            os.link(part, target)
+        except FileExistsError:
+            raise AlreadyExists(_exists(target)) from None
+    except OSError as exc:
+        raise ValidationFailed({"output": f"cannot write {target}: {exc.strerror or exc}"}) from None
+    finally:
+        part.unlink(missing_ok=True)
 
 
 def register(app: typer.Typer) -> None:

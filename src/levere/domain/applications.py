@@ -27,27 +27,44 @@ class ApplicationState(StrEnum):
     CHANGES_REQUESTED = "changes_requested"
     APPROVED = "approved"
     REJECTED = "rejected"
+    WITHDRAWN = "withdrawn"  # by its PI or author, before the helpdesk decided
 
 
 S = ApplicationState
 TRANSITIONS: dict[ApplicationState, frozenset[ApplicationState]] = {
-    S.DRAFT: frozenset({S.SUBMITTED}),
-    S.SUBMITTED: frozenset({S.APPROVED, S.REJECTED, S.CHANGES_REQUESTED}),
-    S.CHANGES_REQUESTED: frozenset({S.SUBMITTED}),
+    S.DRAFT: frozenset({S.SUBMITTED, S.WITHDRAWN}),
+    S.SUBMITTED: frozenset({S.APPROVED, S.REJECTED, S.CHANGES_REQUESTED, S.WITHDRAWN}),
+    S.CHANGES_REQUESTED: frozenset({S.SUBMITTED, S.WITHDRAWN}),
     S.APPROVED: frozenset(),
     S.REJECTED: frozenset(),
+    S.WITHDRAWN: frozenset(),
 }
 EDITABLE = frozenset({S.DRAFT, S.CHANGES_REQUESTED})
 
+#: each state as the outcome of a step, for "... cannot be <step>"
+STEPS = {
+    S.DRAFT: "made a draft again",
+    S.SUBMITTED: "submitted",
+    S.CHANGES_REQUESTED: "sent back for changes",
+    S.APPROVED: "approved",
+    S.REJECTED: "rejected",
+    S.WITHDRAWN: "withdrawn",
+}
 
-def transition(current: ApplicationState, target: ApplicationState) -> ApplicationState:
+
+def transition(
+    current: ApplicationState, target: ApplicationState, what: str = "the application"
+) -> ApplicationState:
+    """``target`` if an application in ``current`` may move there; else an :class:`InvalidTransition`
+    that says in plain words what happened ("application 1 is already submitted")."""
     if target not in TRANSITIONS[current]:
-        raise InvalidTransition(
-            f"an application that is {current.value.replace('_', ' ')} cannot become "
-            f"{target.value.replace('_', ' ')}",
-            current=current.value,
-            target=target.value,
+        state = current.value.replace("_", " ")
+        message = (
+            f"{what} is already {state}"
+            if current is target
+            else f"{what} is {state} and cannot be {STEPS[target]}"
         )
+        raise InvalidTransition(message, current=current.value, target=target.value)
     return target
 
 

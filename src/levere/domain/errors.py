@@ -1,7 +1,9 @@
 """One error hierarchy for the whole service.
 
-Each error carries a message in the user's words. The API maps ``http_status`` to the response code,
-the CLI prints the message on one line and exits with ``exit_code``.
+Each error carries a message in the user's words, a ``code`` that front ends and scripts can rely on,
+and ``details`` for the facts behind the message. The API maps ``http_status`` to the response code;
+the CLI prints the message on one line (with a hint of its own, chosen by ``code``) and exits with
+``exit_code``. Messages say what happened, never which command to run: that is the front end's word.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from typing import Any, ClassVar
 class LevereError(Exception):
     http_status: ClassVar[int] = 400
     exit_code: ClassVar[int] = 1
-    code: ClassVar[str] = "error"
+    #: a class attribute; an error rebuilt from an API answer keeps the answer's code on the instance
+    code: str = "error"
 
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
@@ -55,10 +58,23 @@ class InvalidTransition(Conflict):
     code = "invalid_transition"
 
 
+class NotSynced(Conflict):
+    """Files are not safely on long-term storage yet, so they cannot be freed or restored."""
+
+    code = "not_synced"
+
+
 class AuthenticationFailed(LevereError):
     http_status = 401
     exit_code = 3
     code = "authentication_failed"
+
+
+class NotSignedIn(AuthenticationFailed):
+    """No saved sign-in: nothing was sent to the service."""
+
+    exit_code = 9
+    code = "not_signed_in"
 
 
 class TooManyAttempts(LevereError):
@@ -99,6 +115,17 @@ class StorageUnavailable(LevereError):
 class ConfigurationError(LevereError):
     exit_code = 2
     code = "configuration_error"
+
+
+def by_code(code: str) -> type[LevereError] | None:
+    """The error class with this ``code`` (as an API answer names it), if levere has one."""
+    pending: list[type[LevereError]] = [LevereError]
+    while pending:
+        kind = pending.pop()
+        if kind.code == code:
+            return kind
+        pending.extend(kind.__subclasses__())
+    return None
 
 
 def from_name(name: str, message: str) -> LevereError:

@@ -57,6 +57,7 @@ class Action(StrEnum):
     APPLICATION_SUBMIT = "application.submit"  # by the PI: confirms a draft made on their behalf
     APPLICATION_QUEUE = "application.queue"
     APPLICATION_REVIEW = "application.review"  # approve, reject, request changes
+    APPLICATION_WITHDRAW = "application.withdraw"  # before a decision, by whoever may edit it
     # projects
     PROJECT_LIST_ALL = "project.list_all"
     PROJECT_READ = "project.read"
@@ -74,6 +75,7 @@ class Action(StrEnum):
     DATA_RESTORE = "data.restore"
     SYNC_RUN = "sync.run"
     VERIFY_RUN = "verify.run"
+    JOB_READ_ALL = "job.read_all"  # see a job that spans every project (a verify of all)
     # audit
     AUDIT_READ = "audit.read"
 
@@ -92,6 +94,7 @@ PERMISSIONS: dict[Action, frozenset[Actor]] = {
     Action.APPLICATION_SUBMIT: frozenset({A.PI}),
     Action.APPLICATION_QUEUE: frozenset({A.HELPDESK}),
     Action.APPLICATION_REVIEW: frozenset({A.HELPDESK}),
+    Action.APPLICATION_WITHDRAW: frozenset({A.PI, A.AUTHOR}),
     Action.PROJECT_LIST_ALL: frozenset({A.HELPDESK}),
     Action.PROJECT_READ: frozenset({A.HELPDESK, A.FACILITY_ASSIGNED, A.ADMIN, A.MEMBER, A.VIEWER}),
     Action.PROJECT_ASSIGN_FACILITY: frozenset({A.HELPDESK, A.ADMIN}),
@@ -107,6 +110,7 @@ PERMISSIONS: dict[Action, frozenset[Actor]] = {
     Action.DATA_RESTORE: frozenset({A.HELPDESK, A.ADMIN}),
     Action.SYNC_RUN: frozenset({A.HELPDESK}),
     Action.VERIFY_RUN: frozenset({A.HELPDESK}),
+    Action.JOB_READ_ALL: frozenset({A.HELPDESK}),
     Action.AUDIT_READ: frozenset({A.HELPDESK}),
 }
 
@@ -150,29 +154,61 @@ DESCRIPTIONS: dict[Action, str] = {
     Action.APPLICATION_CREATE: "file applications",
     Action.APPLICATION_READ: "see",
     Action.APPLICATION_EDIT: "edit",
-    Action.APPLICATION_SUBMIT: "submit (only its PI can)",
+    Action.APPLICATION_SUBMIT: "submit",
     Action.APPLICATION_QUEUE: "see the review queue",
     Action.APPLICATION_REVIEW: "review",
+    Action.APPLICATION_WITHDRAW: "withdraw",
     Action.PROJECT_LIST_ALL: "list every project",
     Action.PROJECT_READ: "look",
     Action.PROJECT_ASSIGN_FACILITY: "assign facilities",
     Action.PROJECT_SETTINGS: "change the settings",
-    Action.PROJECT_QUOTA: "change quotas (only the helpdesk can)",
+    Action.PROJECT_QUOTA: "change quotas",
     Action.MEMBER_LIST: "list the members",
     Action.MEMBER_MANAGE: "manage the members",
-    Action.DELIVERY_CREATE: "open deliveries (only staff of an assigned facility can)",
-    Action.DELIVERY_UPLOAD: "upload (only staff of an assigned facility can)",
+    Action.DELIVERY_CREATE: "open deliveries",
+    Action.DELIVERY_UPLOAD: "upload",
     Action.DELIVERY_READ: "see the deliveries",
     Action.DATA_READ: "read the data",
     Action.DATA_FREE: "free space",
     Action.DATA_RESTORE: "restore data",
-    Action.SYNC_RUN: "start a sync (only the helpdesk can)",
-    Action.VERIFY_RUN: "verify storage (only the helpdesk can)",
+    Action.SYNC_RUN: "start a sync",
+    Action.VERIFY_RUN: "verify storage",
+    Action.JOB_READ_ALL: "see jobs that span every project",
     Action.AUDIT_READ: "read the audit log",
 }
+
+#: each actor in the words of "... can", in the order they are listed
+WHO: dict[Actor, str] = {
+    A.ADMIN: "project admins",
+    A.MEMBER: "members",
+    A.VIEWER: "viewers",
+    A.PI: "its PI",
+    A.AUTHOR: "whoever drafted it",
+    A.FACILITY_ASSIGNED: "staff of an assigned facility",
+    A.FACILITY: "facility staff",
+    A.HELPDESK: "the helpdesk",
+}
+
+
+def who_can(action: Action) -> str:
+    """Who may do ``action``, read from the permission table: "only the helpdesk can",
+    "project admins and the helpdesk can"."""
+    actors = PERMISSIONS[action]
+    if A.USER in actors:
+        return "anyone signed in can"
+    if A.FACILITY in actors:  # staff of any facility, assigned or not
+        actors = actors - {A.FACILITY_ASSIGNED}
+    names = [words for actor, words in WHO.items() if actor in actors]
+    if len(names) == 1:
+        return f"only {names[0]} can"
+    return f"{', '.join(names[:-1])} and {names[-1]} can"
 
 
 def require(subject: Subject, action: Action, what: str = "") -> None:
     if not allowed(subject, action):
         target = f" {what}" if what else ""
-        raise AccessDenied(f"you are not allowed to {DESCRIPTIONS[action]}{target}", action=action.value)
+        raise AccessDenied(
+            f"you are not allowed to {DESCRIPTIONS[action]}{target} ({who_can(action)})",
+            action=action.value,
+            allowed=sorted(actor.value for actor in PERMISSIONS[action]),
+        )

@@ -1,4 +1,4 @@
-"""Byte sizes as people write them ("500G", "1.5 TiB") and as people read them."""
+"""Byte sizes as people write them ("500G", "1.5 TiB") and as people read them; counts of things."""
 
 from __future__ import annotations
 
@@ -50,3 +50,8 @@ def format_size(n: int | None) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{n} B"
+
+
+def count(n: int, noun: str, plural: str = "") -> str:
+    """``n`` things in words: "1 file", "2,048 files" (``plural`` where adding an s is wrong)."""
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"

@@ -275,12 +275,12 @@ def resolve_token(session: Session, token: str) -> tuple[User, frozenset[Scope]]
     """The user and scopes behind a bearer token; expired, revoked or forged tokens are refused."""
     record = session.execute(select(ApiToken).where(ApiToken.secret_hash == _sha256(token))).scalar()
     if record is None:
-        raise AuthenticationFailed("the token is not valid; sign in again with 'levere login'")
+        raise AuthenticationFailed("the token is not valid", reason="token_invalid")
     now = utcnow()
     if record.revoked_at is not None:
-        raise AuthenticationFailed("the token was revoked; sign in again with 'levere login'")
+        raise AuthenticationFailed("the token was revoked", reason="token_revoked")
     if record.expires_at <= now:
-        raise AuthenticationFailed("the token has expired; sign in again with 'levere login'")
+        raise AuthenticationFailed("the token has expired", reason="token_expired")
     user = session.get(User, record.user_id)
     if user is None or not user.active:
         raise AuthenticationFailed("the account behind this token is disabled")

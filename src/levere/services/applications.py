@@ -85,6 +85,10 @@ def _apply_form(session: Session, application: Application, form: ApplicationFor
     session.refresh(application)
 
 
+def _name(application: Application) -> str:
+    return f"application {application.number}"
+
+
 def get(session: Session, user: User, ref: str, action: Action = Action.APPLICATION_READ) -> Application:
     query = select(Application)
     query = (
@@ -163,7 +167,9 @@ def submit(ctx: Context, actor: User, ref: str) -> Application:
     """The PI submits (and so confirms) the application; it must be complete."""
     with ctx.tx() as session:
         application = get(session, actor, ref, Action.APPLICATION_SUBMIT)
-        state = transition(ApplicationState(application.state), ApplicationState.SUBMITTED)
+        state = transition(
+            ApplicationState(application.state), ApplicationState.SUBMITTED, _name(application)
+        )
         check_complete(form_of(application))
         before = _snapshot(application)
         application.state = state.value
@@ -237,7 +243,7 @@ def approve(
     """Approve and provision in one transaction, optionally granting other quotas than requested."""
     with ctx.tx() as session:
         application = get(session, actor, ref, Action.APPLICATION_REVIEW)
-        state = transition(ApplicationState(application.state), ApplicationState.APPROVED)
+        state = transition(ApplicationState(application.state), ApplicationState.APPROVED, _name(application))
         for name, value in (("area", area_bytes), ("longterm", longterm_bytes)):
             if value is not None and value <= 0:
                 raise ValidationFailed({f"{name}_quota": "a granted quota must be larger than zero"})
@@ -293,7 +299,7 @@ def _decide(
 ) -> Application:
     with ctx.tx() as session:
         application = get(session, actor, ref, Action.APPLICATION_REVIEW)
-        state = transition(ApplicationState(application.state), target)
+        state = transition(ApplicationState(application.state), target, _name(application))
         if not reason.strip():
             raise ValidationFailed({"reason": "is required: tell the applicant why"})
         before = _snapshot(application)
@@ -332,6 +338,44 @@ def request_changes(ctx: Context, actor: User, ref: str, comment: str) -> Applic
     return _decide(
         ctx, actor, ref, ApplicationState.CHANGES_REQUESTED, comment, "application.changes_requested"
     )
+
+
+def withdraw(ctx: Context, actor: User, ref: str) -> Application:
+    """Its PI or author takes an application back before the helpdesk decided (a draft made by
+    mistake, or one no longer wanted); the helpdesk is told if it was waiting in their queue."""
+    with ctx.tx() as session:
+        application = get(session, actor, ref, Action.APPLICATION_WITHDRAW)
+        was = ApplicationState(application.state)
+        state = transition(was, ApplicationState.WITHDRAWN, _name(application))
+        before = _snapshot(application)
+        application.state = state.value
+        application.decided_at = utcnow()
+        audit.record(
+            session,
+            actor,
+            "application.withdrawn",
+            "application",
+            application.id,
+            before,
+            _snapshot(application),
+        )
+        if was is ApplicationState.SUBMITTED:
+            notify(
+                ctx, session, accounts.helpdesk_operators(session),
+                f"[levere] Application {application.number} was withdrawn",
+                f"{actor.email} withdrew application {application.number} ({application.title}) before it "
+                "was reviewed; it has left the review queue.",
+            )  # fmt: skip
+        people = [
+            p for p in _people(session, application) if (p if isinstance(p, str) else p.email) != actor.email
+        ]
+        if people:
+            notify(
+                ctx, session, people,
+                f"[levere] Application {application.number} was withdrawn",
+                f"{actor.email} withdrew application {application.number} ({application.title}).",
+            )  # fmt: skip
+        return application
 
 
 def show(ctx: Context, actor: User, ref: str) -> Application:

@@ -90,19 +90,21 @@ def run_out(session: Session, run: JobRun) -> dict[str, Any]:
 
 
 def get_run(ctx: Context, actor: User, run_id: str, identifier: str | None = None) -> dict[str, Any]:
-    """A project's job run (anyone who may read its deliveries), or a run of every project
-    (``identifier`` None: the helpdesk, who start those)."""
+    """A job run. A project's run is for anyone who may read its deliveries, whether or not the
+    project is named; a run that spans every project is for those who may see such runs."""
     with ctx.tx() as session:
+        run = session.get(JobRun, run_id)
         if identifier is not None:
             project = authorize(session, actor, identifier, Action.DELIVERY_READ)
-            run = session.get(JobRun, run_id)
             if run is None or run.project_id != project.id:
                 raise NotFound(f"{project.identifier} has no job {run_id}")
+        elif run is not None and run.project_id is not None:
+            owner = session.get(Project, run.project_id)
+            authorize(session, actor, owner.identifier if owner else "", Action.DELIVERY_READ)
         else:
-            require(subject_of(actor), Action.VERIFY_RUN, "(jobs of every project)")
-            run = session.get(JobRun, run_id)
-            if run is None or run.project_id is not None:
-                raise NotFound(f"no job {run_id} across every project (project jobs are under the project)")
+            require(subject_of(actor), Action.JOB_READ_ALL)
+            if run is None:
+                raise NotFound(f"no job {run_id}")
         return run_out(session, run)
 
 

@@ -39,6 +39,7 @@ from sqlalchemy.sql import Select
 
 from levere.db.models import Delivery, JobRun, Replica, StoredFile, utcnow
 from levere.domain.errors import NotFound, QuotaExceeded, StorageUnavailable
+from levere.domain.units import count
 from levere.services import audit, quotas
 from levere.services.batch_copy import (
     NO_SYNC,
@@ -200,7 +201,7 @@ def _reserve(session: Session, scope: Scope, fresh: list[Item]) -> list[tuple[It
     try:
         quotas.reserve(
             session, scope.project_id, scope.target, sum(i.size for i in fresh),
-            what=f"copying {len(fresh)} file(s) to {TIER_WORDS[scope.target]}",
+            what=f"copying {count(len(fresh), 'file')} to {TIER_WORDS[scope.target]}",
         )  # fmt: skip
         return []
     except QuotaExceeded:
@@ -491,7 +492,7 @@ def finalize(ctx: Context, session: Session, scope: Scope, error: str = "") -> b
             state="failed" if failed or error else "done",
             files_failed=failed,
             report=report,
-            error=error or (f"{failed} file(s) failed" if failed else ""),
+            error=error or (f"{count(failed, 'file')} failed" if failed else ""),
             finished_at=now,
             next_attempt_at=None,
             updated_at=now,

@@ -26,7 +26,7 @@ from levere.domain.deliveries import DeliveryState, UploadState, delivery_transi
 from levere.domain.errors import Conflict, InvalidPath, ValidationFailed
 from levere.domain.paths import check_relative_path
 from levere.domain.roles import Action
-from levere.domain.units import format_size
+from levere.domain.units import count, format_size
 from levere.services import audit
 from levere.services.context import Context
 from levere.services.deliveries import (
@@ -256,7 +256,7 @@ def _seal(
         f"[levere] New data in {project.identifier}: delivery {delivery.name}",
         f"The delivery {delivery.name} has arrived in project {project.identifier} ({project.title}) "
         f"from {', '.join(f.display_name for f in facilities(session, project)) or 'the facility'}: "
-        f"{check.file_count} file(s), {format_size(int(total))}.\n{verified}"
+        f"{count(check.file_count, 'file')}, {format_size(int(total))}.\n{verified}"
         f"Manifest fingerprint (SHA-256): {delivery.manifest_sha256}\n\n"
         f"List it:      levere ls {project.identifier} {delivery.name}/\n"
         f"Download it:  levere download {project.identifier} {delivery.name} --to DIR\n",

@@ -43,10 +43,10 @@ from levere.db.models import (
     replicas_table,
     utcnow,
 )
-from levere.domain.errors import Conflict, LevereError, NotFound, StorageUnavailable
+from levere.domain.errors import Conflict, LevereError, NotFound, NotSynced, StorageUnavailable
 from levere.domain.paths import check_name, check_relative_path
 from levere.domain.roles import Action
-from levere.domain.units import format_size
+from levere.domain.units import count, format_size
 from levere.services import audit, quotas, replication
 from levere.services.batch_copy import NO_SYNC, TIER_WORDS
 from levere.services.context import Context, after_commit
@@ -355,16 +355,17 @@ def choose(session: Session, project: Project, paths: list[str]) -> list[Chosen]
     ]
 
 
-def _not_on_longterm(chosen: list[Chosen], verb: str, identifier: str) -> Conflict | None:
+def _not_on_longterm(chosen: list[Chosen], verb: str, identifier: str) -> NotSynced | None:
     missing = [c for c in chosen if c.longterm is None or c.longterm.state != "present"]
     if not missing:
         return None
     first = missing[0]
     state = first.longterm.state if first.longterm else "not synced"
     reason = f" ({first.longterm.reason})" if first.longterm and first.longterm.reason else ""
-    return Conflict(
-        f"{len(missing)} of {len(chosen)} file(s) are not safely on long-term storage yet, so levere will "
-        f"not {verb} them: {first.label} is {state}{reason}. Sync first: levere sync {identifier}",
+    return NotSynced(
+        f"{len(missing)} of {count(len(chosen), 'file')} in {identifier} are not safely on long-term storage "
+        f"yet, so levere will not {verb} them: {first.label} is {state}{reason}",
+        project=identifier,
         files=[c.label for c in missing[:20]],
     )
 
@@ -428,7 +429,7 @@ def free(ctx: Context, actor: User, identifier: str, paths: list[str]) -> dict[s
         }
     if failure is not None:
         raise StorageUnavailable(
-            f"freed {len(freed)} of {len(targets)} file(s) ({format_size(nbytes)}); the rest could not be "
+            f"freed {len(freed)} of {count(len(targets), 'file')} ({format_size(nbytes)}); the rest could not be "
             f"removed from the project area: {failure}. Run the same free again to finish.",
             **result,
         )
@@ -477,7 +478,9 @@ def request_restore(ctx: Context, actor: User, identifier: str, paths: list[str]
         nbytes = sum(c.file.size for c in wanted)
         if nbytes:
             # only a check that it fits now, with the usual numbers if not; the copy reserves per batch
-            quotas.reserve(session, project.id, "area", nbytes, what=f"restoring {len(wanted)} file(s)")
+            quotas.reserve(
+                session, project.id, "area", nbytes, what=f"restoring {count(len(wanted), 'file')}"
+            )
             quotas.release(session, project.id, "area", nbytes)
         _set_state(session, [c.area.id for c in wanted if c.area], ("freed", "failed"), "pending")
         run = new_run(ctx, session, "restore", project, actor=actor)

@@ -8,6 +8,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from levere.db.models import Delivery, Project, Replica, StoredFile, User
+from levere.domain import units
 from levere.domain.units import format_size
 from levere.services import accounts, audit, notify, projects
 from levere.services.context import Context
@@ -89,7 +90,7 @@ def announce_if_synced(ctx: Context, session: Session, delivery_id: str) -> None
     notify.notify(
         ctx, session, concerned(session, project),
         f"[levere] {where} is safely on long-term storage",
-        f"All {count} files ({format_size(size)}) of delivery {delivery.name} in project "
+        f"All {units.count(count, 'file')} ({format_size(size)}) of delivery {delivery.name} in project "
         f"{project.identifier} ({project.title}) were copied to long-term storage and verified "
         f"against their SHA-256 and MD5 checksums.\n\n"
         f"The project area copy can now be freed to make room:  levere free {project.identifier} {delivery.name}\n"
@@ -129,7 +130,7 @@ def announce_failures(ctx: Context, session: Session, scope: Scope) -> None:
         notify.notify(
             ctx, session, concerned(session, project),
             f"[levere] Sync of {project.identifier}/{delivery.name} to long-term storage failed",
-            f"{count} file(s) of delivery {delivery.name} in project {project.identifier} could not be "
+            f"{units.count(count, 'file')} of delivery {delivery.name} in project {project.identifier} could not be "
             f"copied to long-term storage after every retry:\n{listed}\n\n"
             f"Nothing was lost: the project area still holds every file. See the details with\n"
             f"  levere status {project.identifier}\nand, once the cause is fixed, try again with\n"

@@ -38,7 +38,7 @@ from levere.domain.errors import (
     ValidationFailed,
 )
 from levere.domain.paths import check_relative_path
-from levere.domain.roles import Action, ProjectRole, Subject, UserKind, allowed
+from levere.domain.roles import Action, ProjectRole, Subject, UserKind, allowed, who_can
 from levere.services import audit, quotas
 from levere.services.context import Context
 from levere.services.deliveries import (
@@ -118,7 +118,10 @@ def _require_uploader(session: Session, actor: User) -> None:
     ).scalars()
     subjects += [Subject(kind=kind, project_role=ProjectRole(role)) for role in roles]
     if not any(allowed(s, Action.DELIVERY_UPLOAD) for s in subjects):
-        raise AccessDenied("you are not allowed to upload to any project")
+        raise AccessDenied(
+            f"you are not allowed to upload to any project ({who_can(Action.DELIVERY_UPLOAD)})",
+            action=Action.DELIVERY_UPLOAD.value,
+        )
 
 
 # --- create ----------------------------------------------------------------------------------------

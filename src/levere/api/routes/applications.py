@@ -88,3 +88,9 @@ def reject(ref: str, body: ReasonIn, actor: ReviewUser, ctx: CtxDep) -> Applicat
 @router.post("/{ref}/request-changes", openapi_extra=acts(Action.APPLICATION_REVIEW))
 def request_changes(ref: str, body: ReasonIn, actor: ReviewUser, ctx: CtxDep) -> ApplicationOut:
     return application_out(ctx, applications.request_changes(ctx, actor, ref, body.reason))
+
+
+@router.post("/{ref}/withdraw", openapi_extra=acts(Action.APPLICATION_WITHDRAW))
+def withdraw(ref: str, actor: WriteUser, ctx: CtxDep) -> ApplicationOut:
+    """Take back a draft, or a submitted application the helpdesk has not decided on."""
+    return application_out(ctx, applications.withdraw(ctx, actor, ref))

@@ -165,7 +165,8 @@ def verify(body: VerifyIn, actor: WriteUser, ctx: CtxDep) -> JobOut:
     return JobOut.model_validate(scrub.request_verify(ctx, actor, body.project))
 
 
-@router.get("/jobs/{job_id}", openapi_extra=acts(Action.VERIFY_RUN))
+@router.get("/jobs/{job_id}", openapi_extra=acts(Action.JOB_READ_ALL))
 def show_global_job(job_id: str, actor: ReadUser, ctx: CtxDep) -> JobOut:
-    """A job over every project (``levere verify`` without a project)."""
+    """A job by its id alone: one over every project (``levere verify`` without a project), or a
+    project's job for those who may read that project's deliveries."""
     return JobOut.model_validate(jobruns.get_run(ctx, actor, job_id))

@@ -47,7 +47,7 @@ from levere.domain.errors import (
     ValidationFailed,
 )
 from levere.domain.paths import check_name
-from levere.domain.units import format_size
+from levere.domain.units import count, format_size
 
 MiB = 1024 * 1024
 SMALL_FILE = 1 * MiB
@@ -188,7 +188,7 @@ def check_listed(source: ChecksumSource | None, files: list[LocalFile], folder: 
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise FolderRefused(
-            f"{source.listing.name} lists {len(missing)} file(s) that {folder.name} does not hold, "
+            f"{source.listing.name} lists {count(len(missing), 'file')} that {folder.name} does not hold, "
             f"so nothing was sent: {shown}"
         )
 
@@ -226,7 +226,7 @@ def make_plan(
                 plan.small.append(file)
     if differs:
         raise Conflict(
-            f"the delivery already holds {len(differs)} file(s) that differ from the folder, and a stored "
+            f"the delivery already holds {count(len(differs), 'file')} that differ from the folder, and a stored "
             f"file cannot change: {'; '.join(differs[:5])}"
         )
     plan.stale_uploads.extend(uploads.values())
@@ -463,7 +463,7 @@ class Deliverer:
         delivery = self.get(name)
         self._verify(delivery, plan.files, computed)
         raise Conflict(
-            f"delivery {name} holds {delivery['file_count']} files ({delivery['total_bytes']} bytes), not the "
+            f"delivery {name} holds {count(delivery['file_count'], 'file')} ({delivery['total_bytes']} bytes), not the "
             f"{want[0]} ({want[1]} bytes) expected: someone else is adding files to it; it was not sealed"
         )
 
@@ -496,13 +496,13 @@ def _combined(failures: list[LevereError]) -> LevereError:
         return failures[0]
     quota = [f for f in failures if isinstance(f, QuotaExceeded)]
     if quota:
-        return QuotaExceeded(f"{len(quota)} files did not fit in the quota, e.g. {quota[0].message}")
+        return QuotaExceeded(f"{count(len(quota), 'file')} did not fit in the quota, e.g. {quota[0].message}")
     mismatches = [f for f in failures if isinstance(f, ChecksumMismatch)]
     chosen = mismatches or failures
     kind = ChecksumMismatch if mismatches else type(failures[0])
     shown = "; ".join(f.message for f in chosen[:5])
     more = f"; and {len(chosen) - 5} more" if len(chosen) > 5 else ""
     try:
-        return kind(f"{len(chosen)} files were not delivered: {shown}{more}")
+        return kind(f"{count(len(chosen), 'file')} were not delivered: {shown}{more}")
     except TypeError:  # an error kind with a constructor of its own
-        return LevereError(f"{len(chosen)} files were not delivered: {shown}{more}")
+        return LevereError(f"{count(len(chosen), 'file')} were not delivered: {shown}{more}")

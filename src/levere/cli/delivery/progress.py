@@ -9,7 +9,9 @@ from __future__ import annotations
 import threading
 import time
 from types import TracebackType
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+from levere.domain.units import count, format_size
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -52,6 +54,20 @@ class Quiet:
         self.notes.append(message)
 
 
+def _binary_rate_column(base: Any) -> Any:
+    """Rich's transfer speed column, in the CLI's one base (KiB/s, MiB/s: as the totals beside it)
+    instead of Rich's decimal MB/s."""
+    from rich.text import Text
+
+    class BinaryRate(base):  # type: ignore[misc, valid-type]
+        def render(self, task: Any) -> Text:
+            speed = task.finished_speed or task.speed
+            shown = "?" if speed is None else f"{format_size(int(speed))}/s"
+            return Text(shown, style="progress.data.speed")
+
+    return BinaryRate()
+
+
 class Bars:
     """Rich progress: overall bytes, files done/total, throughput and time left, on stderr.
 
@@ -77,7 +93,7 @@ class Bars:
             BarColumn(),
             DownloadColumn(binary_units=True),
             TextColumn("{task.fields[files]}"),
-            TransferSpeedColumn(),
+            _binary_rate_column(TransferSpeedColumn),
             TimeRemainingColumn(),
             console=console,
             transient=False,
@@ -106,7 +122,7 @@ class Bars:
         )
 
     def _files_text(self) -> str:
-        return f"{self.files:,}/{self.total_files:,} files"
+        return f"{self.files:,}/{count(self.total_files, 'file')}"
 
     def _flush(self, force: bool = False) -> None:
         now = time.monotonic()
