@@ -47,7 +47,8 @@ class Context:
             if getattr(self.settings.tiers, name) is None and isinstance(spec, LocalSpec):
                 # the embedded default keeps every tier under the data directory: make it on first use
                 spec.root.mkdir(parents=True, exist_ok=True)
-            self._tiers[name] = build_backend(spec)
+            # only long-term copies are write-once; the other tiers free and replace their objects
+            self._tiers[name] = build_backend(spec, write_once=name == "longterm")
         return self._tiers[name]
 
     @contextmanager
