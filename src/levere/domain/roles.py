@@ -76,6 +76,7 @@ class Action(StrEnum):
     VERIFY_RUN = "verify.run"
     # audit
     AUDIT_READ = "audit.read"
+    AUDIT_ANCHOR = "audit.anchor"
 
 
 A = Actor
@@ -108,6 +109,7 @@ PERMISSIONS: dict[Action, frozenset[Actor]] = {
     Action.SYNC_RUN: frozenset({A.HELPDESK}),
     Action.VERIFY_RUN: frozenset({A.HELPDESK}),
     Action.AUDIT_READ: frozenset({A.HELPDESK}),
+    Action.AUDIT_ANCHOR: frozenset({A.HELPDESK}),
 }
 
 
@@ -169,6 +171,7 @@ DESCRIPTIONS: dict[Action, str] = {
     Action.SYNC_RUN: "start a sync (only the helpdesk can)",
     Action.VERIFY_RUN: "verify storage (only the helpdesk can)",
     Action.AUDIT_READ: "read the audit log",
+    Action.AUDIT_ANCHOR: "anchor the audit log",
 }
 
 

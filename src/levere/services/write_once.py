@@ -1,4 +1,4 @@
-"""Start-up check of the places levere keeps write-once: long-term storage.
+"""Start-up check of the places levere keeps write-once: long-term storage and the audit anchor sink.
 
 ``levere serve`` and ``levere worker`` run it before they take any work, so that a long-term bucket
 without versioning and object lock is found at once rather than after years of copies that anyone
@@ -15,6 +15,9 @@ def prepare(ctx: Context) -> list[str]:
     each place the configuration left unprotected (``write_once = false``). Raises
     ``ConfigurationError`` (a bucket without object lock) or ``StorageUnavailable``."""
     places = [("long-term storage", ctx.tier("longterm"))]
+    sink = ctx.anchor_sink()
+    if sink is not None:
+        places.append(("the audit anchor sink", sink))
     warnings = []
     for words, backend in places:
         warning = backend.prepare_write_once()
