@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import stat
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ from levere.services.context import Context
 from levere.storage import LocalSpec
 from tests.conftest import LiveServer
 from tests.helpers import basic_world, complete_form, make_user, token_for
+from tests.test_audit import audit_cli
 
 
 def raw(ctx: Context, sql: str, **params: Any) -> None:
@@ -179,16 +178,7 @@ def test_only_the_helpdesk_anchors(ctx: Context) -> None:
 
 
 def _cli(live: LiveServer, token: str, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = os.environ | {
-        "LEVERE_URL": live.url,
-        "LEVERE_TOKEN": token,
-        "LEVERE_CLI_CONFIG": str(tmp / "cli.toml"),
-        "COLUMNS": "200",
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "levere.cli.main", "audit", *args],
-        env=env, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    return audit_cli(live, token, tmp, *args, columns=200)
 
 
 def test_levere_audit_anchor_and_verify(ctx: Context, live_server: LiveServer, tmp_path: Path) -> None:
