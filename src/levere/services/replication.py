@@ -290,7 +290,8 @@ def finish(ctx: Context, session: Session, scope: Scope, owner: str, outcomes: l
         )
         if present:
             quotas.settle(session, scope.project_id, scope.target, sum(sizes[i] for i in present))
-        _record_versions(session, [o for o in outcomes if o.item.replica_id in set(present)])
+    done = set(present)
+    _record_versions(session, [o for o in outcomes if o.item.replica_id in done])
     failed: list[str] = []
     bad = [(o.item, o.error.message) for o in outcomes if o.error is not None]
     for message, group in _grouped(bad).items():
@@ -302,7 +303,6 @@ def finish(ctx: Context, session: Session, scope: Scope, owner: str, outcomes: l
             _mark_source_damaged(session, scope, outcome.item, outcome.error.message, now)
     _progress(session, scope.run_id, len(present), sum(sizes[i] for i in present), len(failed))
     if scope.target == "longterm" and present:
-        done = set(present)
         touched = {o.item.delivery_id for o in outcomes if o.item.replica_id in done}
         for delivery_id in sorted(touched):
             announce_if_synced(ctx, session, delivery_id)
