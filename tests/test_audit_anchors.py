@@ -200,3 +200,13 @@ def test_levere_audit_anchor_and_verify(ctx: Context, live_server: LiveServer, t
     (line,) = damaged.stderr.strip().splitlines()
     assert f"audit log damaged at event {seq}: event {seq} (anchored on the longterm storage" in line
     assert "anchored events were removed" in line
+
+
+def test_something_else_under_the_anchors_name_is_reported(ctx: Context) -> None:
+    operator = history(ctx)
+    audit_anchors.anchor_now(ctx, operator)
+    planted = ctx.settings.data_dir / "storage" / "longterm" / audit_anchors.key_for(10**6)
+    planted.write_bytes(b"not an anchor")
+    report = verify(ctx, operator)
+    assert not report.ok and f"{audit_anchors.key_for(10**6)} on the longterm storage" in report.problem
+    assert "is not a readable anchor" in report.problem

@@ -12,7 +12,8 @@ anchored event with the anchored hash; since each hash covers every event before
 the whole anchored history is intact.
 
 * Anchors are named by sequence number (``audit-anchors/<seq>.json``, zero-padded so that listing
-  order is numeric order); the newest is the one with the highest number.
+  order is numeric order); the newest is the one with the highest number. Delivered data lives
+  under project identifiers (``LEV-...``), so the names never meet.
 * Writing an anchor for a head that is already anchored is a no-op. If an anchor for that number
   exists with another hash, the chain was rewritten since: that is reported, never overwritten.
 * Anchoring is not itself an audit event: an event about it would move the head it just recorded.
@@ -32,7 +33,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from levere.db.models import AuditEvent, Counter, User, utcnow
-from levere.domain.errors import AlreadyExists, Conflict, LevereError, NotFound
+from levere.domain.errors import AlreadyExists, Conflict, NotFound
 from levere.domain.roles import Action, require
 from levere.services.accounts import subject_of
 from levere.services.audit import ChainReport, verify_chain
@@ -152,9 +153,10 @@ def anchor_now(ctx: Context, actor: User) -> list[Anchor]:
 def verify_log(ctx: Context, actor: User) -> tuple[ChainReport, list[Anchor]]:
     """The chain's own links, then the newest anchors: what ``levere audit verify`` shows."""
     require(subject_of(actor), Action.AUDIT_READ)
+    found = newest_anchors(ctx)  # read before the transaction: no storage round trip holds it open
     with ctx.tx() as session:
         report = verify_chain(session)
-        checked = check_anchors(ctx, session)
+        checked = check_anchors(session, found)
     if report.ok and checked.problem:
         report = ChainReport(report.events, False, checked.first_bad_seq, checked.problem)
     return report, checked.anchors
@@ -180,7 +182,7 @@ def write_anchor(ctx: Context) -> list[Anchor]:
 
 def anchor_if_due(ctx: Context) -> list[Anchor]:
     """The periodic job: anchor the head when the interval has passed and the chain has grown
-    past the newest anchor on long-term storage."""
+    past the newest anchor in some anchor place (one that was unreachable last time catches up)."""
     interval = ctx.settings.audit.anchor_interval_minutes * 60
     with ctx.tx() as session:
         last = session.get(Counter, _LAST_ANCHOR)
@@ -188,29 +190,37 @@ def anchor_if_due(ctx: Context) -> list[Anchor]:
             return []
         head = _head(session)
         head_seq = head.seq if head is not None else 0
-    newest = latest(ctx.tier("longterm"))
-    if head_seq == 0 or (newest is not None and newest.seq >= head_seq):
+    if head_seq == 0:
         return []
-    return write_anchor(ctx)
+    behind = [b for b in places(ctx) if (newest := latest(b)) is None or newest.seq < head_seq]
+    return write_anchor(ctx) if behind else []
 
 
-def check_anchors(ctx: Context, session: Session) -> AnchorCheck:
-    """Compare the chain in the database with the newest anchor in every anchor place.
-
-    The chain's own links are checked by :func:`levere.services.audit.verify_chain`; this only
-    asks whether the anchored events are still there, unchanged. ``StorageUnavailable``
-    propagates: an unreadable anchor place is not evidence either way.
-    """
+def newest_anchors(ctx: Context) -> AnchorCheck:
+    """The newest anchor in every anchor place (``problem``: one that is not a readable anchor).
+    ``StorageUnavailable`` propagates: an unreadable anchor place is not evidence either way."""
     anchors: list[Anchor] = []
     for backend in places(ctx):
         try:
             found = latest(backend)
         except NotFound:
             found = None  # removed between listing and reading: as if absent
-        except LevereError as exc:
+        except Conflict as exc:  # something under the anchors' name that is not one
             return AnchorCheck(anchors, exc.message)
         if found is not None:
             anchors.append(found)
+    return AnchorCheck(anchors)
+
+
+def check_anchors(session: Session, found: AnchorCheck) -> AnchorCheck:
+    """Compare the chain in the database with the anchors :func:`newest_anchors` found.
+
+    The chain's own links are checked by :func:`levere.services.audit.verify_chain`; this only
+    asks whether the anchored events are still there, unchanged.
+    """
+    anchors = found.anchors
+    if found.problem:
+        return found
     for anchor in sorted(anchors, key=lambda a: -a.seq):
         event = session.get(AuditEvent, anchor.seq)
         when = f"anchored on the {anchor.where} storage at {anchor.written_at:%Y-%m-%d %H:%M:%S} UTC"
