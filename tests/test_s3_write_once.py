@@ -19,7 +19,7 @@ from levere.config import Settings, TierSettings
 from levere.db.models import JobRun
 from levere.domain.errors import ConfigurationError
 from levere.jobs.queue import build_queue
-from levere.services import downloads, scrub, sync, write_once
+from levere.services import audit_anchors, downloads, scrub, sync, write_once
 from levere.services.context import Context
 from levere.storage import S3Backend, S3Spec
 from tests.storage.conftest import raw_s3, s3_params
@@ -113,6 +113,11 @@ def test_a_synced_copy_survives_delete_and_overwrite_and_still_verifies(
     sync.request_restore(worker, s.world.pi, s.project, ["RUN1"])
     for path, data in files.items():
         assert area_path(ctx, f"{s.project}/RUN1/{path}").read_bytes() == data  # type: ignore[attr-defined]
+
+    # audit anchors on this tier are held the same way
+    (anchor,) = audit_anchors.write_anchor(worker)
+    head = raw.head_object(Bucket=bucket, Key=f"lt/{audit_anchors.key_for(anchor.seq)}")
+    assert head["ObjectLockMode"] == "COMPLIANCE"
 
 
 def test_start_up_refuses_a_long_term_bucket_without_object_lock(
