@@ -619,6 +619,7 @@ def test_object_lock_holds_write_once_objects(
     backend.delete("held.bin", force=True)
     assert backend.stat("held.bin") is None
     assert b"".join(backend.read("held.bin", version=writer.version)) == data
+    assert backend.stat("held.bin", version="no-such-version") is None
     versions = client.list_object_versions(Bucket=s3_lock_bucket, Prefix="lock-test/plain")
     assert versions.get("Versions", []) == [] and versions.get("DeleteMarkers", []) == []
 

@@ -229,8 +229,9 @@ class S3Backend(Backend):
                     return self.client.head_object(Bucket=self.bucket, Key=full_key)
                 return self.client.head_object(Bucket=self.bucket, Key=full_key, VersionId=version)
             except ClientError as e:
+                code = error_code(e)
                 # a version id that is not valid at all is a 400 on radosgw
-                if error_code(e) in ("404", "NoSuchKey", "NotFound", "NoSuchVersion", "400"):
+                if code in ("404", "NoSuchKey", "NotFound", "NoSuchVersion") or (version and code == "400"):
                     return None
                 raise
 
