@@ -403,9 +403,11 @@ def s3_scenarios(work: Path, lev: Levere, size: int, count: int, rounds: int, co
         )
 
         def ctx_for(prefix: str) -> Context:
+            # write_once = false: each round's objects are purged to free the in-memory store,
+            # which a retention would forbid
             spec = S3Spec(
                 type="s3", backend_id="longterm", bucket=bucket, prefix=prefix, endpoint_url=endpoint,
-                access_key=access, secret_key=secret,  # type: ignore[arg-type]
+                access_key=access, secret_key=secret, write_once=False,  # type: ignore[arg-type]
             )  # fmt: skip
             return Context.build(lev.settings.model_copy(update={"tiers": TierSettings(longterm=spec)}))
 

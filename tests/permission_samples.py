@@ -134,6 +134,7 @@ SAMPLES: dict[tuple[str, str], Sample] = {
     ),
     ("GET", "/api/audit"): Sample(query={"limit": "5"}),
     ("GET", "/api/audit/verify"): Sample(),
+    ("POST", "/api/audit/anchor"): Sample(),
     # applications
     ("POST", "/api/applications"): Sample(json=lambda _w, _r: APPLICATION_BODY),
     ("GET", "/api/applications"): Sample(),

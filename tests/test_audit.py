@@ -172,14 +172,21 @@ def test_deleting_events_is_found(ctx: Context) -> None:
 
 
 def _audit_verify_cli(live: LiveServer, token: str, tmp: Any) -> subprocess.CompletedProcess[str]:
+    return audit_cli(live, token, tmp, "verify")
+
+
+def audit_cli(
+    live: LiveServer, token: str, tmp: Any, *args: str, columns: int = 60
+) -> subprocess.CompletedProcess[str]:
+    """``levere audit ARGS...`` in a real process, against ``live``."""
     env = os.environ | {
         "LEVERE_URL": live.url,
         "LEVERE_TOKEN": token,
         "LEVERE_CLI_CONFIG": str(tmp / "cli.toml"),
-        "COLUMNS": "60",
+        "COLUMNS": str(columns),
     }
     return subprocess.run(
-        [sys.executable, "-m", "levere.cli.main", "audit", "verify"],
+        [sys.executable, "-m", "levere.cli.main", "audit", *args],
         env=env,
         capture_output=True,
         text=True,

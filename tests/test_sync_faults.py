@@ -301,9 +301,10 @@ def s3_longterm(make_ctx: Callable[..., Context]) -> Iterator[tuple[Context, Any
         pytest.skip("S3 not configured: set LEVERE_TEST_S3_* (scripts/s3-server.sh start DIR PORT)")
     endpoint, access, secret = values
     bucket, prefix = f"levere-lt-{uuid.uuid4().hex[:10]}", f"t-{uuid.uuid4().hex[:8]}/"
+    # a bucket without object lock (write_once = false): levere's own marks and checks only
     spec = S3Spec(
         type="s3", backend_id="lt-s3", bucket=bucket, prefix=prefix, endpoint_url=endpoint,
-        access_key=access, secret_key=secret,  # type: ignore[arg-type]
+        access_key=access, secret_key=secret, write_once=False,  # type: ignore[arg-type]
     )  # fmt: skip
     S3Backend(endpoint, bucket, access, secret).ensure_bucket()
     raw = boto3.client(

@@ -65,6 +65,15 @@ class SyncSettings(BaseModel):
     bandwidth_limit: int = Field(default=0, ge=0)
 
 
+class AuditSettings(BaseModel):
+    """Anchoring the audit chain outside the database; see docs/reliability.md."""
+
+    #: minutes between anchors of the chain's head on long-term storage (written only if it grew)
+    anchor_interval_minutes: int = Field(default=60, ge=1, le=7 * 24 * 60)
+    #: a second place for anchors besides long-term storage: a backend table like a tier's
+    anchor_sink: BackendSpec | None = None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LEVERE_", env_nested_delimiter="__", extra="ignore", validate_default=True
@@ -80,6 +89,7 @@ class Settings(BaseSettings):
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
     tiers: TierSettings = Field(default_factory=TierSettings)
     sync: SyncSettings = Field(default_factory=SyncSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
 
     token_lifetime_days: int = 30
     invitation_lifetime_hours: int = 72

@@ -597,18 +597,30 @@ def test_object_lock_holds_write_once_objects(
 ) -> None:
     backend = S3Backend(bucket=s3_lock_bucket, prefix="lock-test", object_lock=True, **s3_env)
     backend.ensure_bucket()  # exists already: checks that object lock is on
-    put(backend, "held.bin", blob(9 * MiB, seed=14), write_once=True)
+    data = blob(9 * MiB, seed=14)
+    with backend.open_writer("held.bin", write_once=True) as writer:  # a multipart upload
+        writer.write(data)
+        writer.commit()
+    assert writer.version
+    version = backend.write_small("small.bin", b"small", write_once=True)
     put(backend, "plain.bin", b"plain")
     client = raw_s3_client(s3_env)
-    head = client.head_object(Bucket=s3_lock_bucket, Key="lock-test/held.bin")
-    assert head["ObjectLockMode"] == "GOVERNANCE"
+    for key in ("held.bin", "small.bin"):
+        head = client.head_object(Bucket=s3_lock_bucket, Key=f"lock-test/{key}")
+        assert head["ObjectLockMode"] == "GOVERNANCE" and head["ObjectLockRetainUntilDate"]
+    assert head["VersionId"] == version
     with pytest.raises(Conflict):
         backend.delete("held.bin")
     with pytest.raises(AlreadyExists):
         put(backend, "held.bin", b"other")
     backend.delete("plain.bin")
+    # a forced delete (levere's repair) hides the locked version and frees the key; the version
+    # itself lives on until its retention ends
     backend.delete("held.bin", force=True)
-    versions = client.list_object_versions(Bucket=s3_lock_bucket, Prefix="lock-test/")
+    assert backend.stat("held.bin") is None
+    assert b"".join(backend.read("held.bin", version=writer.version)) == data
+    assert backend.stat("held.bin", version="no-such-version") is None
+    versions = client.list_object_versions(Bucket=s3_lock_bucket, Prefix="lock-test/plain")
     assert versions.get("Versions", []) == [] and versions.get("DeleteMarkers", []) == []
 
 
@@ -639,12 +651,16 @@ def test_specs_build_backends_without_io(tmp_path: Any) -> None:
             "bucket": "deliveries",
             "access_key": "AKIA-visible-nowhere",
             "secret_key": "very-secret-value",
-            "object_lock": True,
+            "retention_mode": "compliance",
         }
     )
-    assert isinstance(s3, S3Spec)
-    built = build_backend(s3)
+    assert isinstance(s3, S3Spec) and s3.write_once  # the default
+    built = build_backend(s3, write_once=True)
     assert isinstance(built, S3Backend) and built.object_lock and built.backend_id == "ceph1"
+    assert built.retention_mode == "compliance"
+    # a tier that is not write-once (the working area) frees and replaces its objects
+    plain = build_backend(s3)
+    assert isinstance(plain, S3Backend) and not plain.object_lock
     for text in (repr(s3), str(s3), repr(built), s3.model_dump_json()):
         assert "very-secret-value" not in text and "AKIA-visible-nowhere" not in text
 

@@ -278,11 +278,24 @@ class AuditEventOut(Out):
     after: dict[str, Any] | None
 
 
+class AnchorOut(BaseModel):
+    """The head of the audit chain as stored outside the database."""
+
+    seq: int
+    hash: str
+    at: datetime
+    written_at: datetime
+    #: backend id of the storage that holds it
+    where: str
+
+
 class AuditVerifyOut(BaseModel):
     ok: bool
     events: int
     first_bad_seq: int | None
     problem: str
+    #: the newest anchor found in each anchor place (none yet: empty)
+    anchors: list[AnchorOut] = []
 
 
 class ErrorOut(BaseModel):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import quote
 
 import typer
@@ -73,7 +73,12 @@ def verify() -> None:
     """Check the audit log's hash chain: any altered, removed or reordered event is found."""
     report = client().get("/audit/verify")
     if report["ok"]:
-        show(report, lambda r: done(f"audit log intact: {count(r['events'], 'event')}, hash chain verified"))
+        show(
+            report,
+            lambda r: done(
+                f"audit log intact: {count(r['events'], 'event')}, hash chain verified{_anchored(r)}"
+            ),
+        )
         return
     show(
         report,
@@ -82,6 +87,26 @@ def verify() -> None:
         ),
     )
     raise typer.Exit(8)
+
+
+def _anchored(report: dict[str, Any]) -> str:
+    anchors = report.get("anchors") or []
+    if not anchors:
+        return "; no anchor outside the database yet (levere audit anchor writes one)"
+    places = ", ".join(f"event {a['seq']} on {a['where']} ({a['written_at'][:19]})" for a in anchors)
+    return f"; holds its anchors: {places}"
+
+
+@audit.command("anchor")
+def anchor() -> None:
+    """Write the head of the audit chain, write-once, to long-term storage (helpdesk), so that
+    removing or rewriting the events up to it shows in `levere audit verify`."""
+    anchors = client().post("/audit/anchor", {})
+    if not anchors:
+        show(anchors, lambda _: done("the audit log is empty: nothing to anchor yet"))
+        return
+    show(anchors, lambda rows: done("audit log anchored: " + ", ".join(
+        f"event {a['seq']} on {a['where']}" for a in rows)))  # fmt: skip
 
 
 @audit.command("list")

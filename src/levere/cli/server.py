@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -16,6 +16,9 @@ from levere.cli.output import done, err_console
 from levere.cli.process import tune_gc
 from levere.domain.errors import ValidationFailed
 from levere.domain.roles import UserKind
+
+if TYPE_CHECKING:
+    from levere.services.context import Context
 
 
 def _password_from_env() -> str:
@@ -82,6 +85,7 @@ def serve(
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.resolved_database_url)
     ctx = Context.build(settings)
+    _check_write_once(ctx)
     build_queue(ctx)
     app = create_app(ctx, start_worker=worker and settings.embedded_worker)
     small_writes.prepare(settings.tier_spec("area"), settings.ingest_processes)
@@ -105,10 +109,21 @@ def worker(
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
     ctx = Context.build(settings)
+    _check_write_once(ctx)
     queue = build_queue(ctx)
     tune_gc()  # again: the service's modules are loaded now
     err_console.print(f"levere worker with {threads} thread(s), queue {settings.queue_url}", highlight=False)
     queue.run_worker(workers=threads)
+
+
+def _check_write_once(ctx: Context) -> None:
+    """Refuse to start on a long-term bucket that is not write-once (``write_once = false``
+    starts, with a warning)."""
+    from levere.services import write_once
+
+    for warning in write_once.prepare(ctx):
+        logging.getLogger("levere").warning("%s", warning)
+        err_console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

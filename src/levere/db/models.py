@@ -332,6 +332,9 @@ class Replica(Base):
     tier: Mapped[str] = mapped_column(String(16))
     backend_id: Mapped[str] = mapped_column(String(64))
     key: Mapped[str] = mapped_column(String(4200))
+    #: the version of ``key`` this copy is, on a store that keeps versions (S3 with object lock);
+    #: reads and verify ask for it, so what others write over the key later does not matter
+    version_id: Mapped[str | None] = mapped_column(String(1024), default=None)
     #: "pending", "copying", "present" (verified), "failed", "damaged", "freed"
     state: Mapped[str] = mapped_column(String(16), default="pending")
     reason: Mapped[str] = mapped_column(Text, default="")

@@ -78,6 +78,7 @@ class Action(StrEnum):
     JOB_READ_ALL = "job.read_all"  # see a job that spans every project (a verify of all)
     # audit
     AUDIT_READ = "audit.read"
+    AUDIT_ANCHOR = "audit.anchor"
 
 
 A = Actor
@@ -112,6 +113,7 @@ PERMISSIONS: dict[Action, frozenset[Actor]] = {
     Action.VERIFY_RUN: frozenset({A.HELPDESK}),
     Action.JOB_READ_ALL: frozenset({A.HELPDESK}),
     Action.AUDIT_READ: frozenset({A.HELPDESK}),
+    Action.AUDIT_ANCHOR: frozenset({A.HELPDESK}),
 }
 
 
@@ -175,6 +177,7 @@ DESCRIPTIONS: dict[Action, str] = {
     Action.VERIFY_RUN: "verify storage",
     Action.JOB_READ_ALL: "see jobs that span every project",
     Action.AUDIT_READ: "read the audit log",
+    Action.AUDIT_ANCHOR: "anchor the audit log",
 }
 
 #: each actor in the words of "... can", in the order they are listed

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
+from levere.domain.errors import LevereError
 from levere.jobs import delivery_tasks, sync_tasks
-from levere.services import notify
+from levere.services import audit_anchors, notify
 
 if TYPE_CHECKING:
     from levere.jobs.queue import JobQueue
     from levere.services.context import Context
+
+log = logging.getLogger(__name__)
 
 
 class EmailsPending(Exception):
@@ -26,3 +30,15 @@ def register_all(queue: JobQueue) -> None:
     queue.register("send_emails", send_emails, retries=5, retry_delay=10)
     delivery_tasks.register(queue)
     sync_tasks.register(queue)
+    # every minute it looks whether the anchor interval has passed (see audit_anchors)
+    queue.schedule_periodic("audit_anchor", anchor_audit_log, minutes=1)
+
+
+def anchor_audit_log(ctx: Context) -> None:
+    """Write the audit chain's head to long-term storage when it is due."""
+    assert ctx.jobs is not None
+    with ctx.jobs.lock("levere-audit-anchor"):
+        try:
+            audit_anchors.anchor_if_due(ctx)
+        except LevereError as exc:  # storage down: the next minute tries again
+            log.warning("could not anchor the audit log: %s", exc.message)

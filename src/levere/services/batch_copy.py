@@ -86,6 +86,8 @@ class Item:
     source_key: str
     expected: Expected
     attempts: int
+    #: the version of the source copy to read (see ``Replica.version_id``)
+    source_version: str | None = None
 
     @property
     def size(self) -> int:
@@ -100,6 +102,8 @@ class Outcome:
     source_damaged: bool = False
     #: the copy was made durable on its own (fsync), so the batch flush need not cover it
     durable: bool = False
+    #: the version the target gave the copy, where it keeps versions
+    version: str | None = None
 
 
 def _copy_one(
@@ -118,8 +122,9 @@ def _copy_one(
             source, item.source_key, target, item.key, item.expected,
             write_once=scope.target == "longterm", durable=alone, look_first=item.attempts > 1,
             limiter=limiter, label=item.label, write=None if alone else write,
+            source_version=item.source_version,
         )  # fmt: skip
-        return Outcome(item, copied=copied, durable=alone and copied)
+        return Outcome(item, copied=copied.written, durable=alone and copied.written, version=copied.version)
     except ChecksumMismatch as exc:
         return Outcome(item, error=exc, source_damaged=True)
     except NotFound:

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from levere.jobs.queue import JobQueue
 
 _AFTER_COMMIT = "levere_after_commit"
+#: the audit anchor sink's key among the built backends (not a tier name)
+_SINK = "audit-anchor-sink"
 
 
 @dataclass
@@ -47,8 +49,18 @@ class Context:
             if getattr(self.settings.tiers, name) is None and isinstance(spec, LocalSpec):
                 # the embedded default keeps every tier under the data directory: make it on first use
                 spec.root.mkdir(parents=True, exist_ok=True)
-            self._tiers[name] = build_backend(spec)
+            # only long-term copies are write-once; the other tiers free and replace their objects
+            self._tiers[name] = build_backend(spec, write_once=name == "longterm")
         return self._tiers[name]
+
+    def anchor_sink(self) -> Backend | None:
+        """The second place audit anchors go (``[audit] anchor_sink``), if one is configured."""
+        spec = self.settings.audit.anchor_sink
+        if spec is None:
+            return None
+        if _SINK not in self._tiers:
+            self._tiers[_SINK] = build_backend(spec, write_once=True)
+        return self._tiers[_SINK]
 
     @contextmanager
     def tx(self) -> Iterator[Session]:

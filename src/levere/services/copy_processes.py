@@ -97,7 +97,8 @@ def _copy_each(
                 source, source_key, target, target_key, Expected(size, md5, sha256),
                 write_once=write_once, durable=False, look_first=look_first, label=label, write=write,
             )  # fmt: skip
-            results.append((replica_id, "", "", False, copied))
+            # between folders: no versions to report back
+            results.append((replica_id, "", "", False, copied.written))
         except (ChecksumMismatch, NotFound) as exc:
             results.append((replica_id, type(exc).__name__, exc.message, True, False))
         except LevereError as exc:

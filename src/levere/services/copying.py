@@ -27,6 +27,7 @@ Design notes
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import queue
 import threading
@@ -68,6 +69,16 @@ class Digests:
         if self.sha256 != expected.sha256:
             return f"SHA-256 is {self.sha256}, the manifest says {expected.sha256}"
         return None
+
+
+@dataclass(frozen=True)
+class Copied:
+    """What a copy left on the target."""
+
+    #: False when an earlier attempt's object was found intact and kept instead of copying
+    written: bool
+    #: the version the target gave the object, where it keeps versions (see ``Backend.read``)
+    version: str | None = None
 
 
 class RateLimiter:
@@ -162,8 +173,10 @@ def copy_verified(
     limiter: RateLimiter | None = None,
     label: str = "",
     write: SmallWrite | None = None,
-) -> Digests:
-    """Copy one object, publishing it only if its bytes match ``expected``.
+    source_version: str | None = None,
+) -> str | None:
+    """Copy one object (the ``source_version`` of it, if given), publishing it only if its bytes
+    match ``expected``; returns the version the target gave it (None where it keeps none).
 
     ``write`` (from the target's ``small_writes``, with the same ``write_once``, for copies made
     durable by a flush) publishes an object of at most ``IN_MEMORY`` bytes whole, once read and
@@ -173,14 +186,13 @@ def copy_verified(
     ``AlreadyExists`` (a write-once object is already there), ``NotFound`` (no source object) or
     ``StorageUnavailable``.
     """
-    chunks = source.read(source_key)
+    chunks = source.read(source_key, version=source_version)
     if write is not None and expected.size <= IN_MEMORY:
         data, digests = _read_whole(chunks, expected.size, limiter)
         problem = digests.problem(expected)
         if problem is not None or data is None:
             raise _mismatch(source, label or source_key, problem)
-        write(target_key, data)
-        return digests
+        return write(target_key, data)
     with target.open_writer(
         target_key, size_hint=expected.size, write_once=write_once, durable=durable
     ) as writer:
@@ -190,7 +202,7 @@ def copy_verified(
             # leaving the block with an error aborts the writer: nothing is published
             raise _mismatch(source, label or source_key, problem)
         writer.commit()
-    return digests
+    return writer.version
 
 
 def _mismatch(source: Backend, path: str, problem: str | None) -> ChecksumMismatch:
@@ -220,12 +232,18 @@ def _read_whole(
 
 
 def check_stored(
-    backend: Backend, key: str, expected: Expected, limiter: RateLimiter | None = None
+    backend: Backend,
+    key: str,
+    expected: Expected,
+    limiter: RateLimiter | None = None,
+    *,
+    version: str | None = None,
 ) -> str | None:
-    """Re-read a stored object: None if it matches ``expected``, else what is wrong, in words.
-    ``StorageUnavailable`` propagates: an unreachable store is not evidence of damage."""
+    """Re-read a stored object (the given ``version`` of it): None if it matches ``expected``,
+    else what is wrong, in words. ``StorageUnavailable`` propagates: an unreachable store is not
+    evidence of damage."""
     try:
-        chunks = backend.read(key)
+        chunks = backend.read(key, version=version)
         digests = digest_stream(chunks, big=expected.size >= PIPELINE_MIN, limiter=limiter)
     except NotFound:
         return "the stored copy is missing"
@@ -234,18 +252,20 @@ def check_stored(
 
 def adopt_or_clear(
     backend: Backend, key: str, expected: Expected, limiter: RateLimiter | None = None
-) -> bool:
-    """After a copy found ``key`` already there: True if that object is a good copy (keep it), else
-    it is removed, so that the caller can write it again.
+) -> Copied | None:
+    """After a copy found ``key`` already there: that object, if it is a good copy (keep it), else
+    None once it is removed, so that the caller can write it again.
 
     Only called for a replica this worker holds the lease on and that is not recorded as present,
     so the object can only be the unfinished or unverified work of an earlier attempt: replacing it
     (with ``force``, even when write-once) loses nothing.
     """
-    if check_stored(backend, key, expected, limiter) is None:
-        return True
+    found = backend.stat(key)
+    version = found.version if found is not None else None
+    if found is not None and check_stored(backend, key, expected, limiter, version=version) is None:
+        return Copied(written=False, version=version)
     backend.delete(key, force=True)
-    return False
+    return None
 
 
 def copy_or_adopt(
@@ -261,22 +281,24 @@ def copy_or_adopt(
     limiter: RateLimiter | None = None,
     label: str = "",
     write: SmallWrite | None = None,
-) -> bool:
-    """Make ``target_key`` a verified copy; returns False if an existing object was adopted
-    instead of copied. ``look_first`` checks for an earlier attempt's object before copying;
-    ``write`` is :func:`copy_verified`'s."""
-    if look_first and target.exists(target_key) and adopt_or_clear(target, target_key, expected, limiter):
-        return False
+    source_version: str | None = None,
+) -> Copied:
+    """Make ``target_key`` a verified copy, or adopt an earlier attempt's intact object there.
+    ``look_first`` checks for such an object before copying; ``write`` and ``source_version``
+    are :func:`copy_verified`'s."""
+    if look_first and target.exists(target_key):
+        adopted = adopt_or_clear(target, target_key, expected, limiter)
+        if adopted is not None:
+            return adopted
+    copy = functools.partial(
+        copy_verified, source, source_key, target, target_key, expected,
+        write_once=write_once, durable=durable, limiter=limiter, label=label, write=write,
+        source_version=source_version,
+    )  # fmt: skip
     try:
-        copy_verified(
-            source, source_key, target, target_key, expected,
-            write_once=write_once, durable=durable, limiter=limiter, label=label, write=write,
-        )  # fmt: skip
+        return Copied(written=True, version=copy())
     except AlreadyExists:
-        if adopt_or_clear(target, target_key, expected, limiter):
-            return False
-        copy_verified(
-            source, source_key, target, target_key, expected,
-            write_once=write_once, durable=durable, limiter=limiter, label=label, write=write,
-        )  # fmt: skip
-    return True
+        adopted = adopt_or_clear(target, target_key, expected, limiter)
+        if adopted is not None:
+            return adopted
+        return Copied(written=True, version=copy())

@@ -33,9 +33,11 @@ class Readable:
     tier: str
     backend: Backend
     key: str
+    #: the version levere wrote, on a store that keeps versions
+    version: str | None = None
 
     def read(self, start: int = 0, end: int | None = None) -> Iterator[bytes]:
-        return self.backend.read(self.key, start, end)
+        return self.backend.read(self.key, start, end, version=self.version)
 
 
 def open_file(ctx: Context, actor: User, identifier: str, delivery: str, path: str) -> Readable:
@@ -61,17 +63,18 @@ def open_file(ctx: Context, actor: User, identifier: str, delivery: str, path: s
             raise StorageUnavailable(
                 f"{delivery}/{path} has no readable copy right now (is it being restored?)", path=path
             )
-        size, md5, sha256, tier, backend_id, key = (
+        size, md5, sha256, tier, backend_id, key, version = (
             row.size,
             row.md5,
             row.sha256,
             found.tier,
             found.backend_id,
             found.key,
+            found.version_id,
         )
     backend = ctx.tier(tier)  # type: ignore[arg-type]
     if backend.backend_id != backend_id:
         raise StorageUnavailable(
             f"{delivery}/{path} is on storage {backend_id!r}, which this server does not use"
         )
-    return Readable(f"{delivery}/{path}", size, md5, sha256, tier, backend, key)
+    return Readable(f"{delivery}/{path}", size, md5, sha256, tier, backend, key, version)

@@ -33,11 +33,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, exists, func, or_, select, update
+from sqlalchemy import and_, bindparam, case, exists, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql import Select
 
-from levere.db.models import Delivery, JobRun, Replica, StoredFile, utcnow
+from levere.db.models import Delivery, JobRun, Replica, StoredFile, replicas_table, utcnow
 from levere.domain.errors import NotFound, QuotaExceeded, StorageUnavailable
 from levere.domain.units import count
 from levere.services import audit, quotas
@@ -106,12 +106,13 @@ def _item_columns(scope: Scope) -> tuple[Any, ...]:
     src = aliased(Replica)
     # a correlated lookup by (file_id, tier), the unique index, so that no planner starts from
     # every replica of the source tier
-    source_key = (
-        select(src.key).where(src.file_id == Replica.file_id, src.tier == scope.source).scalar_subquery()
-    )
+    same = (src.file_id == Replica.file_id, src.tier == scope.source)
+    source_key = select(src.key).where(*same).scalar_subquery()
+    source_version = select(src.version_id).where(*same).scalar_subquery()
     return (
         Replica.id, Replica.key, Replica.attempts, StoredFile.id, StoredFile.delivery_id, StoredFile.path,
         StoredFile.size, StoredFile.md5, StoredFile.sha256, Delivery.name, source_key, Replica.state,
+        source_version,
     )  # fmt: skip
 
 
@@ -138,9 +139,21 @@ def claim(
     found: dict[str, Item] = {}
     leased_before: list[str] = []
     total = 0
-    for rid, key, attempts, fid, did, path, size, md5, sha256, name, source_key, state in session.execute(
-        query.limit(limit_files)
-    ):
+    for (
+        rid,
+        key,
+        attempts,
+        fid,
+        did,
+        path,
+        size,
+        md5,
+        sha256,
+        name,
+        source_key,
+        state,
+        version,
+    ) in session.execute(query.limit(limit_files)):
         if found and total + size > limit_bytes:
             break
         total += size
@@ -149,6 +162,7 @@ def claim(
         found[rid] = Item(
             replica_id=rid, file_id=fid, delivery_id=did, label=f"{name}/{path}", key=key,
             source_key=source_key, expected=Expected(size, md5, sha256), attempts=attempts + 1,
+            source_version=version,
         )  # fmt: skip
     if not found:
         return []
@@ -158,6 +172,7 @@ def claim(
         "lease_owner": owner,
         "lease_expires_at": now + timedelta(seconds=lease_seconds),
         "backend_id": backend_id,
+        "version_id": None,
     }
     claimed: set[str] = set()
     if leased_before:
@@ -276,6 +291,8 @@ def finish(ctx: Context, session: Session, scope: Scope, owner: str, outcomes: l
         )
         if present:
             quotas.settle(session, scope.project_id, scope.target, sum(sizes[i] for i in present))
+    done = set(present)
+    _record_versions(session, [o for o in outcomes if o.item.replica_id in done])
     failed: list[str] = []
     bad = [(o.item, o.error.message) for o in outcomes if o.error is not None]
     for message, group in _grouped(bad).items():
@@ -287,10 +304,17 @@ def finish(ctx: Context, session: Session, scope: Scope, owner: str, outcomes: l
             _mark_source_damaged(session, scope, outcome.item, outcome.error.message, now)
     _progress(session, scope.run_id, len(present), sum(sizes[i] for i in present), len(failed))
     if scope.target == "longterm" and present:
-        done = set(present)
         touched = {o.item.delivery_id for o in outcomes if o.item.replica_id in done}
         for delivery_id in sorted(touched):
             announce_if_synced(ctx, session, delivery_id)
+
+
+def _record_versions(session: Session, outcomes: list[Outcome]) -> None:
+    """Remember which version of each new copy levere wrote (a store that keeps versions)."""
+    rows = [{"rid": o.item.replica_id, "v": o.version} for o in outcomes if o.version is not None]
+    if rows:  # claims cleared the column: a copy without a version needs nothing here
+        t = replicas_table
+        session.execute(t.update().where(t.c.id == bindparam("rid")).values(version_id=bindparam("v")), rows)
 
 
 def _mark_source_damaged(session: Session, scope: Scope, item: Item, reason: str, now: datetime) -> None:

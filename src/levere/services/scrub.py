@@ -12,7 +12,11 @@ Design notes
   intact copy under a lease ("repairing"), so two verifies never repair one file at once, and the
   new copy is checked against the manifest while it is written.
 * Long-term copies are write-once and levere refuses to overwrite them; repair is the one
-  exception: levere removes its own damaged copy with ``force`` and writes it again.
+  exception: levere removes its own damaged copy with ``force`` and writes it again (on a
+  versioned bucket the damaged version stays under its retention, hidden, and the new version's
+  id is recorded).
+* On a store that keeps versions each copy is read as the version levere wrote, so a newer
+  version or a delete marker that someone else put on the key is not damage to levere's copy.
 * Quota does not change: the repaired copy has the size the damaged one was counted with.
 """
 
@@ -73,6 +77,7 @@ class Row:
     label: str
     expected: Expected
     reason: str
+    version: str | None = None
 
 
 @dataclass
@@ -111,13 +116,15 @@ def _row(replica: Replica, stored: StoredFile, delivery: str, identifier: str) -
         label=f"{identifier}/{delivery}/{stored.path}",
         expected=Expected(stored.size, stored.md5, stored.sha256),
         reason=replica.reason,
+        version=replica.version_id,
     )
 
 
 def _check(ctx: Context, row: Row, limiter: RateLimiter | None) -> tuple[str | None, str | None]:
     """(damage, unreadable): what is wrong with the stored bytes, or why they could not be read."""
     try:
-        return check_stored(ctx.tier(row.tier), row.key, row.expected, limiter), None  # type: ignore[arg-type]
+        backend = ctx.tier(row.tier)  # type: ignore[arg-type]
+        return check_stored(backend, row.key, row.expected, limiter, version=row.version), None
     except StorageUnavailable as exc:
         return None, exc.message
     except OSError as exc:
@@ -268,7 +275,9 @@ def _repair(ctx: Context, row: Row) -> str | None:
             )
         ).scalar()
         source_key = source.key if source else None
+        source_version = source.version_id if source else None
     error: str | None = None
+    version: str | None = None
     if source_key is None:
         error = f"no intact copy on {TIER_WORDS[other(row.tier)]} to repair it from"
     else:
@@ -276,9 +285,9 @@ def _repair(ctx: Context, row: Row) -> str | None:
         try:
             with leased(ctx, owner, "repairing"):
                 target.delete(row.key, force=True)  # the one overwrite of a write-once copy: see notes
-                copy_verified(
+                version = copy_verified(
                     ctx.tier(other(row.tier)), source_key, target, row.key, row.expected,
-                    write_once=row.tier == "longterm", label=row.label,
+                    write_once=row.tier == "longterm", label=row.label, source_version=source_version,
                 )  # fmt: skip
         except ChecksumMismatch as exc:
             error = f"the copy on {TIER_WORDS[other(row.tier)]} is damaged too: {exc.message}"
@@ -288,7 +297,7 @@ def _repair(ctx: Context, row: Row) -> str | None:
         now = utcnow()
         values: dict[str, Any] = {"lease_expires_at": None, "updated_at": now}
         if error is None:
-            values |= {"state": "present", "reason": "", "verified_at": now}
+            values |= {"state": "present", "reason": "", "verified_at": now, "version_id": version}
         else:
             values |= {"state": "damaged", "reason": f"{damage}; {error}" if error not in damage else damage}
         session.execute(

@@ -47,8 +47,9 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def build_backend(spec: LocalSpec | S3Spec) -> Backend:
-    """Build the backend a validated spec describes. No I/O happens here."""
+def build_backend(spec: LocalSpec | S3Spec, *, write_once: bool = False) -> Backend:
+    """Build the backend a validated spec describes. No I/O happens here. ``write_once``: it
+    holds a write-once tier, so an S3 spec's ``write_once`` (object lock) applies."""
     from levere.storage.config import LocalSpec, S3Spec
 
     match spec:
@@ -65,7 +66,8 @@ def build_backend(spec: LocalSpec | S3Spec) -> Backend:
                 region=spec.region,
                 prefix=spec.prefix,
                 backend_id=spec.backend_id,
-                object_lock=spec.object_lock,
+                object_lock=write_once and spec.write_once,
+                retention_mode=spec.retention_mode,
                 retention_days=spec.retention_days,
             )
         case _:

@@ -33,6 +33,8 @@ CHUNK = 4 * 1024 * 1024
 class ObjectInfo:
     key: str
     size: int
+    #: the version of the object described, on a store that keeps versions (else None)
+    version: str | None = None
 
 
 def check_key(key: str) -> str:
@@ -47,6 +49,10 @@ def check_key(key: str) -> str:
 
 class ObjectWriter(abc.ABC):
     """A whole-object write: bytes go to a temporary place until :meth:`commit`."""
+
+    #: after :meth:`commit`, the version the store gave the object, where it keeps versions; a
+    #: write-once tier's readers ask for that version, whatever was written over it since
+    version: str | None = None
 
     @abc.abstractmethod
     def write(self, chunk: bytes) -> None: ...
@@ -67,8 +73,9 @@ class ObjectWriter(abc.ABC):
             self.abort()
 
 
-#: publishes one whole small object under a key (what :meth:`Backend.small_writes` yields)
-SmallWrite = Callable[[str, bytes], None]
+#: publishes one whole small object under a key (what :meth:`Backend.small_writes` yields) and
+#: returns its version, as :attr:`ObjectWriter.version`
+SmallWrite = Callable[[str, bytes], str | None]
 
 
 class Backend(abc.ABC):
@@ -93,12 +100,15 @@ class Backend(abc.ABC):
         :meth:`flush` before recording that the object exists (batch copies of many small files)."""
 
     @abc.abstractmethod
-    def read(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
-        """Yield the bytes ``[start, end)`` of ``key`` in chunks of at most :data:`CHUNK` bytes.
-        Raises ``NotFound`` if the key does not exist."""
+    def read(
+        self, key: str, start: int = 0, end: int | None = None, *, version: str | None = None
+    ) -> Iterator[bytes]:
+        """Yield the bytes ``[start, end)`` of ``key`` in chunks of at most :data:`CHUNK` bytes:
+        of the given ``version`` if there is one (see :attr:`ObjectWriter.version`), else of the
+        current object. Raises ``NotFound`` if the key (or that version) does not exist."""
 
     @abc.abstractmethod
-    def stat(self, key: str) -> ObjectInfo | None: ...
+    def stat(self, key: str, *, version: str | None = None) -> ObjectInfo | None: ...
 
     @abc.abstractmethod
     def delete(self, key: str, *, force: bool = False) -> None:
@@ -143,6 +153,13 @@ class Backend(abc.ABC):
     def abort_staged(self, session: str) -> None:
         """Drop the session and its bytes."""
 
+    def prepare_write_once(self) -> str | None:
+        """Make sure that what is written with ``write_once`` here stays as written: on an object
+        store, that the bucket exists with versioning and object lock (creating it if missing).
+        Raises ``ConfigurationError`` if it cannot be; returns a warning, in words, where the
+        configuration turned the protection off. Run at start-up for write-once tiers."""
+        return None
+
     # --- convenience ---------------------------------------------------------------------------
     def prepare_prefix(self, prefix: str) -> None:
         """Make room for keys under ``prefix`` (a project's area). Object stores need nothing."""
@@ -154,13 +171,14 @@ class Backend(abc.ABC):
         """Make every object committed with ``durable=False`` durable. Object stores need nothing:
         a completed upload already is."""
 
-    def write_small(self, key: str, data: bytes, write_once: bool = False) -> None:
+    def write_small(self, key: str, data: bytes, write_once: bool = False) -> str | None:
         """Publish ``data``, a whole small object already in memory, under ``key`` as a writer
         opened with ``durable=False`` (and ``write_once``) would (:meth:`flush` makes it durable).
         For batches of many small files; backends may do it in fewer steps."""
         with self.open_writer(key, size_hint=len(data), write_once=write_once, durable=False) as writer:
             writer.write(data)
             writer.commit()
+        return writer.version
 
     @contextlib.contextmanager
     def small_writes(self, write_once: bool = False) -> Iterator[SmallWrite]:

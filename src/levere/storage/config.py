@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError, model_validator
 
 from levere.domain.errors import ConfigurationError
 
@@ -38,8 +38,21 @@ class S3Spec(_Spec):
     secret_key: SecretStr
     region: str = "us-east-1"
     prefix: str = ""
-    object_lock: bool = False
+    #: where this backend holds a write-once tier (long-term, audit anchors): keep objects in a
+    #: bucket with versioning and object lock, each under a retention, and read back the version
+    #: levere wrote. ``false`` only for a store without object lock; levere warns at start-up.
+    write_once: bool = True
+    #: "compliance": nobody can shorten or lift a retention, levere's own credentials included
+    #: (recommended in production); "governance": credentials with the bypass permission can
+    retention_mode: Literal["governance", "compliance"] = "governance"
     retention_days: Annotated[int, Field(ge=1)] = 3650
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "object_lock" in data:
+            raise ValueError("object_lock is now write_once (true by default)")
+        return data
 
 
 BackendSpec = Annotated[LocalSpec | S3Spec, Field(discriminator="type")]

@@ -193,7 +193,7 @@ class _SmallFiles:
             self.folders[parent] = fd
         return fd
 
-    def write(self, key: str, data: bytes) -> None:
+    def write(self, key: str, data: bytes) -> str | None:
         check_user_key(key)
         final = os.path.join(self.backend._root, key)
         parent, name = os.path.split(final)
@@ -225,9 +225,9 @@ class _SmallFiles:
             os.close(fd)
         return None
 
-    def _as_usual(self, key: str, data: bytes) -> None:
+    def _as_usual(self, key: str, data: bytes) -> str | None:
         """Through a temporary file, where this file system has no unnamed ones."""
-        Backend.write_small(self.backend, key, data, self.write_once)
+        return Backend.write_small(self.backend, key, data, self.write_once)
 
     def _link(self, fd: int, folder: int, name: bytes, path: str) -> None:
         link = posix.linkat()
@@ -331,9 +331,9 @@ class LocalBackend(Backend):
         finally:
             os.close(fd)
 
-    def write_small(self, key: str, data: bytes, write_once: bool = False) -> None:
+    def write_small(self, key: str, data: bytes, write_once: bool = False) -> str | None:
         with self.small_writes(write_once) as write:
-            write(key, data)
+            return write(key, data)
 
     @contextlib.contextmanager
     def small_writes(self, write_once: bool = False) -> Iterator[SmallWrite]:
@@ -348,7 +348,10 @@ class LocalBackend(Backend):
         finally:
             files.close()
 
-    def read(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+    def read(
+        self, key: str, start: int = 0, end: int | None = None, *, version: str | None = None
+    ) -> Iterator[bytes]:
+        # a folder keeps no versions: a write-once object is its only version
         check_range(start, end)
         check_user_key(key)
         path = os.path.join(self._root, key)
@@ -363,7 +366,7 @@ class LocalBackend(Backend):
             raise NotFound(f"no object {key!r}")
         return _read_file(path, key, start, end)
 
-    def stat(self, key: str) -> ObjectInfo | None:
+    def stat(self, key: str, *, version: str | None = None) -> ObjectInfo | None:
         path = self._path(key)
         try:
             st = path.stat()

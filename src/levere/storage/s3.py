@@ -20,8 +20,13 @@ Design notes
 * Appends to one session must not run concurrently (the tus layer serialises them with its
   database row lock); unlike the local backend there is no server-side lock to enforce that.
 * Write-once objects carry ``levere-write-once`` metadata, which :meth:`delete` and overwrites
-  respect; with ``object_lock`` the bucket (versioned, object lock enabled) also holds them under
-  GOVERNANCE retention, which only a forced delete bypasses.
+  respect. With ``object_lock`` (the default for a write-once tier) the bucket is versioned with
+  object lock enabled, and each write-once object is created under a retention (governance or
+  compliance mode), so that nobody can destroy it before the retention ends; writers report
+  the version id the store gave each object, and reads of that version see those bytes even
+  after another client deleted or overwrote the key (which only adds a delete marker or a newer
+  version). levere itself never bypasses a retention: its forced delete (a repair) removes what is
+  not locked and hides the rest behind a delete marker.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from levere.domain.errors import (
     AlreadyExists,
+    ConfigurationError,
     Conflict,
     LevereError,
     NotFound,
@@ -134,6 +140,7 @@ class S3Backend(Backend):
         backend_id: str = "s3",
         object_lock: bool = False,
         *,
+        retention_mode: str = "governance",
         retention_days: int = 3650,
         connect_timeout: float = 5.0,
         read_timeout: float = 60.0,
@@ -148,6 +155,7 @@ class S3Backend(Backend):
         self.prefix = prefix + "/" if prefix else ""
         self.backend_id = backend_id
         self.object_lock = object_lock
+        self.retention_mode = retention_mode
         self.retention_days = retention_days
         self._access_key = access_key
         self._secret_key = secret_key
@@ -202,7 +210,7 @@ class S3Backend(Backend):
 
     def _translate(self, e: ClientError, what: str, key: str | None) -> LevereError:
         code = error_code(e)
-        if code in ("NoSuchKey", "404", "NotFound"):
+        if code in ("NoSuchKey", "404", "NotFound", "NoSuchVersion"):
             return NotFound(f"no object {key!r}" if key else f"not found ({what})")
         if code == "NoSuchUpload":
             return NotFound(_GONE)
@@ -214,12 +222,16 @@ class S3Backend(Backend):
         where = f"S3 storage at {self.endpoint_url}"
         return StorageUnavailable(f"{where} failed to {what}: {code} {message}".rstrip())
 
-    def _head(self, full_key: str, key: str) -> HeadObjectOutputTypeDef | None:
+    def _head(self, full_key: str, key: str, version: str | None = None) -> HeadObjectOutputTypeDef | None:
         with self._errors("look up", key):
             try:
-                return self.client.head_object(Bucket=self.bucket, Key=full_key)
+                if version is None:
+                    return self.client.head_object(Bucket=self.bucket, Key=full_key)
+                return self.client.head_object(Bucket=self.bucket, Key=full_key, VersionId=version)
             except ClientError as e:
-                if error_code(e) in ("404", "NoSuchKey", "NotFound"):
+                code = error_code(e)
+                # a version id that is not valid at all is a 400 on radosgw
+                if code in ("404", "NoSuchKey", "NotFound", "NoSuchVersion") or (version and code == "400"):
                     return None
                 raise
 
@@ -251,14 +263,10 @@ class S3Backend(Backend):
         if any_object:
             raise AlreadyExists(f"{key!r} already exists")
 
-    def _retain(self, key: str) -> None:
+    def retention(self) -> dict[str, Any]:
+        """The request fields that create an object under this backend's retention."""
         until = dt.datetime.now(dt.UTC) + dt.timedelta(days=self.retention_days)
-        with self._errors("set retention on", key):
-            self.client.put_object_retention(
-                Bucket=self.bucket,
-                Key=self._full(key),
-                Retention={"Mode": "GOVERNANCE", "RetainUntilDate": until},
-            )
+        return {"ObjectLockMode": self.retention_mode.upper(), "ObjectLockRetainUntilDate": until}
 
     def _abort_upload(self, full_key: str, upload_id: str) -> None:
         with self._errors("abort upload"):
@@ -268,31 +276,32 @@ class S3Backend(Backend):
                 if error_code(e) not in ("NoSuchUpload", "NoSuchKey"):
                     raise  # otherwise already gone: aborting is idempotent
 
-    def _remove(self, full_key: str, key: str, *, bypass: bool) -> None:
+    def _remove(self, full_key: str, key: str, *, force: bool) -> None:
         """Remove every trace of ``full_key``; on a versioned (object lock) bucket that means
-        every version and delete marker, or the bytes would live on behind a marker."""
+        every version and delete marker, or the bytes would live on behind a marker. Versions
+        under retention stay: with ``force`` they are hidden behind a delete marker (the key is
+        then free to be written again), without it that is refused."""
         c = self.client
         with self._errors("delete", key):
             if not self.object_lock:
                 c.delete_object(Bucket=self.bucket, Key=full_key)
                 return
+            locked = False
             pages = c.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=full_key)
             for page in pages:
                 for v in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
                     if v.get("Key") != full_key or "VersionId" not in v:
                         continue
                     try:
-                        c.delete_object(
-                            Bucket=self.bucket,
-                            Key=full_key,
-                            VersionId=v["VersionId"],
-                            BypassGovernanceRetention=bypass,
-                        )
+                        c.delete_object(Bucket=self.bucket, Key=full_key, VersionId=v["VersionId"])
                     except ClientError as e:
-                        if error_code(e) == "AccessDenied":
-                            msg = f"{key!r} is protected by object lock; deleting it needs force"
-                            raise Conflict(msg) from e
-                        raise
+                        if error_code(e) != "AccessDenied":
+                            raise
+                        locked = True
+            if locked and not force:
+                raise Conflict(f"{key!r} is protected by object lock; deleting it needs force")
+            if locked:
+                c.delete_object(Bucket=self.bucket, Key=full_key)
 
     # --- bucket --------------------------------------------------------------------------------
     def ensure_bucket(self) -> None:
@@ -320,6 +329,24 @@ class S3Backend(Backend):
                 if error_code(e) != "BucketAlreadyOwnedByYou":
                     raise
 
+    def prepare_write_once(self) -> str | None:
+        if not self.object_lock:
+            return (
+                f"write_once = false for bucket {self.bucket!r} at {self.endpoint_url}: anyone with its "
+                "credentials, levere's included, can delete or overwrite the copies levere keeps there"
+            )
+        try:
+            self.ensure_bucket()
+            with self._errors("look at the versioning of the bucket"):
+                versioning = self.client.get_bucket_versioning(Bucket=self.bucket).get("Status")
+        except Conflict as exc:
+            raise ConfigurationError(
+                f"{exc.message}; make a bucket with object lock, or set write_once = false"
+            ) from None
+        if versioning != "Enabled":
+            raise ConfigurationError(f"bucket {self.bucket!r} does not keep versions, which write-once needs")
+        return None
+
     def _check_bucket_lock(self) -> None:
         try:
             conf = self.client.get_object_lock_configuration(Bucket=self.bucket)
@@ -338,14 +365,16 @@ class S3Backend(Backend):
         check_user_key(key)
         return S3Writer(self, key, size_hint, write_once)
 
-    def read(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+    def read(
+        self, key: str, start: int = 0, end: int | None = None, *, version: str | None = None
+    ) -> Iterator[bytes]:
         check_range(start, end)
         full = self._full(key)
         if end is not None and end == start:
-            if self.stat(key) is None:
+            if self.stat(key, version=version) is None:
                 raise NotFound(f"no object {key!r}")
             return iter(())
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {} if version is None else {"VersionId": version}
         if start or end is not None:
             extra["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
         with self._errors("read", key):
@@ -355,7 +384,7 @@ class S3Backend(Backend):
                 if error_code(e) != "InvalidRange":
                     raise
                 # A range starting past the end is an empty read, as it is for a file.
-                if self.stat(key) is None:
+                if self.stat(key, version=version) is None:
                     raise NotFound(f"no object {key!r}") from None
                 return iter(())
         return self._stream(body, key)
@@ -367,9 +396,11 @@ class S3Backend(Backend):
         finally:
             body.close()
 
-    def stat(self, key: str) -> ObjectInfo | None:
-        head = self._head(self._full(key), key)
-        return None if head is None else ObjectInfo(key=key, size=head["ContentLength"])
+    def stat(self, key: str, *, version: str | None = None) -> ObjectInfo | None:
+        head = self._head(self._full(key), key, version)
+        if head is None:
+            return None
+        return ObjectInfo(key=key, size=head["ContentLength"], version=head.get("VersionId") or None)
 
     def delete(self, key: str, *, force: bool = False) -> None:
         full = self._full(key)
@@ -378,7 +409,7 @@ class S3Backend(Backend):
             return
         if not force and _is_write_once(head):
             raise Conflict(f"{key!r} is write-once; deleting it needs force")
-        self._remove(full, key, bypass=force)
+        self._remove(full, key, force=force)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         check_prefix(prefix)
@@ -514,7 +545,7 @@ class S3Backend(Backend):
                 )
                 return
         if before.tail_exists:
-            self._remove(tail, s.key, bypass=False)
+            self._remove(tail, s.key, force=False)
 
     def staged_step(self, session: str) -> int:
         # Each full part is one upload_part call: before it the bytes are in memory, after it durable.
@@ -548,9 +579,9 @@ class S3Backend(Backend):
                     Bucket=self.bucket, Key=full, UploadId=s.upload, MultipartUpload={"Parts": parts}
                 )
         if held.tail_exists:
-            self._remove(self._tail_key(s.id), s.key, bypass=False)
+            self._remove(self._tail_key(s.id), s.key, force=False)
 
     def abort_staged(self, session: str) -> None:
         s = _Session.decode(session)
         self._abort_upload(self._full(s.key), s.upload)
-        self._remove(self._tail_key(s.id), s.key, bypass=False)
+        self._remove(self._tail_key(s.id), s.key, force=False)

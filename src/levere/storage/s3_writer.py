@@ -61,6 +61,12 @@ class S3Writer(ObjectWriter):
     def _metadata(self) -> dict[str, str]:
         return {WRITE_ONCE_META: "1"} if self._write_once else {}
 
+    def _locked(self) -> dict[str, Any]:
+        """Request fields that put a write-once object under retention as it is created, so that
+        it is never there unprotected. (radosgw ignores them on multipart uploads: those get
+        their retention once completed.)"""
+        return self._b.retention() if self._write_once and self._b.object_lock else {}
+
     def write(self, chunk: bytes) -> None:
         if self._closed:
             raise Conflict(f"writer for {self._key!r} is already closed")
@@ -113,13 +119,15 @@ class S3Writer(ObjectWriter):
                     extra["IfNoneMatch"] = "*"
                 with self._b._errors("write", self._key):
                     try:
-                        c.put_object(
+                        put = c.put_object(
                             Bucket=self._b.bucket,
                             Key=self._full,
                             Body=part_body(self._buf),
                             Metadata=self._metadata(),
                             **extra,
+                            **self._locked(),
                         )
+                        self.version = put.get("VersionId") or None
                     except ClientError as e:
                         if error_code(e) == "PreconditionFailed":
                             raise AlreadyExists(f"{self._key!r} already exists") from None
@@ -128,20 +136,31 @@ class S3Writer(ObjectWriter):
                 if self._buf:
                     self._send_part()
                 with self._b._errors("complete upload", self._key):
-                    c.complete_multipart_upload(
+                    completed = c.complete_multipart_upload(
                         Bucket=self._b.bucket,
                         Key=self._full,
                         UploadId=self._upload_id,
                         MultipartUpload={"Parts": self._parts},
                     )
+                self.version = completed.get("VersionId") or None
                 self._upload_id = None
+                held = self._locked()
+                if held:
+                    with self._b._errors("set retention on", self._key):
+                        c.put_object_retention(
+                            Bucket=self._b.bucket,
+                            Key=self._full,
+                            VersionId=self.version or "",
+                            Retention={
+                                "Mode": held["ObjectLockMode"],
+                                "RetainUntilDate": held["ObjectLockRetainUntilDate"],
+                            },
+                        )
         except BaseException:
             self._discard()
             raise
         finally:
             self._buf.clear()
-        if self._write_once and self._b.object_lock:
-            self._b._retain(self._key)
 
     def abort(self) -> None:
         self._closed = True

@@ -8,6 +8,7 @@ from sqlalchemy import select
 from levere.api.deps import CtxDep, ReadUser, ReviewUser, acts
 from levere.api.routes.accounts import user_out
 from levere.api.schemas import (
+    AnchorOut,
     AuditEventOut,
     AuditVerifyOut,
     FacilityIn,
@@ -18,7 +19,7 @@ from levere.api.schemas import (
 )
 from levere.db.models import AuditEvent, Facility, User
 from levere.domain.roles import Action, require
-from levere.services import accounts, audit
+from levere.services import accounts, audit_anchors
 
 router = APIRouter(tags=["administration"])
 
@@ -76,9 +77,18 @@ def audit_events(
 
 @router.get("/audit/verify", openapi_extra=acts(Action.AUDIT_READ))
 def audit_verify(actor: ReviewUser, ctx: CtxDep) -> AuditVerifyOut:
-    require(accounts.subject_of(actor), Action.AUDIT_READ)
-    with ctx.tx() as session:
-        report = audit.verify_chain(session)
+    """Check the hash chain, and that it still holds the newest anchors stored outside the database."""
+    report, anchors = audit_anchors.verify_log(ctx, actor)
     return AuditVerifyOut(
-        ok=report.ok, events=report.events, first_bad_seq=report.first_bad_seq, problem=report.problem
+        ok=report.ok,
+        events=report.events,
+        first_bad_seq=report.first_bad_seq,
+        problem=report.problem,
+        anchors=[AnchorOut.model_validate(a, from_attributes=True) for a in anchors],
     )
+
+
+@router.post("/audit/anchor", openapi_extra=acts(Action.AUDIT_ANCHOR))
+def audit_anchor(actor: ReviewUser, ctx: CtxDep) -> list[AnchorOut]:
+    """Write the head of the audit chain, write-once, to long-term storage (and the anchor sink)."""
+    return [AnchorOut.model_validate(a, from_attributes=True) for a in audit_anchors.anchor_now(ctx, actor)]
