@@ -99,8 +99,10 @@ def _anchored(report: dict[str, Any]) -> str:
 
 @audit.command("anchor")
 def anchor() -> None:
-    """Write the head of the audit chain, write-once, to long-term storage (helpdesk), so that
-    removing or rewriting the events up to it shows in `levere audit verify`."""
+    """Write the head of the audit chain, write-once, to long-term storage (helpdesk).
+
+    Removing or rewriting the events up to it then shows in `levere audit verify`.
+    """
     anchors = client().post("/audit/anchor", {})
     if not anchors:
         show(anchors, lambda _: done("the audit log is empty: nothing to anchor yet"))
