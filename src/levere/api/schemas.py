@@ -77,6 +77,11 @@ class UserOut(Out):
     has_password: bool = False
 
 
+class TotpConfirmOut(UserOut):
+    #: a full token replacing the enrol-only one the request was made with (helpdesk operators)
+    token: IssuedTokenOut | None = None
+
+
 class UserIn(BaseModel):
     email: Email
     name: Name = ""

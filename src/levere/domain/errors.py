@@ -77,6 +77,18 @@ class NotSignedIn(AuthenticationFailed):
     code = "not_signed_in"
 
 
+class OneTimeCodeUsed(AuthenticationFailed):
+    """The password was right and the one-time code too, but that code was already used once."""
+
+    code = "one_time_code_used"
+
+
+class OneTimeCodeWrong(AuthenticationFailed):
+    """The password was right but the one-time code is wrong or from a step that has passed."""
+
+    code = "one_time_code_wrong"
+
+
 class TooManyAttempts(LevereError):
     http_status = 429
     exit_code = 3

@@ -31,6 +31,8 @@ from levere.domain.errors import (
     AuthenticationFailed,
     Conflict,
     NotFound,
+    OneTimeCodeUsed,
+    OneTimeCodeWrong,
     TooManyAttempts,
     ValidationFailed,
 )
@@ -191,12 +193,14 @@ def login(
     # an unknown account costs the same time, so timing does not tell which e-mails exist
     password_ok = _verify(known_hash or _dummy_hash(), password) and known_hash is not None
     issued: IssuedToken | None = None
+    code = CodeCheck.WRONG
     with ctx.tx() as session:
         # locked, so that two sign-ins racing with the same one-time code cannot both use it
         user = session.execute(select(User).where(User.email == email).with_for_update(of=User)).scalar()
         ok = password_ok and user is not None and user.active and user.password_hash == known_hash
         if ok and user is not None and user.totp_enabled:
-            ok = _totp_ok(session, user, totp)
+            code = check_totp(user, totp)
+            ok = code is CodeCheck.OK
         session.add(LoginAttempt(email=email, client=client[:64], success=ok))
         if ok and user is not None:
             if user.kind == UserKind.HELPDESK and not user.totp_enabled:
@@ -207,11 +211,19 @@ def login(
         return issued
     if found is not None and found.active and found.password_hash is None:
         raise AuthenticationFailed(f"{email} has not set a password yet: follow the link in the invitation")
-    if password_ok and not (totp or "").strip():
+    if not password_ok:
+        # nothing about the code: a wrong password must not learn whether the code was right
+        raise AuthenticationFailed("wrong e-mail or password")
+    if not (totp or "").strip():
         raise AuthenticationFailed(
             "this account uses two-factor sign-in: give the one-time code from your authenticator app (--totp)"
         )
-    raise AuthenticationFailed("wrong e-mail, password or one-time code")
+    if code is CodeCheck.USED:
+        raise OneTimeCodeUsed(CODE_USED)
+    raise OneTimeCodeWrong(
+        "the one-time code is wrong or has expired: give the code your authenticator app shows now "
+        "(if it keeps failing, check the clock of your device)"
+    )
 
 
 def create_token(
@@ -225,8 +237,8 @@ def create_token(
 ) -> IssuedToken:
     """Another token for the signed-in user, never with more scopes than the token asking for it.
 
-    A helpdesk operator without two-factor sign-in only ever gets the ``account`` scope, so enrolling
-    TOTP with a first-login token is not enough: a full token needs a sign-in with a one-time code.
+    A helpdesk operator without two-factor sign-in only ever gets the ``account`` scope; the full
+    token comes from confirming enrolment (:func:`totp_confirm`) or a sign-in with a one-time code.
     """
     wanted = scopes if scopes else caller_scopes
     if user.kind == UserKind.HELPDESK and not user.totp_enabled:
@@ -310,9 +322,23 @@ def revoke_token(session: Session, user: User, token_id: str) -> ApiToken:
 # --- TOTP ---------------------------------------------------------------------------------------
 
 
-def _totp_ok(session: Session, user: User, code: str | None) -> bool:
+CODE_USED = "this code was already used; wait for the next one"
+
+
+class CodeCheck(StrEnum):
+    OK = "ok"
+    USED = "used"  # right, but already used once (codes are single-use, also across sign-ins)
+    WRONG = "wrong"  # wrong, or from a 30-second step more than one step away
+
+
+def check_totp(user: User, code: str | None) -> CodeCheck:
+    """Check a one-time code against the current step and one step either side (clock drift).
+
+    A good code moves ``totp_last_step`` on (the caller holds the user's row locked), so the same
+    code, or an older one, never works twice.
+    """
     if not code or not user.totp_secret:
-        return False
+        return CodeCheck.WRONG
     totp = pyotp.TOTP(user.totp_secret)
     now = utcnow()
     for drift in (-1, 0, 1):
@@ -320,10 +346,10 @@ def _totp_ok(session: Session, user: User, code: str | None) -> bool:
         step = int(at.timestamp()) // 30
         if secrets.compare_digest(totp.at(at), code.strip()):
             if user.totp_last_step is not None and step <= user.totp_last_step:
-                return False  # a code is good once
+                return CodeCheck.USED
             user.totp_last_step = step
-            return True
-    return False
+            return CodeCheck.OK
+    return CodeCheck.WRONG
 
 
 def totp_begin(session: Session, user: User) -> str:
@@ -335,16 +361,36 @@ def totp_begin(session: Session, user: User) -> str:
     return pyotp.TOTP(user.totp_secret).provisioning_uri(name=user.email, issuer_name="levere")
 
 
-def totp_confirm(session: Session, user: User, code: str) -> None:
+def totp_confirm(ctx: Context, session: Session, user: User, code: str, token: str) -> IssuedToken | None:
+    """Finish enrolment. A helpdesk operator's enrol-only token (``token``, the one the request was
+    made with) is then replaced by a full one, returned here: the code just given is the second
+    factor a sign-in would ask for, and it cannot be given twice, so a second sign-in would have to
+    wait for the next code."""
     if user.totp_enabled:
         raise AlreadyExists("two-factor sign-in is already set up for this account")
     if not user.totp_secret:
         raise NotFound("start enrolment first ('levere account totp-enrol')")
-    if not _totp_ok(session, user, code):
-        # you are signed in, so this is wrong input rather than a failed sign-in (401)
-        raise ValidationFailed({"code": "the one-time code does not match; check the clock of your device"})
+    # you are signed in, so these are wrong input rather than a failed sign-in (401)
+    match check_totp(user, code):
+        case CodeCheck.USED:
+            raise ValidationFailed({"code": CODE_USED})
+        case CodeCheck.WRONG:
+            raise ValidationFailed(
+                {"code": "the one-time code does not match or has expired; check the clock of your device"}
+            )
     user.totp_enabled = True
     audit.record(session, user, "user.totp_enabled", "user", user.id)
+    record = session.execute(select(ApiToken).where(ApiToken.secret_hash == _sha256(token))).scalar()
+    enrol_only = record is not None and record.user_id == user.id and record.scopes == [Scope.ACCOUNT.value]
+    if record is None or not enrol_only or user.kind != UserKind.HELPDESK:
+        return None
+    record.revoked_at = utcnow()
+    issued = issue_token(ctx, session, user, record.name, lifetime_days=ctx.settings.token_lifetime_days)
+    audit.record(
+        session, user, "token.upgraded", "token", issued.record.id,
+        before={"token": record.id, "scopes": record.scopes}, after={"scopes": issued.record.scopes},
+    )  # fmt: skip
+    return issued
 
 
 # --- invitations --------------------------------------------------------------------------------
