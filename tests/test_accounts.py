@@ -12,7 +12,7 @@ from sqlalchemy import delete, select, text, update
 
 from levere.db.models import ApiToken, Invitation, LoginAttempt, User, utcnow
 from levere.domain.roles import UserKind
-from levere.services import accounts
+from levere.services import accounts, invitations
 from levere.services.context import Context
 from tests.conftest import Mailbox, body_of
 from tests.helpers import PASSWORD, auth, make_facility, make_user, token_for
@@ -314,7 +314,7 @@ def test_helpdesk_makes_an_account_and_its_owner_sets_a_password(
 def test_an_expired_invitation_is_refused(ctx: Context, client: TestClient) -> None:
     with ctx.tx() as session:
         user = accounts.create_user(session, None, "late@uni.example.org")
-        invitation, secret = accounts.create_invitation(ctx, session, None, user.email)
+        invitation, secret = invitations.create_invitation(ctx, session, None, user.email)
     with ctx.tx() as session:
         session.execute(
             update(Invitation)
@@ -330,8 +330,8 @@ def test_an_expired_invitation_is_refused(ctx: Context, client: TestClient) -> N
 def test_a_second_invitation_does_not_reset_a_password(ctx: Context, client: TestClient) -> None:
     with ctx.tx() as session:
         user = accounts.create_user(session, None, "twice@uni.example.org")
-        _, first = accounts.create_invitation(ctx, session, None, user.email)
-        _, second = accounts.create_invitation(ctx, session, None, user.email)
+        _, first = invitations.create_invitation(ctx, session, None, user.email)
+        _, second = invitations.create_invitation(ctx, session, None, user.email)
     assert (
         client.post(
             "/api/invitations/accept", json={"secret": first, "password": "first password 1"}

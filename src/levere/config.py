@@ -79,7 +79,8 @@ class Settings(BaseSettings):
         env_prefix="LEVERE_", env_nested_delimiter="__", extra="ignore", validate_default=True
     )
 
-    #: development mode allows the placeholder secret key and prints invitation links in logs
+    #: development mode allows the placeholder secret key. Invitation links are never logged in any
+    #: mode: while mail is off they are handed to whoever made the invitation (API answer, CLI output)
     mode: Literal["development", "production"] = "development"
     data_dir: Path = Path("var")
     database_url: str | None = None

@@ -49,6 +49,12 @@ class AlreadyExists(LevereError):
     code = "already_exists"
 
 
+class AlreadyInvited(AlreadyExists):
+    """Someone is invited and has not set a password yet (``details['email']``): a new link is a resend."""
+
+    code = "already_invited"
+
+
 class Conflict(LevereError):
     http_status = 409
     code = "conflict"

@@ -1,4 +1,6 @@
-"""Accounts: passwords (Argon2id), TOTP, scoped expiring API tokens, rate-limited sign-in, invitations.
+"""Accounts: passwords (Argon2id), TOTP, scoped expiring API tokens, rate-limited sign-in, facilities.
+
+Invitations and the accounts the helpdesk makes are in :mod:`levere.services.invitations`.
 
 Design notes
 ------------
@@ -23,7 +25,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from levere.db.models import ApiToken, Facility, Invitation, LoginAttempt, User, utcnow
+from levere.db.models import ApiToken, Facility, LoginAttempt, User, utcnow
 from levere.domain.applications import EMAIL
 from levere.domain.errors import (
     AccessDenied,
@@ -39,7 +41,6 @@ from levere.domain.errors import (
 from levere.domain.roles import Action, Subject, UserKind, require
 from levere.services import audit
 from levere.services.context import Context
-from levere.services.notify import notify
 
 _hasher = PasswordHasher()  # argon2-cffi's defaults are Argon2id with RFC 9106 low-memory parameters
 MIN_PASSWORD = 10
@@ -77,7 +78,7 @@ def _dummy_hash() -> str:
     return _hasher.hash(secrets.token_urlsafe(16))
 
 
-def _sha256(text: str) -> str:
+def sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -274,7 +275,7 @@ def issue_token(
         id=record_id,
         user_id=user.id,
         name=name[:100] or "token",
-        secret_hash=_sha256(token),
+        secret_hash=sha256(token),
         scopes=sorted(s.value for s in (scopes or ALL_SCOPES)),
         expires_at=utcnow() + timedelta(days=days),
     )
@@ -285,7 +286,7 @@ def issue_token(
 
 def resolve_token(session: Session, token: str) -> tuple[User, frozenset[Scope]]:
     """The user and scopes behind a bearer token; expired, revoked or forged tokens are refused."""
-    record = session.execute(select(ApiToken).where(ApiToken.secret_hash == _sha256(token))).scalar()
+    record = session.execute(select(ApiToken).where(ApiToken.secret_hash == sha256(token))).scalar()
     if record is None:
         raise AuthenticationFailed("the token is not valid", reason="token_invalid")
     now = utcnow()
@@ -380,7 +381,7 @@ def totp_confirm(ctx: Context, session: Session, user: User, code: str, token: s
             )
     user.totp_enabled = True
     audit.record(session, user, "user.totp_enabled", "user", user.id)
-    record = session.execute(select(ApiToken).where(ApiToken.secret_hash == _sha256(token))).scalar()
+    record = session.execute(select(ApiToken).where(ApiToken.secret_hash == sha256(token))).scalar()
     enrol_only = record is not None and record.user_id == user.id and record.scopes == [Scope.ACCOUNT.value]
     if record is None or not enrol_only or user.kind != UserKind.HELPDESK:
         return None
@@ -391,70 +392,6 @@ def totp_confirm(ctx: Context, session: Session, user: User, code: str, token: s
         before={"token": record.id, "scopes": record.scopes}, after={"scopes": issued.record.scopes},
     )  # fmt: skip
     return issued
-
-
-# --- invitations --------------------------------------------------------------------------------
-
-
-def create_invitation(
-    ctx: Context,
-    session: Session,
-    actor: User | None,
-    email: str,
-    project_id: str | None = None,
-    role: str | None = None,
-) -> tuple[Invitation, str]:
-    secret = secrets.token_urlsafe(32)
-    invitation = Invitation(
-        email=normalise_email(email),
-        secret_hash=_sha256(secret),
-        project_id=project_id,
-        role=role,
-        invited_by_id=actor.id if actor else None,
-        expires_at=utcnow() + timedelta(hours=ctx.settings.invitation_lifetime_hours),
-    )
-    session.add(invitation)
-    session.flush()
-    audit.record(
-        session, actor, "invitation.created", "invitation", invitation.id,
-        after={"email": invitation.email, "project_id": project_id, "role": role},
-    )  # fmt: skip
-    return invitation, secret
-
-
-def invitation_link(ctx: Context, secret: str) -> str:
-    return f"{ctx.settings.public_url.rstrip('/')}/invite/{secret}"
-
-
-def accept_invitation(ctx: Context, secret: str, password: str, name: str = "") -> User:
-    """Set the password of the invited account. The link works once and only until it expires."""
-    new_hash = hash_password(password)  # before the transaction: Argon2 is slow by design
-    with ctx.tx() as session:
-        invitation = session.execute(
-            select(Invitation).where(Invitation.secret_hash == _sha256(secret)).with_for_update()
-        ).scalar()
-        if invitation is None:
-            raise NotFound("this invitation link is not valid")
-        if invitation.accepted_at is not None:
-            raise AccessDenied("this invitation link was already used; sign in with your password instead")
-        if invitation.expires_at <= utcnow():
-            raise AccessDenied("this invitation link has expired; ask the project admin to invite you again")
-        user = session.execute(select(User).where(User.email == invitation.email)).scalar()
-        if user is None:
-            user = create_user(session, None, invitation.email)
-        if user.password_hash is not None:
-            # an older link (e.g. a second invitation) must not reset a password that is already set
-            raise Conflict(
-                f"{user.email} already has a password: sign in with it ('levere login --email {user.email}')"
-            )
-        user.password_hash = new_hash
-        if name:
-            user.name = name
-        invitation.accepted_at = utcnow()
-        audit.record(
-            session, user, "invitation.accepted", "invitation", invitation.id, after={"email": user.email}
-        )
-        return user
 
 
 def change_password(ctx: Context, user: User, old: str, new: str) -> User:
@@ -508,80 +445,3 @@ def facility_staff(session: Session, facility_id: str) -> list[User]:
 
 def helpdesk_operators(session: Session) -> list[User]:
     return list(session.execute(select(User).where(User.kind == UserKind.HELPDESK, User.active)).scalars())
-
-
-# --- accounts made by the helpdesk ---------------------------------------------------------------
-
-
-def _send_account_link(ctx: Context, session: Session, actor: User, user: User, what: str) -> None:
-    _, secret = create_invitation(ctx, session, actor, user.email)
-    notify(
-        ctx, session, [user], "[levere] Your levere account",
-        f"{actor.email} has made you a levere account{what}.\n\n"
-        f"Set your password with this link (it works once, for {ctx.settings.invitation_lifetime_hours} hours):\n"
-        f"  {invitation_link(ctx, secret)}\n\n"
-        f"Then sign in:  levere login --url {ctx.settings.public_url} --email {user.email}\n",
-    )  # fmt: skip
-
-
-def create_account(
-    ctx: Context,
-    actor: User,
-    email: str,
-    *,
-    kind: UserKind = UserKind.USER,
-    name: str = "",
-    facility_name: str | None = None,
-) -> User:
-    """The helpdesk makes an account; its owner gets an e-mail with a link to set a password."""
-    with ctx.tx() as session:
-        require(subject_of(actor), Action.USER_CREATE)
-        facility = None
-        if facility_name:
-            try:
-                facility = get_facility(session, facility_name)
-            except NotFound:
-                raise ValidationFailed(
-                    {"facility": f"there is no facility named {facility_name!r}"}
-                ) from None
-        if facility is not None and kind is not UserKind.FACILITY:
-            raise ValidationFailed({"facility": "only facility staff belong to a facility"})
-        user = create_user(session, actor, email, kind=kind, name=name, facility=facility)
-        what = {
-            UserKind.HELPDESK: " as a helpdesk operator",
-            UserKind.FACILITY: f" as staff of {facility.display_name if facility else ''}",
-            UserKind.USER: "",
-        }[kind]
-        _send_account_link(ctx, session, actor, user, what)
-        return user
-
-
-def add_facility_staff(ctx: Context, actor: User, facility_name: str, email: str, name: str = "") -> User:
-    """Make someone staff of a facility: a new account (with an invitation), or an existing plain user."""
-    with ctx.tx() as session:
-        require(subject_of(actor), Action.FACILITY_ADD_STAFF)
-        facility = get_facility(session, facility_name)
-        email = normalise_email(email)
-        user = session.execute(select(User).where(User.email == email)).scalar()
-        if user is None:
-            user = create_user(session, actor, email, kind=UserKind.FACILITY, name=name, facility=facility)
-            _send_account_link(ctx, session, actor, user, f" as staff of {facility.display_name}")
-            return user
-        if user.kind == UserKind.FACILITY and user.facility_id == facility.id:
-            raise AlreadyExists(f"{email} is already staff of {facility.name}")
-        if user.kind != UserKind.USER:
-            where = f"staff of {user.facility.name}" if user.facility else f"a {user.kind} account"
-            raise Conflict(f"{email} is {where} and cannot also be staff of {facility.name}")
-        before = public_user(user)
-        user.kind = UserKind.FACILITY.value
-        user.facility_id = facility.id
-        if name and not user.name:
-            user.name = name
-        session.flush()
-        audit.record(session, actor, "user.facility_staff_added", "user", user.id, before, public_user(user))
-        notify(
-            ctx, session, [user], f"[levere] You are now staff of {facility.display_name}",
-            f"{actor.email} has made you staff of {facility.display_name} in levere: you can draft "
-            f"applications with PIs and deliver data into the projects {facility.name} is assigned to.\n",
-        )  # fmt: skip
-        return user

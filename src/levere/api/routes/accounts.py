@@ -19,7 +19,7 @@ from levere.api.schemas import (
     UserOut,
 )
 from levere.db.models import User
-from levere.services import accounts, notify
+from levere.services import accounts, invitations, notify
 from levere.services.accounts import Scope
 
 router = APIRouter(tags=["accounts"])
@@ -45,7 +45,7 @@ def login(body: LoginIn, request: Request, ctx: CtxDep) -> IssuedTokenOut:
 
 @router.post("/invitations/accept", openapi_extra=acts(None))
 def accept_invitation(body: AcceptInvitationIn, ctx: CtxDep) -> UserOut:
-    return user_out(accounts.accept_invitation(ctx, body.secret, body.password, body.name))
+    return user_out(invitations.accept_invitation(ctx, body.secret, body.password, body.name))
 
 
 @router.get("/me", openapi_extra=acts(None))
