@@ -33,6 +33,9 @@ class SmtpSettings(BaseModel):
     timeout_seconds: float = 30
     #: when false, e-mails are only recorded in the database (and shown in-app)
     enabled: bool = False
+    #: mail recorded while mail was off or the server unreachable is sent once mail works, if it is
+    #: younger than this; older mail is marked expired and never sent (its links have likely lapsed)
+    max_age_hours: float = Field(default=72, gt=0)
 
 
 class TierSettings(BaseModel):
