@@ -265,17 +265,16 @@ def test_a_worker_starting_with_mail_on_sends_what_waits(
         "LEVERE_SMTP__PORT": str(smtp_server[1]),
         "LEVERE_SMTP__SENDER": "levere@test.invalid",
     }
+    log = (tmp_path / "worker.log").open("wb")
     worker = subprocess.Popen(
         [sys.executable, "-m", "levere.cli.main", "worker", "--threads", "1"],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+        env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
     try:
         body = body_of(mailbox.wait_for("ola@uib.example.org", "Your levere account", timeout=60))
         assert "levere account accept-invite" in body
     finally:
+        log.close()
         worker.send_signal(signal.SIGINT)
         try:
             worker.wait(timeout=20)

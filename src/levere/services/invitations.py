@@ -285,26 +285,27 @@ def resend(ctx: Context, actor: User, email: str) -> Invitation:
             session, actor, "invitation.resent", "invitation", invitation.id,
             after={"email": email, "replaces": [old.id for old in previous]},
         )  # fmt: skip
-        notify(
-            ctx, session, [user], "[levere] Your levere invitation",
-            f"{actor.email} has sent you a new invitation to levere; earlier links no longer work.\n\n"
-            + how_to_accept(ctx, invitation_link(ctx, secret))
-            + f"\nThen sign in:  levere login --url {ctx.settings.public_url} --email {email}\n",
-        )  # fmt: skip
+        opening = f"{actor.email} has sent you a new invitation to levere; earlier links no longer work."
+        _mail_link(ctx, session, user, "[levere] Your levere invitation", opening, secret)
         return invitation
 
 
 # --- accounts made by the helpdesk ---------------------------------------------------------------
 
 
-def _send_account_link(ctx: Context, session: Session, actor: User, user: User, what: str) -> None:
-    _, secret = create_invitation(ctx, session, actor, user.email)
+def _mail_link(ctx: Context, session: Session, user: User, subject: str, opening: str, secret: str) -> None:
     notify(
-        ctx, session, [user], "[levere] Your levere account",
-        f"{actor.email} has made you a levere account{what}.\n\n"
+        ctx, session, [user], subject,
+        f"{opening}\n\n"
         + how_to_accept(ctx, invitation_link(ctx, secret))
         + f"\nThen sign in:  levere login --url {ctx.settings.public_url} --email {user.email}\n",
     )  # fmt: skip
+
+
+def _send_account_link(ctx: Context, session: Session, actor: User, user: User, what: str) -> None:
+    _, secret = create_invitation(ctx, session, actor, user.email)
+    opening = f"{actor.email} has made you a levere account{what}."
+    _mail_link(ctx, session, user, "[levere] Your levere account", opening, secret)
 
 
 def _refuse_existing(user: User) -> None:
