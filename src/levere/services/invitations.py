@@ -179,9 +179,7 @@ def accept_invitation(ctx: Context, secret: str, password: str, name: str = "") 
             case LinkState.REPLACED:
                 raise AccessDenied("a newer invitation link was sent to you; use that one")
             case LinkState.EXPIRED:
-                raise AccessDenied(
-                    "this invitation link has expired; ask the helpdesk or the project admin to send a new one"
-                )
+                raise AccessDenied("this invitation link has expired; ask the helpdesk to send you a new one")
         assert invitation is not None  # _state said it is valid
         user = session.execute(select(User).where(User.email == invitation.email)).scalar()
         if user is None:
@@ -231,11 +229,13 @@ def list_pending(ctx: Context, actor: User) -> list[PendingInvitation]:
     with ctx.tx() as session:
         require(subject_of(actor), Action.INVITATION_LIST)
         invited = select(Invitation.email).where(Invitation.accepted_at.is_(None))
-        people = session.execute(
-            select(User)
-            .where(User.password_hash.is_(None), User.active, User.email.in_(invited))
-            .order_by(User.email)
-        ).scalars()
+        people = list(
+            session.execute(
+                select(User)
+                .where(User.password_hash.is_(None), User.active, User.email.in_(invited))
+                .order_by(User.email)
+            ).scalars()
+        )
         now = utcnow()
         found = []
         for user in people:
