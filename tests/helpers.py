@@ -8,7 +8,7 @@ from typing import Any
 from levere.db.models import Facility, User
 from levere.domain.applications import ApplicationForm, RequestedMember
 from levere.domain.roles import ProjectRole, UserKind
-from levere.services import accounts, applications
+from levere.services import accounts, applications, invitations
 from levere.services.context import Context
 
 PASSWORD = "correct horse battery"
@@ -192,7 +192,7 @@ def permission_world(ctx: Context) -> PermissionWorld:
             tokens[role] = accounts.issue_token(ctx, session, merged, "walk").token
             spare[role] = accounts.issue_token(ctx, session, merged, "spare").record.id
         invited = accounts.create_user(session, None, "invited@uni.example.org")
-        _, invitation_secret = accounts.create_invitation(ctx, session, None, invited.email)
+        _, invitation_secret = invitations.create_invitation(ctx, session, None, invited.email)
     return PermissionWorld(
         users=users,
         tokens=tokens,

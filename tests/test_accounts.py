@@ -8,11 +8,11 @@ from typing import Any
 
 import pyotp
 from fastapi.testclient import TestClient
-from sqlalchemy import select, text, update
+from sqlalchemy import delete, select, text, update
 
-from levere.db.models import ApiToken, Invitation, User, utcnow
+from levere.db.models import ApiToken, Invitation, LoginAttempt, User, utcnow
 from levere.domain.roles import UserKind
-from levere.services import accounts
+from levere.services import accounts, invitations
 from levere.services.context import Context
 from tests.conftest import Mailbox, body_of
 from tests.helpers import PASSWORD, auth, make_facility, make_user, token_for
@@ -76,7 +76,7 @@ def test_wrong_password_and_unknown_account_read_the_same(ctx: Context, client: 
     wrong = login(client, "someone@uni.example.org", "not the password")
     unknown = login(client, "nobody@uni.example.org", "not the password")
     assert wrong.status_code == unknown.status_code == 401
-    assert wrong.json()["message"] == unknown.json()["message"] == "wrong e-mail, password or one-time code"
+    assert wrong.json()["message"] == unknown.json()["message"] == "wrong e-mail or password"
 
 
 # --- two-factor sign-in ------------------------------------------------------------------------
@@ -114,24 +114,52 @@ def test_helpdesk_must_enrol_totp_then_needs_a_code_once(ctx: Context, client: T
     now = time.time()
     r = client.post("/api/me/totp/confirm", json={"code": totp.at(now)}, headers=first)
     assert r.status_code == 200 and r.json()["totp_enabled"] is True
-    # enrolment does not turn the enrolment token into a full one
-    r = client.post("/api/me/tokens", json={"name": "x", "scopes": ["review"]}, headers=first)
-    assert r.status_code == 403 and "lacks the scope(s) review" in r.json()["message"]
-    assert client.get("/api/applications/queue", headers=first).status_code == 403
+    # the confirmation is the second factor: the enrol-only token is replaced by a full one at once
+    upgraded = r.json()["token"]
+    assert set(upgraded["info"]["scopes"]) == {"read", "write", "review", "account"}
+    assert client.get("/api/me", headers=first).status_code == 401  # the enrol-only token is revoked
+    assert client.get("/api/applications/queue", headers=auth(upgraded["token"])).status_code == 200
 
     r = login(client, operator.email)
     assert r.status_code == 401 and "one-time code" in r.json()["message"] and "--totp" in r.json()["message"]
-    assert login(client, operator.email, "wrong password", totp=totp.at(now + 30)).status_code == 401
+    with ctx.tx() as session:  # five failures in a row would lock the account: start afresh
+        session.execute(delete(LoginAttempt))
+    # a wrong password says nothing about the code, right or wrong
+    r = login(client, operator.email, "wrong password", totp=totp.at(now + 30))
+    assert r.status_code == 401 and r.json()["message"] == "wrong e-mail or password"
+    # the confirmation's code was used: the sign-in says so, and what to do
+    r = login(client, operator.email, totp=totp.at(now))
+    assert r.status_code == 401 and r.json()["error"] == "one_time_code_used"
+    assert r.json()["message"] == "this code was already used; wait for the next one"
+    # a code from long ago (expired) or a wrong one reads differently from a wrong password
+    r = login(client, operator.email, totp=totp.at(now - 600))
+    assert r.status_code == 401 and r.json()["error"] == "one_time_code_wrong"
+    assert "wrong or has expired" in r.json()["message"]
     r = login(client, operator.email, totp=totp.at(now + 30))
     assert r.status_code == 200, r.text
     full = auth(r.json()["token"])
     assert set(r.json()["info"]["scopes"]) == {"read", "write", "review", "account"}
     assert client.get("/api/applications/queue", headers=full).status_code == 200
-    # the same code is good once, and so is the confirmation code
-    assert login(client, operator.email, totp=totp.at(now + 30)).status_code == 401
-    assert login(client, operator.email, totp=totp.at(now)).status_code == 401
+    # the same code is good once
+    r = login(client, operator.email, totp=totp.at(now + 30))
+    assert r.status_code == 401 and r.json()["error"] == "one_time_code_used"
     # enrolling twice is refused
     assert client.post("/api/me/totp", headers=full).status_code == 409
+
+
+def test_a_reused_code_cannot_confirm_enrolment(ctx: Context, client: TestClient) -> None:
+    user = make_user(ctx, "twice@uni.example.org")
+    headers = auth(login(client, user.email).json()["token"])
+    totp = pyotp.parse_uri(client.post("/api/me/totp", headers=headers).json()["otpauth_uri"])
+    now = time.time()
+    with ctx.tx() as session:  # as if the code had been used already
+        session.merge(user).totp_last_step = int(now) // 30
+    r = client.post("/api/me/totp/confirm", json={"code": totp.at(now)}, headers=headers)
+    assert r.status_code == 422
+    assert r.json()["details"]["fields"]["code"] == "this code was already used; wait for the next one"
+    r = client.post("/api/me/totp/confirm", json={"code": totp.at(now + 30)}, headers=headers)
+    assert r.status_code == 200 and r.json()["token"] is None  # a full token stays as it was
+    assert client.get("/api/me", headers=headers).status_code == 200
 
 
 def test_any_user_may_enrol_totp(ctx: Context, client: TestClient) -> None:
@@ -286,7 +314,7 @@ def test_helpdesk_makes_an_account_and_its_owner_sets_a_password(
 def test_an_expired_invitation_is_refused(ctx: Context, client: TestClient) -> None:
     with ctx.tx() as session:
         user = accounts.create_user(session, None, "late@uni.example.org")
-        invitation, secret = accounts.create_invitation(ctx, session, None, user.email)
+        invitation, secret = invitations.create_invitation(ctx, session, None, user.email)
     with ctx.tx() as session:
         session.execute(
             update(Invitation)
@@ -302,8 +330,8 @@ def test_an_expired_invitation_is_refused(ctx: Context, client: TestClient) -> N
 def test_a_second_invitation_does_not_reset_a_password(ctx: Context, client: TestClient) -> None:
     with ctx.tx() as session:
         user = accounts.create_user(session, None, "twice@uni.example.org")
-        _, first = accounts.create_invitation(ctx, session, None, user.email)
-        _, second = accounts.create_invitation(ctx, session, None, user.email)
+        _, first = invitations.create_invitation(ctx, session, None, user.email)
+        _, second = invitations.create_invitation(ctx, session, None, user.email)
     assert (
         client.post(
             "/api/invitations/accept", json={"secret": first, "password": "first password 1"}

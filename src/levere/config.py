@@ -33,6 +33,9 @@ class SmtpSettings(BaseModel):
     timeout_seconds: float = 30
     #: when false, e-mails are only recorded in the database (and shown in-app)
     enabled: bool = False
+    #: mail recorded while mail was off or the server unreachable is sent once mail works, if it is
+    #: younger than this; older mail is marked expired and never sent (its links have likely lapsed)
+    max_age_hours: float = Field(default=72, gt=0)
 
 
 class TierSettings(BaseModel):
@@ -79,7 +82,8 @@ class Settings(BaseSettings):
         env_prefix="LEVERE_", env_nested_delimiter="__", extra="ignore", validate_default=True
     )
 
-    #: development mode allows the placeholder secret key and prints invitation links in logs
+    #: development mode allows the placeholder secret key. Invitation links are never logged in any
+    #: mode: while mail is off they are handed to whoever made the invitation (API answer, CLI output)
     mode: Literal["development", "production"] = "development"
     data_dir: Path = Path("var")
     database_url: str | None = None

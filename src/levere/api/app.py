@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from levere import __version__
-from levere.api.routes import accounts, admin, applications, deliveries, projects, sync
+from levere.api.routes import accounts, admin, applications, deliveries, invite_page, projects, sync
 from levere.domain.errors import LevereError
 from levere.services.context import Context
 
@@ -74,4 +74,5 @@ def create_app(ctx: Context, *, start_worker: bool | None = None) -> FastAPI:
 
     for module in (accounts, admin, applications, projects, deliveries, sync):
         app.include_router(module.router, prefix="/api")
+    app.include_router(invite_page.router)  # where invitation links point, outside the API
     return app

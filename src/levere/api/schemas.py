@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -75,6 +76,11 @@ class UserOut(Out):
     facility_id: str | None
     totp_enabled: bool
     has_password: bool = False
+
+
+class TotpConfirmOut(UserOut):
+    #: a full token replacing the enrol-only one the request was made with (helpdesk operators)
+    token: IssuedTokenOut | None = None
 
 
 class UserIn(BaseModel):
@@ -302,3 +308,61 @@ class ErrorOut(BaseModel):
     error: str
     message: str
     details: dict[str, Any] = {}
+
+
+# --- invitations --------------------------------------------------------------------------------
+
+
+class HandedOverOut(BaseModel):
+    """An invitation link that was not e-mailed (mail is off): pass it on to ``email``."""
+
+    email: str
+    link: str
+    expires_at: datetime
+
+
+class Handover(BaseModel):
+    """Part of every answer to a request that may invite people. ``invitation_links`` is filled only
+    while mail is off; otherwise the links went out by e-mail and are not shown to the inviter."""
+
+    mail_enabled: bool = True
+    invitation_links: list[HandedOverOut] = []
+
+    @classmethod
+    def extend(cls, out: BaseModel, mail_enabled: bool, links: Iterable[Any]) -> Self:
+        """``out`` (the answer without links) with the mail state and the links handed over."""
+        handed = [HandedOverOut.model_validate(link, from_attributes=True) for link in links]
+        return cls.model_validate(
+            out.model_dump() | {"mail_enabled": mail_enabled, "invitation_links": handed}
+        )
+
+
+class InvitedUserOut(UserOut, Handover):
+    pass
+
+
+class AddedMemberOut(MemberOut, Handover):
+    pass
+
+
+class ApprovedProjectOut(ProjectOut, Handover):
+    pass
+
+
+class DraftedApplicationOut(ApplicationOut, Handover):
+    pass
+
+
+class PendingInvitationOut(Out):
+    email: str
+    name: str
+    invited_by: str
+    project: str
+    created_at: datetime
+    expires_at: datetime
+    expired: bool
+
+
+class ResentInvitationOut(Handover):
+    email: str
+    expires_at: datetime

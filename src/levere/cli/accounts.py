@@ -110,9 +110,21 @@ def totp_enrol() -> None:
 
 @account.command("totp-confirm")
 def totp_confirm(code: str) -> None:
-    """Finish two-factor enrolment with a code from the app. Sign in again afterwards."""
+    """Finish two-factor enrolment with a code from the app (an enrol-only sign-in becomes a full one)."""
+    creds = Credentials.load()
     me = client().post("/me/totp/confirm", {"code": code})
-    result(me, "two-factor sign-in is on; sign in again with 'levere login --totp CODE' for a full token")
+    later = f"levere login --email {me['email']} --totp CODE"
+    if me.get("token"):
+        creds.token = me["token"]["token"]
+        path = creds.save()
+        me = {k: v for k, v in me.items() if k != "token"} | {"token_id": me["token"]["info"]["id"]}
+        result(
+            me,
+            f"two-factor sign-in is on and this sign-in now has a full token (saved in {path}); "
+            f"next time sign in with a new code: '{later}'",
+        )
+        return
+    result(me, f"two-factor sign-in is on; from now on sign in with a new code each time: '{later}'")
 
 
 @account.command("tokens")

@@ -1,4 +1,4 @@
-"""Helpdesk administration: ``levere facilities ...``, ``levere users ...``, ``levere audit ...``."""
+"""Helpdesk administration: ``levere facilities``, ``levere users``, ``levere invitations``, ``levere audit``."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ from urllib.parse import quote
 import typer
 
 from levere.cli.accounts import client
-from levere.cli.output import done, err_console, result, show, table
+from levere.cli.output import done, err_console, handed_over, result, show, table
 from levere.domain.units import count
 
 facilities = typer.Typer(help="Sequencing facilities and their staff.", no_args_is_help=True)
 users = typer.Typer(help="Accounts (helpdesk).", no_args_is_help=True)
+invitations = typer.Typer(
+    help="Invitations not yet accepted: list and re-send (helpdesk).", no_args_is_help=True
+)
 audit = typer.Typer(help="The tamper-evident audit log (helpdesk).", no_args_is_help=True)
 
 
@@ -43,8 +46,9 @@ def add_staff(
 ) -> None:
     """Make someone staff of a facility; a new account gets a link to set a password (helpdesk)."""
     u = client().post(f"/facilities/{quote(facility, safe='')}/staff", {"email": email, "name": name})
-    invited = "" if u["has_password"] else " (invitation sent)"
-    result(u, f"{u['email']} is now staff of {facility}{invited}")
+    e_mailed = u["mail_enabled"] and not u["has_password"]
+    result(u, f"{u['email']} is now staff of {facility}" + (" (invitation e-mailed)" if e_mailed else ""))
+    handed_over(u)
 
 
 @users.command("list")
@@ -65,7 +69,29 @@ def create_user(
 ) -> None:
     """Make an account; its owner gets a link to set a password (helpdesk)."""
     u = client().post("/users", {"email": email, "name": name, "kind": kind, "facility": facility})
-    result(u, f"account {u['email']} ({u['kind']}) created; invitation sent")
+    e_mailed = "; invitation e-mailed" if u["mail_enabled"] else ""
+    result(u, f"account {u['email']} ({u['kind']}) created{e_mailed}")
+    handed_over(u)
+
+
+@invitations.command("list")
+def list_invitations() -> None:
+    """Everyone invited who has not set a password yet (helpdesk)."""
+    data = client().get("/invitations")
+    show(data, lambda rows: table("Pending invitations", ["e-mail", "name", "invited by", "project", "sent", "link"], [
+        (i["email"], i["name"], i["invited_by"], i["project"], i["created_at"][:16].replace("T", " "),
+         f"expired {i['expires_at'][:16].replace('T', ' ')}" if i["expired"]
+         else f"works until {i['expires_at'][:16].replace('T', ' ')}")
+        for i in rows]))  # fmt: skip
+
+
+@invitations.command("resend")
+def resend_invitation(email: str) -> None:
+    """Make a fresh link for someone invited and e-mail it; their earlier links stop working (helpdesk)."""
+    sent = client().post(f"/invitations/{quote(email, safe='@')}/resend")
+    result(sent, f"a new invitation link for {sent['email']} was e-mailed" if sent["mail_enabled"]
+           else f"a new invitation link for {sent['email']} is made; earlier links no longer work")  # fmt: skip
+    handed_over(sent)
 
 
 @audit.command("verify")
@@ -126,4 +152,5 @@ def list_events(
 def register(app: typer.Typer) -> None:
     app.add_typer(facilities, name="facilities")
     app.add_typer(users, name="users")
+    app.add_typer(invitations, name="invitations")
     app.add_typer(audit, name="audit")

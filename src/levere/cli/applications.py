@@ -10,7 +10,7 @@ from urllib.parse import quote
 import typer
 
 from levere.cli.accounts import client
-from levere.cli.output import State, done, fields, result, show, table
+from levere.cli.output import State, done, fields, handed_over, result, show, table
 from levere.domain.errors import ValidationFailed
 from levere.domain.units import format_size
 
@@ -103,14 +103,16 @@ def apply(
     if member:
         body["members"] = [parse_member(m) for m in member]
     api = client()
-    app = api.post("/applications", body)
+    drafted = app = api.post("/applications", body)
     if submit:
-        app = api.post(f"/applications/{app['number']}/submit")
+        handover = {k: drafted[k] for k in ("mail_enabled", "invitation_links") if k in drafted}
+        app = api.post(f"/applications/{app['number']}/submit") | handover
     show(app, render)
     if not submit and not State.json_output:
         done(
             f"application {app['number']} saved as a draft; the PI submits it with 'levere applications submit {app['number']}'"
         )
+    handed_over(drafted)
 
 
 @applications.command("list")
@@ -186,6 +188,7 @@ def approve(
     project = client().post(f"/applications/{quote(number, safe='')}/approve", {
         "area_quota": area_quota, "longterm_quota": longterm_quota, "comment": comment})  # fmt: skip
     show(project, lambda p: done(f"application {number} approved: project {p['identifier']} is provisioned"))
+    handed_over(project)
 
 
 @applications.command("reject")

@@ -41,9 +41,15 @@ def _sign_in_again(details: dict[str, Any]) -> str:
     return ""
 
 
+def _resend(details: dict[str, Any]) -> str:
+    """Someone invited already gets a fresh link by a resend, not a second account."""
+    return f"send a fresh link with 'levere invitations resend {details.get('email') or 'EMAIL'}'"
+
+
 #: the CLI's hint for an error, by the error's code
 HINTS: dict[str, Callable[[dict[str, Any]], str]] = {
     "not_synced": _not_synced,
+    "already_invited": _resend,
     "authentication_failed": _sign_in_again,
 }
 

@@ -69,3 +69,16 @@ def result(data: Any, message: str) -> None:
         emit_json(data)
     else:
         done(message)
+
+
+def handed_over(data: dict[str, Any]) -> None:
+    """After a command that invited people while mail is off: the links to pass on, and how."""
+    if State.json_output:
+        return  # the links are in the JSON already
+    for handed in data.get("invitation_links") or []:
+        until = str(handed["expires_at"])[:16].replace("T", " ")
+        console.print(
+            f"mail is off, so no invitation was e-mailed: give {handed['email']} this link "
+            f"(it works once, until {until} UTC); they run:\n  levere account accept-invite {handed['link']}",
+            highlight=False,
+        )

@@ -8,7 +8,7 @@ from urllib.parse import quote
 import typer
 
 from levere.cli.accounts import client
-from levere.cli.output import fields, result, show, table
+from levere.cli.output import fields, handed_over, result, show, table
 from levere.domain.units import format_size
 
 projects = typer.Typer(help="Projects you can see, their quotas and facilities.", no_args_is_help=True)
@@ -105,11 +105,12 @@ def add_member(
 ) -> None:
     """Give someone access (they are invited by e-mail if they have no account)."""
     m = client().post(f"/projects/{_q(identifier)}/members", {"email": email, "role": role})
+    e_mailed = m["mail_enabled"] and not m["has_account"]
     result(
         m,
-        f"{m['email']} added to {identifier} as {m['role']}"
-        + ("" if m["has_account"] else " (invitation sent)"),
+        f"{m['email']} added to {identifier} as {m['role']}" + (" (invitation e-mailed)" if e_mailed else ""),
     )
+    handed_over(m)
 
 
 @members.command("remove")

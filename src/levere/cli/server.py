@@ -86,7 +86,9 @@ def serve(
     upgrade(settings.resolved_database_url)
     ctx = Context.build(settings)
     _check_write_once(ctx)
-    build_queue(ctx)
+    queue = build_queue(ctx)
+    if settings.smtp.enabled:
+        queue.enqueue("catch_up_emails")  # mail recorded while mail was off (run by whichever worker)
     app = create_app(ctx, start_worker=worker and settings.embedded_worker)
     small_writes.prepare(settings.tier_spec("area"), settings.ingest_processes)
     tune_gc()  # again: the service's modules are loaded now
@@ -111,6 +113,8 @@ def worker(
     ctx = Context.build(settings)
     _check_write_once(ctx)
     queue = build_queue(ctx)
+    if settings.smtp.enabled:
+        queue.enqueue("catch_up_emails")  # mail recorded while mail was off
     tune_gc()  # again: the service's modules are loaded now
     err_console.print(f"levere worker with {threads} thread(s), queue {settings.queue_url}", highlight=False)
     queue.run_worker(workers=threads)

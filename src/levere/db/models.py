@@ -255,7 +255,8 @@ class Notification(Base):
     body: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     read_at: Mapped[datetime | None] = mapped_column(default=None)
-    #: e-mail delivery: "pending", "sent", "failed" or "disabled" (SMTP not configured)
+    #: e-mail delivery: "pending", "sent", "failed", "disabled" (recorded while mail was off: sent
+    #: once it is on) or "expired" (waited longer than smtp.max_age_hours: never sent)
     email_state: Mapped[str] = mapped_column(String(16), default="pending")
     email_error: Mapped[str] = mapped_column(Text, default="")
 

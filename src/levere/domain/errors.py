@@ -49,6 +49,12 @@ class AlreadyExists(LevereError):
     code = "already_exists"
 
 
+class AlreadyInvited(AlreadyExists):
+    """Someone is invited and has not set a password yet (``details['email']``): a new link is a resend."""
+
+    code = "already_invited"
+
+
 class Conflict(LevereError):
     http_status = 409
     code = "conflict"
@@ -75,6 +81,18 @@ class NotSignedIn(AuthenticationFailed):
 
     exit_code = 9
     code = "not_signed_in"
+
+
+class OneTimeCodeUsed(AuthenticationFailed):
+    """The password was right and the one-time code too, but that code was already used once."""
+
+    code = "one_time_code_used"
+
+
+class OneTimeCodeWrong(AuthenticationFailed):
+    """The password was right but the one-time code is wrong or from a step that has passed."""
+
+    code = "one_time_code_wrong"
 
 
 class TooManyAttempts(LevereError):

@@ -16,6 +16,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+log = logging.getLogger(__name__)
+
+
 class EmailsPending(Exception):
     """Raised so that huey retries the task while some e-mails could not be sent."""
 
@@ -26,8 +29,23 @@ def send_emails(ctx: Context) -> None:
         raise EmailsPending(f"{left} e-mail(s) could not be sent yet")
 
 
+def catch_up_emails(ctx: Context) -> None:
+    """At start-up and every few minutes: mail recorded while mail was off or the server was down."""
+    assert ctx.jobs is not None
+    with ctx.jobs.lock("levere-mail-catch-up"):
+        done = notify.catch_up(ctx)
+    if done.queued or done.left:
+        log.info("mail catch-up: %d recorded while mail was off, %d still waiting", done.queued, done.left)
+
+
+#: how often unsent mail is tried again after the send job's own retries are spent
+CATCH_UP_MINUTES = 5
+
+
 def register_all(queue: JobQueue) -> None:
     queue.register("send_emails", send_emails, retries=5, retry_delay=10)
+    queue.register("catch_up_emails", catch_up_emails, retries=0)
+    queue.schedule_periodic("catch_up_emails_periodic", catch_up_emails, minutes=CATCH_UP_MINUTES)
     delivery_tasks.register(queue)
     sync_tasks.register(queue)
     # every minute it looks whether the anchor interval has passed (see audit_anchors)

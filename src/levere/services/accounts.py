@@ -1,4 +1,6 @@
-"""Accounts: passwords (Argon2id), TOTP, scoped expiring API tokens, rate-limited sign-in, invitations.
+"""Accounts: passwords (Argon2id), TOTP, scoped expiring API tokens, rate-limited sign-in, facilities.
+
+Invitations and the accounts the helpdesk makes are in :mod:`levere.services.invitations`.
 
 Design notes
 ------------
@@ -23,7 +25,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from levere.db.models import ApiToken, Facility, Invitation, LoginAttempt, User, utcnow
+from levere.db.models import ApiToken, Facility, LoginAttempt, User, utcnow
 from levere.domain.applications import EMAIL
 from levere.domain.errors import (
     AccessDenied,
@@ -31,13 +33,14 @@ from levere.domain.errors import (
     AuthenticationFailed,
     Conflict,
     NotFound,
+    OneTimeCodeUsed,
+    OneTimeCodeWrong,
     TooManyAttempts,
     ValidationFailed,
 )
 from levere.domain.roles import Action, Subject, UserKind, require
 from levere.services import audit
 from levere.services.context import Context
-from levere.services.notify import notify
 
 _hasher = PasswordHasher()  # argon2-cffi's defaults are Argon2id with RFC 9106 low-memory parameters
 MIN_PASSWORD = 10
@@ -75,7 +78,7 @@ def _dummy_hash() -> str:
     return _hasher.hash(secrets.token_urlsafe(16))
 
 
-def _sha256(text: str) -> str:
+def sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -191,12 +194,14 @@ def login(
     # an unknown account costs the same time, so timing does not tell which e-mails exist
     password_ok = _verify(known_hash or _dummy_hash(), password) and known_hash is not None
     issued: IssuedToken | None = None
+    code = CodeCheck.WRONG
     with ctx.tx() as session:
         # locked, so that two sign-ins racing with the same one-time code cannot both use it
         user = session.execute(select(User).where(User.email == email).with_for_update(of=User)).scalar()
         ok = password_ok and user is not None and user.active and user.password_hash == known_hash
         if ok and user is not None and user.totp_enabled:
-            ok = _totp_ok(session, user, totp)
+            code = check_totp(user, totp)
+            ok = code is CodeCheck.OK
         session.add(LoginAttempt(email=email, client=client[:64], success=ok))
         if ok and user is not None:
             if user.kind == UserKind.HELPDESK and not user.totp_enabled:
@@ -207,11 +212,19 @@ def login(
         return issued
     if found is not None and found.active and found.password_hash is None:
         raise AuthenticationFailed(f"{email} has not set a password yet: follow the link in the invitation")
-    if password_ok and not (totp or "").strip():
+    if not password_ok:
+        # nothing about the code: a wrong password must not learn whether the code was right
+        raise AuthenticationFailed("wrong e-mail or password")
+    if not (totp or "").strip():
         raise AuthenticationFailed(
             "this account uses two-factor sign-in: give the one-time code from your authenticator app (--totp)"
         )
-    raise AuthenticationFailed("wrong e-mail, password or one-time code")
+    if code is CodeCheck.USED:
+        raise OneTimeCodeUsed(CODE_USED)
+    raise OneTimeCodeWrong(
+        "the one-time code is wrong or has expired: give the code your authenticator app shows now "
+        "(if it keeps failing, check the clock of your device)"
+    )
 
 
 def create_token(
@@ -225,8 +238,8 @@ def create_token(
 ) -> IssuedToken:
     """Another token for the signed-in user, never with more scopes than the token asking for it.
 
-    A helpdesk operator without two-factor sign-in only ever gets the ``account`` scope, so enrolling
-    TOTP with a first-login token is not enough: a full token needs a sign-in with a one-time code.
+    A helpdesk operator without two-factor sign-in only ever gets the ``account`` scope; the full
+    token comes from confirming enrolment (:func:`totp_confirm`) or a sign-in with a one-time code.
     """
     wanted = scopes if scopes else caller_scopes
     if user.kind == UserKind.HELPDESK and not user.totp_enabled:
@@ -262,7 +275,7 @@ def issue_token(
         id=record_id,
         user_id=user.id,
         name=name[:100] or "token",
-        secret_hash=_sha256(token),
+        secret_hash=sha256(token),
         scopes=sorted(s.value for s in (scopes or ALL_SCOPES)),
         expires_at=utcnow() + timedelta(days=days),
     )
@@ -273,7 +286,7 @@ def issue_token(
 
 def resolve_token(session: Session, token: str) -> tuple[User, frozenset[Scope]]:
     """The user and scopes behind a bearer token; expired, revoked or forged tokens are refused."""
-    record = session.execute(select(ApiToken).where(ApiToken.secret_hash == _sha256(token))).scalar()
+    record = session.execute(select(ApiToken).where(ApiToken.secret_hash == sha256(token))).scalar()
     if record is None:
         raise AuthenticationFailed("the token is not valid", reason="token_invalid")
     now = utcnow()
@@ -310,9 +323,23 @@ def revoke_token(session: Session, user: User, token_id: str) -> ApiToken:
 # --- TOTP ---------------------------------------------------------------------------------------
 
 
-def _totp_ok(session: Session, user: User, code: str | None) -> bool:
+CODE_USED = "this code was already used; wait for the next one"
+
+
+class CodeCheck(StrEnum):
+    OK = "ok"
+    USED = "used"  # right, but already used once (codes are single-use, also across sign-ins)
+    WRONG = "wrong"  # wrong, or from a 30-second step more than one step away
+
+
+def check_totp(user: User, code: str | None) -> CodeCheck:
+    """Check a one-time code against the current step and one step either side (clock drift).
+
+    A good code moves ``totp_last_step`` on (the caller holds the user's row locked), so the same
+    code, or an older one, never works twice.
+    """
     if not code or not user.totp_secret:
-        return False
+        return CodeCheck.WRONG
     totp = pyotp.TOTP(user.totp_secret)
     now = utcnow()
     for drift in (-1, 0, 1):
@@ -320,10 +347,10 @@ def _totp_ok(session: Session, user: User, code: str | None) -> bool:
         step = int(at.timestamp()) // 30
         if secrets.compare_digest(totp.at(at), code.strip()):
             if user.totp_last_step is not None and step <= user.totp_last_step:
-                return False  # a code is good once
+                return CodeCheck.USED
             user.totp_last_step = step
-            return True
-    return False
+            return CodeCheck.OK
+    return CodeCheck.WRONG
 
 
 def totp_begin(session: Session, user: User) -> str:
@@ -335,80 +362,36 @@ def totp_begin(session: Session, user: User) -> str:
     return pyotp.TOTP(user.totp_secret).provisioning_uri(name=user.email, issuer_name="levere")
 
 
-def totp_confirm(session: Session, user: User, code: str) -> None:
+def totp_confirm(ctx: Context, session: Session, user: User, code: str, token: str) -> IssuedToken | None:
+    """Finish enrolment. A helpdesk operator's enrol-only token (``token``, the one the request was
+    made with) is then replaced by a full one, returned here: the code just given is the second
+    factor a sign-in would ask for, and it cannot be given twice, so a second sign-in would have to
+    wait for the next code."""
     if user.totp_enabled:
         raise AlreadyExists("two-factor sign-in is already set up for this account")
     if not user.totp_secret:
         raise NotFound("start enrolment first ('levere account totp-enrol')")
-    if not _totp_ok(session, user, code):
-        # you are signed in, so this is wrong input rather than a failed sign-in (401)
-        raise ValidationFailed({"code": "the one-time code does not match; check the clock of your device"})
+    # you are signed in, so these are wrong input rather than a failed sign-in (401)
+    match check_totp(user, code):
+        case CodeCheck.USED:
+            raise ValidationFailed({"code": CODE_USED})
+        case CodeCheck.WRONG:
+            raise ValidationFailed(
+                {"code": "the one-time code does not match or has expired; check the clock of your device"}
+            )
     user.totp_enabled = True
     audit.record(session, user, "user.totp_enabled", "user", user.id)
-
-
-# --- invitations --------------------------------------------------------------------------------
-
-
-def create_invitation(
-    ctx: Context,
-    session: Session,
-    actor: User | None,
-    email: str,
-    project_id: str | None = None,
-    role: str | None = None,
-) -> tuple[Invitation, str]:
-    secret = secrets.token_urlsafe(32)
-    invitation = Invitation(
-        email=normalise_email(email),
-        secret_hash=_sha256(secret),
-        project_id=project_id,
-        role=role,
-        invited_by_id=actor.id if actor else None,
-        expires_at=utcnow() + timedelta(hours=ctx.settings.invitation_lifetime_hours),
-    )
-    session.add(invitation)
-    session.flush()
+    record = session.execute(select(ApiToken).where(ApiToken.secret_hash == sha256(token))).scalar()
+    enrol_only = record is not None and record.user_id == user.id and record.scopes == [Scope.ACCOUNT.value]
+    if record is None or not enrol_only or user.kind != UserKind.HELPDESK:
+        return None
+    record.revoked_at = utcnow()
+    issued = issue_token(ctx, session, user, record.name, lifetime_days=ctx.settings.token_lifetime_days)
     audit.record(
-        session, actor, "invitation.created", "invitation", invitation.id,
-        after={"email": invitation.email, "project_id": project_id, "role": role},
+        session, user, "token.upgraded", "token", issued.record.id,
+        before={"token": record.id, "scopes": record.scopes}, after={"scopes": issued.record.scopes},
     )  # fmt: skip
-    return invitation, secret
-
-
-def invitation_link(ctx: Context, secret: str) -> str:
-    return f"{ctx.settings.public_url.rstrip('/')}/invite/{secret}"
-
-
-def accept_invitation(ctx: Context, secret: str, password: str, name: str = "") -> User:
-    """Set the password of the invited account. The link works once and only until it expires."""
-    new_hash = hash_password(password)  # before the transaction: Argon2 is slow by design
-    with ctx.tx() as session:
-        invitation = session.execute(
-            select(Invitation).where(Invitation.secret_hash == _sha256(secret)).with_for_update()
-        ).scalar()
-        if invitation is None:
-            raise NotFound("this invitation link is not valid")
-        if invitation.accepted_at is not None:
-            raise AccessDenied("this invitation link was already used; sign in with your password instead")
-        if invitation.expires_at <= utcnow():
-            raise AccessDenied("this invitation link has expired; ask the project admin to invite you again")
-        user = session.execute(select(User).where(User.email == invitation.email)).scalar()
-        if user is None:
-            user = create_user(session, None, invitation.email)
-        if user.password_hash is not None:
-            # an older link (e.g. a second invitation) must not reset a password that is already set
-            raise Conflict(
-                f"{user.email} already has a password: sign in with it ('levere login --email {user.email}')"
-            )
-        user.password_hash = new_hash
-        if name:
-            user.name = name
-        invitation.accepted_at = utcnow()
-        audit.record(
-            session, user, "invitation.accepted", "invitation", invitation.id, after={"email": user.email}
-        )
-        return user
+    return issued
 
 
 def change_password(ctx: Context, user: User, old: str, new: str) -> User:
@@ -462,80 +445,3 @@ def facility_staff(session: Session, facility_id: str) -> list[User]:
 
 def helpdesk_operators(session: Session) -> list[User]:
     return list(session.execute(select(User).where(User.kind == UserKind.HELPDESK, User.active)).scalars())
-
-
-# --- accounts made by the helpdesk ---------------------------------------------------------------
-
-
-def _send_account_link(ctx: Context, session: Session, actor: User, user: User, what: str) -> None:
-    _, secret = create_invitation(ctx, session, actor, user.email)
-    notify(
-        ctx, session, [user], "[levere] Your levere account",
-        f"{actor.email} has made you a levere account{what}.\n\n"
-        f"Set your password with this link (it works once, for {ctx.settings.invitation_lifetime_hours} hours):\n"
-        f"  {invitation_link(ctx, secret)}\n\n"
-        f"Then sign in:  levere login --url {ctx.settings.public_url} --email {user.email}\n",
-    )  # fmt: skip
-
-
-def create_account(
-    ctx: Context,
-    actor: User,
-    email: str,
-    *,
-    kind: UserKind = UserKind.USER,
-    name: str = "",
-    facility_name: str | None = None,
-) -> User:
-    """The helpdesk makes an account; its owner gets an e-mail with a link to set a password."""
-    with ctx.tx() as session:
-        require(subject_of(actor), Action.USER_CREATE)
-        facility = None
-        if facility_name:
-            try:
-                facility = get_facility(session, facility_name)
-            except NotFound:
-                raise ValidationFailed(
-                    {"facility": f"there is no facility named {facility_name!r}"}
-                ) from None
-        if facility is not None and kind is not UserKind.FACILITY:
-            raise ValidationFailed({"facility": "only facility staff belong to a facility"})
-        user = create_user(session, actor, email, kind=kind, name=name, facility=facility)
-        what = {
-            UserKind.HELPDESK: " as a helpdesk operator",
-            UserKind.FACILITY: f" as staff of {facility.display_name if facility else ''}",
-            UserKind.USER: "",
-        }[kind]
-        _send_account_link(ctx, session, actor, user, what)
-        return user
-
-
-def add_facility_staff(ctx: Context, actor: User, facility_name: str, email: str, name: str = "") -> User:
-    """Make someone staff of a facility: a new account (with an invitation), or an existing plain user."""
-    with ctx.tx() as session:
-        require(subject_of(actor), Action.FACILITY_ADD_STAFF)
-        facility = get_facility(session, facility_name)
-        email = normalise_email(email)
-        user = session.execute(select(User).where(User.email == email)).scalar()
-        if user is None:
-            user = create_user(session, actor, email, kind=UserKind.FACILITY, name=name, facility=facility)
-            _send_account_link(ctx, session, actor, user, f" as staff of {facility.display_name}")
-            return user
-        if user.kind == UserKind.FACILITY and user.facility_id == facility.id:
-            raise AlreadyExists(f"{email} is already staff of {facility.name}")
-        if user.kind != UserKind.USER:
-            where = f"staff of {user.facility.name}" if user.facility else f"a {user.kind} account"
-            raise Conflict(f"{email} is {where} and cannot also be staff of {facility.name}")
-        before = public_user(user)
-        user.kind = UserKind.FACILITY.value
-        user.facility_id = facility.id
-        if name and not user.name:
-            user.name = name
-        session.flush()
-        audit.record(session, actor, "user.facility_staff_added", "user", user.id, before, public_user(user))
-        notify(
-            ctx, session, [user], f"[levere] You are now staff of {facility.display_name}",
-            f"{actor.email} has made you staff of {facility.display_name} in levere: you can draft "
-            f"applications with PIs and deliver data into the projects {facility.name} is assigned to.\n",
-        )  # fmt: skip
-        return user

@@ -21,7 +21,7 @@ from levere.domain.applications import (
 from levere.domain.errors import InvalidTransition, NotFound, ValidationFailed
 from levere.domain.roles import Action, ProjectRole, Subject, UserKind, allowed, require
 from levere.domain.units import format_size
-from levere.services import accounts, audit, projects
+from levere.services import accounts, audit, invitations, projects
 from levere.services.context import Context
 from levere.services.counters import next_value
 from levere.services.notify import notify
@@ -121,8 +121,10 @@ def _tell_pi_to_confirm(ctx: Context, session: Session, actor: User, application
     pi, _created = accounts.get_or_create_invitee(session, actor, application.pi_email)
     link_text = ""
     if pi.password_hash is None:
-        _, secret = accounts.create_invitation(ctx, session, actor, pi.email)
-        link_text = f"\nYou have no levere account yet; set your password here first:\n  {accounts.invitation_link(ctx, secret)}\n"
+        _, secret = invitations.create_invitation(ctx, session, actor, pi.email)
+        link_text = "\nYou have no levere account yet. " + invitations.how_to_accept(
+            ctx, invitations.invitation_link(ctx, secret)
+        )
     notify(
         ctx, session, [pi],
         f"[levere] Please confirm application {application.number}: {application.title}",

@@ -6,6 +6,11 @@ A notification is first a row (the outbox); e-mail goes out from a background jo
 transaction that created it has committed, so a rolled-back change never e-mails anyone and a mail
 server that is down delays mail without failing the change. Failed sends stay ``pending`` with the
 error recorded, and any later run (the job's retries, the next notification) sends them.
+
+Mail recorded while mail is off is kept as ``disabled``. :func:`catch_up` runs when a server or
+worker starts with mail on, and every few minutes on the job queue: it sends what is ``disabled``
+or ``pending`` and younger than ``smtp.max_age_hours``, and marks older mail ``expired`` instead of
+sending it blindly (an invitation in it has likely lapsed; the helpdesk re-sends those).
 """
 
 from __future__ import annotations
@@ -13,8 +18,10 @@ from __future__ import annotations
 import logging
 import smtplib
 from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from levere.db.models import Notification, User, utcnow
@@ -59,6 +66,40 @@ def dispatch_emails(ctx: Context) -> None:
         ctx.jobs.enqueue("send_emails")
     else:
         send_pending_emails(ctx)
+
+
+@dataclass(frozen=True)
+class CatchUp:
+    queued: int  # recorded while mail was off, now to be sent
+    expired: int  # too old to send
+    left: int  # still pending after this run (the server could not take them)
+
+
+def catch_up(ctx: Context) -> CatchUp:
+    """Send the mail that waits (see the notes); nothing while mail is off."""
+    if not ctx.settings.smtp.enabled:
+        return CatchUp(0, 0, 0)
+    cutoff = utcnow() - timedelta(hours=ctx.settings.smtp.max_age_hours)
+    waiting = Notification.email_state.in_(("disabled", "pending"))
+    with ctx.tx() as session:
+        expired = session.execute(
+            update(Notification)
+            .where(waiting, Notification.created_at < cutoff)
+            .values(
+                email_state="expired",
+                email_error=f"not sent: still unsent {ctx.settings.smtp.max_age_hours:g} hours after it was recorded",
+            )
+        ).rowcount  # type: ignore[attr-defined]
+        queued = session.execute(
+            update(Notification)
+            .where(Notification.email_state == "disabled", Notification.created_at >= cutoff)
+            .values(email_state="pending")
+        ).rowcount  # type: ignore[attr-defined]
+    if expired:
+        log.warning(
+            "%d e-mail(s) older than %g hours were not sent", expired, ctx.settings.smtp.max_age_hours
+        )
+    return CatchUp(queued, expired, send_pending_emails(ctx))
 
 
 def send_pending_emails(ctx: Context, final_attempt: bool = False) -> int:

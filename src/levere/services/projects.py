@@ -12,7 +12,7 @@ from levere.db.models import Facility, Project, ProjectFacility, ProjectMember, 
 from levere.domain.errors import Conflict, NotFound, ValidationFailed
 from levere.domain.roles import Action, ProjectRole, Subject, UserKind, allowed, require
 from levere.domain.units import format_size
-from levere.services import accounts, audit
+from levere.services import accounts, audit, invitations
 from levere.services.context import Context
 from levere.services.notify import notify
 
@@ -140,10 +140,7 @@ def _welcome_text(ctx: Context, project: Project, role: ProjectRole, link: str |
         ProjectRole.VIEWER: "read and download its data",
     }[role]
     if link:
-        first = (
-            f"1. Set your password with this link (it works once, for "
-            f"{ctx.settings.invitation_lifetime_hours} hours):\n   {link}\n"
-        )
+        first = "1. " + invitations.how_to_accept(ctx, link).replace("\n  ", "\n   ")
     else:
         first = "1. You already have an account: sign in with your e-mail and password.\n"
     return (
@@ -177,8 +174,8 @@ def _add_member(
     )
     link = None
     if created or user.password_hash is None:
-        _, secret = accounts.create_invitation(ctx, session, actor, user.email, project.id, role.value)
-        link = accounts.invitation_link(ctx, secret)
+        _, secret = invitations.create_invitation(ctx, session, actor, user.email, project.id, role.value)
+        link = invitations.invitation_link(ctx, secret)
     if welcome:
         notify(
             ctx, session, [user],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from levere.api.deps import AccountUser, CtxDep, ReadUser, WriteUser, acts, caller_scopes
+from levere.api.deps import AccountUser, CtxDep, ReadUser, WriteUser, acts, bearer_token, caller_scopes
 from levere.api.schemas import (
     AcceptInvitationIn,
     CodeIn,
@@ -15,10 +15,11 @@ from levere.api.schemas import (
     TokenIn,
     TokenOut,
     TotpBeginOut,
+    TotpConfirmOut,
     UserOut,
 )
 from levere.db.models import User
-from levere.services import accounts, notify
+from levere.services import accounts, invitations, notify
 from levere.services.accounts import Scope
 
 router = APIRouter(tags=["accounts"])
@@ -44,7 +45,7 @@ def login(body: LoginIn, request: Request, ctx: CtxDep) -> IssuedTokenOut:
 
 @router.post("/invitations/accept", openapi_extra=acts(None))
 def accept_invitation(body: AcceptInvitationIn, ctx: CtxDep) -> UserOut:
-    return user_out(accounts.accept_invitation(ctx, body.secret, body.password, body.name))
+    return user_out(invitations.accept_invitation(ctx, body.secret, body.password, body.name))
 
 
 @router.get("/me", openapi_extra=acts(None))
@@ -87,11 +88,15 @@ def totp_begin(actor: AccountUser, ctx: CtxDep) -> TotpBeginOut:
 
 
 @router.post("/me/totp/confirm", openapi_extra=acts(None))
-def totp_confirm(body: CodeIn, actor: AccountUser, ctx: CtxDep) -> UserOut:
+def totp_confirm(body: CodeIn, request: Request, actor: AccountUser, ctx: CtxDep) -> TotpConfirmOut:
+    """Finish enrolment; a helpdesk operator's enrol-only token is replaced by the full one returned."""
     with ctx.tx() as session:
         user = session.merge(actor)
-        accounts.totp_confirm(session, user, body.code)
-        return user_out(user)
+        issued = accounts.totp_confirm(ctx, session, user, body.code, bearer_token(request))
+        out = TotpConfirmOut.model_validate(user_out(user).model_dump())
+        if issued is not None:
+            out.token = IssuedTokenOut(token=issued.token, info=TokenOut.model_validate(issued.record))
+        return out
 
 
 @router.get("/me/notifications", openapi_extra=acts(None))

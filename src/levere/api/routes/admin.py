@@ -1,4 +1,4 @@
-"""Helpdesk administration: users, facilities, the audit log."""
+"""Helpdesk administration: users, invitations, facilities, the audit log."""
 
 from __future__ import annotations
 
@@ -13,13 +13,16 @@ from levere.api.schemas import (
     AuditVerifyOut,
     FacilityIn,
     FacilityOut,
+    InvitedUserOut,
+    PendingInvitationOut,
+    ResentInvitationOut,
     StaffIn,
     UserIn,
     UserOut,
 )
 from levere.db.models import AuditEvent, Facility, User
 from levere.domain.roles import Action, require
-from levere.services import accounts, audit_anchors
+from levere.services import accounts, audit_anchors, invitations
 
 router = APIRouter(tags=["administration"])
 
@@ -32,12 +35,14 @@ def list_users(actor: ReviewUser, ctx: CtxDep) -> list[UserOut]:
 
 
 @router.post("/users", openapi_extra=acts(Action.USER_CREATE), status_code=201)
-def create_user(body: UserIn, actor: ReviewUser, ctx: CtxDep) -> UserOut:
-    """Create an account and e-mail its owner a link to set a password."""
-    user = accounts.create_account(
-        ctx, actor, body.email, kind=body.kind, name=body.name, facility_name=body.facility
-    )
-    return user_out(user)
+def create_user(body: UserIn, actor: ReviewUser, ctx: CtxDep) -> InvitedUserOut:
+    """Create an account and e-mail its owner a link to set a password (the link is in the answer
+    instead while mail is off)."""
+    with invitations.handover() as links:
+        user = invitations.create_account(
+            ctx, actor, body.email, kind=body.kind, name=body.name, facility_name=body.facility
+        )
+    return InvitedUserOut.extend(user_out(user), ctx.settings.smtp.enabled, links)
 
 
 @router.get("/facilities", openapi_extra=acts(Action.FACILITY_LIST))
@@ -58,9 +63,26 @@ def create_facility(body: FacilityIn, actor: ReviewUser, ctx: CtxDep) -> Facilit
 
 
 @router.post("/facilities/{name}/staff", openapi_extra=acts(Action.FACILITY_ADD_STAFF), status_code=201)
-def add_staff(name: str, body: StaffIn, actor: ReviewUser, ctx: CtxDep) -> UserOut:
+def add_staff(name: str, body: StaffIn, actor: ReviewUser, ctx: CtxDep) -> InvitedUserOut:
     """Make someone staff of a facility (a new account gets a link to set a password)."""
-    return user_out(accounts.add_facility_staff(ctx, actor, name, body.email, body.name))
+    with invitations.handover() as links:
+        user = invitations.add_facility_staff(ctx, actor, name, body.email, body.name)
+    return InvitedUserOut.extend(user_out(user), ctx.settings.smtp.enabled, links)
+
+
+@router.get("/invitations", openapi_extra=acts(Action.INVITATION_LIST))
+def list_invitations(actor: ReviewUser, ctx: CtxDep) -> list[PendingInvitationOut]:
+    """Everyone invited who has not set a password yet, with their newest link's dates."""
+    return [PendingInvitationOut.model_validate(p) for p in invitations.list_pending(ctx, actor)]
+
+
+@router.post("/invitations/{email}/resend", openapi_extra=acts(Action.INVITATION_RESEND))
+def resend_invitation(email: str, actor: ReviewUser, ctx: CtxDep) -> ResentInvitationOut:
+    """A fresh link for someone who has not set a password yet; their earlier links stop working."""
+    with invitations.handover() as links:
+        invitation = invitations.resend(ctx, actor, email)
+    plain = ResentInvitationOut(email=invitation.email, expires_at=invitation.expires_at)
+    return ResentInvitationOut.extend(plain, ctx.settings.smtp.enabled, links)
 
 
 @router.get("/audit", openapi_extra=acts(Action.AUDIT_READ))

@@ -10,14 +10,15 @@ from levere.api.schemas import (
     ApplicationIn,
     ApplicationOut,
     ApplicationPatch,
+    ApprovedProjectOut,
     ApproveIn,
-    ProjectOut,
+    DraftedApplicationOut,
     ReasonIn,
 )
 from levere.db.models import Application, Project
 from levere.domain.applications import ApplicationForm, ApplicationState, RequestedMember
 from levere.domain.roles import Action
-from levere.services import applications
+from levere.services import applications, invitations
 
 router = APIRouter(prefix="/applications", tags=["applications"])
 
@@ -40,8 +41,12 @@ def _form(body: ApplicationIn) -> ApplicationForm:
 
 
 @router.post("", openapi_extra=acts(Action.APPLICATION_CREATE), status_code=201)
-def create(body: ApplicationIn, actor: WriteUser, ctx: CtxDep) -> ApplicationOut:
-    return application_out(ctx, applications.create(ctx, actor, _form(body)))
+def create(body: ApplicationIn, actor: WriteUser, ctx: CtxDep) -> DraftedApplicationOut:
+    """A draft; a PI without an account is invited to confirm it (the link is in the answer while
+    mail is off)."""
+    with invitations.handover() as links:
+        application = applications.create(ctx, actor, _form(body))
+    return DraftedApplicationOut.extend(application_out(ctx, application), ctx.settings.smtp.enabled, links)
 
 
 @router.get("", openapi_extra=acts(None))
@@ -73,11 +78,19 @@ def submit(ref: str, actor: WriteUser, ctx: CtxDep) -> ApplicationOut:
 
 
 @router.post("/{ref}/approve", openapi_extra=acts(Action.APPLICATION_REVIEW))
-def approve(ref: str, body: ApproveIn, actor: ReviewUser, ctx: CtxDep) -> ProjectOut:
-    _, project = applications.approve(
-        ctx, actor, ref, area_bytes=body.area_quota, longterm_bytes=body.longterm_quota, comment=body.comment
-    )
-    return project_out(ctx, project, actor)
+def approve(ref: str, body: ApproveIn, actor: ReviewUser, ctx: CtxDep) -> ApprovedProjectOut:
+    """Approve and provision; members without an account are invited (the links are in the answer
+    while mail is off)."""
+    with invitations.handover() as links:
+        _, project = applications.approve(
+            ctx,
+            actor,
+            ref,
+            area_bytes=body.area_quota,
+            longterm_bytes=body.longterm_quota,
+            comment=body.comment,
+        )
+    return ApprovedProjectOut.extend(project_out(ctx, project, actor), ctx.settings.smtp.enabled, links)
 
 
 @router.post("/{ref}/reject", openapi_extra=acts(Action.APPLICATION_REVIEW))

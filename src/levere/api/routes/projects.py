@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from levere.api.deps import CtxDep, ReadUser, ReviewUser, WriteUser, acts
 from levere.api.schemas import (
+    AddedMemberOut,
     FacilityAssignIn,
     FacilityOut,
     MemberIn,
@@ -18,7 +19,7 @@ from levere.api.schemas import (
 )
 from levere.db.models import Project, ProjectMember, User
 from levere.domain.roles import Action
-from levere.services import projects
+from levere.services import invitations, projects
 from levere.services.context import Context
 
 router = APIRouter(prefix="/projects", tags=["projects"])
@@ -77,9 +78,12 @@ def list_members(identifier: str, actor: ReadUser, ctx: CtxDep) -> list[MemberOu
 
 
 @router.post("/{identifier}/members", openapi_extra=acts(Action.MEMBER_MANAGE), status_code=201)
-def add_member(identifier: str, body: MemberIn, actor: WriteUser, ctx: CtxDep) -> MemberOut:
-    projects.add_member(ctx, actor, identifier, body.email, body.role)
-    return _one_member(ctx, identifier, body.email)
+def add_member(identifier: str, body: MemberIn, actor: WriteUser, ctx: CtxDep) -> AddedMemberOut:
+    """Give someone access; someone without an account is invited (the link is in the answer while
+    mail is off)."""
+    with invitations.handover() as links:
+        projects.add_member(ctx, actor, identifier, body.email, body.role)
+    return AddedMemberOut.extend(_one_member(ctx, identifier, body.email), ctx.settings.smtp.enabled, links)
 
 
 @router.put("/{identifier}/members/{email}", openapi_extra=acts(Action.MEMBER_MANAGE))
