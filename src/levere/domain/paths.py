@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from dataclasses import dataclass
 
 from levere.domain.errors import InvalidPath
 
@@ -44,3 +45,44 @@ def check_name(name: str, what: str = "name") -> str:
     if "/" in checked:
         raise InvalidPath(f"the {what} {name!r} must not contain '/'")
     return checked
+
+
+@dataclass(frozen=True)
+class KeyLimits:
+    """How long a key may be where it is stored, in UTF-8 bytes: the whole key (``where`` says which
+    storage, in the user's words) and each name between its slashes."""
+
+    key_bytes: int
+    name_bytes: int
+    where: str
+
+    def tighter(self, other: KeyLimits) -> KeyLimits:
+        """The limits a key must keep to be stored in both places (named by the stricter one)."""
+        key_from = self if self.key_bytes <= other.key_bytes else other
+        name_from = self if self.name_bytes <= other.name_bytes else other
+        where = key_from.where if key_from is name_from else f"{key_from.where} and {name_from.where}"
+        return KeyLimits(key_from.key_bytes, name_from.name_bytes, where)
+
+
+def check_key_fits(path: str, key: str, limits: KeyLimits) -> None:
+    """Refuse ``path`` (as the user named it) whose stored key ``key`` is longer than the storage
+    can hold, saying the limit, before anything of it is stored."""
+    size = len(key.encode())
+    if size > limits.key_bytes:
+        shown = path if len(path) <= 80 else f"{path[:60]}...{path[-12:]}"
+        raise InvalidPath(
+            f"{shown!r} is too long to store: with its project and delivery it takes {size} bytes, and "
+            f"{limits.where} holds paths of at most {limits.key_bytes} bytes",
+            limit_bytes=limits.key_bytes,
+            size_bytes=size,
+        )
+    for name in key.split("/"):
+        size = len(name.encode())
+        if size > limits.name_bytes:
+            shown = name if len(name) <= 60 else f"{name[:40]}...{name[-12:]}"
+            raise InvalidPath(
+                f"the name {shown!r} in {path!r} is {size} bytes long, and {limits.where} holds names of "
+                f"at most {limits.name_bytes} bytes",
+                limit_bytes=limits.name_bytes,
+                size_bytes=size,
+            )

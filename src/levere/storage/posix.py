@@ -13,9 +13,35 @@ import functools
 import os
 import secrets
 import stat as stat_mod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
+
+from levere.domain.errors import StorageFull
+
+#: what the kernel answers when a write finds no room: the file system is full, or a user's or
+#: group's disk quota is used up
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def full_error(exc: OSError, what: str) -> StorageFull | None:
+    """``exc`` as levere's :class:`StorageFull` when it says the file system has no room."""
+    if exc.errno not in NO_SPACE:
+        return None
+    return StorageFull(f"the storage has no space left to {what}", reason=os.strerror(exc.errno or 0))
+
+
+@contextlib.contextmanager
+def space_errors(what: str) -> Iterator[None]:
+    """Raise a full file system's ``OSError`` as :class:`StorageFull` (``what`` says what was
+    being written, in the user's words); any other error as it is."""
+    try:
+        yield
+    except OSError as exc:
+        full = full_error(exc, what)
+        if full is None:
+            raise
+        raise full from exc
 
 
 def fsync_dir(path: Path) -> None:
