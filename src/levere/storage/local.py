@@ -403,7 +403,7 @@ class LocalBackend(Backend):
         if not found:
             self._check_root()
             raise NotFound(f"no object {key!r}")
-        return _read_file(path, key, start, end)
+        return posix.read_file(path, key, start, end, CHUNK)
 
     def stat(self, key: str, *, version: str | None = None) -> ObjectInfo | None:
         path = self._path(key)
@@ -584,7 +584,7 @@ class LocalBackend(Backend):
         key, part, _ = self._session_paths(session)
         if not part.is_file():
             raise NotFound(_GONE)
-        return _read_file(part, key, 0, None)
+        return posix.read_file(part, key, 0, None, CHUNK)
 
     def finish_staged(self, session: str) -> None:
         key, part, meta = self._session_paths(session)
@@ -614,28 +614,3 @@ class LocalBackend(Backend):
         meta.unlink(missing_ok=True)
         if meta.parent.is_dir():
             posix.fsync_dir(meta.parent)
-
-
-def _read_file(path: str | Path, key: str, start: int, end: int | None) -> Iterator[bytes]:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        raise NotFound(f"no object {key!r}") from None
-    # plain descriptor reads: each asks for a whole chunk (or the rest), so a file object's
-    # buffer would only copy, and its set-up costs system calls of its own
-    try:
-        stop = os.fstat(fd).st_size if end is None else min(end, os.fstat(fd).st_size)
-        if start >= stop:
-            return
-        if start:
-            os.lseek(fd, start, os.SEEK_SET)
-        remaining = stop - start
-        while remaining > 0:
-            data = os.read(fd, min(CHUNK, remaining))
-            if not data:
-                # Shorter than when we looked: a concurrent writer truncated it.
-                raise Conflict(f"{key!r} changed while it was being read")
-            remaining -= len(data)
-            yield data
-    finally:
-        os.close(fd)

@@ -75,6 +75,9 @@ if TYPE_CHECKING:
 _NEXT_PART_META = "levere-next-part"
 #: S3 keys are at most 1,024 bytes of UTF-8, the bucket's prefix included
 MAX_KEY_BYTES = 1024
+#: radosgw (Ceph 16) completes a multipart upload only while the bucket's name and the key together
+#: take at most this many bytes (it answers 500 past it): levere keeps to it on every S3 server
+MULTIPART_NAME_BYTES = 1012
 #: what S3 servers answer when a bucket's or user's quota is used up (radosgw: QuotaExceeded)
 _FULL = frozenset({"QuotaExceeded", "InsufficientCapacity", "XMinioStorageFull"})
 _SESSION_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -199,7 +202,8 @@ class S3Backend(Backend):
 
     def key_limits(self) -> KeyLimits:
         # staging tails live under a short, fixed name: only the objects' own keys matter
-        return KeyLimits(MAX_KEY_BYTES - len(self.prefix.encode()), MAX_KEY_BYTES, "S3 storage")
+        whole = min(MAX_KEY_BYTES, MULTIPART_NAME_BYTES - len(self.bucket.encode()))
+        return KeyLimits(whole - len(self.prefix.encode()), MAX_KEY_BYTES, "S3 storage")
 
     # --- helpers -------------------------------------------------------------------------------
     def _full(self, key: str) -> str:
