@@ -49,19 +49,30 @@ def check_name(name: str, what: str = "name") -> str:
 
 @dataclass(frozen=True)
 class KeyLimits:
-    """How long a key may be where it is stored, in UTF-8 bytes: the whole key (``where`` says which
-    storage, in the user's words) and each name between its slashes."""
+    """How long a key may be where it is stored, in UTF-8 bytes: the whole key and each name between
+    its slashes. ``where`` names the storage in the user's words (``name_where``, if given, the one
+    the name limit comes from)."""
 
     key_bytes: int
     name_bytes: int
     where: str
+    name_where: str = ""
 
     def tighter(self, other: KeyLimits) -> KeyLimits:
-        """The limits a key must keep to be stored in both places (named by the stricter one)."""
+        """The limits a key must keep to be stored in both places, each named by where it comes from."""
         key_from = self if self.key_bytes <= other.key_bytes else other
-        name_from = self if self.name_bytes <= other.name_bytes else other
-        where = key_from.where if key_from is name_from else f"{key_from.where} and {name_from.where}"
-        return KeyLimits(key_from.key_bytes, name_from.name_bytes, where)
+        rest = other if key_from is self else self
+        name_from = key_from if key_from.name_bytes <= rest.name_bytes else rest
+        name_where = "" if name_from is key_from else name_from.names_in
+        return KeyLimits(key_from.key_bytes, name_from.name_bytes, key_from.where, name_where)
+
+    @property
+    def names_in(self) -> str:
+        return self.name_where or self.where
+
+
+def _shown(text: str, most: int) -> str:
+    return text if len(text) <= most else f"{text[: most - 20]}...{text[-12:]}"
 
 
 def check_key_fits(path: str, key: str, limits: KeyLimits) -> None:
@@ -69,20 +80,18 @@ def check_key_fits(path: str, key: str, limits: KeyLimits) -> None:
     can hold, saying the limit, before anything of it is stored."""
     size = len(key.encode())
     if size > limits.key_bytes:
-        shown = path if len(path) <= 80 else f"{path[:60]}...{path[-12:]}"
         raise InvalidPath(
-            f"{shown!r} is too long to store: with its project and delivery it takes {size} bytes, and "
-            f"{limits.where} holds paths of at most {limits.key_bytes} bytes",
+            f"{_shown(path, 80)!r} is too long to store: with its project and delivery it takes {size} "
+            f"bytes, and {limits.where} holds paths of at most {limits.key_bytes} bytes",
             limit_bytes=limits.key_bytes,
             size_bytes=size,
         )
     for name in key.split("/"):
         size = len(name.encode())
         if size > limits.name_bytes:
-            shown = name if len(name) <= 60 else f"{name[:40]}...{name[-12:]}"
             raise InvalidPath(
-                f"the name {shown!r} in {path!r} is {size} bytes long, and {limits.where} holds names of "
-                f"at most {limits.name_bytes} bytes",
+                f"the name {_shown(name, 60)!r} in {_shown(path, 80)!r} is {size} bytes long, and "
+                f"{limits.names_in} holds names of at most {limits.name_bytes} bytes",
                 limit_bytes=limits.name_bytes,
                 size_bytes=size,
             )
