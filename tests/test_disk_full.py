@@ -247,3 +247,34 @@ def test_a_sync_into_a_full_long_term_tier_says_so_on_the_job(
         assert set(replica_states(ctx, s, "longterm").values()) == {"present"}
     finally:
         worker.close()
+
+
+def test_a_restore_into_a_full_area_says_so_on_the_job(
+    ctx: Context, settings: Settings, area_disk: SmallDisk
+) -> None:
+    s = setup_project(ctx)
+    files = random_files(4, 100 * KiB)
+    deliver(ctx, s, "RUN1", files)
+    worker = Context.build(
+        settings.model_copy(update={"sync": SyncSettings(retries=0, threads=1, processes=1)})
+    )
+    build_queue(worker, immediate=True)
+    try:
+        sync.request_sync(worker, s.world.helpdesk, s.project)
+        sync.free(worker, s.world.pi, s.project, ["RUN1"])
+        filler = area_disk.path / "filler"  # something else takes the area's disk meanwhile
+        filler.write_bytes(b"\0" * (area_disk.free() - 150 * KiB))
+        job = sync.request_restore(worker, s.world.pi, s.project, ["RUN1"])
+        run = _run_row(ctx, job["id"])
+        assert run.state == "failed"
+        assert "the project area is full" in run.error
+        assert not list((area_disk.path / ".levere-tmp").glob("*"))
+
+        filler.unlink()  # room is made: the restore goes through
+        again = sync.request_restore(worker, s.world.pi, s.project, ["RUN1"])
+        assert _run_row(ctx, again["id"]).state == "done"
+        assert set(replica_states(ctx, s, "area").values()) == {"present"}
+        for path, data in files.items():
+            assert (area_disk.path / s.project / "RUN1" / path).read_bytes() == data
+    finally:
+        worker.close()
