@@ -80,18 +80,22 @@ def check_key_fits(path: str, key: str, limits: KeyLimits) -> None:
     can hold, saying the limit, before anything of it is stored."""
     size = len(key.encode())
     if size > limits.key_bytes:
-        raise InvalidPath(
+        raise _too_long(
             f"{_shown(path, 80)!r} is too long to store: with its project and delivery it takes {size} "
-            f"bytes, and {limits.where} holds paths of at most {limits.key_bytes} bytes",
-            limit_bytes=limits.key_bytes,
-            size_bytes=size,
+            f"bytes, and {limits.where} holds paths",
+            limits.key_bytes,
+            size,
         )
     for name in key.split("/"):
         size = len(name.encode())
         if size > limits.name_bytes:
-            raise InvalidPath(
+            raise _too_long(
                 f"the name {_shown(name, 60)!r} in {_shown(path, 80)!r} is {size} bytes long, and "
-                f"{limits.names_in} holds names of at most {limits.name_bytes} bytes",
-                limit_bytes=limits.name_bytes,
-                size_bytes=size,
+                f"{limits.names_in} holds names",
+                limits.name_bytes,
+                size,
             )
+
+
+def _too_long(what: str, limit: int, size: int) -> InvalidPath:
+    return InvalidPath(f"{what} of at most {limit} bytes", limit_bytes=limit, size_bytes=size)
