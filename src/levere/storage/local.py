@@ -210,9 +210,9 @@ class _SmallFiles:
     def write(self, key: str, data: bytes) -> str | None:
         check_user_key(key)
         with posix.space_errors(f"write {key}"):
-            self._write(key, data)
+            return self._write(key, data)
 
-    def _write(self, key: str, data: bytes) -> None:
+    def _write(self, key: str, data: bytes) -> str | None:
         final = os.path.join(self.backend._root, key)
         parent, name = os.path.split(final)
         folder = self._folder(parent)

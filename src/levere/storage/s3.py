@@ -582,7 +582,7 @@ class S3Backend(Backend):
                     Metadata={_NEXT_PART_META: str(len(held.parts) + 1)},
                 )
         elif held.tail_exists:
-            self._remove(self._tail_key(s.id), s.key, bypass=False)
+            self._remove(self._tail_key(s.id), s.key, force=False)
         return held.part_bytes + keep
 
     def staged_step(self, session: str) -> int:
