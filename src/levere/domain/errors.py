@@ -136,7 +136,7 @@ class StorageFull(LevereError):
     someone frees space, so clients stop rather than retry."""
 
     http_status = 507
-    exit_code = 8
+    exit_code = 10
     code = "storage_full"
 
 

@@ -329,8 +329,7 @@ class Deliverer:
             computed = self._transfer(name, plan, source)
         except StorageFull as exc:  # retrying cannot help until someone makes room: stop at once
             raise StorageFull(
-                f"the server's storage is full, so the delivery stopped ({exc.message}); what arrived is "
-                "kept: once the helpdesk has made room, run the same command again to resume"
+                f"the server's storage is full, so the delivery stopped ({exc.message})", **exc.details
             ) from None
         delivery = self._confirm(name, plan, computed)
         receipt = Receipt(
