@@ -46,11 +46,16 @@ def _resend(details: dict[str, Any]) -> str:
     return f"send a fresh link with 'levere invitations resend {details.get('email') or 'EMAIL'}'"
 
 
+def _make_room(_details: dict[str, Any]) -> str:
+    return "once the helpdesk has made room, run the same command again: it goes on from what was stored"
+
+
 #: the CLI's hint for an error, by the error's code
 HINTS: dict[str, Callable[[dict[str, Any]], str]] = {
     "not_synced": _not_synced,
     "already_invited": _resend,
     "authentication_failed": _sign_in_again,
+    "storage_full": _make_room,
 }
 
 

@@ -130,6 +130,16 @@ class StorageUnavailable(LevereError):
     code = "storage_unavailable"
 
 
+class StorageFull(LevereError):
+    """A storage tier has no room left (a full file system, a file-system or object-store quota):
+    unlike :class:`QuotaExceeded` (the project's own quota) nothing the caller does will help until
+    someone frees space, so clients stop rather than retry."""
+
+    http_status = 507
+    exit_code = 10
+    code = "storage_full"
+
+
 class ConfigurationError(LevereError):
     exit_code = 2
     code = "configuration_error"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from dataclasses import dataclass
 
 from levere.domain.errors import InvalidPath
 
@@ -44,3 +45,57 @@ def check_name(name: str, what: str = "name") -> str:
     if "/" in checked:
         raise InvalidPath(f"the {what} {name!r} must not contain '/'")
     return checked
+
+
+@dataclass(frozen=True)
+class KeyLimits:
+    """How long a key may be where it is stored, in UTF-8 bytes: the whole key and each name between
+    its slashes. ``where`` names the storage in the user's words (``name_where``, if given, the one
+    the name limit comes from)."""
+
+    key_bytes: int
+    name_bytes: int
+    where: str
+    name_where: str = ""
+
+    def tighter(self, other: KeyLimits) -> KeyLimits:
+        """The limits a key must keep to be stored in both places, each named by where it comes from."""
+        key_from = self if self.key_bytes <= other.key_bytes else other
+        rest = other if key_from is self else self
+        name_from = key_from if key_from.name_bytes <= rest.name_bytes else rest
+        name_where = "" if name_from is key_from else name_from.names_in
+        return KeyLimits(key_from.key_bytes, name_from.name_bytes, key_from.where, name_where)
+
+    @property
+    def names_in(self) -> str:
+        return self.name_where or self.where
+
+
+def _shown(text: str, most: int) -> str:
+    return text if len(text) <= most else f"{text[: most - 20]}...{text[-12:]}"
+
+
+def check_key_fits(path: str, key: str, limits: KeyLimits) -> None:
+    """Refuse ``path`` (as the user named it) whose stored key ``key`` is longer than the storage
+    can hold, saying the limit, before anything of it is stored."""
+    size = len(key.encode())
+    if size > limits.key_bytes:
+        raise _too_long(
+            f"{_shown(path, 80)!r} is too long to store: with its project and delivery it takes {size} "
+            f"bytes, and {limits.where} holds paths",
+            limits.key_bytes,
+            size,
+        )
+    for name in key.split("/"):
+        size = len(name.encode())
+        if size > limits.name_bytes:
+            raise _too_long(
+                f"the name {_shown(name, 60)!r} in {_shown(path, 80)!r} is {size} bytes long, and "
+                f"{limits.names_in} holds names",
+                limits.name_bytes,
+                size,
+            )
+
+
+def _too_long(what: str, limit: int, size: int) -> InvalidPath:
+    return InvalidPath(f"{what} of at most {limit} bytes", limit_bytes=limit, size_bytes=size)

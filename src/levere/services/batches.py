@@ -45,7 +45,7 @@ from sqlalchemy.orm import Session
 from levere.db.models import Delivery, Project, StoredFile, Upload, User, utcnow
 from levere.domain.deliveries import UploadState
 from levere.domain.errors import InvalidPath, LevereError, QuotaExceeded, ValidationFailed
-from levere.domain.paths import check_relative_path
+from levere.domain.paths import check_key_fits, check_relative_path
 from levere.domain.roles import Action
 from levere.services import audit, quotas, small_writes
 from levere.services.context import Context
@@ -55,6 +55,7 @@ from levere.services.deliveries import (
     NewFile,
     area_key,
     folders_of,
+    key_limits,
     open_for_upload,
     record_files,
 )
@@ -300,6 +301,7 @@ class _Batch:
         # read once: attributes of database rows cost more to read than plain ones, per file
         self.delivery_id = delivery.id
         self.key_prefix = area_key(project.identifier, delivery.name, "")
+        self.limits = key_limits(ctx)
         self.result = BatchResult()
         #: big members, streamed to their writers and complete, not yet recorded
         self.streamed: list[NewFile] = []
@@ -334,6 +336,8 @@ class _Batch:
             path = check_relative_path(name)
             if "\ufffd" in path:
                 raise InvalidPath(f"{name!r} is not valid UTF-8")
+            key = self.key_prefix + path
+            check_key_fits(path, key, self.limits)
         except InvalidPath as exc:
             self.fail(name, exc.code, exc.message)
             return
@@ -361,7 +365,6 @@ class _Batch:
             self.fail(path, exc.code, exc.message)
             self.quota_error = exc
             return
-        key = self.key_prefix + path
         if m.size <= IN_MEMORY:
             small = _Small(path, m.size, key, expect_md5, expect_sha256)
             self.writes.add(small, key, reader.read_all(), expect_md5, expect_sha256, path)

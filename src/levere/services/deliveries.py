@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Final
 
@@ -43,7 +43,7 @@ from levere.domain.errors import (
     NotFound,
     ValidationFailed,
 )
-from levere.domain.paths import check_name
+from levere.domain.paths import KeyLimits, check_key_fits, check_name
 from levere.domain.roles import Action
 from levere.domain.units import format_size
 from levere.services import audit, quotas
@@ -60,6 +60,22 @@ MAX_METADATA = 256 * 1024
 def area_key(identifier: str, delivery: str, path: str) -> str:
     """Where a delivered file lives on a tier: ``IDENTIFIER/DELIVERY/PATH``."""
     return f"{identifier}/{delivery}/{path}"
+
+
+def key_limits(ctx: Context) -> KeyLimits:
+    """How long a delivered file's key may be: it must fit on the area, where it lands, and on
+    long-term storage, where sealing has it copied under the same key."""
+    area, longterm = ctx.tier(AREA).key_limits(), ctx.tier("longterm").key_limits()
+    return replace(area, where=f"the project area ({area.where})").tighter(
+        replace(longterm, where=f"long-term storage ({longterm.where})")
+    )
+
+
+def check_fits(limits: KeyLimits, identifier: str, delivery: str, path: str) -> str:
+    """``path``'s key in the delivery, refused with the limit if the storage cannot hold it."""
+    key = area_key(identifier, delivery, path)
+    check_key_fits(path, key, limits)
+    return key
 
 
 # --- views the API turns into JSON -------------------------------------------------------------------

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from levere.db.models import Delivery, JobRun, Project, User
-from levere.domain.errors import NotFound, StorageUnavailable
+from levere.domain.errors import NotFound, StorageFull, StorageUnavailable
 from levere.domain.roles import Action, require
 from levere.services import replication
 from levere.services.accounts import subject_of
@@ -52,7 +52,7 @@ def enqueue(ctx: Context, kind: str, run_id: str) -> None:
             return
         try:
             replication.run_lane(ctx, run_id)
-        except StorageUnavailable as exc:
+        except (StorageUnavailable, StorageFull) as exc:
             replication.give_up(ctx, run_id, exc.message)
         return
     if kind == "verify":

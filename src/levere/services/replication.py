@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql import Select
 
 from levere.db.models import Delivery, JobRun, Replica, StoredFile, replicas_table, utcnow
-from levere.domain.errors import NotFound, QuotaExceeded, StorageUnavailable
+from levere.domain.errors import LevereError, NotFound, QuotaExceeded, StorageFull, StorageUnavailable
 from levere.domain.units import count
 from levere.services import audit, quotas
 from levere.services.batch_copy import (
@@ -361,8 +361,9 @@ def _start(ctx: Context, run_id: str, since: datetime) -> Scope | None:
 def run_lane(ctx: Context, run_id: str) -> LaneResult:
     """Claim, copy and record batches of a sync or restore job until none is left.
 
-    Raises ``StorageUnavailable`` after recording the batch it happened in, for the caller to
-    retry later; the next pass retries the failed files.
+    Raises ``StorageUnavailable`` (or ``StorageFull``: copying more files into a full tier would
+    only fail each of them) after recording the batch it happened in, for the caller to retry
+    later; the next pass retries the failed files.
     """
     since = utcnow()
     scope = _start(ctx, run_id, since)
@@ -380,23 +381,23 @@ def run_lane(ctx: Context, run_id: str) -> LaneResult:
                 limit_files=settings.batch_files,
             )  # fmt: skip
 
-    def settle(outcomes: list[Outcome]) -> StorageUnavailable | None:
+    def settle(outcomes: list[Outcome]) -> LevereError | None:
         """Make a copied batch durable and record it; the storage fault it met, if any."""
         outcomes = made_durable(target, scope, outcomes)
         with ctx.tx() as session:
             finish(ctx, session, scope, owner, outcomes)
-        return next((o.error for o in outcomes if isinstance(o.error, StorageUnavailable)), None)
+        return _fault(outcomes)
 
     # The database work and the flushes overlap the copying: the next batch is leased while
     # this one copies and queued at once (the copiers never wait between batches), and each
     # batch is flushed and recorded by the recorder thread while the following ones copy.
-    down: StorageUnavailable | None = None
+    down: LevereError | None = None
     with (
         leased(ctx, owner, run_id=scope.run_id),
         ThreadPoolExecutor(settings.threads, thread_name_prefix="levere-sync") as pool,
         ThreadPoolExecutor(1, thread_name_prefix="levere-record") as recorder,
     ):
-        recording: Future[StorageUnavailable | None] | None = None
+        recording: Future[LevereError | None] | None = None
         processes = process_pool(ctx, scope, limiter)
         items = next_batch()
         copying = start_copies(pool, source, target, scope, items, limiter, processes) if items else None
@@ -411,7 +412,7 @@ def run_lane(ctx: Context, run_id: str) -> LaneResult:
             if recording is not None:
                 down = recording.result()
             recording = recorder.submit(settle, outcomes)
-            down = down or next((o.error for o in outcomes if isinstance(o.error, StorageUnavailable)), None)
+            down = down or _fault(outcomes)
             copying = queued
         if copying is not None:  # stopped by a fault: the batch in flight meets it too; record it
             outcomes = copying()
@@ -420,6 +421,8 @@ def run_lane(ctx: Context, run_id: str) -> LaneResult:
             recording = recorder.submit(settle, outcomes)
         if recording is not None:
             down = recording.result() or down
+    if isinstance(down, StorageFull):
+        raise StorageFull(f"{TIER_WORDS[scope.target]} is full: {down.message}", **down.details)
     if down is not None:
         raise down
     with ctx.tx() as session:
@@ -428,6 +431,11 @@ def run_lane(ctx: Context, run_id: str) -> LaneResult:
             return LaneResult(wait_seconds=wait)
         finalize(ctx, session, scope)
     return LaneResult()
+
+
+def _fault(outcomes: list[Outcome]) -> LevereError | None:
+    """The storage fault that stops a lane: a tier unreachable, or full."""
+    return next((o.error for o in outcomes if isinstance(o.error, (StorageUnavailable, StorageFull))), None)
 
 
 def _wait_before_closing(session: Session, scope: Scope) -> float:

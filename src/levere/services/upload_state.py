@@ -173,6 +173,11 @@ class LeaseBusy(Exception):
     pass
 
 
+class BodyTooLong(Exception):
+    """A request's body goes on past the upload's last byte (found before that byte is handed
+    to the storage, so that the request can be taken back whole)."""
+
+
 def take_lease(upload: Upload, owner: str) -> None:
     now = utcnow()
     if held(upload.lease_owner, upload.lease_expires_at, now):
@@ -233,7 +238,6 @@ class Writer:
         self.confirmed = Checkpoint(self.pos, hasher.export())
         self.pending: Checkpoint | None = None
         self.renewed = time.monotonic()
-        self.overflow = False
 
     def run(self, source: ByteSource) -> int:
         with (
@@ -257,9 +261,6 @@ class Writer:
             if got != self.pos or self.pending is None or self.pending.offset != got:
                 raise Conflict(f"the storage kept {got} bytes where {self.pos} were sent; resume the upload")
             self.confirmed = self.pending
-        if self.pos == self.up.length:
-            extra = source.next_buffer()
-            self.overflow = extra is not None and len(extra) > 0
         return self.pos
 
     def _segment(self, source: ByteSource, end: int) -> Iterator[bytes | bytearray | memoryview]:
@@ -276,6 +277,9 @@ class Writer:
                     break
                 room = end - self.pos
                 whole = True
+                if end == self.up.length and (len(buf) > room or (len(buf) == room and _more(source))):
+                    # the upload's last byte is in this buffer and the body goes on past it
+                    raise BodyTooLong
                 if len(buf) > room:
                     view = memoryview(buf)
                     source.unread(view[room:])
@@ -300,6 +304,11 @@ class Writer:
         if self.pending is None or self.pending.offset != self.pos:
             self._save_pending()
 
+    def checkpoint_at(self, offset: int) -> Checkpoint | None:
+        """The checksum state this request reached at ``offset``, if it is one the writer holds
+        (where it began, or the end of the last step the storage made durable)."""
+        return self.confirmed if self.confirmed is not None and self.confirmed.offset == offset else None
+
     def _save_pending(self) -> None:
         pending = Checkpoint(self.pos, self.hasher.export())
         with self.ctx.tx() as session:
@@ -319,3 +328,12 @@ class Writer:
             raise Conflict("the upload was cancelled or taken over while this request was writing to it")
         self.pending = pending
         self.renewed = time.monotonic()
+
+
+def _more(source: ByteSource) -> bool:
+    """Whether the body has bytes left (waits for the client to send more or to end it)."""
+    while (extra := source.next_buffer()) is not None:
+        if len(extra):
+            source.unread(extra)
+            return True
+    return False

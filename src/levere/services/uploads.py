@@ -34,6 +34,7 @@ from levere.domain.errors import (
     Conflict,
     LevereError,
     NotFound,
+    StorageFull,
     StorageUnavailable,
     ValidationFailed,
 )
@@ -44,8 +45,9 @@ from levere.services.context import Context
 from levere.services.deliveries import (
     AREA,
     NewFile,
-    area_key,
+    check_fits,
     check_path_free,
+    key_limits,
     open_for_upload,
     reclaim_dead_batches,
     record_files,
@@ -53,6 +55,7 @@ from levere.services.deliveries import (
 from levere.services.leases import new_owner
 from levere.services.projects import authorize
 from levere.services.upload_state import (
+    BodyTooLong,
     Checkpoint,
     Checkpoints,
     LeaseBusy,
@@ -142,6 +145,7 @@ def create(ctx: Context, actor: User, headers: Mapping[str, str]) -> UploadView:
         md5 = tus.check_hex("md5", meta["md5"], "md5") if meta.get("md5") else ""
         sha256 = tus.check_hex("sha256", meta["sha256"], "sha256") if meta.get("sha256") else ""
         delivery = open_for_upload(session, project, meta["delivery"])
+        key = check_fits(key_limits(ctx), project.identifier, delivery.name, path)
         # the quota row stays locked to the end of this transaction, which serialises the path check too
         quotas.reserve(session, project.id, AREA, length, what=f"{path} ({length} bytes)")
         check_path_free(session, delivery, path)
@@ -154,7 +158,7 @@ def create(ctx: Context, actor: User, headers: Mapping[str, str]) -> UploadView:
             expect_md5=md5,
             expect_sha256=sha256,
             backend_id=backend.backend_id,
-            key=area_key(project.identifier, delivery.name, path),
+            key=key,
             created_by_id=actor.id,
             expires_at=expiry(ctx),
             kind="tus",
@@ -345,28 +349,58 @@ def append(
         if request.checksum is not None:
             source = _verified_body(source, request.checksum, up.path)
         writer = Writer(ctx, up, staged, backend, hasher, owner)
-        offset = writer.run(source)
-        with ctx.tx() as session:
-            session.execute(
-                update(Upload)
-                .where(Upload.id == up.id, Upload.lease_owner == owner)
-                .values(
-                    offset=offset,
-                    hash_state=Checkpoints(writer.confirmed).encode(),
-                    expires_at=expiry(ctx),
-                    lease_owner=None,
-                    lease_expires_at=None,
-                )
+        try:
+            offset = writer.run(source)
+        except BodyTooLong:
+            kept = _take_back(ctx, up, backend, staged, writer, owner, request.offset)
+            refused = ValidationFailed(
+                {
+                    "body": f"the request carries more bytes than the {up.length}-byte upload has room "
+                    f"for; nothing of it was stored"
+                }
             )
-        if writer.overflow:
-            raise ValidationFailed(
-                {"body": f"the request carries more bytes than the {up.length}-byte upload"}
-            )
+            refused.details["offset"] = kept
+            raise refused from None
+        except StorageFull as exc:
+            kept = _take_back(ctx, up, backend, staged, writer, owner, request.offset)
+            raise StorageFull(
+                f"the storage is full: the upload of {up.path} keeps its first {kept} bytes and can be "
+                "resumed from there once there is room",
+                offset=kept,
+                reason=exc.details.get("reason", ""),
+            ) from exc
+        _saved(ctx, up, owner, offset, Checkpoints(writer.confirmed))
     finally:
         release_lease(ctx, up.id, owner)
     if offset == up.length:
         return _complete(ctx, actor, replace(up, offset=offset), hasher.digests())
     return up.view(offset=offset)
+
+
+def _saved(ctx: Context, up: Snapshot, owner: str, offset: int, checkpoints: Checkpoints | None) -> None:
+    """The end of a request: the offset it left, the checksum state there, a new expiry."""
+    values: dict[str, object] = {"offset": offset, "expires_at": expiry(ctx)}
+    if checkpoints is not None:
+        values["hash_state"] = checkpoints.encode()
+    with ctx.tx() as session:
+        session.execute(
+            update(Upload)
+            .where(Upload.id == up.id, Upload.lease_owner == owner)
+            .values(**values, lease_owner=None, lease_expires_at=None)
+        )
+
+
+def _take_back(
+    ctx: Context, up: Snapshot, backend: Backend, staged: str, writer: Writer, owner: str, start: int
+) -> int:
+    """A request that failed as a whole (its body ran past the upload's end, or the storage had no
+    room for it) leaves nothing of itself: the storage drops what it kept of it. Returns the offset
+    the upload resumes from (where the request began, except past parts an object store made
+    durable, which it cannot take back)."""
+    kept = backend.truncate_staged(staged, start)
+    mark = writer.checkpoint_at(kept)
+    _saved(ctx, up, owner, kept, Checkpoints(mark) if mark is not None else None)
+    return kept
 
 
 def _restore(

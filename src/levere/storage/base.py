@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Self
 
 from levere.domain.errors import InvalidPath
+from levere.domain.paths import KeyLimits
 
 CHUNK = 4 * 1024 * 1024
 
@@ -88,6 +89,11 @@ class Backend(abc.ABC):
     #: passes the GIL back and forth)
     small_write_threads: int = 0
 
+    @abc.abstractmethod
+    def key_limits(self) -> KeyLimits:
+        """How long a key (and each name in it) may be here, so that a path too long to store is
+        refused before any of its bytes are accepted."""
+
     # --- whole objects -------------------------------------------------------------------------
     @abc.abstractmethod
     def open_writer(
@@ -133,6 +139,13 @@ class Backend(abc.ABC):
         """Append ``chunks`` at ``offset`` (which must equal :meth:`staged_offset`); returns the new
         offset. If the iterable raises part-way (a dropped connection), every byte already
         received up to that point is kept durably when possible, then the error is re-raised."""
+
+    @abc.abstractmethod
+    def truncate_staged(self, session: str, offset: int) -> int:
+        """Drop what the session holds past ``offset`` (a request that must leave nothing of
+        itself); returns the offset it holds then. Where bytes become durable in steps
+        (:meth:`staged_step`), the steps completed past ``offset`` cannot be taken back: the
+        result is then the end of the last of them, which is never the session's whole length."""
 
     @abc.abstractmethod
     def read_staged(self, session: str) -> Iterator[bytes]:

@@ -46,6 +46,7 @@ from levere.domain.errors import (
     StorageUnavailable,
     ValidationFailed,
 )
+from levere.domain.paths import KeyLimits
 from levere.storage import posix
 from levere.storage.base import CHUNK, Backend, ObjectInfo, ObjectWriter, SmallWrite, check_key
 
@@ -90,7 +91,8 @@ class LocalWriter(ObjectWriter):
         self._write_once = write_once
         self._durable = durable
         # born read-only when write-once (the open descriptor still writes): no chmod at commit
-        fd, self._tmp = posix.create_exclusive(backend._tmp_dir(), ".tmp", 0o444 if write_once else 0o644)
+        with posix.space_errors(f"write {key}"):
+            fd, self._tmp = posix.create_exclusive(backend._tmp_dir(), ".tmp", 0o444 if write_once else 0o644)
         self._tmp_left = True
         # an explicit buffer size spares io.open its isatty and block-size probes
         self._file: BinaryIO | None = os.fdopen(fd, "wb", buffering=_WRITE_BUFFER)
@@ -101,23 +103,32 @@ class LocalWriter(ObjectWriter):
     def write(self, chunk: bytes) -> None:
         if self._file is None:
             raise Conflict(f"writer for {self._key!r} is already closed")
-        self._file.write(chunk)
-        self._written += len(chunk)
-        if self._pace is not None and self._written - self._pace.sent >= posix.WriteBack.STEP:
-            self._file.flush()
-            self._pace.written(self._written)
+        with posix.space_errors(f"write {self._key}"):
+            self._file.write(chunk)
+            self._written += len(chunk)
+            if self._pace is not None and self._written - self._pace.sent >= posix.WriteBack.STEP:
+                self._file.flush()
+                self._pace.written(self._written)
 
     def commit(self) -> None:
         if self._file is None:
             raise Conflict(f"writer for {self._key!r} is already closed")
         f, self._file = self._file, None
+        with posix.space_errors(f"write {self._key}"):
+            self._commit(f)
+
+    def _commit(self, f: BinaryIO) -> None:
         try:
             if self._durable:
                 posix.fsync_file(f)
                 if self._pace is not None:
                     self._pace.synced()
-        finally:
-            f.close()
+            f.close()  # writes out what is still buffered
+        except OSError:
+            with contextlib.suppress(OSError):  # the error that matters is the one above
+                f.close()
+            self._drop_tmp()
+            raise
         parent = os.path.dirname(self._final)
         try:
             if not os.path.isdir(parent):
@@ -140,7 +151,10 @@ class LocalWriter(ObjectWriter):
 
     def abort(self) -> None:
         if self._file is not None:
-            self._file.close()
+            # closing flushes what is buffered, which fails again on a full disk: the bytes are
+            # dropped anyway
+            with contextlib.suppress(OSError):
+                self._file.close()
             self._file = None
         self._drop_tmp()
 
@@ -195,6 +209,10 @@ class _SmallFiles:
 
     def write(self, key: str, data: bytes) -> str | None:
         check_user_key(key)
+        with posix.space_errors(f"write {key}"):
+            return self._write(key, data)
+
+    def _write(self, key: str, data: bytes) -> str | None:
         final = os.path.join(self.backend._root, key)
         parent, name = os.path.split(final)
         folder = self._folder(parent)
@@ -217,8 +235,9 @@ class _SmallFiles:
             except FileExistsError:
                 if self.write_once or posix.is_read_only(final):
                     raise AlreadyExists(f"{key!r} already exists and is write-once") from None
-                # replacing an object: a name beside it, then an atomic rename over it
-                beside = f"{final}.{secrets.token_hex(8)}{TMP_DIR}"
+                # replacing an object: a short name beside it (the object's own may be as long as
+                # a name can be), then an atomic rename over it
+                beside = os.path.join(parent, f".{secrets.token_hex(8)}{TMP_DIR}")
                 self._link(fd, posix.AT_FDCWD, os.fsencode(beside), beside)
                 os.replace(beside, final)
         finally:
@@ -251,11 +270,27 @@ class LocalBackend(Backend):
         self.root = Path(root)
         self._root = str(self.root)
         self.backend_id = backend_id
+        self._limits: KeyLimits | None = None
 
     def __repr__(self) -> str:
         return f"LocalBackend(root={str(self.root)!r}, backend_id={self.backend_id!r})"
 
     # --- paths ---------------------------------------------------------------------------------
+    def key_limits(self) -> KeyLimits:
+        """The kernel takes whole paths of at most ``PATH_MAX`` bytes (with their final NUL) and
+        names of at most ``NAME_MAX``; an object's path is the root, a slash and its key. (The
+        helper folders' names are short and fixed, so whatever fits as an object fits there.)"""
+        if self._limits is None:
+            try:
+                path_max = os.pathconf(self._root, "PC_PATH_MAX")
+                name_max = os.pathconf(self._root, "PC_NAME_MAX")
+            except OSError:  # the root is away: the usual Linux values, until it is back
+                return KeyLimits(4095 - len(os.fsencode(self._root)) - 1, 255, "the local storage")
+            self._limits = KeyLimits(
+                path_max - 1 - len(os.fsencode(self._root)) - 1, name_max, "the local storage"
+            )
+        return self._limits
+
     def _check_root(self) -> None:
         if not os.path.isdir(self._root):
             raise StorageUnavailable(f"storage root {self.root} is not available (missing or not a folder)")
@@ -288,6 +323,10 @@ class LocalBackend(Backend):
 
     def _makedirs(self, path: Path) -> None:
         """Create ``path`` and missing parents below root, fsyncing each new entry's parent."""
+        with posix.space_errors("make a folder"):
+            self._make_missing(path)
+
+    def _make_missing(self, path: Path) -> None:
         missing: list[Path] = []
         p = path
         while not p.is_dir():
@@ -364,7 +403,7 @@ class LocalBackend(Backend):
         if not found:
             self._check_root()
             raise NotFound(f"no object {key!r}")
-        return _read_file(path, key, start, end)
+        return posix.read_file(path, key, start, end, CHUNK)
 
     def stat(self, key: str, *, version: str | None = None) -> ObjectInfo | None:
         path = self._path(key)
@@ -447,13 +486,19 @@ class LocalBackend(Backend):
         staging = self._helper_dir(STAGING_DIR)
         sid = secrets.token_hex(16)
         meta = staging / f"{sid}.json"
-        with open(meta, "x") as f:
-            json.dump({"key": key, "length": length}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        with open(staging / f"{sid}.part", "xb") as f:
-            os.fsync(f.fileno())
-        posix.fsync_dir(staging)
+        try:
+            with posix.space_errors(f"start the upload of {key}"):
+                with open(meta, "x") as f:
+                    json.dump({"key": key, "length": length}, f)
+                    f.flush()
+                    os.fsync(f.fileno())
+                with open(staging / f"{sid}.part", "xb") as f:
+                    os.fsync(f.fileno())
+                posix.fsync_dir(staging)
+        except BaseException:
+            (staging / f"{sid}.part").unlink(missing_ok=True)
+            meta.unlink(missing_ok=True)
+            raise
         return json.dumps({"key": key, "id": sid})
 
     def staged_offset(self, session: str) -> int:
@@ -465,47 +510,81 @@ class LocalBackend(Backend):
             raise NotFound(_GONE) from None
 
     def append_staged(self, session: str, offset: int, chunks: Iterable[bytes]) -> int:
-        _, part, meta = self._session_paths(session)
+        key, part, meta = self._session_paths(session)
         length = self._session_length(meta)
         try:
             # No O_CREAT: an append racing an abort must not bring the session back to life.
             fd = os.open(part, os.O_WRONLY | os.O_APPEND)
         except FileNotFoundError:
             raise NotFound(_GONE) from None
-        with os.fdopen(fd, "ab") as f:
+        try:
             try:
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as e:
                 if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
                     raise Conflict("another append to this upload is in progress") from None
                 raise
-            size = os.fstat(f.fileno()).st_size
+            size = os.fstat(fd).st_size
             if offset != size:
                 raise Conflict(
                     f"upload offset mismatch: request starts at {offset}, stored bytes end at {size}"
                 )
-            pace = posix.WriteBack(f.fileno(), size)
             try:
-                for chunk in chunks:
-                    if size + len(chunk) > length:
-                        raise Conflict(f"upload would exceed its declared length of {length} bytes")
-                    f.write(chunk)
-                    size += len(chunk)
-                    if size - pace.sent >= posix.WriteBack.STEP:
-                        f.flush()
-                        pace.written(size)
-            finally:
-                # On success and on a dropped connection alike: what arrived is kept durably,
-                # so the client can resume from the offset it will be told.
-                posix.fsync_file(f)
-                pace.synced()
-            return size
+                return self._append(fd, size, length, chunks)
+            except OSError as exc:
+                full = posix.full_error(exc, f"store more of {key}")
+                if full is None:
+                    raise
+                # No room: nothing of this call is kept, so that the space it took is free again
+                # and the upload resumes from where the call began.
+                os.ftruncate(fd, offset)
+                os.fsync(fd)
+                raise full from exc
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _append(fd: int, size: int, length: int, chunks: Iterable[bytes]) -> int:
+        pace = posix.WriteBack(fd, size)
+        try:
+            for chunk in chunks:
+                if size + len(chunk) > length:
+                    raise Conflict(f"upload would exceed its declared length of {length} bytes")
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
+                size += len(chunk)
+                if size - pace.sent >= posix.WriteBack.STEP:
+                    pace.written(size)
+        finally:
+            # On success and on a dropped connection alike: what arrived is kept durably,
+            # so the client can resume from the offset it will be told.
+            os.fsync(fd)
+            pace.synced()
+        return size
+
+    def truncate_staged(self, session: str, offset: int) -> int:
+        _, part, meta = self._session_paths(session)
+        self._session_length(meta)
+        try:
+            fd = os.open(part, os.O_WRONLY)
+        except FileNotFoundError:
+            raise NotFound(_GONE) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            size = os.fstat(fd).st_size
+            if size > offset:
+                os.ftruncate(fd, offset)
+                os.fsync(fd)
+            return min(size, offset)
+        finally:
+            os.close(fd)
 
     def read_staged(self, session: str) -> Iterator[bytes]:
         key, part, _ = self._session_paths(session)
         if not part.is_file():
             raise NotFound(_GONE)
-        return _read_file(part, key, 0, None)
+        return posix.read_file(part, key, 0, None, CHUNK)
 
     def finish_staged(self, session: str) -> None:
         key, part, meta = self._session_paths(session)
@@ -523,7 +602,8 @@ class LocalBackend(Backend):
             if posix.is_read_only(final):
                 raise AlreadyExists(f"{key!r} already exists and is write-once")
             self._makedirs(final.parent)
-            os.replace(part, final)
+            with posix.space_errors(f"publish {key}"):
+                os.replace(part, final)
         posix.fsync_dir(final.parent)
         meta.unlink(missing_ok=True)
         posix.fsync_dir(meta.parent)
@@ -534,28 +614,3 @@ class LocalBackend(Backend):
         meta.unlink(missing_ok=True)
         if meta.parent.is_dir():
             posix.fsync_dir(meta.parent)
-
-
-def _read_file(path: str | Path, key: str, start: int, end: int | None) -> Iterator[bytes]:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        raise NotFound(f"no object {key!r}") from None
-    # plain descriptor reads: each asks for a whole chunk (or the rest), so a file object's
-    # buffer would only copy, and its set-up costs system calls of its own
-    try:
-        stop = os.fstat(fd).st_size if end is None else min(end, os.fstat(fd).st_size)
-        if start >= stop:
-            return
-        if start:
-            os.lseek(fd, start, os.SEEK_SET)
-        remaining = stop - start
-        while remaining > 0:
-            data = os.read(fd, min(CHUNK, remaining))
-            if not data:
-                # Shorter than when we looked: a concurrent writer truncated it.
-                raise Conflict(f"{key!r} changed while it was being read")
-            remaining -= len(data)
-            yield data
-    finally:
-        os.close(fd)

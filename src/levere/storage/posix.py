@@ -13,9 +13,35 @@ import functools
 import os
 import secrets
 import stat as stat_mod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
+
+from levere.domain.errors import Conflict, NotFound, StorageFull
+
+#: what the kernel answers when a write finds no room: the file system is full, or a user's or
+#: group's disk quota is used up
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def full_error(exc: OSError, what: str) -> StorageFull | None:
+    """``exc`` as levere's :class:`StorageFull` when it says the file system has no room."""
+    if exc.errno not in NO_SPACE:
+        return None
+    return StorageFull(f"the storage has no space left to {what}", reason=os.strerror(exc.errno or 0))
+
+
+@contextlib.contextmanager
+def space_errors(what: str) -> Iterator[None]:
+    """Raise a full file system's ``OSError`` as :class:`StorageFull` (``what`` says what was
+    being written, in the user's words); any other error as it is."""
+    try:
+        yield
+    except OSError as exc:
+        full = full_error(exc, what)
+        if full is None:
+            raise
+        raise full from exc
 
 
 def fsync_dir(path: Path) -> None:
@@ -132,3 +158,29 @@ def is_read_only(path: str | Path) -> bool:
     except (FileNotFoundError, NotADirectoryError):
         return False
     return stat_mod.S_ISREG(st.st_mode) and not (st.st_mode & 0o222)
+
+
+def read_file(path: str | Path, key: str, start: int, end: int | None, chunk: int) -> Iterator[bytes]:
+    """The bytes ``[start, end)`` of the file at ``path`` (object ``key``), ``chunk`` at a time."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        raise NotFound(f"no object {key!r}") from None
+    # plain descriptor reads: each asks for a whole chunk (or the rest), so a file object's
+    # buffer would only copy, and its set-up costs system calls of its own
+    try:
+        stop = os.fstat(fd).st_size if end is None else min(end, os.fstat(fd).st_size)
+        if start >= stop:
+            return
+        if start:
+            os.lseek(fd, start, os.SEEK_SET)
+        remaining = stop - start
+        while remaining > 0:
+            data = os.read(fd, min(chunk, remaining))
+            if not data:
+                # Shorter than when we looked: a concurrent writer truncated it.
+                raise Conflict(f"{key!r} changed while it was being read")
+            remaining -= len(data)
+            yield data
+    finally:
+        os.close(fd)

@@ -52,9 +52,11 @@ from levere.domain.errors import (
     Conflict,
     LevereError,
     NotFound,
+    StorageFull,
     StorageUnavailable,
     ValidationFailed,
 )
+from levere.domain.paths import KeyLimits
 from levere.storage.base import CHUNK, Backend, ObjectInfo, ObjectWriter, check_key
 from levere.storage.local import STAGING_DIR, check_prefix, check_range, check_user_key
 from levere.storage.s3_writer import (
@@ -71,6 +73,13 @@ if TYPE_CHECKING:
     from mypy_boto3_s3.type_defs import CompletedPartTypeDef, HeadObjectOutputTypeDef
 
 _NEXT_PART_META = "levere-next-part"
+#: S3 keys are at most 1,024 bytes of UTF-8, the bucket's prefix included
+MAX_KEY_BYTES = 1024
+#: radosgw (Ceph 16) completes a multipart upload only while the bucket's name and the key together
+#: take at most this many bytes (it answers 500 past it): levere keeps to it on every S3 server
+MULTIPART_NAME_BYTES = 1012
+#: what S3 servers answer when a bucket's or user's quota is used up (radosgw: QuotaExceeded)
+_FULL = frozenset({"QuotaExceeded", "InsufficientCapacity", "XMinioStorageFull"})
 _SESSION_ID = re.compile(r"^[0-9a-f]{32}$")
 _GONE = "upload session not found (finished, aborted or never started)"
 
@@ -191,6 +200,11 @@ class S3Backend(Backend):
                     )
         return self._client
 
+    def key_limits(self) -> KeyLimits:
+        # staging tails live under a short, fixed name: only the objects' own keys matter
+        whole = min(MAX_KEY_BYTES, MULTIPART_NAME_BYTES - len(self.bucket.encode()))
+        return KeyLimits(whole - len(self.prefix.encode()), MAX_KEY_BYTES, "S3 storage")
+
     # --- helpers -------------------------------------------------------------------------------
     def _full(self, key: str) -> str:
         return self.prefix + check_user_key(key)
@@ -216,6 +230,8 @@ class S3Backend(Backend):
             return NotFound(_GONE)
         if code == "NoSuchBucket":
             return StorageUnavailable(f"bucket {self.bucket!r} does not exist at {self.endpoint_url}")
+        if code in _FULL:
+            return StorageFull(f"the storage has no space left to {what} {key or ''}".rstrip(), reason=code)
         if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch"):
             return StorageUnavailable(f"S3 storage at {self.endpoint_url} refused levere's credentials")
         message = e.response.get("Error", {}).get("Message") or ""
@@ -546,6 +562,28 @@ class S3Backend(Backend):
                 return
         if before.tail_exists:
             self._remove(tail, s.key, force=False)
+
+    def truncate_staged(self, session: str, offset: int) -> int:
+        """Parts cannot be taken back from a multipart upload, so only the tail is cut: to
+        ``offset`` if it lies in the tail, else away (back to the end of the last part)."""
+        s = _Session.decode(session)
+        held = self._held(s)
+        if held.offset <= offset:
+            return held.offset
+        keep = max(offset - held.part_bytes, 0)
+        if keep:
+            buf = self._read_tail(s, held)
+            del buf[keep:]
+            with self._errors("store upload tail", s.key):
+                self.client.put_object(
+                    Bucket=self.bucket,
+                    Key=self._tail_key(s.id),
+                    Body=part_body(buf),
+                    Metadata={_NEXT_PART_META: str(len(held.parts) + 1)},
+                )
+        elif held.tail_exists:
+            self._remove(self._tail_key(s.id), s.key, force=False)
+        return held.part_bytes + keep
 
     def staged_step(self, session: str) -> int:
         # Each full part is one upload_part call: before it the bytes are in memory, after it durable.

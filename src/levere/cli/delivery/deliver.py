@@ -44,6 +44,7 @@ from levere.domain.errors import (
     LevereError,
     NotFound,
     QuotaExceeded,
+    StorageFull,
     ValidationFailed,
 )
 from levere.domain.paths import check_name
@@ -324,7 +325,12 @@ class Deliverer:
         if not created:  # a new delivery's plan was checked just before it was made
             self._check_quota(plan)
         self.reporter.start(plan.total_bytes, len(files), plan.done_bytes, len(plan.skipped))
-        computed = self._transfer(name, plan, source)
+        try:
+            computed = self._transfer(name, plan, source)
+        except StorageFull as exc:  # retrying cannot help until someone makes room: stop at once
+            raise StorageFull(
+                f"the server's storage is full, so the delivery stopped ({exc.message})", **exc.details
+            ) from None
         delivery = self._confirm(name, plan, computed)
         receipt = Receipt(
             self.project,
