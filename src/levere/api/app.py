@@ -25,12 +25,12 @@ def create_app(ctx: Context, *, start_worker: bool | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if run_worker and ctx.jobs is not None:
-            ctx.jobs.start_embedded()
+            ctx.jobs.start()
         try:
             yield
         finally:
             if run_worker and ctx.jobs is not None:
-                ctx.jobs.stop_embedded()
+                ctx.jobs.stop()
 
     app = FastAPI(
         title="levere",
