@@ -279,8 +279,9 @@ class Server:
             env["LEVERE_CONFIG_FILE"] = str(config)
         return env
 
-    def start(self, worker: bool = False, **env: str) -> None:
-        """Start it (with its embedded job worker if asked, and more settings in ``env``)."""
+    def start(self, worker: bool = False, own_group: bool = False, **env: str) -> None:
+        """Start it (with its embedded job worker if asked, in a process group of its own if asked,
+        as a service manager does, and with more settings in ``env``)."""
         levere = Path(sys.executable).parent / "levere"
         self.log = self.workdir / f"server-{time.monotonic_ns()}.log"
         log = open(self.log, "wb")  # noqa: SIM115
@@ -295,6 +296,7 @@ class Server:
                 "warning",
             ],
             env=self.env() | env,
+            start_new_session=own_group,
             stdout=log,
             stderr=subprocess.STDOUT,
         )

@@ -23,7 +23,17 @@ import pytest
 from levere.config import Settings
 from levere.services import sync
 from levere.services.context import Context
-from tests.deliveries_support import OCTETS, TUS, MiB, Server, crew, open_delivery, tus_create, tus_patch
+from tests.deliveries_support import (
+    OCTETS,
+    TUS,
+    MiB,
+    Server,
+    crew,
+    open_delivery,
+    tar_of,
+    tus_create,
+    tus_patch,
+)
 from tests.processes import STOP_SECONDS, stop_gracefully
 from tests.sync_support import (
     deliver,
@@ -162,6 +172,42 @@ def test_an_upload_too_long_for_the_grace_period_stays_resumable(service: Server
         done = tus_patch(http, c, url, offset, data[offset:])
         assert done.status_code == 204, done.text
         _check_stored(http, c, ctx, "long.bin", data, done)
+
+
+def test_a_batch_in_flight_finishes_when_the_whole_process_group_is_signalled(
+    service: Server, ctx: Context
+) -> None:
+    """systemd signals every process of the service and a terminal's Ctrl-C the whole foreground
+    group: the processes that publish a batch's small files must not die of it mid-batch."""
+    c = crew(ctx)
+    files = {f"small/{n:04}.txt": os.urandom(20_000) for n in range(400)}
+    body = tar_of(files)
+    service.start(own_group=True, LEVERE_INGEST_PROCESSES="2")
+    assert service.proc is not None
+    sent = [0]
+    with httpx.Client(base_url=service.url, timeout=60) as http:
+        open_delivery(http, c)
+        answer: list[httpx.Response] = []
+        thread = threading.Thread(
+            target=lambda: answer.append(
+                http.post(
+                    f"/api/projects/{c.project}/deliveries/RUN42/batch",
+                    content=_paced(body, 512 * 1024, 0.1, sent),
+                    headers={**c.headers(), "Content-Type": "application/x-tar"},
+                )
+            )
+        )
+        thread.start()
+        wait_for(lambda: sent[0] >= 2 * MiB, 30, "the batch under way")
+        os.killpg(service.proc.pid, signal.SIGTERM)
+        took = time.monotonic()
+        code = service.proc.wait(timeout=STOP_SECONDS)
+        took = time.monotonic() - took
+        thread.join(timeout=30)
+    assert code == 0 and took < STOP_SECONDS
+    assert answer and answer[0].status_code == 200, answer and answer[0].text
+    result = answer[0].json()
+    assert (len(result["stored"]), result["failed"]) == (len(files), [])
 
 
 def test_a_sync_cut_off_mid_file_by_sigterm_is_finished_by_the_next_worker(
