@@ -24,7 +24,7 @@ import os
 import signal
 import socket
 import sys
-import threading
+import time
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -100,21 +100,25 @@ def serve_http(app: Any, sock: socket.socket, jobs: JobQueue | None, log_level: 
 
 def run_worker(queue: JobQueue, threads: int) -> None:
     """Run job worker threads in the foreground until SIGTERM or SIGINT (a second one stops at once)."""
-    stop = threading.Event()
+    received: list[int] = []  # a plain list, not an Event: a handler must not take a lock the
+    # main thread may hold at that moment
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        if stop.is_set():
+        if received:
             queue.hurry()  # a second signal: do not wait for running tasks
-            return
-        log.info("received %s: stopping", signal.Signals(signum).name)
-        stop.set()
+        received.append(signum)
         queue.begin_stop()
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, on_signal)
     queue.start(workers=threads)
-    while not stop.wait(HEALTH_CHECK_SECONDS):
-        queue.check_health()
+    next_check = time.monotonic() + HEALTH_CHECK_SECONDS
+    while not received:
+        time.sleep(0.1)
+        if time.monotonic() >= next_check:
+            queue.check_health()
+            next_check = time.monotonic() + HEALTH_CHECK_SECONDS
+    log.info("received %s: stopping", signal.Signals(received[0]).name)
     queue.stop()
 
 
