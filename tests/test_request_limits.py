@@ -183,3 +183,20 @@ def test_forwarded_for_from_a_trusted_proxy_names_the_client(service: Server, ct
         # a chain: the last address the trusted proxies did not add is the client
         assert failed_sign_in(http, 5, "192.0.2.1, 198.51.100.10, 10.1.2.3") == 401
     assert recorded_clients(ctx) == {"203.0.113.7", "198.51.100.9", "198.51.100.10"}
+
+
+def test_trusted_proxies_are_read_as_a_list_or_comma_separated_and_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from levere.config import get_settings
+    from levere.domain.errors import ConfigurationError
+
+    monkeypatch.setenv("LEVERE_TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1")
+    assert get_settings().trusted_proxies == ["10.0.0.0/8", "127.0.0.1"]
+    monkeypatch.setenv("LEVERE_TRUSTED_PROXIES", '["::1", "192.0.2.0/24"]')
+    assert get_settings().trusted_proxies == ["::1", "192.0.2.0/24"]
+    monkeypatch.delenv("LEVERE_TRUSTED_PROXIES")
+    assert get_settings().trusted_proxies == []
+    monkeypatch.setenv("LEVERE_TRUSTED_PROXIES", "nginx.internal")
+    with pytest.raises(ConfigurationError, match=r"'nginx\.internal' is not an IP address or network"):
+        get_settings()
