@@ -166,14 +166,25 @@ class Demo:
         console.print(f"levere is serving on {self.url}")
 
     def stop(self) -> None:
-        if self.server is not None and self.server.poll() is None:
-            self.server.send_signal(signal.SIGTERM)
-            try:
-                self.server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.server.kill()
-        if hasattr(self, "smtp"):
-            self.smtp.stop()
+        """Stop the server as systemd would (SIGTERM) and require a clean exit within 10 s."""
+        try:
+            if self.server is not None and self.server.poll() is None:
+                self.server.send_signal(signal.SIGTERM)
+                try:
+                    code = self.server.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self.server.kill()
+                    self.server.wait()
+                    raise SystemExit(
+                        f"demo: levere serve did not stop within 10 s of SIGTERM; see {DEMO / 'server.log'}"
+                    ) from None
+                if code != 0:
+                    raise SystemExit(
+                        f"demo: levere serve exited with {code} on SIGTERM; see {DEMO / 'server.log'}"
+                    )
+        finally:
+            if hasattr(self, "smtp"):
+                self.smtp.stop()
 
     # --- the story -------------------------------------------------------------------------------
     def onboard(self, who: str, email: str, subject_part: str) -> None:

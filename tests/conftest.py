@@ -186,5 +186,6 @@ def live_server(ctx: Context) -> Iterator[LiveServer]:
             raise RuntimeError("test server did not start")
         time.sleep(0.02)
     yield LiveServer(url=f"http://127.0.0.1:{port}", ctx=ctx)
-    server.should_exit = True
+    server.should_exit = True  # what uvicorn's own SIGTERM handler does
     thread.join(timeout=10)
+    assert not thread.is_alive(), "the test server did not stop within 10 s"

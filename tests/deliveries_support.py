@@ -36,6 +36,7 @@ from levere.services.context import Context
 from levere.storage import S3Backend, S3Spec
 from levere.transfer.tus import encode_metadata
 from tests.helpers import auth, basic_world, make_facility, make_user, provisioned_project
+from tests.processes import stop_gracefully
 
 MiB = 1024 * 1024
 S3_ENV = ("LEVERE_TEST_S3_ENDPOINT", "LEVERE_TEST_S3_ACCESS_KEY", "LEVERE_TEST_S3_SECRET_KEY")
@@ -278,12 +279,24 @@ class Server:
             env["LEVERE_CONFIG_FILE"] = str(config)
         return env
 
-    def start(self) -> None:
+    def start(self, worker: bool = False, own_group: bool = False, **env: str) -> None:
+        """Start it (with its embedded job worker if asked, in a process group of its own if asked,
+        as a service manager does, and with more settings in ``env``)."""
         levere = Path(sys.executable).parent / "levere"
-        log = open(self.workdir / f"server-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115
+        self.log = self.workdir / f"server-{time.monotonic_ns()}.log"
+        log = open(self.log, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [str(levere), "serve", "--port", str(self.port), "--no-worker", "--log-level", "warning"],
-            env=self.env(),
+            [
+                str(levere),
+                "serve",
+                "--port",
+                str(self.port),
+                "--worker" if worker else "--no-worker",
+                "--log-level",
+                "warning",
+            ],
+            env=self.env() | env,
+            start_new_session=own_group,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -307,12 +320,7 @@ class Server:
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+            stop_gracefully(self.proc)
 
 
 @pytest.fixture

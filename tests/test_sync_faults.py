@@ -61,14 +61,14 @@ def make_ctx(settings: Settings) -> Iterator[Callable[..., Context]]:
         ctx = Context.build(settings.model_copy(update=changes))
         queue = build_queue(ctx, immediate=not embedded)
         if embedded:
-            queue.start_embedded(workers=2)
+            queue.start(workers=2)
         made.append(ctx)
         return ctx
 
     yield build
     for ctx in made:
         if ctx.jobs is not None:
-            ctx.jobs.stop_embedded()
+            ctx.jobs.stop()
         ctx.close()
 
 

@@ -23,6 +23,7 @@ from levere.jobs.queue import build_queue
 from levere.services import sync
 from levere.services.context import Context
 from tests.conftest import Mailbox
+from tests.processes import stop_gracefully
 from tests.sync_support import (
     deliver,
     longterm_path,
@@ -83,12 +84,7 @@ def workers(
     yield start
     for proc in started:
         if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_gracefully(proc)
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 60, what: str = "") -> Any:

@@ -6,13 +6,15 @@ tests) and pass the object down.
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from levere.domain.errors import ConfigurationError
 from levere.storage.config import BackendSpec, LocalSpec
@@ -103,6 +105,13 @@ class Settings(BaseSettings):
     #: per-account limit because many people may share an address behind a NAT
     login_max_client_failures: int = 20
     login_window_seconds: int = 300
+    #: reverse proxies (addresses or CIDR networks) whose X-Forwarded-For and X-Forwarded-Proto
+    #: headers are believed; from any other peer they are ignored and the peer's own address counts
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    #: largest JSON request body of a signed-in caller; larger ones are refused with 413 unread
+    json_body_limit_bytes: int = Field(default=1024**2, ge=1024)
+    #: largest JSON request body of routes open without sign-in (sign-in, invitations)
+    json_body_limit_anonymous_bytes: int = Field(default=16 * 1024, ge=1024)
     upload_expiry_hours: int = 24
     #: processes that hash and publish the small files of batches on a local area tier
     #: (0: one per CPU; 1: none, the request's own thread does it)
@@ -113,6 +122,22 @@ class Settings(BaseSettings):
     queue_url: str = "sqlite"
     #: path of a TOML settings file; read before the environment (environment wins)
     config_file: Path | None = None
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxies(cls, value: Any) -> Any:
+        """A JSON or TOML list, or (in the environment) addresses separated by commas."""
+        if isinstance(value, str):
+            text = value.strip()
+            value = json.loads(text) if text.startswith("[") else [p for p in text.split(",") if p.strip()]
+        if isinstance(value, list):
+            for entry in value:
+                try:
+                    ipaddress.ip_network(str(entry).strip(), strict=False)
+                except ValueError:
+                    raise ValueError(f"{entry!r} is not an IP address or network (CIDR)") from None
+            return [str(entry).strip() for entry in value]
+        return value
 
     @model_validator(mode="after")
     def _refuse_placeholder_secret(self) -> Settings:

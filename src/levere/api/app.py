@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from levere import __version__
+from levere.api.limits import JsonBodyCap, trust_proxies
 from levere.api.routes import accounts, admin, applications, deliveries, invite_page, projects, sync
 from levere.domain.errors import LevereError
 from levere.services.context import Context
@@ -25,12 +26,12 @@ def create_app(ctx: Context, *, start_worker: bool | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if run_worker and ctx.jobs is not None:
-            ctx.jobs.start_embedded()
+            ctx.jobs.start()
         try:
             yield
         finally:
             if run_worker and ctx.jobs is not None:
-                ctx.jobs.stop_embedded()
+                ctx.jobs.stop()
 
     app = FastAPI(
         title="levere",
@@ -75,4 +76,11 @@ def create_app(ctx: Context, *, start_worker: bool | None = None) -> FastAPI:
     for module in (accounts, admin, applications, projects, deliveries, sync):
         app.include_router(module.router, prefix="/api")
     app.include_router(invite_page.router)  # where invitation links point, outside the API
+    settings = ctx.settings
+    app.add_middleware(
+        JsonBodyCap,
+        signed_in=settings.json_body_limit_bytes,
+        anonymous=settings.json_body_limit_anonymous_bytes,
+    )
+    trust_proxies(app, settings.trusted_proxies)
     return app

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
+from levere.api.limits import mark_signed_in
 from levere.db.models import User
 from levere.domain.errors import AccessDenied, AuthenticationFailed
 from levere.domain.roles import Action
@@ -60,7 +61,7 @@ def _caller(scope: Scope) -> Callable[[Request, Context], User]:
         request.state.scopes = scopes
         return user
 
-    return dependency
+    return mark_signed_in(dependency)
 
 
 ReadUser = Annotated[User, Depends(_caller(Scope.READ))]

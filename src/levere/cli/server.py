@@ -70,10 +70,12 @@ def serve(
     ] = True,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
-    """Run the levere service (API) with its embedded job worker."""
-    import uvicorn
+    """Run the levere service (API) with its embedded job worker.
 
+    SIGTERM or Ctrl-C stops it gracefully within 10 seconds (exit code 0).
+    """
     from levere.api.app import create_app
+    from levere.cli import serving
     from levere.config import get_settings
     from levere.db.migrate import upgrade
     from levere.jobs.queue import build_queue
@@ -82,6 +84,7 @@ def serve(
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
+    sock = serving.listen(host, port)  # first: a busy port fails before anything starts
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.resolved_database_url)
     ctx = Context.build(settings)
@@ -89,21 +92,28 @@ def serve(
     queue = build_queue(ctx)
     if settings.smtp.enabled:
         queue.enqueue("catch_up_emails")  # mail recorded while mail was off (run by whichever worker)
-    app = create_app(ctx, start_worker=worker and settings.embedded_worker)
+    embedded = worker and settings.embedded_worker
+    app = create_app(ctx, start_worker=embedded)
     small_writes.prepare(settings.tier_spec("area"), settings.ingest_processes)
     tune_gc()  # again: the service's modules are loaded now
     err_console.print(
         f"levere serving on http://{host}:{port} (data in {settings.data_dir})", highlight=False
     )
-    uvicorn.run(
-        app, host=host, port=port, log_level=log_level, http="httptools", loop="uvloop", access_log=False
-    )
+    try:
+        serving.serve_http(app, sock, queue if embedded else None, log_level)
+    finally:
+        serving.finish(ctx, queue)
 
 
 def worker(
     threads: Annotated[int, typer.Option(help="Worker threads in this process.")] = 2,
 ) -> None:
-    """Run a job worker in the foreground (for running work on separate machines)."""
+    """Run a job worker in the foreground (for running work on separate machines).
+
+    SIGTERM or Ctrl-C stops it within 10 seconds (exit code 0); tasks still running then are put
+    back on the queue for the next worker.
+    """
+    from levere.cli import serving
     from levere.config import get_settings
     from levere.jobs.queue import build_queue
     from levere.services.context import Context
@@ -117,7 +127,11 @@ def worker(
         queue.enqueue("catch_up_emails")  # mail recorded while mail was off
     tune_gc()  # again: the service's modules are loaded now
     err_console.print(f"levere worker with {threads} thread(s), queue {settings.queue_url}", highlight=False)
-    queue.run_worker(workers=threads)
+    try:
+        serving.run_worker(queue, threads)
+        err_console.print("levere worker stopped", highlight=False)
+    finally:
+        serving.finish(ctx, queue)
 
 
 def _check_write_once(ctx: Context) -> None:

@@ -124,6 +124,21 @@ class QuotaExceeded(LevereError):
     code = "quota_exceeded"
 
 
+class BodyTooLarge(LevereError):
+    """A request body larger than the route accepts; refused before it is read in full."""
+
+    http_status = 413
+    code = "body_too_large"
+
+    def __init__(self, limit_bytes: int) -> None:
+        from levere.domain.units import format_size
+
+        super().__init__(
+            f"the request body is too large: this address takes at most {format_size(limit_bytes)}",
+            limit_bytes=limit_bytes,
+        )
+
+
 class StorageUnavailable(LevereError):
     http_status = 503
     exit_code = 7

@@ -13,18 +13,29 @@ globals. Tasks are written to be idempotent: huey retries them, with exponential
 asked, after transient errors, and a task killed with its worker is redone by the next one (the
 copy jobs hold database leases for that; see :mod:`levere.services.replication`). docs/jobs.md
 says how to run workers.
+
+Stopping: huey's consumer would install its own SIGTERM/SIGINT handlers over those of the process
+that runs it (uvicorn's, in ``levere serve``), so levere's consumer installs none; the command that
+runs it decides how signals stop it and calls :meth:`JobQueue.begin_stop` then :meth:`JobQueue.stop`.
+A stop takes no new tasks, sets ``ctx.stopping`` so that long tasks end at their next safe point
+(a copy job after the batch in flight, put back on the queue for the next worker), and waits at
+most :data:`STOP_GRACE_SECONDS`. Tasks still running then are abandoned: put back on the queue as
+they were, with the copy leases of this process released so that the next worker takes their files
+over at once. The process then exits without waiting for their threads.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from huey import Huey, MemoryHuey, RedisHuey, SqliteHuey, crontab
+from huey.consumer import Consumer
 
 from levere.domain.errors import ConfigurationError
 
@@ -37,6 +48,16 @@ TaskFn = Callable[..., Any]
 #: longest pause between polls of an idle SQLite queue (huey's default, 10 s, feels sluggish
 #: for an interactive "levere sync"; a poll is one small SQLite query)
 IDLE_POLL_SECONDS = 1.0
+#: how long a stopping worker waits for its running tasks before it abandons them to the next
+#: worker; with the HTTP drain of ``levere serve`` beside it, a stop stays within 10 s
+STOP_GRACE_SECONDS = 5.0
+
+
+class _Consumer(Consumer):  # type: ignore[misc]
+    """huey's consumer without signal handlers of its own (see the module's notes)."""
+
+    def _set_signal_handlers(self) -> None:
+        pass
 
 
 def make_huey(queue_url: str, data_dir: Path, immediate: bool = False) -> Huey:
@@ -66,6 +87,9 @@ class JobQueue:
         self.huey = huey
         self._tasks: dict[str, Any] = {}
         self._consumer: Any = None
+        self._stop_deadline: float | None = None
+        #: tasks the last :meth:`stop` left running (put back on the queue)
+        self.abandoned = 0
 
     def register(
         self,
@@ -106,24 +130,59 @@ class JobQueue:
         lock: AbstractContextManager[Any] = self.huey.lock_task(name)
         return lock
 
-    def _consumer_for(self, workers: int, periodic: bool) -> Any:
-        return self.huey.create_consumer(
-            workers=workers, worker_type="thread", periodic=periodic, max_delay=IDLE_POLL_SECONDS
+    def start(self, workers: int = 2, periodic: bool = True) -> None:
+        """Run a consumer as threads of this process (``levere serve`` embeds one, ``levere worker``
+        runs one in the foreground); it runs until :meth:`stop`."""
+        self.ctx.stopping.clear()
+        self._stop_deadline = None
+        self._consumer = _Consumer(
+            self.huey, workers=workers, worker_type="thread", periodic=periodic, max_delay=IDLE_POLL_SECONDS
         )
-
-    def start_embedded(self, workers: int = 2) -> None:
-        """Run a consumer as threads inside this process (``levere serve`` in the embedded default)."""
-        self._consumer = self._consumer_for(workers, periodic=True)
         self._consumer.start()
 
-    def stop_embedded(self) -> None:
-        if self._consumer is not None:
-            self._consumer.stop(graceful=True)
-            self._consumer = None
+    def check_health(self) -> None:
+        """Restart worker threads that died (huey's own loop does this every 10 s)."""
+        if self._consumer is not None and not self.ctx.stopping.is_set():
+            self._consumer.check_worker_health()
 
-    def run_worker(self, workers: int = 2, periodic: bool = True) -> None:
-        """Run a consumer in the foreground until interrupted (``levere worker``)."""
-        self._consumer_for(workers, periodic).run()
+    def begin_stop(self) -> None:
+        """Take no new tasks and ask running ones to end at their next safe point; returns at once
+        (safe in a signal handler). The grace period starts with the first call."""
+        if self._stop_deadline is None:
+            self._stop_deadline = time.monotonic() + STOP_GRACE_SECONDS
+        self.ctx.stopping.set()
+        if self._consumer is not None:
+            self._consumer.stop_flag.set()
+
+    def hurry(self) -> None:
+        """End the grace period now (a second signal): running tasks are abandoned at once."""
+        self.begin_stop()
+        self._stop_deadline = time.monotonic()
+
+    def stop(self) -> int:
+        """Stop the consumer: wait for running tasks until the grace period ends, then abandon the
+        rest to the next worker. Returns how many tasks were abandoned (their threads still run:
+        the process should exit without waiting for them)."""
+        self.begin_stop()
+        consumer, self._consumer = self._consumer, None
+        if consumer is None:
+            return 0
+        assert self._stop_deadline is not None
+        threads = [thread for _, thread in consumer.worker_threads] + [consumer.scheduler]
+        while any(t.is_alive() for t in threads) and time.monotonic() < self._stop_deadline:
+            time.sleep(0.05)
+        left = list(self.huey._tasks_in_flight)
+        if left:
+            from levere.services.replication import release_leases_of_this_process
+
+            for task in left:
+                log.warning(
+                    "stopping: task %s (%s) is put back on the queue for the next worker", task.id, task.name
+                )
+                self.huey.enqueue(task)
+            release_leases_of_this_process(self.ctx)
+        self.abandoned = len(left)
+        return len(left)
 
 
 def build_queue(ctx: Context, immediate: bool = False) -> JobQueue:

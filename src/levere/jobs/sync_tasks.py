@@ -34,6 +34,9 @@ def transfer(ctx: Context, run_id: str, task: Any = None) -> None:
         log.exception("job %s failed after its last retry", run_id)
         replication.give_up(ctx, run_id, message)
         return
+    if result.resume:
+        # this process is stopping: back on the queue, for this worker's successor or another one
+        raise RetryTask(delay=0)
     if result.wait_seconds:
         # other workers hold leases in this job's scope: come back when they end or expire
         raise RetryTask(delay=result.wait_seconds)

@@ -9,6 +9,7 @@ background jobs) are queued on the session with :func:`after_commit` and run onc
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -37,6 +38,9 @@ class Context:
     sessions: sessionmaker[Session]
     _tiers: dict[str, Backend] = field(default_factory=dict)
     jobs: JobQueue | None = None
+    #: set when the process is stopping: long tasks end at their next safe point and leave the
+    #: rest of their work to the next worker
+    stopping: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
     def build(cls, settings: Settings) -> Context:

@@ -10,7 +10,8 @@ Design notes
   processes died, and shut down when the process exits.
 * A child outlives a parent that was killed (SIGKILL, the OOM killer): it waits on a queue whose
   writing end it holds itself, and the forkserver waits for it. So each child watches its parent
-  and leaves when the parent is gone.
+  and leaves when the parent is gone. Children ignore SIGINT and SIGTERM for the same reason: they
+  end with their parent, after it stopped gracefully.
 * As with any use of ``multiprocessing``, a script that uses them in-process must keep its own
   work under ``if __name__ == "__main__":`` (levere's own commands do).
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 import atexit
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Hashable
@@ -98,6 +100,10 @@ WATCH_SECONDS = 1.0
 
 
 def _start_child(parent: int, initializer: Callable[..., None], initargs: tuple[Any, ...]) -> None:
+    # Ctrl-C and a service manager's stop signal reach the whole process group; the children must
+    # not die of them while their parent lets its work in flight finish: they end with the parent
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     threading.Thread(target=_watch, args=(parent,), name="levere-watch-parent", daemon=True).start()
     initializer(*initargs)
 

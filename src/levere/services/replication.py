@@ -72,6 +72,8 @@ REPORT_ITEMS = 50
 class LaneResult:
     #: other workers still hold leases in this run's scope: look again after this many seconds
     wait_seconds: float = 0.0
+    #: this process is stopping: the job is not done and goes back to the queue for the next worker
+    resume: bool = False
 
 
 def _claimable(now: datetime, since: datetime) -> Any:
@@ -375,6 +377,8 @@ def run_lane(ctx: Context, run_id: str) -> LaneResult:
     source, target = ctx.tier(scope.source), ctx.tier(scope.target)
 
     def next_batch() -> list[Item]:
+        if ctx.stopping.is_set():
+            return []  # the process is stopping: what is not claimed yet is left to the next worker
         with ctx.tx() as session:
             return claim(
                 session, scope, owner, target.backend_id, settings.lease_seconds, since,
@@ -425,6 +429,8 @@ def run_lane(ctx: Context, run_id: str) -> LaneResult:
         raise StorageFull(f"{TIER_WORDS[scope.target]} is full: {down.message}", **down.details)
     if down is not None:
         raise down
+    if ctx.stopping.is_set():
+        return LaneResult(resume=True)
     with ctx.tx() as session:
         wait = _wait_before_closing(session, scope)
         if wait:
@@ -436,6 +442,29 @@ def run_lane(ctx: Context, run_id: str) -> LaneResult:
 def _fault(outcomes: list[Outcome]) -> LevereError | None:
     """The storage fault that stops a lane: a tier unreachable, or full."""
     return next((o.error for o in outcomes if isinstance(o.error, (StorageUnavailable, StorageFull))), None)
+
+
+def release_leases_of_this_process(ctx: Context) -> int:
+    """Give up every copy lease this process holds, for a worker that stops before its copies end.
+
+    The rows stay "copying" with their reservations, and their lease has expired, so the next
+    claim takes them over at once instead of after ``lease_seconds``; the lease owner changes, so
+    a late outcome or heartbeat of the abandoned copies changes nothing. Returns the rows released.
+    """
+    prefix = f"{owner_prefix()}:"
+    now = utcnow()
+    with ctx.tx() as session:
+        result = session.execute(
+            update(Replica)
+            .where(Replica.state == "copying", Replica.lease_owner.startswith(prefix, autoescape=True))
+            .values(
+                lease_owner=f"{prefix}released", lease_expires_at=now - timedelta(seconds=1), updated_at=now
+            )
+        )
+    released: int = result.rowcount  # type: ignore[attr-defined]
+    if released:
+        log.info("released the leases of %d file(s) being copied", released)
+    return released
 
 
 def _wait_before_closing(session: Session, scope: Scope) -> float:
