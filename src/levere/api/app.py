@@ -9,9 +9,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from levere import __version__
 from levere.api.limits import JsonBodyCap, trust_proxies
+from levere.api.methods import framework_error
 from levere.api.routes import accounts, admin, applications, deliveries, invite_page, projects, sync
 from levere.domain.errors import LevereError
 from levere.services.context import Context
@@ -52,6 +54,8 @@ def create_app(ctx: Context, *, start_worker: bool | None = None) -> FastAPI:
             content={"error": exc.code, "message": exc.message, "details": exc.details},
             headers={"WWW-Authenticate": "Bearer"} if exc.http_status == 401 else None,
         )
+
+    app.add_exception_handler(HTTPException, framework_error)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -22,6 +22,7 @@ from levere.api.routes import tus as tus_routes
 from levere.domain.roles import Action
 from levere.services import batches, deliveries, downloads, sealing
 from levere.services.deliveries import DeliveryView, FileView
+from levere.transfer.conditional import none_match, strong_match
 from levere.transfer.pipe import BodyPipe
 from levere.transfer.ranges import RangeNotSatisfiable, parse_range
 
@@ -300,12 +301,12 @@ def data(
         "Levere-Checksum": f"md5={found.md5},sha256={found.sha256}",
         "Content-Disposition": f"attachment; filename*=UTF-8''{quote(found.path.rsplit('/', 1)[-1])}",
     }
-    if request.headers.get("if-none-match", "").strip() in (etag, "*"):
+    if none_match(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
     wanted = request.headers.get("range")
     if_range = request.headers.get("if-range")
     chosen = None
-    if wanted and (if_range is None or if_range.strip() == etag):
+    if wanted and (if_range is None or strong_match(if_range, etag)):
         try:
             chosen = parse_range(wanted, found.size)
         except RangeNotSatisfiable:
