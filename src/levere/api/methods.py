@@ -20,6 +20,7 @@ _ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 #: the error code and message of each status the framework raises on its own
 _WORDS = {
+    400: ("malformed_body", "the request body could not be read as JSON"),
     404: ("not_found", "there is no such API path"),
     405: ("method_not_allowed", "this path does not serve the {method} method"),
 }
