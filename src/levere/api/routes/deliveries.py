@@ -219,7 +219,7 @@ def show_delivery(identifier: str, name: str, actor: ReadUser, ctx: CtxDep) -> D
     DELIVERY + "/seal",
     summary="Seal a delivery, verified against its checksum file if named",
     operation_id="seal_delivery",
-    responses=errors(400, 404, 409, 503),
+    responses=errors(400, 404, 409, *DATA_WRITE),
     openapi_extra=acts(Action.DELIVERY_UPLOAD),
 )
 def seal(
