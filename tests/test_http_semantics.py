@@ -93,3 +93,16 @@ def test_an_unknown_path_is_404_in_levere_format(client: TestClient) -> None:
     r = client.get("/api/no-such-thing")
     assert r.status_code == 404
     assert r.json() == {"error": "not_found", "message": "there is no such API path", "details": {}}
+
+
+def test_a_body_that_cannot_be_read_is_refused_in_levere_format(client: TestClient) -> None:
+    json_type = {"Content-Type": "application/json"}
+    unreadable = client.post("/api/auth/login", content=b"\xff\xfe\x00", headers=json_type)
+    assert unreadable.status_code == 400
+    assert unreadable.json() == {
+        "error": "malformed_body",
+        "message": "the request body could not be read as JSON",
+        "details": {},
+    }
+    broken = client.post("/api/auth/login", content=b"{not json", headers=json_type)
+    assert broken.status_code == 422 and broken.json()["error"] == "validation_failed"

@@ -43,8 +43,12 @@ from tests.helpers import auth, permission_world
 ROLES = ("helpdesk", "facility_assigned", "admin", "member", "viewer")
 #: operations that end the token under test (there is no sign-out route: revoking is signing out)
 ENDS_THE_TOKEN = ("revoke_token",)
-#: what breaks the contract: a server error, or an answer the document does not describe; and
-#: input the document forbids that the server takes anyway, and a 405 without ``Allow``
+#: what breaks the contract: a server error, or an answer the document does not describe; input
+#: the document forbids (a wrong type, an unknown field, a required header left out) that the server
+#: takes anyway; a 405 without ``Allow``; an operation that declares the bearer scheme and answers
+#: without a token. (``allow_header_conformance`` is left out: it compares ``Allow`` with one path
+#: template, but ``/api/applications/queue`` is also served by ``PATCH /api/applications/{ref}``,
+#: and ``Allow`` must name every method that a URL is served with.)
 CHECKS = (
     "not_a_server_error",
     "status_code_conformance",
@@ -52,7 +56,9 @@ CHECKS = (
     "response_headers_conformance",
     "response_schema_conformance",
     "negative_data_rejection",
+    "missing_required_header",
     "unsupported_method",
+    "ignored_auth",
 )
 #: the statuses that count as refusing input the document forbids
 REJECTIONS = ["400", "401", "403", "404", "405", "406", "409", "412", "413", "415", "422", "428", "429"]
@@ -396,6 +402,8 @@ def _config(served: Served, folder: Path) -> Path:
         # input the document forbids may also be refused for what it breaks: a tus version the
         # server does not speak (412), a body too large (413)
         "[checks.negative_data_rejection]\n"
+        f"expected-statuses = {json.dumps(REJECTIONS)}\n"
+        "[checks.missing_required_header]\n"
         f"expected-statuses = {json.dumps(REJECTIONS)}\n"
     )
     return path
