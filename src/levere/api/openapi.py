@@ -84,6 +84,21 @@ FILE_HEADERS = {
 }
 
 
+def tus_errors(*more: int) -> dict[int | str, dict[str, Any]]:
+    """What a tus answer may be besides success; each carries Tus-Resumable and levere's error body."""
+    return errors(404, 412, 503, *more)
+
+
+OPTIONS_HEADERS = {
+    name: {"description": f"{name} of this server", "schema": {"type": "string"}}
+    for name in tus.options_headers()
+}
+CREATED_HEADERS = {
+    "Location": {"description": "The upload's URL", "schema": {"type": "string"}},
+    **UPLOAD_HEADERS,
+}
+
+
 def _tus_parameter(name: str, description: str, required: bool, schema: dict[str, Any]) -> dict[str, Any]:
     return {"name": name, "in": "header", "required": required, "description": description, "schema": schema}
 

@@ -18,7 +18,15 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from levere.api.deps import CtxDep, WriteUser, acts
-from levere.api.openapi import TUS_RESUMABLE, UPLOAD_HEADERS, errors, success, tus_request
+from levere.api.openapi import (
+    CREATED_HEADERS,
+    OPTIONS_HEADERS,
+    TUS_RESUMABLE,
+    UPLOAD_HEADERS,
+    success,
+    tus_errors,
+    tus_request,
+)
 from levere.db.models import User
 from levere.domain.errors import LevereError
 from levere.domain.roles import Action
@@ -94,21 +102,6 @@ class TusRoute(APIRoute):
 
 
 router = APIRouter(prefix="/tus", tags=["uploads"], route_class=TusRoute)
-
-
-def tus_errors(*more: int) -> dict[int | str, dict[str, Any]]:
-    """What a tus answer may be besides success; each carries Tus-Resumable and levere's error body."""
-    return errors(404, 412, 503, *more)
-
-
-OPTIONS_HEADERS = {
-    name: {"description": f"{name} of this server", "schema": {"type": "string"}}
-    for name in tus.options_headers()
-}
-CREATED_HEADERS = {
-    "Location": {"description": "The upload's URL", "schema": {"type": "string"}},
-    **UPLOAD_HEADERS,
-}
 
 
 def _upload_headers(view: UploadView) -> dict[str, str]:
