@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from sqlalchemy import select
 
 from levere.api.deps import CtxDep, ReadUser, ReviewUser, acts
-from levere.api.openapi import errors
+from levere.api.openapi import DATA_WRITE, errors
 from levere.api.routes.accounts import user_out
 from levere.api.schemas import (
     AnchorOut,
@@ -152,7 +152,13 @@ def audit_verify(actor: ReviewUser, ctx: CtxDep) -> AuditVerifyOut:
     )
 
 
-@router.post("/audit/anchor", openapi_extra=acts(Action.AUDIT_ANCHOR))
+@router.post(
+    "/audit/anchor",
+    summary="Anchor the head of the audit log outside the database, write-once",
+    operation_id="anchor_audit_log",
+    responses=errors(*DATA_WRITE),
+    openapi_extra=acts(Action.AUDIT_ANCHOR),
+)
 def audit_anchor(actor: ReviewUser, ctx: CtxDep) -> list[AnchorOut]:
     """Write the head of the audit chain, write-once, to long-term storage (and the anchor sink)."""
     return [AnchorOut.model_validate(a, from_attributes=True) for a in audit_anchors.anchor_now(ctx, actor)]

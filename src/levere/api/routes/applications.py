@@ -157,7 +157,13 @@ def request_changes(ref: str, body: ReasonIn, actor: ReviewUser, ctx: CtxDep) ->
     return application_out(ctx, applications.request_changes(ctx, actor, ref, body.reason))
 
 
-@router.post("/{ref}/withdraw", openapi_extra=acts(Action.APPLICATION_WITHDRAW))
+@router.post(
+    "/{ref}/withdraw",
+    summary="Withdraw a draft or an undecided application",
+    operation_id="withdraw_application",
+    responses=errors(404, 409),
+    openapi_extra=acts(Action.APPLICATION_WITHDRAW),
+)
 def withdraw(ref: str, actor: WriteUser, ctx: CtxDep) -> ApplicationOut:
     """Take back a draft, or a submitted application the helpdesk has not decided on."""
     return application_out(ctx, applications.withdraw(ctx, actor, ref))

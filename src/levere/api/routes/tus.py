@@ -137,7 +137,7 @@ def _has_body(request: Request) -> bool:
     "/",
     status_code=204,
     summary="Which tus version and extensions this server speaks",
-    operation_id="tus_options",
+    operation_id="tus_capabilities",
     response_class=Response,
     responses={204: success("The server's tus capabilities", headers=OPTIONS_HEADERS)},
     openapi_extra=acts(None),
