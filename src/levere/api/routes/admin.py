@@ -102,13 +102,24 @@ def add_staff(name: str, body: StaffIn, actor: ReviewUser, ctx: CtxDep) -> Invit
     return InvitedUserOut.extend(user_out(user), ctx.settings.smtp.enabled, links)
 
 
-@router.get("/invitations", openapi_extra=acts(Action.INVITATION_LIST))
+@router.get(
+    "/invitations",
+    summary="List everyone invited who has not set a password yet",
+    operation_id="list_invitations",
+    openapi_extra=acts(Action.INVITATION_LIST),
+)
 def list_invitations(actor: ReviewUser, ctx: CtxDep) -> list[PendingInvitationOut]:
     """Everyone invited who has not set a password yet, with their newest link's dates."""
     return [PendingInvitationOut.model_validate(p) for p in invitations.list_pending(ctx, actor)]
 
 
-@router.post("/invitations/{email}/resend", openapi_extra=acts(Action.INVITATION_RESEND))
+@router.post(
+    "/invitations/{email}/resend",
+    summary="Send someone a fresh invitation link",
+    operation_id="resend_invitation",
+    responses=errors(404, 409),
+    openapi_extra=acts(Action.INVITATION_RESEND),
+)
 def resend_invitation(email: str, actor: ReviewUser, ctx: CtxDep) -> ResentInvitationOut:
     """A fresh link for someone who has not set a password yet; their earlier links stop working."""
     with invitations.handover() as links:
