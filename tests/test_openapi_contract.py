@@ -101,7 +101,7 @@ def _world(ctx: Context) -> dict[str, str]:
         secret = pyotp.parse_uri(accounts.totp_begin(session, helpdesk))
     with ctx.tx() as session:
         helpdesk = session.merge(world.users["helpdesk"])
-        accounts.totp_confirm(session, helpdesk, secret.now())  # type: ignore[attr-defined]
+        accounts.totp_confirm(ctx, session, helpdesk, secret.now(), world.tokens["helpdesk"])  # type: ignore[attr-defined]
         tokens = {role: world.tokens[role] for role in ROLES}
         tokens["helpdesk"] = accounts.issue_token(ctx, session, helpdesk, "contract").token
     return tokens | {"project": world.project}
