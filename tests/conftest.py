@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
@@ -118,6 +119,13 @@ def template_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 def database_url(template_db: str, tmp_path: Path) -> Iterator[str]:
+    with fresh_database(template_db, tmp_path) as url:
+        yield url
+
+
+@contextmanager
+def fresh_database(template_db: str, folder: Path) -> Iterator[str]:
+    """A database copied from the migrated template (a file in ``folder`` on SQLite)."""
     if PG_URL:
         name = f"levere_t_{uuid.uuid4().hex[:12]}"
         admin = sa.create_engine(f"{PG_URL}/postgres", isolation_level="AUTOCOMMIT")
@@ -128,7 +136,7 @@ def database_url(template_db: str, tmp_path: Path) -> Iterator[str]:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
     else:
-        path = tmp_path / "levere.db"
+        path = folder / "levere.db"
         shutil.copyfile(template_db, path)
         yield f"sqlite:///{path}"
 

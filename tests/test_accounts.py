@@ -175,6 +175,16 @@ def test_any_user_may_enrol_totp(ctx: Context, client: TestClient) -> None:
     assert login(client, user.email, totp=totp.at(now + 30)).status_code == 200
 
 
+def test_a_one_time_code_with_other_characters_is_a_wrong_code(ctx: Context, client: TestClient) -> None:
+    """Found by the contract fuzzer: a code with non-ASCII characters crashed the comparison (500)."""
+    user = make_user(ctx, "someone@uni.example.org")
+    headers = auth(login(client, user.email).json()["token"])
+    assert client.post("/api/me/totp", headers=headers).status_code == 200
+    for code in ("\u0661\u0662\u0663\u0664\u0665\u0666", "\x1a\xde.\xc4"):
+        r = client.post("/api/me/totp/confirm", json={"code": code}, headers=headers)
+        assert r.status_code == 422 and r.json()["details"]["fields"]["code"].startswith("the one-time code")
+
+
 # --- rate limits -------------------------------------------------------------------------------
 
 

@@ -9,9 +9,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from levere import __version__
+from levere.api import openapi
 from levere.api.limits import JsonBodyCap, trust_proxies
+from levere.api.methods import framework_error
 from levere.api.routes import accounts, admin, applications, deliveries, invite_page, projects, sync
 from levere.domain.errors import LevereError
 from levere.services.context import Context
@@ -53,6 +56,8 @@ def create_app(ctx: Context, *, start_worker: bool | None = None) -> FastAPI:
             headers={"WWW-Authenticate": "Bearer"} if exc.http_status == 401 else None,
         )
 
+    app.add_exception_handler(HTTPException, framework_error)
+
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
         fields: dict[str, str] = {}
@@ -69,7 +74,13 @@ def create_app(ctx: Context, *, start_worker: bool | None = None) -> FastAPI:
             },
         )
 
-    @app.get("/api/health", tags=["service"], openapi_extra={"x-levere-action": None})
+    @app.get(
+        "/api/health",
+        tags=["service"],
+        summary="Whether the service is up, and its version",
+        operation_id="get_health",
+        openapi_extra={"x-levere-action": None},
+    )
     def health() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
@@ -83,4 +94,5 @@ def create_app(ctx: Context, *, start_worker: bool | None = None) -> FastAPI:
         anonymous=settings.json_body_limit_anonymous_bytes,
     )
     trust_proxies(app, settings.trusted_proxies)
+    openapi.install(app)
     return app

@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials
 
 from levere.api.limits import mark_signed_in
+from levere.api.openapi import BEARER
 from levere.db.models import User
 from levere.domain.errors import AccessDenied, AuthenticationFailed
 from levere.domain.roles import Action
@@ -48,8 +50,13 @@ def bearer_token(request: Request) -> str:
     return token.strip()
 
 
-def _caller(scope: Scope) -> Callable[[Request, Context], User]:
-    def dependency(request: Request, ctx: CtxDep) -> User:
+#: declares the bearer scheme in the OpenAPI document; the token is read (and a missing one worded)
+#: by :func:`bearer_token`
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
+
+
+def _caller(scope: Scope) -> Callable[[Request, Context, HTTPAuthorizationCredentials | None], User]:
+    def dependency(request: Request, ctx: CtxDep, _declared: Credentials) -> User:
         token = bearer_token(request)
         with ctx.tx() as session:
             user, scopes = accounts.resolve_token(session, token)

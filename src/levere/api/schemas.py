@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, WithJsonSchema
 
 from levere.domain.errors import LevereError
 from levere.domain.roles import ProjectRole, UserKind
@@ -22,29 +22,58 @@ def _size(value: Any) -> Any:
         raise ValueError(f"{value!r} is not a size (examples: 500G, 2TiB, 1048576)") from exc
 
 
+#: what ``parse_size`` reads: a number and an optional unit (500G, 1.5 TiB, 2000000 B)
+SIZE_PATTERN = r"^\s*\d+(\.\d+)?\s*([bB]|[kKmMgGtTpP]([iI]?[bB])?)?\s*$"
 Size = Annotated[
-    int, BeforeValidator(_size), Field(ge=0, le=MAX_SIZE, description="bytes, or a size such as '500G'")
+    int,
+    BeforeValidator(_size),
+    Field(ge=0, le=MAX_SIZE, strict=True),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 0, "maximum": MAX_SIZE},
+                {"type": "string", "pattern": SIZE_PATTERN},
+            ],
+            "description": "bytes, or a size such as '500G'",
+        }
+    ),
 ]
 # lengths the database columns hold: longer input is a 422 naming the field, never a database error
 Email = Annotated[str, Field(max_length=320)]
 Name = Annotated[str, Field(max_length=200)]
 Secret = Annotated[str, Field(max_length=1024, repr=False)]
+TokenName = Annotated[str, Field(max_length=100)]
+Short = Annotated[str, Field(max_length=100)]
+FacilityName = Annotated[str, Field(max_length=64)]
+SecureId = Annotated[str, Field(max_length=16)]
 
 
 class Out(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
+class In(BaseModel):
+    """A JSON request body: unknown fields are refused, not ignored, so that a misspelt field is
+    an error rather than a silent default; booleans and numbers are never coerced from other types
+    (``0`` is not ``false``, ``"5"`` is not 5)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+#: days a token lives (the service refuses more than a year)
+Lifetime = Annotated[StrictInt, Field(ge=1, le=366)]
+
+
 # --- accounts -----------------------------------------------------------------------------------
 
 
-class LoginIn(BaseModel):
+class LoginIn(In):
     email: Email
     password: Secret
     totp: str | None = Field(default=None, max_length=16, repr=False)
-    token_name: Name = "cli"
+    token_name: TokenName = "cli"
     scopes: list[Literal["read", "write", "review", "account"]] | None = None
-    lifetime_days: int | None = None
+    lifetime_days: Lifetime | None = None
 
 
 class TokenOut(Out):
@@ -62,10 +91,10 @@ class IssuedTokenOut(BaseModel):
     info: TokenOut
 
 
-class TokenIn(BaseModel):
-    name: Name
+class TokenIn(In):
+    name: TokenName
     scopes: list[Literal["read", "write", "review", "account"]] | None = None
-    lifetime_days: int | None = None
+    lifetime_days: Lifetime | None = None
 
 
 class UserOut(Out):
@@ -83,14 +112,14 @@ class TotpConfirmOut(UserOut):
     token: IssuedTokenOut | None = None
 
 
-class UserIn(BaseModel):
+class UserIn(In):
     email: Email
     name: Name = ""
     kind: UserKind = UserKind.USER
     facility: str | None = Field(default=None, max_length=64)
 
 
-class StaffIn(BaseModel):
+class StaffIn(In):
     email: Email
     name: Name = ""
 
@@ -99,17 +128,17 @@ class TotpBeginOut(BaseModel):
     otpauth_uri: str
 
 
-class CodeIn(BaseModel):
+class CodeIn(In):
     code: str = Field(max_length=16)
 
 
-class AcceptInvitationIn(BaseModel):
+class AcceptInvitationIn(In):
     secret: Secret
     password: Secret
     name: Name = ""
 
 
-class PasswordIn(BaseModel):
+class PasswordIn(In):
     current: Secret
     new: Secret
 
@@ -126,7 +155,7 @@ class NotificationOut(Out):
 # --- facilities ---------------------------------------------------------------------------------
 
 
-class FacilityIn(BaseModel):
+class FacilityIn(In):
     name: str = Field(max_length=64)
     display_name: Name = ""
     contact_email: Email
@@ -142,42 +171,40 @@ class FacilityOut(Out):
 # --- applications -------------------------------------------------------------------------------
 
 
-class MemberWanted(BaseModel):
+class MemberWanted(In):
     email: Email
     role: ProjectRole = ProjectRole.MEMBER
 
 
-class ApplicationIn(BaseModel):
+class ApplicationIn(In):
     """All fields optional: a draft may be incomplete; submission checks completeness."""
 
-    model_config = ConfigDict(extra="forbid")
-    title: str = ""
-    pi_email: str = ""
+    title: Name = ""
+    pi_email: Email = ""
     data_ownership: str = ""
-    funding_source: str = ""
-    grant_id: str = ""
+    funding_source: Name = ""
+    grant_id: Short = ""
     description: str = ""
-    facility: str = ""
+    facility: FacilityName = ""
     quota_area_bytes: Size = 0
     quota_longterm_bytes: Size = 0
-    sensitive: bool = False
-    secure_project_id: str = ""
+    sensitive: StrictBool = False
+    secure_project_id: SecureId = ""
     members: list[MemberWanted] = []
 
 
-class ApplicationPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    title: str | None = None
-    pi_email: str | None = None
+class ApplicationPatch(In):
+    title: Name | None = None
+    pi_email: Email | None = None
     data_ownership: str | None = None
-    funding_source: str | None = None
-    grant_id: str | None = None
+    funding_source: Name | None = None
+    grant_id: Short | None = None
     description: str | None = None
-    facility: str | None = None
+    facility: FacilityName | None = None
     quota_area_bytes: Size | None = None
     quota_longterm_bytes: Size | None = None
-    sensitive: bool | None = None
-    secure_project_id: str | None = None
+    sensitive: StrictBool | None = None
+    secure_project_id: SecureId | None = None
     members: list[MemberWanted] | None = None
 
 
@@ -208,13 +235,13 @@ class ApplicationOut(Out):
     updated_at: datetime
 
 
-class ApproveIn(BaseModel):
+class ApproveIn(In):
     area_quota: Size | None = None
     longterm_quota: Size | None = None
     comment: str = ""
 
 
-class ReasonIn(BaseModel):
+class ReasonIn(In):
     reason: str
 
 
@@ -249,24 +276,24 @@ class ProjectOut(Out):
     my_role: str | None = None
 
 
-class ProjectPatch(BaseModel):
+class ProjectPatch(In):
     sync_mode: Literal["auto", "manual"] | None = None
 
 
-class QuotaIn(BaseModel):
+class QuotaIn(In):
     limit: Size
 
 
-class MemberIn(BaseModel):
+class MemberIn(In):
     email: Email
     role: ProjectRole = ProjectRole.MEMBER
 
 
-class RoleIn(BaseModel):
+class RoleIn(In):
     role: ProjectRole
 
 
-class FacilityAssignIn(BaseModel):
+class FacilityAssignIn(In):
     facility: str = Field(max_length=64)
 
 
@@ -305,9 +332,13 @@ class AuditVerifyOut(BaseModel):
 
 
 class ErrorOut(BaseModel):
-    error: str
-    message: str
-    details: dict[str, Any] = {}
+    """levere's error body, for every error of every route."""
+
+    error: str = Field(description="a stable code, e.g. not_found, access_denied, validation_failed")
+    message: str = Field(description="what went wrong, in the user's words")
+    details: dict[str, Any] = Field(
+        description="more about it: for validation_failed, `fields` maps each field to its reason"
+    )
 
 
 # --- invitations --------------------------------------------------------------------------------

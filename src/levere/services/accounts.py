@@ -345,7 +345,8 @@ def check_totp(user: User, code: str | None) -> CodeCheck:
     for drift in (-1, 0, 1):
         at = now + timedelta(seconds=30 * drift)
         step = int(at.timestamp()) // 30
-        if secrets.compare_digest(totp.at(at), code.strip()):
+        # as bytes: compare_digest refuses str with non-ASCII characters, which a typed code may hold
+        if secrets.compare_digest(totp.at(at).encode(), code.strip().encode()):
             if user.totp_last_step is not None and step <= user.totp_last_step:
                 return CodeCheck.USED
             user.totp_last_step = step

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from levere.api.deps import AccountUser, CtxDep, ReadUser, WriteUser, acts, bearer_token, caller_scopes
+from levere.api.openapi import errors
 from levere.api.schemas import (
     AcceptInvitationIn,
     CodeIn,
@@ -31,7 +32,13 @@ def user_out(user: User) -> UserOut:
     return out
 
 
-@router.post("/auth/login", openapi_extra=acts(None))
+@router.post(
+    "/auth/login",
+    summary="Sign in: a token for e-mail, password and one-time code",
+    operation_id="login",
+    responses=errors(401, 429),
+    openapi_extra=acts(None),
+)
 def login(body: LoginIn, request: Request, ctx: CtxDep) -> IssuedTokenOut:
     client = request.client.host if request.client else ""
     issued = accounts.login(
@@ -43,28 +50,46 @@ def login(body: LoginIn, request: Request, ctx: CtxDep) -> IssuedTokenOut:
     return IssuedTokenOut(token=issued.token, info=TokenOut.model_validate(issued.record))
 
 
-@router.post("/invitations/accept", openapi_extra=acts(None))
+@router.post(
+    "/invitations/accept",
+    summary="Accept an invitation and set a password",
+    operation_id="accept_invitation",
+    responses=errors(403, 404, 409),
+    openapi_extra=acts(None),
+)
 def accept_invitation(body: AcceptInvitationIn, ctx: CtxDep) -> UserOut:
     return user_out(invitations.accept_invitation(ctx, body.secret, body.password, body.name))
 
 
-@router.get("/me", openapi_extra=acts(None))
+@router.get("/me", summary="Show your own account", operation_id="get_me", openapi_extra=acts(None))
 def me(actor: AccountUser) -> UserOut:
     return user_out(actor)
 
 
-@router.post("/me/password", openapi_extra=acts(None))
+@router.post(
+    "/me/password",
+    summary="Change your password",
+    operation_id="change_password",
+    responses=errors(409),
+    openapi_extra=acts(None),
+)
 def change_password(body: PasswordIn, actor: AccountUser, ctx: CtxDep) -> UserOut:
     return user_out(accounts.change_password(ctx, actor, body.current, body.new))
 
 
-@router.get("/me/tokens", openapi_extra=acts(None))
+@router.get("/me/tokens", summary="List your tokens", operation_id="list_tokens", openapi_extra=acts(None))
 def list_tokens(actor: AccountUser, ctx: CtxDep) -> list[TokenOut]:
     with ctx.tx() as session:
         return [TokenOut.model_validate(t) for t in accounts.list_tokens(session, actor)]
 
 
-@router.post("/me/tokens", openapi_extra=acts(None), status_code=201)
+@router.post(
+    "/me/tokens",
+    summary="Create another token for yourself",
+    operation_id="create_token",
+    openapi_extra=acts(None),
+    status_code=201,
+)
 def create_token(body: TokenIn, request: Request, actor: AccountUser, ctx: CtxDep) -> IssuedTokenOut:
     with ctx.tx() as session:
         issued = accounts.create_token(
@@ -75,19 +100,37 @@ def create_token(body: TokenIn, request: Request, actor: AccountUser, ctx: CtxDe
         return IssuedTokenOut(token=issued.token, info=TokenOut.model_validate(issued.record))
 
 
-@router.delete("/me/tokens/{token_id}", openapi_extra=acts(None))
+@router.delete(
+    "/me/tokens/{token_id}",
+    summary="Revoke one of your tokens",
+    operation_id="revoke_token",
+    responses=errors(404),
+    openapi_extra=acts(None),
+)
 def revoke_token(token_id: str, actor: AccountUser, ctx: CtxDep) -> TokenOut:
     with ctx.tx() as session:
         return TokenOut.model_validate(accounts.revoke_token(session, session.merge(actor), token_id))
 
 
-@router.post("/me/totp", openapi_extra=acts(None))
+@router.post(
+    "/me/totp",
+    summary="Start two-factor enrolment: a secret for your authenticator app",
+    operation_id="begin_totp",
+    responses=errors(409),
+    openapi_extra=acts(None),
+)
 def totp_begin(actor: AccountUser, ctx: CtxDep) -> TotpBeginOut:
     with ctx.tx() as session:
         return TotpBeginOut(otpauth_uri=accounts.totp_begin(session, session.merge(actor)))
 
 
-@router.post("/me/totp/confirm", openapi_extra=acts(None))
+@router.post(
+    "/me/totp/confirm",
+    summary="Finish two-factor enrolment with a one-time code",
+    operation_id="confirm_totp",
+    responses=errors(404, 409),
+    openapi_extra=acts(None),
+)
 def totp_confirm(body: CodeIn, request: Request, actor: AccountUser, ctx: CtxDep) -> TotpConfirmOut:
     """Finish enrolment; a helpdesk operator's enrol-only token is replaced by the full one returned."""
     with ctx.tx() as session:
@@ -99,7 +142,12 @@ def totp_confirm(body: CodeIn, request: Request, actor: AccountUser, ctx: CtxDep
         return out
 
 
-@router.get("/me/notifications", openapi_extra=acts(None))
+@router.get(
+    "/me/notifications",
+    summary="List your notifications",
+    operation_id="list_notifications",
+    openapi_extra=acts(None),
+)
 def notifications(actor: ReadUser, ctx: CtxDep, unread: bool = False) -> list[NotificationOut]:
     with ctx.tx() as session:
         return [
@@ -107,7 +155,12 @@ def notifications(actor: ReadUser, ctx: CtxDep, unread: bool = False) -> list[No
         ]
 
 
-@router.post("/me/notifications/read", openapi_extra=acts(None))
+@router.post(
+    "/me/notifications/read",
+    summary="Mark all your notifications read",
+    operation_id="mark_notifications_read",
+    openapi_extra=acts(None),
+)
 def mark_read(actor: WriteUser, ctx: CtxDep) -> dict[str, int]:
     with ctx.tx() as session:
         return {"marked": notify.mark_read(session, actor)}

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from sqlalchemy import select
 
 from levere.api.deps import CtxDep, ReadUser, ReviewUser, acts
+from levere.api.openapi import DATA_WRITE, errors
 from levere.api.routes.accounts import user_out
 from levere.api.schemas import (
     AnchorOut,
@@ -27,14 +28,26 @@ from levere.services import accounts, audit_anchors, invitations
 router = APIRouter(tags=["administration"])
 
 
-@router.get("/users", openapi_extra=acts(Action.USER_LIST))
+@router.get(
+    "/users",
+    summary="List every user account",
+    operation_id="list_users",
+    openapi_extra=acts(Action.USER_LIST),
+)
 def list_users(actor: ReviewUser, ctx: CtxDep) -> list[UserOut]:
     require(accounts.subject_of(actor), Action.USER_LIST)
     with ctx.tx() as session:
         return [user_out(u) for u in session.execute(select(User).order_by(User.email)).scalars()]
 
 
-@router.post("/users", openapi_extra=acts(Action.USER_CREATE), status_code=201)
+@router.post(
+    "/users",
+    summary="Create an account and e-mail its owner a link to set a password",
+    operation_id="create_user",
+    responses=errors(404, 409),
+    openapi_extra=acts(Action.USER_CREATE),
+    status_code=201,
+)
 def create_user(body: UserIn, actor: ReviewUser, ctx: CtxDep) -> InvitedUserOut:
     """Create an account and e-mail its owner a link to set a password (the link is in the answer
     instead while mail is off)."""
@@ -45,7 +58,12 @@ def create_user(body: UserIn, actor: ReviewUser, ctx: CtxDep) -> InvitedUserOut:
     return InvitedUserOut.extend(user_out(user), ctx.settings.smtp.enabled, links)
 
 
-@router.get("/facilities", openapi_extra=acts(Action.FACILITY_LIST))
+@router.get(
+    "/facilities",
+    summary="List the sequencing facilities",
+    operation_id="list_facilities",
+    openapi_extra=acts(Action.FACILITY_LIST),
+)
 def list_facilities(actor: ReadUser, ctx: CtxDep) -> list[FacilityOut]:
     require(accounts.subject_of(actor), Action.FACILITY_LIST)
     with ctx.tx() as session:
@@ -55,14 +73,28 @@ def list_facilities(actor: ReadUser, ctx: CtxDep) -> list[FacilityOut]:
         ]
 
 
-@router.post("/facilities", openapi_extra=acts(Action.FACILITY_CREATE), status_code=201)
+@router.post(
+    "/facilities",
+    summary="Register a sequencing facility",
+    operation_id="create_facility",
+    responses=errors(409),
+    openapi_extra=acts(Action.FACILITY_CREATE),
+    status_code=201,
+)
 def create_facility(body: FacilityIn, actor: ReviewUser, ctx: CtxDep) -> FacilityOut:
     with ctx.tx() as session:
         facility = accounts.create_facility(session, actor, body.name, body.display_name, body.contact_email)
         return FacilityOut.model_validate(facility)
 
 
-@router.post("/facilities/{name}/staff", openapi_extra=acts(Action.FACILITY_ADD_STAFF), status_code=201)
+@router.post(
+    "/facilities/{name}/staff",
+    summary="Make someone staff of a facility",
+    operation_id="add_facility_staff",
+    responses=errors(404, 409),
+    openapi_extra=acts(Action.FACILITY_ADD_STAFF),
+    status_code=201,
+)
 def add_staff(name: str, body: StaffIn, actor: ReviewUser, ctx: CtxDep) -> InvitedUserOut:
     """Make someone staff of a facility (a new account gets a link to set a password)."""
     with invitations.handover() as links:
@@ -70,13 +102,24 @@ def add_staff(name: str, body: StaffIn, actor: ReviewUser, ctx: CtxDep) -> Invit
     return InvitedUserOut.extend(user_out(user), ctx.settings.smtp.enabled, links)
 
 
-@router.get("/invitations", openapi_extra=acts(Action.INVITATION_LIST))
+@router.get(
+    "/invitations",
+    summary="List everyone invited who has not set a password yet",
+    operation_id="list_invitations",
+    openapi_extra=acts(Action.INVITATION_LIST),
+)
 def list_invitations(actor: ReviewUser, ctx: CtxDep) -> list[PendingInvitationOut]:
     """Everyone invited who has not set a password yet, with their newest link's dates."""
     return [PendingInvitationOut.model_validate(p) for p in invitations.list_pending(ctx, actor)]
 
 
-@router.post("/invitations/{email}/resend", openapi_extra=acts(Action.INVITATION_RESEND))
+@router.post(
+    "/invitations/{email}/resend",
+    summary="Send someone a fresh invitation link",
+    operation_id="resend_invitation",
+    responses=errors(404, 409),
+    openapi_extra=acts(Action.INVITATION_RESEND),
+)
 def resend_invitation(email: str, actor: ReviewUser, ctx: CtxDep) -> ResentInvitationOut:
     """A fresh link for someone who has not set a password yet; their earlier links stop working."""
     with invitations.handover() as links:
@@ -85,7 +128,12 @@ def resend_invitation(email: str, actor: ReviewUser, ctx: CtxDep) -> ResentInvit
     return ResentInvitationOut.extend(plain, ctx.settings.smtp.enabled, links)
 
 
-@router.get("/audit", openapi_extra=acts(Action.AUDIT_READ))
+@router.get(
+    "/audit",
+    summary="Read the audit log, newest first",
+    operation_id="list_audit_events",
+    openapi_extra=acts(Action.AUDIT_READ),
+)
 def audit_events(
     actor: ReviewUser, ctx: CtxDep, object_id: str | None = None, limit: int = 100
 ) -> list[AuditEventOut]:
@@ -97,7 +145,12 @@ def audit_events(
         return [AuditEventOut.model_validate(e) for e in session.execute(query).scalars()]
 
 
-@router.get("/audit/verify", openapi_extra=acts(Action.AUDIT_READ))
+@router.get(
+    "/audit/verify",
+    summary="Check the audit log's hash chain",
+    operation_id="verify_audit_log",
+    openapi_extra=acts(Action.AUDIT_READ),
+)
 def audit_verify(actor: ReviewUser, ctx: CtxDep) -> AuditVerifyOut:
     """Check the hash chain, and that it still holds the newest anchors stored outside the database."""
     report, anchors = audit_anchors.verify_log(ctx, actor)
@@ -110,7 +163,13 @@ def audit_verify(actor: ReviewUser, ctx: CtxDep) -> AuditVerifyOut:
     )
 
 
-@router.post("/audit/anchor", openapi_extra=acts(Action.AUDIT_ANCHOR))
+@router.post(
+    "/audit/anchor",
+    summary="Anchor the head of the audit log outside the database, write-once",
+    operation_id="anchor_audit_log",
+    responses=errors(*DATA_WRITE),
+    openapi_extra=acts(Action.AUDIT_ANCHOR),
+)
 def audit_anchor(actor: ReviewUser, ctx: CtxDep) -> list[AnchorOut]:
     """Write the head of the audit chain, write-once, to long-term storage (and the anchor sink)."""
     return [AnchorOut.model_validate(a, from_attributes=True) for a in audit_anchors.anchor_now(ctx, actor)]

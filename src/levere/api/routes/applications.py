@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from levere.api.deps import CtxDep, ReadUser, ReviewUser, WriteUser, acts
+from levere.api.openapi import errors
 from levere.api.routes.projects import project_out
 from levere.api.schemas import (
     ApplicationIn,
@@ -40,7 +41,14 @@ def _form(body: ApplicationIn) -> ApplicationForm:
     return ApplicationForm(**data)
 
 
-@router.post("", openapi_extra=acts(Action.APPLICATION_CREATE), status_code=201)
+@router.post(
+    "",
+    summary="Draft an application for a project",
+    operation_id="create_application",
+    responses=errors(404),
+    openapi_extra=acts(Action.APPLICATION_CREATE),
+    status_code=201,
+)
 def create(body: ApplicationIn, actor: WriteUser, ctx: CtxDep) -> DraftedApplicationOut:
     """A draft; a PI without an account is invited to confirm it (the link is in the answer while
     mail is off)."""
@@ -49,22 +57,44 @@ def create(body: ApplicationIn, actor: WriteUser, ctx: CtxDep) -> DraftedApplica
     return DraftedApplicationOut.extend(application_out(ctx, application), ctx.settings.smtp.enabled, links)
 
 
-@router.get("", openapi_extra=acts(None))
+@router.get(
+    "",
+    summary="List the applications you may see",
+    operation_id="list_applications",
+    openapi_extra=acts(None),
+)
 def list_visible(actor: ReadUser, ctx: CtxDep, state: ApplicationState | None = None) -> list[ApplicationOut]:
     return [application_out(ctx, a) for a in applications.visible(ctx, actor, state)]
 
 
-@router.get("/queue", openapi_extra=acts(Action.APPLICATION_QUEUE))
+@router.get(
+    "/queue",
+    summary="List the applications waiting for review",
+    operation_id="list_review_queue",
+    openapi_extra=acts(Action.APPLICATION_QUEUE),
+)
 def review_queue(actor: ReviewUser, ctx: CtxDep) -> list[ApplicationOut]:
     return [application_out(ctx, a) for a in applications.queue(ctx, actor)]
 
 
-@router.get("/{ref}", openapi_extra=acts(Action.APPLICATION_READ))
+@router.get(
+    "/{ref}",
+    summary="Show an application",
+    operation_id="get_application",
+    responses=errors(404),
+    openapi_extra=acts(Action.APPLICATION_READ),
+)
 def show(ref: str, actor: ReadUser, ctx: CtxDep) -> ApplicationOut:
     return application_out(ctx, applications.show(ctx, actor, ref))
 
 
-@router.patch("/{ref}", openapi_extra=acts(Action.APPLICATION_EDIT))
+@router.patch(
+    "/{ref}",
+    summary="Change a draft application",
+    operation_id="edit_application",
+    responses=errors(404, 409),
+    openapi_extra=acts(Action.APPLICATION_EDIT),
+)
 def edit(ref: str, body: ApplicationPatch, actor: WriteUser, ctx: CtxDep) -> ApplicationOut:
     changes = body.model_dump(exclude_unset=True)
     if "members" in changes and body.members is not None:
@@ -72,12 +102,24 @@ def edit(ref: str, body: ApplicationPatch, actor: WriteUser, ctx: CtxDep) -> App
     return application_out(ctx, applications.update(ctx, actor, ref, changes))
 
 
-@router.post("/{ref}/submit", openapi_extra=acts(Action.APPLICATION_SUBMIT))
+@router.post(
+    "/{ref}/submit",
+    summary="Submit an application for review (the PI)",
+    operation_id="submit_application",
+    responses=errors(404, 409),
+    openapi_extra=acts(Action.APPLICATION_SUBMIT),
+)
 def submit(ref: str, actor: WriteUser, ctx: CtxDep) -> ApplicationOut:
     return application_out(ctx, applications.submit(ctx, actor, ref))
 
 
-@router.post("/{ref}/approve", openapi_extra=acts(Action.APPLICATION_REVIEW))
+@router.post(
+    "/{ref}/approve",
+    summary="Approve an application: the project is created",
+    operation_id="approve_application",
+    responses=errors(404, 409),
+    openapi_extra=acts(Action.APPLICATION_REVIEW),
+)
 def approve(ref: str, body: ApproveIn, actor: ReviewUser, ctx: CtxDep) -> ApprovedProjectOut:
     """Approve and provision; members without an account are invited (the links are in the answer
     while mail is off)."""
@@ -93,17 +135,35 @@ def approve(ref: str, body: ApproveIn, actor: ReviewUser, ctx: CtxDep) -> Approv
     return ApprovedProjectOut.extend(project_out(ctx, project, actor), ctx.settings.smtp.enabled, links)
 
 
-@router.post("/{ref}/reject", openapi_extra=acts(Action.APPLICATION_REVIEW))
+@router.post(
+    "/{ref}/reject",
+    summary="Reject an application, with a reason",
+    operation_id="reject_application",
+    responses=errors(404, 409),
+    openapi_extra=acts(Action.APPLICATION_REVIEW),
+)
 def reject(ref: str, body: ReasonIn, actor: ReviewUser, ctx: CtxDep) -> ApplicationOut:
     return application_out(ctx, applications.reject(ctx, actor, ref, body.reason))
 
 
-@router.post("/{ref}/request-changes", openapi_extra=acts(Action.APPLICATION_REVIEW))
+@router.post(
+    "/{ref}/request-changes",
+    summary="Send an application back for changes, with a reason",
+    operation_id="request_application_changes",
+    responses=errors(404, 409),
+    openapi_extra=acts(Action.APPLICATION_REVIEW),
+)
 def request_changes(ref: str, body: ReasonIn, actor: ReviewUser, ctx: CtxDep) -> ApplicationOut:
     return application_out(ctx, applications.request_changes(ctx, actor, ref, body.reason))
 
 
-@router.post("/{ref}/withdraw", openapi_extra=acts(Action.APPLICATION_WITHDRAW))
+@router.post(
+    "/{ref}/withdraw",
+    summary="Withdraw a draft or an undecided application",
+    operation_id="withdraw_application",
+    responses=errors(404, 409),
+    openapi_extra=acts(Action.APPLICATION_WITHDRAW),
+)
 def withdraw(ref: str, actor: WriteUser, ctx: CtxDep) -> ApplicationOut:
     """Take back a draft, or a submitted application the helpdesk has not decided on."""
     return application_out(ctx, applications.withdraw(ctx, actor, ref))

@@ -14,14 +14,27 @@ from urllib.parse import quote
 
 import anyio
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from levere.api.deps import CtxDep, ReadUser, WriteUser, acts
+from levere.api.openapi import (
+    CONDITIONAL_HEADERS,
+    DATA_WRITE,
+    FILE_RESPONSES,
+    TEXT,
+    OctetStreamResponse,
+    binary_body,
+    errors,
+    model_content,
+    success,
+)
 from levere.api.routes import tus as tus_routes
+from levere.api.schemas import In
 from levere.domain.roles import Action
 from levere.services import batches, deliveries, downloads, sealing
 from levere.services.deliveries import DeliveryView, FileView
+from levere.transfer.conditional import none_match, strong_match
 from levere.transfer.pipe import BodyPipe
 from levere.transfer.ranges import RangeNotSatisfiable, parse_range
 
@@ -32,12 +45,12 @@ router.include_router(tus_routes.router)
 # --- bodies ------------------------------------------------------------------------------------------
 
 
-class DeliveryIn(BaseModel):
+class DeliveryIn(In):
     name: str = Field(description="the run id: one path component")
     metadata: dict[str, Any] = Field(default_factory=dict, description="e.g. the sample sheet")
 
 
-class SealIn(BaseModel):
+class SealIn(In):
     checksum_file: str | None = Field(
         default=None,
         description="path (in the delivery) of an md5sum-style file to verify every file against",
@@ -79,6 +92,23 @@ class DeliveryOut(BaseModel):
 class DeliveryDetailOut(DeliveryOut):
     files: list[FileOut]
     uploads: list[UploadOut]
+
+
+class ManifestFileOut(BaseModel):
+    path: str
+    size: int
+    md5: str
+    sha256: str
+
+
+class ManifestOut(BaseModel):
+    """The manifest with ``format=json``."""
+
+    project: str
+    delivery: str
+    state: str
+    manifest_sha256: str
+    files: list[ManifestFileOut]
 
 
 class FailureOut(BaseModel):
@@ -132,7 +162,14 @@ PROJECT = "/projects/{identifier}"
 DELIVERY = PROJECT + "/deliveries/{name}"
 
 
-@router.post(PROJECT + "/deliveries", status_code=201, openapi_extra=acts(Action.DELIVERY_CREATE))
+@router.post(
+    PROJECT + "/deliveries",
+    status_code=201,
+    summary="Open a delivery (a sequencing run) in a project",
+    operation_id="open_delivery",
+    responses=errors(400, 404, 409),
+    openapi_extra=acts(Action.DELIVERY_CREATE),
+)
 def open_delivery(identifier: str, body: DeliveryIn, actor: WriteUser, ctx: CtxDep) -> DeliveryOut:
     """Open a delivery (a run) in the project; 409 if one with that name exists."""
     return DeliveryOut(
@@ -140,12 +177,24 @@ def open_delivery(identifier: str, body: DeliveryIn, actor: WriteUser, ctx: CtxD
     )
 
 
-@router.get(PROJECT + "/deliveries", openapi_extra=acts(Action.DELIVERY_READ))
+@router.get(
+    PROJECT + "/deliveries",
+    summary="List a project's deliveries",
+    operation_id="list_deliveries",
+    responses=errors(404),
+    openapi_extra=acts(Action.DELIVERY_READ),
+)
 def list_deliveries(identifier: str, actor: ReadUser, ctx: CtxDep) -> list[DeliveryOut]:
     return [DeliveryOut(**_delivery(v)) for v in deliveries.list_deliveries(ctx, actor, identifier)]
 
 
-@router.get(DELIVERY, openapi_extra=acts(Action.DELIVERY_READ))
+@router.get(
+    DELIVERY,
+    summary="Show a delivery with its files and unfinished uploads",
+    operation_id="get_delivery",
+    responses=errors(404),
+    openapi_extra=acts(Action.DELIVERY_READ),
+)
 def show_delivery(identifier: str, name: str, actor: ReadUser, ctx: CtxDep) -> DeliveryDetailOut:
     """The delivery with its files and the uploads still in progress."""
     view = deliveries.show_delivery(ctx, actor, identifier, name)
@@ -166,7 +215,13 @@ def show_delivery(identifier: str, name: str, actor: ReadUser, ctx: CtxDep) -> D
     )
 
 
-@router.post(DELIVERY + "/seal", openapi_extra=acts(Action.DELIVERY_UPLOAD))
+@router.post(
+    DELIVERY + "/seal",
+    summary="Seal a delivery, verified against its checksum file if named",
+    operation_id="seal_delivery",
+    responses=errors(400, 404, 409, *DATA_WRITE),
+    openapi_extra=acts(Action.DELIVERY_UPLOAD),
+)
 def seal(
     identifier: str, name: str, actor: WriteUser, ctx: CtxDep, body: SealIn | None = None
 ) -> DeliveryOut:
@@ -176,7 +231,20 @@ def seal(
     return DeliveryOut(**_delivery(sealing.seal(ctx, actor, identifier, name, checksum_file)))
 
 
-@router.get(DELIVERY + "/manifest", openapi_extra=acts(Action.DELIVERY_READ))
+@router.get(
+    DELIVERY + "/manifest",
+    summary="Get a delivery's manifest (md5sum, sha256sum or JSON)",
+    operation_id="get_manifest",
+    response_class=PlainTextResponse,
+    responses={
+        200: success(
+            "md5sum or sha256sum lines (text/plain), or the manifest as JSON with `format=json`",
+            media_types={**TEXT, "application/json": model_content(ManifestOut)},
+        ),
+        **errors(404),
+    },
+    openapi_extra=acts(Action.DELIVERY_READ),
+)
 def manifest(
     identifier: str,
     name: str,
@@ -202,7 +270,15 @@ def manifest(
     return Response(text, media_type="text/plain; charset=utf-8")
 
 
-@router.post(DELIVERY + "/batch", response_model=BatchOut, openapi_extra=acts(Action.DELIVERY_UPLOAD))
+@router.post(
+    DELIVERY + "/batch",
+    response_model=BatchOut,
+    summary="Store many small files from one tar stream",
+    operation_id="store_batch",
+    responses=errors(400, 404, 409, 415, *DATA_WRITE),
+    openapi_extra=acts(Action.DELIVERY_UPLOAD)
+    | {"requestBody": binary_body("application/x-tar", description="a plain (uncompressed) tar stream")},
+)
 async def batch(
     identifier: str,
     name: str,
@@ -268,7 +344,13 @@ def _failures(result: batches.BatchResult) -> list[dict[str, Any]]:
 # --- files and their bytes ---------------------------------------------------------------------------------
 
 
-@router.get(PROJECT + "/files", openapi_extra=acts(Action.DELIVERY_READ))
+@router.get(
+    PROJECT + "/files",
+    summary="List a project's files with the tiers that hold each",
+    operation_id="list_files",
+    responses=errors(404),
+    openapi_extra=acts(Action.DELIVERY_READ),
+)
 def list_files(
     identifier: str,
     actor: ReadUser,
@@ -280,12 +362,20 @@ def list_files(
 
 
 @router.get(
-    PROJECT + "/data/{delivery}/{path:path}", operation_id="file_data", openapi_extra=acts(Action.DATA_READ)
+    PROJECT + "/data/{delivery}/{path:path}",
+    summary="Download a file, whole or a byte range",
+    operation_id="file_data",
+    response_class=OctetStreamResponse,
+    responses=FILE_RESPONSES,
+    openapi_extra=acts(Action.DATA_READ) | CONDITIONAL_HEADERS,
 )
 @router.head(
     PROJECT + "/data/{delivery}/{path:path}",
+    summary="A file's size, checksums and ETag, without its bytes",
     operation_id="file_data_head",
-    openapi_extra=acts(Action.DATA_READ),
+    response_class=OctetStreamResponse,
+    responses=FILE_RESPONSES,
+    openapi_extra=acts(Action.DATA_READ) | CONDITIONAL_HEADERS,
 )
 def data(
     identifier: str, delivery: str, path: str, request: Request, actor: ReadUser, ctx: CtxDep
@@ -300,16 +390,24 @@ def data(
         "Levere-Checksum": f"md5={found.md5},sha256={found.sha256}",
         "Content-Disposition": f"attachment; filename*=UTF-8''{quote(found.path.rsplit('/', 1)[-1])}",
     }
-    if request.headers.get("if-none-match", "").strip() in (etag, "*"):
+    if none_match(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
     wanted = request.headers.get("range")
     if_range = request.headers.get("if-range")
     chosen = None
-    if wanted and (if_range is None or if_range.strip() == etag):
+    if wanted and (if_range is None or strong_match(if_range, etag)):
         try:
             chosen = parse_range(wanted, found.size)
         except RangeNotSatisfiable:
-            return Response(status_code=416, headers={**headers, "Content-Range": f"bytes */{found.size}"})
+            return JSONResponse(
+                status_code=416,
+                content={
+                    "error": "range_not_satisfiable",
+                    "message": f"the range {wanted!r} lies outside the file, which has {found.size} bytes",
+                    "details": {"size": found.size},
+                },
+                headers={**headers, "Content-Range": f"bytes */{found.size}"},
+            )
     if chosen is not None:
         headers["Content-Range"] = chosen.content_range(found.size)
     headers["Content-Length"] = str(chosen.length if chosen else found.size)

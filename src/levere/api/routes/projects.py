@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from levere.api.deps import CtxDep, ReadUser, ReviewUser, WriteUser, acts
+from levere.api.openapi import errors
 from levere.api.schemas import (
     AddedMemberOut,
     FacilityAssignIn,
@@ -45,39 +46,72 @@ def member_out(member: ProjectMember) -> MemberOut:
     )
 
 
-@router.get("", openapi_extra=acts(None))
+@router.get(
+    "", summary="List the projects you may see", operation_id="list_projects", openapi_extra=acts(None)
+)
 def list_projects(actor: ReadUser, ctx: CtxDep) -> list[ProjectOut]:
     with ctx.tx() as session:
         found = projects.visible_projects(session, actor)
     return [project_out(ctx, p, actor) for p in found]
 
 
-@router.get("/{identifier}", openapi_extra=acts(Action.PROJECT_READ))
+@router.get(
+    "/{identifier}",
+    summary="Show a project with its quotas and facilities",
+    operation_id="get_project",
+    responses=errors(404),
+    openapi_extra=acts(Action.PROJECT_READ),
+)
 def show(identifier: str, actor: ReadUser, ctx: CtxDep) -> ProjectOut:
     with ctx.tx() as session:
         project = projects.authorize(session, actor, identifier, Action.PROJECT_READ)
     return project_out(ctx, project, actor)
 
 
-@router.patch("/{identifier}", openapi_extra=acts(Action.PROJECT_SETTINGS))
+@router.patch(
+    "/{identifier}",
+    summary="Change a project's settings",
+    operation_id="update_project",
+    responses=errors(404),
+    openapi_extra=acts(Action.PROJECT_SETTINGS),
+)
 def update(identifier: str, body: ProjectPatch, actor: WriteUser, ctx: CtxDep) -> ProjectOut:
     project = projects.update_settings(ctx, actor, identifier, sync_mode=body.sync_mode)
     return project_out(ctx, project, actor)
 
 
-@router.put("/{identifier}/quotas/{tier}", openapi_extra=acts(Action.PROJECT_QUOTA))
+@router.put(
+    "/{identifier}/quotas/{tier}",
+    summary="Set a project's quota on one tier",
+    operation_id="set_project_quota",
+    responses=errors(404, 409),
+    openapi_extra=acts(Action.PROJECT_QUOTA),
+)
 def set_quota(identifier: str, tier: str, body: QuotaIn, actor: ReviewUser, ctx: CtxDep) -> QuotaOut:
     return QuotaOut.model_validate(projects.set_quota(ctx, actor, identifier, tier, body.limit))
 
 
-@router.get("/{identifier}/members", openapi_extra=acts(Action.MEMBER_LIST))
+@router.get(
+    "/{identifier}/members",
+    summary="List a project's members",
+    operation_id="list_project_members",
+    responses=errors(404),
+    openapi_extra=acts(Action.MEMBER_LIST),
+)
 def list_members(identifier: str, actor: ReadUser, ctx: CtxDep) -> list[MemberOut]:
     with ctx.tx() as session:
         project = projects.authorize(session, actor, identifier, Action.MEMBER_LIST)
         return [member_out(m) for m in projects.members(session, project)]
 
 
-@router.post("/{identifier}/members", openapi_extra=acts(Action.MEMBER_MANAGE), status_code=201)
+@router.post(
+    "/{identifier}/members",
+    summary="Add a member to a project (invited by e-mail if new)",
+    operation_id="add_project_member",
+    responses=errors(404, 409),
+    openapi_extra=acts(Action.MEMBER_MANAGE),
+    status_code=201,
+)
 def add_member(identifier: str, body: MemberIn, actor: WriteUser, ctx: CtxDep) -> AddedMemberOut:
     """Give someone access; someone without an account is invited (the link is in the answer while
     mail is off)."""
@@ -86,18 +120,38 @@ def add_member(identifier: str, body: MemberIn, actor: WriteUser, ctx: CtxDep) -
     return AddedMemberOut.extend(_one_member(ctx, identifier, body.email), ctx.settings.smtp.enabled, links)
 
 
-@router.put("/{identifier}/members/{email}", openapi_extra=acts(Action.MEMBER_MANAGE))
+@router.put(
+    "/{identifier}/members/{email}",
+    summary="Change a member's role",
+    operation_id="set_member_role",
+    responses=errors(404, 409),
+    openapi_extra=acts(Action.MEMBER_MANAGE),
+)
 def set_role(identifier: str, email: str, body: RoleIn, actor: WriteUser, ctx: CtxDep) -> MemberOut:
     projects.set_role(ctx, actor, identifier, email, body.role)
     return _one_member(ctx, identifier, email)
 
 
-@router.delete("/{identifier}/members/{email}", openapi_extra=acts(Action.MEMBER_MANAGE), status_code=204)
+@router.delete(
+    "/{identifier}/members/{email}",
+    summary="Remove a member from a project",
+    operation_id="remove_project_member",
+    responses=errors(404, 409),
+    openapi_extra=acts(Action.MEMBER_MANAGE),
+    status_code=204,
+)
 def remove_member(identifier: str, email: str, actor: WriteUser, ctx: CtxDep) -> None:
     projects.remove_member(ctx, actor, identifier, email)
 
 
-@router.post("/{identifier}/facilities", openapi_extra=acts(Action.PROJECT_ASSIGN_FACILITY), status_code=201)
+@router.post(
+    "/{identifier}/facilities",
+    summary="Let a facility deliver into a project",
+    operation_id="assign_facility",
+    responses=errors(404, 409),
+    openapi_extra=acts(Action.PROJECT_ASSIGN_FACILITY),
+    status_code=201,
+)
 def assign_facility(identifier: str, body: FacilityAssignIn, actor: WriteUser, ctx: CtxDep) -> FacilityOut:
     return FacilityOut.model_validate(projects.assign_facility(ctx, actor, identifier, body.facility))
 

@@ -9,6 +9,8 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from levere.api.deps import CtxDep, ReadUser, WriteUser, acts
+from levere.api.openapi import errors
+from levere.api.schemas import In
 from levere.domain.roles import Action
 from levere.services import jobruns, scrub, sync
 
@@ -40,17 +42,17 @@ class JobOut(BaseModel):
     finished_at: datetime | None
 
 
-class SyncIn(BaseModel):
+class SyncIn(In):
     #: one delivery (its name), or every sealed delivery of the project
     delivery: str | None = None
 
 
-class PathsIn(BaseModel):
+class PathsIn(In):
     #: ``DELIVERY/PATH`` of files, or ``DELIVERY`` / ``DELIVERY/FOLDER`` for everything under it
     paths: list[str] = Field(min_length=1, max_length=100_000)
 
 
-class VerifyIn(BaseModel):
+class VerifyIn(In):
     #: one project (identifier), or every project
     project: str | None = None
 
@@ -110,19 +112,38 @@ class FreedOut(BaseModel):
     area_limit_bytes: int
 
 
-@router.post("/projects/{identifier}/sync", status_code=202, openapi_extra=acts(Action.SYNC_RUN))
+@router.post(
+    "/projects/{identifier}/sync",
+    status_code=202,
+    summary="Copy sealed deliveries to long-term storage (a job)",
+    operation_id="start_sync",
+    responses=errors(404, 409),
+    openapi_extra=acts(Action.SYNC_RUN),
+)
 def start_sync(identifier: str, body: SyncIn, actor: WriteUser, ctx: CtxDep) -> JobOut:
     """Copy the project's sealed deliveries (or one) to long-term storage, verified. Returns the job."""
     return JobOut.model_validate(sync.request_sync(ctx, actor, identifier, body.delivery))
 
 
-@router.get("/projects/{identifier}/sync-status", openapi_extra=acts(Action.DELIVERY_READ))
+@router.get(
+    "/projects/{identifier}/sync-status",
+    summary="Show where a project's files are, per tier",
+    operation_id="get_sync_status",
+    responses=errors(404),
+    openapi_extra=acts(Action.DELIVERY_READ),
+)
 def sync_status(identifier: str, actor: ReadUser, ctx: CtxDep) -> SyncStatusOut:
     """Per delivery: files and bytes in each state on each tier, failures with reasons, recent jobs."""
     return SyncStatusOut.model_validate(sync.status(ctx, actor, identifier))
 
 
-@router.get("/projects/{identifier}/replicas", openapi_extra=acts(Action.DELIVERY_READ))
+@router.get(
+    "/projects/{identifier}/replicas",
+    summary="List each file's copies on every tier",
+    operation_id="list_replicas",
+    responses=errors(404),
+    openapi_extra=acts(Action.DELIVERY_READ),
+)
 def replicas(
     identifier: str,
     actor: ReadUser,
@@ -135,37 +156,75 @@ def replicas(
     return [FileTiersOut.model_validate(r) for r in rows]
 
 
-@router.post("/projects/{identifier}/free", openapi_extra=acts(Action.DATA_FREE))
+@router.post(
+    "/projects/{identifier}/free",
+    summary="Free files from the project area that are safe on long-term storage",
+    operation_id="free_files",
+    responses=errors(400, 404, 409),
+    openapi_extra=acts(Action.DATA_FREE),
+)
 def free(identifier: str, body: PathsIn, actor: WriteUser, ctx: CtxDep) -> FreedOut:
     """Remove files from the project area that are safely on long-term storage (refused otherwise)."""
     return FreedOut.model_validate(sync.free(ctx, actor, identifier, body.paths))
 
 
-@router.post("/projects/{identifier}/restore", status_code=202, openapi_extra=acts(Action.DATA_RESTORE))
+@router.post(
+    "/projects/{identifier}/restore",
+    status_code=202,
+    summary="Copy freed files back into the project area (a job)",
+    operation_id="restore_files",
+    responses=errors(400, 404, 409, 503, 507),
+    openapi_extra=acts(Action.DATA_RESTORE),
+)
 def restore(identifier: str, body: PathsIn, actor: WriteUser, ctx: CtxDep) -> JobOut:
     """Copy freed files back into the project area from long-term storage, verified. Returns the job."""
     return JobOut.model_validate(sync.request_restore(ctx, actor, identifier, body.paths))
 
 
-@router.get("/projects/{identifier}/jobs", openapi_extra=acts(Action.DELIVERY_READ))
+@router.get(
+    "/projects/{identifier}/jobs",
+    summary="List a project's background jobs",
+    operation_id="list_jobs",
+    responses=errors(404),
+    openapi_extra=acts(Action.DELIVERY_READ),
+)
 def list_jobs(
     identifier: str, actor: ReadUser, ctx: CtxDep, limit: int = Query(20, ge=1, le=200)
 ) -> list[JobOut]:
     return [JobOut.model_validate(r) for r in jobruns.list_runs(ctx, actor, identifier, limit)]
 
 
-@router.get("/projects/{identifier}/jobs/{job_id}", openapi_extra=acts(Action.DELIVERY_READ))
+@router.get(
+    "/projects/{identifier}/jobs/{job_id}",
+    summary="Show a project's background job",
+    operation_id="get_job",
+    responses=errors(404),
+    openapi_extra=acts(Action.DELIVERY_READ),
+)
 def show_job(identifier: str, job_id: str, actor: ReadUser, ctx: CtxDep) -> JobOut:
     return JobOut.model_validate(jobruns.get_run(ctx, actor, job_id, identifier))
 
 
-@router.post("/verify", status_code=202, openapi_extra=acts(Action.VERIFY_RUN))
+@router.post(
+    "/verify",
+    status_code=202,
+    summary="Re-read stored copies and repair damage (a job)",
+    operation_id="start_verify",
+    responses=errors(404, 409),
+    openapi_extra=acts(Action.VERIFY_RUN),
+)
 def verify(body: VerifyIn, actor: WriteUser, ctx: CtxDep) -> JobOut:
     """Re-read stored copies on every tier, report damage and repair it from an intact copy."""
     return JobOut.model_validate(scrub.request_verify(ctx, actor, body.project))
 
 
-@router.get("/jobs/{job_id}", openapi_extra=acts(Action.JOB_READ_ALL))
+@router.get(
+    "/jobs/{job_id}",
+    summary="Show a background job by its id alone",
+    operation_id="get_global_job",
+    responses=errors(404),
+    openapi_extra=acts(Action.JOB_READ_ALL),
+)
 def show_global_job(job_id: str, actor: ReadUser, ctx: CtxDep) -> JobOut:
     """A job by its id alone: one over every project (``levere verify`` without a project), or a
     project's job for those who may read that project's deliveries."""

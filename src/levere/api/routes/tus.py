@@ -18,6 +18,15 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from levere.api.deps import CtxDep, WriteUser, acts
+from levere.api.openapi import (
+    CREATED_HEADERS,
+    OPTIONS_HEADERS,
+    TUS_RESUMABLE,
+    UPLOAD_HEADERS,
+    success,
+    tus_errors,
+    tus_request,
+)
 from levere.db.models import User
 from levere.domain.errors import LevereError
 from levere.domain.roles import Action
@@ -124,13 +133,33 @@ def _has_body(request: Request) -> bool:
     return (length.isdigit() and int(length) > 0) or "chunked" in request.headers.get("transfer-encoding", "")
 
 
-@router.options("/", status_code=204, openapi_extra=acts(None))
+@router.options(
+    "/",
+    status_code=204,
+    summary="Which tus version and extensions this server speaks",
+    operation_id="tus_capabilities",
+    response_class=Response,
+    responses={204: success("The server's tus capabilities", headers=OPTIONS_HEADERS)},
+    openapi_extra=acts(None),
+)
 def options() -> Response:
     """Which tus version and extensions this server speaks (no sign-in needed)."""
     return Response(status_code=204, headers=tus.options_headers())
 
 
-@router.post("/", status_code=201, openapi_extra=acts(Action.DELIVERY_UPLOAD))
+@router.post(
+    "/",
+    status_code=201,
+    summary="Create a resumable upload (tus), optionally with its first bytes",
+    operation_id="create_upload",
+    response_class=Response,
+    responses={
+        201: success("The upload was created", headers=CREATED_HEADERS),
+        **tus_errors(400, 409, 415, 460, 507),
+    },
+    openapi_extra=acts(Action.DELIVERY_UPLOAD)
+    | tus_request("Upload-Length", "Upload-Metadata", "Upload-Checksum", body="optional"),
+)
 async def create(request: Request, actor: WriteUser, ctx: CtxDep) -> Response:
     """Create an upload: reserves ``Upload-Length`` of the project's quota. Upload-Metadata keys:
     ``project``, ``delivery``, ``path`` and optionally ``md5`` / ``sha256`` of the whole file.
@@ -144,14 +173,33 @@ async def create(request: Request, actor: WriteUser, ctx: CtxDep) -> Response:
     return Response(status_code=201, headers=answer)
 
 
-@router.head("/{upload_id}", openapi_extra=acts(Action.DELIVERY_UPLOAD))
+@router.head(
+    "/{upload_id}",
+    summary="Where to resume an upload: the offset the storage durably holds",
+    operation_id="get_upload_offset",
+    response_class=Response,
+    responses={200: success("The upload's offset and length", headers=UPLOAD_HEADERS), **tus_errors()},
+    openapi_extra=acts(Action.DELIVERY_UPLOAD) | tus_request(),
+)
 def head(upload_id: str, request: Request, actor: WriteUser, ctx: CtxDep) -> Response:
     """The offset to resume from: what the storage durably holds, also after a server crash."""
     view = uploads.status(ctx, actor, upload_id, dict(request.headers))
     return Response(status_code=200, headers=_upload_headers(view))
 
 
-@router.patch("/{upload_id}", status_code=204, openapi_extra=acts(Action.DELIVERY_UPLOAD))
+@router.patch(
+    "/{upload_id}",
+    status_code=204,
+    summary="Append bytes to an upload at its offset",
+    operation_id="append_to_upload",
+    response_class=Response,
+    responses={
+        204: success("The bytes are stored", headers=UPLOAD_HEADERS),
+        **tus_errors(400, 409, 415, 460, 507),
+    },
+    openapi_extra=acts(Action.DELIVERY_UPLOAD)
+    | tus_request("Upload-Offset", "Upload-Checksum", body="required"),
+)
 async def patch(upload_id: str, request: Request, actor: WriteUser, ctx: CtxDep) -> Response:
     """Append the body at ``Upload-Offset``. When the last byte is in, the server's MD5 and SHA-256
     are compared with the expected ones and the file is published (``Levere-Checksum`` answers)."""
@@ -159,7 +207,18 @@ async def patch(upload_id: str, request: Request, actor: WriteUser, ctx: CtxDep)
     return Response(status_code=204, headers=_upload_headers(view))
 
 
-@router.delete("/{upload_id}", status_code=204, openapi_extra=acts(Action.DELIVERY_UPLOAD))
+@router.delete(
+    "/{upload_id}",
+    status_code=204,
+    summary="Cancel an upload: its bytes are dropped and its reservation given back",
+    operation_id="terminate_upload",
+    response_class=Response,
+    responses={
+        204: success("The upload is cancelled", headers={"Tus-Resumable": TUS_RESUMABLE}),
+        **tus_errors(409),
+    },
+    openapi_extra=acts(Action.DELIVERY_UPLOAD) | tus_request(),
+)
 def terminate(upload_id: str, request: Request, actor: WriteUser, ctx: CtxDep) -> Response:
     """Cancel the upload: its bytes are dropped and its reservation given back."""
     uploads.terminate(ctx, actor, upload_id, dict(request.headers))
