@@ -83,9 +83,10 @@ def serve(
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    upgrade(settings.resolved_database_url)
     ctx = Context.build(settings)
-    _check_write_once(ctx)
+    _check_write_once(ctx)  # makes a missing long-term bucket, so before the tiers are checked
+    ctx.check_tiers()  # a tier it cannot use is one line now, not a first failed sync
+    upgrade(settings.resolved_database_url)
     queue = build_queue(ctx)
     if settings.smtp.enabled:
         queue.enqueue("catch_up_emails")  # mail recorded while mail was off (run by whichever worker)
@@ -112,6 +113,7 @@ def worker(
     settings = get_settings()
     ctx = Context.build(settings)
     _check_write_once(ctx)
+    ctx.check_tiers()
     queue = build_queue(ctx)
     if settings.smtp.enabled:
         queue.enqueue("catch_up_emails")  # mail recorded while mail was off
