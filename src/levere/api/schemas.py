@@ -137,6 +137,13 @@ class FacilityOut(Out):
     name: str
     display_name: str
     contact_email: str
+    #: every file this facility delivers must be listed in the run's checksum file
+    require_checksum_file: bool = False
+
+
+class FacilityPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    require_checksum_file: bool | None = None
 
 
 # --- applications -------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import typer
 
 from levere.cli.accounts import client
 from levere.cli.output import done, err_console, handed_over, result, show, table
+from levere.domain.errors import ValidationFailed
 from levere.domain.units import count
 
 facilities = typer.Typer(help="Sequencing facilities and their staff.", no_args_is_help=True)
@@ -23,8 +24,9 @@ audit = typer.Typer(help="The tamper-evident audit log (helpdesk).", no_args_is_
 def list_facilities() -> None:
     """Facilities known to levere."""
     data = client().get("/facilities")
-    show(data, lambda rows: table("Facilities", ["name", "display name", "contact"], [
-        (f["name"], f["display_name"], f["contact_email"]) for f in rows]))  # fmt: skip
+    show(data, lambda rows: table("Facilities", ["name", "display name", "contact", "checksum file"], [
+        (f["name"], f["display_name"], f["contact_email"], "required" if f.get("require_checksum_file") else "-")
+        for f in rows]))  # fmt: skip
 
 
 @facilities.command("create")
@@ -36,6 +38,27 @@ def create_facility(
     """Register a facility (helpdesk)."""
     f = client().post("/facilities", {"name": name, "display_name": display_name, "contact_email": contact})
     result(f, f"facility {f['name']} created")
+
+
+@facilities.command("update")
+def update_facility(
+    name: str,
+    require_checksum_file: Annotated[
+        bool | None,
+        typer.Option(
+            "--require-checksum-file/--no-require-checksum-file",
+            help="Refuse a delivery from this facility unless its checksum file lists every file.",
+        ),
+    ] = None,
+) -> None:
+    """Change a facility's settings (helpdesk)."""
+    if require_checksum_file is None:
+        raise ValidationFailed({"settings": "give --require-checksum-file or --no-require-checksum-file"})
+    f = client().patch(
+        f"/facilities/{quote(name, safe='')}", {"require_checksum_file": require_checksum_file}
+    )
+    rule = "requires" if f["require_checksum_file"] else "does not require"
+    result(f, f"facility {f['name']} {rule} a checksum file that lists every delivered file")
 
 
 @facilities.command("add-staff")

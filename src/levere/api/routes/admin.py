@@ -16,6 +16,7 @@ from levere.api.schemas import (
     InvitedUserOut,
     PendingInvitationOut,
     ResentInvitationOut,
+    FacilityPatch,
     StaffIn,
     UserIn,
     UserOut,
@@ -59,6 +60,16 @@ def list_facilities(actor: ReadUser, ctx: CtxDep) -> list[FacilityOut]:
 def create_facility(body: FacilityIn, actor: ReviewUser, ctx: CtxDep) -> FacilityOut:
     with ctx.tx() as session:
         facility = accounts.create_facility(session, actor, body.name, body.display_name, body.contact_email)
+        return FacilityOut.model_validate(facility)
+
+
+@router.patch("/facilities/{name}", openapi_extra=acts(Action.FACILITY_UPDATE))
+def update_facility(name: str, body: FacilityPatch, actor: ReviewUser, ctx: CtxDep) -> FacilityOut:
+    """Change a facility's settings (only the fields given)."""
+    with ctx.tx() as session:
+        facility = accounts.update_facility(
+            session, actor, name, require_checksum_file=body.require_checksum_file
+        )
         return FacilityOut.model_validate(facility)
 
 
