@@ -287,6 +287,8 @@ class AuditEventOut(Out):
     action: str
     object_type: str
     object_id: str
+    #: the object as people name it: "LEV-2026-0001", "application 3", an e-mail, "LEV-2026-0001/RUN42"
+    object_label: str
     before: dict[str, Any] | None
     after: dict[str, Any] | None
 

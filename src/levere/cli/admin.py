@@ -162,13 +162,20 @@ def anchor() -> None:
 
 @audit.command("list")
 def list_events(
-    object_id: Annotated[str | None, typer.Option(help="Only events about this object id.")] = None,
+    object_id: Annotated[
+        str | None,
+        typer.Option(
+            "--object",
+            "--object-id",
+            help="Only events about this object: LEV-2026-0001, an application number, an e-mail, a facility.",
+        ),
+    ] = None,
     limit: Annotated[int, typer.Option(help="How many, newest first.")] = 50,
 ) -> None:
     """Recent audit events."""
     data = client().get("/audit", params={"limit": limit, **({"object_id": object_id} if object_id else {})})
     show(data, lambda rows: table("Audit events", ["#", "when", "who", "action", "object"], [
-        (e["seq"], e["at"][:19], e["actor_email"], e["action"], f"{e['object_type']} {e['object_id'][:12]}")
+        (e["seq"], e["at"][:19], e["actor_email"], e["action"], e["object_label"])
         for e in rows]))  # fmt: skip
 
 
