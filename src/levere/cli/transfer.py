@@ -66,7 +66,11 @@ def deliver(
         str | None, typer.Option(help="The delivery's name (default: the folder's name).")
     ] = None,
     metadata: Annotated[
-        Path | None, typer.Option(help="A sample sheet (or JSON object) kept with the delivery.")
+        Path | None,
+        typer.Option(
+            help="A sample sheet (or JSON object) kept with the delivery; a relative path not found "
+            "from the current folder is looked up in the run folder."
+        ),
     ] = None,
     checksum_file: Annotated[
         Path | None,
@@ -95,12 +99,17 @@ def deliver(
 
     Run the same command again after an interruption: what the service already holds is not sent again, and unfinished files continue from where they stopped.
     """
-    from levere.cli.delivery.deliver import Deliverer, Options, read_metadata  # see the module notes
+    from levere.cli.delivery.deliver import (  # see the module notes
+        Deliverer,
+        Options,
+        metadata_path,
+        read_metadata,
+    )
     from levere.cli.delivery.retry import Retry
 
     if checksum_file is not None and no_checksum_file:
         raise ValidationFailed({"checksum file": "give --checksum-file or --no-checksum-file, not both"})
-    meta = read_metadata(metadata) if metadata is not None else {}
+    meta = read_metadata(metadata_path(metadata, run_folder)) if metadata is not None else {}
     chunk = parse_size(chunk_size, "chunk-size")
     if not MiB <= chunk <= 4096 * MiB:
         raise ValidationFailed({"chunk-size": "must be between 1M and 4G"})

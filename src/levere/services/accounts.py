@@ -310,8 +310,24 @@ def list_tokens(session: Session, user: User) -> list[ApiToken]:
     )
 
 
+#: the shortest start of a token's id that ``revoke_token`` looks up
+MIN_TOKEN_PREFIX = 4
+
+
 def revoke_token(session: Session, user: User, token_id: str) -> ApiToken:
+    """Revoke a token by its id or a unique start of it (as ``levere account tokens`` shows ids)."""
+    token_id = token_id.strip()
     record = session.get(ApiToken, token_id)
+    if record is None and len(token_id) >= MIN_TOKEN_PREFIX:
+        query = select(ApiToken).where(ApiToken.id.startswith(token_id, autoescape=True)).limit(2)
+        if user.kind != UserKind.HELPDESK:
+            query = query.where(ApiToken.user_id == user.id)
+        found = list(session.execute(query).scalars())
+        if len(found) > 1:
+            raise ValidationFailed(
+                {"token": f"more than one token's id starts with {token_id}; give more of it"}
+            )
+        record = found[0] if found else None
     if record is None or (record.user_id != user.id and user.kind != UserKind.HELPDESK):
         raise NotFound(f"no token {token_id}")
     if record.revoked_at is None:

@@ -144,6 +144,15 @@ class Receipt:
 # --- before anything is sent -------------------------------------------------------------------------
 
 
+def metadata_path(given: Path, run_folder: Path) -> Path:
+    """The sample sheet ``--metadata`` names: as given, or, for a relative path not found from the
+    current folder, inside the run folder (where sample sheets live)."""
+    if given.is_absolute() or given.exists():
+        return given
+    inside = run_folder / given
+    return inside if inside.exists() else given
+
+
 def read_metadata(path: Path) -> dict[str, Any]:
     """A sample sheet to keep with the delivery: a JSON object as is, any other text by name."""
     try:
