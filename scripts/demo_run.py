@@ -46,8 +46,10 @@ def deliver_and_download(demo: Any) -> None:
     identifier = demo.identifier
     demo.step("The NorSeq node delivers a run folder into the project, by its identifier")
     run = make_run_folder(Path(demo.env["LEVERE_DATA_DIR"]).parent / "sequencer")
+    shown = run.relative_to(Path(demo.env["LEVERE_DATA_DIR"]).parent.parent)
+    demo.prompt("staff", f"ls -lR {shown}")
     subprocess.run(["ls", "-lR", str(run)], check=False)
-    demo.levere("staff", "deliver", identifier, str(run), "--metadata", str(run / "SampleSheet.csv"))
+    demo.levere("staff", "deliver", identifier, str(shown), "--metadata", "SampleSheet.csv")
     demo.inbox.wait_for("ingrid@uib.example.no", "New data")
 
     demo.step("Ingrid sees the delivery, downloads it (checksums verified) and checks it with md5sum -c")
@@ -56,6 +58,7 @@ def deliver_and_download(demo: Any) -> None:
     demo.levere("member", "download", identifier, RUN, "--to", str(target))
     manifest = target / RUN / "manifest.md5"
     demo.levere("member", "manifest", identifier, RUN, "--format", "md5sum", "--output", str(manifest))
+    demo.prompt("member", f"(cd {target.name}/{RUN} && md5sum -c --quiet manifest.md5)")
     check = subprocess.run(
         ["md5sum", "-c", "--quiet", "manifest.md5"],
         cwd=target / RUN,
@@ -70,8 +73,10 @@ def deliver_and_download(demo: Any) -> None:
 
 def wait_synced(demo: Any, identifier: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
+    repeated = "again until every file is on long-term storage"
     while time.monotonic() < deadline:
-        files = demo.json("helpdesk", "ls", identifier)
+        files = demo.json("helpdesk", "ls", identifier, repeated=repeated)
+        repeated = ""  # shown once
         if files and all(f["tiers"].get("longterm") in ("present", "synced") for f in files):
             return
         time.sleep(0.5)
