@@ -141,7 +141,7 @@ class Demo:
 
     def prompt(self, who: str, command: str) -> None:
         """A command as the person types it (the demo shows every command it runs)."""
-        console.print(f"[bold cyan]{who}$[/bold cyan] {command}")
+        console.print(f"[bold cyan]{who}$[/bold cyan] {command}", soft_wrap=True)  # one line, as typed
 
     def step(self, title: str) -> None:
         console.print()

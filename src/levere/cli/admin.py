@@ -175,7 +175,7 @@ def list_events(
     """Recent audit events."""
     data = client().get("/audit", params={"limit": limit, **({"object_id": object_id} if object_id else {})})
     show(data, lambda rows: table("Audit events", ["#", "when", "who", "action", "object"], [
-        (e["seq"], e["at"][:19], e["actor_email"], e["action"], e["object_label"])
+        (e["seq"], e["at"][:16].replace("T", " "), e["actor_email"], e["action"], e["object_label"])
         for e in rows]))  # fmt: skip
 
 
