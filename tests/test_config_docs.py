@@ -235,7 +235,7 @@ def test_an_s3_tier_whose_bucket_is_missing_or_unreachable_is_named(
         )
         try:
             with pytest.raises(
-                ConfigurationError, match=r"^cannot start: tier longterm \((bucket|S3 storage)"
+                ConfigurationError, match=r"^cannot start: tier longterm: (bucket|S3 storage)"
             ):
                 ctx.check_tiers()
         finally:

@@ -195,8 +195,8 @@ class _TomlSource(PydanticBaseSettingsSource):
         return data
 
 
-#: the settings a file may hold in each table (the tiers' backends check their own keys)
 def _tables() -> dict[str, type[BaseModel]]:
+    """The settings a file may hold in each table (the tiers' backends check their own keys)."""
     return {"": Settings, "smtp": SmtpSettings, "sync": SyncSettings, "tiers": TierSettings}
 
 

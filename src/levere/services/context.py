@@ -72,7 +72,7 @@ class Context:
                 backend = self.tier(name)
                 backend.check_ready()
             except LevereError as exc:
-                raise ConfigurationError(f"cannot start: tier {name} ({exc.message})") from None
+                raise ConfigurationError(f"cannot start: tier {name}: {exc.message}") from None
 
     @contextmanager
     def tx(self) -> Iterator[Session]:
