@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from levere.api.schemas import ApplicationIn
 from levere.cli.applications import parse_member, read_form_file
-from levere.config import Settings, SmtpSettings, SyncSettings, get_settings
+from levere.config import AuditSettings, Settings, SmtpSettings, SyncSettings, get_settings
 from levere.domain.errors import ConfigurationError
 from levere.services.context import Context
 from levere.storage import LocalSpec, S3Spec
@@ -33,6 +33,7 @@ CLIENT_VARIABLES = {
     "LEVERE_CLI_CONFIG",
     "LEVERE_PASSWORD",
     "LEVERE_CONFIG_FILE",
+    "LEVERE_DEBUG",
 }
 _ASSIGNMENT = re.compile(r"^(LEVERE_[A-Z0-9_]+)=(.*)$", re.DOTALL)
 _INLINE = re.compile(r"`(LEVERE_[A-Z0-9_]+=[^`]+)`")
@@ -62,7 +63,7 @@ def _settings_from_file(env: pytest.MonkeyPatch, tmp_path: Path, text: str) -> S
 def test_the_full_settings_file_sets_every_setting(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     full = blocks(CONFIGURATION, "toml")[0]
     data = tomllib.loads(full.text)
-    tables: dict[str, type[BaseModel]] = {"smtp": SmtpSettings, "sync": SyncSettings}
+    tables: dict[str, type[BaseModel]] = {"smtp": SmtpSettings, "sync": SyncSettings, "audit": AuditSettings}
     missing = [name for name in Settings.model_fields if name not in data and name != "config_file"]
     for table, model in tables.items():
         missing += [f"[{table}] {name}" for name in model.model_fields if name not in data.get(table, {})]
@@ -74,13 +75,14 @@ def test_the_full_settings_file_sets_every_setting(clean_env: pytest.MonkeyPatch
     assert settings.sync.batch_files == 2048
     assert isinstance(settings.tier_spec("area"), LocalSpec)
     longterm = settings.tier_spec("longterm")
-    assert isinstance(longterm, S3Spec) and longterm.object_lock is True
+    assert isinstance(longterm, S3Spec) and longterm.write_once and longterm.retention_mode == "compliance"
+    assert settings.audit.anchor_sink is not None
     assert "the-s3-secret-key" not in repr(settings)  # secrets stay out of reprs
 
 
 def test_every_setting_is_explained_in_the_configuration_page() -> None:
     text = CONFIGURATION.read_text()
-    tables = {"smtp": "`[smtp]`", "sync": "`[sync]`", "tiers": "`[tiers."}
+    tables = {"smtp": "`[smtp]`", "sync": "`[sync]`", "tiers": "`[tiers.", "audit": "`[audit]`"}
     missing = [
         name
         for name in Settings.model_fields
@@ -165,6 +167,7 @@ def test_a_tier_in_the_environment_may_be_toml_or_json(clean_env: pytest.MonkeyP
         ('data_dri = "/srv/levere"\n', "data_dri is not a setting"),
         ('[smtp]\nhots = "mail"\n', r"\[smtp\] hots is not a setting .*host"),
         ("[sync]\nthread = 4\n", r"\[sync\] thread is not a setting"),
+        ("[audit]\nanchor_interval = 5\n", r"\[audit\] anchor_interval is not a setting"),
         ('config_file = "/etc/other.toml"\n', "cannot name another"),
         ('[tiers.area]\ntype = "local"\nroot = "/x"\nbackend_id = "a"\nroots = "/y"\n', "roots"),
     ],

@@ -197,7 +197,13 @@ class _TomlSource(PydanticBaseSettingsSource):
 
 def _tables() -> dict[str, type[BaseModel]]:
     """The settings a file may hold in each table (the tiers' backends check their own keys)."""
-    return {"": Settings, "smtp": SmtpSettings, "sync": SyncSettings, "tiers": TierSettings}
+    return {
+        "": Settings,
+        "smtp": SmtpSettings,
+        "sync": SyncSettings,
+        "tiers": TierSettings,
+        "audit": AuditSettings,
+    }
 
 
 def check_file_keys(data: dict[str, Any], path: str) -> None:

@@ -4,8 +4,8 @@ A sealed delivery records which of its files its checksum file listed (``checksu
 that receipts and listings can say "3 of 4 files verified"; a facility may require that every file
 it delivers is listed (``require_checksum_file``).
 
-Revision ID: 0005_checksum_coverage
-Revises: 0004
+Revision ID: 0006_checksum_coverage
+Revises: 0005_replica_version_ids
 Create Date: 2026-12-06 00:30:00
 """
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_checksum_coverage"
-down_revision = "0004"
+revision = "0006_checksum_coverage"
+down_revision = "0005_replica_version_ids"
 branch_labels = None
 depends_on = None
 
