@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from levere.domain.units import count
+
 #: names of unlisted files kept in the record (the count is always exact)
 KEEP_NAMES = 100
 #: names of unlisted files shown in one line
@@ -69,12 +71,12 @@ class ChecksumCoverage:
             return "no md5sum.txt: checksums computed on arrival only"
         name = self.checksum_file.rpartition("/")[2]
         if self.complete:
-            return f"all {self.files} files verified against {name}"
+            return f"all {count(self.files, 'file')} verified against {name}"
         shown = ", ".join(self.unlisted[:SHOW_NAMES])
         more = self.unlisted_count - min(len(self.unlisted), SHOW_NAMES)
         return (
-            f"{self.verified} of {self.files} files verified against {name}; "
-            f"{self.unlisted_count} not listed: {shown}{f' and {more} more' if more > 0 else ''}"
+            f"{self.verified:,} of {count(self.files, 'file')} verified against {name}; "
+            f"{self.unlisted_count:,} not listed: {shown}{f' and {more:,} more' if more > 0 else ''}"
         )
 
     def as_record(self) -> dict[str, Any]:
