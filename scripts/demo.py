@@ -119,8 +119,11 @@ class Demo:
         if password:
             env["LEVERE_PASSWORD"] = password
         if show:
-            console.print(f"[bold cyan]{who}$[/bold cyan] levere {' '.join(_quote(a) for a in args)}")
-        result = subprocess.run([LEVERE, *args], env=env, capture_output=True, text=True, check=False)
+            self.prompt(who, ("LEVERE_PASSWORD=… " if password else "") + _command(args))
+        # from the repository's folder, so that the relative paths shown are the ones used
+        result = subprocess.run(
+            [LEVERE, *args], env=env, cwd=ROOT, capture_output=True, text=True, check=False
+        )
         if show and result.stdout.strip():
             console.out(result.stdout.rstrip(), highlight=False)
         if result.returncode != 0 and check:
@@ -130,8 +133,15 @@ class Demo:
             console.print(result.stderr.rstrip(), markup=False, style="dim")
         return result.stdout
 
-    def json(self, who: str, *args: str) -> Any:
+    def json(self, who: str, *args: str, repeated: str = "") -> Any:
+        """A command whose JSON answer the demo reads; shown once with what repeats it, if it repeats."""
+        if repeated:
+            self.prompt(who, f"{_command(['--json', *args])}   [dim]# {repeated}[/dim]")
         return json.loads(self.levere(who, "--json", *args, show=False))
+
+    def prompt(self, who: str, command: str) -> None:
+        """A command as the person types it (the demo shows every command it runs)."""
+        console.print(f"[bold cyan]{who}$[/bold cyan] {command}", soft_wrap=True)  # one line, as typed
 
     def step(self, title: str) -> None:
         console.print()
@@ -148,7 +158,9 @@ class Demo:
             "helpdesk", "init", "--email", HELPDESK, "--name", "Helga Helpdesk", password=PASSWORDS[HELPDESK]
         )
         log = open(DEMO / "server.log", "wb")  # noqa: SIM115 - closed with the process
-        console.print(f"[bold cyan]helpdesk$[/bold cyan] levere serve --port {self.port} &")
+        self.prompt(
+            "helpdesk", f"levere serve --port {self.port} --log-level warning > .demo/server.log 2>&1 &"
+        )
         self.server = subprocess.Popen(
             [LEVERE, "serve", "--port", str(self.port), "--log-level", "warning"],
             env=self.env, stdout=log, stderr=subprocess.STDOUT,
@@ -196,7 +208,7 @@ class Demo:
         self.start()
         self.step("The helpdesk operator signs in and sets up two-factor sign-in (required for the helpdesk)")
         self.levere("helpdesk", "login", "--email", HELPDESK, password=PASSWORDS[HELPDESK])
-        uri = self.json("helpdesk", "account", "totp-enrol")["otpauth_uri"]
+        uri = _found(r"otpauth://\S+", self.levere("helpdesk", "account", "totp-enrol"), "an otpauth:// link")
         secret = urllib.parse.parse_qs(urllib.parse.urlparse(uri).query)["secret"][0]
         console.print("(the authenticator app would now show codes; the demo computes them)", style="dim")
         totp = pyotp.TOTP(secret)
@@ -232,9 +244,10 @@ class Demo:
             "sensitive = false\n"
             f'members = ["{MEMBER}:member", "{VIEWER}:viewer"]\n'
         )
+        self.prompt("staff", f"cat {form.relative_to(ROOT)}")
         console.print(form.read_text(), style="dim", markup=False)
-        application = self.json("staff", "apply", "--file", str(form))
-        number = str(application["number"])
+        saved = self.levere("staff", "apply", "--file", str(form.relative_to(ROOT)))
+        number = _found(r"application (\d+) saved as a draft", saved, "the application's number", group=1)
         self.levere("staff", "applications", "list")
 
         self.step("Ola checks the draft and submits it (which confirms it)")
@@ -244,10 +257,9 @@ class Demo:
 
         self.step("The helpdesk reviews the queue and approves with a smaller working-area quota")
         self.levere("helpdesk", "applications", "list", "--queue")
-        project = self.json("helpdesk", "applications", "approve", number, "--area-quota", "20G",
-                            "--comment", "20G to start with; ask for more when needed")  # fmt: skip
-        identifier = project["identifier"]
-        console.print(f"[green]✓[/green] application {number} approved: project {identifier} is provisioned")
+        approved = self.levere("helpdesk", "applications", "approve", number, "--area-quota", "20G",
+                               "--comment", "20G to start with; ask for more when needed")  # fmt: skip
+        identifier = _found(r"project (LEV-\d{4}-\d+)", approved, "the project's identifier", group=1)
         self.levere("helpdesk", "projects", "show", identifier)
 
         self.step("Ingrid, a new member, follows her invitation and finds the project")
@@ -307,6 +319,18 @@ def _has_command(name: str) -> bool:
 
 def _quote(arg: str) -> str:
     return f"'{arg}'" if (" " in arg or not arg) else arg
+
+
+def _command(args: Any) -> str:
+    return "levere " + " ".join(_quote(a) for a in args)
+
+
+def _found(pattern: str, output: str, what: str, group: int = 0) -> str:
+    """What a command printed that the next command needs, as a person would read it off the screen."""
+    match = re.search(pattern, output)
+    if match is None:
+        raise SystemExit(f"demo: the command's output did not show {what}:\n{output}")
+    return match.group(group)
 
 
 def main() -> None:

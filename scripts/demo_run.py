@@ -46,16 +46,20 @@ def deliver_and_download(demo: Any) -> None:
     identifier = demo.identifier
     demo.step("The NorSeq node delivers a run folder into the project, by its identifier")
     run = make_run_folder(Path(demo.env["LEVERE_DATA_DIR"]).parent / "sequencer")
-    subprocess.run(["ls", "-lR", str(run)], check=False)
-    demo.levere("staff", "deliver", identifier, str(run), "--metadata", str(run / "SampleSheet.csv"))
+    demo.prompt("staff", f"ls -lR {_shown(demo, run)}")
+    subprocess.run(["ls", "-lR", _shown(demo, run)], cwd=_root(demo), check=False)
+    demo.levere("staff", "deliver", identifier, _shown(demo, run), "--metadata", "SampleSheet.csv")
     demo.inbox.wait_for("ingrid@uib.example.no", "New data")
 
     demo.step("Ingrid sees the delivery, downloads it (checksums verified) and checks it with md5sum -c")
     demo.levere("member", "ls", identifier)
     target = Path(demo.env["LEVERE_DATA_DIR"]).parent / "ingrid-downloads"
-    demo.levere("member", "download", identifier, RUN, "--to", str(target))
+    demo.levere("member", "download", identifier, RUN, "--to", _shown(demo, target))
     manifest = target / RUN / "manifest.md5"
-    demo.levere("member", "manifest", identifier, RUN, "--format", "md5sum", "--output", str(manifest))
+    demo.levere(
+        "member", "manifest", identifier, RUN, "--format", "md5sum", "--output", _shown(demo, manifest)
+    )
+    demo.prompt("member", f"(cd {_shown(demo, target / RUN)} && md5sum -c --quiet manifest.md5)")
     check = subprocess.run(
         ["md5sum", "-c", "--quiet", "manifest.md5"],
         cwd=target / RUN,
@@ -65,13 +69,25 @@ def deliver_and_download(demo: Any) -> None:
     )
     if check.returncode != 0:
         raise SystemExit(f"demo: md5sum -c failed on the download:\n{check.stdout}{check.stderr}")
-    print(f"md5sum -c: every file of {RUN} in {target / RUN} matches the manifest")
+    print(f"md5sum -c: every file of {RUN} in {_shown(demo, target / RUN)} matches the manifest")
+
+
+def _root(demo: Any) -> Path:
+    """The folder the demo runs its commands in (the repository's): .demo/ is in it."""
+    return Path(demo.env["LEVERE_DATA_DIR"]).parent.parent
+
+
+def _shown(demo: Any, path: Path) -> str:
+    """``path`` as typed in the demo's commands: relative to the folder they run in."""
+    return str(path.relative_to(_root(demo)))
 
 
 def wait_synced(demo: Any, identifier: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
+    repeated = "again until every file is on long-term storage"
     while time.monotonic() < deadline:
-        files = demo.json("helpdesk", "ls", identifier)
+        files = demo.json("helpdesk", "ls", identifier, repeated=repeated)
+        repeated = ""  # shown once
         if files and all(f["tiers"].get("longterm") in ("present", "synced") for f in files):
             return
         time.sleep(0.5)

@@ -128,6 +128,9 @@ SAMPLES: dict[tuple[str, str], Sample] = {
     ("POST", "/api/facilities"): Sample(
         json=lambda _w, r: {"name": f"new-{r}".replace("_", "-"), "contact_email": "c@new.example.org"}
     ),
+    ("PATCH", "/api/facilities/{name}"): Sample(
+        path=lambda w, _r: {"name": w.other_facility}, json=lambda _w, _r: {"require_checksum_file": True}
+    ),
     ("POST", "/api/facilities/{name}/staff"): Sample(
         path=lambda w, _r: {"name": w.other_facility},
         json=lambda _w, r: {"email": f"staff-by-{r}@seq-b.example.org"},

@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from levere.domain.errors import ConfigurationError
 from levere.storage.config import BackendSpec, LocalSpec
@@ -168,11 +175,33 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _TomlSource(settings_cls))
+        return (init_settings, _EnvSource(settings_cls), _TomlSource(settings_cls))
+
+
+class _EnvSource(EnvSettingsSource):
+    """The ``LEVERE_*`` environment, where a table (``LEVERE_TIERS__AREA``) may be written as JSON
+    or as the TOML inline table a settings file would hold: the docs show the same value both ways."""
+
+    def decode_complex_value(self, field_name: str, field: FieldInfo | None, value: Any) -> Any:
+        try:
+            return super().decode_complex_value(field_name, field, value)  # type: ignore[arg-type]
+        except ValueError:
+            if not isinstance(value, str):
+                raise
+        try:
+            return tomllib.loads(f"value = {value}")["value"]
+        except tomllib.TOMLDecodeError:
+            raise ConfigurationError(
+                f"invalid setting {field_name}: {value[:60]!r} is neither JSON nor a TOML inline table "
+                '(e.g. {type = "local", root = "/srv/levere/area", backend_id = "area"})'
+            ) from None
 
 
 class _TomlSource(PydanticBaseSettingsSource):
-    """Reads the file named by ``LEVERE_CONFIG_FILE`` (lower priority than the environment)."""
+    """Reads the file named by ``LEVERE_CONFIG_FILE`` (lower priority than the environment).
+
+    Every key must be a setting: an unknown one (a typo, or an environment variable's name such as
+    ``LEVERE_DATA_DIR``) is refused with its name instead of being silently ignored."""
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
         return None, field_name, False
@@ -183,11 +212,53 @@ class _TomlSource(PydanticBaseSettingsSource):
             return {}
         try:
             with open(path, "rb") as fh:
-                return tomllib.load(fh)
+                data = tomllib.load(fh)
         except FileNotFoundError:
             raise ConfigurationError(f"settings file {path} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigurationError(f"settings file {path} is not valid TOML: {exc}") from None
+        check_file_keys(data, path)
+        return data
+
+
+def _tables() -> dict[str, type[BaseModel]]:
+    """The settings a file may hold in each table (the tiers' backends check their own keys)."""
+    return {
+        "": Settings,
+        "smtp": SmtpSettings,
+        "sync": SyncSettings,
+        "tiers": TierSettings,
+        "audit": AuditSettings,
+    }
+
+
+def check_file_keys(data: dict[str, Any], path: str) -> None:
+    """Refuse any key of a settings file that is not a setting, naming it (and its table)."""
+    for table, model in _tables().items():
+        values = data if not table else data.get(table)
+        if not isinstance(values, dict):
+            continue
+        for key in values:
+            if key in model.model_fields and key != "config_file":
+                continue
+            if not table and key in _tables():
+                continue
+            where = f"[{table}] " if table else ""
+            raise ConfigurationError(
+                f"settings file {path}: {where}{key} is not a setting{_hint(key, table)}"
+            )
+
+
+def _hint(key: str, table: str) -> str:
+    if key == "config_file":
+        return " (a settings file cannot name another; set LEVERE_CONFIG_FILE)"
+    if key.upper().startswith("LEVERE_"):
+        parts = key[len("LEVERE_") :].lower().split("__")
+        if len(parts) == 1:
+            return f" but an environment variable's name: in the file, write {parts[0]}"
+        return f" but an environment variable's name: in the file, write {parts[-1]} in a [{'.'.join(parts[:-1])}] table"
+    known = sorted(name for name in _tables()[table].model_fields if name != "config_file")
+    return f" (the settings here are: {', '.join(known)}; see docs/configuration.md)"
 
 
 def get_settings(**overrides: Any) -> Settings:

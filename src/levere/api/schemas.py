@@ -166,6 +166,12 @@ class FacilityOut(Out):
     name: str
     display_name: str
     contact_email: str
+    #: every file this facility delivers must be listed in the run's checksum file
+    require_checksum_file: bool = False
+
+
+class FacilityPatch(In):
+    require_checksum_file: StrictBool | None = None
 
 
 # --- applications -------------------------------------------------------------------------------
@@ -307,6 +313,8 @@ class AuditEventOut(Out):
     action: str
     object_type: str
     object_id: str
+    #: the object as people name it: "LEV-2026-0001", "application 3", an e-mail, "LEV-2026-0001/RUN42"
+    object_label: str
     before: dict[str, Any] | None
     after: dict[str, Any] | None
 

@@ -147,13 +147,18 @@ def token_create(
     body: dict[str, Any] = {"name": name, "scopes": scope, "lifetime_days": lifetime_days}
     issued = client().post("/me/tokens", body)
     show(
-        issued, lambda d: console.print(f"{d['token']}\n(shown once; scopes {','.join(d['info']['scopes'])})")
+        issued,
+        lambda d: console.print(
+            f"{d['token']}\n(shown once; id {d['info']['id']}; scopes {','.join(d['info']['scopes'])})"
+        ),
     )
 
 
 @account.command("token-revoke")
-def token_revoke(token_id: str) -> None:
-    """Revoke a token by its id (see 'levere account tokens')."""
+def token_revoke(
+    token_id: Annotated[str, typer.Argument(help="The token's id, or its first characters (4 or more).")],
+) -> None:
+    """Revoke a token by its id or a unique start of it (see 'levere account tokens')."""
     revoked = client().delete(f"/me/tokens/{quote(token_id, safe='')}")
     result(revoked, f"token {token_id} revoked")
 

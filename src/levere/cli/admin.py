@@ -9,6 +9,7 @@ import typer
 
 from levere.cli.accounts import client
 from levere.cli.output import done, err_console, handed_over, result, show, table
+from levere.domain.errors import ValidationFailed
 from levere.domain.units import count
 
 facilities = typer.Typer(help="Sequencing facilities and their staff.", no_args_is_help=True)
@@ -23,8 +24,9 @@ audit = typer.Typer(help="The tamper-evident audit log (helpdesk).", no_args_is_
 def list_facilities() -> None:
     """Facilities known to levere."""
     data = client().get("/facilities")
-    show(data, lambda rows: table("Facilities", ["name", "display name", "contact"], [
-        (f["name"], f["display_name"], f["contact_email"]) for f in rows]))  # fmt: skip
+    show(data, lambda rows: table("Facilities", ["name", "display name", "contact", "checksum file"], [
+        (f["name"], f["display_name"], f["contact_email"], "required" if f.get("require_checksum_file") else "-")
+        for f in rows]))  # fmt: skip
 
 
 @facilities.command("create")
@@ -36,6 +38,27 @@ def create_facility(
     """Register a facility (helpdesk)."""
     f = client().post("/facilities", {"name": name, "display_name": display_name, "contact_email": contact})
     result(f, f"facility {f['name']} created")
+
+
+@facilities.command("update")
+def update_facility(
+    name: str,
+    require_checksum_file: Annotated[
+        bool | None,
+        typer.Option(
+            "--require-checksum-file/--no-require-checksum-file",
+            help="Refuse a delivery from this facility unless its checksum file lists every file.",
+        ),
+    ] = None,
+) -> None:
+    """Change a facility's settings (helpdesk)."""
+    if require_checksum_file is None:
+        raise ValidationFailed({"settings": "give --require-checksum-file or --no-require-checksum-file"})
+    f = client().patch(
+        f"/facilities/{quote(name, safe='')}", {"require_checksum_file": require_checksum_file}
+    )
+    rule = "requires" if f["require_checksum_file"] else "does not require"
+    result(f, f"facility {f['name']} {rule} a checksum file that lists every delivered file")
 
 
 @facilities.command("add-staff")
@@ -139,13 +162,20 @@ def anchor() -> None:
 
 @audit.command("list")
 def list_events(
-    object_id: Annotated[str | None, typer.Option(help="Only events about this object id.")] = None,
+    object_id: Annotated[
+        str | None,
+        typer.Option(
+            "--object",
+            "--object-id",
+            help="Only events about this object: LEV-2026-0001, an application number, an e-mail, a facility.",
+        ),
+    ] = None,
     limit: Annotated[int, typer.Option(help="How many, newest first.")] = 50,
 ) -> None:
     """Recent audit events."""
     data = client().get("/audit", params={"limit": limit, **({"object_id": object_id} if object_id else {})})
     show(data, lambda rows: table("Audit events", ["#", "when", "who", "action", "object"], [
-        (e["seq"], e["at"][:19], e["actor_email"], e["action"], f"{e['object_type']} {e['object_id'][:12]}")
+        (e["seq"], e["at"][:16].replace("T", " "), e["actor_email"], e["action"], e["object_label"])
         for e in rows]))  # fmt: skip
 
 

@@ -86,9 +86,10 @@ def serve(
     settings = get_settings()
     sock = serving.listen(host, port)  # first: a busy port fails before anything starts
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    upgrade(settings.resolved_database_url)
     ctx = Context.build(settings)
-    _check_write_once(ctx)
+    _check_write_once(ctx)  # makes a missing long-term bucket, so before the tiers are checked
+    ctx.check_tiers()  # a tier it cannot use is one line now, not a first failed sync
+    upgrade(settings.resolved_database_url)
     queue = build_queue(ctx)
     if settings.smtp.enabled:
         queue.enqueue("catch_up_emails")  # mail recorded while mail was off (run by whichever worker)
@@ -122,6 +123,7 @@ def worker(
     settings = get_settings()
     ctx = Context.build(settings)
     _check_write_once(ctx)
+    ctx.check_tiers()
     queue = build_queue(ctx)
     if settings.smtp.enabled:
         queue.enqueue("catch_up_emails")  # mail recorded while mail was off

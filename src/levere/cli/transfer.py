@@ -66,7 +66,11 @@ def deliver(
         str | None, typer.Option(help="The delivery's name (default: the folder's name).")
     ] = None,
     metadata: Annotated[
-        Path | None, typer.Option(help="A sample sheet (or JSON object) kept with the delivery.")
+        Path | None,
+        typer.Option(
+            help="A sample sheet (or JSON object) kept with the delivery; a relative path not found "
+            "from the current folder is looked up in the run folder."
+        ),
     ] = None,
     checksum_file: Annotated[
         Path | None,
@@ -95,12 +99,17 @@ def deliver(
 
     Run the same command again after an interruption: what the service already holds is not sent again, and unfinished files continue from where they stopped.
     """
-    from levere.cli.delivery.deliver import Deliverer, Options, read_metadata  # see the module notes
+    from levere.cli.delivery.deliver import (  # see the module notes
+        Deliverer,
+        Options,
+        metadata_path,
+        read_metadata,
+    )
     from levere.cli.delivery.retry import Retry
 
     if checksum_file is not None and no_checksum_file:
         raise ValidationFailed({"checksum file": "give --checksum-file or --no-checksum-file, not both"})
-    meta = read_metadata(metadata) if metadata is not None else {}
+    meta = read_metadata(metadata_path(metadata, run_folder)) if metadata is not None else {}
     chunk = parse_size(chunk_size, "chunk-size")
     if not MiB <= chunk <= 4096 * MiB:
         raise ValidationFailed({"chunk-size": "must be between 1M and 4G"})
@@ -122,14 +131,15 @@ def deliver(
 
 
 def _verified(receipt: Receipt) -> str:
-    if not receipt.checksum_file:
-        return "no checksum file: SHA-256 computed while sending, compared with levere's"
+    coverage = receipt.checksum_coverage
+    if coverage is None or coverage.checksum_file is None:
+        return "no md5sum.txt: checksums computed on arrival only"
     # levere compares each file with the listed checksums before publishing it; a plain md5sum
     # file it reads once more when the delivery is sealed
     when = (
         "as each file arrived, and again at sealing" if receipt.service_verified else "as each file arrived"
     )
-    return f"{receipt.checksum_file} (by levere, {when})"
+    return f"{coverage.summary()} (by levere, {when})"
 
 
 def _print_receipt(receipt: Receipt) -> None:
@@ -149,7 +159,7 @@ def _print_receipt(receipt: Receipt) -> None:
         pairs += [
             ("sent now", f"{count(receipt.sent_files, 'file')}, {format_size(receipt.sent_bytes)} in "
              f"{receipt.seconds:.1f} s ({_rate(receipt.sent_bytes, receipt.seconds)})"),
-            ("verified against", _verified(receipt)),
+            ("checksums", _verified(receipt)),
         ]  # fmt: skip
     if d.get("manifest_sha256"):
         pairs += [
@@ -251,6 +261,10 @@ def ls(
         )  # fmt: skip
         total = sum(e["size"] for e in rows)
         console.print(f"{count(len(rows), 'file')}, {format_size(total)}", highlight=False)
+        shown = {e["path"].partition("/")[0] for e in rows}
+        for d in client().get(f"/projects/{_q(project)}/deliveries"):  # what each checksum file covered
+            if d["name"] in shown and d.get("checksum_coverage"):
+                console.print(f"{d['name']}: {d['checksum_coverage']['summary']}", highlight=False)
 
     show(entries, render)
 
@@ -260,9 +274,10 @@ def list_deliveries(project: Annotated[str, typer.Argument(help="The project's i
     """Deliveries of a project."""
     rows = client().get(f"/projects/{_q(project)}/deliveries")
     show(rows, lambda data: table(
-        f"Deliveries of {project}", ["name", "state", "files", "size", "created", "sealed"],
+        f"Deliveries of {project}", ["name", "state", "files", "size", "created", "sealed", "checksums"],
         [(d["name"], d["state"], f"{d.get('file_count', 0):,}", format_size(d.get("total_bytes")),
-          _when(d.get("created_at")), _when(d.get("sealed_at"))) for d in data],
+          _when(d.get("created_at")), _when(d.get("sealed_at")),
+          (d.get("checksum_coverage") or {}).get("summary") or "-") for d in data],
     ))  # fmt: skip
 
 
@@ -281,6 +296,7 @@ def show_delivery(
             ("created", _when(d.get("created_at"))),
             ("sealed", _when(d.get("sealed_at"))),
             ("manifest SHA-256", d.get("manifest_sha256") or "-"),
+            ("checksums", (d.get("checksum_coverage") or {}).get("summary") or "-"),
             *[(f"metadata {k}", _short(v)) for k, v in (d.get("metadata") or {}).items()],
         ])  # fmt: skip
         files = d.get("files") or []

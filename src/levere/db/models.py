@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -110,6 +111,8 @@ class Facility(Base):
     display_name: Mapped[str] = mapped_column(String(200))
     contact_email: Mapped[str] = mapped_column(String(320))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: every file this facility delivers must be listed in the run's checksum file
+    require_checksum_file: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class User(Base):
@@ -304,6 +307,9 @@ class Delivery(Base):
     manifest_sha256: Mapped[str] = mapped_column(String(64), default="")
     #: the last long-term outcome people were told about: "", "failed" or "synced" (once each)
     sync_notified: Mapped[str] = mapped_column(String(16), default="")
+    #: at sealing, which files the run's checksum file listed (see domain.deliveries.ChecksumCoverage);
+    #: none for deliveries not sealed yet, or sealed before levere recorded it
+    checksum_coverage: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
 
 
 class StoredFile(Base):

@@ -118,6 +118,13 @@ class ChecksumMismatch(LevereError):
     code = "checksum_mismatch"
 
 
+class ChecksumFileRequired(Conflict):
+    """The facility requires every delivered file to be listed in the run's checksum file."""
+
+    exit_code = 5
+    code = "checksum_file_required"
+
+
 class QuotaExceeded(LevereError):
     http_status = 507
     exit_code = 6

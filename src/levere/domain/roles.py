@@ -52,6 +52,7 @@ class Action(StrEnum):
     FACILITY_ADD_STAFF = "facility.add_staff"
     INVITATION_LIST = "invitation.list"
     INVITATION_RESEND = "invitation.resend"
+    FACILITY_UPDATE = "facility.update"
     # applications
     APPLICATION_CREATE = "application.create"
     APPLICATION_READ = "application.read"
@@ -93,6 +94,7 @@ PERMISSIONS: dict[Action, frozenset[Actor]] = {
     Action.FACILITY_ADD_STAFF: frozenset({A.HELPDESK}),
     Action.INVITATION_LIST: frozenset({A.HELPDESK}),
     Action.INVITATION_RESEND: frozenset({A.HELPDESK}),
+    Action.FACILITY_UPDATE: frozenset({A.HELPDESK}),
     Action.APPLICATION_CREATE: frozenset({A.HELPDESK, A.FACILITY, A.FACILITY_ASSIGNED, A.USER}),
     Action.APPLICATION_READ: frozenset({A.HELPDESK, A.PI, A.AUTHOR, A.FACILITY_ASSIGNED}),
     Action.APPLICATION_EDIT: frozenset({A.PI, A.AUTHOR}),
@@ -159,6 +161,7 @@ DESCRIPTIONS: dict[Action, str] = {
     Action.FACILITY_ADD_STAFF: "add facility staff",
     Action.INVITATION_LIST: "list pending invitations (only the helpdesk can)",
     Action.INVITATION_RESEND: "re-send invitations (only the helpdesk can)",
+    Action.FACILITY_UPDATE: "change a facility's settings (only the helpdesk can)",
     Action.APPLICATION_CREATE: "file applications",
     Action.APPLICATION_READ: "see",
     Action.APPLICATION_EDIT: "edit",

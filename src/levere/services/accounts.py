@@ -310,8 +310,24 @@ def list_tokens(session: Session, user: User) -> list[ApiToken]:
     )
 
 
+#: the shortest start of a token's id that ``revoke_token`` looks up
+MIN_TOKEN_PREFIX = 4
+
+
 def revoke_token(session: Session, user: User, token_id: str) -> ApiToken:
+    """Revoke a token by its id or a unique start of it (as ``levere account tokens`` shows ids)."""
+    token_id = token_id.strip()
     record = session.get(ApiToken, token_id)
+    if record is None and len(token_id) >= MIN_TOKEN_PREFIX:
+        query = select(ApiToken).where(ApiToken.id.startswith(token_id, autoescape=True)).limit(2)
+        if user.kind != UserKind.HELPDESK:
+            query = query.where(ApiToken.user_id == user.id)
+        found = list(session.execute(query).scalars())
+        if len(found) > 1:
+            raise ValidationFailed(
+                {"token": f"more than one token's id starts with {token_id}; give more of it"}
+            )
+        record = found[0] if found else None
     if record is None or (record.user_id != user.id and user.kind != UserKind.HELPDESK):
         raise NotFound(f"no token {token_id}")
     if record.revoked_at is None:
@@ -424,6 +440,21 @@ def create_facility(
     session.add(facility)
     session.flush()
     audit.record(session, actor, "facility.created", "facility", facility.id, after={"name": name})
+    return facility
+
+
+def update_facility(
+    session: Session, actor: User, name: str, *, require_checksum_file: bool | None = None
+) -> Facility:
+    """Change a facility's settings; only what is given changes."""
+    require(subject_of(actor), Action.FACILITY_UPDATE)
+    facility = get_facility(session, name)
+    before = {"require_checksum_file": facility.require_checksum_file}
+    if require_checksum_file is not None:
+        facility.require_checksum_file = require_checksum_file
+    after = {"require_checksum_file": facility.require_checksum_file}
+    if after != before:
+        audit.record(session, actor, "facility.updated", "facility", facility.id, before=before, after=after)
     return facility
 
 

@@ -14,13 +14,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from levere.config import Settings, TierName
 from levere.db.engine import make_engine, make_sessionmaker
+from levere.domain.errors import ConfigurationError, LevereError
 from levere.storage import Backend, LocalSpec, build_backend
 
 if TYPE_CHECKING:
@@ -65,6 +66,17 @@ class Context:
         if _SINK not in self._tiers:
             self._tiers[_SINK] = build_backend(spec, write_once=True)
         return self._tiers[_SINK]
+
+    def check_tiers(self) -> None:
+        """Refuse to start unless every tier can store objects now: a configured local root must
+        exist (levere never creates one: an unmounted share would fill the disk under it) and be
+        writable, an S3 bucket must answer. The first problem found is raised, naming its tier."""
+        for name in get_args(TierName):
+            try:
+                backend = self.tier(name)
+                backend.check_ready()
+            except LevereError as exc:
+                raise ConfigurationError(f"cannot start: tier {name}: {exc.message}") from None
 
     @contextmanager
     def tx(self) -> Iterator[Session]:

@@ -21,9 +21,20 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from levere.db.models import Delivery, Project, ProjectMember, Replica, StoredFile, Upload, User, utcnow
+from levere.db.models import (
+    Delivery,
+    Facility,
+    Project,
+    ProjectMember,
+    Replica,
+    StoredFile,
+    Upload,
+    User,
+    utcnow,
+)
+from levere.domain.checksum_coverage import KEEP_NAMES, ChecksumCoverage
 from levere.domain.deliveries import DeliveryState, UploadState, delivery_transition
-from levere.domain.errors import Conflict, InvalidPath, ValidationFailed
+from levere.domain.errors import ChecksumFileRequired, Conflict, InvalidPath, ValidationFailed
 from levere.domain.paths import check_relative_path
 from levere.domain.roles import Action
 from levere.domain.units import count, format_size
@@ -168,11 +179,31 @@ def _seal_checks(
     return _SealCheck(len(stored), stored, key, size)
 
 
+@dataclass(frozen=True)
+class ClientChecked:
+    """A checksum file only the delivering client could read (not plain ``md5sum`` output): it
+    compared every file it lists as it sent it, and names the delivered files the file leaves out."""
+
+    checksum_file: str
+    unlisted_count: int
+    #: the first of them (at most ``KEEP_NAMES``), in path order
+    unlisted: list[str]
+
+
 def seal(
-    ctx: Context, actor: User, identifier: str, name: str, checksum_file: str | None = None
+    ctx: Context,
+    actor: User,
+    identifier: str,
+    name: str,
+    checksum_file: str | None = None,
+    client_checked: ClientChecked | None = None,
 ) -> DeliveryView:
+    """Seal a delivery, verified against ``checksum_file`` (read here) if given, and record how
+    much of the delivery a checksum file covered; a facility that requires a complete one has the
+    seal refused, the delivery left open, while any file is unlisted."""
     checked: _SealCheck | None = None
     problems: list[str] = []
+    listed: dict[str, str] = {}
     if checksum_file is not None:
         # the checksum file is read outside any transaction; the sealing one below checks that
         # nothing changed meanwhile
@@ -194,12 +225,44 @@ def seal(
         if problems:
             _fail(ctx, session, actor, project, delivery, problems)
         else:
-            _seal(ctx, session, actor, project, delivery, checksum_file, check)
+            coverage = _coverage(check.stored, checksum_file, listed, client_checked)
+            _require_complete(session, delivery, coverage)
+            _seal(ctx, session, actor, project, delivery, coverage, check)
             return delivery_view(session, project, delivery)
     shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
     raise DeliveryVerificationFailed(
         f"delivery {name} failed verification: {shown}", state="failed", problems=problems[:100]
     )
+
+
+def _coverage(
+    stored: dict[str, str], checksum_file: str | None, listed: dict[str, str], client: ClientChecked | None
+) -> ChecksumCoverage:
+    if checksum_file is not None:
+        return ChecksumCoverage.of(checksum_file, stored, listed)
+    if client is not None:
+        path = check_relative_path(client.checksum_file)
+        if path not in stored:
+            raise ValidationFailed({"checksum_file": f"{path} is not in the delivery"})
+        files = len(stored) - 1
+        if not 0 <= client.unlisted_count <= files or not set(client.unlisted) <= stored.keys():
+            raise ValidationFailed({"client_checked": "names files the delivery does not hold"})
+        names = tuple(sorted(client.unlisted)[:KEEP_NAMES])
+        return ChecksumCoverage(path, files, files - client.unlisted_count, names, "client")
+    return ChecksumCoverage.of(None, stored, ())
+
+
+def _require_complete(session: Session, delivery: Delivery, coverage: ChecksumCoverage) -> None:
+    if coverage.complete or delivery.facility_id is None:
+        return
+    facility = session.get(Facility, delivery.facility_id)
+    if facility is None or not facility.require_checksum_file:
+        return
+    raise ChecksumFileRequired(
+        f"{facility.name} requires every file of a delivery to be listed in its checksum file, and "
+        f"delivery {delivery.name} has {coverage.summary()}; it was not sealed",
+        facility=facility.name, coverage=coverage.as_record(),
+    )  # fmt: skip
 
 
 def _fail(
@@ -228,12 +291,13 @@ def _seal(
     actor: User,
     project: Project,
     delivery: Delivery,
-    checksum_file: str | None,
+    coverage: ChecksumCoverage,
     check: _SealCheck,
 ) -> None:
     delivery.state = delivery_transition(delivery.state, DeliveryState.SEALED, delivery.name)
     delivery.sealed_at = utcnow()
     delivery.manifest_sha256 = manifest_fingerprint(check.stored.items())
+    delivery.checksum_coverage = coverage.as_record()
     total = session.execute(
         select(func.coalesce(func.sum(StoredFile.size), 0)).where(StoredFile.delivery_id == delivery.id)
     ).scalar_one()
@@ -242,7 +306,8 @@ def _seal(
         before={"state": "open"},
         after={
             "state": "sealed", "files": check.file_count, "bytes": int(total),
-            "manifest_sha256": delivery.manifest_sha256, "verified_with": checksum_file,
+            "manifest_sha256": delivery.manifest_sha256, "verified_with": coverage.checksum_file,
+            "checksum_coverage": coverage.summary(),
         },
     )  # fmt: skip
     members = session.execute(
@@ -250,7 +315,7 @@ def _seal(
         .join(ProjectMember, ProjectMember.user_id == User.id)
         .where(ProjectMember.project_id == project.id)
     ).scalars()
-    verified = f"Every file was checked against {checksum_file}.\n" if checksum_file else ""
+    verified = f"Checksums: {coverage.summary()}.\n"
     notify(
         ctx, session, list(members),
         f"[levere] New data in {project.identifier}: delivery {delivery.name}",

@@ -173,6 +173,12 @@ class Backend(abc.ABC):
         configuration turned the protection off. Run at start-up for write-once tiers."""
         return None
 
+    # --- start-up ------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def check_ready(self) -> None:
+        """Raise ``StorageUnavailable`` saying what is wrong unless objects can be stored here now
+        (a local root that is a writable folder; an S3 bucket that answers). Does one probe."""
+
     # --- convenience ---------------------------------------------------------------------------
     def prepare_prefix(self, prefix: str) -> None:
         """Make room for keys under ``prefix`` (a project's area). Object stores need nothing."""

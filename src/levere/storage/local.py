@@ -34,6 +34,7 @@ import os
 import re
 import secrets
 import stat as stat_mod
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -274,6 +275,15 @@ class LocalBackend(Backend):
 
     def __repr__(self) -> str:
         return f"LocalBackend(root={str(self.root)!r}, backend_id={self.backend_id!r})"
+
+    def check_ready(self) -> None:
+        self._check_root()
+        try:  # as root, permission bits do not tell (os.access): a read-only mount shows on a write
+            fd, probe = tempfile.mkstemp(prefix=".levere-probe-", dir=self._root)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise StorageUnavailable(f"storage root {self.root} is not writable: {exc.strerror}") from None
 
     # --- paths ---------------------------------------------------------------------------------
     def key_limits(self) -> KeyLimits:

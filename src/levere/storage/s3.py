@@ -320,6 +320,17 @@ class S3Backend(Backend):
                 c.delete_object(Bucket=self.bucket, Key=full_key)
 
     # --- bucket --------------------------------------------------------------------------------
+    def check_ready(self) -> None:
+        with self._errors("reach the bucket"):
+            try:
+                self.client.head_bucket(Bucket=self.bucket)
+            except ClientError as e:
+                if error_code(e) in ("404", "NoSuchBucket", "NotFound"):
+                    raise StorageUnavailable(
+                        f"bucket {self.bucket!r} does not exist at {self.endpoint_url}"
+                    ) from None
+                raise
+
     def ensure_bucket(self) -> None:
         """Create the bucket if it is missing (with object lock when configured). Explicit, so
         that deployments with a pre-made bucket and narrower credentials never try."""

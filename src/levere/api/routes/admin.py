@@ -14,6 +14,7 @@ from levere.api.schemas import (
     AuditVerifyOut,
     FacilityIn,
     FacilityOut,
+    FacilityPatch,
     InvitedUserOut,
     PendingInvitationOut,
     ResentInvitationOut,
@@ -21,9 +22,9 @@ from levere.api.schemas import (
     UserIn,
     UserOut,
 )
-from levere.db.models import AuditEvent, Facility, User
+from levere.db.models import Facility, User
 from levere.domain.roles import Action, require
-from levere.services import accounts, audit_anchors, invitations
+from levere.services import accounts, audit_anchors, audit_listing, invitations
 
 router = APIRouter(tags=["administration"])
 
@@ -87,6 +88,22 @@ def create_facility(body: FacilityIn, actor: ReviewUser, ctx: CtxDep) -> Facilit
         return FacilityOut.model_validate(facility)
 
 
+@router.patch(
+    "/facilities/{name}",
+    summary="Change a facility's settings",
+    operation_id="update_facility",
+    responses=errors(404),
+    openapi_extra=acts(Action.FACILITY_UPDATE),
+)
+def update_facility(name: str, body: FacilityPatch, actor: ReviewUser, ctx: CtxDep) -> FacilityOut:
+    """Change a facility's settings (only the fields given)."""
+    with ctx.tx() as session:
+        facility = accounts.update_facility(
+            session, actor, name, require_checksum_file=body.require_checksum_file
+        )
+        return FacilityOut.model_validate(facility)
+
+
 @router.post(
     "/facilities/{name}/staff",
     summary="Make someone staff of a facility",
@@ -137,12 +154,11 @@ def resend_invitation(email: str, actor: ReviewUser, ctx: CtxDep) -> ResentInvit
 def audit_events(
     actor: ReviewUser, ctx: CtxDep, object_id: str | None = None, limit: int = 100
 ) -> list[AuditEventOut]:
-    require(accounts.subject_of(actor), Action.AUDIT_READ)
+    """The newest events first; ``object_id`` is an object's id or the identifier people know it by
+    (``LEV-2026-0001``, an application number, an e-mail, a facility name)."""
     with ctx.tx() as session:
-        query = select(AuditEvent).order_by(AuditEvent.seq.desc()).limit(min(max(limit, 1), 1000))
-        if object_id:
-            query = query.where(AuditEvent.object_id == object_id)
-        return [AuditEventOut.model_validate(e) for e in session.execute(query).scalars()]
+        events = audit_listing.list_events(session, actor, about=object_id, limit=limit)
+        return [AuditEventOut.model_validate(e) for e in events]
 
 
 @router.get(

@@ -15,7 +15,7 @@ from urllib.parse import quote
 import anyio
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt
 
 from levere.api.deps import CtxDep, ReadUser, WriteUser, acts
 from levere.api.openapi import (
@@ -31,6 +31,7 @@ from levere.api.openapi import (
 )
 from levere.api.routes import tus as tus_routes
 from levere.api.schemas import In
+from levere.domain.checksum_coverage import ChecksumCoverage
 from levere.domain.roles import Action
 from levere.services import batches, deliveries, downloads, sealing
 from levere.services.deliveries import DeliveryView, FileView
@@ -50,11 +51,31 @@ class DeliveryIn(In):
     metadata: dict[str, Any] = Field(default_factory=dict, description="e.g. the sample sheet")
 
 
+class ClientCheckedIn(In):
+    checksum_file: str = Field(description="path (in the delivery) of the checksum file the client read")
+    unlisted_count: StrictInt = Field(ge=0, description="delivered files it does not list")
+    unlisted: list[str] = Field(default_factory=list, max_length=100, description="the first of them")
+
+
 class SealIn(In):
     checksum_file: str | None = Field(
         default=None,
         description="path (in the delivery) of an md5sum-style file to verify every file against",
     )
+    client_checked: ClientCheckedIn | None = Field(
+        default=None,
+        description="a checksum file in a form only the client reads (e.g. sha256sum output), which it "
+        "compared each file with as it sent it; used when checksum_file is not given",
+    )
+
+
+class ChecksumCoverageOut(BaseModel):
+    checksum_file: str | None
+    files: int
+    verified: int
+    unlisted: list[str]
+    checked_by: Literal["levere", "client"]
+    summary: str = Field(description='e.g. "3 of 4 files verified against md5sum.txt; 1 not listed: c.fastq"')
 
 
 class FileOut(BaseModel):
@@ -87,6 +108,8 @@ class DeliveryOut(BaseModel):
     manifest_sha256: str
     file_count: int
     total_bytes: int
+    #: what the run's checksum file covered, recorded at sealing
+    checksum_coverage: ChecksumCoverageOut | None = None
 
 
 class DeliveryDetailOut(DeliveryOut):
@@ -153,7 +176,15 @@ def _delivery(view: DeliveryView) -> dict[str, Any]:
         "manifest_sha256": d.manifest_sha256,
         "file_count": view.file_count,
         "total_bytes": view.total_bytes,
+        "checksum_coverage": _coverage(d.checksum_coverage),
     }
+
+
+def _coverage(record: dict[str, Any] | None) -> ChecksumCoverageOut | None:
+    coverage = ChecksumCoverage.from_record(record)
+    if coverage is None:
+        return None
+    return ChecksumCoverageOut(**coverage.as_record(), summary=coverage.summary())
 
 
 # --- deliveries -----------------------------------------------------------------------------------------
@@ -226,9 +257,13 @@ def seal(
     identifier: str, name: str, actor: WriteUser, ctx: CtxDep, body: SealIn | None = None
 ) -> DeliveryOut:
     """Seal the delivery: verified against ``checksum_file`` if given, immutable afterwards, and the
-    project's members are told. A listed file missing or different fails the delivery (409)."""
-    checksum_file = body.checksum_file if body else None
-    return DeliveryOut(**_delivery(sealing.seal(ctx, actor, identifier, name, checksum_file)))
+    project's members are told. A listed file missing or different fails the delivery (409); a
+    facility that requires a complete checksum file has the seal refused while any file is unlisted
+    (409 ``checksum_file_required``, the delivery stays open)."""
+    body = body or SealIn()
+    client = body.client_checked
+    checked = sealing.ClientChecked(**client.model_dump()) if client is not None else None
+    return DeliveryOut(**_delivery(sealing.seal(ctx, actor, identifier, name, body.checksum_file, checked)))
 
 
 @router.get(

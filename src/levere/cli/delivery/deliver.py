@@ -37,8 +37,10 @@ from levere.cli.delivery.progress import Reporter
 from levere.cli.delivery.retry import Retry, wait_all
 from levere.cli.delivery.scan import FolderRefused, LocalFile, scan_folder
 from levere.cli.delivery.tus import CHUNK, PIECE, Expected, TusUpload
+from levere.domain.checksum_coverage import KEEP_NAMES, ChecksumCoverage
 from levere.domain.errors import (
     AccessDenied,
+    ChecksumFileRequired,
     ChecksumMismatch,
     Conflict,
     LevereError,
@@ -110,6 +112,15 @@ class Receipt:
     checksum_file: str | None = None
     service_verified: bool = False  # the service checked the checksum file again when sealing
     notes: list[str] = field(default_factory=list)
+    #: what the checksum file covered, as counted here (the service's record wins once sealed)
+    coverage: ChecksumCoverage | None = None
+
+    @property
+    def checksum_coverage(self) -> ChecksumCoverage | None:
+        recorded = self.delivery.get("checksum_coverage")
+        if recorded:
+            return ChecksumCoverage.from_record(recorded)
+        return self.coverage
 
     def as_json(self) -> dict[str, Any]:
         d = self.delivery
@@ -122,6 +133,8 @@ class Receipt:
             "manifest_sha256": d.get("manifest_sha256") or None,
             "checksum_file": self.checksum_file,
             "checked_by_service": self.service_verified,
+            "checksum_coverage": self.delivery.get("checksum_coverage")
+            or (self.coverage.as_record() if self.coverage else None),
             "sent_files": self.sent_files,
             "sent_bytes": self.sent_bytes,
             "seconds": round(self.seconds, 3),
@@ -129,6 +142,15 @@ class Receipt:
 
 
 # --- before anything is sent -------------------------------------------------------------------------
+
+
+def metadata_path(given: Path, run_folder: Path) -> Path:
+    """The sample sheet ``--metadata`` names: as given, or, for a relative path not found from the
+    current folder, inside the run folder (where sample sheets live)."""
+    if given.is_absolute() or given.exists():
+        return given
+    inside = run_folder / given
+    return inside if inside.exists() else given
 
 
 def read_metadata(path: Path) -> dict[str, Any]:
@@ -192,6 +214,14 @@ def check_listed(source: ChecksumSource | None, files: list[LocalFile], folder: 
             f"{source.listing.name} lists {count(len(missing), 'file')} that {folder.name} does not hold, "
             f"so nothing was sent: {shown}"
         )
+
+
+def coverage_of(source: ChecksumSource | None, files: list[LocalFile]) -> ChecksumCoverage:
+    """Which of the folder's files the checksum file lists (each is compared with it as it is sent)."""
+    paths = [f.path for f in files]
+    if source is None:
+        return ChecksumCoverage.of(None, paths, ())
+    return ChecksumCoverage.of(source.delivery_path, paths, source.listing.entries, "client")
 
 
 def make_plan(
@@ -291,6 +321,9 @@ class Deliverer:
         if source is not None and source.extra is not None:
             files = sorted([*files, source.extra], key=lambda f: f.path)
         check_listed(source, files, folder)
+        coverage = coverage_of(source, files)
+        if not coverage.complete:
+            self._check_required(coverage)
         delivery = self.find(name)
         created = delivery is None
         first: Plan | None = None
@@ -341,11 +374,21 @@ class Deliverer:
             checksum_file=source.delivery_path if source else None,
             notes=notes,
             sealed=self.options.seal,
+            coverage=coverage,
         )
         if self.options.seal:
-            # the service checks the file again at sealing when it can read it (plain md5sum output)
+            # the service checks the file again at sealing when it can read it (plain md5sum output);
+            # otherwise it records what this client compared
             server_checks = source is not None and source.listing.plain_md5sum
-            body = {"checksum_file": source.delivery_path if source and server_checks else None}
+            body: dict[str, Any] = {
+                "checksum_file": source.delivery_path if source and server_checks else None
+            }
+            if source is not None and not server_checks:
+                body["client_checked"] = {
+                    "checksum_file": source.delivery_path,
+                    "unlisted_count": coverage.unlisted_count,
+                    "unlisted": list(coverage.unlisted[:KEEP_NAMES]),
+                }
             receipt.service_verified = server_checks
             try:
                 receipt.delivery = self.retry.call(lambda: self.api.post(self.url(name, "seal"), body))
@@ -356,6 +399,22 @@ class Deliverer:
                 receipt.delivery = after
         receipt.seconds = time.monotonic() - started
         return receipt
+
+    def _check_required(self, coverage: ChecksumCoverage) -> None:
+        """Refuse before sending anything when this user's facility requires a checksum file that
+        lists every file (the service refuses the seal too: this only spares a doomed transfer)."""
+        try:
+            me = self.retry.call(lambda: self.api.get("/me"))
+            facilities = self.retry.call(lambda: self.api.get("/facilities")) if me.get("facility_id") else []
+        except (AccessDenied, NotFound):
+            return
+        facility = next((f for f in facilities if f["id"] == me.get("facility_id")), None)
+        if facility is not None and facility.get("require_checksum_file"):
+            raise ChecksumFileRequired(
+                f"{facility['name']} requires a checksum file that lists every delivered file, and this run "
+                f"has {coverage.summary()}; nothing was sent",
+                facility=facility["name"],
+            )
 
     def _check_quota(self, plan: Plan) -> None:
         """Refuse at once a delivery that cannot fit, with the numbers; the service stays the judge
