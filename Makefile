@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# a stock OpenAPI client generator for the contract test, in a virtualenv of its own
+TOOLS := $(VENV)/tools
+TOOLS_STAMP := $(TOOLS)/.installed
 
 .PHONY: demo test lint bench install-test-deps clean
 
@@ -13,12 +16,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m compileall -q src  # as a package install would (see scripts/run-bench.sh)
 	touch $(STAMP)
 
+$(TOOLS_STAMP): Makefile
+	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet 'openapi-python-client>=0.29,<0.30'
+	touch $(TOOLS_STAMP)
+
 ## make demo: the whole delivery on the embedded default (SQLite + local folders), step by step
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
 ## make test: lint, then the whole suite on SQLite and on PostgreSQL, with real S3 and SMTP servers
-test: $(STAMP) install-test-deps lint
+test: $(STAMP) $(TOOLS_STAMP) install-test-deps lint
 	scripts/run-tests.sh
 
 lint: $(STAMP)
