@@ -251,6 +251,33 @@ def test_mail_recorded_while_off_is_sent_once_mail_is_on(
     assert len(mailbox.to("ola@uib.example.org")) == 1
 
 
+def test_a_resent_invitation_is_the_only_one_that_goes_out_once_mail_is_on(
+    ctx: Context, client: TestClient, mailbox: Mailbox
+) -> None:
+    """Mail recorded while mail was off carries a link that a resend ended: it is never sent."""
+    ctx.settings.smtp.enabled = False
+    helpdesk = _helpdesk(ctx)
+    first = client.post("/api/users", json={"email": "ola@uib.example.org"}, headers=helpdesk).json()
+    client.post("/api/invitations/ola@uib.example.org/resend", headers=helpdesk)
+    ctx.settings.smtp.enabled = True
+    notify.catch_up(ctx)
+    sent = mailbox.to("ola@uib.example.org")
+    assert len(sent) == 1, [m["Subject"] for m in sent]
+    body = body_of(sent[0])
+    assert first["invitation_links"][0]["link"] not in body
+    assert _accept(client, INVITE + body.split(INVITE)[1].split()[0]) == 200
+    with ctx.tx() as session:
+        states = sorted(
+            (state, error)
+            for state, error in session.execute(
+                select(Notification.email_state, Notification.email_error).where(
+                    Notification.email == "ola@uib.example.org"
+                )
+            )
+        )
+    assert states == [("expired", "not sent: a newer invitation link replaced it"), ("sent", "")]
+
+
 def test_a_worker_starting_with_mail_on_sends_what_waits(
     ctx: Context, client: TestClient, mailbox: Mailbox, smtp_server: tuple[Mailbox, int], tmp_path: Path
 ) -> None:

@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from levere.db.models import Invitation, Project, User, utcnow
+from levere.db.models import Invitation, Notification, Project, User, utcnow
 from levere.domain.errors import (
     AccessDenied,
     AlreadyExists,
@@ -277,6 +277,17 @@ def resend(ctx: Context, actor: User, email: str) -> Invitation:
         now = utcnow()
         for old in previous:
             old.expires_at = min(old.expires_at, now)
+        # e-mails still waiting to go out (mail off or unreachable) carry the links just ended:
+        # they are never sent, so the person gets only the fresh link
+        session.execute(
+            update(Notification)
+            .where(
+                Notification.email == email,
+                Notification.email_state.in_(("disabled", "pending")),
+                Notification.body.contains(invitation_link(ctx, "")),
+            )
+            .values(email_state="expired", email_error="not sent: a newer invitation link replaced it")
+        )
         last = previous[-1] if previous else None
         invitation, secret = create_invitation(
             ctx, session, actor, email, last.project_id if last else None, last.role if last else None
