@@ -8,9 +8,9 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, WithJsonSchema
 
-from levere.domain.errors import LevereError
+from levere.domain.errors import ValidationFailed
 from levere.domain.roles import ProjectRole, UserKind
-from levere.domain.units import MAX_SIZE, parse_size
+from levere.domain.units import MAX_SIZE, SIZE_HELP, parse_size
 
 
 def _size(value: Any) -> Any:
@@ -18,8 +18,8 @@ def _size(value: Any) -> Any:
         return value
     try:
         return parse_size(value)
-    except LevereError as exc:
-        raise ValueError(f"{value!r} is not a size (examples: 500G, 2TiB, 1048576)") from exc
+    except ValidationFailed as exc:
+        raise ValueError(exc.fields["size"]) from exc
 
 
 #: what ``parse_size`` reads: a number and an optional unit (500G, 1.5 TiB, 2000000 B)
@@ -34,7 +34,7 @@ Size = Annotated[
                 {"type": "integer", "minimum": 0, "maximum": MAX_SIZE},
                 {"type": "string", "pattern": SIZE_PATTERN},
             ],
-            "description": "bytes, or a size such as '500G'",
+            "description": f"bytes, or a size such as '500G' ({SIZE_HELP})",
         }
     ),
 ]
