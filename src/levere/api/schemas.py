@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, WithJsonSchema
 
+from levere.domain.applications import MAX_MEMBERS
 from levere.domain.errors import ValidationFailed
 from levere.domain.roles import ProjectRole, UserKind
 from levere.domain.units import MAX_SIZE, SIZE_HELP, parse_size
@@ -46,6 +47,9 @@ TokenName = Annotated[str, Field(max_length=100)]
 Short = Annotated[str, Field(max_length=100)]
 FacilityName = Annotated[str, Field(max_length=64)]
 SecureId = Annotated[str, Field(max_length=16)]
+# every list a request may carry has a maximum: a longer one is a 422 naming it, before any work
+Scopes = Annotated[list[Literal["read", "write", "review", "account"]], Field(max_length=4)]
+Members = Annotated[list["MemberWanted"], Field(max_length=MAX_MEMBERS)]
 
 
 class Out(BaseModel):
@@ -74,6 +78,9 @@ class LoginIn(In):
     token_name: TokenName = "cli"
     scopes: list[Literal["read", "write", "review", "account"]] | None = None
     lifetime_days: Lifetime | None = None
+    token_name: Name = "cli"
+    scopes: Scopes | None = None
+    lifetime_days: int | None = None
 
 
 class TokenOut(Out):
@@ -93,7 +100,7 @@ class IssuedTokenOut(BaseModel):
 
 class TokenIn(In):
     name: TokenName
-    scopes: list[Literal["read", "write", "review", "account"]] | None = None
+    scopes: Scopes | None = None
     lifetime_days: Lifetime | None = None
 
 
@@ -196,7 +203,7 @@ class ApplicationIn(In):
     quota_longterm_bytes: Size = 0
     sensitive: StrictBool = False
     secure_project_id: SecureId = ""
-    members: list[MemberWanted] = []
+    members: Members = []
 
 
 class ApplicationPatch(In):
@@ -211,7 +218,7 @@ class ApplicationPatch(In):
     quota_longterm_bytes: Size | None = None
     sensitive: StrictBool | None = None
     secure_project_id: SecureId | None = None
-    members: list[MemberWanted] | None = None
+    members: Members | None = None
 
 
 class ApplicationOut(Out):

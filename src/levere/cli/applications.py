@@ -136,7 +136,7 @@ def apply(
         sizes_from_file(body, file)
     if "members" in body:
         body["members"] = [parse_member(m) if isinstance(m, str) else m for m in body["members"]]
-    flags = {
+    flags: dict[str, Any] = {
         "title": title, "pi_email": pi, "data_ownership": data_ownership, "funding_source": funding_source,
         "grant_id": grant_id, "description": description, "facility": facility, "quota_area_bytes": area_quota,
         "quota_longterm_bytes": longterm_quota, "sensitive": sensitive, "secure_project_id": secure_project,
