@@ -16,7 +16,7 @@ from levere.domain.errors import ValidationFailed
 from levere.domain.roles import ProjectRole
 from levere.services import applications, audit, invitations
 from levere.services.context import Context
-from tests.helpers import auth, basic_world, complete_form, make_user, token_for
+from tests.helpers import auth, basic_world, complete_form, make_user, provisioned_project, token_for
 
 ROLES = (ProjectRole.MEMBER, ProjectRole.VIEWER, ProjectRole.ADMIN)
 
@@ -77,6 +77,10 @@ def test_other_request_lists_have_maximums(ctx: Context, client: TestClient) -> 
     pi = auth(token_for(ctx, world.pi))
     r = client.post("/api/me/tokens", json={"name": "x", "scopes": ["read"] * 5}, headers=pi)
     assert r.status_code == 422 and "scopes" in r.json()["details"]["fields"]
+    project = provisioned_project(ctx, world)
+    paths = [f"RUN1/f{i}" for i in range(100_001)]
+    r = client.post(f"/api/projects/{project}/free", json={"paths": paths}, headers=pi)
+    assert r.status_code == 422 and "100000" in r.json()["details"]["fields"]["paths"]
 
 
 def test_provisioning_at_the_maximum_creates_every_member_and_invitation(ctx: Context) -> None:
