@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import uuid
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from levere.services.context import Context
 from levere.storage import S3Spec
 from tests.cli_live import Service, Traffic, cli_env, levere, one_line_error, tree
 from tests.conftest import LiveServer
-from tests.deliveries_support import delivery_bucket, raw_s3, s3_params
+from tests.deliveries_support import delivery_bucket, raw_s3, s3_params, s3_spec, storage_kind
 from tests.helpers import auth, token_for
 from tests.sync_support import (
     Setup,
@@ -43,22 +43,14 @@ FILES = {"lane1/big.fastq": os.urandom(3 * MiB + 7), "small.txt": b"a few bytes 
 
 @pytest.fixture(params=["local", "s3"])
 def longterm_kind(request: pytest.FixtureRequest) -> str:
-    if request.param == "s3" and s3_params() is None:
-        pytest.skip("S3 not configured: set LEVERE_TEST_S3_* (scripts/s3-server.sh start DIR PORT)")
-    return str(request.param)
+    return storage_kind(request)
 
 
 @pytest.fixture
 def settings(settings: Settings, longterm_kind: str, request: pytest.FixtureRequest) -> Settings:
     if longterm_kind == "local":
         return settings
-    params = s3_params()
-    assert params is not None
-    spec = S3Spec(
-        type="s3", backend_id="longterm-s3", bucket=request.getfixturevalue("delivery_bucket"),
-        prefix=f"t-{uuid.uuid4().hex[:12]}/", endpoint_url=params["endpoint_url"],
-        access_key=params["access_key"], secret_key=params["secret_key"],  # type: ignore[arg-type]
-    )  # fmt: skip
+    spec = s3_spec(request, "longterm-s3")
     return settings.model_copy(update={"tiers": TierSettings(longterm=spec)})
 
 
@@ -187,14 +179,20 @@ def service(ctx: Context) -> Iterator[Service]:
     running.stop()
 
 
+def download(
+    ctx: Context, s: Setup, service: Service, tmp_path: Path, what: str
+) -> subprocess.CompletedProcess[str]:
+    env = cli_env(tmp_path, service.url, token_for(ctx, s.world.pi), "pi")
+    return levere(env, "download", s.project, what, "--to", str(tmp_path / "got"))
+
+
 def test_levere_download_reads_past_damaged_and_missing_area_copies(
     ctx: Context, synced: Setup, service: Service, tmp_path: Path
 ) -> None:
     s = synced
     corrupt(ctx, s, "area", "lane1/big.fastq")
     remove(ctx, s, "area", "small.txt")
-    env = cli_env(tmp_path, service.url, token_for(ctx, s.world.pi), "pi")
-    done = levere(env, "download", s.project, "RUN1", "--to", str(tmp_path / "got"))
+    done = download(ctx, s, service, tmp_path, "RUN1")
     assert done.returncode == 0, done.stderr
     assert tree(tmp_path / "got" / "RUN1") == FILES  # verified by the client against the manifest
     assert set(replica_states(ctx, s, "area").values()) == {"damaged"}
@@ -206,8 +204,7 @@ def test_levere_download_of_a_file_damaged_everywhere_fails_naming_it(
     s = synced
     corrupt(ctx, s, "area", "lane1/big.fastq")  # same sizes: found only by reading them through
     corrupt(ctx, s, "longterm", "lane1/big.fastq")
-    env = cli_env(tmp_path, service.url, token_for(ctx, s.world.pi), "pi")
-    failed = levere(env, "download", s.project, "RUN1/lane1/big.fastq", "--to", str(tmp_path / "got"))
+    failed = download(ctx, s, service, tmp_path, "RUN1/lane1/big.fastq")
     message = one_line_error(failed)
     assert failed.returncode == 5
     assert "RUN1/lane1/big.fastq has no intact copy on any tier" in message
