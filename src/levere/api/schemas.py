@@ -35,7 +35,7 @@ Size = Annotated[
                 {"type": "integer", "minimum": 0, "maximum": MAX_SIZE},
                 {"type": "string", "pattern": SIZE_PATTERN},
             ],
-            "description": f"bytes, or a size such as '500G' ({SIZE_HELP})",
+            "description": f"bytes, or a size such as '500G'; {SIZE_HELP}",
         }
     ),
 ]

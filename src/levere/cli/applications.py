@@ -113,10 +113,10 @@ def apply(
     description: Annotated[str | None, typer.Option(help="Scientific description.")] = None,
     facility: Annotated[str | None, typer.Option(help="The assisting facility's short name.")] = None,
     area_quota: Annotated[
-        str | None, typer.Option(help=f"Quota for the working area, e.g. 500G ({SIZE_HELP}).")
+        str | None, typer.Option(help=f"Quota for the working area, e.g. 500G; {SIZE_HELP}.")
     ] = None,
     longterm_quota: Annotated[
-        str | None, typer.Option(help=f"Quota for long-term storage, e.g. 2T ({SIZE_HELP}).")
+        str | None, typer.Option(help=f"Quota for long-term storage, e.g. 2T; {SIZE_HELP}.")
     ] = None,
     sensitive: Annotated[
         bool | None, typer.Option("--sensitive/--not-sensitive", help="Human or otherwise sensitive data.")
@@ -239,10 +239,10 @@ def withdraw(number: str) -> None:
 def approve(
     number: str,
     area_quota: Annotated[
-        str | None, typer.Option(help=f"Grant another working-area quota, e.g. 400G ({SIZE_HELP}).")
+        str | None, typer.Option(help=f"Grant another working-area quota, e.g. 400G; {SIZE_HELP}.")
     ] = None,
     longterm_quota: Annotated[
-        str | None, typer.Option(help=f"Grant another long-term quota, e.g. 2T ({SIZE_HELP}).")
+        str | None, typer.Option(help=f"Grant another long-term quota, e.g. 2T; {SIZE_HELP}.")
     ] = None,
     comment: Annotated[str, typer.Option(help="A note to the applicant.")] = "",
 ) -> None:

@@ -80,7 +80,7 @@ def set_project(
 def set_quota(
     identifier: str,
     tier: str,
-    limit: Annotated[str, typer.Argument(help=f"The new quota, e.g. 2T ({SIZE_HELP}).")],
+    limit: Annotated[str, typer.Argument(help=f"The new quota, e.g. 2T; {SIZE_HELP}.")],
 ) -> None:
     """Change a granted quota, e.g. 'levere projects quota LEV-2026-0001 area 2T' (helpdesk)."""
     q = client().put(f"/projects/{_q(identifier)}/quotas/{_q(tier)}", {"limit": parse_size(limit, "LIMIT")})

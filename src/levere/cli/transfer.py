@@ -91,7 +91,7 @@ def deliver(
         str,
         typer.Option(
             help="Bytes per upload request of a large file, e.g. 64M: smaller requests lose less to a "
-            f"dropped connection, larger ones go faster ({SIZE_HELP})."
+            f"dropped connection, larger ones go faster; {SIZE_HELP}."
         ),
     ] = "256M",
 ) -> None:

@@ -34,7 +34,9 @@ MAX_SIZE = 2**63 - 1
 #: the smallest size accepted without a unit (1 MiB); below it a unit, or ``B`` for bytes, is needed
 MIN_BARE = MiB
 #: one sentence for every ``--help`` and error that takes a size
-SIZE_HELP = "G and GiB are powers of 1024 (50G = 50·2^30 bytes), GB powers of 1000; B is bytes"
+SIZE_HELP = (
+    "G and GiB count in powers of 1024, so 50G is 50 x 1024^3 bytes; GB counts in powers of 1000; B is bytes"
+)
 EXAMPLES = "examples: 500G, 2TiB, 1.5T, 800GB, 1048576B"
 
 
