@@ -50,7 +50,9 @@ def longterm_kind(request: pytest.FixtureRequest) -> str:
 def settings(settings: Settings, longterm_kind: str, request: pytest.FixtureRequest) -> Settings:
     if longterm_kind == "local":
         return settings
-    spec = s3_spec(request, "longterm-s3")
+    # not write-once: these tests damage copies behind levere's back, which object lock forbids
+    # (tests/test_s3_write_once.py shows that an overwritten write-once copy still reads back intact)
+    spec = s3_spec(request, "longterm-s3").model_copy(update={"write_once": False})
     return settings.model_copy(update={"tiers": TierSettings(longterm=spec)})
 
 

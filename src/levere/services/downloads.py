@@ -3,7 +3,7 @@
 Design notes
 ------------
 Copies are tried in :data:`READ_ORDER` (the working area, then long-term storage), and only those
-recorded as ``present``. Before one is used it is looked at: a copy that is gone or has the wrong
+recorded as ``present`` (on a store that keeps versions, the version levere wrote). Before one is used it is looked at: a copy that is gone or has the wrong
 size is recorded as damaged at once (as ``levere verify`` would, audited, so that sync or verify
 repairs it) and the next copy is tried. A whole-file read is also checked while it streams: its
 last piece is held back until the SHA-256 of everything read equals the manifest's, and a copy that
