@@ -80,7 +80,7 @@ def test_apply_names_the_flag_and_the_file_key(env: Env, tmp_path: Path) -> None
     line = one_line_error(levere(env.staff, "apply", "--file", str(form)))
     assert "quota_area_bytes (in application.toml)" in line
     line = one_line_error(levere(env.staff, "apply", "--title", "x" * 300, "--area-quota", "1G"))
-    assert "--title: must be at most 200 characters" in line
+    assert "--title: " in line and "200 characters" in line
 
 
 def test_apply_sends_the_standard_meanings(env: Env, tmp_path: Path) -> None:

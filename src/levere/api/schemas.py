@@ -76,11 +76,8 @@ class LoginIn(In):
     password: Secret
     totp: str | None = Field(default=None, max_length=16, repr=False)
     token_name: TokenName = "cli"
-    scopes: list[Literal["read", "write", "review", "account"]] | None = None
-    lifetime_days: Lifetime | None = None
-    token_name: Name = "cli"
     scopes: Scopes | None = None
-    lifetime_days: int | None = None
+    lifetime_days: Lifetime | None = None
 
 
 class TokenOut(Out):
