@@ -13,11 +13,25 @@ $PY -m compileall -q src
 # in the minutes after another removed tens of thousands of files (see bench/harness.py,
 # settle_disk)
 export LEVERE_BENCH_KEEP_SCRATCH=1
-trap 'rm -rf .bench' EXIT
+PGT=$(mktemp -d)
+chmod 755 "$PGT"  # the postgres user must reach its data folder inside
+trap 'rm -rf .bench; scripts/pg-server.sh stop "$PGT/pg" >/dev/null 2>&1; rm -rf "$PGT"' EXIT
 echo "== deliveries (bench/bench_deliver.py)"
 $PY bench/bench_deliver.py "$@" || rc=1
 if [ -f bench/bench_sync.py ]; then
   echo "== sync to long-term storage (bench/bench_sync.py)"
   $PY bench/bench_sync.py || rc=1
 fi
+echo "== approving an application at the maximum size (bench/bench_provision.py)"
+# on PostgreSQL too: a throwaway server, unless one is named already (LEVERE_TEST_DATABASE_URL)
+if [ -z "${LEVERE_TEST_DATABASE_URL:-}" ]; then
+  pg_port=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  if scripts/pg-server.sh start "$PGT/pg" "$pg_port" >/dev/null 2>&1; then
+    # shellcheck disable=SC1091
+    source "$PGT/pg/env"
+  else
+    echo "  (PostgreSQL is not installed: SQLite only)"
+  fi
+fi
+$PY bench/bench_provision.py || rc=1
 exit $rc

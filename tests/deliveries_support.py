@@ -84,28 +84,38 @@ def delivery_bucket() -> Iterator[str]:
     client.delete_bucket(Bucket=bucket)
 
 
-@pytest.fixture(params=["local", "s3"])
-def area_kind(request: pytest.FixtureRequest) -> str:
+def storage_kind(request: pytest.FixtureRequest) -> str:
+    """The fixture's parameter, "local" or "s3"; an "s3" run is skipped when S3 is not configured."""
     if request.param == "s3" and s3_params() is None:
         pytest.skip("S3 not configured: set LEVERE_TEST_S3_* (scripts/s3-server.sh start DIR PORT)")
     return str(request.param)
 
 
-@pytest.fixture
-def settings(settings: Settings, area_kind: str, request: pytest.FixtureRequest) -> Settings:
-    if area_kind != "s3":
-        return settings
+def s3_spec(request: pytest.FixtureRequest, backend_id: str) -> S3Spec:
+    """A backend on the test S3 server, under a prefix of its own in the session's bucket."""
     params = s3_params()
     assert params is not None
-    spec = S3Spec(
+    return S3Spec(
         type="s3",
-        backend_id="area-s3",
+        backend_id=backend_id,
         bucket=request.getfixturevalue("delivery_bucket"),
         prefix=f"t-{uuid.uuid4().hex[:12]}/",
         endpoint_url=params["endpoint_url"],
         access_key=params["access_key"],  # type: ignore[arg-type]
         secret_key=params["secret_key"],  # type: ignore[arg-type]
     )
+
+
+@pytest.fixture(params=["local", "s3"])
+def area_kind(request: pytest.FixtureRequest) -> str:
+    return storage_kind(request)
+
+
+@pytest.fixture
+def settings(settings: Settings, area_kind: str, request: pytest.FixtureRequest) -> Settings:
+    if area_kind != "s3":
+        return settings
+    spec = s3_spec(request, "area-s3")
     return settings.model_copy(update={"tiers": TierSettings(area=spec)})
 
 

@@ -8,9 +8,10 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, WithJsonSchema
 
-from levere.domain.errors import LevereError
+from levere.domain.applications import MAX_MEMBERS
+from levere.domain.errors import ValidationFailed
 from levere.domain.roles import ProjectRole, UserKind
-from levere.domain.units import MAX_SIZE, parse_size
+from levere.domain.units import MAX_SIZE, SIZE_HELP, parse_size
 
 
 def _size(value: Any) -> Any:
@@ -18,8 +19,8 @@ def _size(value: Any) -> Any:
         return value
     try:
         return parse_size(value)
-    except LevereError as exc:
-        raise ValueError(f"{value!r} is not a size (examples: 500G, 2TiB, 1048576)") from exc
+    except ValidationFailed as exc:
+        raise ValueError(exc.fields["size"]) from exc
 
 
 #: what ``parse_size`` reads: a number and an optional unit (500G, 1.5 TiB, 2000000 B)
@@ -34,7 +35,7 @@ Size = Annotated[
                 {"type": "integer", "minimum": 0, "maximum": MAX_SIZE},
                 {"type": "string", "pattern": SIZE_PATTERN},
             ],
-            "description": "bytes, or a size such as '500G'",
+            "description": f"bytes, or a size such as '500G'; {SIZE_HELP}",
         }
     ),
 ]
@@ -46,6 +47,9 @@ TokenName = Annotated[str, Field(max_length=100)]
 Short = Annotated[str, Field(max_length=100)]
 FacilityName = Annotated[str, Field(max_length=64)]
 SecureId = Annotated[str, Field(max_length=16)]
+# every list a request may carry has a maximum: a longer one is a 422 naming it, before any work
+Scopes = Annotated[list[Literal["read", "write", "review", "account"]], Field(max_length=4)]
+Members = Annotated[list["MemberWanted"], Field(max_length=MAX_MEMBERS)]
 
 
 class Out(BaseModel):
@@ -72,7 +76,7 @@ class LoginIn(In):
     password: Secret
     totp: str | None = Field(default=None, max_length=16, repr=False)
     token_name: TokenName = "cli"
-    scopes: list[Literal["read", "write", "review", "account"]] | None = None
+    scopes: Scopes | None = None
     lifetime_days: Lifetime | None = None
 
 
@@ -93,7 +97,7 @@ class IssuedTokenOut(BaseModel):
 
 class TokenIn(In):
     name: TokenName
-    scopes: list[Literal["read", "write", "review", "account"]] | None = None
+    scopes: Scopes | None = None
     lifetime_days: Lifetime | None = None
 
 
@@ -196,7 +200,7 @@ class ApplicationIn(In):
     quota_longterm_bytes: Size = 0
     sensitive: StrictBool = False
     secure_project_id: SecureId = ""
-    members: list[MemberWanted] = []
+    members: Members = []
 
 
 class ApplicationPatch(In):
@@ -211,7 +215,7 @@ class ApplicationPatch(In):
     quota_longterm_bytes: Size | None = None
     sensitive: StrictBool | None = None
     secure_project_id: SecureId | None = None
-    members: list[MemberWanted] | None = None
+    members: Members | None = None
 
 
 class ApplicationOut(Out):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,7 +13,7 @@ import typer
 from levere.cli.accounts import client
 from levere.cli.output import State, done, fields, handed_over, result, show, table
 from levere.domain.errors import ValidationFailed
-from levere.domain.units import format_size
+from levere.domain.units import SIZE_HELP, format_size, parse_size
 
 applications = typer.Typer(help="List, show, submit, withdraw and review applications.", no_args_is_help=True)
 
@@ -34,6 +35,40 @@ def read_form_file(path: Path) -> dict[str, Any]:
         raise ValidationFailed({"file": f"{path} must hold a table of fields"})
     form: dict[str, Any] = data.get("application", data)
     return form
+
+
+#: the form's size fields and the flags that set them
+SIZE_FLAGS = {"quota_area_bytes": "--area-quota", "quota_longterm_bytes": "--longterm-quota"}
+#: every other field given by a flag of ``levere apply``
+FLAGS = {
+    "title": "--title", "pi_email": "--pi", "data_ownership": "--data-ownership",
+    "funding_source": "--funding-source", "grant_id": "--grant-id", "description": "--description",
+    "facility": "--facility", "sensitive": "--sensitive", "secure_project_id": "--secure-project",
+    "members": "--member", **SIZE_FLAGS,
+}  # fmt: skip
+
+
+def in_file(key: str, path: Path) -> str:
+    return f"{key} (in {path.name})"
+
+
+def sizes_from_file(body: dict[str, Any], path: Path) -> None:
+    """Parse the file's sizes here, so that an error names the file's key rather than the API's field.
+    A TOML or YAML number is a bare number, under the same rules as one written on a flag."""
+    for key in SIZE_FLAGS:
+        value = body.get(key)
+        if value is not None:
+            body[key] = parse_size(value if isinstance(value, bool) else str(value), in_file(key, path))
+
+
+def renamed(exc: ValidationFailed, names: dict[str, str]) -> ValidationFailed:
+    """``exc`` with its fields named as the user wrote them (a flag or a file's key)."""
+
+    def name_of(field: str) -> str:
+        base = re.split(r"[.\[]", field, maxsplit=1)[0]
+        return names[base] + field[len(base) :] if base in names else field
+
+    return ValidationFailed({name_of(field): why for field, why in exc.fields.items()})
 
 
 def parse_member(text: str) -> dict[str, str]:
@@ -77,8 +112,12 @@ def apply(
     grant_id: Annotated[str | None, typer.Option(help="Grant id.")] = None,
     description: Annotated[str | None, typer.Option(help="Scientific description.")] = None,
     facility: Annotated[str | None, typer.Option(help="The assisting facility's short name.")] = None,
-    area_quota: Annotated[str | None, typer.Option(help="Quota for the working area, e.g. 500G.")] = None,
-    longterm_quota: Annotated[str | None, typer.Option(help="Quota for long-term storage, e.g. 2T.")] = None,
+    area_quota: Annotated[
+        str | None, typer.Option(help=f"Quota for the working area, e.g. 500G; {SIZE_HELP}.")
+    ] = None,
+    longterm_quota: Annotated[
+        str | None, typer.Option(help=f"Quota for long-term storage, e.g. 2T; {SIZE_HELP}.")
+    ] = None,
     sensitive: Annotated[
         bool | None, typer.Option("--sensitive/--not-sensitive", help="Human or otherwise sensitive data.")
     ] = None,
@@ -92,21 +131,33 @@ def apply(
 ) -> None:
     """File an application for a project area and quota (a draft until the PI submits it)."""
     body: dict[str, Any] = read_form_file(file) if file else {}
+    names = {key: in_file(key, file) for key in body} if file else {}
+    if file:
+        sizes_from_file(body, file)
     if "members" in body:
         body["members"] = [parse_member(m) if isinstance(m, str) else m for m in body["members"]]
-    flags = {
+    flags: dict[str, Any] = {
         "title": title, "pi_email": pi, "data_ownership": data_ownership, "funding_source": funding_source,
         "grant_id": grant_id, "description": description, "facility": facility, "quota_area_bytes": area_quota,
         "quota_longterm_bytes": longterm_quota, "sensitive": sensitive, "secure_project_id": secure_project,
     }  # fmt: skip
-    body.update({k: v for k, v in flags.items() if v is not None})
+    for key, flag in SIZE_FLAGS.items():
+        if flags[key] is not None:
+            flags[key] = parse_size(str(flags[key]), flag)
+    given = {k: v for k, v in flags.items() if v is not None}
+    body.update(given)
     if member:
         body["members"] = [parse_member(m) for m in member]
+        given["members"] = body["members"]
+    names = FLAGS | names | {key: FLAGS[key] for key in given}  # a flag overrides the file's key
     api = client()
-    drafted = app = api.post("/applications", body)
-    if submit:
-        handover = {k: drafted[k] for k in ("mail_enabled", "invitation_links") if k in drafted}
-        app = api.post(f"/applications/{app['number']}/submit") | handover
+    try:
+        drafted = app = api.post("/applications", body)
+        if submit:
+            handover = {k: drafted[k] for k in ("mail_enabled", "invitation_links") if k in drafted}
+            app = api.post(f"/applications/{app['number']}/submit") | handover
+    except ValidationFailed as exc:
+        raise renamed(exc, names) from None
     show(app, render)
     if not submit and not State.json_output:
         done(
@@ -149,16 +200,25 @@ def edit(
 ) -> None:
     """Change fields of a draft (or of an application the helpdesk sent back)."""
     body: dict[str, Any] = read_form_file(file) if file else {}
+    names = {key: in_file(key, file) for key in body} if file else {}
+    if file:
+        sizes_from_file(body, file)
     for pair in set_ or []:
         name, sep, value = pair.partition("=")
         if not sep:
             raise ValidationFailed({"--set": f"{pair!r} is not FIELD=VALUE"})
-        body[name.strip()] = value
+        name = name.strip()
+        names[name] = f"--set {name}"
+        body[name] = parse_size(value, names[name]) if name in SIZE_FLAGS else value
     if "members" in body:
         members = body["members"]
         items = members.split(",") if isinstance(members, str) else members
         body["members"] = [parse_member(m) if isinstance(m, str) else m for m in items]
-    show(client().patch(f"/applications/{quote(number, safe='')}", body), render)
+    try:
+        changed = client().patch(f"/applications/{quote(number, safe='')}", body)
+    except ValidationFailed as exc:
+        raise renamed(exc, names) from None
+    show(changed, render)
 
 
 @applications.command("submit")
@@ -179,14 +239,23 @@ def withdraw(number: str) -> None:
 def approve(
     number: str,
     area_quota: Annotated[
-        str | None, typer.Option(help="Grant another working-area quota, e.g. 400G.")
+        str | None, typer.Option(help=f"Grant another working-area quota, e.g. 400G; {SIZE_HELP}.")
     ] = None,
-    longterm_quota: Annotated[str | None, typer.Option(help="Grant another long-term quota.")] = None,
+    longterm_quota: Annotated[
+        str | None, typer.Option(help=f"Grant another long-term quota, e.g. 2T; {SIZE_HELP}.")
+    ] = None,
     comment: Annotated[str, typer.Option(help="A note to the applicant.")] = "",
 ) -> None:
     """Approve and provision the project (helpdesk)."""
-    project = client().post(f"/applications/{quote(number, safe='')}/approve", {
-        "area_quota": area_quota, "longterm_quota": longterm_quota, "comment": comment})  # fmt: skip
+    body = {
+        "area_quota": None if area_quota is None else parse_size(area_quota, "--area-quota"),
+        "longterm_quota": None if longterm_quota is None else parse_size(longterm_quota, "--longterm-quota"),
+        "comment": comment,
+    }
+    try:
+        project = client().post(f"/applications/{quote(number, safe='')}/approve", body)
+    except ValidationFailed as exc:
+        raise renamed(exc, {"area_quota": "--area-quota", "longterm_quota": "--longterm-quota"}) from None
     show(project, lambda p: done(f"application {number} approved: project {p['identifier']} is provisioned"))
     handed_over(project)
 

@@ -9,7 +9,7 @@ import typer
 
 from levere.cli.accounts import client
 from levere.cli.output import fields, handed_over, result, show, table
-from levere.domain.units import format_size
+from levere.domain.units import SIZE_HELP, format_size, parse_size
 
 projects = typer.Typer(help="Projects you can see, their quotas and facilities.", no_args_is_help=True)
 members = typer.Typer(help="Who has access to a project, and with which role.", no_args_is_help=True)
@@ -77,9 +77,13 @@ def set_project(
 
 
 @projects.command("quota")
-def set_quota(identifier: str, tier: str, limit: str) -> None:
+def set_quota(
+    identifier: str,
+    tier: str,
+    limit: Annotated[str, typer.Argument(help=f"The new quota, e.g. 2T; {SIZE_HELP}.")],
+) -> None:
     """Change a granted quota, e.g. 'levere projects quota LEV-2026-0001 area 2T' (helpdesk)."""
-    q = client().put(f"/projects/{_q(identifier)}/quotas/{_q(tier)}", {"limit": limit})
+    q = client().put(f"/projects/{_q(identifier)}/quotas/{_q(tier)}", {"limit": parse_size(limit, "LIMIT")})
     result(q, f"{identifier} {tier} quota is now {format_size(q['limit_bytes'])}")
 
 

@@ -25,7 +25,7 @@ from levere.cli.accounts import client
 from levere.cli.delivery.progress import Bars, Quiet, Reporter
 from levere.cli.output import State, console, emit_json, err_console, fields, show, table
 from levere.domain.errors import AlreadyExists, ValidationFailed
-from levere.domain.units import count, format_size, parse_size
+from levere.domain.units import SIZE_HELP, count, format_size, parse_size
 
 if TYPE_CHECKING:
     from levere.cli.delivery.deliver import Receipt
@@ -91,7 +91,7 @@ def deliver(
         str,
         typer.Option(
             help="Bytes per upload request of a large file, e.g. 64M: smaller requests lose less to a "
-            "dropped connection, larger ones go faster."
+            f"dropped connection, larger ones go faster; {SIZE_HELP}."
         ),
     ] = "256M",
 ) -> None:
@@ -110,9 +110,9 @@ def deliver(
     if checksum_file is not None and no_checksum_file:
         raise ValidationFailed({"checksum file": "give --checksum-file or --no-checksum-file, not both"})
     meta = read_metadata(metadata_path(metadata, run_folder)) if metadata is not None else {}
-    chunk = parse_size(chunk_size, "chunk-size")
+    chunk = parse_size(chunk_size, "--chunk-size")
     if not MiB <= chunk <= 4096 * MiB:
-        raise ValidationFailed({"chunk-size": "must be between 1M and 4G"})
+        raise ValidationFailed({"--chunk-size": "must be between 1M and 4G"})
     options = Options(jobs=jobs, seal=seal, chunk=chunk, retry=Retry(attempts=retries))
     api = client()
     reporter, display = _reporter("deliver")

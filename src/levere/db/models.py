@@ -419,4 +419,9 @@ class JobRun(Base):
 #: the plain tables behind two models, for inserts of thousands of rows at once: a Core
 #: ``executemany`` costs a fraction of the ORM's bulk path per row
 files_table = cast(Table, StoredFile.__table__)
+users_table = cast(Table, User.__table__)
+members_table = cast(Table, ProjectMember.__table__)
+invitations_table = cast(Table, Invitation.__table__)
+notifications_table = cast(Table, Notification.__table__)
+audit_table = cast(Table, AuditEvent.__table__)
 replicas_table = cast(Table, Replica.__table__)

@@ -100,6 +100,9 @@ REQUIRED_TEXT = {
     "description": "a scientific description",
     "facility": "the assisting facility",
 }
+#: members one application may list (besides the PI); approving one at this size takes well under
+#: 2 s (``make bench``, bench/bench_provision.py). Larger groups are added after approval.
+MAX_MEMBERS = 1000
 MAX_TEXT = {
     "title": 200,
     "pi_email": 320,
@@ -127,8 +130,13 @@ def check_draft(form: ApplicationForm) -> None:
         problems["secure_project_id"] = "must look like p1234 (a TSD project id)"
     if secure_project_id and not form.sensitive:
         problems["secure_project_id"] = "is only for sensitive data; set sensitive to true or leave it empty"
+    if len(form.members) > MAX_MEMBERS:
+        problems["members"] = (
+            f"lists {len(form.members)} members; an application may list at most {MAX_MEMBERS} "
+            "(add more to the project once it is approved)"
+        )
     seen: set[str] = set()
-    for i, member in enumerate(form.members):
+    for i, member in enumerate(form.members[:MAX_MEMBERS]):
         key = f"members[{i}].email"
         email = member.email.strip().lower()
         if not EMAIL.match(email) or len(email) > MAX_TEXT["pi_email"]:

@@ -70,6 +70,13 @@ class NotSynced(Conflict):
     code = "not_synced"
 
 
+class NoIntactCopy(Conflict):
+    """Every copy of a file is damaged or missing: reading it again will not help."""
+
+    exit_code = 5
+    code = "no_intact_copy"
+
+
 class AuthenticationFailed(LevereError):
     http_status = 401
     exit_code = 3

@@ -14,10 +14,27 @@ MAX_PATH_BYTES = 4096
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
+def readable(name: str) -> str:
+    """``name`` as it can be shown: bytes that are not UTF-8 (which Python keeps as lone surrogates,
+    as in the names ``os.listdir`` returns) escaped as ``\\xff``, the rest as it is."""
+    try:
+        raw = name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that no undecodable byte made
+        return name.encode("utf-8", "backslashreplace").decode("ascii", "strict")
+    return raw.decode("utf-8", "backslashreplace")
+
+
 def check_relative_path(path: str) -> str:
     """Return ``path`` normalised (NFC, forward slashes) or raise :class:`InvalidPath` naming why."""
     if not path:
         raise InvalidPath("the path is empty")
+    if not path.isascii():
+        try:
+            path.encode()
+        except UnicodeEncodeError:
+            raise InvalidPath(
+                f"{readable(path)} is not valid UTF-8 (\\xNN marks each byte that is not): rename it"
+            ) from None
     if _CONTROL.search(path):
         raise InvalidPath(f"{path!r} contains a NUL or control character")
     if "\\" in path:

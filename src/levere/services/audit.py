@@ -19,29 +19,30 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from levere.db.models import AuditEvent, Counter, User, utcnow
-from levere.services.counters import next_value
+from levere.db.bulk import insert_rows
+from levere.db.models import AuditEvent, Counter, User, audit_table, utcnow
+from levere.services.counters import next_value, take
 
 GENESIS = "0" * 64
+#: the fields an event's hash covers
+_HASHED = ("seq", "at", "actor_id", "actor_email", "action", "object_type", "object_id", "before", "after")
 
 
 def _canonical(event: AuditEvent) -> bytes:
-    body = {
-        "seq": event.seq,
-        "at": event.at.isoformat(timespec="microseconds"),
-        "actor_id": event.actor_id,
-        "actor_email": event.actor_email,
-        "action": event.action,
-        "object_type": event.object_type,
-        "object_id": event.object_id,
-        "before": event.before,
-        "after": event.after,
-    }
+    return _canonical_body({name: getattr(event, name) for name in _HASHED})
+
+
+def _canonical_body(body: dict[str, Any]) -> bytes:
+    body = body | {"at": body["at"].isoformat(timespec="microseconds")}
     return json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()
 
 
 def _digest(prev_hash: str, event: AuditEvent) -> str:
-    return hashlib.sha256(prev_hash.encode() + b"\n" + _canonical(event)).hexdigest()
+    return _digest_body(prev_hash, _canonical(event))
+
+
+def _digest_body(prev_hash: str, canonical: bytes) -> str:
+    return hashlib.sha256(prev_hash.encode() + b"\n" + canonical).hexdigest()
 
 
 def record(
@@ -71,6 +72,33 @@ def record(
     session.add(event)
     session.flush()
     return event
+
+
+#: one event of :func:`record_many`: action, object type, object id, before, after
+Change = tuple[str, str, str, dict[str, Any] | None, dict[str, Any] | None]
+
+
+def record_many(session: Session, actor: User | None, changes: list[Change]) -> None:
+    """Append ``changes`` in order, as :func:`record` would one by one, with one counter update and
+    one insert (provisioning a project with many members records three events per member)."""
+    if not changes:
+        return
+    first = take(session, "audit", len(changes))  # locks the chain until this transaction ends
+    prev = session.execute(select(AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)).scalar()
+    prev = prev or GENESIS
+    at = utcnow()
+    actor_id, actor_email = (actor.id, actor.email) if actor else (None, "system")
+    rows = []
+    for seq, (action, object_type, object_id, before, after) in enumerate(changes, first):
+        body = {
+            "seq": seq, "at": at, "actor_id": actor_id, "actor_email": actor_email, "action": action,
+            "object_type": object_type, "object_id": str(object_id), "before": _jsonable(before),
+            "after": _jsonable(after),
+        }  # fmt: skip
+        digest = _digest_body(prev, _canonical_body(body))
+        rows.append((*body.values(), prev, digest))
+        prev = digest
+    insert_rows(session, audit_table, (*_HASHED, "prev_hash", "hash"), rows)
 
 
 def _jsonable(value: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -14,6 +14,11 @@ def _locked(session: Session, name: str) -> Counter | None:
 
 
 def next_value(session: Session, name: str) -> int:
+    return take(session, name, 1)
+
+
+def take(session: Session, name: str, count: int) -> int:
+    """Advance counter ``name`` by ``count``; the first of the ``count`` values taken."""
     counter = _locked(session, name)
     if counter is None:
         # two first users of a counter may race to create it: the loser waits for the winner's
@@ -25,6 +30,6 @@ def next_value(session: Session, name: str) -> int:
             pass
         counter = _locked(session, name)
         assert counter is not None
-    counter.value += 1
+    counter.value += count
     session.flush()
-    return counter.value
+    return counter.value - count + 1

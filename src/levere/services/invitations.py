@@ -83,10 +83,10 @@ def create_invitation(
     project_id: str | None = None,
     role: str | None = None,
 ) -> tuple[Invitation, str]:
-    secret = secrets.token_urlsafe(32)
+    secret, digest = new_secret()
     invitation = Invitation(
         email=normalise_email(email),
-        secret_hash=sha256(secret),
+        secret_hash=digest,
         project_id=project_id,
         role=role,
         invited_by_id=actor.id if actor else None,
@@ -98,14 +98,22 @@ def create_invitation(
         session, actor, "invitation.created", "invitation", invitation.id,
         after={"email": invitation.email, "project_id": project_id, "role": role},
     )  # fmt: skip
+    hand_over(ctx, invitation.email, invitation_link(ctx, secret), invitation.expires_at)
+    return invitation, secret
+
+
+def new_secret() -> tuple[str, str]:
+    """A new invitation secret and the hash that is stored in its place."""
+    secret = secrets.token_urlsafe(32)
+    return secret, sha256(secret)
+
+
+def hand_over(ctx: Context, email: str, link: str, expires_at: datetime) -> None:
+    """Give ``link`` to the block collecting links (see :func:`handover`), when mail is off."""
     collected = _handed_over.get()
     if collected is not None and not ctx.settings.smtp.enabled:
-        link = invitation_link(ctx, secret)
-        collected[:] = [
-            h for h in collected if h.email != invitation.email
-        ]  # the newest link is the good one
-        collected.append(HandedOver(invitation.email, link, invitation.expires_at))
-    return invitation, secret
+        collected[:] = [h for h in collected if h.email != email]  # the newest link is the good one
+        collected.append(HandedOver(email, link, expires_at))
 
 
 def invitation_link(ctx: Context, secret: str) -> str:

@@ -24,7 +24,8 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from levere.db.models import Notification, User, utcnow
+from levere.db.bulk import insert_rows
+from levere.db.models import Notification, User, new_ids, notifications_table, utcnow
 from levere.services.context import Context, after_commit
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,27 @@ def notify(
     if made and ctx.settings.smtp.enabled:
         after_commit(session, lambda: dispatch_emails(ctx))
     return made
+
+
+#: one note of :func:`notify_each`: the recipient's user id and e-mail, the subject and the body
+Note = tuple[str, str, str, str]
+
+
+def notify_each(ctx: Context, session: Session, notes: list[Note]) -> None:
+    """One notification per note, inserted at once (a project provisioned with many members)."""
+    if not notes:
+        return
+    footer = FOOTER.format(url=ctx.settings.public_url)
+    insert_rows(
+        session, notifications_table,
+        ("id", "user_id", "email", "subject", "body"),
+        [(id_, user_id, email, subject, body + footer)
+         for id_, (user_id, email, subject, body) in zip(new_ids(len(notes)), notes, strict=True)],
+        same={"created_at": utcnow(), "read_at": None, "email_error": "",
+              "email_state": "pending" if ctx.settings.smtp.enabled else "disabled"},
+    )  # fmt: skip
+    if ctx.settings.smtp.enabled:
+        after_commit(session, lambda: dispatch_emails(ctx))
 
 
 def _user_by_email(session: Session, email: str) -> User | None:

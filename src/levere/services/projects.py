@@ -12,7 +12,7 @@ from levere.db.models import Facility, Project, ProjectFacility, ProjectMember, 
 from levere.domain.errors import Conflict, NotFound, ValidationFailed
 from levere.domain.roles import Action, ProjectRole, Subject, UserKind, allowed, require
 from levere.domain.units import format_size
-from levere.services import accounts, audit, invitations
+from levere.services import accounts, audit, onboarding
 from levere.services.context import Context
 from levere.services.notify import notify
 
@@ -120,11 +120,9 @@ def provision(
         session, actor, "project.provisioned", "project", project.id,
         after={"identifier": identifier, "title": title, "quota": quota_bytes, "sensitive": sensitive},
     )  # fmt: skip
-    _add_member(ctx, session, actor, project, pi.email, ProjectRole.ADMIN, welcome=True)
-    for wanted in members_wanted:
-        if wanted.email.lower() == pi.email:
-            continue
-        _add_member(ctx, session, actor, project, wanted.email, wanted.role, welcome=True)
+    people = [(pi.email, ProjectRole.ADMIN)]
+    people += [(m.email, m.role) for m in members_wanted if m.email.strip().lower() != pi.email]
+    onboarding.add_members(ctx, session, actor, project, people)
     if facility is not None:
         _assign_facility(ctx, session, actor, project, facility, new_project=True)
     session.flush()
@@ -133,62 +131,10 @@ def provision(
     return project
 
 
-def _welcome_text(ctx: Context, project: Project, role: ProjectRole, link: str | None) -> str:
-    can = {
-        ProjectRole.ADMIN: "read and write its data and manage its members",
-        ProjectRole.MEMBER: "read and write its data",
-        ProjectRole.VIEWER: "read and download its data",
-    }[role]
-    if link:
-        first = "1. " + invitations.how_to_accept(ctx, link).replace("\n  ", "\n   ")
-    else:
-        first = "1. You already have an account: sign in with your e-mail and password.\n"
-    return (
-        f"You have been given access to the project {project.identifier} ({project.title}) "
-        f"as {role.value}: you can {can}.\n\n"
-        f"How to get started:\n{first}"
-        f"2. Install the levere client and sign in:  levere login --url {ctx.settings.public_url} --email YOUR_EMAIL\n"
-        f"3. Find the project:  levere projects show {project.identifier}\n"
-        f"4. See its data:  levere ls {project.identifier}\n"
-        f"5. Download it, checksums verified:  levere download {project.identifier} --to DIR\n"
-    )
-
-
-def _add_member(
-    ctx: Context,
-    session: Session,
-    actor: User,
-    project: Project,
-    email: str,
-    role: ProjectRole,
-    welcome: bool,
-) -> ProjectMember:
-    user, created = accounts.get_or_create_invitee(session, actor, email)
-    if membership(session, project, user) is not None:
-        raise Conflict(f"{user.email} is already a member of {project.identifier}")
-    member = ProjectMember(project_id=project.id, user_id=user.id, role=role.value)
-    session.add(member)
-    session.flush()
-    audit.record(
-        session, actor, "member.added", "project", project.id, after={"email": user.email, "role": role.value}
-    )
-    link = None
-    if created or user.password_hash is None:
-        _, secret = invitations.create_invitation(ctx, session, actor, user.email, project.id, role.value)
-        link = invitations.invitation_link(ctx, secret)
-    if welcome:
-        notify(
-            ctx, session, [user],
-            f"[levere] You have joined project {project.identifier} as {role.value}",
-            _welcome_text(ctx, project, role, link),
-        )  # fmt: skip
-    return member
-
-
-def add_member(ctx: Context, actor: User, identifier: str, email: str, role: ProjectRole) -> ProjectMember:
+def add_member(ctx: Context, actor: User, identifier: str, email: str, role: ProjectRole) -> None:
     with ctx.tx() as session:
         project = authorize(session, actor, identifier, Action.MEMBER_MANAGE)
-        return _add_member(ctx, session, actor, project, email, role, welcome=True)
+        onboarding.add_members(ctx, session, actor, project, [(email, role)])
 
 
 def _admins_left(session: Session, project: Project, without: User) -> int:

@@ -6,7 +6,9 @@ A file is written to ``NAME.part`` next to its final place and renamed only afte
 SHA-256 equal the service's manifest, so a name on disk always holds a whole, verified file. An
 interrupted download keeps its ``.part``; the next run hashes what it holds (to rebuild the digest
 state) and asks only for the rest with ``Range``, guarded by ``If-Range`` on the content's ETag so a
-part of an older version is never completed with bytes of a newer one.
+part of an older version is never completed with bytes of a newer one. A file that does not match
+is fetched again from its first byte: the service checks whole-file reads against the manifest and
+serves the next intact copy once it has found one damaged (``services/downloads.py``).
 
 Local names follow ``cp -r``: what is asked for lands in the target folder under its last path
 component (a whole project keeps its delivery folders). Every server path is checked before anything
@@ -34,6 +36,9 @@ from levere.domain.paths import check_relative_path
 MiB = 1024 * 1024
 PIECE = 1 * MiB
 PART = ".part"
+#: how often a file that does not match the manifest is fetched again from its first byte: once per
+#: copy the service may hold (the area, long-term storage)
+RESTARTS = 2
 
 
 @dataclass(frozen=True)
@@ -181,7 +186,7 @@ class Downloader:
             return False
         return hash_file(item.local).result() == item.checksums
 
-    def _fill(self, item: Wanted, part: Path, second_chance: bool = True) -> int:
+    def _fill(self, item: Wanted, part: Path, restarts: int = RESTARTS) -> int:
         have = part.stat().st_size if part.exists() else 0
         if have > item.size:
             have = 0
@@ -199,8 +204,10 @@ class Downloader:
         if got != item.checksums or (state.announced and state.announced != item.checksums):
             part.unlink(missing_ok=True)
             self.reporter.advance(-item.size)
-            if second_chance and have:  # the old part may have been of another version: once more from zero
-                return self._fill(item, part, second_chance=False)
+            if restarts:
+                # from the first byte again: an old part may hold another version, or the bytes may
+                # have come from a damaged copy, which the service has since set aside for another
+                return self._fill(item, part, restarts - 1)
             raise ChecksumMismatch(
                 f"{item.remote}: downloaded bytes have MD5 {got.md5} / SHA-256 {got.sha256} but the manifest "
                 f"says {item.checksums.md5} / {item.checksums.sha256}; nothing was kept"

@@ -4,8 +4,12 @@ Design notes
 ------------
 Everything that would make a delivery fail half-way is found here, before the first byte moves:
 symbolic links that point outside the folder (or nowhere), names the service would refuse (control
-characters, names over 255 bytes, backslashes), special files, unreadable files, and two names that
-become the same path once normalised. All offenders are named in one message, so one run fixes them.
+characters, names that are not UTF-8, names over 255 bytes, backslashes), special files, unreadable
+files, and two names that become the same path once normalised (NFC), whether files or folders: a
+file ``été`` beside a folder ``été`` spelt with a combining accent would otherwise pass here and fail
+on the service half-way, when the folder's files arrive under a path that is a file. All offenders
+are named in one message (names that are not UTF-8 shown with those bytes escaped, ``\xff``), so one
+run fixes them.
 
 A symbolic link whose target is inside the folder is delivered as the file it points to, and a link to
 a folder inside is walked, as ``cp -rL`` would; a link back to an ancestor is a loop and is refused.
@@ -17,11 +21,12 @@ from __future__ import annotations
 
 import os
 import stat
+import unicodedata
 from pathlib import Path
 from typing import NamedTuple
 
 from levere.domain.errors import InvalidPath, LevereError
-from levere.domain.paths import check_relative_path
+from levere.domain.paths import check_relative_path, readable
 
 MAX_LISTED = 5
 _UID = os.geteuid()
@@ -53,7 +58,18 @@ def _inside(path: str, root: str) -> bool:
 
 def _display(rel: str) -> str:
     # repr() shows control characters as escapes instead of printing them to the terminal
-    return repr(rel) if any(ord(c) < 32 or ord(c) == 127 for c in rel) else rel
+    return repr(rel) if any(ord(c) < 32 or ord(c) == 127 for c in rel) else readable(rel)
+
+
+def _spelt(rel: str, folder: bool) -> str:
+    """A name and how it is spelt, for two that look alike: ``été/ (a folder, NFD)``."""
+    if unicodedata.is_normalized("NFC", rel):
+        form = "NFC"
+    elif unicodedata.is_normalized("NFD", rel):
+        form = "NFD"
+    else:
+        form = "neither NFC nor NFD"
+    return f"{_display(rel)}{'/' if folder else ''} (a {'folder' if folder else 'file'}, {form})"
 
 
 def _info(entry: os.DirEntry[str]) -> os.stat_result | OSError | None:
@@ -87,10 +103,21 @@ def scan_folder(folder: Path) -> list[LocalFile]:
     unreadable: list[str] = []
     found: dict[str, LocalFile] = {}
     duplicates: list[str] = []
-    # (real directory, its path inside the delivery, the real directories above it)
-    pending: list[tuple[str, str, frozenset[str]]] = [(root, "", frozenset())]
+    # every delivery path taken so far, file or folder: its name as found and whether it is a folder
+    taken: dict[str, tuple[str, bool]] = {}
+    # (real directory, its path inside the delivery, its path as found, the real directories above it)
+    pending: list[tuple[str, str, str, frozenset[str]]] = [(root, "", "", frozenset())]
+
+    def take(checked: str, raw: str, folder: bool) -> bool:
+        """Claim ``checked`` for ``raw``; False (and the clash noted) if another name has it."""
+        other = taken.setdefault(checked, (raw, folder))
+        if other[0] == raw:
+            return True
+        duplicates.append(f"{_spelt(other[0], other[1])} and {_spelt(raw, folder)}")
+        return False
+
     while pending:
-        directory, prefix, ancestors = pending.pop()
+        directory, prefix, raw_prefix, ancestors = pending.pop()
         # listed through an open descriptor, so that each entry's stat looks up its name in the
         # folder rather than walking its whole path again
         try:
@@ -108,6 +135,7 @@ def scan_folder(folder: Path) -> list[LocalFile]:
         base = directory.rstrip(os.sep) + os.sep
         for entry, info in entries:
             rel = f"{prefix}/{entry.name}" if prefix else entry.name
+            raw = f"{raw_prefix}/{entry.name}" if raw_prefix else entry.name
             try:
                 checked = check_relative_path(rel)
             except InvalidPath as exc:
@@ -136,15 +164,13 @@ def scan_folder(folder: Path) -> list[LocalFile]:
                 real = os.path.realpath(source)
                 if real in ancestors or real == directory:
                     outside.append(f"{_display(rel)} -> {os.readlink(here)} (a loop)")
-                else:
-                    pending.append((real, checked, ancestors | {directory}))
+                elif take(checked, raw, folder=True):
+                    pending.append((real, checked, raw, ancestors | {directory}))
             elif not stat.S_ISREG(info.st_mode):
                 special.append(_display(rel))
             elif not _readable(source, info):
                 unreadable.append(f"{_display(rel)} (permission denied)")
-            elif checked in found:
-                duplicates.append(checked)
-            else:
+            elif take(checked, raw, folder=False):
                 found[checked] = LocalFile(checked, source, info.st_size, int(info.st_mtime))
     problems = [
         (outside, "symbolic links pointing outside the folder"),
@@ -156,6 +182,7 @@ def scan_folder(folder: Path) -> list[LocalFile]:
     for offenders, what in problems:
         if offenders:
             raise FolderRefused(
-                f"{folder.name} has {len(offenders)} {what}, so nothing was sent: {_listing(sorted(offenders))}"
+                f"{_display(folder.name)} has {len(offenders)} {what}, so nothing was sent: "
+                f"{_listing(sorted(offenders))}"
             )
     return sorted(found.values(), key=lambda f: f.path)
