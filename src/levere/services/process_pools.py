@@ -10,8 +10,10 @@ Design notes
   processes died, and shut down when the process exits.
 * A child outlives a parent that was killed (SIGKILL, the OOM killer): it waits on a queue whose
   writing end it holds itself, and the forkserver waits for it. So each child watches its parent
-  and leaves when the parent is gone. Children ignore SIGINT and SIGTERM for the same reason: they
-  end with their parent, after it stopped gracefully.
+  and leaves when the parent is gone. Children ignore SIGINT, which a terminal sends to the whole
+  process group, so that a Ctrl-C lets the parent finish its work in flight and they end with it.
+  They keep SIGTERM: the pool itself ends a broken pool's children with it, and a service manager
+  should signal only the main process (systemd's ``KillMode=mixed``, docs/jobs.md).
 * As with any use of ``multiprocessing``, a script that uses them in-process must keep its own
   work under ``if __name__ == "__main__":`` (levere's own commands do).
 """
@@ -100,10 +102,10 @@ WATCH_SECONDS = 1.0
 
 
 def _start_child(parent: int, initializer: Callable[..., None], initargs: tuple[Any, ...]) -> None:
-    # Ctrl-C and a service manager's stop signal reach the whole process group; the children must
-    # not die of them while their parent lets its work in flight finish: they end with the parent
+    # Ctrl-C reaches the whole process group; the children must not die of it while their parent
+    # lets its work in flight finish: they end with the parent. SIGTERM stays as it is: the pool
+    # ends its children with it, and would wait forever for children that ignore it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     threading.Thread(target=_watch, args=(parent,), name="levere-watch-parent", daemon=True).start()
     initializer(*initargs)
 
