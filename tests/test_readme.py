@@ -35,7 +35,7 @@ import pytest
 
 from levere.services.context import Context
 from tests.cli_live import make_run
-from tests.conftest import Mailbox, body_of, free_port
+from tests.conftest import PG_URL, Mailbox, body_of, free_port
 from tests.markdown_blocks import ROOT, blocks, shell_lines
 
 README = ROOT / "README.md"
@@ -284,6 +284,9 @@ def test_the_tour_finds_the_commands_it_runs() -> None:
         assert any(c.startswith(expected) for c in commands), expected
 
 
+@pytest.mark.skipif(
+    bool(PG_URL), reason="the README's tour is the embedded default (SQLite in the data folder): run once"
+)
 def test_every_readme_command_runs_as_written(readme_tour: Tour) -> None:
     for command in tour():
         readme_tour.step(command)
