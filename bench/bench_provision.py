@@ -33,6 +33,7 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from levere.config import Settings, SmtpSettings
+from levere.context import Context
 from levere.db.migrate import upgrade
 from levere.db.models import (
     Facility,
@@ -48,7 +49,6 @@ from levere.db.models import (
 from levere.domain.applications import MAX_MEMBERS, ApplicationForm, RequestedMember
 from levere.domain.roles import ProjectRole, UserKind
 from levere.services import accounts, applications
-from levere.services.context import Context
 
 GOAL_SECONDS = 2.0
 

@@ -68,11 +68,11 @@ class Levere:
 
     def __init__(self, data_dir: Path) -> None:
         from levere.config import get_settings
+        from levere.context import Context
         from levere.db.migrate import upgrade
         from levere.domain.applications import ApplicationForm
         from levere.domain.roles import UserKind
         from levere.services import accounts, applications, projects
-        from levere.services.context import Context
 
         self.data_dir = data_dir
         self.settings = get_settings(data_dir=data_dir, queue_url="memory")
@@ -370,7 +370,7 @@ def _free(port: int) -> bool:
 
 def s3_scenarios(work: Path, lev: Levere, size: int, count: int, rounds: int, cold: bool) -> bool:
     from levere.config import TierSettings
-    from levere.services.context import Context
+    from levere.context import Context
     from levere.storage import S3Backend, S3Spec
 
     server = work / "s3"

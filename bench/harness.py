@@ -209,9 +209,9 @@ class Service:
     def project(self, area: int = 1024 * GiB, longterm: int = 1024 * GiB) -> str:
         """A fresh provisioned project (a new one per round keeps rounds independent)."""
         from levere.config import get_settings
+        from levere.context import Context
         from levere.domain.applications import ApplicationForm
         from levere.services import applications
-        from levere.services.context import Context
 
         ctx = Context.build(get_settings(data_dir=self.data_dir))
         try:
@@ -247,10 +247,10 @@ class Service:
 @contextmanager
 def levere_service(data_dir: Path, extra_env: dict[str, str] | None = None) -> Iterator[Service]:
     from levere.config import get_settings
+    from levere.context import Context
     from levere.db.migrate import upgrade
     from levere.domain.roles import UserKind
     from levere.services import accounts
-    from levere.services.context import Context
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEVERE_")}
     env |= {"LEVERE_DATA_DIR": str(data_dir), **(extra_env or {})}

@@ -24,9 +24,9 @@ import httpx
 from sqlalchemy import func, select
 
 from levere.api.app import create_app
+from levere.context import Context
 from levere.db.models import Delivery, Upload
 from levere.domain.deliveries import UploadState
-from levere.services.context import Context
 from tests.conftest import free_port
 from tests.helpers import basic_world, provisioned_project, token_for
 

@@ -27,9 +27,9 @@ from fastapi.testclient import TestClient
 
 from levere.api.app import create_app
 from levere.config import Settings, SmtpSettings
+from levere.context import Context
 from levere.db.migrate import upgrade
 from levere.jobs.queue import build_queue
-from levere.services.context import Context
 
 PG_URL = os.environ.get("LEVERE_TEST_DATABASE_URL", "")
 

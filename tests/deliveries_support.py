@@ -29,10 +29,10 @@ from botocore.config import Config
 from sqlalchemy import select
 
 from levere.config import Settings, TierSettings
+from levere.context import Context
 from levere.db.models import Quota, User
 from levere.domain.roles import ProjectRole, UserKind
 from levere.services import accounts, projects
-from levere.services.context import Context
 from levere.storage import S3Backend, S3Spec
 from levere.transfer.tus import encode_metadata
 from tests.helpers import auth, basic_world, make_facility, make_user, provisioned_project

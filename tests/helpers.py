@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from levere.context import Context
 from levere.db.models import Facility, User
 from levere.domain.applications import ApplicationForm, RequestedMember
 from levere.domain.roles import ProjectRole, UserKind
 from levere.services import accounts, applications, invitations
-from levere.services.context import Context
 
 PASSWORD = "correct horse battery"
 GiB = 1024**3

@@ -10,8 +10,8 @@ from __future__ import annotations
 import io
 import tarfile
 
+from levere.context import Context
 from levere.services import batches, deliveries, uploads
-from levere.services.context import Context
 from levere.transfer.pipe import ListSource
 from levere.transfer.tus import encode_metadata
 from tests.helpers import PermissionWorld

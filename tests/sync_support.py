@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
+from levere.context import Context
 from levere.db.models import JobRun, Quota, Replica, StoredFile, User
 from levere.services import deliveries, projects, quotas, sealing
-from levere.services.context import Context
 from tests.helpers import World, basic_world, provisioned_project
 
 

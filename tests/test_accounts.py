@@ -10,10 +10,10 @@ import pyotp
 from fastapi.testclient import TestClient
 from sqlalchemy import delete, select, text, update
 
+from levere.context import Context
 from levere.db.models import ApiToken, Invitation, LoginAttempt, User, utcnow
 from levere.domain.roles import UserKind
 from levere.services import accounts, invitations
-from levere.services.context import Context
 from tests.conftest import Mailbox, body_of
 from tests.helpers import PASSWORD, auth, make_facility, make_user, token_for
 

@@ -7,9 +7,9 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from levere.context import Context
 from levere.db.models import Application, AuditEvent, Project
 from levere.domain.roles import UserKind
-from levere.services.context import Context
 from tests.conftest import Mailbox, body_of
 from tests.helpers import GiB, auth, basic_world, make_user, token_for
 

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, text
 
+from levere.context import Context
 from levere.db.models import AuditEvent, User
 from levere.domain.errors import AccessDenied, InvalidTransition
 from levere.domain.roles import ProjectRole, UserKind
 from levere.services import applications, audit, projects
-from levere.services.context import Context
 from tests.conftest import LiveServer
 from tests.helpers import basic_world, complete_form, make_user, token_for
 

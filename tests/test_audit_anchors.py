@@ -11,13 +11,13 @@ import pytest
 from sqlalchemy import select, text
 
 from levere.config import AuditSettings, Settings
+from levere.context import Context
 from levere.db.models import AuditEvent, Counter, User
 from levere.domain.errors import AccessDenied, Conflict
 from levere.domain.roles import UserKind
 from levere.jobs.queue import build_queue
 from levere.jobs.tasks import anchor_audit_log
 from levere.services import audit, audit_anchors
-from levere.services.context import Context
 from levere.storage import LocalSpec
 from tests.conftest import LiveServer
 from tests.helpers import basic_world, complete_form, make_user, token_for

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
+from levere.context import Context
 from levere.domain.roles import ProjectRole
 from levere.services import accounts, applications, deliveries, projects
-from levere.services.context import Context
 from tests.cli_live import cli_env, levere
 from tests.conftest import LiveServer
 from tests.helpers import auth, basic_world, complete_form, token_for

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from levere.context import Context
 from levere.db.models import AuditEvent, Facility
 from levere.domain.checksum_coverage import ChecksumCoverage
 from levere.domain.roles import UserKind
-from levere.services.context import Context
 from tests.cli_live import Env, cli_env, levere, make_env, one_line_error
 from tests.helpers import make_user, token_for
 

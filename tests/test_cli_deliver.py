@@ -27,8 +27,8 @@ from levere.cli.delivery.progress import Quiet
 from levere.cli.delivery.retry import Retry
 from levere.cli.delivery.scan import FolderRefused, LocalFile, scan_folder
 from levere.cli.delivery.tus import Expected, TusUpload
+from levere.context import Context
 from levere.domain.errors import Conflict, QuotaExceeded, ValidationFailed
-from levere.services.context import Context
 from tests.cli_live import (
     Env,
     MiB,

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from levere.cli.delivery.download import local_target, plan, select
+from levere.context import Context
 from levere.domain.errors import InvalidPath, NotFound
-from levere.services.context import Context
 from tests.cli_live import (
     Env,
     MiB,

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from levere.cli.delivery.scan import FolderRefused, scan_folder
+from levere.context import Context
 from levere.domain.errors import InvalidPath
 from levere.domain.paths import check_relative_path
-from levere.services.context import Context
 from tests.cli_live import Env, levere, make_env, make_run, one_line_error
 
 NFC = unicodedata.normalize("NFC", "été")

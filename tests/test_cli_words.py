@@ -20,9 +20,9 @@ from sqlalchemy import select
 
 from levere.cli.delivery.progress import _binary_rate_column
 from levere.cli.main import app, invoke
+from levere.context import Context
 from levere.db.models import AuditEvent
 from levere.services import accounts, scrub, sync
-from levere.services.context import Context
 from tests.cli_live import Env, cli_env, levere, make_env, make_run, one_line_error
 from tests.conftest import Mailbox
 from tests.helpers import token_for

@@ -18,8 +18,8 @@ from pydantic import BaseModel
 from levere.api.schemas import ApplicationIn
 from levere.cli.applications import parse_member, read_form_file
 from levere.config import AuditSettings, Settings, SmtpSettings, SyncSettings, get_settings
+from levere.context import Context
 from levere.domain.errors import ConfigurationError
-from levere.services.context import Context
 from levere.storage import LocalSpec, S3Spec
 from tests.conftest import free_port
 from tests.markdown_blocks import DOCUMENTS, ROOT, blocks, shell_lines

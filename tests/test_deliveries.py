@@ -13,9 +13,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from levere.api.routes.deliveries import BatchOut
+from levere.context import Context
 from levere.db.models import AuditEvent, Upload
 from levere.services import audit
-from levere.services.context import Context
 from tests.conftest import Mailbox, body_of
 from tests.deliveries_support import (
     area_kind,

@@ -19,11 +19,11 @@ import httpx
 import pytest
 
 from levere.config import Settings, SyncSettings, TierSettings
+from levere.context import Context
 from levere.db.models import JobRun
 from levere.domain.errors import StorageFull
 from levere.jobs.queue import build_queue
 from levere.services import sync
-from levere.services.context import Context
 from levere.storage import LocalSpec
 from tests.cli_live import levere, make_env, make_run
 from tests.conftest import LiveServer

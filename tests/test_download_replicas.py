@@ -17,9 +17,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from levere.config import Settings, TierSettings
+from levere.context import Context
 from levere.db.models import AuditEvent
 from levere.services import sync
-from levere.services.context import Context
 from levere.storage import S3Spec
 from tests.cli_live import Service, Traffic, cli_env, levere, one_line_error, tree
 from tests.conftest import LiveServer

@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
+from levere.context import Context
 from levere.db.models import Replica, StoredFile
-from levere.services.context import Context
 from tests.conftest import LiveServer
 from tests.deliveries_support import (
     Crew,

@@ -18,11 +18,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import literal, select
 
+from levere.context import Context
 from levere.db.bulk import new_ids_sql
 from levere.db.models import ID_STEM, new_id, new_ids
 from levere.domain.errors import InvalidPath
 from levere.domain.paths import check_relative_path
-from levere.services.context import Context
 from levere.storage import local, posix
 from levere.storage.local import LocalBackend
 from levere.transfer.pipe import BodyPipe

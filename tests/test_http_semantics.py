@@ -10,7 +10,7 @@ import os
 import pytest
 from fastapi.testclient import TestClient
 
-from levere.services.context import Context
+from levere.context import Context
 from levere.transfer.conditional import none_match, strong_match
 from tests.deliveries_support import crew, open_delivery, tus_upload
 

@@ -16,10 +16,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
+from levere.context import Context
 from levere.db.models import AuditEvent, Invitation, Notification, utcnow
 from levere.domain.roles import UserKind
 from levere.services import accounts, notify
-from levere.services.context import Context
 from tests.conftest import LiveServer, Mailbox, body_of
 from tests.helpers import auth, basic_world, complete_form, make_user, token_for
 from tests.test_cli import Cli

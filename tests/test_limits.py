@@ -10,12 +10,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from levere.config import Settings, SmtpSettings
+from levere.context import Context
 from levere.db.models import Application, AuditEvent, Invitation, Notification, ProjectMember, User
 from levere.domain.applications import MAX_MEMBERS, RequestedMember
 from levere.domain.errors import ValidationFailed
 from levere.domain.roles import ProjectRole
 from levere.services import applications, audit, invitations
-from levere.services.context import Context
 from tests.helpers import auth, basic_world, complete_form, make_user, provisioned_project, token_for
 
 ROLES = (ProjectRole.MEMBER, ProjectRole.VIEWER, ProjectRole.ADMIN)

@@ -6,10 +6,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from levere.context import Context
 from levere.db.models import Notification
 from levere.domain.roles import ProjectRole, UserKind
 from levere.services import applications, notify, projects
-from levere.services.context import Context
 from tests.conftest import Mailbox, body_of, free_port
 from tests.helpers import (
     auth,

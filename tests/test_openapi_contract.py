@@ -32,9 +32,9 @@ import pytest
 
 from levere.api.app import create_app
 from levere.config import Settings, SmtpSettings
+from levere.context import Context
 from levere.jobs.queue import build_queue
 from levere.services import accounts
-from levere.services.context import Context
 from tests.conftest import Mailbox, free_port, fresh_database
 from tests.deliveries_support import tar_of
 from tests.helpers import auth, permission_world

@@ -15,9 +15,9 @@ import httpx
 import pytest
 
 from levere.config import Settings, TierSettings
+from levere.context import Context
 from levere.domain.errors import InvalidPath
 from levere.domain.paths import KeyLimits, check_key_fits
-from levere.services.context import Context
 from levere.storage import LocalBackend, S3Backend, S3Spec
 from tests.conftest import LiveServer
 from tests.deliveries_support import (

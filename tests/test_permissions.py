@@ -23,8 +23,8 @@ from starlette.routing import BaseRoute, Route
 
 from levere.api.app import create_app
 from levere.api.deps import ACTION_KEY
+from levere.context import Context
 from levere.domain.roles import Action, ProjectRole, Subject, UserKind, allowed
-from levere.services.context import Context
 from tests.helpers import ROLES, permission_world
 from tests.permission_samples import Sample, load_all
 

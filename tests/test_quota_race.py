@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select, update
 
+from levere.context import Context
 from levere.db.models import StoredFile, Upload
 from levere.services import uploads
-from levere.services.context import Context
 from tests.conftest import LiveServer
 from tests.deliveries_support import (
     TUS,

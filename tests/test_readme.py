@@ -33,7 +33,7 @@ import httpx
 import pyotp
 import pytest
 
-from levere.services.context import Context
+from levere.context import Context
 from tests.cli_live import make_run
 from tests.conftest import PG_URL, Mailbox, body_of, free_port
 from tests.markdown_blocks import ROOT, blocks, shell_lines

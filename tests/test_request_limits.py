@@ -17,8 +17,8 @@ import pytest
 from sqlalchemy import select as sql_select
 
 from levere.config import Settings
+from levere.context import Context
 from levere.db.models import LoginAttempt
-from levere.services.context import Context
 from tests.deliveries_support import MiB, Server, crew, open_delivery, send_batch, tar_of, tus_upload
 from tests.helpers import PASSWORD, make_user
 

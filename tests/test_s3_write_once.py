@@ -16,11 +16,11 @@ import pytest
 from botocore.exceptions import ClientError
 
 from levere.config import Settings, TierSettings
+from levere.context import Context
 from levere.db.models import JobRun
 from levere.domain.errors import ConfigurationError
 from levere.jobs.queue import build_queue
 from levere.services import audit_anchors, downloads, scrub, sync, write_once
-from levere.services.context import Context
 from levere.storage import S3Backend, S3Spec
 from tests.storage.conftest import raw_s3, s3_params
 from tests.sync_support import area_path, deliver, random_files, replica_states, replicas, setup_project

@@ -10,9 +10,9 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from levere.context import Context
 from levere.db.models import AuditEvent
 from levere.services import scrub, sync
-from levere.services.context import Context
 from tests.conftest import LiveServer, Mailbox, body_of
 from tests.helpers import auth, token_for
 from tests.sync_support import (

@@ -21,8 +21,8 @@ import httpx
 import pytest
 
 from levere.config import Settings
+from levere.context import Context
 from levere.services import sync
-from levere.services.context import Context
 from tests.deliveries_support import (
     OCTETS,
     TUS,

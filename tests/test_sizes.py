@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from levere.context import Context
 from levere.domain.errors import ValidationFailed
 from levere.domain.units import MIN_BARE, parse_size
-from levere.services.context import Context
 from tests.cli_live import Env, levere, make_env, one_line_error
 
 SI = {"kB": 1, "MB": 2, "GB": 3, "TB": 4, "PB": 5}

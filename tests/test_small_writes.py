@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from levere.context import Context
+from levere.dataplane import small_writes
+from levere.dataplane.small_writes import SmallWrites, publish_group
 from levere.db.models import Replica, StoredFile
 from levere.domain.errors import StorageUnavailable
-from levere.services import batches, deliveries, small_writes
-from levere.services.context import Context
-from levere.services.small_writes import SmallWrites, publish_group
+from levere.services import batches, deliveries
 from levere.storage import LocalBackend, LocalSpec, S3Spec
 from levere.transfer.pipe import ByteSource
 from tests.deliveries_support import Crew, crew, digests, quota, tar_of

@@ -15,10 +15,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from levere.context import Context
 from levere.db.models import AuditEvent
 from levere.domain.errors import AlreadyExists, Conflict
 from levere.services import accounts, projects, sync
-from levere.services.context import Context
 from tests.conftest import LiveServer, Mailbox, body_of
 from tests.helpers import auth, token_for
 from tests.sync_support import (
@@ -382,8 +382,8 @@ def test_many_small_files_go_through_copy_processes_which_may_die(ctx: Context) 
     import signal
 
     from levere.config import SyncSettings
+    from levere.dataplane import copy_processes
     from levere.jobs.queue import build_queue
-    from levere.services import copy_processes
 
     s = setup_project(ctx)
     first, second = random_files(300, 2000, "a"), random_files(300, 2000, "b")

@@ -18,12 +18,13 @@ from botocore.config import Config
 from sqlalchemy import select
 
 from levere.config import Settings, SyncSettings, TierSettings
+from levere.context import Context
+from levere.dataplane import batch_copy, replication
+from levere.dataplane.batch_copy import Scope
 from levere.db.models import JobRun, Replica
 from levere.domain.errors import Conflict
 from levere.jobs.queue import build_queue
-from levere.services import batch_copy, replication, scrub, sync
-from levere.services.batch_copy import Scope
-from levere.services.context import Context
+from levere.services import scrub, sync
 from levere.storage import S3Backend, S3Spec
 from tests.conftest import Mailbox, free_port
 from tests.sync_support import (

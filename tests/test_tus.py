@@ -9,7 +9,7 @@ import os
 import httpx
 from tusclient import client as tus_client
 
-from levere.services.context import Context
+from levere.context import Context
 from tests.conftest import LiveServer
 from tests.deliveries_support import (
     TUS,

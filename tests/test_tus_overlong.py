@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from levere.services.context import Context
+from levere.context import Context
 from tests.conftest import LiveServer
 from tests.deliveries_support import (
     TUS,

@@ -20,8 +20,8 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from levere.context import Context
 from levere.db.models import StoredFile, Upload
-from levere.services.context import Context
 from levere.transfer import hashing
 from tests.conftest import LiveServer
 from tests.deliveries_support import (

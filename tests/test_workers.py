@@ -18,10 +18,10 @@ import pytest
 from sqlalchemy import select
 
 from levere.config import Settings, SyncSettings
+from levere.context import Context
 from levere.db.models import JobRun, Replica
 from levere.jobs.queue import build_queue
 from levere.services import sync
-from levere.services.context import Context
 from tests.conftest import Mailbox
 from tests.processes import stop_gracefully
 from tests.sync_support import (

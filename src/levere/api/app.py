@@ -16,8 +16,8 @@ from levere.api import openapi
 from levere.api.limits import JsonBodyCap, trust_proxies
 from levere.api.methods import framework_error
 from levere.api.routes import accounts, admin, applications, deliveries, invite_page, projects, sync
+from levere.context import Context
 from levere.domain.errors import LevereError
-from levere.services.context import Context
 
 log = logging.getLogger(__name__)
 

@@ -15,12 +15,12 @@ from fastapi.security import HTTPAuthorizationCredentials
 
 from levere.api.limits import mark_signed_in
 from levere.api.openapi import BEARER
+from levere.context import Context
 from levere.db.models import User
 from levere.domain.errors import AccessDenied, AuthenticationFailed
 from levere.domain.roles import Action
 from levere.services import accounts
 from levere.services.accounts import Scope
-from levere.services.context import Context
 
 ACTION_KEY = "x-levere-action"
 

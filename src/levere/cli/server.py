@@ -18,7 +18,7 @@ from levere.domain.errors import ValidationFailed
 from levere.domain.roles import UserKind
 
 if TYPE_CHECKING:
-    from levere.services.context import Context
+    from levere.context import Context
 
 
 def _password_from_env() -> str:
@@ -40,10 +40,10 @@ def init(
     from sqlalchemy import select
 
     from levere.config import get_settings
+    from levere.context import Context
     from levere.db.migrate import upgrade
     from levere.db.models import User
     from levere.services import accounts
-    from levere.services.context import Context
 
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -77,10 +77,10 @@ def serve(
     from levere.api.app import create_app
     from levere.cli import serving
     from levere.config import get_settings
+    from levere.context import Context
+    from levere.dataplane import small_writes
     from levere.db.migrate import upgrade
     from levere.jobs.queue import build_queue
-    from levere.services import small_writes
-    from levere.services.context import Context
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
@@ -116,8 +116,8 @@ def worker(
     """
     from levere.cli import serving
     from levere.config import get_settings
+    from levere.context import Context
     from levere.jobs.queue import build_queue
-    from levere.services.context import Context
 
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()

@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Any
 from levere.domain.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from levere.context import Context
     from levere.jobs.queue import JobQueue
-    from levere.services.context import Context
 
 log = logging.getLogger(__name__)
 

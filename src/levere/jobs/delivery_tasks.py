@@ -6,8 +6,8 @@ import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from levere.context import Context
     from levere.jobs.queue import JobQueue
-    from levere.services.context import Context
 
 log = logging.getLogger(__name__)
 

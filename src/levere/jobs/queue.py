@@ -8,10 +8,10 @@ code runs on separate ``levere worker`` machines with Redis storage. Several ``l
 processes on one machine can share the SQLite file (huey takes an exclusive SQLite transaction per
 dequeue, so each task goes to one of them). Tasks are registered on a queue object built at start-up
 (nothing at import time), and each task receives the process's
-:class:`~levere.services.context.Context` through the queue, so workers and the API share no
+:class:`~levere.context.Context` through the queue, so workers and the API share no
 globals. Tasks are written to be idempotent: huey retries them, with exponential backoff where
 asked, after transient errors, and a task killed with its worker is redone by the next one (the
-copy jobs hold database leases for that; see :mod:`levere.services.replication`). docs/jobs.md
+copy jobs hold database leases for that; see :mod:`levere.dataplane.replication`). docs/jobs.md
 says how to run workers.
 
 Stopping: huey's consumer would install its own SIGTERM/SIGINT handlers over those of the process
@@ -40,7 +40,7 @@ from huey.consumer import Consumer
 from levere.domain.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from levere.services.context import Context
+    from levere.context import Context
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ class JobQueue:
             time.sleep(0.05)
         left = list(self.huey._tasks_in_flight)
         if left:
-            from levere.services.replication import release_leases_of_this_process
+            from levere.dataplane.replication import release_leases_of_this_process
 
             for task in left:
                 log.warning(

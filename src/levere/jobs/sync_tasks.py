@@ -7,12 +7,13 @@ from typing import TYPE_CHECKING, Any
 
 from huey.exceptions import RetryTask
 
+from levere.dataplane import replication
 from levere.domain.errors import LevereError
-from levere.services import replication, scrub, sync
+from levere.services import scrub, sync
 
 if TYPE_CHECKING:
+    from levere.context import Context
     from levere.jobs.queue import JobQueue
-    from levere.services.context import Context
 
 log = logging.getLogger(__name__)
 

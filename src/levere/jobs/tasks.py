@@ -10,8 +10,8 @@ from levere.jobs import delivery_tasks, sync_tasks
 from levere.services import audit_anchors, notify
 
 if TYPE_CHECKING:
+    from levere.context import Context
     from levere.jobs.queue import JobQueue
-    from levere.services.context import Context
 
 log = logging.getLogger(__name__)
 

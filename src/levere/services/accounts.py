@@ -25,6 +25,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from levere.context import Context
 from levere.db.models import ApiToken, Facility, LoginAttempt, User, utcnow
 from levere.domain.applications import EMAIL
 from levere.domain.errors import (
@@ -40,7 +41,6 @@ from levere.domain.errors import (
 )
 from levere.domain.roles import Action, Subject, UserKind, require
 from levere.services import audit
-from levere.services.context import Context
 
 _hasher = PasswordHasher()  # argon2-cffi's defaults are Argon2id with RFC 9106 low-memory parameters
 MIN_PASSWORD = 10

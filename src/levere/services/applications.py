@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from levere.context import Context
 from levere.db.models import Application, Project, User, utcnow
 from levere.domain.applications import (
     EDITABLE,
@@ -22,7 +23,6 @@ from levere.domain.errors import InvalidTransition, NotFound, ValidationFailed
 from levere.domain.roles import Action, ProjectRole, Subject, UserKind, allowed, require
 from levere.domain.units import format_size
 from levere.services import accounts, audit, invitations, projects
-from levere.services.context import Context
 from levere.services.counters import next_value
 from levere.services.notify import notify
 

@@ -32,12 +32,12 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from levere.context import Context
 from levere.db.models import AuditEvent, Counter, User, utcnow
 from levere.domain.errors import AlreadyExists, Conflict, NotFound
 from levere.domain.roles import Action, require
 from levere.services.accounts import subject_of
 from levere.services.audit import ChainReport, verify_chain
-from levere.services.context import Context
 from levere.storage import Backend
 
 PREFIX = "audit-anchors/"

@@ -6,7 +6,7 @@ Design notes
   Everything per batch happens once: the permission and state checks, loading the delivery's
   existing paths, the quota reservation (the request's ``Content-Length`` up front, or as it goes).
 * Per file: the member's path is checked here, then it is read whole (it is small) and handed to
-  :class:`~levere.services.small_writes.SmallWrites`, which hashes it in one pass, compares it with
+  :class:`~levere.dataplane.small_writes.SmallWrites`, which hashes it in one pass, compares it with
   the checksums the client put in its PAX header, and only then publishes it under its final name
   in one step, without an fsync of its own (``Backend.write_small``), in groups: on a local disk in
   child processes, on an object store on threads, so that the hashing and the file system's work
@@ -42,13 +42,16 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from levere.context import Context
+from levere.dataplane import small_writes
+from levere.dataplane.leases import new_owner
+from levere.dataplane.small_writes import SmallWrites
 from levere.db.models import Delivery, Project, StoredFile, Upload, User, utcnow
 from levere.domain.deliveries import UploadState
 from levere.domain.errors import InvalidPath, LevereError, QuotaExceeded, ValidationFailed
 from levere.domain.paths import check_key_fits, check_relative_path
 from levere.domain.roles import Action
-from levere.services import audit, quotas, small_writes
-from levere.services.context import Context
+from levere.services import audit, quotas
 from levere.services.deliveries import (
     AREA,
     FileView,
@@ -59,9 +62,7 @@ from levere.services.deliveries import (
     open_for_upload,
     record_files,
 )
-from levere.services.leases import new_owner
 from levere.services.projects import authorize
-from levere.services.small_writes import SmallWrites
 from levere.storage import Backend, LocalSpec
 from levere.transfer.pipe import ByteSource
 from levere.transfer.tarstream import ArchiveTruncated, Member, TarReader
@@ -270,7 +271,7 @@ class _Small(NamedTuple):
 def _publishing(ctx: Context) -> tuple[LocalSpec | None, int]:
     """The area's folder and how many child processes publish small files there (more than one
     when the area is a local folder and there are CPUs to use; see
-    :mod:`levere.services.small_writes`)."""
+    :mod:`levere.dataplane.small_writes`)."""
     spec = ctx.settings.tier_spec(AREA)
     if not isinstance(spec, LocalSpec):
         return None, 0

@@ -22,6 +22,8 @@ from sqlalchemy import String, func, insert, literal, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from levere.context import Context
+from levere.dataplane.leases import held
 from levere.db.bulk import insert_rows
 from levere.db.models import (
     ID_STEM,
@@ -47,8 +49,6 @@ from levere.domain.paths import KeyLimits, check_key_fits, check_name
 from levere.domain.roles import Action
 from levere.domain.units import format_size
 from levere.services import audit, quotas
-from levere.services.context import Context
-from levere.services.leases import held
 from levere.services.projects import authorize
 
 log = logging.getLogger(__name__)

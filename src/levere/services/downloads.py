@@ -26,13 +26,13 @@ from dataclasses import dataclass
 
 from sqlalchemy import select, update
 
+from levere.context import Context
+from levere.dataplane.batch_copy import TIER_WORDS
 from levere.db.models import Delivery, Replica, StoredFile, User, utcnow
 from levere.domain.errors import NoIntactCopy, NotFound, StorageUnavailable
 from levere.domain.paths import check_name, check_relative_path
 from levere.domain.roles import Action
 from levere.services import audit
-from levere.services.batch_copy import TIER_WORDS
-from levere.services.context import Context
 from levere.services.projects import authorize
 from levere.storage import Backend
 

@@ -28,6 +28,7 @@ from enum import StrEnum
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from levere.context import Context
 from levere.db.models import Invitation, Notification, Project, User, utcnow
 from levere.domain.errors import (
     AccessDenied,
@@ -48,7 +49,6 @@ from levere.services.accounts import (
     sha256,
     subject_of,
 )
-from levere.services.context import Context
 from levere.services.notify import notify
 
 

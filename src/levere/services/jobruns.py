@@ -11,12 +11,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from levere.context import Context, after_commit
+from levere.dataplane import replication
 from levere.db.models import Delivery, JobRun, Project, User
 from levere.domain.errors import NotFound, StorageFull, StorageUnavailable
 from levere.domain.roles import Action, require
-from levere.services import replication
 from levere.services.accounts import subject_of
-from levere.services.context import Context, after_commit
 from levere.services.projects import authorize
 
 

@@ -24,9 +24,9 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from levere.context import Context, after_commit
 from levere.db.bulk import insert_rows
 from levere.db.models import Notification, User, new_ids, notifications_table, utcnow
-from levere.services.context import Context, after_commit
 
 log = logging.getLogger(__name__)
 

@@ -20,6 +20,7 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from levere.context import Context
 from levere.db.bulk import insert_rows
 from levere.db.models import (
     Project,
@@ -34,7 +35,6 @@ from levere.db.models import (
 from levere.domain.errors import Conflict
 from levere.domain.roles import ProjectRole
 from levere.services import accounts, audit, invitations
-from levere.services.context import Context
 from levere.services.notify import Note, notify_each
 
 #: addresses per ``IN (...)`` query, well inside every driver's limit on parameters

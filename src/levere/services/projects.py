@@ -8,12 +8,12 @@ from typing import Literal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from levere.context import Context
 from levere.db.models import Facility, Project, ProjectFacility, ProjectMember, Quota, User, utcnow
 from levere.domain.errors import Conflict, NotFound, ValidationFailed
 from levere.domain.roles import Action, ProjectRole, Subject, UserKind, allowed, require
 from levere.domain.units import format_size
 from levere.services import accounts, audit, onboarding
-from levere.services.context import Context
 from levere.services.notify import notify
 
 TIERS = ("area", "longterm")

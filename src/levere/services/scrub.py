@@ -31,18 +31,18 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from levere.context import Context
+from levere.dataplane.batch_copy import NO_SYNC, TIER_WORDS, leased, other, owner_prefix
+from levere.dataplane.copying import Expected, RateLimiter, check_stored, copy_verified
+from levere.dataplane.replication import FINISHED, REPORT_ITEMS
 from levere.db.models import Delivery, JobRun, Project, Replica, StoredFile, User, utcnow
 from levere.domain.errors import ChecksumMismatch, LevereError, StorageUnavailable
 from levere.domain.roles import Action, require
 from levere.domain.units import format_size
 from levere.services import audit, notify
 from levere.services.accounts import subject_of
-from levere.services.batch_copy import NO_SYNC, TIER_WORDS, leased, other, owner_prefix
-from levere.services.context import Context
-from levere.services.copying import Expected, RateLimiter, check_stored, copy_verified
 from levere.services.jobruns import new_run, run_out
 from levere.services.projects import authorize
-from levere.services.replication import FINISHED, REPORT_ITEMS
 from levere.services.sync_notices import concerned
 
 CHECKED = ("present", "damaged", "repairing")

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from levere.context import Context
 from levere.db.models import (
     Delivery,
     Facility,
@@ -39,7 +40,6 @@ from levere.domain.paths import check_relative_path
 from levere.domain.roles import Action
 from levere.domain.units import count, format_size
 from levere.services import audit
-from levere.services.context import Context
 from levere.services.deliveries import (
     AREA,
     DeliveryView,

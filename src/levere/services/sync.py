@@ -6,7 +6,7 @@ NeLS storage area to the StoreBioinfo layer for safe long term storage"), done b
 Design notes
 ------------
 * Every file has one replica row per tier. Long-term replicas are made "pending" when a delivery is
-  sealed (:func:`on_delivery_sealed`); the copy engine (:mod:`levere.services.replication`) moves
+  sealed (:func:`on_delivery_sealed`); the copy engine (:mod:`levere.dataplane.replication`) moves
   them to "copying" and "present" (verified) or "failed" (with the reason). Area replicas become
   "freeing" then "freed" when their bytes are removed, and "pending" again when a restore is asked.
 * Requests (sync, restore) are job runs: a row people can watch, and huey tasks that do the work
@@ -30,6 +30,10 @@ from typing import Any
 from sqlalchemy import func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 
+from levere.context import Context, after_commit
+from levere.dataplane import replication
+from levere.dataplane.batch_copy import NO_SYNC, TIER_WORDS
+from levere.dataplane.replication import ACTIVE
 from levere.db.bulk import new_ids_sql
 from levere.db.models import (
     Delivery,
@@ -47,12 +51,9 @@ from levere.domain.errors import Conflict, LevereError, NotFound, NotSynced, Sto
 from levere.domain.paths import check_name, check_relative_path
 from levere.domain.roles import Action
 from levere.domain.units import count, format_size
-from levere.services import audit, quotas, replication
-from levere.services.batch_copy import NO_SYNC, TIER_WORDS
-from levere.services.context import Context, after_commit
+from levere.services import audit, quotas
 from levere.services.jobruns import enqueue, new_run, run_out
 from levere.services.projects import authorize
-from levere.services.replication import ACTIVE
 
 log = logging.getLogger(__name__)
 

@@ -7,14 +7,14 @@ from typing import TYPE_CHECKING
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from levere.context import Context
 from levere.db.models import Delivery, Project, Replica, StoredFile, User
 from levere.domain import units
 from levere.domain.units import format_size
 from levere.services import accounts, audit, notify, projects
-from levere.services.context import Context
 
 if TYPE_CHECKING:
-    from levere.services.batch_copy import Scope
+    from levere.dataplane.batch_copy import Scope
 
 NO_SYNC = {"synchronize_session": False}
 

@@ -9,7 +9,7 @@ Design notes
   only updated at the end of each request, never per chunk.
 * Checksums: MD5 and SHA-256 are computed while the bytes go to the backend, and their state is
   saved where bytes become durable, so any process can continue after a crash; the machinery is
-  in :mod:`levere.services.upload_state`.
+  in :mod:`levere.dataplane.upload_state`.
 * One writer at a time per upload (a lease in its row); HEAD waits a moment for a request still
   writing, so that a client resuming right after a broken connection gets the final offset.
 * Permission and state checks come first, then protocol headers, then I/O; the body is not read
@@ -26,6 +26,23 @@ from dataclasses import dataclass, replace
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from levere.context import Context
+from levere.dataplane.leases import new_owner
+from levere.dataplane.upload_state import (
+    BodyTooLong,
+    Checkpoint,
+    Checkpoints,
+    LeaseBusy,
+    Snapshot,
+    UploadView,
+    Writer,
+    backend_for,
+    expiry,
+    gone,
+    release_lease,
+    restore_state,
+    take_lease,
+)
 from levere.db.models import Delivery, Project, ProjectFacility, ProjectMember, Upload, User, utcnow
 from levere.domain.deliveries import DeliveryState, UploadState, upload_transition
 from levere.domain.errors import (
@@ -41,7 +58,6 @@ from levere.domain.errors import (
 from levere.domain.paths import check_relative_path
 from levere.domain.roles import Action, ProjectRole, Subject, UserKind, allowed, who_can
 from levere.services import audit, quotas
-from levere.services.context import Context
 from levere.services.deliveries import (
     AREA,
     NewFile,
@@ -52,23 +68,7 @@ from levere.services.deliveries import (
     reclaim_dead_batches,
     record_files,
 )
-from levere.services.leases import new_owner
 from levere.services.projects import authorize
-from levere.services.upload_state import (
-    BodyTooLong,
-    Checkpoint,
-    Checkpoints,
-    LeaseBusy,
-    Snapshot,
-    UploadView,
-    Writer,
-    backend_for,
-    expiry,
-    gone,
-    release_lease,
-    restore_state,
-    take_lease,
-)
 from levere.storage import Backend
 from levere.transfer import tus
 from levere.transfer.hashing import EMPTY, Digests, StreamHash, restore_hash

@@ -7,7 +7,7 @@ with the bucket's credentials could have deleted. A missing bucket is created wi
 
 from __future__ import annotations
 
-from levere.services.context import Context
+from levere.context import Context
 
 
 def prepare(ctx: Context) -> list[str]:

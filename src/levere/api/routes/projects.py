@@ -18,10 +18,10 @@ from levere.api.schemas import (
     QuotaOut,
     RoleIn,
 )
+from levere.context import Context
 from levere.db.models import Project, ProjectMember, User
 from levere.domain.roles import Action
 from levere.services import invitations, projects
-from levere.services.context import Context
 
 router = APIRouter(prefix="/projects", tags=["projects"])
 

@@ -27,12 +27,12 @@ from levere.api.openapi import (
     tus_errors,
     tus_request,
 )
+from levere.context import Context
+from levere.dataplane.upload_state import UploadView
 from levere.db.models import User
 from levere.domain.errors import LevereError
 from levere.domain.roles import Action
 from levere.services import uploads
-from levere.services.context import Context
-from levere.services.upload_state import UploadView
 from levere.transfer import tus
 from levere.transfer.pipe import BodyPipe
 

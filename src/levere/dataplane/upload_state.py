@@ -29,12 +29,12 @@ from typing import Any, cast
 
 from sqlalchemy import update
 
+from levere.context import Context
+from levere.dataplane.leases import held
 from levere.db.models import Delivery, Project, Upload, utcnow
 from levere.domain.deliveries import UploadState
 from levere.domain.errors import Conflict, NotFound, StorageUnavailable
-from levere.services.context import Context
 from levere.services.deliveries import AREA
-from levere.services.leases import held
 from levere.storage import Backend
 from levere.transfer.hashing import Digests, StreamHash, new_hash, restore_hash
 from levere.transfer.pipe import ByteSource

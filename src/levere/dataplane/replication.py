@@ -37,11 +37,8 @@ from sqlalchemy import and_, bindparam, case, exists, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql import Select
 
-from levere.db.models import Delivery, JobRun, Replica, StoredFile, replicas_table, utcnow
-from levere.domain.errors import LevereError, NotFound, QuotaExceeded, StorageFull, StorageUnavailable
-from levere.domain.units import count
-from levere.services import audit, quotas
-from levere.services.batch_copy import (
+from levere.context import Context
+from levere.dataplane.batch_copy import (
     NO_SYNC,
     TIER_WORDS,
     Item,
@@ -53,8 +50,11 @@ from levere.services.batch_copy import (
     process_pool,
     start_copies,
 )
-from levere.services.context import Context
-from levere.services.copying import Expected, RateLimiter
+from levere.dataplane.copying import Expected, RateLimiter
+from levere.db.models import Delivery, JobRun, Replica, StoredFile, replicas_table, utcnow
+from levere.domain.errors import LevereError, NotFound, QuotaExceeded, StorageFull, StorageUnavailable
+from levere.domain.units import count
+from levere.services import audit, quotas
 from levere.services.sync_notices import announce_failures, announce_if_synced
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ Design notes
   core while the system copy tools use all of them. Child processes each copy a group of files.
 * Only local-to-local copies go here: object stores are bound by network latency, which threads
   already hide, and a bandwidth limit needs the one limiter that the job's threads share.
-* Children (:mod:`levere.services.process_pools`) build their two backends once from the tiers'
+* Children (:mod:`levere.dataplane.process_pools`) build their two backends once from the tiers'
   specs.
 * What crosses the process boundary is plain tuples, not exceptions (whose extra details do not
   survive pickling): each result names its error class and message.
@@ -21,9 +21,9 @@ from __future__ import annotations
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 
+from levere.dataplane.copying import Expected, copy_or_adopt
+from levere.dataplane.process_pools import PoolSlot
 from levere.domain.errors import ChecksumMismatch, LevereError, NotFound
-from levere.services.copying import Expected, copy_or_adopt
-from levere.services.process_pools import PoolSlot
 from levere.storage import Backend, LocalSpec, SmallWrite, build_backend
 
 #: (replica id, source key, target key, size, md5, sha256, label, look first)

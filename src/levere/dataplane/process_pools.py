@@ -33,7 +33,7 @@ from typing import Any
 _slots: list[PoolSlot] = []
 #: what the fork server imports before it makes children (those that publish small files; the
 #: copy processes of a sync are few and long-lived, and import theirs themselves)
-CHILD_MODULES = ["levere.services.small_writes"]
+CHILD_MODULES = ["levere.dataplane.small_writes"]
 
 
 def forkserver() -> multiprocessing.context.ForkServerContext:

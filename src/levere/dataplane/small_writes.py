@@ -43,9 +43,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Generic, TypeVar
 
+from levere.dataplane.process_pools import forkserver
 from levere.domain import errors
 from levere.domain.errors import LevereError
-from levere.services.process_pools import forkserver
 from levere.storage import Backend, LocalBackend, SmallWrite
 
 if TYPE_CHECKING:

@@ -1,7 +1,7 @@
 """Copying one claimed batch between tiers: threads (or processes for many small local files),
 verification against the manifest, durability, and the lease heartbeat meanwhile.
 
-The claiming and recording around it are :mod:`levere.services.replication`'s.
+The claiming and recording around it are :mod:`levere.dataplane.replication`'s.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from typing import Any, Literal, TypeVar
 from sqlalchemy import update
 from sqlalchemy.sql import Select
 
+from levere.context import Context
+from levere.dataplane import copy_processes
+from levere.dataplane.copying import Expected, RateLimiter, copy_or_adopt
 from levere.db.models import JobRun, Replica, StoredFile, utcnow
 from levere.domain import errors
 from levere.domain.errors import ChecksumMismatch, LevereError, NotFound, StorageUnavailable
-from levere.services import copy_processes
-from levere.services.context import Context
-from levere.services.copying import Expected, RateLimiter, copy_or_adopt
 from levere.storage import Backend, LocalSpec, SmallWrite
 
 log = logging.getLogger(__name__)
@@ -261,7 +261,7 @@ def _outcomes(
 
 def process_pool(ctx: Context, scope: Scope, limiter: RateLimiter | None) -> copy_processes.Processes | None:
     """Processes for copying many small files, when both tiers are local folders (see
-    :mod:`levere.services.copy_processes`); None to copy with threads only."""
+    :mod:`levere.dataplane.copy_processes`); None to copy with threads only."""
     settings = ctx.settings.sync
     count = settings.processes or os.cpu_count() or 1
     if count <= 1 or limiter is not None:
