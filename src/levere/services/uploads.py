@@ -57,9 +57,9 @@ from levere.domain.errors import (
 )
 from levere.domain.paths import check_relative_path
 from levere.domain.roles import Action, ProjectRole, Subject, UserKind, allowed, who_can
+from levere.domain.tiers import Purpose
 from levere.services import audit, quotas
 from levere.services.deliveries import (
-    AREA,
     NewFile,
     check_fits,
     check_path_free,
@@ -68,7 +68,7 @@ from levere.services.deliveries import (
     reclaim_dead_batches,
     record_files,
 )
-from levere.services.projects import authorize
+from levere.services.projects import authorize, landing_tier, placement
 from levere.storage import Backend
 from levere.transfer import tus
 from levere.transfer.hashing import EMPTY, Digests, StreamHash, restore_hash
@@ -145,11 +145,12 @@ def create(ctx: Context, actor: User, headers: Mapping[str, str]) -> UploadView:
         md5 = tus.check_hex("md5", meta["md5"], "md5") if meta.get("md5") else ""
         sha256 = tus.check_hex("sha256", meta["sha256"], "sha256") if meta.get("sha256") else ""
         delivery = open_for_upload(session, project, meta["delivery"])
-        key = check_fits(key_limits(ctx), project.identifier, delivery.name, path)
+        landing = placement(project, Purpose.LANDING)
+        key = check_fits(key_limits(ctx, project), project.identifier, delivery.name, path)
         # the quota row stays locked to the end of this transaction, which serialises the path check too
-        quotas.reserve(session, project.id, AREA, length, what=f"{path} ({length} bytes)")
+        quotas.reserve(session, project.id, landing.tier, length, what=f"{path} ({length} bytes)")
         check_path_free(session, delivery, path)
-        backend = ctx.tier(AREA)
+        backend = ctx.backend(landing.tier)
         upload = Upload(
             delivery_id=delivery.id,
             project_id=project.id,
@@ -495,7 +496,7 @@ def _record(ctx: Context, actor: User, up: Snapshot, digests: Digests) -> Upload
                 up.backend_id,
                 [NewFile(up.path, up.length, digests.md5, digests.sha256, up.key)],
             )
-            quotas.settle(session, up.project_id, AREA, up.length)
+            quotas.settle(session, up.project_id, landing_tier(session, up.project_id), up.length)
             upload.file_id = file_id
             upload.offset = up.length
             upload.lease_owner = None
@@ -506,7 +507,7 @@ def _record(ctx: Context, actor: User, up: Snapshot, digests: Digests) -> Upload
             )  # fmt: skip
     if stale is not None:
         # cancelled or expired while its last bytes were being published: take the file back
-        ctx.tier(AREA).delete(up.key)
+        backend_for(ctx, up.backend_id).delete(up.key)
         raise gone(replace(up, state=stale))
     return up.view(offset=up.length, state=UploadState.COMPLETE, digests=digests)
 
@@ -520,7 +521,7 @@ def _fail(ctx: Context, actor: User | None, up: Snapshot, reason: str) -> None:
         upload.state = upload_transition(upload.state, UploadState.FAILED)
         upload.reason = reason
         upload.lease_owner = None
-        quotas.release(session, upload.project_id, AREA, upload.length)
+        quotas.release(session, upload.project_id, landing_tier(session, upload.project_id), upload.length)
         audit.record(
             session, actor, "upload.failed", "delivery", up.delivery_id,
             after={"path": up.path, "length": up.length, "reason": reason},
@@ -546,7 +547,7 @@ def terminate(ctx: Context, actor: User, upload_id: str, headers: Mapping[str, s
             raise gone(upload)
         upload.state = upload_transition(upload.state, UploadState.TERMINATED)
         upload.lease_owner = None
-        quotas.release(session, upload.project_id, AREA, upload.length)
+        quotas.release(session, upload.project_id, landing_tier(session, upload.project_id), upload.length)
         audit.record(
             session, actor, "upload.terminated", "delivery", delivery.id,
             after={"path": upload.path, "length": upload.length, "offset": upload.offset},
@@ -575,7 +576,9 @@ def expire_abandoned(ctx: Context) -> int:
                 continue  # a request is writing to it right now
             upload.state = upload_transition(upload.state, UploadState.EXPIRED)
             upload.lease_owner = None
-            quotas.release(session, upload.project_id, AREA, upload.length)
+            quotas.release(
+                session, upload.project_id, landing_tier(session, upload.project_id), upload.length
+            )
             audit.record(
                 session, None, "upload.expired", "delivery", upload.delivery_id,
                 after={"path": upload.path, "kind": upload.kind, "released": upload.length},
