@@ -34,7 +34,7 @@ from levere.db.models import Quota, User
 from levere.domain.roles import ProjectRole, UserKind
 from levere.services import accounts, projects
 from levere.storage import S3Backend, S3Spec
-from levere.transfer.tus import encode_metadata
+from levere.transfer.wire import encode_metadata
 from tests.helpers import auth, basic_world, make_facility, make_user, provisioned_project
 from tests.processes import stop_gracefully
 

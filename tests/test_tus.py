@@ -113,7 +113,7 @@ def test_creation_with_upload_and_zero_byte_files(live_server: LiveServer, ctx: 
     c = crew(ctx)
     data = b"@read1\nACGT\n+\nFFFF\n"
     md5, sha256 = digests(data)
-    from levere.transfer.tus import encode_metadata
+    from levere.transfer.wire import encode_metadata
 
     with httpx.Client(base_url=live_server.url, headers=c.headers()) as http:
         open_delivery(http, c)

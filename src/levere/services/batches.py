@@ -64,6 +64,7 @@ from levere.services.deliveries import (
 )
 from levere.services.projects import authorize, placement
 from levere.storage import Backend, LocalSpec
+from levere.transfer import wire
 from levere.transfer.pipe import ByteSource
 from levere.transfer.tarstream import ArchiveTruncated, Member, TarReader
 
@@ -353,8 +354,8 @@ class _Batch:
             self.fail(path, "duplicate", f"{path} appears twice in this batch; the first copy was kept")
             return
         self.seen.add(path)
-        expect_md5 = m.pax.get("LEVERE.md5", "").lower()
-        expect_sha256 = m.pax.get("LEVERE.sha256", "").lower()
+        expect_md5 = m.pax.get(wire.PAX_MD5, "").lower()
+        expect_sha256 = m.pax.get(wire.PAX_SHA256, "").lower()
         existing = self.known.get(path)
         if existing is not None or path in self.busy:
             self._already(reader, m, path, existing, expect_md5, expect_sha256)

@@ -70,7 +70,7 @@ from levere.services.deliveries import (
 )
 from levere.services.projects import authorize, landing_tier, placement
 from levere.storage import Backend
-from levere.transfer import tus
+from levere.transfer import tus, wire
 from levere.transfer.hashing import EMPTY, Digests, StreamHash, restore_hash
 from levere.transfer.pipe import ByteSource, ListSource
 
@@ -136,15 +136,17 @@ def create(ctx: Context, actor: User, headers: Mapping[str, str]) -> UploadView:
         _require_uploader(session, actor)
         tus.check_version(headers)
         length = tus.int_header(headers, "upload-length")
-        meta = tus.parse_metadata(headers.get("upload-metadata", ""))
-        missing = [k for k in ("project", "delivery", "path") if not meta.get(k)]
+        meta = wire.parse_metadata(headers.get("upload-metadata", ""))
+        missing = [k for k in wire.META_REQUIRED if not meta.get(k)]
         if missing:
             raise ValidationFailed({"Upload-Metadata": f"needs {', '.join(missing)}"})
-        project = authorize(session, actor, meta["project"], Action.DELIVERY_UPLOAD)
-        path = check_relative_path(meta["path"])
-        md5 = tus.check_hex("md5", meta["md5"], "md5") if meta.get("md5") else ""
-        sha256 = tus.check_hex("sha256", meta["sha256"], "sha256") if meta.get("sha256") else ""
-        delivery = open_for_upload(session, project, meta["delivery"])
+        project = authorize(session, actor, meta[wire.META_PROJECT], Action.DELIVERY_UPLOAD)
+        path = check_relative_path(meta[wire.META_PATH])
+        md5 = wire.check_hex("md5", meta[wire.META_MD5], "md5") if meta.get(wire.META_MD5) else ""
+        sha256 = (
+            wire.check_hex("sha256", meta[wire.META_SHA256], "sha256") if meta.get(wire.META_SHA256) else ""
+        )
+        delivery = open_for_upload(session, project, meta[wire.META_DELIVERY])
         landing = placement(project, Purpose.LANDING)
         key = check_fits(key_limits(ctx, project), project.identifier, delivery.name, path)
         # the quota row stays locked to the end of this transaction, which serialises the path check too
@@ -276,8 +278,8 @@ def _parse_patch(headers: Mapping[str, str]) -> _Request:
         raise WrongContentType(headers.get("content-type", ""))
     offset = tus.int_header(headers, "upload-offset")
     levere = (
-        tus.parse_levere_checksum(headers[tus.LEVERE_CHECKSUM.lower()])
-        if tus.LEVERE_CHECKSUM.lower() in headers
+        wire.parse_checksums(headers[wire.CHECKSUM_HEADER.lower()])
+        if wire.CHECKSUM_HEADER.lower() in headers
         else {}
     )
     checksum = tus.RequestChecksum.parse(headers["upload-checksum"]) if "upload-checksum" in headers else None
@@ -313,7 +315,7 @@ def _begin(
                     column = "expect_md5" if name == "md5" else "expect_sha256"
                     if getattr(upload, column) and getattr(upload, column) != value:
                         raise ChecksumMismatch(
-                            f"the {name.upper()} in {tus.LEVERE_CHECKSUM} differs from the one given when the "
+                            f"the {name.upper()} in {wire.CHECKSUM_HEADER} differs from the one given when the "
                             f"upload of {upload.path} was created",
                             path=upload.path,
                         )

@@ -15,6 +15,9 @@ from __future__ import annotations
 import hashlib
 from typing import NamedTuple
 
+from levere.domain.errors import ValidationFailed
+from levere.transfer import wire
+
 
 class Checksums(NamedTuple):
     """A file's digests (a tuple rather than a dataclass: batches make one per file, and a tuple is
@@ -26,7 +29,7 @@ class Checksums(NamedTuple):
 
     def header(self) -> str:
         """As the ``Levere-Checksum`` header carries them."""
-        return f"md5={self.md5},sha256={self.sha256}" if self.md5 else f"sha256={self.sha256}"
+        return wire.format_checksums(self.md5, self.sha256)
 
     def agrees_with(self, other: Checksums) -> bool:
         """Same SHA-256, and the same MD5 where both sides know it."""
@@ -67,6 +70,9 @@ def parse_header(value: str | None) -> Checksums | None:
     """``md5=<hex>,sha256=<hex>`` as the service sends it, or ``None`` when absent or incomplete."""
     if not value:
         return None
-    pairs = dict(part.strip().partition("=")[::2] for part in value.split(","))
-    md5, sha256 = pairs.get("md5", "").lower(), pairs.get("sha256", "").lower()
+    try:
+        pairs = wire.parse_checksums(value)
+    except ValidationFailed:
+        return None
+    md5, sha256 = pairs.get("md5", ""), pairs.get("sha256", "")
     return Checksums(md5, sha256) if md5 and sha256 else None
