@@ -5,9 +5,9 @@ Design notes
 Uploads compute SHA-256 alone. The service computes MD5 and SHA-256 of every byte it stores and
 refuses a file whose SHA-256 differs from the client's (or whose MD5 differs from the run's
 checksum file); bytes with the same SHA-256 are the same bytes, so the service's MD5 is then the
-file's MD5 as well. A second hash here would only halve the speed of the machine that sends
-(MD5 runs at ~600 MB/s on one core, SHA-256 at ~1,400 MB/s with the SHA extensions) while it
-shares its cores with the network stack. Downloads compute both and compare both with the manifest.
+file's MD5 as well. A second hash here would slow the machine that sends to a fraction of its
+speed (MD5 is the slower of the two, several times slower than SHA-256 on CPUs with the SHA
+extensions; docs/benchmarks.md) while it shares its cores with the network stack. Downloads compute both and compare both with the manifest.
 """
 
 from __future__ import annotations

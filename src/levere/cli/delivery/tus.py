@@ -36,8 +36,8 @@ TUS_VERSION = "1.0.0"
 MiB = 1024 * 1024
 PIECE = 1 * MiB
 #: bytes per PATCH. Memory does not depend on it (a PATCH streams pieces); the service makes each
-#: PATCH durable when it ends, so larger ones mean fewer sync points (measured here: 64 MiB ~150 MB/s,
-#: 256 MiB ~190 MB/s, 1 GiB ~215 MB/s) but more to send again after a crash: 256 MiB is a second or so
+#: PATCH durable when it ends, so larger ones mean fewer sync points and a faster upload, but more
+#: to send again after a crash: 256 MiB is a second or so of sending (figures in docs/benchmarks.md)
 CHUNK = 256 * MiB
 
 
