@@ -219,3 +219,23 @@ def test_levere_deliver_into_a_sensitive_project_is_refused_before_sending(
     assert "secure zone" in message and "does not offer" in message
     assert env.traffic.calls("POST", "/api/tus") == 0 and env.traffic.calls("POST", "/batch") == 0
     _nothing_stored(env.ctx, env.project)
+
+
+def test_a_copy_job_of_a_project_that_became_sensitive_copies_nothing_and_is_closed(ctx: Context) -> None:
+    from levere.dataplane import replication
+    from levere.db.models import JobRun
+
+    identifier = provisioned_project(ctx, basic_world(ctx))
+    with ctx.tx() as session:
+        project = projects.get_project(session, identifier)
+        run = JobRun(kind="sync", project_id=project.id, state="queued")
+        session.add(run)
+        session.flush()
+        run_id = run.id
+        project.sensitive = True
+    with pytest.raises(SensitiveNotOffered):
+        replication.run_lane(ctx, run_id)
+    replication.give_up(ctx, run_id, "no placement")
+    with ctx.tx() as session:
+        closed = session.get(JobRun, run_id)
+        assert closed is not None and (closed.state, closed.error) == ("failed", "no placement")

@@ -26,6 +26,7 @@ Design notes
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 from collections import defaultdict
@@ -604,12 +605,12 @@ def give_up(ctx: Context, run_id: str, message: str) -> None:
         run = session.get(JobRun, run_id)
         if run is None or run.state in FINISHED:
             return
-        if run.kind == "verify":
+        scope = None
+        if run.kind != "verify":
+            # a copy job whose project has no copy path (any more) is closed as it stands
+            with contextlib.suppress(LevereError):
+                scope = scope_of(session, run)
+        if scope is None:
             run.state, run.error, run.finished_at = "failed", message, utcnow()
             return
-        finalize(
-            ctx,
-            session,
-            scope_of(session, run),
-            error=f"gave up after {run.attempt + 1} attempt(s): {message}",
-        )
+        finalize(ctx, session, scope, error=f"gave up after {run.attempt + 1} attempt(s): {message}")

@@ -162,16 +162,23 @@ def placement_on(kind: ProjectKind, tier: str) -> Placement:
 
 def sync_path(kind: ProjectKind) -> CopyPath:
     """Where sync copies a project's sealed deliveries from and to."""
-    longterm = place(kind, Purpose.LONGTERM)
-    assert longterm.source is not None
-    return CopyPath(longterm.source, longterm.tier)
+    return _copied(place(kind, Purpose.LONGTERM))
 
 
 def restore_path(kind: ProjectKind) -> CopyPath:
     """Where restore copies a project's freed files from and to."""
-    landing = place(kind, Purpose.LANDING)
-    assert landing.source is not None
-    return CopyPath(landing.source, landing.tier)
+    return _copied(place(kind, Purpose.LANDING))
+
+
+def _copied(placed: Placement) -> CopyPath:
+    if placed.source is None:
+        raise NoPlacement(
+            f"nothing copies a {placed.kind.value} project's {placed.purpose.value} data to "
+            f"{tier_words(placed.tier)}",
+            kind=placed.kind.value,
+            purpose=placed.purpose.value,
+        )
+    return CopyPath(placed.source, placed.tier)
 
 
 def tiers_for(purpose: Purpose) -> tuple[Tier, ...]:
