@@ -176,7 +176,7 @@ class NewFile:
 def record_files(
     session: Session, delivery: Delivery, backend_id: str, files: Sequence[NewFile]
 ) -> list[str]:
-    """Insert file rows and their present area replicas in bulk; returns the new file ids."""
+    """Insert file rows and their present replicas on the landing tier in bulk; returns the new file ids."""
     now = utcnow()
     ids = new_ids(len(files))
     insert_rows(
@@ -186,8 +186,9 @@ def record_files(
         [(fid, f.path, f.size, f.md5, f.sha256) for fid, f in zip(ids, files, strict=True)],
         {"delivery_id": delivery.id, "project_id": delivery.project_id, "created_at": now},
     )
+    landing = landing_tier(session, delivery.project_id)
     replica = {
-        "tier": landing_tier(session, delivery.project_id).value, "backend_id": backend_id, "state": "present", "reason": "", "attempts": 0,
+        "tier": landing.value, "backend_id": backend_id, "state": "present", "reason": "", "attempts": 0,
         "verified_at": now, "updated_at": now,
     }  # fmt: skip
     prefix = _common_prefix(files)
