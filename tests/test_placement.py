@@ -32,6 +32,7 @@ from levere.domain.tiers import (
 )
 from levere.services import projects
 from tests.cli_live import Env, levere, make_env, make_run, one_line_error
+from tests.conftest import Mailbox, body_of
 from tests.deliveries_support import (
     Crew,
     area_kind,
@@ -148,7 +149,7 @@ def _nothing_stored(ctx: Context, identifier: str) -> None:
         assert [p for p in area.rglob("*") if p.is_file()] == []
 
 
-def test_provisioning_a_sensitive_project_makes_no_working_area(ctx: Context) -> None:
+def test_provisioning_a_sensitive_project_makes_no_working_area(ctx: Context, mailbox: Mailbox) -> None:
     world = basic_world(ctx)
     plain = provisioned_project(ctx, world)
     sensitive = provisioned_project(ctx, world, sensitive=True, secure_project_id="p1234")
@@ -164,6 +165,11 @@ def test_provisioning_a_sensitive_project_makes_no_working_area(ctx: Context) ->
             q.tier for q in session.execute(select(Quota).where(Quota.project_id == project.id)).scalars()
         } == {"area", "longterm"}
     _nothing_stored(ctx, sensitive)
+    # the facility hears that the project is assigned to it, not that an area is ready for deliveries
+    told = body_of(mailbox.wait_for(world.staff.email, f"{sensitive} is assigned to"))
+    assert "secure zone" in told and "levere deliver" not in told
+    ready = body_of(mailbox.wait_for(world.staff.email, f"{plain} is ready for deliveries"))
+    assert "levere deliver" in ready
 
 
 def test_a_sensitive_projects_delivery_is_refused_and_nothing_is_stored(
