@@ -106,10 +106,11 @@ class Levere:
 
     def deliver(self, delivery: str, files: list[tuple[str, int]]) -> None:
         """Write the files into the area (incompressible bytes), record and seal the delivery."""
+        from levere.domain.tiers import Tier
         from levere.services import deliveries, projects, quotas, sealing
 
         deliveries.open_delivery(self.ctx, self.staff, self.project, delivery)
-        area = self.ctx.tier("area")
+        area = self.ctx.backend(Tier.AREA)
         block = bytearray(os.urandom(BLOCK))
         new = []
         for n, (path, size) in enumerate(files):

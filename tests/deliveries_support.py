@@ -34,7 +34,7 @@ from levere.db.models import Quota, User
 from levere.domain.roles import ProjectRole, UserKind
 from levere.services import accounts, projects
 from levere.storage import S3Backend, S3Spec
-from levere.transfer.tus import encode_metadata
+from levere.transfer.wire import encode_metadata
 from tests.helpers import auth, basic_world, make_facility, make_user, provisioned_project
 from tests.processes import stop_gracefully
 
@@ -132,8 +132,9 @@ class Crew:
         return auth(self.tokens[role])
 
 
-def crew(ctx: Context, area_quota: int | None = None) -> Crew:
-    """A project with facility staff assigned, a member, a viewer, and outsiders of each kind."""
+def crew(ctx: Context, area_quota: int | None = None, **form_changes: Any) -> Crew:
+    """A project with facility staff assigned, a member, a viewer, and outsiders of each kind
+    (``form_changes``: more fields of the application it comes from)."""
     world = basic_world(ctx)
     from levere.domain.applications import RequestedMember
 
@@ -145,6 +146,7 @@ def crew(ctx: Context, area_quota: int | None = None) -> Crew:
     }
     if area_quota is not None:
         changes["quota_area_bytes"] = area_quota
+    changes.update(form_changes)
     identifier = provisioned_project(ctx, world, **changes)
     other_facility = make_facility(ctx, "other-seq")
     people = {

@@ -13,7 +13,7 @@ import tarfile
 from levere.context import Context
 from levere.services import batches, deliveries, uploads
 from levere.transfer.pipe import ListSource
-from levere.transfer.tus import encode_metadata
+from levere.transfer.wire import encode_metadata
 from tests.helpers import PermissionWorld
 from tests.permission_samples import Sample
 

@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from levere.context import Context
 from levere.db.models import JobRun, Quota, Replica, StoredFile, User
+from levere.domain.tiers import Tier
 from levere.services import deliveries, projects, quotas, sealing
 from tests.helpers import World, basic_world, provisioned_project
 
@@ -45,7 +46,7 @@ def deliver(ctx: Context, setup: Setup, name: str, files: dict[str, bytes]) -> N
 
 def deliver_as(ctx: Context, staff: User, identifier: str, name: str, files: dict[str, bytes]) -> None:
     deliveries.open_delivery(ctx, staff, identifier, name)
-    area = ctx.tier("area")
+    area = ctx.backend(Tier.AREA)
     new = []
     for path, data in files.items():
         key = deliveries.area_key(identifier, name, path)

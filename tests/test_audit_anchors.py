@@ -15,6 +15,7 @@ from levere.context import Context
 from levere.db.models import AuditEvent, Counter, User
 from levere.domain.errors import AccessDenied, Conflict
 from levere.domain.roles import UserKind
+from levere.domain.tiers import Tier
 from levere.jobs.queue import build_queue
 from levere.jobs.tasks import anchor_audit_log
 from levere.services import audit, audit_anchors
@@ -91,7 +92,7 @@ def test_rewriting_anchored_history_is_found(ctx: Context) -> None:
     # an anchor for that number exists with another hash: levere says so and keeps the old one
     with pytest.raises(Conflict, match=r"already holds an anchor for audit event \d+ with another hash"):
         audit_anchors.anchor_now(ctx, operator)
-    assert audit_anchors.latest(ctx.tier("longterm")) == anchor
+    assert audit_anchors.latest(ctx.backend(Tier.LONGTERM)) == anchor
 
 
 def test_events_after_the_last_anchor_are_still_verified_by_the_chain(ctx: Context) -> None:
@@ -140,7 +141,7 @@ def test_anchors_go_write_once_to_the_configured_sink_too(settings: Settings, tm
 
 
 def test_the_periodic_task_anchors_when_the_interval_has_passed_and_the_log_grew(ctx: Context) -> None:
-    longterm = ctx.tier("longterm")
+    longterm = ctx.backend(Tier.LONGTERM)
     anchor_audit_log(ctx)  # an empty log: nothing to anchor
     assert audit_anchors.latest(longterm) is None
     history(ctx)

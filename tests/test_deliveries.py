@@ -15,6 +15,7 @@ from sqlalchemy import select
 from levere.api.routes.deliveries import BatchOut
 from levere.context import Context
 from levere.db.models import AuditEvent, Upload
+from levere.domain.tiers import Tier
 from levere.services import audit
 from tests.conftest import Mailbox, body_of
 from tests.deliveries_support import (
@@ -115,7 +116,7 @@ def test_bad_paths_are_refused_before_anything_is_stored(
     assert failed["error"] == "invalid_path" and why in failed["message"]
     q = quota(ctx, c.project)
     assert (q.used_bytes, q.reserved_bytes) == (4, 0)
-    assert [o.key for o in ctx.tier("area").list(f"{c.project}/")] == [f"{c.project}/RUN42/good.txt"]
+    assert [o.key for o in ctx.backend(Tier.AREA).list(f"{c.project}/")] == [f"{c.project}/RUN42/good.txt"]
 
 
 def test_duplicate_paths_in_one_delivery(client: TestClient, ctx: Context) -> None:
@@ -153,7 +154,7 @@ def test_duplicate_paths_in_one_delivery(client: TestClient, ctx: Context) -> No
         ]
     }
     assert files["twice.txt"]["md5"] == hashlib.md5(b"one").hexdigest()
-    assert b"".join(ctx.tier("area").read(f"{c.project}/RUN42/dup.txt")) == b"first"
+    assert b"".join(ctx.backend(Tier.AREA).read(f"{c.project}/RUN42/dup.txt")) == b"first"
 
 
 def test_a_batch_stores_verified_files_and_refuses_the_damaged(client: TestClient, ctx: Context) -> None:
@@ -180,9 +181,9 @@ def test_a_batch_stores_verified_files_and_refuses_the_damaged(client: TestClien
             continue
         assert (stored[path]["md5"], stored[path]["sha256"]) == digests(data)
         assert stored[path]["tiers"] == {"area": "present"}
-    assert not ctx.tier("area").exists(f"{c.project}/RUN42/damaged.fq")
+    assert not ctx.backend(Tier.AREA).exists(f"{c.project}/RUN42/damaged.fq")
     sample = "lane1/read_0001.fq"
-    assert b"".join(ctx.tier("area").read(f"{c.project}/RUN42/{sample}")) == files[sample]
+    assert b"".join(ctx.backend(Tier.AREA).read(f"{c.project}/RUN42/{sample}")) == files[sample]
     q = quota(ctx, c.project)
     assert (q.used_bytes, q.reserved_bytes) == (250 * 4096, 0)
     with ctx.tx() as session:
@@ -230,7 +231,7 @@ def test_a_batch_that_meets_a_storage_failure_keeps_and_records_the_files_before
 ) -> None:
     c = crew(ctx)
     open_delivery(client, c)
-    area = ctx.tier("area")
+    area = ctx.backend(Tier.AREA)
     if not hasattr(area, "root"):
         pytest.skip("needs the local backend: a stray file on the disk blocks a folder")
     # something outside levere left a file where the batch needs a folder

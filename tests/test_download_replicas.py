@@ -19,6 +19,7 @@ from sqlalchemy import select
 from levere.config import Settings, TierSettings
 from levere.context import Context
 from levere.db.models import AuditEvent
+from levere.domain.tiers import Tier
 from levere.services import sync
 from levere.storage import S3Spec
 from tests.cli_live import Service, Traffic, cli_env, levere, one_line_error, tree
@@ -71,7 +72,7 @@ def _key(ctx: Context, s: Setup, tier: str, path: str) -> str:
 
 
 def remove(ctx: Context, s: Setup, tier: str, path: str) -> None:
-    ctx.tier(tier).delete(_key(ctx, s, tier, path), force=True)  # type: ignore[arg-type]
+    ctx.backend(Tier(tier)).delete(_key(ctx, s, tier, path), force=True)
 
 
 def corrupt(ctx: Context, s: Setup, tier: str, path: str, same_size: bool = True) -> None:

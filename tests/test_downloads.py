@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 
 from levere.context import Context
 from levere.db.models import Replica, StoredFile
+from levere.domain.tiers import Tier
 from tests.conftest import LiveServer
 from tests.deliveries_support import (
     Crew,
@@ -131,7 +132,7 @@ def test_zero_byte_files_download(client: TestClient, ctx: Context) -> None:
 def test_a_file_freed_from_the_area_streams_from_long_term(client: TestClient, ctx: Context) -> None:
     c, url = _with_file(client, ctx)
     key = f"{c.project}/RUN42/lane1/S1_R1.fastq.gz"
-    longterm = ctx.tier("longterm")
+    longterm = ctx.backend(Tier.LONGTERM)
     # what long-term sync and freeing do (issue 4): a verified copy there, the area's copy removed
     with longterm.open_writer(key, write_once=True) as writer:
         writer.write(DATA)
@@ -144,7 +145,7 @@ def test_a_file_freed_from_the_area_streams_from_long_term(client: TestClient, c
             )
         )
         session.execute(update(Replica).where(Replica.tier == "area").values(state="freed"))
-    ctx.tier("area").delete(key)
+    ctx.backend(Tier.AREA).delete(key)
     r = client.get(url, headers={**c.headers("viewer"), "Range": "bytes=5-9"})
     assert r.status_code == 206 and r.content == DATA[5:10]
     with ctx.tx() as session:

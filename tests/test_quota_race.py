@@ -13,6 +13,7 @@ from sqlalchemy import func, select, update
 
 from levere.context import Context
 from levere.db.models import StoredFile, Upload
+from levere.domain.tiers import Tier
 from levere.services import uploads
 from tests.conftest import LiveServer
 from tests.deliveries_support import (
@@ -42,7 +43,7 @@ def _stored_bytes(ctx: Context) -> int:
 
 
 def _on_disk(ctx: Context, project: str) -> int:
-    return sum(o.size for o in ctx.tier("area").list(f"{project}/"))
+    return sum(o.size for o in ctx.backend(Tier.AREA).list(f"{project}/"))
 
 
 def test_twenty_uploads_race_for_a_quota_that_fits_seven(live_server: LiveServer, ctx: Context) -> None:
@@ -164,7 +165,7 @@ def test_abandoned_uploads_expire_and_give_their_reservation_back(
         "gone1.bin": "expired",
         "gone2.bin": "expired",
     }
-    assert [o.key for o in ctx.tier("area").list(f"{c.project}/")] == [f"{c.project}/RUN42/kept.bin"]
+    assert [o.key for o in ctx.backend(Tier.AREA).list(f"{c.project}/")] == [f"{c.project}/RUN42/kept.bin"]
     if ctx.settings.tiers.area is None:  # local: the staged bytes are gone too
         staging = ctx.settings.tier_spec("area").root / ".levere-staging"  # type: ignore[union-attr]
         assert not any(staging.glob("*.part"))

@@ -20,6 +20,7 @@ from levere.dataplane import small_writes
 from levere.dataplane.small_writes import SmallWrites, publish_group
 from levere.db.models import Replica, StoredFile
 from levere.domain.errors import StorageUnavailable
+from levere.domain.tiers import Tier
 from levere.services import batches, deliveries
 from levere.storage import LocalBackend, LocalSpec, S3Spec
 from levere.transfer.pipe import ByteSource
@@ -85,7 +86,7 @@ def _assert_stored_exactly(ctx: Context, identifier: str, files: dict[str, bytes
     )
     assert len({c.id for c in copies}) == len(files)
     assert {uuid.UUID(c.id).version for c in copies} == {7}
-    area = ctx.tier("area")
+    area = ctx.backend(Tier.AREA)
     for path, data in files.items():
         assert b"".join(area.read(f"{identifier}/RUN1/{path}")) == data
     used = quota(ctx, identifier)
@@ -245,7 +246,7 @@ def test_a_chunk_whose_flush_fails_is_not_recorded_and_a_retry_stores_everything
     monkeypatch.setattr(batches, "CHUNK_FILES", 100)
     here = _with(ctx, ingest_processes=2)
     try:
-        area = here.tier("area")
+        area = here.backend(Tier.AREA)
         assert isinstance(area, LocalBackend)
         failing = _FlushFails(area.root, area.backend_id)
         here._tiers["area"] = failing

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from levere.context import Context
 from levere.db.models import AuditEvent
 from levere.domain.errors import AlreadyExists, Conflict
+from levere.domain.tiers import Tier
 from levere.services import accounts, projects, sync
 from tests.conftest import LiveServer, Mailbox, body_of
 from tests.helpers import auth, token_for
@@ -146,7 +147,7 @@ def test_longterm_copies_are_write_once(ctx: Context) -> None:
     deliver(ctx, s, "RUN1", {"a.fastq": b"ACGT" * 100})
     sync.request_sync(ctx, s.world.helpdesk, s.project)
     key = f"{s.project}/RUN1/a.fastq"
-    longterm = ctx.tier("longterm")
+    longterm = ctx.backend(Tier.LONGTERM)
     with longterm.open_writer(key, write_once=True) as writer:
         writer.write(b"something else")
         with pytest.raises(AlreadyExists):

@@ -23,6 +23,7 @@ from levere.dataplane import batch_copy, replication
 from levere.dataplane.batch_copy import Scope
 from levere.db.models import JobRun, Replica
 from levere.domain.errors import Conflict
+from levere.domain.tiers import Tier
 from levere.jobs.queue import build_queue
 from levere.services import scrub, sync
 from levere.storage import S3Backend, S3Spec
@@ -98,7 +99,7 @@ def test_store_down_fails_visibly_retries_with_backoff_and_finishes(
         queue_url=f"sqlite:///{tmp_path / 'queue.db'}",
         sync=SyncSettings(retries=6, retry_delay_seconds=0.5),
     )
-    root = Path(worker.tier("longterm").root)  # type: ignore[attr-defined]
+    root = Path(worker.backend(Tier.LONGTERM).root)  # type: ignore[attr-defined]
     root.rename(root.with_name("longterm-unmounted"))  # the long-term share goes away
     job = sync.request_sync(worker, s.world.helpdesk, s.project)
 
@@ -140,7 +141,7 @@ def test_after_the_last_retry_the_job_fails_and_people_are_told_once(
         queue_url=f"sqlite:///{tmp_path / 'queue.db'}",
         sync=SyncSettings(retries=2, retry_delay_seconds=0.2),
     )
-    root = Path(worker.tier("longterm").root)  # type: ignore[attr-defined]
+    root = Path(worker.backend(Tier.LONGTERM).root)  # type: ignore[attr-defined]
     root.rename(root.with_name("gone"))
     job = sync.request_sync(worker, s.world.helpdesk, s.project)
     run = wait_until(lambda: (r := run_row(ctx, job["id"])).state == "failed" and r, what="giving up")
@@ -193,7 +194,7 @@ def dead_worker_claims(ctx: Context, s: Setup, lease: float = 0.3) -> tuple[Scop
         run = JobRun(kind="sync", project_id=get_project(session, s.project).id, state="running")
         session.add(run)
         session.flush()
-        scope = replication.scope_of(run)
+        scope = replication.scope_of(session, run)
     owner = "dead-host:1:abc"
     with ctx.tx() as session:
         items = replication.claim(session, scope, owner, "longterm", lease, replication.utcnow())
@@ -247,7 +248,7 @@ def test_a_broken_leftover_of_a_crash_is_replaced_and_verified(ctx: Context) -> 
     deliver(ctx, s, "RUN1", files)
     _, _, (item,) = dead_worker_claims(ctx, s)
     # what a power cut can leave: the name published, the bytes not all on disk
-    with ctx.tier("longterm").open_writer(item.key, write_once=True) as writer:
+    with ctx.backend(Tier.LONGTERM).open_writer(item.key, write_once=True) as writer:
         writer.write(files["a.bin"][:4096])
         writer.commit()
     time.sleep(0.35)

@@ -10,6 +10,7 @@ import httpx
 from tusclient import client as tus_client
 
 from levere.context import Context
+from levere.domain.tiers import Tier
 from tests.conftest import LiveServer
 from tests.deliveries_support import (
     TUS,
@@ -112,7 +113,7 @@ def test_creation_with_upload_and_zero_byte_files(live_server: LiveServer, ctx: 
     c = crew(ctx)
     data = b"@read1\nACGT\n+\nFFFF\n"
     md5, sha256 = digests(data)
-    from levere.transfer.tus import encode_metadata
+    from levere.transfer.wire import encode_metadata
 
     with httpx.Client(base_url=live_server.url, headers=c.headers()) as http:
         open_delivery(http, c)
@@ -161,8 +162,8 @@ def test_wrong_whole_file_checksum_fails_the_upload_and_frees_its_reservation(
         assert tus_patch(http, c, good.headers["Location"], 0, data).status_code == 204
     q = quota(ctx, c.project)
     assert (q.used_bytes, q.reserved_bytes) == (len(data), 0)
-    assert not ctx.tier("area").exists(f"{c.project}/RUN42/bad.bin") or (
-        b"".join(ctx.tier("area").read(f"{c.project}/RUN42/bad.bin")) == data
+    assert not ctx.backend(Tier.AREA).exists(f"{c.project}/RUN42/bad.bin") or (
+        b"".join(ctx.backend(Tier.AREA).read(f"{c.project}/RUN42/bad.bin")) == data
     )
 
 

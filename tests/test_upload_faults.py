@@ -22,6 +22,7 @@ from sqlalchemy import select
 
 from levere.context import Context
 from levere.db.models import StoredFile, Upload
+from levere.domain.tiers import Tier
 from levere.transfer import hashing
 from tests.conftest import LiveServer
 from tests.deliveries_support import (
@@ -53,7 +54,7 @@ def _staged(ctx: Context, url: str) -> int:
         staged = session.execute(
             select(Upload.session).where(Upload.id == url.rsplit("/", 1)[1])
         ).scalar_one()
-    return ctx.tier("area").staged_offset(staged) if staged else 0
+    return ctx.backend(Tier.AREA).staged_offset(staged) if staged else 0
 
 
 def _paced(data: bytes, chunk: int, pause: float, sent: list[int]) -> Iterator[bytes]:

@@ -160,7 +160,8 @@ class Settings(BaseSettings):
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'levere.db').resolve()}"
 
-    def tier_spec(self, tier: TierName) -> BackendSpec:
+    def tier_spec(self, tier: str) -> BackendSpec:
+        """The backend configured for ``tier`` (one of :data:`TierName`)."""
         spec: BackendSpec | None = getattr(self.tiers, tier)
         if spec is not None:
             return spec

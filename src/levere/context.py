@@ -14,14 +14,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, get_args
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from levere.config import Settings, TierName
+from levere.config import Settings
 from levere.db.engine import make_engine, make_sessionmaker
 from levere.domain.errors import ConfigurationError, LevereError
+from levere.domain.tiers import TIER_PROPERTIES, Tier
 from levere.storage import Backend, LocalSpec, build_backend
 
 if TYPE_CHECKING:
@@ -48,14 +49,15 @@ class Context:
         engine = make_engine(settings.resolved_database_url)
         return cls(settings=settings, engine=engine, sessions=make_sessionmaker(engine))
 
-    def tier(self, name: TierName) -> Backend:
+    def backend(self, tier: Tier) -> Backend:
+        """The backend where ``tier``'s bytes live, as configured (built once per process)."""
+        name = Tier(tier).value
         if name not in self._tiers:
             spec = self.settings.tier_spec(name)
             if getattr(self.settings.tiers, name) is None and isinstance(spec, LocalSpec):
                 # the embedded default keeps every tier under the data directory: make it on first use
                 spec.root.mkdir(parents=True, exist_ok=True)
-            # only long-term copies are write-once; the other tiers free and replace their objects
-            self._tiers[name] = build_backend(spec, write_once=name == "longterm")
+            self._tiers[name] = build_backend(spec, write_once=TIER_PROPERTIES[Tier(tier)].write_once)
         return self._tiers[name]
 
     def anchor_sink(self) -> Backend | None:
@@ -71,12 +73,12 @@ class Context:
         """Refuse to start unless every tier can store objects now: a configured local root must
         exist (levere never creates one: an unmounted share would fill the disk under it) and be
         writable, an S3 bucket must answer. The first problem found is raised, naming its tier."""
-        for name in get_args(TierName):
+        for tier in Tier:
             try:
-                backend = self.tier(name)
+                backend = self.backend(tier)
                 backend.check_ready()
             except LevereError as exc:
-                raise ConfigurationError(f"cannot start: tier {name}: {exc.message}") from None
+                raise ConfigurationError(f"cannot start: tier {tier.value}: {exc.message}") from None
 
     @contextmanager
     def tx(self) -> Iterator[Session]:

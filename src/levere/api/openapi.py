@@ -25,7 +25,7 @@ from fastapi.security import HTTPBearer
 from pydantic import BaseModel
 
 from levere.api.schemas import ErrorOut
-from levere.transfer import tus
+from levere.transfer import tus, wire
 
 #: the bearer scheme every signed-in route names (the token ``levere login`` or ``/auth/login`` gives)
 BEARER = HTTPBearer(
@@ -74,12 +74,12 @@ UPLOAD_HEADERS = {
     "Upload-Offset": _header("Bytes durably stored: resume from here", "integer"),
     "Upload-Length": _header("The file's length in bytes", "integer"),
     "Upload-Expires": _header("When an unfinished upload is dropped (an HTTP date)"),
-    tus.LEVERE_CHECKSUM: _header("md5=HEX,sha256=HEX of the whole file, once its last byte is in"),
+    wire.CHECKSUM_HEADER: _header("md5=HEX,sha256=HEX of the whole file, once its last byte is in"),
 }
 FILE_HEADERS = {
     "ETag": _header("The file's SHA-256 in quotes: a strong validator for If-None-Match and If-Range"),
     "Accept-Ranges": _header("bytes"),
-    tus.LEVERE_CHECKSUM: _header("md5=HEX,sha256=HEX of the whole file, to verify what was saved"),
+    wire.CHECKSUM_HEADER: _header("md5=HEX,sha256=HEX of the whole file, to verify what was saved"),
     "Content-Disposition": _header("attachment; with the file's name"),
 }
 

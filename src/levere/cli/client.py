@@ -144,7 +144,7 @@ class Client:
         self.creds = creds
         headers = {"Authorization": f"Bearer {creds.token}"} if creds.token else {}
         # A service on plain http:// needs no TLS. httpx would still load the system's CA
-        # certificates (60-80 ms per command); a context without them trusts nothing, so it
+        # certificates, a noticeable part of a short command's time; a context without them trusts nothing, so it
         # fails closed if TLS were ever tried.
         verify: ssl.SSLContext | bool = (
             ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT) if creds.url.lower().startswith("http://") else True

@@ -9,8 +9,8 @@ def tune_gc() -> None:
     """Keep what is loaded by now out of the cycle collector's work, and let it run less often.
 
     A delivery (on either side) makes and keeps hundreds of thousands of small objects, and every
-    full collection walks them all again: measured on 20,000 small files, collections took 15-25%
-    of the service's time in a batch and 6% of the client's. Frozen objects are never collected
+    full collection walks them all again, a large share of a batch's time on the service's side
+    and a smaller one on the client's (docs/benchmarks.md). Frozen objects are never collected
     (they live as long as the process anyway); 10,000 allocations between young collections
     instead of 700 only lets a little more garbage wait."""
     gc.freeze()

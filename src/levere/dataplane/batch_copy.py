@@ -17,7 +17,7 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import update
 from sqlalchemy.sql import Select
@@ -28,13 +28,12 @@ from levere.dataplane.copying import Expected, RateLimiter, copy_or_adopt
 from levere.db.models import JobRun, Replica, StoredFile, utcnow
 from levere.domain import errors
 from levere.domain.errors import ChecksumMismatch, LevereError, NotFound, StorageUnavailable
+from levere.domain.tiers import CopyPath, Tier, tier_words
 from levere.storage import Backend, LocalSpec, SmallWrite
 
 log = logging.getLogger(__name__)
 Q = TypeVar("Q", bound=Select[*tuple[Any, ...]])
 
-Tier = Literal["area", "longterm"]
-TIER_WORDS = {"area": "the project area", "longterm": "long-term storage"}
 NO_SYNC = {"synchronize_session": False}
 #: files smaller than this are copied in groups of GROUP per thread task
 SMALL = 256 * 1024
@@ -43,10 +42,6 @@ GROUP = 16
 PROCESS_MIN = 128
 #: files at least this big are made durable on their own (fsync) rather than by the batch flush
 DURABLE_ALONE = 64 * 1024 * 1024
-
-
-def other(tier: str) -> Tier:
-    return "area" if tier == "longterm" else "longterm"
 
 
 def owner_prefix() -> str:
@@ -60,14 +55,16 @@ class Scope:
     kind: str
     project_id: str
     delivery_id: str | None
+    #: the tiers the job copies from and to, as the project's placement says
+    path: CopyPath
 
     @property
     def target(self) -> Tier:
-        return "longterm" if self.kind == "sync" else "area"
+        return self.path.target
 
     @property
     def source(self) -> Tier:
-        return other(self.target)
+        return self.path.source
 
     def files(self, query: Q) -> Q:
         query = query.where(StoredFile.project_id == self.project_id)
@@ -120,7 +117,7 @@ def _copy_one(
     try:
         copied = copy_or_adopt(
             source, item.source_key, target, item.key, item.expected,
-            write_once=scope.target == "longterm", durable=alone, look_first=item.attempts > 1,
+            write_once=scope.path.write_once, durable=alone, look_first=item.attempts > 1,
             limiter=limiter, label=item.label, write=None if alone else write,
             source_version=item.source_version,
         )  # fmt: skip
@@ -128,7 +125,7 @@ def _copy_one(
     except ChecksumMismatch as exc:
         return Outcome(item, error=exc, source_damaged=True)
     except NotFound:
-        missing = NotFound(f"{item.label} is missing from {TIER_WORDS[scope.source]}")
+        missing = NotFound(f"{item.label} is missing from {tier_words(scope.source)}")
         return Outcome(item, error=missing, source_damaged=True)
     except LevereError as exc:
         return Outcome(item, error=exc)
@@ -179,7 +176,7 @@ def copy_batch(
     limiter: RateLimiter | None,
 ) -> list[Outcome]:
     """Copy one claimed batch and make it durable, keeping its leases alive meanwhile."""
-    source, target = ctx.tier(scope.source), ctx.tier(scope.target)
+    source, target = ctx.backend(scope.source), ctx.backend(scope.target)
     with leased(ctx, owner, run_id=scope.run_id):
         copying = start_copies(pool, source, target, scope, items, limiter)
         return made_durable(target, scope, copying())
@@ -199,7 +196,7 @@ def start_copies(
     task per 4 KiB file would cost as much as copying it."""
 
     def copy_here(group: list[Item]) -> list[Outcome]:
-        with target.small_writes(scope.target == "longterm") as write:
+        with target.small_writes(scope.path.write_once) as write:
             return [_copy_one(source, target, item, scope, limiter, write) for item in group]
 
     waiting: list[Callable[[], list[Outcome]]] = []
@@ -215,7 +212,7 @@ def start_copies(
                 for i in chunk
             ]  # fmt: skip
             try:
-                future = copy_processes.submit(processes, jobs, scope.target == "longterm")
+                future = copy_processes.submit(processes, jobs, scope.path.write_once)
             except BrokenProcessPool:  # a copy process died since the last batch: threads it is
                 copy_processes.discard_broken(processes)
                 waiting.append(pool.submit(copy_here, chunk).result)
@@ -252,7 +249,7 @@ def _outcomes(
             outcomes.append(Outcome(item, copied=copied))
             continue
         if kind == "NotFound":
-            error: LevereError = NotFound(f"{item.label} is missing from {TIER_WORDS[scope.source]}")
+            error: LevereError = NotFound(f"{item.label} is missing from {tier_words(scope.source)}")
         else:
             error = errors.from_name(kind, message)
         outcomes.append(Outcome(item, error=error, source_damaged=damaged))
@@ -278,7 +275,7 @@ def made_durable(target: Backend, scope: Scope, outcomes: list[Outcome]) -> list
             # adopted objects too: an earlier attempt may have published them without a flush
             target.flush()
         except (OSError, StorageUnavailable) as exc:
-            error = StorageUnavailable(f"{TIER_WORDS[scope.target]} could not make the copies durable: {exc}")
+            error = StorageUnavailable(f"{tier_words(scope.target)} could not make the copies durable: {exc}")
             for outcome in outcomes:
                 if outcome.error is None:
                     outcome.error = error

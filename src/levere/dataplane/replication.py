@@ -1,4 +1,5 @@
-"""The copy engine behind sync (area -> long-term) and restore (long-term -> area).
+"""The copy engine behind sync (landing area -> long-term) and restore (long-term -> landing area),
+along the copy paths the placement policy gives each project (:mod:`levere.domain.tiers`).
 
 Design notes
 ------------
@@ -25,9 +26,11 @@ Design notes
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -40,7 +43,6 @@ from sqlalchemy.sql import Select
 from levere.context import Context
 from levere.dataplane.batch_copy import (
     NO_SYNC,
-    TIER_WORDS,
     Item,
     Outcome,
     Scope,
@@ -51,8 +53,9 @@ from levere.dataplane.batch_copy import (
     start_copies,
 )
 from levere.dataplane.copying import Expected, RateLimiter
-from levere.db.models import Delivery, JobRun, Replica, StoredFile, replicas_table, utcnow
+from levere.db.models import Delivery, JobRun, Project, Replica, StoredFile, replicas_table, utcnow
 from levere.domain.errors import LevereError, NotFound, QuotaExceeded, StorageFull, StorageUnavailable
+from levere.domain.tiers import CopyPath, ProjectKind, restore_path, sync_path, tier_words
 from levere.domain.units import count
 from levere.services import audit, quotas
 from levere.services.sync_notices import announce_failures, announce_if_synced
@@ -61,7 +64,9 @@ log = logging.getLogger(__name__)
 
 ACTIVE = ("queued", "running", "retrying")
 FINISHED = ("done", "failed")
-TARGET_OF = {"sync": "longterm", "restore": "area"}
+#: each copy job's path from the project's kind: sync makes long-term copies, restore makes the
+#: landing area's copies again
+COPY_PATHS: dict[str, Callable[[ProjectKind], CopyPath]] = {"sync": sync_path, "restore": restore_path}
 BATCH_FILES = 2048
 BATCH_BYTES = 2 * 1024**3
 #: list lengths kept in a run's report
@@ -218,7 +223,7 @@ def _reserve(session: Session, scope: Scope, fresh: list[Item]) -> list[tuple[It
     try:
         quotas.reserve(
             session, scope.project_id, scope.target, sum(i.size for i in fresh),
-            what=f"copying {count(len(fresh), 'file')} to {TIER_WORDS[scope.target]}",
+            what=f"copying {count(len(fresh), 'file')} to {tier_words(scope.target)}",
         )  # fmt: skip
         return []
     except QuotaExceeded:
@@ -228,7 +233,7 @@ def _reserve(session: Session, scope: Scope, fresh: list[Item]) -> list[tuple[It
         try:
             quotas.reserve(
                 session, scope.project_id, scope.target, item.size,
-                what=f"copying {item.label} to {TIER_WORDS[scope.target]}",
+                what=f"copying {item.label} to {tier_words(scope.target)}",
             )  # fmt: skip
         except QuotaExceeded as exc:
             refused.append((item, exc.message))
@@ -305,10 +310,10 @@ def finish(ctx: Context, session: Session, scope: Scope, owner: str, outcomes: l
         if outcome.source_damaged and outcome.error is not None:
             _mark_source_damaged(session, scope, outcome.item, outcome.error.message, now)
     _progress(session, scope.run_id, len(present), sum(sizes[i] for i in present), len(failed))
-    if scope.target == "longterm" and present:
+    if scope.kind == "sync" and present:
         touched = {o.item.delivery_id for o in outcomes if o.item.replica_id in done}
         for delivery_id in sorted(touched):
-            announce_if_synced(ctx, session, delivery_id)
+            announce_if_synced(ctx, session, delivery_id, scope.target)
 
 
 def _record_versions(session: Session, outcomes: list[Outcome]) -> None:
@@ -335,10 +340,13 @@ def _mark_source_damaged(session: Session, scope: Scope, item: Item, reason: str
 # --- one pass of a job --------------------------------------------------------------------------
 
 
-def scope_of(run: JobRun) -> Scope:
-    if run.project_id is None or run.kind not in TARGET_OF:
+def scope_of(session: Session, run: JobRun) -> Scope:
+    """What a copy job copies, and from which tier to which (NoPlacement if the project has none)."""
+    project = session.get(Project, run.project_id) if run.project_id is not None else None
+    if project is None or run.kind not in COPY_PATHS:
         raise NotFound(f"job {run.id} is not a copy job")
-    return Scope(run.id, run.kind, run.project_id, run.delivery_id)
+    path = COPY_PATHS[run.kind](ProjectKind.of(project.sensitive))
+    return Scope(run.id, run.kind, project.id, run.delivery_id, path)
 
 
 def _start(ctx: Context, run_id: str, since: datetime) -> Scope | None:
@@ -346,7 +354,7 @@ def _start(ctx: Context, run_id: str, since: datetime) -> Scope | None:
         run = session.get(JobRun, run_id)
         if run is None or run.state in FINISHED:
             return None
-        scope = scope_of(run)
+        scope = scope_of(session, run)
         if run.state == "queued":
             count, size = session.execute(
                 _candidates(scope, utcnow(), since).with_only_columns(
@@ -374,7 +382,7 @@ def run_lane(ctx: Context, run_id: str) -> LaneResult:
     settings = ctx.settings.sync
     limiter = RateLimiter(settings.bandwidth_limit) if settings.bandwidth_limit else None
     owner = f"{owner_prefix()}:{secrets.token_hex(6)}"
-    source, target = ctx.tier(scope.source), ctx.tier(scope.target)
+    source, target = ctx.backend(scope.source), ctx.backend(scope.target)
 
     def next_batch() -> list[Item]:
         if ctx.stopping.is_set():
@@ -426,7 +434,7 @@ def run_lane(ctx: Context, run_id: str) -> LaneResult:
         if recording is not None:
             down = recording.result() or down
     if isinstance(down, StorageFull):
-        raise StorageFull(f"{TIER_WORDS[scope.target]} is full: {down.message}", **down.details)
+        raise StorageFull(f"{tier_words(scope.target)} is full: {down.message}", **down.details)
     if down is not None:
         raise down
     if ctx.stopping.is_set():
@@ -514,7 +522,7 @@ def finalize(ctx: Context, session: Session, scope: Scope, error: str = "") -> b
             .where(Replica.id.in_(stuck_ids[start : start + BATCH_FILES]), Replica.state == "pending")
             .values(
                 state="failed",
-                reason=f"no intact copy on {TIER_WORDS[scope.source]} to copy from",
+                reason=f"no intact copy on {tier_words(scope.source)} to copy from",
                 updated_at=now,
             ),
             execution_options=NO_SYNC,
@@ -563,7 +571,7 @@ def finalize(ctx: Context, session: Session, scope: Scope, error: str = "") -> b
     ).scalar()
     if closed is None:
         return False
-    if scope.target == "longterm" and failed:
+    if scope.kind == "sync" and failed:
         announce_failures(ctx, session, scope)
     if scope.kind == "restore":
         run = session.get(JobRun, scope.run_id)
@@ -597,7 +605,12 @@ def give_up(ctx: Context, run_id: str, message: str) -> None:
         run = session.get(JobRun, run_id)
         if run is None or run.state in FINISHED:
             return
-        if run.kind == "verify":
+        scope = None
+        if run.kind != "verify":
+            # a copy job whose project has no copy path (any more) is closed as it stands
+            with contextlib.suppress(LevereError):
+                scope = scope_of(session, run)
+        if scope is None:
             run.state, run.error, run.finished_at = "failed", message, utcnow()
             return
-        finalize(ctx, session, scope_of(run), error=f"gave up after {run.attempt + 1} attempt(s): {message}")
+        finalize(ctx, session, scope, error=f"gave up after {run.attempt + 1} attempt(s): {message}")

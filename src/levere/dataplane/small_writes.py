@@ -3,9 +3,9 @@ carried and written, a group at a time, away from the thread that parses the str
 
 Design notes
 ------------
-* Per 4 KiB file, publishing costs more than everything else the service does for it: ~60-90 µs of
-  system calls (an unnamed file, its bytes, a link to its name) and ~13 µs of MD5 and SHA-256. On
-  the request thread these ran one after the other with the parsing. Helper threads did not help
+* Per small file, publishing costs more than everything else the service does for it: the system
+  calls (an unnamed file, its bytes, a link to its name), then MD5 and SHA-256 (the figures are in
+  docs/benchmarks.md). On the request thread these would run one after the other with the parsing. Helper threads did not help
   a local disk: each system call gives Python's lock up and waits to get it back from the parsing
   thread, so the threads and the parser took turns on one core.
 * So, by backend: a local folder gets child processes (``ingest_processes``, one per CPU by
@@ -107,8 +107,8 @@ def _publish(write: SmallWrite, jobs: list[Job]) -> list[Result]:
 #
 # Each child has two pipes of its own, and the batch's thread writes groups to them and reads the
 # results itself. (A ProcessPoolExecutor feeds its children from helper threads in this process,
-# which then take the lock from the parsing thread at every turn: measured, the recording of a
-# chunk took twice as long.) The pipe the groups go through is widened so that a few groups fit:
+# which then take the lock from the parsing thread at every turn and slow the recording of each
+# chunk.) The pipe the groups go through is widened so that a few groups fit:
 # handing one over then never waits for the child to finish the one before.
 
 #: groups sent to one child and not yet answered, at most (their data and their results must fit

@@ -34,7 +34,7 @@ from levere.dataplane.leases import held
 from levere.db.models import Delivery, Project, Upload, utcnow
 from levere.domain.deliveries import UploadState
 from levere.domain.errors import Conflict, NotFound, StorageUnavailable
-from levere.services.deliveries import AREA
+from levere.domain.tiers import Purpose, tiers_for
 from levere.storage import Backend
 from levere.transfer.hashing import Digests, StreamHash, new_hash, restore_hash
 from levere.transfer.pipe import ByteSource
@@ -161,12 +161,14 @@ def gone(up: Snapshot | Upload) -> NotFound:
 
 
 def backend_for(ctx: Context, backend_id: str) -> Backend:
-    backend = ctx.tier(AREA)
-    if backend.backend_id != backend_id:
-        raise StorageUnavailable(
-            f"this upload was started on storage {backend_id!r}, which this server no longer uses"
-        )
-    return backend
+    """The backend an upload was started on: one of the tiers where deliveries land."""
+    for tier in tiers_for(Purpose.LANDING):
+        backend = ctx.backend(tier)
+        if backend.backend_id == backend_id:
+            return backend
+    raise StorageUnavailable(
+        f"this upload was started on storage {backend_id!r}, which this server no longer uses"
+    )
 
 
 class LeaseBusy(Exception):

@@ -52,9 +52,9 @@ def new_ids(count: int) -> list[str]:
 
     Time-ordered rather than random (version 4) because of what an insert costs: a new random id
     lands on a random page of every index it is in, so recording a chunk of a delivery's files
-    rewrote pages all over each table's indexes (measured on SQLite with 80,000 files recorded:
-    25 MB written per 20,000 files instead of 4 MB, and 3.5 times as long). A new version 7 id sorts
-    after every older one, so new rows fill the last pages.
+    would rewrite pages all over each table's indexes (several times the writes and the time; see
+    docs/benchmarks.md). A new version 7 id sorts after every older one, so new rows fill the last
+    pages.
 
     The ids of one call share their first :data:`ID_STEM` characters (the time and 42 random bits)
     and end in a counter of 8 hex digits from a random start, so they are also in order among

@@ -77,6 +77,20 @@ class NoIntactCopy(Conflict):
     code = "no_intact_copy"
 
 
+class NoPlacement(LevereError):
+    """A project's data has nowhere to go for a purpose (see :mod:`levere.domain.tiers`);
+    nothing was stored. Not a :class:`Conflict`: no retry or second request can succeed."""
+
+    http_status = 409
+    code = "no_placement"
+
+
+class SensitiveNotOffered(NoPlacement):
+    """A sensitive project's data goes only through the secure zone, which levere does not offer yet."""
+
+    code = "sensitive_not_offered"
+
+
 class AuthenticationFailed(LevereError):
     http_status = 401
     exit_code = 3

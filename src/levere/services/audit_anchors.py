@@ -36,6 +36,7 @@ from levere.context import Context
 from levere.db.models import AuditEvent, Counter, User, utcnow
 from levere.domain.errors import AlreadyExists, Conflict, NotFound
 from levere.domain.roles import Action, require
+from levere.domain.tiers import Purpose, tiers_for
 from levere.services.accounts import subject_of
 from levere.services.audit import ChainReport, verify_chain
 from levere.storage import Backend
@@ -82,8 +83,9 @@ def key_for(seq: int) -> str:
 
 
 def places(ctx: Context) -> list[Backend]:
-    """Where anchors go: the long-term tier, then the configured sink if any."""
-    found = [ctx.tier("longterm")]
+    """Where anchors go: the tiers that keep long-term copies (write-once), then the configured
+    sink if any."""
+    found = [ctx.backend(tier) for tier in tiers_for(Purpose.LONGTERM)]
     sink = ctx.anchor_sink()
     if sink is not None:
         found.append(sink)

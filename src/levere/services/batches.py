@@ -51,9 +51,9 @@ from levere.domain.deliveries import UploadState
 from levere.domain.errors import InvalidPath, LevereError, QuotaExceeded, ValidationFailed
 from levere.domain.paths import check_key_fits, check_relative_path
 from levere.domain.roles import Action
+from levere.domain.tiers import Purpose, Tier
 from levere.services import audit, quotas
 from levere.services.deliveries import (
-    AREA,
     FileView,
     NewFile,
     area_key,
@@ -62,8 +62,9 @@ from levere.services.deliveries import (
     open_for_upload,
     record_files,
 )
-from levere.services.projects import authorize
+from levere.services.projects import authorize, placement
 from levere.storage import Backend, LocalSpec
+from levere.transfer import wire
 from levere.transfer.pipe import ByteSource
 from levere.transfer.tarstream import ArchiveTruncated, Member, TarReader
 
@@ -114,10 +115,14 @@ class _Known:
 class _Reservation:
     """The quota a batch holds, kept in its ``uploads`` row."""
 
-    def __init__(self, ctx: Context, row_id: str, project_id: str, held: int, top_up: int) -> None:
+    def __init__(
+        self, ctx: Context, row_id: str, project_id: str, tier: Tier, held: int, top_up: int
+    ) -> None:
         self.ctx = ctx
         self.row_id = row_id
         self.project_id = project_id
+        #: the tier whose quota holds the reservation: where the batch's files land
+        self.tier = tier
         self.held = held
         #: reserve this much at a time when the body's size is unknown; exactly what is missing when it
         #: is known but did not fit (near the limit, a surplus would only refuse other uploads)
@@ -133,7 +138,7 @@ class _Reservation:
         for amount in dict.fromkeys((max(missing, self.top_up), missing)):
             try:
                 with self.ctx.tx() as session:
-                    quotas.reserve(session, self.project_id, AREA, amount, what=path)
+                    quotas.reserve(session, self.project_id, self.tier, amount, what=path)
                     self._save(session, self.held + amount)
                 self.held += amount
                 return
@@ -143,14 +148,14 @@ class _Reservation:
 
     def use(self, session: Session, nbytes: int) -> None:
         """``nbytes`` were stored: settle them, in the caller's transaction."""
-        quotas.settle(session, self.project_id, AREA, nbytes)
+        quotas.settle(session, self.project_id, self.tier, nbytes)
         self.held -= nbytes
         self._save(session, self.held)
 
     def give_back(self) -> None:
         with self.ctx.tx() as session:
             if self.held:
-                quotas.release(session, self.project_id, AREA, self.held)
+                quotas.release(session, self.project_id, self.tier, self.held)
             session.execute(
                 update(Upload)
                 .where(Upload.id == self.row_id)
@@ -207,6 +212,7 @@ def _start(
                 {"Content-Type": f"send the batch as {TAR_TYPES[0]}, not {content_type!r}"}
             )
         delivery = open_for_upload(session, project, name)
+        landing = placement(project, Purpose.LANDING).tier
         known = {
             row[0]: _Known(row[1], row[2], row[3])
             for row in session.execute(
@@ -229,7 +235,7 @@ def _start(
             # the whole body up front if it fits (it is a little larger than the files in it);
             # otherwise file by file as they arrive, so that what fits is still stored
             try:
-                quotas.reserve(session, project.id, AREA, content_length, what="the batch")
+                quotas.reserve(session, project.id, landing, content_length, what="the batch")
                 held = content_length
             except QuotaExceeded:
                 held = 0
@@ -238,7 +244,7 @@ def _start(
             project_id=project.id,
             path="",
             length=held,
-            backend_id=ctx.tier(AREA).backend_id,
+            backend_id=ctx.backend(landing).backend_id,
             key=area_key(project.identifier, delivery.name, ""),
             created_by_id=actor.id,
             expires_at=utcnow() + BATCH_EXPIRY,
@@ -253,7 +259,7 @@ def _start(
             delivery,
             known,
             busy,
-            _Reservation(ctx, row.id, project.id, held, 0 if content_length else TOP_UP),
+            _Reservation(ctx, row.id, project.id, landing, held, 0 if content_length else TOP_UP),
         )
 
 
@@ -268,11 +274,11 @@ class _Small(NamedTuple):
     expect_sha256: str
 
 
-def _publishing(ctx: Context) -> tuple[LocalSpec | None, int]:
-    """The area's folder and how many child processes publish small files there (more than one
+def _publishing(ctx: Context, tier: Tier) -> tuple[LocalSpec | None, int]:
+    """The landing tier's folder and how many child processes publish small files there (more than one
     when the area is a local folder and there are CPUs to use; see
     :mod:`levere.dataplane.small_writes`)."""
-    spec = ctx.settings.tier_spec(AREA)
+    spec = ctx.settings.tier_spec(tier.value)
     if not isinstance(spec, LocalSpec):
         return None, 0
     return spec, small_writes.process_count(ctx.settings.ingest_processes)
@@ -298,11 +304,13 @@ class _Batch:
         self.busy = busy
         self.reservation = reservation
         self.claims = claims
-        self.backend: Backend = ctx.tier(AREA)
+        #: the tier where the batch's files land, and its backend
+        self.landing = reservation.tier
+        self.backend: Backend = ctx.backend(self.landing)
         # read once: attributes of database rows cost more to read than plain ones, per file
         self.delivery_id = delivery.id
         self.key_prefix = area_key(project.identifier, delivery.name, "")
-        self.limits = key_limits(ctx)
+        self.limits = key_limits(ctx, project)
         self.result = BatchResult()
         #: big members, streamed to their writers and complete, not yet recorded
         self.streamed: list[NewFile] = []
@@ -321,7 +329,7 @@ class _Batch:
         self.accepted: set[str] = set()
         self.folders = {folder for path in (*known, *busy) for folder in folders_of(path)}
         self.quota_error: QuotaExceeded | None = None
-        self.writes: SmallWrites[_Small] = SmallWrites(self.backend, *_publishing(ctx))
+        self.writes: SmallWrites[_Small] = SmallWrites(self.backend, *_publishing(ctx, self.landing))
 
     def fail(self, path: str, error: str, message: str, **arrived: str) -> None:
         self.result.failed.append(Failure(path, error, message, **arrived))
@@ -346,8 +354,8 @@ class _Batch:
             self.fail(path, "duplicate", f"{path} appears twice in this batch; the first copy was kept")
             return
         self.seen.add(path)
-        expect_md5 = m.pax.get("LEVERE.md5", "").lower()
-        expect_sha256 = m.pax.get("LEVERE.sha256", "").lower()
+        expect_md5 = m.pax.get(wire.PAX_MD5, "").lower()
+        expect_sha256 = m.pax.get(wire.PAX_SHA256, "").lower()
         existing = self.known.get(path)
         if existing is not None or path in self.busy:
             self._already(reader, m, path, existing, expect_md5, expect_sha256)
@@ -447,7 +455,12 @@ class _Batch:
 
     def _view(self, path: str, size: int, md5: str, sha256: str) -> FileView:
         return FileView(
-            path=path, size=size, md5=md5, sha256=sha256, created_at=utcnow(), tiers={AREA: "present"}
+            path=path,
+            size=size,
+            md5=md5,
+            sha256=sha256,
+            created_at=utcnow(),
+            tiers={self.landing.value: "present"},
         )
 
     def _end_chunk(self) -> None:
@@ -548,7 +561,7 @@ class _Batch:
                 after={"files": len(files), "bytes": nbytes, "paths": [f.path for f in files]},
             )  # fmt: skip
         self.unrecorded -= nbytes
-        now, tiers = utcnow(), {AREA: "present"}
+        now, tiers = utcnow(), {self.landing.value: "present"}
         self.result.stored += [
             FileView(path=f.path, size=f.size, md5=f.md5, sha256=f.sha256, created_at=now, tiers=tiers)
             for f in files

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Final
+from typing import Any
 
 from sqlalchemy import String, func, insert, literal, select
 from sqlalchemy.exc import IntegrityError
@@ -47,13 +47,13 @@ from levere.domain.errors import (
 )
 from levere.domain.paths import KeyLimits, check_key_fits, check_name
 from levere.domain.roles import Action
+from levere.domain.tiers import ProjectKind, Purpose, Tier, placements, tier_words
 from levere.domain.units import format_size
 from levere.services import audit, quotas
-from levere.services.projects import authorize
+from levere.services.projects import authorize, landing_tier, placement
 
 log = logging.getLogger(__name__)
 
-AREA: Final = "area"
 MAX_METADATA = 256 * 1024
 
 
@@ -62,13 +62,20 @@ def area_key(identifier: str, delivery: str, path: str) -> str:
     return f"{identifier}/{delivery}/{path}"
 
 
-def key_limits(ctx: Context) -> KeyLimits:
-    """How long a delivered file's key may be: it must fit on the area, where it lands, and on
-    long-term storage, where sealing has it copied under the same key."""
-    area, longterm = ctx.tier(AREA).key_limits(), ctx.tier("longterm").key_limits()
-    return replace(area, where=f"the project area ({area.where})").tighter(
-        replace(longterm, where=f"long-term storage ({longterm.where})")
-    )
+def key_limits(ctx: Context, project: Project) -> KeyLimits:
+    """How long a delivered file's key may be: it must fit on every tier the project's placement
+    keeps it on (where it lands, and where sync copies it under the same key)."""
+    landing = placement(project, Purpose.LANDING)  # refuses a project with nowhere to land files
+    found = _described_limits(ctx, landing.tier)
+    for other in placements(ProjectKind.of(project.sensitive)):
+        if other.tier != landing.tier:
+            found = found.tighter(_described_limits(ctx, other.tier))
+    return found
+
+
+def _described_limits(ctx: Context, tier: Tier) -> KeyLimits:
+    limits = ctx.backend(tier).key_limits()
+    return replace(limits, where=f"{tier_words(tier)} ({limits.where})")
 
 
 def check_fits(limits: KeyLimits, identifier: str, delivery: str, path: str) -> str:
@@ -116,6 +123,7 @@ def get_delivery(session: Session, project: Project, name: str, *, lock: bool = 
 
 def open_for_upload(session: Session, project: Project, name: str, *, lock: bool = False) -> Delivery:
     """The delivery, if files may still be added to it."""
+    placement(project, Purpose.LANDING)  # a project with nowhere to land files is refused first
     delivery = get_delivery(session, project, name, lock=lock)
     if delivery.state != DeliveryState.OPEN:
         raise Conflict(
@@ -168,7 +176,7 @@ class NewFile:
 def record_files(
     session: Session, delivery: Delivery, backend_id: str, files: Sequence[NewFile]
 ) -> list[str]:
-    """Insert file rows and their present area replicas in bulk; returns the new file ids."""
+    """Insert file rows and their present replicas on the landing tier in bulk; returns the new file ids."""
     now = utcnow()
     ids = new_ids(len(files))
     insert_rows(
@@ -178,8 +186,9 @@ def record_files(
         [(fid, f.path, f.size, f.md5, f.sha256) for fid, f in zip(ids, files, strict=True)],
         {"delivery_id": delivery.id, "project_id": delivery.project_id, "created_at": now},
     )
+    landing = landing_tier(session, delivery.project_id)
     replica = {
-        "tier": AREA, "backend_id": backend_id, "state": "present", "reason": "", "attempts": 0,
+        "tier": landing.value, "backend_id": backend_id, "state": "present", "reason": "", "attempts": 0,
         "verified_at": now, "updated_at": now,
     }  # fmt: skip
     prefix = _common_prefix(files)
@@ -296,7 +305,7 @@ def reclaim_dead_batches(session: Session, *where: Any) -> int:
         batch.reason = "the request receiving it stopped"
         batch.lease_owner = None
         if batch.length:
-            quotas.release(session, batch.project_id, AREA, batch.length)
+            quotas.release(session, batch.project_id, landing_tier(session, batch.project_id), batch.length)
         audit.record(
             session, None, "upload.expired", "delivery", batch.delivery_id,
             after={"kind": "batch", "released": batch.length, "reason": batch.reason},
@@ -314,6 +323,9 @@ def open_delivery(
     try:
         with ctx.tx() as session:
             project = authorize(session, actor, identifier, Action.DELIVERY_CREATE)
+            # a project whose deliveries have nowhere to land (a sensitive one) is refused
+            # before anything is recorded
+            placement(project, Purpose.LANDING)
             name = check_name(name, "delivery name")
             metadata = metadata or {}
             if len(json.dumps(metadata, default=str)) > MAX_METADATA:

@@ -2,7 +2,7 @@
 
 Design notes
 ------------
-Copies are tried in :data:`READ_ORDER` (the working area, then long-term storage), and only those
+Copies are tried in the order the project's placement gives (the working area, then long-term storage), and only those
 recorded as ``present`` (on a store that keeps versions, the version levere wrote). Before one is used it is looked at: a copy that is gone or has the wrong
 size is recorded as damaged at once (as ``levere verify`` would, audited, so that sync or verify
 repairs it) and the next copy is tried. A whole-file read is also checked while it streams: its
@@ -27,19 +27,17 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 
 from levere.context import Context
-from levere.dataplane.batch_copy import TIER_WORDS
 from levere.db.models import Delivery, Replica, StoredFile, User, utcnow
 from levere.domain.errors import NoIntactCopy, NotFound, StorageUnavailable
 from levere.domain.paths import check_name, check_relative_path
 from levere.domain.roles import Action
+from levere.domain.tiers import Purpose, Tier, tier_words
 from levere.services import audit
-from levere.services.projects import authorize
+from levere.services.projects import authorize, placement
 from levere.storage import Backend
 
 log = logging.getLogger(__name__)
 
-#: where a file is read from, in order of preference
-READ_ORDER = ("area", "longterm")
 #: replica states in which a copy is on its way (a sync, a restore or a repair): worth waiting for
 UNDER_WAY = ("pending", "copying", "repairing")
 
@@ -78,7 +76,7 @@ class Readable:
             reason = f"read back {count} bytes with SHA-256 {digest.hexdigest()}, not the manifest's"
             self.damaged(reason)
             log.warning("%s on %s: %s; the download was broken off", self.path, self.tier, reason)
-            raise NoIntactCopy(f"{self.path} on {TIER_WORDS[self.tier]} is damaged ({reason})")
+            raise NoIntactCopy(f"{self.path} on {tier_words(self.tier)} is damaged ({reason})")
         if held:
             yield held
 
@@ -105,6 +103,8 @@ def open_file(ctx: Context, actor: User, identifier: str, delivery: str, path: s
         ).scalar()
         if row is None:
             raise NotFound(f"no file {delivery}/{path} in {project.identifier}")
+        # the copies a reader may use, in the placement's order of preference
+        reads = placement(project, Purpose.LANDING).reads
         file_id, size, md5, sha256 = row.id, row.size, row.md5, row.sha256
         copies = {
             r.tier: _Copy(r.tier, r.state, r.reason, r.backend_id, r.key, r.version_id)
@@ -112,20 +112,20 @@ def open_file(ctx: Context, actor: User, identifier: str, delivery: str, path: s
         }
     label = f"{delivery}/{path}"
     unreachable: list[str] = []
-    for tier in READ_ORDER:
+    for tier in reads:
         copy = copies.get(tier)
         if copy is None or copy.state != "present":
             continue
-        backend = ctx.tier(tier)  # type: ignore[arg-type]
+        backend = ctx.backend(tier)
         if backend.backend_id != copy.backend_id:
             unreachable.append(
-                f"{TIER_WORDS[tier]} is on storage {copy.backend_id!r}, which this server does not use"
+                f"{tier_words(tier)} is on storage {copy.backend_id!r}, which this server does not use"
             )
             continue
         try:
             info = backend.stat(copy.key, version=copy.version)
         except (StorageUnavailable, OSError) as exc:
-            unreachable.append(f"{TIER_WORDS[tier]} cannot be reached ({exc})")
+            unreachable.append(f"{tier_words(tier)} cannot be reached ({exc})")
             continue
         damage = "missing" if info is None else None
         if info is not None and info.size != size:
@@ -144,7 +144,8 @@ def open_file(ctx: Context, actor: User, identifier: str, delivery: str, path: s
         raise StorageUnavailable(
             f"{label} has no readable copy right now: {why}; try again later", path=label
         )
-    held = "; ".join(f"{TIER_WORDS[c.tier]}: {_state_words(c)}" for c in sorted(copies.values(), key=_order))
+    ordered = sorted(copies.values(), key=lambda c: _order(reads, c))
+    held = "; ".join(f"{tier_words(c.tier)}: {_state_words(c)}" for c in ordered)
     raise NoIntactCopy(
         f"{label} has no intact copy on any tier ({held or 'no copy was ever stored'}); nothing was sent. "
         "The helpdesk can see it with 'levere status' and may have to deliver it again",
@@ -152,8 +153,8 @@ def open_file(ctx: Context, actor: User, identifier: str, delivery: str, path: s
     )
 
 
-def _order(copy: _Copy) -> int:
-    return READ_ORDER.index(copy.tier) if copy.tier in READ_ORDER else len(READ_ORDER)
+def _order(reads: tuple[Tier, ...], copy: _Copy) -> int:
+    return reads.index(Tier(copy.tier)) if copy.tier in reads else len(reads)
 
 
 def _state_words(copy: _Copy) -> str:

@@ -10,13 +10,25 @@ from sqlalchemy.orm import Session
 
 from levere.context import Context
 from levere.db.models import Facility, Project, ProjectFacility, ProjectMember, Quota, User, utcnow
-from levere.domain.errors import Conflict, NotFound, ValidationFailed
+from levere.domain.errors import Conflict, NoPlacement, NotFound, ValidationFailed
 from levere.domain.roles import Action, ProjectRole, Subject, UserKind, allowed, require
+from levere.domain.tiers import Placement, ProjectKind, Purpose, Tier, place
 from levere.domain.units import format_size
 from levere.services import accounts, audit, onboarding
 from levere.services.notify import notify
 
-TIERS = ("area", "longterm")
+
+def placement(project: Project, purpose: Purpose) -> Placement:
+    """Where ``project`` keeps its data for ``purpose`` (refused with :class:`NoPlacement`)."""
+    return place(ProjectKind.of(project.sensitive), purpose)
+
+
+def landing_tier(session: Session, project_id: str) -> Tier:
+    """The tier where the project's deliveries land (and its uploads hold their quota)."""
+    project = session.get(Project, project_id)
+    if project is None:
+        raise NotFound(f"no project {project_id}")
+    return placement(project, Purpose.LANDING).tier
 
 
 def get_project(session: Session, identifier: str) -> Project:
@@ -114,8 +126,9 @@ def provision(
     )
     session.add(project)
     session.flush()
-    for tier in TIERS:
-        session.add(Quota(project_id=project.id, tier=tier, limit_bytes=quota_bytes[tier]))
+    # the quotas granted per tier are recorded as granted, whatever the project's placement
+    for tier, limit in sorted(quota_bytes.items()):
+        session.add(Quota(project_id=project.id, tier=Tier(tier).value, limit_bytes=limit))
     audit.record(
         session, actor, "project.provisioned", "project", project.id,
         after={"identifier": identifier, "title": title, "quota": quota_bytes, "sensitive": sensitive},
@@ -126,8 +139,13 @@ def provision(
     if facility is not None:
         _assign_facility(ctx, session, actor, project, facility, new_project=True)
     session.flush()
+    try:
+        landing = placement(project, Purpose.LANDING)
+    except NoPlacement:
+        # a sensitive project gets no working area on the ordinary tiers
+        return project
     # the area is made last: if it fails, the transaction rolls back and nothing was provisioned
-    ctx.tier("area").prepare_prefix(project.identifier)
+    ctx.backend(landing.tier).prepare_prefix(project.identifier)
     return project
 
 
@@ -205,11 +223,20 @@ def _assign_facility(
     audit.record(
         session, actor, "project.facility_assigned", "project", project.id, after={"facility": facility.name}
     )
+    to: list[User | str] = [facility.contact_email, *accounts.facility_staff(session, facility.id)]
+    try:
+        landing = placement(project, Purpose.LANDING).tier
+    except NoPlacement as exc:
+        notify(
+            ctx, session, to, f"[levere] {project.identifier} is assigned to {facility.display_name}",
+            f"You have been assigned to {project.identifier} ({project.title}).\n{exc.message}.\n",
+        )  # fmt: skip
+        return
     limits = quotas(session, project)
-    area = limits["area"].limit_bytes if "area" in limits else 0
+    area = limits[landing].limit_bytes if landing in limits else 0
     what = "A new project area is ready" if new_project else "You have been assigned to an existing project"
     notify(
-        ctx, session, [facility.contact_email, *accounts.facility_staff(session, facility.id)],
+        ctx, session, to,
         f"[levere] {project.identifier} is ready for deliveries from {facility.display_name}",
         f"{what}: {project.identifier} ({project.title}).\n"
         f"Working-area quota: {format_size(area)}.\n\n"
@@ -259,7 +286,8 @@ def set_quota(ctx: Context, actor: User, identifier: str, tier: str, limit_bytes
             select(Quota).where(Quota.project_id == project.id, Quota.tier == tier).with_for_update()
         ).scalar()
         if quota is None:
-            raise NotFound(f"{project.identifier} has no {tier} tier (tiers: {', '.join(TIERS)})")
+            tiers = ", ".join(sorted(quotas(session, project)))
+            raise NotFound(f"{project.identifier} has no {tier} tier (tiers: {tiers})")
         if limit_bytes < quota.used_bytes + quota.reserved_bytes:
             raise Conflict(
                 f"{format_size(limit_bytes)} is less than the {format_size(quota.used_bytes + quota.reserved_bytes)} "

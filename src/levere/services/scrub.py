@@ -1,10 +1,10 @@
 """Scrubbing (``levere verify``): re-read every stored copy, compare it with the manifest, and
-repair damage from an intact copy on the other tier.
+repair damage from an intact copy on another tier.
 
 Design notes
 ------------
-* Each replica that should hold bytes ("present", or "damaged" from an earlier run) on the area and
-  long-term tiers is read back once and its size and SHA-256 compared with the manifest (the
+* Each replica that should hold bytes ("present", or "damaged" from an earlier run) on every tier the
+  placement policy keeps data on is read back once and its size and SHA-256 compared with the manifest (the
   stronger of its two checksums: bytes that match it match the MD5 too). An unreachable store
   is reported as unreadable, never as damage: only bytes that were read and differ, or an
   object that is gone, are damage.
@@ -32,12 +32,20 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from levere.context import Context
-from levere.dataplane.batch_copy import NO_SYNC, TIER_WORDS, leased, other, owner_prefix
+from levere.dataplane.batch_copy import NO_SYNC, leased, owner_prefix
 from levere.dataplane.copying import Expected, RateLimiter, check_stored, copy_verified
 from levere.dataplane.replication import FINISHED, REPORT_ITEMS
 from levere.db.models import Delivery, JobRun, Project, Replica, StoredFile, User, utcnow
-from levere.domain.errors import ChecksumMismatch, LevereError, StorageUnavailable
+from levere.domain.errors import ChecksumMismatch, LevereError, NoPlacement, StorageUnavailable
 from levere.domain.roles import Action, require
+from levere.domain.tiers import (
+    TIER_PROPERTIES,
+    ProjectKind,
+    Tier,
+    placed_tiers,
+    placement_on,
+    tier_words,
+)
 from levere.domain.units import format_size
 from levere.services import audit, notify
 from levere.services.accounts import subject_of
@@ -46,7 +54,6 @@ from levere.services.projects import authorize
 from levere.services.sync_notices import concerned
 
 CHECKED = ("present", "damaged", "repairing")
-TIERS = ("area", "longterm")
 PAGE = 256
 
 
@@ -71,7 +78,8 @@ class Row:
     replica_id: str
     file_id: str
     project_id: str
-    tier: str
+    kind: ProjectKind
+    tier: Tier
     key: str
     state: str
     label: str
@@ -94,23 +102,24 @@ class Tally:
 
 def _rows(project_id: str | None) -> Any:
     query = (
-        select(Replica, StoredFile, Delivery.name, Project.identifier)
+        select(Replica, StoredFile, Delivery.name, Project.identifier, Project.sensitive)
         .join(StoredFile, StoredFile.id == Replica.file_id)
         .join(Delivery, Delivery.id == StoredFile.delivery_id)
         .join(Project, Project.id == StoredFile.project_id)
-        .where(Replica.tier.in_(TIERS), Replica.state.in_(CHECKED))
+        .where(Replica.tier.in_(placed_tiers()), Replica.state.in_(CHECKED))
     )
     if project_id is not None:
         query = query.where(StoredFile.project_id == project_id)
     return query
 
 
-def _row(replica: Replica, stored: StoredFile, delivery: str, identifier: str) -> Row:
+def _row(replica: Replica, stored: StoredFile, delivery: str, identifier: str, sensitive: bool) -> Row:
     return Row(
         replica_id=replica.id,
         file_id=stored.id,
         project_id=stored.project_id,
-        tier=replica.tier,
+        kind=ProjectKind.of(sensitive),
+        tier=Tier(replica.tier),
         key=replica.key,
         state=replica.state,
         label=f"{identifier}/{delivery}/{stored.path}",
@@ -123,7 +132,7 @@ def _row(replica: Replica, stored: StoredFile, delivery: str, identifier: str) -
 def _check(ctx: Context, row: Row, limiter: RateLimiter | None) -> tuple[str | None, str | None]:
     """(damage, unreadable): what is wrong with the stored bytes, or why they could not be read."""
     try:
-        backend = ctx.tier(row.tier)  # type: ignore[arg-type]
+        backend = ctx.backend(row.tier)
         return check_stored(backend, row.key, row.expected, limiter, version=row.version), None
     except StorageUnavailable as exc:
         return None, exc.message
@@ -248,7 +257,13 @@ def _repair_all(ctx: Context, project_id: str | None, tally: Tally) -> int:
 
 
 def _repair(ctx: Context, row: Row) -> str | None:
-    """Rewrite one damaged copy from the other tier; None on success, else why not."""
+    """Rewrite one damaged copy from an intact copy on a tier the placement repairs it from; None
+    on success, else why not."""
+    try:
+        sources = placement_on(row.kind, row.tier).repairs_from
+    except NoPlacement as exc:
+        return exc.message
+    from_words = " or ".join(tier_words(t) for t in sources)
     owner = f"{owner_prefix()}:{secrets.token_hex(6)}"
     lease = timedelta(seconds=ctx.settings.sync.lease_seconds)
     with ctx.tx() as session:
@@ -269,28 +284,34 @@ def _repair(ctx: Context, row: Row) -> str | None:
         if claimed is None:
             return "another verify is repairing it"
         damage = claimed
-        source = session.execute(
-            select(Replica).where(
-                Replica.file_id == row.file_id, Replica.tier == other(row.tier), Replica.state == "present"
-            )
-        ).scalar()
+        intact = {
+            r.tier: r
+            for r in session.execute(
+                select(Replica).where(
+                    Replica.file_id == row.file_id, Replica.tier.in_(sources), Replica.state == "present"
+                )
+            ).scalars()
+        }
+        source = next((intact[t] for t in sources if t in intact), None)
+        source_tier = Tier(source.tier) if source else None
         source_key = source.key if source else None
         source_version = source.version_id if source else None
     error: str | None = None
     version: str | None = None
-    if source_key is None:
-        error = f"no intact copy on {TIER_WORDS[other(row.tier)]} to repair it from"
+    if source_key is None or source_tier is None:
+        error = f"no intact copy on {from_words} to repair it from"
     else:
-        target = ctx.tier(row.tier)  # type: ignore[arg-type]
+        target = ctx.backend(row.tier)
         try:
             with leased(ctx, owner, "repairing"):
                 target.delete(row.key, force=True)  # the one overwrite of a write-once copy: see notes
                 version = copy_verified(
-                    ctx.tier(other(row.tier)), source_key, target, row.key, row.expected,
-                    write_once=row.tier == "longterm", label=row.label, source_version=source_version,
+                    ctx.backend(source_tier), source_key, target, row.key, row.expected,
+                    write_once=TIER_PROPERTIES[row.tier].write_once, label=row.label,
+                    source_version=source_version,
                 )  # fmt: skip
         except ChecksumMismatch as exc:
-            error = f"the copy on {TIER_WORDS[other(row.tier)]} is damaged too: {exc.message}"
+            error = f"the copy on {tier_words(source_tier)} is damaged too: {exc.message}"
         except (LevereError, OSError) as exc:
             error = f"repair failed: {exc}"
     with ctx.tx() as session:
@@ -309,7 +330,7 @@ def _repair(ctx: Context, row: Row) -> str | None:
         if error is None:
             audit.record(
                 session, None, "replica.repaired", "file", row.file_id,
-                after={"path": row.label, "tier": row.tier, "from": other(row.tier), "damage": damage},
+                after={"path": row.label, "tier": row.tier.value, "from": source_tier, "damage": damage},
             )  # fmt: skip
     return error
 
@@ -353,7 +374,7 @@ def _tell(ctx: Context, session: Session, tally: Tally) -> None:
             continue
         fixed = sum(1 for e in entries if e["repaired"])
         lines = "\n".join(
-            f"  {e['path']} on {TIER_WORDS[e['tier']]}: "
+            f"  {e['path']} on {tier_words(e['tier'])}: "
             + ("repaired from the other copy" if e["repaired"] else f"NOT repaired: {e['error']}")
             for e in entries
         )

@@ -38,17 +38,17 @@ from levere.domain.deliveries import DeliveryState, UploadState, delivery_transi
 from levere.domain.errors import ChecksumFileRequired, Conflict, InvalidPath, ValidationFailed
 from levere.domain.paths import check_relative_path
 from levere.domain.roles import Action
+from levere.domain.tiers import Purpose, Tier
 from levere.domain.units import count, format_size
 from levere.services import audit
 from levere.services.deliveries import (
-    AREA,
     DeliveryView,
     delivery_view,
     get_delivery,
     reclaim_dead_batches,
 )
 from levere.services.notify import notify
-from levere.services.projects import authorize, facilities
+from levere.services.projects import authorize, facilities, placement
 from levere.services.sync import on_delivery_sealed
 
 #: a checksum file is read whole into memory to verify a run; real ones are a few hundred KiB
@@ -128,10 +128,10 @@ def _verify_against(
     return problems
 
 
-def _read_checksum_file(ctx: Context, key: str, size: int, path: str) -> str:
+def _read_checksum_file(ctx: Context, tier: Tier, key: str, size: int, path: str) -> str:
     if size > MAX_CHECKSUM_FILE:
         raise ValidationFailed({"checksum_file": f"{path} is larger than {format_size(MAX_CHECKSUM_FILE)}"})
-    data = b"".join(ctx.tier(AREA).read(key))
+    data = b"".join(ctx.backend(tier).read(key))
     try:
         return data.decode()
     except UnicodeDecodeError:
@@ -143,6 +143,8 @@ class _SealCheck:
     file_count: int
     stored: dict[str, str]  # path -> md5
     checksum_key: str | None
+    #: the tier the checksum file is read from: where the delivery landed
+    checksum_tier: Tier
     checksum_size: int
 
 
@@ -164,19 +166,20 @@ def _seal_checks(
             active_uploads=active,
         )
     stored = dict(_manifest_rows(session, delivery))
+    landing = placement(project, Purpose.LANDING).tier
     key: str | None = None
     size = 0
     if checksum_file is not None:
         checksum_file = check_relative_path(checksum_file)
         row = session.execute(
             select(StoredFile.size, Replica.key)
-            .join(Replica, (Replica.file_id == StoredFile.id) & (Replica.tier == AREA))
+            .join(Replica, (Replica.file_id == StoredFile.id) & (Replica.tier == landing))
             .where(StoredFile.delivery_id == delivery.id, StoredFile.path == checksum_file)
         ).first()
         if row is None:
             raise ValidationFailed({"checksum_file": f"{checksum_file} is not in delivery {delivery.name}"})
         size, key = int(row[0]), str(row[1])
-    return _SealCheck(len(stored), stored, key, size)
+    return _SealCheck(len(stored), stored, key, landing, size)
 
 
 @dataclass(frozen=True)
@@ -212,7 +215,9 @@ def seal(
             checked = _seal_checks(session, project, get_delivery(session, project, name), checksum_file)
         assert checked.checksum_key is not None
         checksum_file = check_relative_path(checksum_file)
-        text = _read_checksum_file(ctx, checked.checksum_key, checked.checksum_size, checksum_file)
+        text = _read_checksum_file(
+            ctx, checked.checksum_tier, checked.checksum_key, checked.checksum_size, checksum_file
+        )
         base = checksum_file.rpartition("/")[0]
         listed, bad = parse_md5sum(text, f"{base}/" if base else "")
         problems = _verify_against(listed, bad, checked.stored, checksum_file)

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 
 from levere.context import Context, after_commit
 from levere.dataplane import replication
-from levere.dataplane.batch_copy import NO_SYNC, TIER_WORDS
+from levere.dataplane.batch_copy import NO_SYNC
 from levere.dataplane.replication import ACTIVE
 from levere.db.bulk import new_ids_sql
 from levere.db.models import (
@@ -47,17 +47,18 @@ from levere.db.models import (
     replicas_table,
     utcnow,
 )
-from levere.domain.errors import Conflict, LevereError, NotFound, NotSynced, StorageUnavailable
+from levere.domain.errors import Conflict, LevereError, NoPlacement, NotFound, NotSynced, StorageUnavailable
 from levere.domain.paths import check_name, check_relative_path
 from levere.domain.roles import Action
+from levere.domain.tiers import ProjectKind, Purpose, Tier, placement_on, tier_words
 from levere.domain.units import count, format_size
 from levere.services import audit, quotas
 from levere.services.jobruns import enqueue, new_run, run_out
-from levere.services.projects import authorize
+from levere.services.projects import authorize, placement
 
 log = logging.getLogger(__name__)
 
-#: area states that still hold bytes (and quota) in the project area
+#: landing-area states that still hold bytes (and quota) in the project area
 AREA_HOLDS = ("present", "freeing", "damaged")
 #: how long pending work may wait before the periodic sweep starts a job for it
 SWEEP_GRACE = timedelta(minutes=2)
@@ -75,9 +76,10 @@ def _ensure_longterm_replicas(
     ``just_sealed``: ``delivery`` is being sealed in this transaction, so none of its files has a
     long-term replica yet and each lies in the area under IDENTIFIER/DELIVERY/PATH; the rows are
     made from its files alone, without looking either up (a third of the time of sealing)."""
+    longterm, landing = placement(project, Purpose.LONGTERM).tier, placement(project, Purpose.LANDING).tier
     values = (
-        literal("longterm"),
-        literal(ctx.tier("longterm").backend_id),
+        literal(longterm.value),
+        literal(ctx.backend(longterm).backend_id),
         literal("pending"),
         literal(""),
         literal(0),
@@ -89,7 +91,7 @@ def _ensure_longterm_replicas(
         query = select(new_id, StoredFile.id, key, *values).where(StoredFile.delivery_id == delivery.id)
     else:
         area = Replica.__table__.alias("area_replica")
-        has_longterm = select(Replica.id).where(Replica.file_id == StoredFile.id, Replica.tier == "longterm")
+        has_longterm = select(Replica.id).where(Replica.file_id == StoredFile.id, Replica.tier == longterm)
         # the same key as in the area: IDENTIFIER/DELIVERY/PATH
         key = func.coalesce(
             area.c.key, literal(f"{project.identifier}/") + Delivery.name + "/" + StoredFile.path
@@ -97,7 +99,7 @@ def _ensure_longterm_replicas(
         query = (
             select(new_id, StoredFile.id, key, *values)
             .join(Delivery, Delivery.id == StoredFile.delivery_id)
-            .outerjoin(area, (area.c.file_id == StoredFile.id) & (area.c.tier == "area"))
+            .outerjoin(area, (area.c.file_id == StoredFile.id) & (area.c.tier == landing))
             .where(StoredFile.project_id == project.id, Delivery.state == "sealed", ~has_longterm.exists())
         )
         if delivery is not None:
@@ -172,21 +174,31 @@ def tier_states(session: Session, file_ids: Iterable[str]) -> dict[str, dict[str
     return dict(found)
 
 
-def _summary(tiers: dict[str, dict[str, dict[str, int]]], files: int, tier: str) -> str:
-    """One word for a delivery on one tier, from its counts per state."""
-    counts = {state: c["files"] for state, c in tiers.get(tier, {}).items()}
+def _summary(
+    tiers: dict[str, dict[str, dict[str, int]]], files: int, purpose: Purpose, tier: Tier | None
+) -> str:
+    """One word for a delivery on the tier that holds it for ``purpose``, from its counts per state."""
+    counts = {state: c["files"] for state, c in tiers.get(tier, {}).items()} if tier is not None else {}
     if not files:
         return "empty"
+    landing = purpose is Purpose.LANDING
     if counts.get("present", 0) == files:
-        return "synced" if tier == "longterm" else "present"
-    if tier == "area" and counts.get("freed", 0) == files:
+        return "present" if landing else "synced"
+    if landing and counts.get("freed", 0) == files:
         return "freed"
     for state in ("damaged", "failed", "copying", "freeing", "pending"):
         if counts.get(state):
             return state
-    if tier == "area" and counts.get("freed"):
+    if landing and counts.get("freed"):
         return "partly freed"
-    return "not started" if tier == "longterm" else "-"
+    return "-" if landing else "not started"
+
+
+def _placed(project: Project, purpose: Purpose) -> Tier | None:
+    try:
+        return placement(project, purpose).tier
+    except NoPlacement:
+        return None
 
 
 def status(ctx: Context, actor: User, identifier: str) -> dict[str, Any]:
@@ -227,6 +239,7 @@ def status(ctx: Context, actor: User, identifier: str) -> dict[str, Any]:
         ):
             problems[delivery_id].append({"path": path, "tier": tier, "state": state, "reason": reason})
         out = []
+        landing, longterm = _placed(project, Purpose.LANDING), _placed(project, Purpose.LONGTERM)
         for d in deliveries:
             files, size = totals.get(d.id, (0, 0))
             tiers = {tier: dict(states) for tier, states in per.get(d.id, {}).items()}
@@ -236,8 +249,12 @@ def status(ctx: Context, actor: User, identifier: str) -> dict[str, Any]:
                     "state": d.state,
                     "files": files,
                     "bytes": size,
-                    "area": _summary(tiers, files, "area"),
-                    "longterm": _summary(tiers, files, "longterm") if d.state == "sealed" else "not sealed",
+                    "area": _summary(tiers, files, Purpose.LANDING, landing),
+                    "longterm": (
+                        _summary(tiers, files, Purpose.LONGTERM, longterm)
+                        if d.state == "sealed"
+                        else "not sealed"
+                    ),
                     "tiers": tiers,
                     "problems": problems.get(d.id, []),
                 }
@@ -343,6 +360,7 @@ def choose(session: Session, project: Project, paths: list[str]) -> list[Chosen]
         for stored in found:
             chosen[stored.id] = stored
             names[stored.id] = f"{delivery.name}/{stored.path}"
+    landing, longterm = placement(project, Purpose.LANDING).tier, placement(project, Purpose.LONGTERM).tier
     replicas: dict[tuple[str, str], Replica] = {}
     ids = list(chosen)
     for start in range(0, len(ids), 1000):
@@ -351,7 +369,7 @@ def choose(session: Session, project: Project, paths: list[str]) -> list[Chosen]
         ).scalars():
             replicas[(replica.file_id, replica.tier)] = replica
     return [
-        Chosen(stored, names[fid], replicas.get((fid, "area")), replicas.get((fid, "longterm")))
+        Chosen(stored, names[fid], replicas.get((fid, landing)), replicas.get((fid, longterm)))
         for fid, stored in chosen.items()
     ]
 
@@ -392,7 +410,8 @@ def free(ctx: Context, actor: User, identifier: str, paths: list[str]) -> dict[s
         marked = set(_set_state(session, ids, AREA_HOLDS, "freeing"))
         targets = [c for c in holding if c.area is not None and c.area.id in marked]
         project_id = project.id
-    area = ctx.tier("area")
+        landing = placement(project, Purpose.LANDING).tier
+    area = ctx.backend(landing)
     deleted: list[Chosen] = []
     failure: LevereError | None = None
 
@@ -412,14 +431,14 @@ def free(ctx: Context, actor: User, identifier: str, paths: list[str]) -> dict[s
         freed = [c for c in deleted if c.area is not None and c.area.id in done]
         nbytes = sum(c.file.size for c in freed)
         if nbytes:
-            quotas.free(session, project_id, "area", nbytes)
+            quotas.free(session, project_id, landing, nbytes)
         if freed:
             audit.record(
                 session, actor, "data.freed", "project", project_id,
                 after={"files": len(freed), "bytes": nbytes, "paths": [c.label for c in freed][:1000]},
             )  # fmt: skip
         quota = session.execute(
-            select(Quota).where(Quota.project_id == project_id, Quota.tier == "area")
+            select(Quota).where(Quota.project_id == project_id, Quota.tier == landing)
         ).scalar_one()
         result = {
             "freed_files": len(freed),
@@ -477,12 +496,13 @@ def request_restore(ctx: Context, actor: User, identifier: str, paths: list[str]
         if refusal is not None:
             raise refusal
         nbytes = sum(c.file.size for c in wanted)
+        landing = placement(project, Purpose.LANDING).tier
         if nbytes:
             # only a check that it fits now, with the usual numbers if not; the copy reserves per batch
             quotas.reserve(
-                session, project.id, "area", nbytes, what=f"restoring {count(len(wanted), 'file')}"
+                session, project.id, landing, nbytes, what=f"restoring {count(len(wanted), 'file')}"
             )
-            quotas.release(session, project.id, "area", nbytes)
+            quotas.release(session, project.id, landing, nbytes)
         _set_state(session, [c.area.id for c in wanted if c.area], ("freed", "failed"), "pending")
         run = new_run(ctx, session, "restore", project, actor=actor)
         audit.record(
@@ -517,7 +537,7 @@ def sweep(ctx: Context) -> list[str]:
             )
             queued.append(run.id)
         rows = session.execute(
-            select(StoredFile.project_id, Replica.tier, Project.sync_mode, Replica.state)
+            select(StoredFile.project_id, Project.sensitive, Replica.tier, Project.sync_mode, Replica.state)
             .join(Replica, Replica.file_id == StoredFile.id)
             .join(Project, Project.id == StoredFile.project_id)
             .where(
@@ -529,16 +549,25 @@ def sweep(ctx: Context) -> list[str]:
             .distinct()
         ).all()
         wanted: set[tuple[str, str]] = set()
-        for project_id, tier, sync_mode, state in rows:
-            if tier == "longterm" and state == "pending" and sync_mode != "auto":
+        for project_id, sensitive, tier, sync_mode, state in rows:
+            try:
+                purpose = placement_on(ProjectKind.of(sensitive), tier).purpose
+            except NoPlacement:
+                log.warning("project %s has replicas on %s, where it keeps no data", project_id, tier)
+                continue
+            # copies wait for long-term storage (a sync) or to be remade on the landing area (a restore)
+            kind = "sync" if purpose is Purpose.LONGTERM else "restore"
+            if kind == "sync" and state == "pending" and sync_mode != "auto":
                 continue  # manual projects wait for the helpdesk
-            wanted.add((project_id, "sync" if tier == "longterm" else "restore"))
+            wanted.add((project_id, kind))
         for project_id, kind in sorted(wanted - covered):
             project = session.get(Project, project_id)
+            assert project is not None
+            target = replication.COPY_PATHS[kind](ProjectKind.of(project.sensitive)).target
             run = new_run(ctx, session, kind, project)
             audit.record(
                 session, None, f"{kind}.requested", "project", project_id,
-                after={"job": run.id, "tier": TIER_WORDS[replication.TARGET_OF[kind]], "by": "sweep"},
+                after={"job": run.id, "tier": tier_words(target), "by": "sweep"},
             )  # fmt: skip
             queued.append(run.id)
     return queued

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from levere.context import Context
 from levere.db.models import Delivery, Project, Replica, StoredFile, User
 from levere.domain import units
+from levere.domain.tiers import Tier
 from levere.domain.units import format_size
 from levere.services import accounts, audit, notify, projects
 
@@ -25,15 +26,15 @@ def concerned(session: Session, project: Project) -> list[User]:
     return admins + accounts.helpdesk_operators(session)
 
 
-def delivery_synced(session: Session, delivery_id: str) -> bool:
-    """Every file of the delivery is present on long-term storage. This runs after every batch,
+def delivery_synced(session: Session, delivery_id: str, longterm: Tier) -> bool:
+    """Every file of the delivery is present on its long-term tier (``longterm``). This runs after every batch,
     so the usual answer ("not yet") comes from the first row of an index walk over the replicas
     still waiting, not from a scan of the delivery's files."""
     waiting = (
         select(Replica.id)
         .join(StoredFile, StoredFile.id == Replica.file_id)
         .where(
-            Replica.tier == "longterm",
+            Replica.tier == longterm,
             Replica.state.in_(("pending", "copying", "failed", "damaged", "repairing")),
             StoredFile.delivery_id == delivery_id,
         )
@@ -48,7 +49,7 @@ def delivery_synced(session: Session, delivery_id: str) -> bool:
         .where(in_delivery)
         .where(
             ~select(Replica.id)
-            .where(Replica.file_id == StoredFile.id, Replica.tier == "longterm", Replica.state == "present")
+            .where(Replica.file_id == StoredFile.id, Replica.tier == longterm, Replica.state == "present")
             .exists()
         )
         .limit(1)
@@ -68,8 +69,8 @@ def _tell_once(session: Session, delivery_id: str, outcome: str, allowed_before:
     return changed is not None
 
 
-def announce_if_synced(ctx: Context, session: Session, delivery_id: str) -> None:
-    if not delivery_synced(session, delivery_id) or not _tell_once(
+def announce_if_synced(ctx: Context, session: Session, delivery_id: str, longterm: Tier) -> None:
+    if not delivery_synced(session, delivery_id, longterm) or not _tell_once(
         session, delivery_id, "synced", ("", "failed")
     ):
         return
@@ -103,7 +104,7 @@ def announce_failures(ctx: Context, session: Session, scope: Scope) -> None:
     query = (
         select(StoredFile.delivery_id, func.count())
         .join(Replica, Replica.file_id == StoredFile.id)
-        .where(Replica.tier == "longterm", Replica.state == "failed")
+        .where(Replica.tier == scope.target, Replica.state == "failed")
         .group_by(StoredFile.delivery_id)
     )
     project = session.get(Project, scope.project_id)
@@ -117,7 +118,7 @@ def announce_failures(ctx: Context, session: Session, scope: Scope) -> None:
             select(StoredFile.path, Replica.reason)
             .join(Replica, Replica.file_id == StoredFile.id)
             .where(
-                StoredFile.delivery_id == delivery_id, Replica.tier == "longterm", Replica.state == "failed"
+                StoredFile.delivery_id == delivery_id, Replica.tier == scope.target, Replica.state == "failed"
             )
             .order_by(StoredFile.path)
             .limit(10)

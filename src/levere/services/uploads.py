@@ -57,9 +57,9 @@ from levere.domain.errors import (
 )
 from levere.domain.paths import check_relative_path
 from levere.domain.roles import Action, ProjectRole, Subject, UserKind, allowed, who_can
+from levere.domain.tiers import Purpose
 from levere.services import audit, quotas
 from levere.services.deliveries import (
-    AREA,
     NewFile,
     check_fits,
     check_path_free,
@@ -68,9 +68,9 @@ from levere.services.deliveries import (
     reclaim_dead_batches,
     record_files,
 )
-from levere.services.projects import authorize
+from levere.services.projects import authorize, landing_tier, placement
 from levere.storage import Backend
-from levere.transfer import tus
+from levere.transfer import tus, wire
 from levere.transfer.hashing import EMPTY, Digests, StreamHash, restore_hash
 from levere.transfer.pipe import ByteSource, ListSource
 
@@ -136,20 +136,23 @@ def create(ctx: Context, actor: User, headers: Mapping[str, str]) -> UploadView:
         _require_uploader(session, actor)
         tus.check_version(headers)
         length = tus.int_header(headers, "upload-length")
-        meta = tus.parse_metadata(headers.get("upload-metadata", ""))
-        missing = [k for k in ("project", "delivery", "path") if not meta.get(k)]
+        meta = wire.parse_metadata(headers.get("upload-metadata", ""))
+        missing = [k for k in wire.META_REQUIRED if not meta.get(k)]
         if missing:
             raise ValidationFailed({"Upload-Metadata": f"needs {', '.join(missing)}"})
-        project = authorize(session, actor, meta["project"], Action.DELIVERY_UPLOAD)
-        path = check_relative_path(meta["path"])
-        md5 = tus.check_hex("md5", meta["md5"], "md5") if meta.get("md5") else ""
-        sha256 = tus.check_hex("sha256", meta["sha256"], "sha256") if meta.get("sha256") else ""
-        delivery = open_for_upload(session, project, meta["delivery"])
-        key = check_fits(key_limits(ctx), project.identifier, delivery.name, path)
+        project = authorize(session, actor, meta[wire.META_PROJECT], Action.DELIVERY_UPLOAD)
+        path = check_relative_path(meta[wire.META_PATH])
+        md5 = wire.check_hex("md5", meta[wire.META_MD5], "md5") if meta.get(wire.META_MD5) else ""
+        sha256 = (
+            wire.check_hex("sha256", meta[wire.META_SHA256], "sha256") if meta.get(wire.META_SHA256) else ""
+        )
+        delivery = open_for_upload(session, project, meta[wire.META_DELIVERY])
+        landing = placement(project, Purpose.LANDING)
+        key = check_fits(key_limits(ctx, project), project.identifier, delivery.name, path)
         # the quota row stays locked to the end of this transaction, which serialises the path check too
-        quotas.reserve(session, project.id, AREA, length, what=f"{path} ({length} bytes)")
+        quotas.reserve(session, project.id, landing.tier, length, what=f"{path} ({length} bytes)")
         check_path_free(session, delivery, path)
-        backend = ctx.tier(AREA)
+        backend = ctx.backend(landing.tier)
         upload = Upload(
             delivery_id=delivery.id,
             project_id=project.id,
@@ -275,8 +278,8 @@ def _parse_patch(headers: Mapping[str, str]) -> _Request:
         raise WrongContentType(headers.get("content-type", ""))
     offset = tus.int_header(headers, "upload-offset")
     levere = (
-        tus.parse_levere_checksum(headers[tus.LEVERE_CHECKSUM.lower()])
-        if tus.LEVERE_CHECKSUM.lower() in headers
+        wire.parse_checksums(headers[wire.CHECKSUM_HEADER.lower()])
+        if wire.CHECKSUM_HEADER.lower() in headers
         else {}
     )
     checksum = tus.RequestChecksum.parse(headers["upload-checksum"]) if "upload-checksum" in headers else None
@@ -312,7 +315,7 @@ def _begin(
                     column = "expect_md5" if name == "md5" else "expect_sha256"
                     if getattr(upload, column) and getattr(upload, column) != value:
                         raise ChecksumMismatch(
-                            f"the {name.upper()} in {tus.LEVERE_CHECKSUM} differs from the one given when the "
+                            f"the {name.upper()} in {wire.CHECKSUM_HEADER} differs from the one given when the "
                             f"upload of {upload.path} was created",
                             path=upload.path,
                         )
@@ -495,7 +498,7 @@ def _record(ctx: Context, actor: User, up: Snapshot, digests: Digests) -> Upload
                 up.backend_id,
                 [NewFile(up.path, up.length, digests.md5, digests.sha256, up.key)],
             )
-            quotas.settle(session, up.project_id, AREA, up.length)
+            quotas.settle(session, up.project_id, landing_tier(session, up.project_id), up.length)
             upload.file_id = file_id
             upload.offset = up.length
             upload.lease_owner = None
@@ -506,7 +509,7 @@ def _record(ctx: Context, actor: User, up: Snapshot, digests: Digests) -> Upload
             )  # fmt: skip
     if stale is not None:
         # cancelled or expired while its last bytes were being published: take the file back
-        ctx.tier(AREA).delete(up.key)
+        backend_for(ctx, up.backend_id).delete(up.key)
         raise gone(replace(up, state=stale))
     return up.view(offset=up.length, state=UploadState.COMPLETE, digests=digests)
 
@@ -520,7 +523,7 @@ def _fail(ctx: Context, actor: User | None, up: Snapshot, reason: str) -> None:
         upload.state = upload_transition(upload.state, UploadState.FAILED)
         upload.reason = reason
         upload.lease_owner = None
-        quotas.release(session, upload.project_id, AREA, upload.length)
+        quotas.release(session, upload.project_id, landing_tier(session, upload.project_id), upload.length)
         audit.record(
             session, actor, "upload.failed", "delivery", up.delivery_id,
             after={"path": up.path, "length": up.length, "reason": reason},
@@ -546,7 +549,7 @@ def terminate(ctx: Context, actor: User, upload_id: str, headers: Mapping[str, s
             raise gone(upload)
         upload.state = upload_transition(upload.state, UploadState.TERMINATED)
         upload.lease_owner = None
-        quotas.release(session, upload.project_id, AREA, upload.length)
+        quotas.release(session, upload.project_id, landing_tier(session, upload.project_id), upload.length)
         audit.record(
             session, actor, "upload.terminated", "delivery", delivery.id,
             after={"path": upload.path, "length": upload.length, "offset": upload.offset},
@@ -575,7 +578,9 @@ def expire_abandoned(ctx: Context) -> int:
                 continue  # a request is writing to it right now
             upload.state = upload_transition(upload.state, UploadState.EXPIRED)
             upload.lease_owner = None
-            quotas.release(session, upload.project_id, AREA, upload.length)
+            quotas.release(
+                session, upload.project_id, landing_tier(session, upload.project_id), upload.length
+            )
             audit.record(
                 session, None, "upload.expired", "delivery", upload.delivery_id,
                 after={"path": upload.path, "kind": upload.kind, "released": upload.length},

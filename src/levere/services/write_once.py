@@ -8,13 +8,14 @@ with the bucket's credentials could have deleted. A missing bucket is created wi
 from __future__ import annotations
 
 from levere.context import Context
+from levere.domain.tiers import TIER_PROPERTIES, placed_tiers, tier_words
 
 
 def prepare(ctx: Context) -> list[str]:
     """Make sure every write-once place protects what levere writes there; returns a warning for
     each place the configuration left unprotected (``write_once = false``). Raises
     ``ConfigurationError`` (a bucket without object lock) or ``StorageUnavailable``."""
-    places = [("long-term storage", ctx.tier("longterm"))]
+    places = [(tier_words(t), ctx.backend(t)) for t in placed_tiers() if TIER_PROPERTIES[t].write_once]
     sink = ctx.anchor_sink()
     if sink is not None:
         places.append(("the audit anchor sink", sink))

@@ -30,6 +30,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from levere.transfer import wire
+
 Buffer = bytes | bytearray | memoryview
 
 _MD5_CTX_SIZE = 92  # MD5_CTX: A B C D Nl Nh (6 x 32 bit), data[16] (32 bit), num
@@ -47,7 +49,7 @@ class Digests:
 
     def header(self) -> str:
         """The ``Levere-Checksum`` header value."""
-        return f"md5={self.md5},sha256={self.sha256}"
+        return wire.format_checksums(self.md5, self.sha256)
 
 
 EMPTY = Digests(

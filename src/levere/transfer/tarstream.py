@@ -153,8 +153,9 @@ def _checksum_matches(block: bytes) -> bool:
     """Whether a header's checksum field agrees with its bytes (the sum of all 512, the field
     itself counted as eight spaces).
 
-    Summing 512 bytes with ``sum()`` costs ~4 µs, and a small file's member has two headers. The
-    low half of zlib's Adler-32 is one plus the same sum modulo 65,521 and costs a tenth of that,
+    Summing 512 bytes with ``sum()`` is slow next to the rest of a header's parsing, and a small
+    file's member has two headers. The low half of zlib's Adler-32 is one plus the same sum modulo
+    65,521 and costs a small fraction of that,
     so the sums are compared modulo 65,521: a header's sum is at most 130,560, and damage that
     changes it by exactly 65,521 or twice that gets through, as damage that swaps two bytes gets
     through the field itself."""

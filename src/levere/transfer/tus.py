@@ -4,6 +4,7 @@ levere implements the core protocol and the creation, creation-with-upload, term
 and expiration extensions (https://tus.io/protocols/resumable-upload), plus one header of its own,
 ``Levere-Checksum: md5=<hex>,sha256=<hex>``: whole-file checksums the client computed while reading,
 which the server compares with its own when the last byte arrives (and sends back on completion).
+That header and the ``Upload-Metadata`` keys are spelled in :mod:`levere.transfer.wire`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,11 +24,8 @@ VERSION = "1.0.0"
 EXTENSIONS = "creation,creation-with-upload,termination,checksum,expiration"
 CHECKSUM_ALGORITHMS = ("md5", "sha1", "sha256")
 OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
-LEVERE_CHECKSUM = "Levere-Checksum"
 #: a PATCH carrying Upload-Checksum is held in memory until it is verified, so it is kept small
 MAX_CHECKSUMMED_PATCH = 64 * 1024 * 1024
-
-_HEX = {"md5": re.compile(r"^[0-9a-f]{32}$"), "sha256": re.compile(r"^[0-9a-f]{64}$")}
 
 
 class VersionUnsupported(Exception):
@@ -66,44 +63,6 @@ def int_header(headers: Mapping[str, str], name: str) -> int:
     return int(raw.strip())
 
 
-def parse_metadata(header: str) -> dict[str, str]:
-    """``Upload-Metadata``: comma-separated ``key base64(value)`` pairs (values UTF-8 here)."""
-    found: dict[str, str] = {}
-    for pair in header.split(","):
-        pair = pair.strip()
-        if not pair:
-            continue
-        key, _, encoded = pair.partition(" ")
-        if not key or key in found:
-            raise ValidationFailed({"Upload-Metadata": f"key {key!r} is empty or repeated"})
-        try:
-            found[key] = base64.b64decode(encoded.strip(), validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
-            raise ValidationFailed(
-                {"Upload-Metadata": f"the value of {key!r} is not base64 of UTF-8 text"}
-            ) from None
-    return found
-
-
-def check_hex(algorithm: str, value: str, field: str) -> str:
-    value = value.strip().lower()
-    if not _HEX[algorithm].match(value):
-        raise ValidationFailed({field: f"{value!r} is not a hexadecimal {algorithm.upper()}"})
-    return value
-
-
-def parse_levere_checksum(header: str) -> dict[str, str]:
-    """``md5=<hex>,sha256=<hex>`` (either or both) -> {"md5": ..., "sha256": ...}."""
-    found: dict[str, str] = {}
-    for part in header.split(","):
-        name, _, value = part.strip().partition("=")
-        name = name.strip().lower()
-        if name not in _HEX:
-            raise ValidationFailed({LEVERE_CHECKSUM: f"unknown checksum {name!r} (use md5= and sha256=)"})
-        found[name] = check_hex(name, value, LEVERE_CHECKSUM)
-    return found
-
-
 @dataclass(frozen=True)
 class RequestChecksum:
     """``Upload-Checksum``: the checksum of one request's bytes (tus checksum extension)."""
@@ -132,8 +91,3 @@ class RequestChecksum:
 
 class ChecksumAlgorithmUnsupported(Exception):
     """Answered with 400 and the algorithms we support, as the checksum extension asks."""
-
-
-def encode_metadata(values: Mapping[str, str]) -> str:
-    """The inverse of :func:`parse_metadata` (for tests and clients)."""
-    return ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in values.items())

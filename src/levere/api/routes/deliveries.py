@@ -35,6 +35,7 @@ from levere.domain.checksum_coverage import ChecksumCoverage
 from levere.domain.roles import Action
 from levere.services import batches, deliveries, downloads, sealing
 from levere.services.deliveries import DeliveryView, FileView
+from levere.transfer import wire
 from levere.transfer.conditional import none_match, strong_match
 from levere.transfer.pipe import BodyPipe
 from levere.transfer.ranges import RangeNotSatisfiable, parse_range
@@ -422,7 +423,7 @@ def data(
     headers = {
         "ETag": etag,
         "Accept-Ranges": "bytes",
-        "Levere-Checksum": f"md5={found.md5},sha256={found.sha256}",
+        wire.CHECKSUM_HEADER: wire.format_checksums(found.md5, found.sha256),
         "Content-Disposition": f"attachment; filename*=UTF-8''{quote(found.path.rsplit('/', 1)[-1])}",
     }
     if none_match(request.headers.get("if-none-match"), etag):

@@ -33,7 +33,7 @@ from levere.db.models import User
 from levere.domain.errors import LevereError
 from levere.domain.roles import Action
 from levere.services import uploads
-from levere.transfer import tus
+from levere.transfer import tus, wire
 from levere.transfer.pipe import BodyPipe
 
 _limiter: anyio.CapacityLimiter | None = None
@@ -112,7 +112,7 @@ def _upload_headers(view: UploadView) -> dict[str, str]:
         "Cache-Control": "no-store",
     }
     if view.digests is not None:
-        headers[tus.LEVERE_CHECKSUM] = view.digests.header()
+        headers[wire.CHECKSUM_HEADER] = view.digests.header()
     return headers
 
 

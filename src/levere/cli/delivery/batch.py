@@ -25,8 +25,8 @@ from levere.cli.delivery.tus import Expected
 from levere.domain.errors import AlreadyExists, ChecksumMismatch, LevereError, QuotaExceeded
 
 MiB = 1024 * 1024
-#: a batch's fixed costs (the service's start and end of it, its answer) are paid once per batch:
-#: 20,000 small files went in 3.7-4.0 s as one batch, 4.4-4.9 s as four of 5,000
+#: a batch's fixed costs (the service's start and end of it, its answer) are paid once per batch, so
+#: a run's small files go in as few batches as these limits allow (docs/benchmarks.md)
 MAX_FILES = 20_000
 MAX_BYTES = 256 * MiB
 #: the service answers after the last member is committed: give it time beyond the usual timeout

@@ -62,7 +62,7 @@ class Options:
     jobs: int = 4
     #: tar streams of small files at once. One: the service parses and records a stream on one
     #: thread (its children hash and write the files); a second stream only makes two threads take
-    #: turns (measured, 20,000 files of 4 KiB: 3.7-4.0 s with one stream, 4.2-4.6 s with two)
+    #: turns, and is slower (docs/benchmarks.md)
     batch_streams: int = 1
     small_file: int = SMALL_FILE
     chunk: int = CHUNK

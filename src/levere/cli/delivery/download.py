@@ -32,6 +32,7 @@ from levere.cli.delivery.progress import Reporter
 from levere.cli.delivery.retry import Cancelled, Retry, wait_all
 from levere.domain.errors import ChecksumMismatch, Conflict, InvalidPath, LevereError, NotFound
 from levere.domain.paths import check_relative_path
+from levere.transfer import wire
 
 MiB = 1024 * 1024
 PIECE = 1 * MiB
@@ -230,7 +231,7 @@ class Downloader:
                 return
             if state.have and response.status_code == 200:  # If-Range said the content changed
                 self._restart(fh, state)
-            state.announced = parse_header(response.headers.get("Levere-Checksum")) or state.announced
+            state.announced = parse_header(response.headers.get(wire.CHECKSUM_HEADER)) or state.announced
             for data in response.iter_bytes(PIECE):
                 if self.retry.cancel.is_set():
                     raise Cancelled

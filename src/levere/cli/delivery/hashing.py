@@ -5,15 +5,18 @@ Design notes
 Uploads compute SHA-256 alone. The service computes MD5 and SHA-256 of every byte it stores and
 refuses a file whose SHA-256 differs from the client's (or whose MD5 differs from the run's
 checksum file); bytes with the same SHA-256 are the same bytes, so the service's MD5 is then the
-file's MD5 as well. A second hash here would only halve the speed of the machine that sends
-(MD5 runs at ~600 MB/s on one core, SHA-256 at ~1,400 MB/s with the SHA extensions) while it
-shares its cores with the network stack. Downloads compute both and compare both with the manifest.
+file's MD5 as well. A second hash here would slow the machine that sends to a fraction of its
+speed (MD5 is the slower of the two, several times slower than SHA-256 on CPUs with the SHA
+extensions; docs/benchmarks.md) while it shares its cores with the network stack. Downloads compute both and compare both with the manifest.
 """
 
 from __future__ import annotations
 
 import hashlib
 from typing import NamedTuple
+
+from levere.domain.errors import ValidationFailed
+from levere.transfer import wire
 
 
 class Checksums(NamedTuple):
@@ -26,7 +29,7 @@ class Checksums(NamedTuple):
 
     def header(self) -> str:
         """As the ``Levere-Checksum`` header carries them."""
-        return f"md5={self.md5},sha256={self.sha256}" if self.md5 else f"sha256={self.sha256}"
+        return wire.format_checksums(self.md5, self.sha256)
 
     def agrees_with(self, other: Checksums) -> bool:
         """Same SHA-256, and the same MD5 where both sides know it."""
@@ -67,6 +70,9 @@ def parse_header(value: str | None) -> Checksums | None:
     """``md5=<hex>,sha256=<hex>`` as the service sends it, or ``None`` when absent or incomplete."""
     if not value:
         return None
-    pairs = dict(part.strip().partition("=")[::2] for part in value.split(","))
-    md5, sha256 = pairs.get("md5", "").lower(), pairs.get("sha256", "").lower()
+    try:
+        pairs = wire.parse_checksums(value)
+    except ValidationFailed:
+        return None
+    md5, sha256 = pairs.get("md5", ""), pairs.get("sha256", "")
     return Checksums(md5, sha256) if md5 and sha256 else None

@@ -34,6 +34,7 @@ from typing import NamedTuple
 from levere.cli.delivery.hashing import Checksums
 from levere.cli.delivery.scan import LocalFile
 from levere.domain.errors import LevereError
+from levere.transfer import wire
 
 BLOCK = 512
 END_OF_ARCHIVE = b"\0" * (2 * BLOCK)
@@ -87,10 +88,10 @@ def pax_record(key: str, value: str) -> bytes:
 
 
 #: the records of hex digests have a known length: "47 LEVERE.md5=<32 hex>\n", "82 LEVERE.sha256=<64 hex>\n"
-_MD5_RECORD = len(pax_record("LEVERE.md5", "0" * 32))
-_SHA256_RECORD = len(pax_record("LEVERE.sha256", "0" * 64))
-_MD5_KEY = f"{_MD5_RECORD} LEVERE.md5="
-_SHA256_KEY = f"{_SHA256_RECORD} LEVERE.sha256="
+_MD5_RECORD = len(pax_record(wire.PAX_MD5, "0" * 32))
+_SHA256_RECORD = len(pax_record(wire.PAX_SHA256, "0" * 64))
+_MD5_KEY = f"{_MD5_RECORD} {wire.PAX_MD5}="
+_SHA256_KEY = f"{_SHA256_RECORD} {wire.PAX_SHA256}="
 
 
 def _fits_ustar_name(path: str) -> bool:
@@ -101,9 +102,9 @@ def pax_records(path: str, md5: str | None, sha256: str) -> bytes:
     records = b"" if _fits_ustar_name(path) else pax_record("path", path)
     if md5:
         known = len(md5) == 32 and md5.isascii()  # a hex digest, as nearly always
-        records += f"{_MD5_KEY}{md5}\n".encode() if known else pax_record("LEVERE.md5", md5)
+        records += f"{_MD5_KEY}{md5}\n".encode() if known else pax_record(wire.PAX_MD5, md5)
     known = len(sha256) == 64 and sha256.isascii()
-    return records + (f"{_SHA256_KEY}{sha256}\n".encode() if known else pax_record("LEVERE.sha256", sha256))
+    return records + (f"{_SHA256_KEY}{sha256}\n".encode() if known else pax_record(wire.PAX_SHA256, sha256))
 
 
 def ustar_header(name: bytes, size: int, mtime: int, typeflag: bytes) -> bytes:

@@ -17,7 +17,6 @@ from there; bytes already hashed are not hashed twice (``hashed`` never moves ba
 
 from __future__ import annotations
 
-import base64
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,18 +30,15 @@ from levere.cli.delivery.retry import Cancelled, Retry
 from levere.cli.delivery.scan import LocalFile
 from levere.cli.delivery.tarstream import FileChanged
 from levere.domain.errors import ChecksumMismatch, Conflict, NotFound
+from levere.transfer import wire
 
 TUS_VERSION = "1.0.0"
 MiB = 1024 * 1024
 PIECE = 1 * MiB
 #: bytes per PATCH. Memory does not depend on it (a PATCH streams pieces); the service makes each
-#: PATCH durable when it ends, so larger ones mean fewer sync points (measured here: 64 MiB ~150 MB/s,
-#: 256 MiB ~190 MB/s, 1 GiB ~215 MB/s) but more to send again after a crash: 256 MiB is a second or so
+#: PATCH durable when it ends, so larger ones mean fewer sync points and a faster upload, but more
+#: to send again after a crash: 256 MiB is a second or so of sending (figures in docs/benchmarks.md)
 CHUNK = 256 * MiB
-
-
-def encode_metadata(pairs: dict[str, str]) -> str:
-    return ",".join(f"{key} {base64.b64encode(value.encode()).decode()}" for key, value in pairs.items())
 
 
 def upload_path(url: str) -> str:
@@ -105,18 +101,22 @@ class TusUpload:
         return int(response.headers["Upload-Offset"])
 
     def _create(self) -> None:
-        metadata = {"project": self.project, "delivery": self.delivery, "path": self.file.path}
+        metadata = {
+            wire.META_PROJECT: self.project,
+            wire.META_DELIVERY: self.delivery,
+            wire.META_PATH: self.file.path,
+        }
         if self.expected.md5:
-            metadata["md5"] = self.expected.md5
+            metadata[wire.META_MD5] = self.expected.md5
         if self.expected.sha256:
-            metadata["sha256"] = self.expected.sha256
+            metadata[wire.META_SHA256] = self.expected.sha256
         response = self.api.send(
             "POST",
             "/tus/",
             headers={
                 "Tus-Resumable": TUS_VERSION,
                 "Upload-Length": str(self.file.size),
-                "Upload-Metadata": encode_metadata(metadata),
+                "Upload-Metadata": wire.encode_metadata(metadata),
             },
         )
         self.url = upload_path(response.headers["Location"])
@@ -192,7 +192,7 @@ class TusUpload:
             "Content-Length": str(length),
         }
         if checksums is not None:
-            headers["Levere-Checksum"] = checksums.header()
+            headers[wire.CHECKSUM_HEADER] = checksums.header()
         response = self.api.send("PATCH", self.url, content=body, headers=headers, expect=(404, 409, 410))
         if response.status_code in (404, 410):
             self.sent = -1  # gone: see _step
@@ -202,7 +202,7 @@ class TusUpload:
             self._count_to(self.sent)
             return None
         self.sent = int(response.headers.get("Upload-Offset", self.sent + length))
-        return parse_header(response.headers.get("Levere-Checksum"))
+        return parse_header(response.headers.get(wire.CHECKSUM_HEADER))
 
     def _recover(self) -> None:
         try:

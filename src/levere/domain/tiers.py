@@ -1,0 +1,205 @@
+"""Storage tiers and the placement policy: which tier holds a project's data for which purpose.
+
+A tier is a role in the process (the working area, long-term storage, the secure zone); a backend
+is where a tier's bytes live, built from configuration. Use cases never name a tier: they ask
+:func:`place` where a project's data goes for a purpose, and copy, read and repair along the paths
+the answer gives.
+
+Design notes
+------------
+* :class:`Tier` values are the configuration's ``[tiers]`` names and the words stored in replica
+  and quota rows, so a ``Tier`` compares equal to what the database holds.
+* Whether a tier is write-once, and whether it may hold a sensitive project's plaintext, are
+  properties of the tier (:data:`TIER_PROPERTIES`), not of a name compared in the callers.
+* Sensitive projects have no placement yet: their data goes through the secure zone, encrypted,
+  which levere does not offer yet. Asking for one raises :class:`NoPlacement`, before anything is
+  stored, so a sensitive project's data never lands in plaintext on an ordinary tier.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from levere.domain.errors import NoPlacement, SensitiveNotOffered
+
+
+class Tier(StrEnum):
+    AREA = "area"
+    LONGTERM = "longterm"
+    SECURE = "secure"
+
+
+@dataclass(frozen=True)
+class TierProperties:
+    #: an object once written is never replaced or deleted by levere
+    write_once: bool
+    #: the tier may hold a sensitive project's data in plaintext (none may: sensitive data is only
+    #: ever stored encrypted)
+    sensitive_plaintext: bool
+    #: the tier in the user's words
+    words: str
+
+
+TIER_PROPERTIES: dict[Tier, TierProperties] = {
+    Tier.AREA: TierProperties(write_once=False, sensitive_plaintext=False, words="the project area"),
+    Tier.LONGTERM: TierProperties(write_once=True, sensitive_plaintext=False, words="long-term storage"),
+    Tier.SECURE: TierProperties(write_once=False, sensitive_plaintext=False, words="the secure zone"),
+}
+
+
+def tier_words(tier: str) -> str:
+    """A tier (or a tier name read from a row) in the user's words."""
+    try:
+        return TIER_PROPERTIES[Tier(tier)].words
+    except ValueError:
+        return f"tier {tier!r}"
+
+
+class ProjectKind(StrEnum):
+    NON_SENSITIVE = "non-sensitive"
+    SENSITIVE = "sensitive"
+
+    @classmethod
+    def of(cls, sensitive: bool) -> ProjectKind:
+        """The kind of a project from its ``sensitive`` flag."""
+        return cls.SENSITIVE if sensitive else cls.NON_SENSITIVE
+
+
+class Purpose(StrEnum):
+    #: where deliveries land and members work
+    LANDING = "landing"
+    #: the verified, write-once copy of sealed deliveries
+    LONGTERM = "long-term"
+    #: a sensitive project's own storage in the secure zone (reserved: not offered yet)
+    SECURE_ZONE = "secure zone"
+    #: the disk a facility and a sensitive project share for one delivery (reserved: not offered yet)
+    SHARED_DISK = "shared disk"
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a project of one kind keeps its data for one purpose, and the copy paths around it."""
+
+    kind: ProjectKind
+    purpose: Purpose
+    #: the tier that holds the data for this purpose
+    tier: Tier
+    #: the tier a copy for this purpose is made from (sync makes the long-term copy from the
+    #: landing area; restore makes the landing copy again from long-term); None: only delivered
+    source: Tier | None
+    #: the copies a reader may read a file from, in the order to try them
+    reads: tuple[Tier, ...]
+    #: the copies a damaged copy on :attr:`tier` may be repaired from, in the order to try them
+    repairs_from: tuple[Tier, ...]
+
+    @property
+    def write_once(self) -> bool:
+        return TIER_PROPERTIES[self.tier].write_once
+
+
+@dataclass(frozen=True)
+class CopyPath:
+    """One direction of copying between two tiers."""
+
+    source: Tier
+    target: Tier
+
+    @property
+    def write_once(self) -> bool:
+        return TIER_PROPERTIES[self.target].write_once
+
+
+#: a non-sensitive project: deliveries land on the working area, sync copies them to long-term,
+#: restore copies them back; a reader tries the working copy first, then long-term
+_NON_SENSITIVE: dict[Purpose, tuple[Tier, Tier]] = {
+    Purpose.LANDING: (Tier.AREA, Tier.LONGTERM),
+    Purpose.LONGTERM: (Tier.LONGTERM, Tier.AREA),
+}
+_READS = (Tier.AREA, Tier.LONGTERM)
+
+
+def place(kind: ProjectKind, purpose: Purpose) -> Placement:
+    """Which tier holds a project's data for ``purpose``, where copies for it come from, and which
+    copies reads and repairs may use. Raises :class:`NoPlacement` when there is none."""
+    if kind is ProjectKind.SENSITIVE:
+        raise SensitiveNotOffered(
+            "this project holds sensitive data, which is delivered and kept only in the secure zone, "
+            "encrypted; levere does not offer the secure zone yet, so nothing is stored for this project",
+            kind=kind.value,
+            purpose=purpose.value,
+        )
+    if purpose not in _NON_SENSITIVE:
+        raise NoPlacement(
+            f"the {purpose.value} is for sensitive projects only; this project is not sensitive",
+            kind=kind.value,
+            purpose=purpose.value,
+        )
+    tier, other = _NON_SENSITIVE[purpose]
+    return Placement(kind, purpose, tier, source=other, reads=_READS, repairs_from=(other,))
+
+
+def placements(kind: ProjectKind) -> tuple[Placement, ...]:
+    """Every placement a project of ``kind`` has (none for a purpose it cannot use)."""
+    found = []
+    for purpose in Purpose:
+        try:
+            found.append(place(kind, purpose))
+        except NoPlacement:
+            continue
+    return tuple(found)
+
+
+def placement_on(kind: ProjectKind, tier: str) -> Placement:
+    """The placement whose data lives on ``tier`` (read from a replica row) for a project of ``kind``."""
+    for placement in placements(kind):
+        if placement.tier == tier:
+            return placement
+    raise NoPlacement(
+        f"a {kind.value} project keeps no data on {tier_words(tier)}", kind=kind.value, tier=tier
+    )
+
+
+def sync_path(kind: ProjectKind) -> CopyPath:
+    """Where sync copies a project's sealed deliveries from and to."""
+    return _copied(place(kind, Purpose.LONGTERM))
+
+
+def restore_path(kind: ProjectKind) -> CopyPath:
+    """Where restore copies a project's freed files from and to."""
+    return _copied(place(kind, Purpose.LANDING))
+
+
+def _copied(placed: Placement) -> CopyPath:
+    if placed.source is None:
+        raise NoPlacement(
+            f"nothing copies a {placed.kind.value} project's {placed.purpose.value} data to "
+            f"{tier_words(placed.tier)}",
+            kind=placed.kind.value,
+            purpose=placed.purpose.value,
+        )
+    return CopyPath(placed.source, placed.tier)
+
+
+def tiers_for(purpose: Purpose) -> tuple[Tier, ...]:
+    """Every tier that holds some kind of project's data for ``purpose`` (for queries over all
+    projects, such as the long-term copies that failed anywhere)."""
+    found: list[Tier] = []
+    for kind in ProjectKind:
+        try:
+            tier = place(kind, purpose).tier
+        except NoPlacement:
+            continue
+        if tier not in found:
+            found.append(tier)
+    return tuple(found)
+
+
+def placed_tiers() -> tuple[Tier, ...]:
+    """Every tier where some kind of project keeps data, in placement order."""
+    found: list[Tier] = []
+    for kind in ProjectKind:
+        for placed in placements(kind):
+            if placed.tier not in found:
+                found.append(placed.tier)
+    return tuple(found)
