@@ -1,0 +1,284 @@
+"""Streaming Crypt4GH bodies: encrypt plaintext while hashing it, decrypt with plaintext in memory.
+
+A body is a run of independent segments: each 64 KiB of plaintext (the last one shorter) becomes a
+12-byte random nonce, the ChaCha20-Poly1305 ciphertext and its 16-byte tag. An empty plaintext has
+an empty body.
+
+Design notes (measurements in docs/benchmarks.md):
+
+- Both cores: the AEAD of ``cryptography`` (OpenSSL) holds the GIL during a call, PyNaCl's releases
+  it; but OpenSSL's ChaCha20-Poly1305 costs about a third of libsodium's CPU per byte, and
+  ``hashlib`` releases the GIL while it hashes. So MD5 (the slowest step, and serial by nature) runs
+  in a thread of its own, SHA-256 in another, and the calling thread reads, encrypts and writes:
+  three steps on two cores, none waiting for the GIL for long.
+- Constant memory: plaintext moves in chunks of 16 segments through a fixed set of buffers, each
+  back in the free list once both hashes and the encryption are done with it.
+- Hash threads are told to stop in every outcome (a failing source or sink included), so no thread
+  outlives the call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO, Protocol
+
+from cryptography.exceptions import InvalidTag
+
+from levere.crypt4gh.header import DataKey, read_data_key, read_header
+from levere.crypt4gh.keys import PrivateKey
+from levere.domain.errors import CiphertextDamaged
+
+SEGMENT = 64 * 1024
+NONCE = 12
+TAG = 16
+CIPHER_SEGMENT = NONCE + SEGMENT + TAG
+CHUNK_SEGMENTS = 16
+_CHUNK = SEGMENT * CHUNK_SEGMENTS
+_CIPHER_CHUNK = CIPHER_SEGMENT * CHUNK_SEGMENTS
+#: chunk buffers in flight: enough for the hash threads to lag a little behind the encryption
+_BUFFERS = 6
+
+
+class Sink(Protocol):
+    def write(self, data: bytes | bytearray | memoryview, /) -> object: ...
+
+
+@dataclass(frozen=True)
+class EncryptedBody:
+    """What :func:`encrypt_stream` learnt on the way: the key and the plaintext's fingerprints."""
+
+    data_key: DataKey
+    plaintext_size: int
+    body_size: int
+    md5: str
+    sha256: str
+
+
+def body_size(plaintext_size: int) -> int:
+    """The size of the body of a plaintext of this size."""
+    full, rest = divmod(plaintext_size, SEGMENT)
+    return full * CIPHER_SEGMENT + (rest + NONCE + TAG if rest else 0)
+
+
+def plaintext_size(body_bytes: int) -> int:
+    """The plaintext size of a body of this size; ValueError if no body has that size."""
+    full, rest = divmod(body_bytes, CIPHER_SEGMENT)
+    if rest and rest <= NONCE + TAG:
+        raise ValueError(f"{body_bytes} bytes is not the size of a Crypt4GH body")
+    return full * SEGMENT + (rest - NONCE - TAG if rest else 0)
+
+
+def encrypt_stream(
+    source: BinaryIO,
+    sink: Sink,
+    *,
+    data_key: DataKey | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> EncryptedBody:
+    """Encrypt everything ``source`` gives into a body written to ``sink``, computing the plaintext's
+    MD5 and SHA-256 in the same pass. ``progress`` gets the plaintext bytes of each chunk done."""
+    key = data_key or DataKey.generate()
+    cipher = key.cipher()
+    free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+    for _ in range(_BUFFERS):
+        free.put(bytearray(_CHUNK))
+    users: dict[int, int] = {}
+    lock = threading.Lock()
+
+    def release(buffer: bytearray) -> None:
+        with lock:
+            users[id(buffer)] -= 1
+            if users[id(buffer)] == 0:
+                free.put(buffer)
+
+    md5 = _Hasher(hashlib.md5(usedforsecurity=False), release)
+    sha256 = _Hasher(hashlib.sha256(), release)
+    out = bytearray(_CIPHER_CHUNK)
+    out_view = memoryview(out)
+    total = written = 0
+    try:
+        while True:
+            buffer = free.get()
+            size = _fill(source, buffer)
+            if size == 0:
+                free.put(buffer)
+                break
+            with lock:
+                users[id(buffer)] = 3
+            md5.feed(buffer, size)
+            sha256.feed(buffer, size)
+            view = memoryview(buffer)
+            nonces = os.urandom(NONCE * CHUNK_SEGMENTS)  # one system call per chunk
+            at = 0
+            for number, start in enumerate(range(0, size, SEGMENT)):
+                piece = view[start : min(start + SEGMENT, size)]
+                nonce = nonces[number * NONCE : (number + 1) * NONCE]
+                out_view[at : at + NONCE] = nonce
+                end = at + NONCE + len(piece) + TAG
+                cipher.encrypt_into(nonce, piece, None, out_view[at + NONCE : end])
+                at = end
+            release(buffer)
+            sink.write(out_view[:at])
+            total += size
+            written += at
+            if progress is not None:
+                progress(size)
+            if size < _CHUNK:
+                break
+    finally:
+        md5.close()
+        sha256.close()
+    return EncryptedBody(key, total, written, md5.hexdigest(), sha256.hexdigest())
+
+
+def iter_plaintext(body: BinaryIO, data_key: DataKey) -> Iterator[bytes]:
+    """The plaintext of a body, a chunk (up to 1 MiB) at a time, each segment authenticated before
+    its bytes are given out. Raises :class:`CiphertextDamaged` on a changed or cut-short body."""
+    cipher = data_key.cipher()
+    chunk = bytearray(_CIPHER_CHUNK)
+    view = memoryview(chunk)
+    plain = bytearray(_CHUNK)
+    plain_view = memoryview(plain)
+    segment_number = 0
+    while True:
+        size = _fill(body, chunk)
+        if size == 0:
+            return
+        at = produced = 0
+        while at < size:
+            end = min(at + CIPHER_SEGMENT, size)
+            if end - at <= NONCE + TAG:
+                raise CiphertextDamaged(
+                    "this Crypt4GH body is cut short (its last segment is too small)",
+                    segment=segment_number,
+                )
+            piece_size = end - at - NONCE - TAG
+            try:
+                cipher.decrypt_into(
+                    view[at : at + NONCE],
+                    view[at + NONCE : end],
+                    None,
+                    plain_view[produced : produced + piece_size],
+                )
+            except InvalidTag:
+                raise CiphertextDamaged(
+                    "this Crypt4GH body is damaged: a segment fails its authentication",
+                    segment=segment_number,
+                ) from None
+            produced += piece_size
+            at = end
+            segment_number += 1
+        yield bytes(plain_view[:produced])
+        if size < _CIPHER_CHUNK:
+            return
+
+
+def decrypt_body(body: BinaryIO, data_key: DataKey, sink: Sink) -> int:
+    """Decrypt a body into ``sink``; returns the plaintext's size."""
+    total = 0
+    for piece in iter_plaintext(body, data_key):
+        sink.write(piece)
+        total += len(piece)
+    return total
+
+
+def decrypt_file(source: BinaryIO, private_key: PrivateKey, sink: Sink) -> int:
+    """Decrypt a whole Crypt4GH file (header then body, as ``crypt4gh decrypt`` reads it)."""
+    header = read_header(source)
+    return decrypt_body(source, read_data_key(header, private_key), sink)
+
+
+@dataclass(frozen=True)
+class AcceptedUpload:
+    """An upload already in Crypt4GH: its header apart, and what checking its body learnt."""
+
+    header: bytes
+    data_key: DataKey
+    plaintext_size: int
+    body_size: int
+    md5: str
+    sha256: str
+
+
+def accept_encrypted(source: BinaryIO, private_key: PrivateKey, body_sink: Sink) -> AcceptedUpload:
+    """Take a file uploaded already encrypted to ``private_key``'s public key: split off its header
+    (returned, for the database), copy the body as it is to ``body_sink``, and on the way open every
+    segment to check it and to hash the plaintext (kept in memory only).
+
+    Raises :class:`NotCrypt4GH`, :class:`EncryptedToAnotherKey` (both before a byte reaches the sink)
+    or :class:`CiphertextDamaged`; the caller discards what the sink got in those cases.
+    """
+    header = read_header(source)
+    data_key = read_data_key(header, private_key)
+    md5, sha256 = hashlib.md5(usedforsecurity=False), hashlib.sha256()
+    copied = _Counting(source, body_sink)
+    size = 0
+    for piece in iter_plaintext(copied, data_key):  # type: ignore[arg-type]
+        md5.update(piece)
+        sha256.update(piece)
+        size += len(piece)
+    return AcceptedUpload(header, data_key, size, copied.count, md5.hexdigest(), sha256.hexdigest())
+
+
+class _Counting:
+    """A reader that also copies what it reads to a sink (the body as it came)."""
+
+    def __init__(self, source: BinaryIO, sink: Sink) -> None:
+        self._source, self._sink, self.count = source, sink, 0
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        size = self._source.readinto(buffer)  # type: ignore[attr-defined]
+        if size:
+            self._sink.write(memoryview(buffer)[:size])
+            self.count += size
+        return int(size or 0)
+
+
+class _Hasher:
+    """A hash fed in order from a queue by a thread of its own (hashlib releases the GIL)."""
+
+    def __init__(self, digest: hashlib._Hash, release: Callable[[bytearray], None]) -> None:
+        self._digest = digest
+        self._release = release
+        self._queue: queue.SimpleQueue[tuple[bytearray, int] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="crypt4gh-hash", daemon=True)
+        self._thread.start()
+
+    def feed(self, buffer: bytearray, size: int) -> None:
+        self._queue.put((buffer, size))
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            buffer, size = item
+            self._digest.update(memoryview(buffer)[:size])
+            self._release(buffer)
+
+
+def _fill(source: BinaryIO, buffer: bytearray) -> int:
+    """Fill ``buffer`` from ``source`` unless it ends first (pipes and sockets give short reads)."""
+    view = memoryview(buffer)
+    filled = 0
+    readinto = getattr(source, "readinto", None)
+    while filled < len(buffer):
+        if readinto is not None:
+            got = readinto(view[filled:])
+        else:
+            data = source.read(len(buffer) - filled)
+            got = len(data)
+            view[filled : filled + got] = data
+        if not got:
+            break
+        filled += got
+    return filled
