@@ -29,6 +29,7 @@ from levere.crypt4gh import (
     encrypt_stream,
     iter_plaintext,
     make_header,
+    open_plaintext,
     plaintext_size,
     read_data_key,
     read_header,
@@ -112,6 +113,23 @@ def test_levere_accepts_a_file_the_stock_tool_encrypted_to_its_key(tmp_path: Pat
         read_data_key(member_header, disk)
 
 
+def test_a_file_the_stock_tool_encrypted_to_several_recipients_opens_with_the_disks_key(
+    tmp_path: Path,
+) -> None:
+    disk = PrivateKey.generate()
+    (tmp_path / "disk.pub").write_text(disk.public_key.to_pem())
+    _, other_pk = _keygen(tmp_path, "other")
+    plaintext = os.urandom(SEGMENT + 2)
+    encrypted = subprocess.run(
+        [CRYPT4GH, "encrypt", "--recipient_pk", str(other_pk), "--recipient_pk", str(tmp_path / "disk.pub")],
+        input=plaintext,
+        capture_output=True,
+        check=True,
+    ).stdout
+    accepted = accept_encrypted(io.BytesIO(encrypted), disk, io.BytesIO())
+    assert accepted.sha256 == hashlib.sha256(plaintext).hexdigest()
+
+
 def test_levere_reads_secret_keys_made_by_crypt4gh_keygen(tmp_path: Path) -> None:
     locked_sk, locked_pk = _keygen(tmp_path, "locked", passphrase="correct horse")
     open_sk, open_pk = _keygen(tmp_path, "open")
@@ -175,6 +193,24 @@ def test_the_stock_library_encrypts_what_levere_decrypts_at_every_edge() -> None
         out = io.BytesIO()
         decrypt_file(io.BytesIO(encrypted.getvalue()), member, out)
         assert out.getvalue() == plaintext, size
+
+
+def test_a_gzipped_fastq_is_read_through_decryption_with_plaintext_only_in_memory() -> None:
+    """Analysis reads a Crypt4GH gzip FASTQ as a file: decrypted and unzipped while streaming."""
+    records = b"".join(b"@read%d\nACGTNACGTA\n+\nIIIIIIIIII\n" % n for n in range(50_000))
+    disk = PrivateKey.generate()
+    header, body = _encrypt(gzip.compress(records), disk.public_key)
+    with gzip.open(open_plaintext(io.BytesIO(header + body), disk)) as fastq:
+        lines = fastq.read().splitlines()
+    assert len(lines) == 200_000 and lines[-3] == b"ACGTNACGTA"
+
+    damaged = bytearray(header + body)
+    damaged[-5] ^= 1
+    with (
+        pytest.raises(CiphertextDamaged),
+        gzip.open(open_plaintext(io.BytesIO(bytes(damaged)), disk)) as fastq,
+    ):
+        fastq.read()
 
 
 # --- bad input -----------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from levere.crypt4gh.body import (
     decrypt_file,
     encrypt_stream,
     iter_plaintext,
+    open_plaintext,
     plaintext_size,
 )
 from levere.crypt4gh.header import DataKey, make_header, read_data_key, read_header, reencrypt_header
@@ -39,6 +40,7 @@ __all__ = [
     "encrypt_stream",
     "iter_plaintext",
     "make_header",
+    "open_plaintext",
     "plaintext_size",
     "read_data_key",
     "read_header",

@@ -20,12 +20,13 @@ Design notes (measurements in docs/benchmarks.md):
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import queue
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from cryptography.exceptions import InvalidTag
 
@@ -176,6 +177,35 @@ def iter_plaintext(body: BinaryIO, data_key: DataKey) -> Iterator[bytes]:
         yield bytes(plain_view[:produced])
         if size < _CIPHER_CHUNK:
             return
+
+
+class _PlaintextReader(io.RawIOBase):
+    """A readable file over a body's plaintext, for parsers that want a file (gzip, FASTQ readers)."""
+
+    def __init__(self, body: BinaryIO, data_key: DataKey) -> None:
+        self._pieces = iter_plaintext(body, data_key)
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            piece = next(self._pieces, None)
+            if piece is None:
+                return 0
+            self._pending = memoryview(piece)
+        size = min(len(buffer), len(self._pending))
+        memoryview(buffer).cast("B")[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
+
+
+def open_plaintext(source: BinaryIO, private_key: PrivateKey) -> io.BufferedReader:
+    """A Crypt4GH file (header then body) as a readable file of its plaintext, decrypted as it is
+    read, in memory only; each segment is authenticated before its bytes are given out."""
+    header = read_header(source)
+    return io.BufferedReader(_PlaintextReader(source, read_data_key(header, private_key)), _CHUNK)
 
 
 def decrypt_body(body: BinaryIO, data_key: DataKey, sink: Sink) -> int:
