@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from levere.crypt4gh import (
+    BodyEncryptor,
     PrivateKey,
     PublicKey,
     accept_encrypted,
@@ -182,6 +183,34 @@ def test_any_size_round_trips_through_levere_and_the_stock_library(size: int, se
     stock_out = io.BytesIO()
     stock_lib.decrypt([(0, member.secret_bytes(), None)], io.BytesIO(header + body.getvalue()), stock_out)
     assert stock_out.getvalue() == plaintext
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    cuts=st.lists(st.integers(min_value=0, max_value=3 * SEGMENT), max_size=12),
+    size=st.sampled_from([0, 1, SEGMENT, 16 * SEGMENT, 16 * SEGMENT + 1, 50 * SEGMENT + 3]),
+)
+def test_plaintext_pushed_in_pieces_of_any_size_makes_a_valid_body(cuts: list[int], size: int) -> None:
+    """An upload's request chunks arrive in any sizes; the body's segments do not depend on them."""
+    plaintext = os.urandom(size)
+    member = PrivateKey.generate()
+    body = io.BytesIO()
+    with BodyEncryptor(body) as encryptor:
+        at = 0
+        for cut in [*sorted(min(c, size) for c in cuts), size]:
+            encryptor.write(plaintext[at:cut])
+            at = cut
+        result = encryptor.finish()
+    assert (
+        (result.plaintext_size, result.body_size) == (size, body_size(size)) == (size, len(body.getvalue()))
+    )
+    assert result.md5 == hashlib.md5(plaintext).hexdigest()
+    out = io.BytesIO()
+    header = make_header(result.data_key, member.public_key)
+    stock_lib.decrypt([(0, member.secret_bytes(), None)], io.BytesIO(header + body.getvalue()), out)
+    assert out.getvalue() == plaintext
+    with pytest.raises(ValueError, match="finished"):
+        encryptor.write(b"more")
 
 
 def test_the_stock_library_encrypts_what_levere_decrypts_at_every_edge() -> None:

@@ -12,6 +12,7 @@
 
 from levere.crypt4gh.body import (
     AcceptedUpload,
+    BodyEncryptor,
     EncryptedBody,
     accept_encrypted,
     body_size,
@@ -28,6 +29,7 @@ from levere.crypt4gh.wrapping import MasterKeys
 
 __all__ = [
     "AcceptedUpload",
+    "BodyEncryptor",
     "DataKey",
     "EncryptedBody",
     "MasterKeys",

@@ -74,6 +74,124 @@ def plaintext_size(body_bytes: int) -> int:
     return full * SEGMENT + (rest - NONCE - TAG if rest else 0)
 
 
+class BodyEncryptor:
+    """Encrypt plaintext pushed in pieces of any size (an upload's request chunks) into a body
+    written to ``sink``, hashing it on the way; :meth:`finish` writes the last segment and gives
+    the result. Use it as a context manager, or call :meth:`finish` or :meth:`abort` in every case:
+    they stop the hash threads."""
+
+    def __init__(self, sink: Sink, data_key: DataKey | None = None) -> None:
+        self.data_key = data_key or DataKey.generate()
+        self._cipher = self.data_key.cipher()
+        self._sink = sink
+        self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        for _ in range(_BUFFERS):
+            self._free.put(bytearray(_CHUNK))
+        self._users: dict[int, int] = {}
+        self._lock = threading.Lock()
+        self._md5 = _Hasher(hashlib.md5(usedforsecurity=False), self._release)
+        self._sha256 = _Hasher(hashlib.sha256(), self._release)
+        self._out = memoryview(bytearray(_CIPHER_CHUNK))
+        self._buffer: bytearray | None = None
+        self._filled = 0
+        self._closed = False
+        #: plaintext bytes taken and body bytes written so far
+        self.plaintext_size = 0
+        self.body_size = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Take the next piece of plaintext."""
+        if self._closed:
+            raise ValueError("this encryptor is finished")
+        view = memoryview(data).cast("B")
+        taken = 0
+        while taken < len(view):
+            buffer = self._current()
+            size = min(_CHUNK - self._filled, len(view) - taken)
+            buffer[self._filled : self._filled + size] = view[taken : taken + size]
+            self._filled += size
+            taken += size
+            if self._filled == _CHUNK:
+                self._encrypt_chunk()
+        return taken
+
+    def fill_from(self, source: BinaryIO) -> bool:
+        """Read one chunk from ``source`` straight into the encryptor (no copy); False at its end."""
+        buffer = self._current()
+        got = _fill(source, memoryview(buffer)[self._filled :])
+        self._filled += got
+        if self._filled == _CHUNK:
+            self._encrypt_chunk()
+            return True
+        return False
+
+    def finish(self) -> EncryptedBody:
+        try:
+            if self._filled:
+                self._encrypt_chunk()
+        finally:
+            self.abort()
+        return EncryptedBody(
+            self.data_key,
+            self.plaintext_size,
+            self.body_size,
+            self._md5.hexdigest(),
+            self._sha256.hexdigest(),
+        )
+
+    def abort(self) -> None:
+        """Stop the hash threads; what was written to the sink is the caller's to discard."""
+        if not self._closed:
+            self._closed = True
+            self._md5.close()
+            self._sha256.close()
+            # the hashers hold a bound method of this object (a cycle that only the garbage
+            # collector breaks): let the buffers go now rather than then
+            self._free = queue.SimpleQueue()
+            self._buffer = None
+            self._out = memoryview(b"")
+
+    def __enter__(self) -> BodyEncryptor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.abort()
+
+    def _current(self) -> bytearray:
+        if self._buffer is None:
+            self._buffer = self._free.get()
+            self._filled = 0
+        return self._buffer
+
+    def _release(self, buffer: bytearray) -> None:
+        with self._lock:
+            self._users[id(buffer)] -= 1
+            if self._users[id(buffer)] == 0:
+                self._free.put(buffer)
+
+    def _encrypt_chunk(self) -> None:
+        buffer, size = self._current(), self._filled
+        self._buffer, self._filled = None, 0
+        with self._lock:
+            self._users[id(buffer)] = 3  # both hashes and the encryption below
+        self._md5.feed(buffer, size)
+        self._sha256.feed(buffer, size)
+        view, out = memoryview(buffer), self._out
+        nonces = os.urandom(NONCE * CHUNK_SEGMENTS)  # one system call per chunk
+        at = 0
+        for number, start in enumerate(range(0, size, SEGMENT)):
+            piece = view[start : min(start + SEGMENT, size)]
+            nonce = nonces[number * NONCE : (number + 1) * NONCE]
+            out[at : at + NONCE] = nonce
+            end = at + NONCE + len(piece) + TAG
+            self._cipher.encrypt_into(nonce, piece, None, out[at + NONCE : end])
+            at = end
+        self._release(buffer)
+        self._sink.write(out[:at])
+        self.plaintext_size += size
+        self.body_size += at
+
+
 def encrypt_stream(
     source: BinaryIO,
     sink: Sink,
@@ -83,58 +201,15 @@ def encrypt_stream(
 ) -> EncryptedBody:
     """Encrypt everything ``source`` gives into a body written to ``sink``, computing the plaintext's
     MD5 and SHA-256 in the same pass. ``progress`` gets the plaintext bytes of each chunk done."""
-    key = data_key or DataKey.generate()
-    cipher = key.cipher()
-    free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
-    for _ in range(_BUFFERS):
-        free.put(bytearray(_CHUNK))
-    users: dict[int, int] = {}
-    lock = threading.Lock()
-
-    def release(buffer: bytearray) -> None:
-        with lock:
-            users[id(buffer)] -= 1
-            if users[id(buffer)] == 0:
-                free.put(buffer)
-
-    md5 = _Hasher(hashlib.md5(usedforsecurity=False), release)
-    sha256 = _Hasher(hashlib.sha256(), release)
-    out = bytearray(_CIPHER_CHUNK)
-    out_view = memoryview(out)
-    total = written = 0
-    try:
-        while True:
-            buffer = free.get()
-            size = _fill(source, buffer)
-            if size == 0:
-                free.put(buffer)
-                break
-            with lock:
-                users[id(buffer)] = 3
-            md5.feed(buffer, size)
-            sha256.feed(buffer, size)
-            view = memoryview(buffer)
-            nonces = os.urandom(NONCE * CHUNK_SEGMENTS)  # one system call per chunk
-            at = 0
-            for number, start in enumerate(range(0, size, SEGMENT)):
-                piece = view[start : min(start + SEGMENT, size)]
-                nonce = nonces[number * NONCE : (number + 1) * NONCE]
-                out_view[at : at + NONCE] = nonce
-                end = at + NONCE + len(piece) + TAG
-                cipher.encrypt_into(nonce, piece, None, out_view[at + NONCE : end])
-                at = end
-            release(buffer)
-            sink.write(out_view[:at])
-            total += size
-            written += at
+    with BodyEncryptor(sink, data_key) as encryptor:
+        while encryptor.fill_from(source):
             if progress is not None:
-                progress(size)
-            if size < _CHUNK:
-                break
-    finally:
-        md5.close()
-        sha256.close()
-    return EncryptedBody(key, total, written, md5.hexdigest(), sha256.hexdigest())
+                progress(_CHUNK)
+        done = encryptor.plaintext_size
+        result = encryptor.finish()
+    if progress is not None and result.plaintext_size > done:
+        progress(result.plaintext_size - done)
+    return result
 
 
 def iter_plaintext(body: BinaryIO, data_key: DataKey) -> Iterator[bytes]:
@@ -296,7 +371,7 @@ class _Hasher:
             self._release(buffer)
 
 
-def _fill(source: BinaryIO, buffer: bytearray) -> int:
+def _fill(source: BinaryIO, buffer: bytearray | memoryview) -> int:
     """Fill ``buffer`` from ``source`` unless it ends first (pipes and sockets give short reads)."""
     view = memoryview(buffer)
     filled = 0
