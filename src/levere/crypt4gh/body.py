@@ -7,8 +7,8 @@ an empty body.
 Design notes (measurements in docs/benchmarks.md):
 
 - Both cores: the AEAD of ``cryptography`` (OpenSSL) holds the GIL during a call, PyNaCl's releases
-  it; but OpenSSL's ChaCha20-Poly1305 costs about a third of libsodium's CPU per byte, and
-  ``hashlib`` releases the GIL while it hashes. So MD5 (the slowest step, and serial by nature) runs
+  it; but OpenSSL's ChaCha20-Poly1305 is much cheaper per byte than libsodium's, and ``hashlib``
+  releases the GIL while it hashes. So MD5 (the slowest step, and serial by nature) runs
   in a thread of its own, SHA-256 in another, and the calling thread reads, encrypts and writes:
   three steps on two cores, none waiting for the GIL for long.
 - Constant memory: plaintext moves in chunks of 16 segments through a fixed set of buffers, each
