@@ -86,6 +86,14 @@ class AuditSettings(BaseModel):
     anchor_sink: BackendSpec | None = None
 
 
+class SecureSettings(BaseModel):
+    """The secure zone (sensitive data); see levere.crypt4gh.wrapping for the key file and rotation."""
+
+    #: the master key file: the keys that wrap every secure project's and shared disk's private key
+    #: (none: the secure zone cannot hold keys)
+    master_key_file: Path | None = None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LEVERE_", env_nested_delimiter="__", extra="ignore", validate_default=True
@@ -103,6 +111,7 @@ class Settings(BaseSettings):
     tiers: TierSettings = Field(default_factory=TierSettings)
     sync: SyncSettings = Field(default_factory=SyncSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    secure: SecureSettings = Field(default_factory=SecureSettings)
 
     token_lifetime_days: int = 30
     invitation_lifetime_hours: int = 72
@@ -230,6 +239,7 @@ def _tables() -> dict[str, type[BaseModel]]:
         "sync": SyncSettings,
         "tiers": TierSettings,
         "audit": AuditSettings,
+        "secure": SecureSettings,
     }
 
 

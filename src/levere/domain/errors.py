@@ -183,6 +183,42 @@ class StorageFull(LevereError):
     code = "storage_full"
 
 
+class NotCrypt4GH(LevereError):
+    """Bytes claimed to be a Crypt4GH file are not one (or use a feature levere does not accept)."""
+
+    http_status = 422
+    code = "not_crypt4gh"
+
+
+class EncryptedToAnotherKey(LevereError):
+    """A Crypt4GH file whose header none of the expected private keys opens."""
+
+    http_status = 422
+    code = "encrypted_to_another_key"
+
+
+class CiphertextDamaged(LevereError):
+    """A Crypt4GH body segment failed its authentication: the bytes were changed or cut short."""
+
+    http_status = 422
+    exit_code = 5
+    code = "ciphertext_damaged"
+
+
+class InvalidPublicKey(LevereError):
+    """A public key that is not a valid Crypt4GH/X25519 key."""
+
+    http_status = 422
+    code = "invalid_public_key"
+
+
+class InvalidSecretKey(LevereError):
+    """A secret key file that cannot be read, or a passphrase that does not unlock it."""
+
+    http_status = 422
+    code = "invalid_secret_key"
+
+
 class ConfigurationError(LevereError):
     exit_code = 2
     code = "configuration_error"
