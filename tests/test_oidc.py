@@ -1,0 +1,148 @@
+"""Federated sign-in against a real OpenID Connect provider (tests/oidc/provider.js): the browser
+flow with PKCE, the device grant, identity links, and the second factor the provider asserts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import func, select
+
+from levere.auth import oidc
+from levere.config import OidcProviderSettings, OidcSettings, Settings
+from levere.context import Context
+from levere.db.models import AuditEvent, FederatedIdentity, User
+from levere.domain.errors import AuthenticationFailed, ValidationFailed
+from levere.domain.roles import UserKind
+from levere.services import federation, invitations
+from levere.services.accounts import Scope, resolve_token
+from tests.helpers import make_user
+from tests.oidc import MFA, PORTAL_REDIRECT, Provider, approve_device, browser_sign_in, run_provider
+
+LOOPBACK = "http://127.0.0.1:53111/callback"
+
+
+@pytest.fixture(scope="module")
+def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provider]:
+    yield from run_provider(tmp_path_factory.mktemp("oidc"))
+
+
+def providers(issuer: str) -> OidcSettings:
+    return OidcSettings(
+        providers=[
+            OidcProviderSettings(
+                name="test", title="Test Login", issuer=issuer, client_id="levere-cli",
+                mfa_acr_values=MFA, mfa_acr=[MFA],
+            ),
+            OidcProviderSettings(
+                name="test-web", issuer=issuer, client_id="levere-portal",
+                client_secret="portal-secret-for-tests-only", mfa_acr_values=MFA, mfa_acr=[MFA],
+                device_grant=False,
+            ),
+        ]
+    )  # fmt: skip
+
+
+@pytest.fixture
+def fed(settings: Settings, provider: Provider) -> Iterator[Context]:
+    oidc.CACHE.clear()
+    settings.oidc = providers(provider.issuer)
+    context = Context.build(settings)
+    yield context
+    context.close()
+
+
+def link(ctx: Context, email: str, subject: str, kind: UserKind = UserKind.USER) -> User:
+    user = make_user(ctx, email, kind=kind, password=None)
+    root = make_user(ctx, "root@levere.test", kind=UserKind.HELPDESK, password=None)
+    federation.link_identity(ctx, root, email, "test", subject)
+    return user
+
+
+def audit_count(ctx: Context, action: str) -> int:
+    with ctx.tx() as session:
+        return session.execute(
+            select(func.count()).select_from(AuditEvent).where(AuditEvent.action == action)
+        ).scalar_one()
+
+
+def test_browser_sign_in_with_pkce_issues_a_levere_token(fed: Context) -> None:
+    link(fed, "alice@levere.test", "alice")
+    start = federation.start_browser(fed, "test", LOOPBACK)
+    assert "code_challenge_method=S256" in start.authorization_url
+    answer = browser_sign_in(start.authorization_url, LOOPBACK, "alice")
+    assert answer["state"] == start.state
+    signed_in = federation.finish_browser(fed, answer["state"], answer["code"], iss=answer.get("iss"))
+    assert signed_in.user.email == "alice@levere.test" and not signed_in.second_factor
+    with fed.tx() as session:
+        user, scopes = resolve_token(session, signed_in.issued.token)
+    assert user.email == "alice@levere.test" and Scope.WRITE in scopes
+    assert audit_count(fed, "user.signed_in") == 1
+
+
+def test_the_portal_client_is_confidential_and_mfa_is_recognised(fed: Context) -> None:
+    link(fed, "alice@levere.test", "alice")
+    start = federation.start_browser(fed, "test-web", PORTAL_REDIRECT, mfa=True)
+    assert "acr_values=" in start.authorization_url
+    answer = browser_sign_in(start.authorization_url, PORTAL_REDIRECT, "alice", mfa=True)
+    signed_in = federation.finish_browser(fed, answer["state"], answer["code"])
+    assert signed_in.second_factor and signed_in.issued.record.second_factor
+
+
+def test_device_grant_signs_in_after_the_person_approves(fed: Context) -> None:
+    link(fed, "alice@levere.test", "alice")
+    start = federation.start_device(fed, "test")
+    assert isinstance(federation.poll_device(fed, start.handle), federation.StillPending)
+    approve_device(start.verification_uri, start.user_code, "alice")
+    signed_in = federation.poll_device(fed, start.handle)
+    assert isinstance(signed_in, federation.SignedIn)
+    assert signed_in.user.email == "alice@levere.test"
+    with pytest.raises(AuthenticationFailed, match="already used"):
+        federation.poll_device(fed, start.handle)
+
+
+def test_an_identity_linked_to_no_account_is_refused_and_nothing_is_made(fed: Context) -> None:
+    start = federation.start_browser(fed, "test", LOOPBACK)
+    answer = browser_sign_in(start.authorization_url, LOOPBACK, "carol")
+    with fed.tx() as session:
+        users_before = session.execute(select(func.count()).select_from(User)).scalar_one()
+    with pytest.raises(AuthenticationFailed, match="not linked to a levere account") as refused:
+        federation.finish_browser(fed, answer["state"], answer["code"])
+    assert "carol@uni.example" in refused.value.message
+    with fed.tx() as session:
+        assert session.execute(select(func.count()).select_from(User)).scalar_one() == users_before
+        assert session.execute(select(func.count()).select_from(FederatedIdentity)).scalar_one() == 0
+
+
+def test_an_invitation_accepted_with_the_identity_links_it(fed: Context) -> None:
+    root = make_user(fed, "root@levere.test", kind=UserKind.HELPDESK, password=None)
+    with fed.tx() as session:
+        _, secret = invitations.create_invitation(fed, session, session.merge(root), "new@levere.test")
+    start = federation.start_browser(fed, "test", LOOPBACK, invitation=secret)
+    answer = browser_sign_in(start.authorization_url, LOOPBACK, "bob")
+    signed_in = federation.finish_browser(fed, answer["state"], answer["code"])
+    # bob's provider address is unverified and different: the invitation, not the e-mail, links
+    assert signed_in.user.email == "new@levere.test"
+    assert invitations.link_state(fed, secret) is invitations.LinkState.USED
+    assert audit_count(fed, "identity.linked") == 1
+    again = federation.start_browser(fed, "test", LOOPBACK)
+    answer = browser_sign_in(again.authorization_url, LOOPBACK, "bob")
+    assert federation.finish_browser(fed, answer["state"], answer["code"]).user.email == "new@levere.test"
+
+
+def test_a_helpdesk_operator_without_mfa_gets_an_account_only_token(fed: Context) -> None:
+    link(fed, "ops@levere.test", "alice", kind=UserKind.HELPDESK)
+    start = federation.start_browser(fed, "test", LOOPBACK)
+    answer = browser_sign_in(start.authorization_url, LOOPBACK, "alice")
+    signed_in = federation.finish_browser(fed, answer["state"], answer["code"])
+    assert signed_in.needs_second_factor
+    assert signed_in.issued.record.scopes == [Scope.ACCOUNT.value]
+    start = federation.start_browser(fed, "test", LOOPBACK, mfa=True)
+    answer = browser_sign_in(start.authorization_url, LOOPBACK, "alice", mfa=True)
+    signed_in = federation.finish_browser(fed, answer["state"], answer["code"])
+    assert not signed_in.needs_second_factor and Scope.REVIEW.value in signed_in.issued.record.scopes
+
+
+def test_a_redirect_elsewhere_is_refused(fed: Context) -> None:
+    with pytest.raises(ValidationFailed):
+        federation.start_browser(fed, "test", "https://evil.example/callback")
