@@ -12,7 +12,7 @@ from levere.auth import oidc
 from levere.config import OidcProviderSettings, OidcSettings, Settings
 from levere.context import Context
 from levere.db.models import AuditEvent, FederatedIdentity, User
-from levere.domain.errors import AuthenticationFailed, ValidationFailed
+from levere.domain.errors import AuthenticationFailed, Conflict, ValidationFailed
 from levere.domain.roles import UserKind
 from levere.services import federation, invitations
 from levere.services.accounts import Scope, resolve_token
@@ -97,7 +97,7 @@ def test_device_grant_signs_in_after_the_person_approves(fed: Context) -> None:
     signed_in = federation.poll_device(fed, start.handle)
     assert isinstance(signed_in, federation.SignedIn)
     assert signed_in.user.email == "alice@levere.test"
-    with pytest.raises(AuthenticationFailed, match="already used"):
+    with pytest.raises(Conflict, match="already used"):
         federation.poll_device(fed, start.handle)
 
 

@@ -140,18 +140,14 @@ def _claim_flow(ctx: Context, handle: str, kind: str, *, finish: bool) -> SignIn
             select(SignInFlow).where(SignInFlow.id == _hash(handle)).with_for_update()
         ).scalar()
         if flow is None or flow.kind != kind:
-            raise AuthenticationFailed(
+            raise NotFound(
                 "this sign-in is not known to levere (a link from elsewhere?); start the sign-in again",
                 reason="unknown_state",
             )
         if flow.finished_at is not None:
-            raise AuthenticationFailed(
-                "this sign-in was already used once; start the sign-in again", reason="state_used"
-            )
+            raise Conflict("this sign-in was already used once; start the sign-in again", reason="state_used")
         if flow.expires_at <= utcnow():
-            raise AuthenticationFailed(
-                "this sign-in took too long and expired; start again", reason="expired"
-            )
+            raise Conflict("this sign-in took too long and expired; start again", reason="expired")
         if finish:
             flow.finished_at = utcnow()
             session.flush()  # before the row leaves the session, or the change would not be written
@@ -355,7 +351,7 @@ def link_identity(
     """Link a provider's subject (as the person read it from the provider) to an account."""
     from levere.services.accounts import get_user_by_email
 
-    require(subject_of(actor), Action.USER_CREATE)
+    require(subject_of(actor), Action.IDENTITY_LINK)
     p = provider(ctx, provider_name)
     subject = subject.strip()
     if not subject or len(subject) > 255:
@@ -371,11 +367,11 @@ def unlink_identity(ctx: Context, actor: User, email: str, provider_name: str, s
     """Remove a link; the helpdesk may remove any, a person their own."""
     from levere.services.accounts import get_user_by_email
 
+    if email.strip().lower() != actor.email:
+        require(subject_of(actor), Action.IDENTITY_LINK)
     p = provider(ctx, provider_name)
     with ctx.tx() as session:
         user = get_user_by_email(session, email)
-        if user.id != actor.id:
-            require(subject_of(actor), Action.USER_CREATE)
         link = session.execute(
             select(FederatedIdentity).where(
                 FederatedIdentity.user_id == user.id,
