@@ -127,16 +127,25 @@ def _sign_in_form(
 
 
 def browser_sign_in(
-    authorization_url: str, redirect_uri: str, login: str = "alice", *, mfa: bool = False
+    authorization_url: str,
+    redirect_uri: str,
+    login: str = "alice",
+    *,
+    mfa: bool = False,
+    deny: bool = False,
+    deliver: bool = False,
 ) -> dict[str, str]:
-    """Sign in at the provider as a person would; the query the provider sends to ``redirect_uri``."""
+    """Sign in at the provider as a person would; the query the provider sends to ``redirect_uri``
+    (which ``deliver`` also visits, as the browser would)."""
     with httpx.Client(timeout=10) as browser:
         page = _follow(browser, browser.get(authorization_url))
-        answer = _follow(browser, _sign_in_form(browser, page, login, mfa, deny=False), stop_at=redirect_uri)
+        answer = _follow(browser, _sign_in_form(browser, page, login, mfa, deny), stop_at=redirect_uri)
         assert answer.is_redirect, (
             f"the provider did not redirect back: {answer.status_code} {answer.text[:300]}"
         )
         location = answer.headers["location"]
+        if deliver:
+            browser.get(location)
     return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
 
 
