@@ -44,6 +44,8 @@ SAMPLES: dict[tuple[str, str], Sample] = {
     ("POST", "/api/auth/oidc/device/poll"): Sample(
         public=True, json=lambda _w, _r: {"handle": "no-such-handle"}, succeeds=False
     ),
+    # a valid code needs a TOTP secret enrolled first: the sample checks the gate only
+    ("POST", "/api/me/step-up"): Sample(json=lambda _w, _r: {"code": "000000"}, succeeds=False),
     ("GET", "/api/me/identities"): Sample(),
     ("DELETE", "/api/me/identities/{provider}/{subject}"): Sample(
         path=lambda _w, r: {"provider": "op", "subject": f"subject-{r}"}

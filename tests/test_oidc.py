@@ -3,20 +3,23 @@ flow with PKCE, the device grant, identity links, and the second factor the prov
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
+import pyotp
 import pytest
 from sqlalchemy import func, select
 
+from levere.api.deps import SecondFactorUser
 from levere.auth import oidc
 from levere.config import OidcProviderSettings, OidcSettings, Settings
 from levere.context import Context
 from levere.db.models import AuditEvent, FederatedIdentity, User
 from levere.domain.errors import AuthenticationFailed, Conflict, ValidationFailed
 from levere.domain.roles import UserKind
-from levere.services import federation, invitations
+from levere.services import accounts, federation, invitations
 from levere.services.accounts import Scope, resolve_token
-from tests.helpers import make_user
+from tests.helpers import auth, make_user
 from tests.oidc import MFA, PORTAL_REDIRECT, Provider, approve_device, browser_sign_in, run_provider
 
 LOOPBACK = "http://127.0.0.1:53111/callback"
@@ -50,6 +53,23 @@ def fed(settings: Settings, provider: Provider) -> Iterator[Context]:
     context = Context.build(settings)
     yield context
     context.close()
+
+
+@pytest.fixture
+def client_for() -> Iterator[Callable[[Context], Any]]:
+    from fastapi.testclient import TestClient
+
+    from levere.api.app import create_app
+
+    opened: list[TestClient] = []
+
+    def make(ctx: Context) -> TestClient:
+        opened.append(TestClient(create_app(ctx, start_worker=False)).__enter__())
+        return opened[-1]
+
+    yield make
+    for client in opened:
+        client.__exit__(None, None, None)
 
 
 def link(ctx: Context, email: str, subject: str, kind: UserKind = UserKind.USER) -> User:
@@ -146,3 +166,52 @@ def test_a_helpdesk_operator_without_mfa_gets_an_account_only_token(fed: Context
 def test_a_redirect_elsewhere_is_refused(fed: Context) -> None:
     with pytest.raises(ValidationFailed):
         federation.start_browser(fed, "test", "https://evil.example/callback")
+
+
+def test_levere_totp_steps_a_federated_sign_in_up(fed: Context, client_for: Any) -> None:
+    link(fed, "ops@levere.test", "alice", kind=UserKind.HELPDESK)
+    with fed.tx() as session:
+        ops = session.execute(select(User).where(User.email == "ops@levere.test")).scalar_one()
+        secret = pyotp.parse_uri(accounts.totp_begin(session, ops)).secret
+        ops.totp_enabled = True
+    start = federation.start_browser(fed, "test", LOOPBACK)
+    answer = browser_sign_in(start.authorization_url, LOOPBACK, "alice")
+    weak = federation.finish_browser(fed, answer["state"], answer["code"]).issued.token
+    api = client_for(fed)
+    refused = api.get("/api/users", headers=auth(weak))
+    assert refused.status_code == 403 and "step-up" in refused.json()["message"]
+    wrong = api.post("/api/me/step-up", json={"code": "000000"}, headers=auth(weak))
+    assert wrong.status_code == 401
+    stepped = api.post("/api/me/step-up", json={"code": pyotp.TOTP(secret).now()}, headers=auth(weak))
+    assert stepped.status_code == 200, stepped.text
+    strong = stepped.json()["token"]
+    assert api.get("/api/users", headers=auth(strong)).status_code == 200
+    assert api.get("/api/me", headers=auth(weak)).status_code == 401  # the weak token was replaced
+    assert federation.has_second_factor(fed, strong) and audit_count(fed, "token.stepped_up") == 1
+
+
+def test_a_second_factor_route_refuses_a_token_without_one_and_says_how(fed: Context) -> None:
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from levere.api.app import create_app
+
+    app: FastAPI = create_app(fed, start_worker=False)
+
+    @app.get("/api/test-secure-zone", openapi_extra={"x-levere-action": None})
+    def secure(actor: SecondFactorUser) -> dict[str, str]:
+        return {"email": actor.email}
+
+    link(fed, "alice@levere.test", "alice")
+    tokens = {}
+    for mfa in (False, True):
+        start = federation.start_browser(fed, "test", LOOPBACK, mfa=mfa)
+        answer = browser_sign_in(start.authorization_url, LOOPBACK, "alice", mfa=mfa)
+        tokens[mfa] = federation.finish_browser(fed, answer["state"], answer["code"]).issued.token
+    with TestClient(app) as api:
+        refused = api.get("/api/test-secure-zone", headers=auth(tokens[False]))
+        assert refused.status_code == 403
+        assert "--mfa" in refused.json()["message"] and "step-up" in refused.json()["message"]
+        assert api.get("/api/test-secure-zone", headers=auth(tokens[True])).json() == {
+            "email": "alice@levere.test"
+        }

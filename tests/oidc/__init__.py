@@ -4,6 +4,7 @@ person's side of signing in there, driven over HTTP as a browser would."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -19,7 +20,8 @@ import pytest
 from joserfc.jwk import KeySet, RSAKey
 
 HERE = Path(__file__).parent
-PORT = 49790
+#: the test provider's port (LEVERE_TEST_OIDC_PORT moves it off a port in use)
+PORT = int(os.environ.get("LEVERE_TEST_OIDC_PORT", "49790"))
 MFA = "https://refeds.org/profile/mfa"
 SFA = "https://refeds.org/profile/sfa"
 PASSWORD = "test-password"

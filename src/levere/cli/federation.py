@@ -200,7 +200,30 @@ def unlink_identity(
     done(f"unlinked {provider} identity {subject}")
 
 
+def step_up(
+    code: Annotated[str, typer.Argument(help="The one-time code from your authenticator app.")],
+) -> None:
+    """Prove a second factor for this sign-in with a one-time code (the saved token is replaced)."""
+    from levere.cli.accounts import client
+
+    creds = Credentials.load()
+    issued = client().post("/me/step-up", {"code": code})
+    creds.token = issued["token"]
+    path = creds.save()
+    info = issued["info"]
+    result(
+        {
+            "token_id": info["id"],
+            "scopes": info["scopes"],
+            "expires_at": info["expires_at"],
+            "saved_in": str(path),
+        },
+        f"second factor given; token '{info['name']}' expires {info['expires_at'][:10]} (saved in {path})",
+    )
+
+
 def register(app: typer.Typer, account: typer.Typer) -> None:
+    account.command("step-up")(step_up)
     account.command("identities")(identities)
     account.command("unlink-identity")(unlink_identity)
     account.command("link-identity")(link_identity)

@@ -37,18 +37,30 @@ from sqlalchemy.orm import Session
 from levere.auth import oidc
 from levere.config import OidcProviderSettings
 from levere.context import Context
-from levere.db.models import FederatedIdentity, Invitation, SignInFlow, User, utcnow
+from levere.db.models import ApiToken, FederatedIdentity, Invitation, SignInFlow, User, utcnow
 from levere.domain.errors import (
     AccessDenied,
     AlreadyExists,
     AuthenticationFailed,
     Conflict,
     NotFound,
+    OneTimeCodeUsed,
+    OneTimeCodeWrong,
     ValidationFailed,
 )
 from levere.domain.roles import Action, UserKind, require
 from levere.services import audit
-from levere.services.accounts import IssuedToken, Scope, create_user, issue_token, sha256, subject_of
+from levere.services.accounts import (
+    CODE_USED,
+    CodeCheck,
+    IssuedToken,
+    Scope,
+    check_totp,
+    create_user,
+    issue_token,
+    sha256,
+    subject_of,
+)
 
 #: the portal's callback path under ``public_url``
 PORTAL_CALLBACK = "/auth/oidc/callback"
@@ -407,3 +419,51 @@ def list_identities(ctx: Context, actor: User, email: str | None = None) -> list
         for row in rows:
             session.expunge(row)
         return rows
+
+
+# --- the second factor ----------------------------------------------------------------------------
+
+
+def has_second_factor(ctx: Context, token: str) -> bool:
+    """Whether the sign-in that made this token proved a second factor."""
+    with ctx.tx() as session:
+        found = session.execute(
+            select(ApiToken.second_factor).where(ApiToken.secret_hash == sha256(token))
+        ).scalar()
+        return bool(found)
+
+
+def step_up(ctx: Context, user: User, code: str, token: str) -> IssuedToken:
+    """Trade the token in use for one with a second factor, by a one-time code from levere's TOTP.
+
+    For a federated sign-in whose provider asserted no second factor (a helpdesk operator then has
+    a token that only manages the account). The old token is revoked; the new one has every scope
+    the account may have, and lives as long as a new sign-in's would.
+    """
+    with ctx.tx() as session:
+        locked = session.execute(select(User).where(User.id == user.id).with_for_update(of=User)).scalar_one()
+        if not locked.totp_enabled:
+            raise ValidationFailed(
+                {
+                    "code": "two-factor sign-in is not set up for this account: set it up with "
+                    "'levere account totp-enrol', or sign in with a provider's second factor (--mfa)"
+                }
+            )
+        match check_totp(locked, code):
+            case CodeCheck.USED:
+                raise OneTimeCodeUsed(CODE_USED)
+            case CodeCheck.WRONG:
+                raise OneTimeCodeWrong(
+                    "the one-time code is wrong or has expired: give the code your authenticator app shows now"
+                )
+        record = session.execute(select(ApiToken).where(ApiToken.secret_hash == sha256(token))).scalar_one()
+        record.revoked_at = utcnow()
+        issued = issue_token(ctx, session, locked, record.name)
+        issued.record.second_factor = True
+        audit.record(
+            session, locked, "token.stepped_up", "token", issued.record.id,
+            before={"token": record.id, "scopes": record.scopes}, after={"scopes": issued.record.scopes},
+        )  # fmt: skip
+        session.flush()
+        session.expunge(issued.record)
+        return issued

@@ -11,10 +11,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from levere.api.deps import AccountUser, CtxDep, ReviewUser, acts
+from levere.api.deps import AccountUser, CtxDep, ReviewUser, acts, bearer_token
 from levere.api.openapi import errors
 from levere.api.schemas import IssuedTokenOut, TokenOut
 from levere.db.models import FederatedIdentity
@@ -105,6 +105,10 @@ class IdentityOut(BaseModel):
     email: str
     created_at: datetime
     last_used_at: datetime | None
+
+
+class StepUpIn(_In):
+    code: Annotated[str, Field(min_length=1, max_length=20)]
 
 
 class IdentityIn(_In):
@@ -256,3 +260,16 @@ def unlink_identity(
 ) -> dict[str, str]:
     federation.unlink_identity(ctx, actor, email, provider, subject)
     return {"unlinked": subject}
+
+
+@router.post(
+    "/me/step-up",
+    summary="Prove a second factor with a one-time code: a token that carries it",
+    operation_id="step_up",
+    responses=errors(401, 422),
+    openapi_extra=acts(None),
+)
+def step_up(body: StepUpIn, request: Request, actor: AccountUser, ctx: CtxDep) -> IssuedTokenOut:
+    """The token in use is revoked and replaced by the one returned."""
+    issued = federation.step_up(ctx, actor, body.code, bearer_token(request))
+    return IssuedTokenOut(token=issued.token, info=TokenOut.model_validate(issued.record))
