@@ -19,7 +19,7 @@ from levere.context import Context
 from levere.db.models import User
 from levere.domain.errors import AccessDenied, AuthenticationFailed
 from levere.domain.roles import Action
-from levere.services import accounts, federation
+from levere.services import accounts, federation, upload_grants
 from levere.services.accounts import Scope
 
 ACTION_KEY = "x-levere-action"
@@ -91,6 +91,22 @@ AccountUser = Annotated[User, Depends(_caller(Scope.ACCOUNT))]
 #: a user whose token comes from a sign-in with a second factor (levere's TOTP, or MFA asserted by
 #: an OpenID Connect provider): for secure-zone actions
 SecondFactorUser = Annotated[User, Depends(_caller(Scope.WRITE, second_factor=True))]
+
+
+def _upload_caller(request: Request, ctx: CtxDep, _declared: Credentials, upload_id: str) -> User:
+    """The caller of a request on one upload: as :data:`WriteUser`, except that the token the upload
+    was created with still works for it after expiring (services/upload_grants.py)."""
+    token = bearer_token(request)
+    with ctx.tx() as session:
+        user, scopes = upload_grants.resolve(session, token, upload_id)
+    if Scope.WRITE not in scopes:
+        raise AccessDenied(f"this token lacks the '{Scope.WRITE.value}' scope")
+    request.state.user = user
+    request.state.scopes = scopes
+    return user
+
+
+UploadUser = Annotated[User, Depends(mark_signed_in(_upload_caller))]
 
 
 def caller_scopes(request: Request) -> frozenset[Scope]:

@@ -428,6 +428,9 @@ class Upload(Base):
     #: the request currently writing to this upload, so two never interleave bytes
     lease_owner: Mapped[str | None] = mapped_column(String(100), default=None)
     lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    #: the API token the upload was created with: it may finish this upload after it expires
+    #: (services/upload_grants.py)
+    token_id: Mapped[str | None] = mapped_column(String(36), default=None)
 
 
 class JobRun(Base):

@@ -62,9 +62,13 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("second_factor", sa.Boolean(), nullable=False, server_default=sa.false())
         )
+    with op.batch_alter_table("uploads") as batch_op:
+        batch_op.add_column(sa.Column("token_id", sa.String(length=36), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("uploads") as batch_op:
+        batch_op.drop_column("token_id")
     with op.batch_alter_table("api_tokens") as batch_op:
         batch_op.drop_column("second_factor")
     op.drop_table("sign_in_flows")
