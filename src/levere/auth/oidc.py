@@ -3,8 +3,9 @@ grant with PKCE, the device grant (RFC 8628), and ID token verification.
 
 Design notes
 ------------
-Authlib builds the requests (PKCE, client authentication, token requests) and joserfc, its sister
-library, verifies ID tokens against the provider's published keys; nothing here parses a JWT by hand.
+Authlib builds the authorization request (PKCE S256, the grant URI) and joserfc, its sister library,
+verifies ID tokens against the provider's published keys; nothing here parses a JWT by hand. The
+token requests are plain form POSTs over httpx (Authlib's httpx integration is deprecated upstream).
 Discovery documents and key sets are cached per issuer for a few minutes; a token signed by a key
 not in the cached set makes one fresh fetch (the provider may have rotated its keys) before it is
 refused. Every failure to reach the provider, or an answer that is not the protocol, is a
@@ -20,7 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from authlib.integrations.httpx_client import OAuth2Client, OAuthError
+from authlib.oauth2.rfc6749.parameters import prepare_grant_uri
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from joserfc import jwt
 from joserfc.errors import (
     BadSignatureError,
@@ -152,17 +154,57 @@ def _keys(provider: OidcProviderSettings, meta: Metadata, *, fresh: bool = False
     return keys
 
 
-def _client(provider: OidcProviderSettings, redirect_uri: str | None = None) -> OAuth2Client:
-    secret = provider.client_secret.get_secret_value() if provider.client_secret else None
-    return OAuth2Client(
-        client_id=provider.client_id,
-        client_secret=secret,
-        token_endpoint_auth_method="client_secret_basic" if secret else "none",
-        redirect_uri=redirect_uri,
-        scope=" ".join(provider.scopes),
-        code_challenge_method="S256",
-        timeout=provider.timeout_seconds,
+class _Refused(Exception):
+    """The provider's token endpoint refused the request (RFC 6749, section 5.2)."""
+
+    def __init__(self, error: str, description: str) -> None:
+        super().__init__(error)
+        self.error = error
+        self.description = description
+
+
+def _unreachable(provider: OidcProviderSettings, exc: Exception) -> ProviderUnavailable:
+    return ProviderUnavailable(
+        f"sign-in provider {provider.name} cannot be reached ({type(exc).__name__}); try again later",
+        provider=provider.name,
     )
+
+
+def _post(provider: OidcProviderSettings, url: str, data: dict[str, str]) -> httpx.Response:
+    """A form POST to the provider, authenticated as levere's client: HTTP Basic with the secret
+    (``client_secret_basic``), or the client id alone for a public client."""
+    secret = provider.client_secret.get_secret_value() if provider.client_secret else None
+    if secret is None:
+        data = {**data, "client_id": provider.client_id}
+    try:
+        return httpx.post(
+            url,
+            data=data,
+            auth=httpx.BasicAuth(provider.client_id, secret) if secret is not None else None,
+            headers={"Accept": "application/json"},
+            timeout=provider.timeout_seconds,
+            follow_redirects=False,
+        )
+    except httpx.HTTPError as exc:
+        raise _unreachable(provider, exc) from None
+
+
+def _json_answer(provider: OidcProviderSettings, response: httpx.Response, what: str) -> dict[str, Any]:
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        raise ProviderUnavailable(
+            f"sign-in provider {provider.name} answered the {what} with something that is not JSON "
+            f"({response.status_code})",
+            provider=provider.name,
+        )
+    if response.status_code != 200 or "error" in answer:
+        raise _Refused(
+            str(answer.get("error") or response.status_code), str(answer.get("error_description") or "")
+        )
+    return answer
 
 
 def authorization_url(
@@ -176,50 +218,52 @@ def authorization_url(
 ) -> str:
     """Where the browser goes to sign in: the code grant with PKCE (S256), ``state`` and ``nonce``."""
     meta = metadata(provider)
-    extra: dict[str, str] = {"nonce": nonce}
+    extra: dict[str, str] = {
+        "nonce": nonce,
+        "code_challenge": create_s256_code_challenge(code_verifier),
+        "code_challenge_method": "S256",
+    }
     if mfa and provider.mfa_acr_values:
         extra["acr_values"] = provider.mfa_acr_values
-    with _client(provider, redirect_uri) as client:
-        url, _ = client.create_authorization_url(
-            meta.authorization_endpoint, state=state, code_verifier=code_verifier, **extra
-        )
-    return str(url)
+    url: str = prepare_grant_uri(
+        meta.authorization_endpoint,
+        provider.client_id,
+        "code",
+        redirect_uri=redirect_uri,
+        scope=" ".join(provider.scopes),
+        state=state,
+        **extra,
+    )
+    return url
 
 
-def _token_request(provider: OidcProviderSettings, client: OAuth2Client, **params: Any) -> dict[str, Any]:
-    meta = metadata(provider)
-    try:
-        token = client.fetch_token(meta.token_endpoint, **params)
-    except OAuthError:
-        raise  # the provider's refusal: the caller words it
-    except httpx.HTTPError as exc:
-        raise ProviderUnavailable(
-            f"sign-in provider {provider.name} cannot be reached ({type(exc).__name__}); try again later",
-            provider=provider.name,
-        ) from None
-    except ValueError:
-        raise ProviderUnavailable(
-            f"sign-in provider {provider.name} answered the token request with something that is not JSON",
-            provider=provider.name,
-        ) from None
-    return dict(token)
+def _refusal(provider: OidcProviderSettings, refused: _Refused) -> AuthenticationFailed:
+    return AuthenticationFailed(
+        f"sign-in provider {provider.name} refused the sign-in ({refused.error}: "
+        f"{refused.description or 'no reason given'}); start again",
+        reason=refused.error,
+    )
 
 
 def exchange_code(
     provider: OidcProviderSettings, *, code: str, redirect_uri: str, code_verifier: str
 ) -> dict[str, Any]:
     """Trade an authorization code for tokens; a refused code is an :class:`AuthenticationFailed`."""
-    with _client(provider, redirect_uri) as client:
-        try:
-            return _token_request(
-                provider, client, grant_type="authorization_code", code=code, code_verifier=code_verifier
-            )
-        except OAuthError as exc:
-            raise AuthenticationFailed(
-                f"sign-in provider {provider.name} refused the sign-in ({exc.error}: "
-                f"{exc.description or 'no reason given'}); start again",
-                reason=exc.error,
-            ) from None
+    meta = metadata(provider)
+    response = _post(
+        provider,
+        meta.token_endpoint,
+        {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": redirect_uri,
+            "code_verifier": code_verifier,
+        },
+    )
+    try:
+        return _json_answer(provider, response, "token request")
+    except _Refused as refused:
+        raise _refusal(provider, refused) from None
 
 
 @dataclass(frozen=True)
@@ -240,32 +284,18 @@ def start_device(provider: OidcProviderSettings, *, mfa: bool, nonce: str) -> De
             f"sign-in provider {provider.name} does not offer the device grant",
             reason="no_device_grant",
         )
-    data = {"client_id": provider.client_id, "scope": " ".join(provider.scopes), "nonce": nonce}
+    data = {"scope": " ".join(provider.scopes), "nonce": nonce}
     if mfa and provider.mfa_acr_values:
         data["acr_values"] = provider.mfa_acr_values
-    secret = provider.client_secret.get_secret_value() if provider.client_secret else None
-    with _client(provider) as client:
-        try:
-            response = client.post(
-                meta.device_authorization_endpoint,
-                data=data,
-                auth=httpx.BasicAuth(provider.client_id, secret) if secret else None,
-            )
-        except httpx.HTTPError as exc:
-            raise ProviderUnavailable(
-                f"sign-in provider {provider.name} cannot be reached ({type(exc).__name__}); try again later",
-                provider=provider.name,
-            ) from None
+    response = _post(provider, meta.device_authorization_endpoint, data)
     try:
-        answer = response.json()
-    except ValueError:
-        answer = None
-    if not isinstance(answer, dict) or response.status_code != 200:
-        reason = answer.get("error_description") or answer.get("error") if isinstance(answer, dict) else None
+        answer = _json_answer(provider, response, "device code request")
+    except _Refused as refused:
         raise ProviderUnavailable(
-            f"sign-in provider {provider.name} did not give a device code ({reason or response.status_code})",
+            f"sign-in provider {provider.name} did not give a device code "
+            f"({refused.error}: {refused.description or 'no reason given'})",
             provider=provider.name,
-        )
+        ) from None
     try:
         return DeviceAuthorization(
             device_code=str(answer["device_code"]),
@@ -292,30 +322,27 @@ class Pending(Exception):
 
 def poll_device(provider: OidcProviderSettings, device_code: str) -> dict[str, Any]:
     """One poll of the token endpoint for a device code (RFC 8628, section 3.4 and 3.5)."""
-    with _client(provider) as client:
-        try:
-            return _token_request(provider, client, grant_type=DEVICE_GRANT, device_code=device_code)
-        except OAuthError as exc:
-            match exc.error:
-                case "authorization_pending":
-                    raise Pending() from None
-                case "slow_down":
-                    raise Pending(interval_increase=5) from None
-                case "access_denied":
-                    raise AuthenticationFailed(
-                        f"the sign-in was denied at {provider.name}; start again if that was a mistake",
-                        reason="access_denied",
-                    ) from None
-                case "expired_token":
-                    raise AuthenticationFailed(
-                        "the device code expired before the sign-in was finished; start again",
-                        reason="expired_token",
-                    ) from None
-            raise AuthenticationFailed(
-                f"sign-in provider {provider.name} refused the sign-in ({exc.error}: "
-                f"{exc.description or 'no reason given'}); start again",
-                reason=exc.error,
-            ) from None
+    meta = metadata(provider)
+    response = _post(provider, meta.token_endpoint, {"grant_type": DEVICE_GRANT, "device_code": device_code})
+    try:
+        return _json_answer(provider, response, "token request")
+    except _Refused as refused:
+        match refused.error:
+            case "authorization_pending":
+                raise Pending() from None
+            case "slow_down":
+                raise Pending(interval_increase=5) from None
+            case "access_denied":
+                raise AuthenticationFailed(
+                    f"the sign-in was denied at {provider.name}; start again if that was a mistake",
+                    reason="access_denied",
+                ) from None
+            case "expired_token":
+                raise AuthenticationFailed(
+                    "the device code expired before the sign-in was finished; start again",
+                    reason="expired_token",
+                ) from None
+        raise _refusal(provider, refused) from None
 
 
 @dataclass(frozen=True)
