@@ -215,3 +215,32 @@ def test_a_second_factor_route_refuses_a_token_without_one_and_says_how(fed: Con
         assert api.get("/api/test-secure-zone", headers=auth(tokens[True])).json() == {
             "email": "alice@levere.test"
         }
+
+
+def test_the_api_flows_as_the_portal_and_the_cli_call_them(fed: Context, client_for: Any) -> None:
+    link(fed, "alice@levere.test", "alice")
+    api = client_for(fed)
+    listed = api.get("/api/auth/providers").json()
+    assert {p["name"]: p["device_grant"] for p in listed} == {"test": True, "test-web": False}
+    start = api.post("/api/auth/oidc/test-web/browser", json={"redirect_uri": PORTAL_REDIRECT, "mfa": True})
+    assert start.status_code == 200, start.text
+    answer = browser_sign_in(start.json()["authorization_url"], PORTAL_REDIRECT, "alice", mfa=True)
+    finished = api.post("/api/auth/oidc/callback", json={**answer, "token_name": "portal"})
+    assert finished.status_code == 200, finished.text
+    body = finished.json()
+    assert body["email"] == "alice@levere.test" and body["second_factor"] is True
+    assert api.get("/api/me", headers=auth(body["token"]["token"])).json()["email"] == "alice@levere.test"
+    replayed = api.post("/api/auth/oidc/callback", json=answer)
+    assert replayed.status_code == 409 and "already used" in replayed.json()["message"]
+    device = api.post("/api/auth/oidc/test/device", json={}).json()
+    assert (
+        api.post("/api/auth/oidc/device/poll", json={"handle": device["handle"]}).json()["status"]
+        == "pending"
+    )
+    approve_device(device["verification_uri"], device["user_code"], "alice")
+    polled = api.post("/api/auth/oidc/device/poll", json={"handle": device["handle"]}).json()
+    assert polled["status"] == "signed_in" and polled["signed_in"]["email"] == "alice@levere.test"
+    elsewhere = api.post("/api/auth/oidc/test/browser", json={"redirect_uri": "https://evil.example/cb"})
+    assert elsewhere.status_code == 422
+    unknown = api.post("/api/auth/oidc/nope/device", json={})
+    assert unknown.status_code == 404 and "test, test-web" in unknown.json()["message"]

@@ -31,7 +31,7 @@ from datetime import timedelta
 from urllib.parse import urlsplit
 
 from authlib.common.security import generate_token
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from levere.auth import oidc
@@ -135,7 +135,8 @@ def start_browser(
         p, redirect_uri=redirect_uri, state=state, nonce=nonce, code_verifier=verifier, mfa=mfa
     )
     with ctx.tx() as session:
-        session.add(
+        _add_flow(
+            session,
             SignInFlow(
                 id=_hash(state), provider=p.name, kind="browser", nonce=nonce, code_verifier=verifier,
                 redirect_uri=redirect_uri, mfa_requested=mfa, invitation_hash=invitation_hash,
@@ -143,6 +144,12 @@ def start_browser(
             )
         )  # fmt: skip
     return BrowserStart(authorization_url=url, state=state)
+
+
+def _add_flow(session: Session, flow: SignInFlow) -> None:
+    """Keep a new flow, and drop flows that ended long enough ago that nobody can mean them."""
+    session.execute(delete(SignInFlow).where(SignInFlow.expires_at < utcnow() - timedelta(days=1)))
+    session.add(flow)
 
 
 def _claim_flow(ctx: Context, handle: str, kind: str, *, finish: bool) -> SignInFlow:
@@ -219,7 +226,8 @@ def start_device(ctx: Context, provider_name: str, *, mfa: bool = False) -> Devi
     handle = secrets.token_urlsafe(32)
     lifetime = min(device.expires_in, ctx.settings.oidc.flow_lifetime_minutes * 60)
     with ctx.tx() as session:
-        session.add(
+        _add_flow(
+            session,
             SignInFlow(
                 id=_hash(handle), provider=p.name, kind="device", nonce=nonce, device_code=device.device_code,
                 mfa_requested=mfa, expires_at=utcnow() + timedelta(seconds=lifetime),
