@@ -60,8 +60,7 @@ def login(
         bool, typer.Option(help="With --provider: a browser on this machine even if a device code works.")
     ] = False,
 ) -> None:
-    """Sign in and save a token for the next commands. The password comes from LEVERE_PASSWORD or a prompt;
-    with --provider you sign in at that provider instead (a code to enter, or a link to open)."""
+    """Sign in and save a token: with a password (LEVERE_PASSWORD or a prompt), or at a provider (--provider)."""
     creds = Credentials.load()
     creds.url = url or creds.url
     if provider:
@@ -70,7 +69,9 @@ def login(
         login_with_provider(creds, provider, mfa=mfa, browser=browser, token_name=token_name)
         return
     if not email:
-        raise ValidationFailed({"email": "give --email (or LEVERE_EMAIL), or sign in with --provider NAME"})
+        raise typer.BadParameter(
+            "give your e-mail address, or sign in with --provider NAME", param_hint="--email"
+        )
     password = _secret(None, "LEVERE_PASSWORD", "Password: ")
     anonymous = Client(Credentials(url=creds.url))
     body: dict[str, Any] = {"email": email, "password": password, "totp": totp, "token_name": token_name}
