@@ -49,8 +49,6 @@ const configuration = {
   ...(jwks ? { jwks } : {}),
   cookies: { keys: ['levere-test-provider-cookie-key'] },
   acrValues: [SFA, MFA],
-  // the claims of the granted scopes go into the ID token too (as Life Science Login does)
-  conformIdTokenClaims: false,
   claims: {
     openid: ['sub'],
     email: ['email', 'email_verified'],

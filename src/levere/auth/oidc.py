@@ -55,6 +55,7 @@ class Metadata:
     token_endpoint: str
     jwks_uri: str
     device_authorization_endpoint: str | None
+    userinfo_endpoint: str | None
     acr_values_supported: tuple[str, ...]
 
 
@@ -122,12 +123,14 @@ def metadata(provider: OidcProviderSettings) -> Metadata:
             provider=provider.name,
         )
     device = doc.get("device_authorization_endpoint")
+    userinfo = doc.get("userinfo_endpoint")
     found = Metadata(
         issuer=doc["issuer"],
         authorization_endpoint=doc["authorization_endpoint"],
         token_endpoint=doc["token_endpoint"],
         jwks_uri=doc["jwks_uri"],
         device_authorization_endpoint=device if isinstance(device, str) else None,
+        userinfo_endpoint=userinfo if isinstance(userinfo, str) else None,
         acr_values_supported=tuple(str(v) for v in doc.get("acr_values_supported") or ()),
     )
     with CACHE.lock:
@@ -440,3 +443,29 @@ def _decode(provider: OidcProviderSettings, meta: Metadata, id_token: str) -> jw
                 f"{refused} is malformed ({type(exc).__name__})", reason="id_token_signature"
             ) from None
     raise AssertionError("unreachable: the second pass returns or raises")
+
+
+def userinfo(provider: OidcProviderSettings, token_response: dict[str, Any], subject: str) -> dict[str, Any]:
+    """The claims of the userinfo endpoint (where many providers put ``email`` and ``name`` rather
+    than in the ID token), or none when there is no endpoint, no access token, or no usable answer.
+
+    Only for showing people who they are: nothing is decided on these claims, so a provider whose
+    userinfo endpoint fails does not fail the sign-in. An answer about another subject is ignored
+    (OpenID Connect Core 1.0, section 5.3.2)."""
+    meta = metadata(provider)
+    access_token = token_response.get("access_token")
+    if not meta.userinfo_endpoint or not isinstance(access_token, str):
+        return {}
+    try:
+        response = httpx.get(
+            meta.userinfo_endpoint,
+            headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json"},
+            timeout=provider.timeout_seconds,
+            follow_redirects=False,
+        )
+        claims = response.json() if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return {}
+    if not isinstance(claims, dict) or claims.get("sub") != subject:
+        return {}
+    return claims

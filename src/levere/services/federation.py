@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
 from authlib.common.security import generate_token
@@ -200,7 +201,7 @@ def finish_browser(
         p, code=code, redirect_uri=flow.redirect_uri, code_verifier=flow.code_verifier
     )
     identity = oidc.verify_id_token(p, tokens, flow.nonce)
-    return _sign_in(ctx, p, identity, flow, token_name)
+    return _sign_in(ctx, p, _with_userinfo(p, identity, tokens), flow, token_name)
 
 
 @dataclass(frozen=True)
@@ -265,7 +266,20 @@ def poll_device(ctx: Context, handle: str, *, token_name: str = "cli") -> Signed
     # the ID token came straight from the token endpoint, so a provider that does not echo the
     # device request's nonce is believed; one that echoes another is not
     identity = oidc.verify_id_token(p, tokens, flow.nonce, nonce_required=False)
-    return _sign_in(ctx, p, identity, flow, token_name)
+    return _sign_in(ctx, p, _with_userinfo(p, identity, tokens), flow, token_name)
+
+
+def _with_userinfo(
+    p: OidcProviderSettings, identity: oidc.VerifiedIdentity, tokens: dict[str, Any]
+) -> oidc.VerifiedIdentity:
+    """The identity with the claims levere shows (e-mail, name) from the userinfo endpoint, when the
+    ID token lacks them; the ID token's own claims win."""
+    wanted = {p.claims.get("email", "email"), p.claims.get("name", "name")}
+    if wanted <= identity.claims.keys():
+        return identity
+    extra = oidc.userinfo(p, tokens, identity.subject)
+    merged = {k: v for k, v in extra.items() if k in wanted} | identity.claims
+    return replace(identity, claims=merged)
 
 
 def _identity_email(p: OidcProviderSettings, identity: oidc.VerifiedIdentity) -> str:
