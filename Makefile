@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed
 TOOLS := $(VENV)/tools
 TOOLS_STAMP := $(TOOLS)/.installed
 
+# the OpenID Connect provider the sign-in tests run (npm package oidc-provider, tests/oidc)
+OIDC_STAMP := tests/oidc/node_modules/.installed
+
 .PHONY: demo test lint bench install-test-deps clean
 
 $(STAMP): pyproject.toml
@@ -21,12 +24,16 @@ $(TOOLS_STAMP): Makefile
 	$(TOOLS)/bin/python -m pip install --quiet 'openapi-python-client>=0.29,<0.30'
 	touch $(TOOLS_STAMP)
 
+$(OIDC_STAMP): tests/oidc/package-lock.json
+	cd tests/oidc && npm ci --no-audit --no-fund
+	touch $(OIDC_STAMP)
+
 ## make demo: the whole delivery on the embedded default (SQLite + local folders), step by step
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
 ## make test: lint, then the whole suite on SQLite and on PostgreSQL, with real S3 and SMTP servers
-test: $(STAMP) $(TOOLS_STAMP) install-test-deps lint
+test: $(STAMP) $(TOOLS_STAMP) install-test-deps $(OIDC_STAMP) lint
 	scripts/run-tests.sh
 
 lint: $(STAMP)
@@ -42,4 +49,4 @@ bench: $(STAMP) install-test-deps
 	scripts/run-bench.sh
 
 clean:
-	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache tests/oidc/node_modules

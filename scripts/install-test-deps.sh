@@ -9,6 +9,9 @@
 # - nginx: Debian 12's `nginx` binary package has the core WebDAV module (PUT, DELETE, MKCOL)
 #   compiled in; libnginx-mod-http-dav-ext adds PROPFIND/OPTIONS for WebDAV clients such as rclone.
 #   That pair is much lighter than nginx-full, which pulls in unrelated third-party modules.
+# - nodejs, npm: the OpenID Connect provider of the sign-in tests (npm package oidc-provider, which
+#   wants Node.js 20 or later). npm is asked for only when no npm is on the PATH, as builds of
+#   nodejs from other repositories (NodeSource) bring their own and conflict with Debian's.
 set -euo pipefail
 
 PACKAGES=(
@@ -22,7 +25,11 @@ PACKAGES=(
   libnginx-mod-http-dav-ext
   rsync
   rclone
+  nodejs
 )
+if ! command -v npm >/dev/null; then
+  PACKAGES+=(npm)
+fi
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "install-test-deps.sh: must run as root (apt-get install)" >&2

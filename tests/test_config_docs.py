@@ -82,7 +82,13 @@ def test_the_full_settings_file_sets_every_setting(clean_env: pytest.MonkeyPatch
 
 def test_every_setting_is_explained_in_the_configuration_page() -> None:
     text = CONFIGURATION.read_text()
-    tables = {"smtp": "`[smtp]`", "sync": "`[sync]`", "tiers": "`[tiers.", "audit": "`[audit]`"}
+    tables = {
+        "smtp": "`[smtp]`",
+        "sync": "`[sync]`",
+        "tiers": "`[tiers.",
+        "audit": "`[audit]`",
+        "oidc": "`[oidc]`",
+    }
     missing = [
         name
         for name in Settings.model_fields

@@ -222,6 +222,11 @@ PUBLIC = {
     ("get", "/api/health"),
     ("post", "/api/auth/login"),
     ("post", "/api/invitations/accept"),
+    ("get", "/api/auth/providers"),
+    ("post", "/api/auth/oidc/{provider}/browser"),
+    ("post", "/api/auth/oidc/callback"),
+    ("post", "/api/auth/oidc/{provider}/device"),
+    ("post", "/api/auth/oidc/device/poll"),
     ("options", "/api/tus/"),
 }
 

@@ -94,6 +94,57 @@ class SecureSettings(BaseModel):
     master_key_file: Path | None = None
 
 
+class OidcProviderSettings(BaseModel):
+    """One OpenID Connect provider people may sign in with; see docs/sign-in.md."""
+
+    model_config = {"extra": "forbid"}
+
+    #: short name used in URLs and ``levere login --provider NAME``
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")]
+    #: what the sign-in button says, e.g. "Life Science Login"
+    title: str = ""
+    #: the issuer; its ``/.well-known/openid-configuration`` is read for everything else
+    issuer: str
+    client_id: str
+    #: absent for a public client (PKCE only)
+    client_secret: SecretStr | None = None
+    scopes: list[str] = Field(default_factory=lambda: ["openid", "email", "profile"])
+    #: which claim holds each account field levere reads: ``email`` and ``name``
+    claims: dict[str, str] = Field(default_factory=lambda: {"email": "email", "name": "name"})
+    #: sent as ``acr_values`` when a second factor is wanted (e.g. https://refeds.org/profile/mfa)
+    mfa_acr_values: str = ""
+    #: ``acr`` values in an ID token that mean the provider checked a second factor
+    mfa_acr: list[str] = Field(default_factory=list)
+    #: use the device grant for ``levere login`` when the provider offers it
+    device_grant: bool = True
+    #: seconds to wait for the provider's answer
+    timeout_seconds: float = Field(default=10, gt=0)
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://127.0.0.1", "http://localhost")):
+            raise ValueError("an issuer must be an https:// address (http only on loopback, for tests)")
+        return value.rstrip("/")
+
+
+class OidcSettings(BaseModel):
+    """Federated sign-in (``[[oidc.providers]]`` tables); see docs/sign-in.md."""
+
+    providers: list[OidcProviderSettings] = Field(default_factory=list)
+    #: minutes a started sign-in may take before its state, nonce or device code is refused
+    flow_lifetime_minutes: int = Field(default=15, ge=1, le=120)
+
+    @field_validator("providers")
+    @classmethod
+    def _unique(cls, value: list[OidcProviderSettings]) -> list[OidcProviderSettings]:
+        names = [p.name for p in value]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"provider names must be unique: {', '.join(twice)} given twice")
+        return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LEVERE_", env_nested_delimiter="__", extra="ignore", validate_default=True
@@ -112,6 +163,7 @@ class Settings(BaseSettings):
     sync: SyncSettings = Field(default_factory=SyncSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     secure: SecureSettings = Field(default_factory=SecureSettings)
+    oidc: OidcSettings = Field(default_factory=OidcSettings)
 
     token_lifetime_days: int = 30
     invitation_lifetime_hours: int = 72
@@ -240,6 +292,7 @@ def _tables() -> dict[str, type[BaseModel]]:
         "tiers": TierSettings,
         "audit": AuditSettings,
         "secure": SecureSettings,
+        "oidc": OidcSettings,
     }
 
 

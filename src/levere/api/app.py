@@ -15,7 +15,16 @@ from levere import __version__
 from levere.api import openapi
 from levere.api.limits import JsonBodyCap, trust_proxies
 from levere.api.methods import framework_error
-from levere.api.routes import accounts, admin, applications, deliveries, invite_page, projects, sync
+from levere.api.routes import (
+    accounts,
+    admin,
+    applications,
+    deliveries,
+    federation,
+    invite_page,
+    projects,
+    sync,
+)
 from levere.context import Context
 from levere.domain.errors import LevereError
 
@@ -84,7 +93,7 @@ def create_app(ctx: Context, *, start_worker: bool | None = None) -> FastAPI:
     def health() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
-    for module in (accounts, admin, applications, projects, deliveries, sync):
+    for module in (accounts, federation, admin, applications, projects, deliveries, sync):
         app.include_router(module.router, prefix="/api")
     app.include_router(invite_page.router)  # where invitation links point, outside the API
     settings = ctx.settings

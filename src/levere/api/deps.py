@@ -19,7 +19,7 @@ from levere.context import Context
 from levere.db.models import User
 from levere.domain.errors import AccessDenied, AuthenticationFailed
 from levere.domain.roles import Action
-from levere.services import accounts
+from levere.services import accounts, federation, upload_grants
 from levere.services.accounts import Scope
 
 ACTION_KEY = "x-levere-action"
@@ -55,17 +55,30 @@ def bearer_token(request: Request) -> str:
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
 
 
-def _caller(scope: Scope) -> Callable[[Request, Context, HTTPAuthorizationCredentials | None], User]:
+def _caller(
+    scope: Scope, *, second_factor: bool = False
+) -> Callable[[Request, Context, HTTPAuthorizationCredentials | None], User]:
     def dependency(request: Request, ctx: CtxDep, _declared: Credentials) -> User:
         token = bearer_token(request)
         with ctx.tx() as session:
             user, scopes = accounts.resolve_token(session, token)
         if scope not in scopes:
             if scopes == {Scope.ACCOUNT}:
-                raise AccessDenied("set up two-factor sign-in first: 'levere account totp-enrol'")
+                raise AccessDenied(
+                    "set up two-factor sign-in first: 'levere account totp-enrol'; if it is set up, "
+                    "give a one-time code ('levere account step-up CODE') or sign in with a provider's "
+                    "second factor ('levere login --provider NAME --mfa')"
+                )
             raise AccessDenied(f"this token lacks the '{scope.value}' scope")
         request.state.user = user
         request.state.scopes = scopes
+        if second_factor and not federation.has_second_factor(ctx, token):
+            raise AccessDenied(
+                "this needs a sign-in with a second factor: give a one-time code "
+                "('levere account step-up CODE') or sign in with a provider's second factor "
+                "('levere login --provider NAME --mfa')",
+                reason="second_factor_required",
+            )
         return user
 
     return mark_signed_in(dependency)
@@ -75,6 +88,25 @@ ReadUser = Annotated[User, Depends(_caller(Scope.READ))]
 WriteUser = Annotated[User, Depends(_caller(Scope.WRITE))]
 ReviewUser = Annotated[User, Depends(_caller(Scope.REVIEW))]
 AccountUser = Annotated[User, Depends(_caller(Scope.ACCOUNT))]
+#: a user whose token comes from a sign-in with a second factor (levere's TOTP, or MFA asserted by
+#: an OpenID Connect provider): for secure-zone actions
+SecondFactorUser = Annotated[User, Depends(_caller(Scope.WRITE, second_factor=True))]
+
+
+def _upload_caller(request: Request, ctx: CtxDep, _declared: Credentials, upload_id: str) -> User:
+    """The caller of a request on one upload: as :data:`WriteUser`, except that the token the upload
+    was created with still works for it after expiring (services/upload_grants.py)."""
+    token = bearer_token(request)
+    with ctx.tx() as session:
+        user, scopes = upload_grants.resolve(session, token, upload_id)
+    if Scope.WRITE not in scopes:
+        raise AccessDenied(f"this token lacks the '{Scope.WRITE.value}' scope")
+    request.state.user = user
+    request.state.scopes = scopes
+    return user
+
+
+UploadUser = Annotated[User, Depends(mark_signed_in(_upload_caller))]
 
 
 def caller_scopes(request: Request) -> frozenset[Scope]:

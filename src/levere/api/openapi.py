@@ -49,6 +49,7 @@ ERRORS: dict[int, str] = {
     422: "A field is missing or invalid; details.fields names each with its reason",
     429: "Too many failed sign-ins: wait and try again",
     460: "The bytes that arrived do not match their checksum; nothing of them was stored",
+    502: "The sign-in provider did not answer, or answered something that is not OpenID Connect",
     503: "A storage tier is unreachable: try again later",
     507: "The project's quota, or the server's storage, has no room for this",
 }

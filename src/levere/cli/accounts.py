@@ -40,7 +40,7 @@ def _secret(value: str | None, env: str, prompt: str) -> str:
 
 
 def login(
-    email: Annotated[str, typer.Option(envvar="LEVERE_EMAIL", help="Your e-mail address.")],
+    email: Annotated[str | None, typer.Option(envvar="LEVERE_EMAIL", help="Your e-mail address.")] = None,
     url: Annotated[
         str | None, typer.Option(envvar="LEVERE_URL", help="Address of the levere service.")
     ] = None,
@@ -52,10 +52,26 @@ def login(
     scope: Annotated[
         list[str] | None, typer.Option(help="Limit the token to scopes: read, write, review, account.")
     ] = None,
+    provider: Annotated[
+        str | None, typer.Option(help="Sign in with this provider (e.g. Life Science Login) instead.")
+    ] = None,
+    mfa: Annotated[bool, typer.Option(help="With --provider: ask the provider for a second factor.")] = False,
+    browser: Annotated[
+        bool, typer.Option(help="With --provider: a browser on this machine even if a device code works.")
+    ] = False,
 ) -> None:
-    """Sign in and save a token for the next commands. The password comes from LEVERE_PASSWORD or a prompt."""
+    """Sign in and save a token: with a password (LEVERE_PASSWORD or a prompt), or at a provider (--provider)."""
     creds = Credentials.load()
     creds.url = url or creds.url
+    if provider:
+        from levere.cli.federation import login_with_provider
+
+        login_with_provider(creds, provider, mfa=mfa, browser=browser, token_name=token_name)
+        return
+    if not email:
+        raise typer.BadParameter(
+            "give your e-mail address, or sign in with --provider NAME", param_hint="--email"
+        )
     password = _secret(None, "LEVERE_PASSWORD", "Password: ")
     anonymous = Client(Credentials(url=creds.url))
     body: dict[str, Any] = {"email": email, "password": password, "totp": totp, "token_name": token_name}

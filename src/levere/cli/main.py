@@ -19,7 +19,7 @@ from typing import Annotated, Any
 
 import typer
 
-from levere.cli import accounts, admin, applications, projects, server, sync, transfer
+from levere.cli import accounts, admin, applications, federation, projects, server, sync, transfer
 from levere.cli.errors import USAGE_EXIT, json_requested, report, report_levere
 from levere.cli.output import State, console
 from levere.cli.process import tune_gc
@@ -58,6 +58,7 @@ def main(
 
 server.register(app)
 accounts.register(app)
+federation.register(app, accounts.account)
 applications.register(app)
 projects.register(app)
 admin.register(app)

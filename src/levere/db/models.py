@@ -147,6 +147,9 @@ class ApiToken(Base):
     expires_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
     last_used_at: Mapped[datetime | None] = mapped_column(default=None)
+    #: the sign-in that made this token proved a second factor (levere's TOTP, or MFA asserted by an
+    #: OpenID Connect provider); the helpdesk's actions need it
+    second_factor: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     def __repr__(self) -> str:
         return f"ApiToken(id={self.id!r}, name={self.name!r})"
@@ -172,6 +175,44 @@ class Invitation(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
     accepted_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class FederatedIdentity(Base):
+    """An identity at an OpenID Connect provider (issuer + subject) that signs in as a levere account."""
+
+    __tablename__ = "federated_identities"
+    __table_args__ = (UniqueConstraint("issuer", "subject"),)
+    id: Mapped[str] = mapped_column(Id, primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    #: the configured provider's name when the link was made (the issuer is what identifies it)
+    provider: Mapped[str] = mapped_column(String(64))
+    issuer: Mapped[str] = mapped_column(String(500))
+    subject: Mapped[str] = mapped_column(String(255))
+    #: the e-mail address the provider released when the link was made, for people to read only
+    email: Mapped[str] = mapped_column(String(320), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class SignInFlow(Base):
+    """A federated sign-in under way: what its callback or polls must match, used once."""
+
+    __tablename__ = "sign_in_flows"
+    #: SHA-256 of the flow's secret handle (the OAuth ``state`` of a browser flow, the handle a
+    #: device flow is polled with)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))  # "browser" or "device"
+    nonce: Mapped[str] = mapped_column(String(100))
+    code_verifier: Mapped[str | None] = mapped_column(String(200), default=None)
+    redirect_uri: Mapped[str | None] = mapped_column(String(500), default=None)
+    device_code: Mapped[str | None] = mapped_column(String(500), default=None)
+    mfa_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: SHA-256 of an invitation's secret, when this sign-in accepts that invitation
+    invitation_hash: Mapped[str | None] = mapped_column(String(64), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class Application(Base):
@@ -387,6 +428,9 @@ class Upload(Base):
     #: the request currently writing to this upload, so two never interleave bytes
     lease_owner: Mapped[str | None] = mapped_column(String(100), default=None)
     lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    #: the API token the upload was created with: it may finish this upload after it expires
+    #: (services/upload_grants.py)
+    token_id: Mapped[str | None] = mapped_column(String(36), default=None)
 
 
 class JobRun(Base):

@@ -219,6 +219,15 @@ class InvalidSecretKey(LevereError):
     code = "invalid_secret_key"
 
 
+class ProviderUnavailable(LevereError):
+    """A sign-in provider (OpenID Connect) did not answer, or answered something that is not the
+    protocol: nothing was changed, and trying again later may work."""
+
+    http_status = 502
+    exit_code = 7
+    code = "provider_unavailable"
+
+
 class ConfigurationError(LevereError):
     exit_code = 2
     code = "configuration_error"

@@ -47,6 +47,7 @@ class Action(StrEnum):
     # accounts and facilities
     USER_LIST = "user.list"
     USER_CREATE = "user.create"
+    IDENTITY_LINK = "identity.link"  # link or unlink someone's federated identity (OpenID Connect)
     FACILITY_CREATE = "facility.create"
     FACILITY_LIST = "facility.list"
     FACILITY_ADD_STAFF = "facility.add_staff"
@@ -89,6 +90,7 @@ A = Actor
 PERMISSIONS: dict[Action, frozenset[Actor]] = {
     Action.USER_LIST: frozenset({A.HELPDESK}),
     Action.USER_CREATE: frozenset({A.HELPDESK}),
+    Action.IDENTITY_LINK: frozenset({A.HELPDESK}),
     Action.FACILITY_CREATE: frozenset({A.HELPDESK}),
     Action.FACILITY_LIST: frozenset({A.HELPDESK, A.FACILITY, A.FACILITY_ASSIGNED, A.USER}),
     Action.FACILITY_ADD_STAFF: frozenset({A.HELPDESK}),
@@ -156,6 +158,7 @@ def allowed(subject: Subject, action: Action) -> bool:
 DESCRIPTIONS: dict[Action, str] = {
     Action.USER_LIST: "list accounts",
     Action.USER_CREATE: "create accounts",
+    Action.IDENTITY_LINK: "link sign-in identities to other people's accounts (only the helpdesk can)",
     Action.FACILITY_CREATE: "register facilities",
     Action.FACILITY_LIST: "list facilities",
     Action.FACILITY_ADD_STAFF: "add facility staff",

@@ -207,6 +207,7 @@ def login(
             if user.kind == UserKind.HELPDESK and not user.totp_enabled:
                 scopes = frozenset({Scope.ACCOUNT})  # must enrol TOTP before anything else
             issued = issue_token(ctx, session, user, token_name, scopes, lifetime_days)
+            issued.record.second_factor = user.totp_enabled  # the one-time code was checked above
             audit.record(session, user, "user.signed_in", "user", user.id, after={"token": issued.record.id})
     if issued is not None:
         return issued
@@ -404,6 +405,7 @@ def totp_confirm(ctx: Context, session: Session, user: User, code: str, token: s
         return None
     record.revoked_at = utcnow()
     issued = issue_token(ctx, session, user, record.name, lifetime_days=ctx.settings.token_lifetime_days)
+    issued.record.second_factor = True  # the code just given
     audit.record(
         session, user, "token.upgraded", "token", issued.record.id,
         before={"token": record.id, "scopes": record.scopes}, after={"scopes": issued.record.scopes},

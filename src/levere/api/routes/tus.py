@@ -17,7 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
-from levere.api.deps import CtxDep, WriteUser, acts
+from levere.api.deps import CtxDep, UploadUser, WriteUser, acts, bearer_token
 from levere.api.openapi import (
     CREATED_HEADERS,
     OPTIONS_HEADERS,
@@ -32,7 +32,7 @@ from levere.dataplane.upload_state import UploadView
 from levere.db.models import User
 from levere.domain.errors import LevereError
 from levere.domain.roles import Action
-from levere.services import uploads
+from levere.services import upload_grants, uploads
 from levere.transfer import tus, wire
 from levere.transfer.pipe import BodyPipe
 
@@ -166,6 +166,7 @@ async def create(request: Request, actor: WriteUser, ctx: CtxDep) -> Response:
     With a body (creation-with-upload) the first bytes are stored at once."""
     headers = dict(request.headers)
     view = await run_in_threadpool(uploads.create, ctx, actor, headers)
+    await run_in_threadpool(upload_grants.grant, ctx, view.id, bearer_token(request))
     answer = {"Location": f"/api/tus/{view.id}", **_upload_headers(view)}
     if _has_body(request) and view.offset < view.length:
         view = await _append(ctx, actor, view.id, request, {**headers, "upload-offset": "0"})
@@ -181,7 +182,7 @@ async def create(request: Request, actor: WriteUser, ctx: CtxDep) -> Response:
     responses={200: success("The upload's offset and length", headers=UPLOAD_HEADERS), **tus_errors()},
     openapi_extra=acts(Action.DELIVERY_UPLOAD) | tus_request(),
 )
-def head(upload_id: str, request: Request, actor: WriteUser, ctx: CtxDep) -> Response:
+def head(upload_id: str, request: Request, actor: UploadUser, ctx: CtxDep) -> Response:
     """The offset to resume from: what the storage durably holds, also after a server crash."""
     view = uploads.status(ctx, actor, upload_id, dict(request.headers))
     return Response(status_code=200, headers=_upload_headers(view))
@@ -200,7 +201,7 @@ def head(upload_id: str, request: Request, actor: WriteUser, ctx: CtxDep) -> Res
     openapi_extra=acts(Action.DELIVERY_UPLOAD)
     | tus_request("Upload-Offset", "Upload-Checksum", body="required"),
 )
-async def patch(upload_id: str, request: Request, actor: WriteUser, ctx: CtxDep) -> Response:
+async def patch(upload_id: str, request: Request, actor: UploadUser, ctx: CtxDep) -> Response:
     """Append the body at ``Upload-Offset``. When the last byte is in, the server's MD5 and SHA-256
     are compared with the expected ones and the file is published (``Levere-Checksum`` answers)."""
     view = await _append(ctx, actor, upload_id, request, dict(request.headers))
@@ -219,7 +220,7 @@ async def patch(upload_id: str, request: Request, actor: WriteUser, ctx: CtxDep)
     },
     openapi_extra=acts(Action.DELIVERY_UPLOAD) | tus_request(),
 )
-def terminate(upload_id: str, request: Request, actor: WriteUser, ctx: CtxDep) -> Response:
+def terminate(upload_id: str, request: Request, actor: UploadUser, ctx: CtxDep) -> Response:
     """Cancel the upload: its bytes are dropped and its reservation given back."""
     uploads.terminate(ctx, actor, upload_id, dict(request.headers))
     return Response(status_code=204)

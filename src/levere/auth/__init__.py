@@ -1,0 +1,1 @@
+"""Sign-in with other parties: the OpenID Connect protocol (providers such as Life Science Login and Feide)."""
