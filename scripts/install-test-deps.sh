@@ -9,6 +9,8 @@
 # - nginx: Debian 12's `nginx` binary package has the core WebDAV module (PUT, DELETE, MKCOL)
 #   compiled in; libnginx-mod-http-dav-ext adds PROPFIND/OPTIONS for WebDAV clients such as rclone.
 #   That pair is much lighter than nginx-full, which pulls in unrelated third-party modules.
+# - fastp: an established FASTQ QC tool whose JSON the standard analysis is checked against
+#   (tests/test_qc.py).
 set -euo pipefail
 
 PACKAGES=(
@@ -22,6 +24,7 @@ PACKAGES=(
   libnginx-mod-http-dav-ext
   rsync
   rclone
+  fastp
 )
 
 if [ "$(id -u)" -ne 0 ]; then
