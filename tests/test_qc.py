@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from levere.domain.errors import InvalidFastq, TruncatedFastq
+from levere.domain.errors import ChecksumMismatch, InvalidFastq, TruncatedFastq
 from levere.qc import QcReport, analyse_fastq
 
 SEQUALI = Path(sys.executable).with_name("sequali")
@@ -317,6 +317,34 @@ def test_bad_input_is_a_clear_error(data: bytes, kind: type[InvalidFastq], code:
     assert caught.value.http_status == 422
     assert str(caught.value).startswith("run1_R1.fastq.gz: ")
     assert caught.value.details["file"] == "run1_R1.fastq.gz"
+
+
+class BreaksHalfway(io.RawIOBase):
+    """A stream whose source fails half-way, as a decrypting stream does on a damaged segment."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._at = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if self._at > len(self._data) // 2:
+            raise ChecksumMismatch("segment 12 does not decrypt")
+        size = min(len(buffer), 1000, len(self._data) - self._at)
+        buffer[:size] = self._data[self._at : self._at + size]
+        self._at += size
+        return size
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["plain", "gzip"])
+def test_the_streams_own_error_comes_through_unchanged(packed: bool) -> None:
+    """An error of the caller's stream is the caller's to report: it is neither hidden nor called bad
+    FASTQ, also when it happens in the thread that inflates gzip."""
+    data = gzip.compress(GOOD * 10) if packed else GOOD * 10
+    with pytest.raises(ChecksumMismatch, match="segment 12"):
+        analyse_fastq(BreaksHalfway(data), name="x.fastq")
 
 
 def test_an_empty_stream_is_an_empty_report() -> None:
