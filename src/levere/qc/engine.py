@@ -25,6 +25,8 @@ from levere.qc.reading import TailWatch, open_fastq
 from levere.qc.report import QcReport
 
 BATCH_READS = 32768
+#: a batch holds about this many bases at most, so that long reads (nanopore) keep memory flat too
+BATCH_BASES = 8 << 20
 #: what python-isal raises for gzip data it cannot inflate (its exception is not typed as one)
 _GZIP_ERRORS: tuple[type[BaseException], ...] = (cast(type[BaseException], IsalError), BadGzipFile)
 PHRED_OFFSET = 33
@@ -52,6 +54,7 @@ class _Figures:
     def __init__(self, name: str) -> None:
         self.name = name
         self.reads = 0
+        self.bases = 0
         self.lengths: I64 = np.zeros(0, dtype=np.int64)  # reads by length
         self.symbols: I64 = np.zeros(256, dtype=np.int64)  # bases by byte value
         self.q20 = 0  # bases of quality 20 or more
@@ -77,6 +80,7 @@ class _Figures:
         ends = np.cumsum(lengths)
         starts = ends - lengths
         self.reads += count
+        self.bases += seq.size
         self.lengths = _grow_add(self.lengths, np.bincount(lengths))
         counted = 0
         for symbol in _COUNTED:
@@ -178,8 +182,11 @@ def analyse_fastq(stream: IO[bytes], *, name: str, progress: Callable[[int], Non
                     cast(BinaryIO, tail), buffer_size=4 << 20, _close_file=False
                 ) as reader:
                     records = iter(reader)
-                    while batch := list(islice(records, BATCH_READS)):
+                    size = 1024  # the first batch learns the read lengths
+                    while batch := list(islice(records, size)):
                         figures.add([r.sequence for r in batch], [r.qualities for r in batch])
+                        mean_length = max(1, figures.bases // figures.reads)
+                        size = max(1, min(BATCH_READS, BATCH_BASES // mean_length))
                         if progress is not None:
                             progress(figures.reads)
             except dnaio.FastqFormatError as error:
