@@ -9,7 +9,7 @@ padding at all), and a position index per base otherwise (long reads of very dif
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from gzip import BadGzipFile
 from itertools import islice
 from typing import IO, BinaryIO, cast
@@ -24,13 +24,14 @@ from levere.qc.duplication import DuplicationEstimator, fingerprint_hashes
 from levere.qc.reading import TailWatch, open_fastq
 from levere.qc.report import QcReport
 
-BATCH_READS = 32768
+#: small enough that numpy's passes over a batch stay in the processor's caches
+BATCH_READS = 8192
 #: a batch holds about this many bases at most, so that long reads (nanopore) keep memory flat too
-BATCH_BASES = 8 << 20
+BATCH_BASES = 2 << 20
 #: what python-isal raises for gzip data it cannot inflate (its exception is not typed as one)
 _GZIP_ERRORS: tuple[type[BaseException], ...] = (cast(type[BaseException], IsalError), BadGzipFile)
 PHRED_OFFSET = 33
-_N = ord("N")
+_LOWER_N = np.uint8(ord("n"))  # N and n, once bit 0x20 is set
 _LOWER = np.uint8(0x20)
 
 #: the bytes counted one by one; all others are counted together under ``_OTHER``
@@ -38,6 +39,17 @@ _COUNTED = b"ACGTNacgtn"
 _OTHER = 0
 
 I64 = npt.NDArray[np.int64]
+
+
+def _is_gc(seq: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
+    # C, G, c and g, and no other byte, are 0x43 once bits 0x04 and 0x20 are cleared
+    found: npt.NDArray[np.bool_] = np.equal(seq & np.uint8(0xDB), np.uint8(0x43))
+    return found
+
+
+def _gc_in_rows(seq2d: npt.NDArray[np.uint8]) -> I64:
+    counts: I64 = _is_gc(seq2d).view(np.uint8).sum(axis=1, dtype=np.uint32).astype(np.int64)
+    return counts
 
 
 def _grow_add(total: I64, part: npt.NDArray[np.int64] | npt.NDArray[np.intp]) -> I64:
@@ -82,51 +94,67 @@ class _Figures:
         self.reads += count
         self.bases += seq.size
         self.lengths = _grow_add(self.lengths, np.bincount(lengths))
-        counted = 0
-        for symbol in _COUNTED:
-            found = int(np.count_nonzero(seq == np.uint8(symbol)))
-            self.symbols[symbol] += found
-            counted += found
-        self.symbols[_OTHER] += seq.size - counted
+        self._count_symbols(seq)
         self.q20 += int(np.count_nonzero(qual >= PHRED_OFFSET + 20))
         self.q30 += int(np.count_nonzero(qual >= PHRED_OFFSET + 30))
-        self._add_positions(seq, qual, starts, lengths)
-        # C, G, c and g, and no other byte, are 0x43 once bits 0x04 and 0x20 are cleared
-        is_gc = np.empty(seq.size + 1, dtype=np.uint8)
-        np.equal(seq & np.uint8(0xDB), np.uint8(0x43), out=is_gc[:-1].view(bool))
-        is_gc[-1] = 0  # so that an empty read at the end has a start to point at
-        gc = np.add.reduceat(is_gc, starts, dtype=np.int64) if count else np.zeros(0, dtype=np.int64)
+        gc = self._add_positions(seq, qual, starts, lengths)
         nonempty = lengths > 0
         percent = (200 * gc[nonempty] + lengths[nonempty]) // (2 * lengths[nonempty])  # rounded half up
         self.gc_percent += np.bincount(percent, minlength=101)
         self.duplication.add(fingerprint_hashes(seq, starts, lengths))
 
+    def _count_symbols(self, seq: npt.NDArray[np.uint8]) -> None:
+        counted = 0
+        lower_case = bool(np.count_nonzero(seq & _LOWER))  # seldom: only then are a, c, ... counted
+        for symbol in _COUNTED:
+            if symbol & 0x20 and not lower_case:
+                continue
+            found = int(np.count_nonzero(seq == np.uint8(symbol)))
+            self.symbols[symbol] += found
+            counted += found
+        self.symbols[_OTHER] += seq.size - counted
+
     def _add_positions(
         self, seq: npt.NDArray[np.uint8], qual: npt.NDArray[np.uint8], starts: I64, lengths: I64
-    ) -> None:
+    ) -> I64:
+        """Adds the per-position sums; returns the number of G and C in each read."""
         count = len(lengths)
         longest = int(lengths.max()) if count else 0
         if longest == 0:
-            return
-        is_n = (seq | _LOWER) == (_N | 0x20)
+            return np.zeros(count, dtype=np.int64)
         if int(lengths.min()) == longest:
-            phred_sums = qual.reshape(count, longest).sum(axis=0, dtype=np.int64) - PHRED_OFFSET * count
-            n_counts = is_n.reshape(count, longest).sum(axis=0, dtype=np.int64)
+            seq2d, qual2d = seq.reshape(count, longest), qual.reshape(count, longest)
         elif count * longest <= 3 * seq.size:
             inside = np.arange(longest) < lengths[:, None]
-            padded_qual = np.full((count, longest), PHRED_OFFSET, dtype=np.uint8)
-            padded_qual[inside] = qual
-            padded_n = np.zeros((count, longest), dtype=bool)
-            padded_n[inside] = is_n
-            phred_sums = padded_qual.sum(axis=0, dtype=np.int64) - PHRED_OFFSET * count
-            n_counts = padded_n.sum(axis=0, dtype=np.int64)
+            seq2d = np.zeros((count, longest), dtype=np.uint8)  # padding is neither N nor G nor C
+            seq2d[inside] = seq
+            qual2d = np.full((count, longest), PHRED_OFFSET, dtype=np.uint8)  # and of quality 0
+            qual2d[inside] = qual
         else:
-            position = np.arange(seq.size, dtype=np.int64) - np.repeat(starts, lengths)
-            phred = qual.astype(np.int64) - PHRED_OFFSET
-            phred_sums = np.bincount(position, weights=phred, minlength=longest).astype(np.int64)
-            n_counts = np.bincount(position[is_n], minlength=longest).astype(np.int64)
+            return self._add_positions_by_index(seq, qual, starts, lengths, longest)
+        # sums in 32 bits are exact here: a batch has at most BATCH_READS reads of quality <= 93
+        phred_sums = qual2d.sum(axis=0, dtype=np.uint32).astype(np.int64) - PHRED_OFFSET * count
+        is_n = np.equal(seq2d | _LOWER, _LOWER_N)
+        n_counts = is_n.view(np.uint8).sum(axis=0, dtype=np.uint32).astype(np.int64)
         self.quality_sums = _grow_add(self.quality_sums, phred_sums)
         self.n_counts = _grow_add(self.n_counts, n_counts)
+        return _gc_in_rows(seq2d)
+
+    def _add_positions_by_index(
+        self, seq: npt.NDArray[np.uint8], qual: npt.NDArray[np.uint8], starts: I64, lengths: I64, longest: int
+    ) -> I64:
+        """The same for reads of very different lengths, where padding would cost too much."""
+        position = np.arange(seq.size, dtype=np.int64) - np.repeat(starts, lengths)
+        phred = qual.astype(np.int64) - PHRED_OFFSET
+        is_n = np.equal(seq | _LOWER, _LOWER_N)
+        phred_sums = np.bincount(position, weights=phred, minlength=longest).astype(np.int64)
+        self.quality_sums = _grow_add(self.quality_sums, phred_sums)
+        self.n_counts = _grow_add(self.n_counts, np.bincount(position[is_n], minlength=longest))
+        is_gc = np.zeros(seq.size + 1, dtype=np.uint8)  # one more, for an empty last read to point at
+        is_gc[:-1] = _is_gc(seq)
+        gc = np.add.reduceat(is_gc, starts, dtype=np.int64)
+        gc[lengths == 0] = 0
+        return gc
 
     def report(self, compression: str) -> QcReport:
         # reads covering each position: those longer than it
@@ -161,6 +189,18 @@ def _format_error(error: dnaio.FastqFormatError, name: str, tail: TailWatch) -> 
     )
 
 
+def _read_batches(
+    records: Iterator[dnaio.SequenceRecord], figures: _Figures, progress: Callable[[int], None] | None
+) -> None:
+    size = 1024  # the first batch learns the read lengths
+    while batch := list(islice(records, size)):
+        # a FASTQ record always has qualities (dnaio's type allows None for FASTA)
+        figures.add([r.sequence for r in batch], cast(list[str], [r.qualities for r in batch]))
+        size = max(1, min(BATCH_READS, BATCH_BASES // max(1, figures.bases // figures.reads)))
+        if progress is not None:
+            progress(figures.reads)
+
+
 def analyse_fastq(stream: IO[bytes], *, name: str, progress: Callable[[int], None] | None = None) -> QcReport:
     """The standard analysis of one FASTQ stream (plain or gzip), read once from where it stands.
 
@@ -181,14 +221,7 @@ def analyse_fastq(stream: IO[bytes], *, name: str, progress: Callable[[int], Non
                 with dnaio.FastqReader(
                     cast(BinaryIO, tail), buffer_size=4 << 20, _close_file=False
                 ) as reader:
-                    records = iter(reader)
-                    size = 1024  # the first batch learns the read lengths
-                    while batch := list(islice(records, size)):
-                        figures.add([r.sequence for r in batch], [r.qualities for r in batch])
-                        mean_length = max(1, figures.bases // figures.reads)
-                        size = max(1, min(BATCH_READS, BATCH_BASES // mean_length))
-                        if progress is not None:
-                            progress(figures.reads)
+                    _read_batches(iter(reader), figures, progress)
             except dnaio.FastqFormatError as error:
                 raise _format_error(error, name, tail) from None
     except EOFError:
