@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from levere.domain.errors import ChecksumMismatch, InvalidFastq, TruncatedFastq
+from levere.domain.errors import ChecksumMismatch, CiphertextDamaged, InvalidFastq, TruncatedFastq
 from levere.qc import QcReport, analyse_fastq
 
 SEQUALI = Path(sys.executable).with_name("sequali")
@@ -345,6 +345,28 @@ def test_the_streams_own_error_comes_through_unchanged(packed: bool) -> None:
     data = gzip.compress(GOOD * 10) if packed else GOOD * 10
     with pytest.raises(ChecksumMismatch, match="segment 12"):
         analyse_fastq(BreaksHalfway(data), name="x.fastq")
+
+
+def test_a_crypt4gh_file_is_analysed_through_a_decrypting_stream(sample: tuple[Path, Path, int]) -> None:
+    """The secure zone's case: a gzipped FASTQ encrypted with Crypt4GH, decrypted while it is read;
+    the figures are those of the plaintext file, and damaged ciphertext is the decryption's error."""
+    from levere.crypt4gh import PrivateKey, encrypt_stream, make_header, open_plaintext
+
+    plain, gz, _ = sample
+    disk = PrivateKey.generate()
+    body = io.BytesIO()
+    encrypted = encrypt_stream(io.BytesIO(gz.read_bytes()), body)
+    c4gh = make_header(encrypted.data_key, disk.public_key) + body.getvalue()
+    report = analyse_fastq(open_plaintext(io.BytesIO(c4gh), disk), name=plain.name)
+    assert report.summary() == {
+        **analyse_file(plain).summary(),
+        "file": {"name": plain.name, "compression": "gzip"},
+    }
+
+    damaged = bytearray(c4gh)
+    damaged[len(damaged) // 2] ^= 1
+    with pytest.raises(CiphertextDamaged):
+        analyse_fastq(open_plaintext(io.BytesIO(bytes(damaged)), disk), name=plain.name)
 
 
 def test_an_empty_stream_is_an_empty_report() -> None:
