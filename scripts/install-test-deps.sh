@@ -12,6 +12,8 @@
 # - nodejs, npm: the OpenID Connect provider of the sign-in tests (npm package oidc-provider, which
 #   wants Node.js 20 or later). npm is asked for only when no npm is on the PATH, as builds of
 #   nodejs from other repositories (NodeSource) bring their own and conflict with Debian's.
+# - fastp: an established FASTQ QC tool whose JSON the standard analysis is checked against
+#   (tests/test_qc.py).
 set -euo pipefail
 
 PACKAGES=(
@@ -26,6 +28,7 @@ PACKAGES=(
   rsync
   rclone
   nodejs
+  fastp
 )
 if ! command -v npm >/dev/null; then
   PACKAGES+=(npm)

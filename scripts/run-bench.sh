@@ -24,6 +24,8 @@ if [ -f bench/bench_sync.py ]; then
 fi
 echo "== Crypt4GH encryption against the stock crypt4gh tool (bench/bench_crypt4gh.py)"
 $PY bench/bench_crypt4gh.py || rc=1
+echo "== standard analysis of a gzipped FASTQ against sequali (bench/bench_qc.py)"
+$PY bench/bench_qc.py || rc=1
 echo "== approving an application at the maximum size (bench/bench_provision.py)"
 # on PostgreSQL too: a throwaway server, unless one is named already (LEVERE_TEST_DATABASE_URL)
 if [ -z "${LEVERE_TEST_DATABASE_URL:-}" ]; then

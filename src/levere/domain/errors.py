@@ -228,6 +228,20 @@ class ProviderUnavailable(LevereError):
     code = "provider_unavailable"
 
 
+class InvalidFastq(LevereError):
+    """A stream handed to the standard analysis is not FASTQ, or holds a record that breaks the
+    format; ``details`` name the file and, where the parser knows it, the line."""
+
+    http_status = 422
+    code = "invalid_fastq"
+
+
+class TruncatedFastq(InvalidFastq):
+    """The stream ends inside a record or inside its gzip compression: the file is incomplete."""
+
+    code = "truncated_fastq"
+
+
 class ConfigurationError(LevereError):
     exit_code = 2
     code = "configuration_error"
