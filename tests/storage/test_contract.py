@@ -522,7 +522,7 @@ _CHILD = textwrap.dedent(
     from levere.storage import LocalBackend, S3Backend
     kind, args = sys.argv[1], json.loads(sys.argv[2])
     session = args.pop("session")
-    if kind == "local":
+    if kind in ("local", "layered"):
         backend = LocalBackend(Path(args["root"]), args["backend_id"])
     else:
         backend = S3Backend(**args)
