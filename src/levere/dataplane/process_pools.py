@@ -46,9 +46,10 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-#: what the fork server imports before it makes children (those that publish small files; the
-#: copy processes of a sync are few and long-lived, and import theirs themselves)
-CHILD_MODULES = ["levere.dataplane.small_writes"]
+#: what the fork server imports before it makes children, so that they share it: what publishes
+#: small files, and the storage specs their recipes carry (pydantic); the copy processes of a sync
+#: are few and long-lived, and import the rest of theirs themselves
+CHILD_MODULES = ["levere.dataplane.small_writes", "levere.storage.config"]
 #: messages sent to one child and not yet answered, at most
 PER_CHILD = 4
 _PIPE_BYTES = 1024 * 1024
