@@ -1,8 +1,8 @@
 """A layer over a backend cannot be bypassed: every tier is built through the storage factory
 with a recording layer over it (:mod:`tests.recording`), and each write path of the service is
 shown to go through that layer: tus uploads, tar batches (small files published in worker
-processes on a local disk), sealing, sync copies to long-term (worker processes for many small
-local files), restore, and the repairs of ``levere verify``.
+processes on a local disk, a large member streamed), sealing, sync copies to long-term (worker
+processes for many small local files), restore, and the repairs of ``levere verify``.
 
 Each step compares what the layer recorded with what appeared in the storage meanwhile (listed
 from beneath the layer): a key that appears without having been written through the layer fails
@@ -26,7 +26,7 @@ from fastapi.testclient import TestClient
 from levere.config import Settings, SyncSettings, TierName, TierSettings
 from levere.context import Context
 from levere.jobs.queue import build_queue
-from levere.services import accounts, projects, scrub, sealing, sync
+from levere.services import batches, projects, sealing, sync
 from levere.storage import Backend, WrappingBackend
 from tests.deliveries_support import (
     Crew,
@@ -37,7 +37,7 @@ from tests.deliveries_support import (
     tar_of,
     tus_upload,
 )
-from tests.helpers import World, basic_world, provisioned_project
+from tests.helpers import World, auth, basic_world, provisioned_project, token_for
 from tests.recording import Recording, Written, read_log
 from tests.sync_support import Setup, replica_states
 
@@ -123,9 +123,7 @@ def _people(ctx: Context) -> tuple[World, Crew]:
     world = basic_world(ctx)
     identifier = provisioned_project(ctx, world)
     projects.update_settings(ctx, world.helpdesk, identifier, sync_mode="manual")
-    with ctx.tx() as session:
-        token = accounts.issue_token(ctx, session, session.merge(world.staff), "test").token
-    return world, Crew(identifier, world.staff, {"staff": token})
+    return world, Crew(identifier, world.staff, {"staff": token_for(ctx, world.staff)})
 
 
 def _small(count: int) -> dict[str, bytes]:
@@ -136,6 +134,7 @@ def test_every_write_path_goes_through_the_layer(
     ctx: Context, client: TestClient, log: Path, kind: str
 ) -> None:
     world, c = _people(ctx)
+    helpdesk = token_for(ctx, world.helpdesk)
     me = os.getpid()
     area_key = functools.partial("{}/RUN1/{}".format, c.project)
     response = client.post(
@@ -149,14 +148,15 @@ def test_every_write_path_goes_through_the_layer(
     assert tus.keys(ctx, "area") == {area_key("big.bin")}
 
     small = _small(300)
+    streamed = {"large/r.fq": os.urandom(batches.IN_MEMORY + 1)}  # a member too large to hold
     with step(ctx, log) as batch:
-        response = send_batch(client, c, "RUN1", tar_of(small))
+        response = send_batch(client, c, "RUN1", tar_of({**small, **streamed}))
         assert response.status_code == 200, response.text
-    assert batch.keys(ctx, "area") == {area_key(p) for p in small}
+    assert batch.keys(ctx, "area") == {area_key(p) for p in [*small, *streamed]}
     if kind == "local":  # published by worker processes, through the layer they built themselves
         assert batch.written.pids - {me}
 
-    every = {area_key(p) for p in [*small, "big.bin"]}
+    every = {area_key(p) for p in [*small, *streamed, "big.bin"]}
     with step(ctx, log):
         sealing.seal(ctx, world.staff, c.project, "RUN1")
     with step(ctx, log) as copied:
@@ -177,8 +177,9 @@ def test_every_write_path_goes_through_the_layer(
     lost_here, lost_there = area_key("lane0/r0000.fq"), area_key("big.bin")
     beneath(ctx, "area").delete(lost_here)
     beneath(ctx, "longterm").delete(lost_there, force=True)
-    with step(ctx, log) as repaired:
-        scrub.request_verify(ctx, world.helpdesk, c.project)
+    with step(ctx, log) as repaired:  # what `levere verify` asks for
+        response = client.post("/api/verify", json={"project": c.project}, headers=auth(helpdesk))
+        assert response.status_code == 202, response.text
     assert (repaired.keys(ctx, "area"), repaired.keys(ctx, "longterm")) == ({lost_here}, {lost_there})
     assert b"".join(ctx.tier("longterm").read(lost_there)) == big
 
