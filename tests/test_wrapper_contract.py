@@ -25,6 +25,7 @@ from fastapi.testclient import TestClient
 
 from levere.config import Settings, SyncSettings, TierName, TierSettings
 from levere.context import Context
+from levere.domain.tiers import Tier
 from levere.jobs.queue import build_queue
 from levere.services import batches, projects, sealing, sync
 from levere.storage import Backend, WrappingBackend
@@ -43,7 +44,7 @@ from tests.sync_support import Setup, replica_states
 
 __all__ = ["delivery_bucket"]
 
-TIERS: tuple[TierName, ...] = ("area", "longterm")
+TIERS = (Tier.AREA, Tier.LONGTERM)
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -77,13 +78,13 @@ def ctx(settings: Settings, log: Path) -> Iterator[Context]:
     context.close()
 
 
-def beneath(ctx: Context, tier: TierName) -> Backend:
-    backend = ctx.tier(tier)
+def beneath(ctx: Context, tier: Tier) -> Backend:
+    backend = ctx.backend(tier)
     assert isinstance(backend, Recording) and backend.recipe is not None
     return backend.inner
 
 
-def present(ctx: Context) -> dict[str, dict[str, int]]:
+def present(ctx: Context) -> dict[Tier, dict[str, int]]:
     """Every object in each tier, with its size, as the storage beneath the layer has it."""
     return {t: {o.key: o.size for o in beneath(ctx, t).list()} for t in TIERS}
 
@@ -93,8 +94,8 @@ class Step:
     #: what the layer recorded during the step (once it is over)
     written: Written = field(default_factory=lambda: Written(Counter(), frozenset()))
 
-    def keys(self, ctx: Context, tier: TierName) -> set[str]:
-        return self.written.of(ctx.tier(tier).backend_id)
+    def keys(self, ctx: Context, tier: Tier) -> set[str]:
+        return self.written.of(ctx.backend(tier).backend_id)
 
 
 @contextmanager
@@ -145,14 +146,14 @@ def test_every_write_path_goes_through_the_layer(
     big = os.urandom(3 * 1024 * 1024 + 17)
     with step(ctx, log) as tus:
         assert tus_upload(client, c, "RUN1", "big.bin", big).status_code == 204
-    assert tus.keys(ctx, "area") == {area_key("big.bin")}
+    assert tus.keys(ctx, Tier.AREA) == {area_key("big.bin")}
 
     small = _small(300)
     streamed = {"large/r.fq": os.urandom(batches.IN_MEMORY + 1)}  # a member too large to hold
     with step(ctx, log) as batch:
         response = send_batch(client, c, "RUN1", tar_of({**small, **streamed}))
         assert response.status_code == 200, response.text
-    assert batch.keys(ctx, "area") == {area_key(p) for p in [*small, *streamed]}
+    assert batch.keys(ctx, Tier.AREA) == {area_key(p) for p in [*small, *streamed]}
     if kind == "local":  # published by worker processes, through the layer they built themselves
         assert batch.written.pids - {me}
 
@@ -161,39 +162,39 @@ def test_every_write_path_goes_through_the_layer(
         sealing.seal(ctx, world.staff, c.project, "RUN1")
     with step(ctx, log) as copied:
         sync.request_sync(ctx, world.helpdesk, c.project)
-    assert copied.keys(ctx, "longterm") == every
+    assert copied.keys(ctx, Tier.LONGTERM) == every
     assert set(replica_states(ctx, Setup(world, c.project), "longterm").values()) == {"present"}
     if kind == "local":  # many small local files: copied by worker processes
         assert copied.written.pids - {me}
 
     sync.free(ctx, world.pi, c.project, ["RUN1"])
-    assert not present(ctx)["area"].keys() & every
+    assert not present(ctx)[Tier.AREA].keys() & every
     with step(ctx, log) as restored:
         sync.request_restore(ctx, world.pi, c.project, ["RUN1"])
-    assert restored.keys(ctx, "area") == every
-    assert b"".join(ctx.tier("area").read(area_key("big.bin"))) == big
+    assert restored.keys(ctx, Tier.AREA) == every
+    assert b"".join(ctx.backend(Tier.AREA).read(area_key("big.bin"))) == big
 
     # damage beneath the layer: a copy missing on each tier; verify repairs both through it
     lost_here, lost_there = area_key("lane0/r0000.fq"), area_key("big.bin")
-    beneath(ctx, "area").delete(lost_here)
-    beneath(ctx, "longterm").delete(lost_there, force=True)
+    beneath(ctx, Tier.AREA).delete(lost_here)
+    beneath(ctx, Tier.LONGTERM).delete(lost_there, force=True)
     with step(ctx, log) as repaired:  # what `levere verify` asks for
         response = client.post("/api/verify", json={"project": c.project}, headers=auth(helpdesk))
         assert response.status_code == 202, response.text
-    assert (repaired.keys(ctx, "area"), repaired.keys(ctx, "longterm")) == ({lost_here}, {lost_there})
-    assert b"".join(ctx.tier("longterm").read(lost_there)) == big
+    assert (repaired.keys(ctx, Tier.AREA), repaired.keys(ctx, Tier.LONGTERM)) == ({lost_here}, {lost_there})
+    assert b"".join(ctx.backend(Tier.LONGTERM).read(lost_there)) == big
 
     # everything stored on any tier was written through the layer
     written = read_log(log)
     for tier in TIERS:
-        assert present(ctx)[tier].keys() <= written.of(ctx.tier(tier).backend_id)
+        assert present(ctx)[tier].keys() <= written.of(ctx.backend(tier).backend_id)
 
 
 def test_a_write_around_the_layer_is_caught(ctx: Context, log: Path) -> None:
     """The check the test above relies on fails when something writes beneath the layer."""
     with pytest.raises(AssertionError, match="around the layer"), step(ctx, log):
-        ctx.tier("area").write_small("p/x.bin", b"through the layer")
-        beneath(ctx, "area").write_small("p/y.bin", b"around it")
+        ctx.backend(Tier.AREA).write_small("p/x.bin", b"through the layer")
+        beneath(ctx, Tier.AREA).write_small("p/y.bin", b"around it")
 
 
 def test_the_factory_lays_the_same_layers_in_a_worker_process(ctx: Context) -> None:
@@ -201,7 +202,7 @@ def test_the_factory_lays_the_same_layers_in_a_worker_process(ctx: Context) -> N
     and a layer offers no capability it was not made to keep."""
     from levere.storage import Capability, build
 
-    area = ctx.tier("area")
+    area = ctx.backend(Tier.AREA)
     assert area.recipe is not None
     again = build(area.recipe)
     assert isinstance(again, Recording) and type(again.inner) is type(area.inner)  # type: ignore[attr-defined]
