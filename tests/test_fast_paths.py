@@ -23,7 +23,7 @@ from levere.db.bulk import new_ids_sql
 from levere.db.models import ID_STEM, new_id, new_ids
 from levere.domain.errors import InvalidPath
 from levere.domain.paths import check_relative_path
-from levere.storage import local, posix
+from levere.storage import local_small, posix
 from levere.storage.local import LocalBackend
 from levere.transfer.pipe import BodyPipe
 
@@ -179,7 +179,7 @@ def test_small_files_are_named_through_proc_where_links_from_a_descriptor_are_re
         return int(real(olddir, old, newdir, new, flags))
 
     monkeypatch.setattr(posix, "linkat", lambda: refusing)
-    monkeypatch.setattr(local._SmallFiles, "empty_path_links", True)
+    monkeypatch.setattr(local_small.SmallFiles, "empty_path_links", True)
     root = tmp_path / "area"
     root.mkdir()
     backend = LocalBackend(root, "area")
@@ -188,7 +188,7 @@ def test_small_files_are_named_through_proc_where_links_from_a_descriptor_are_re
         for key, data in files.items():
             write(key, data)
     assert calls == [posix.AT_EMPTY_PATH] + [posix.AT_SYMLINK_FOLLOW] * 10  # learnt at once
-    assert local._SmallFiles.empty_path_links is False
+    assert local_small.SmallFiles.empty_path_links is False
     for key, data in files.items():
         assert (root / key).read_bytes() == data
     assert sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) == sorted(files)
@@ -206,13 +206,13 @@ def test_small_files_are_named_from_their_descriptor_where_the_system_allows_it(
         return int(real(olddir, old, newdir, new, flags))
 
     monkeypatch.setattr(posix, "linkat", lambda: watching)
-    monkeypatch.setattr(local._SmallFiles, "empty_path_links", True)
+    monkeypatch.setattr(local_small.SmallFiles, "empty_path_links", True)
     backend = LocalBackend(tmp_path, "area")
     with backend.small_writes() as write:
         write("p/d/a", b"a")
         write("p/d/b", b"b")
     assert (tmp_path / "p/d/a").read_bytes() == b"a" and (tmp_path / "p/d/b").read_bytes() == b"b"
-    if local._SmallFiles.empty_path_links:  # Linux 6.10 or newer, or a process that may read any folder
+    if local_small.SmallFiles.empty_path_links:  # Linux 6.10 or newer, or a process that may read any folder
         assert flags_seen == [posix.AT_EMPTY_PATH] * 2
     else:
         assert flags_seen == [posix.AT_EMPTY_PATH, posix.AT_SYMLINK_FOLLOW, posix.AT_SYMLINK_FOLLOW]

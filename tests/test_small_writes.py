@@ -11,18 +11,21 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import get_args
 
 import pytest
 from sqlalchemy import select
 
+from levere import dataplane
+from levere.config import SyncSettings, TierName, TierSettings
 from levere.context import Context
-from levere.dataplane import small_writes
+from levere.dataplane import process_pools, small_writes
 from levere.dataplane.small_writes import SmallWrites, publish_group
 from levere.db.models import Replica, StoredFile
 from levere.domain.errors import StorageUnavailable
 from levere.domain.tiers import Tier
 from levere.services import batches, deliveries
-from levere.storage import LocalBackend, LocalSpec, S3Spec
+from levere.storage import LocalBackend, S3Spec
 from levere.transfer.pipe import ByteSource
 from tests.deliveries_support import Crew, crew, digests, quota, tar_of
 
@@ -163,7 +166,7 @@ def test_a_publishing_process_killed_mid_batch_loses_nothing(
 def test_idle_children_leave_and_the_next_batch_starts_new_ones(
     ctx: Context, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(small_writes, "IDLE_SECONDS", 0.5)
+    monkeypatch.setattr(process_pools, "IDLE_SECONDS", 0.5)
     others = set(_publishers())
     here = _with(ctx, ingest_processes=2)
     try:
@@ -174,6 +177,8 @@ def test_idle_children_leave_and_the_next_batch_starts_new_ones(
         while set(_publishers()) & started:  # they leave by themselves
             assert time.monotonic() < deadline, "idle children did not leave"
             time.sleep(0.1)
+        # the next children stay for the count below, however slow the machine is meanwhile
+        monkeypatch.setattr(process_pools, "IDLE_SECONDS", 120.0)
         files = {f"later/{p}": d for p, d in _files(300).items()}
         again, _ = _ingest(here, files, c)
         assert again.failed == [] and len(again.stored) == 300
@@ -199,15 +204,24 @@ def _fork_servers() -> set[int]:
 def test_a_service_on_a_local_area_starts_its_fork_server_before_the_first_batch(
     ctx: Context, tmp_path: Path
 ) -> None:
-    """``levere serve`` calls prepare(): the children's fork server starts beside it (where
-    children will be used), not in the middle of the first batch."""
+    """``levere serve`` calls the data plane's warm_up(): the children's fork server starts beside
+    it (where a tier will use them), not in the middle of the first batch."""
     s3 = S3Spec(
         endpoint_url="http://127.0.0.1:1", bucket="bucket", access_key="k", secret_key="s", backend_id="s3"
     )
-    local = LocalSpec(root=tmp_path, backend_id="here")
-    assert small_writes.prepare(s3, 2) is None  # an object store publishes on threads
-    assert small_writes.prepare(local, 1) is None  # one process: no children
-    thread = small_writes.prepare(local, 2)
+    on_s3 = _with(
+        ctx,
+        tiers=TierSettings(**{t: s3.model_copy(update={"backend_id": t}) for t in get_args(TierName)}),
+    )
+    one = _with(ctx, ingest_processes=1, sync=SyncSettings(processes=1))
+    local = _with(ctx, ingest_processes=2)
+    try:
+        assert dataplane.warm_up(on_s3) is None  # an object store publishes and copies on threads
+        assert dataplane.warm_up(one) is None  # one process: no children
+        thread = dataplane.warm_up(local)
+    finally:
+        for c in (on_s3, one, local):
+            c.close()
     assert thread is not None
     thread.join(timeout=30)
     assert not thread.is_alive() and _fork_servers()
@@ -249,6 +263,7 @@ def test_a_chunk_whose_flush_fails_is_not_recorded_and_a_retry_stores_everything
         area = here.backend(Tier.AREA)
         assert isinstance(area, LocalBackend)
         failing = _FlushFails(area.root, area.backend_id)
+        failing.recipe = area.recipe  # the children publish through the area's own backend
         here._tiers["area"] = failing
         c = crew(here)
         deliveries.open_delivery(here, c.staff, c.project, "RUN1")

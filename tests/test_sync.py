@@ -383,7 +383,7 @@ def test_many_small_files_go_through_copy_processes_which_may_die(ctx: Context) 
     import signal
 
     from levere.config import SyncSettings
-    from levere.dataplane import copy_processes
+    from levere.dataplane import copy_processes, process_pools
     from levere.jobs.queue import build_queue
 
     s = setup_project(ctx)
@@ -396,9 +396,7 @@ def test_many_small_files_go_through_copy_processes_which_may_die(ctx: Context) 
     build_queue(worker, immediate=True)
     try:
         sync.request_sync(worker, s.world.helpdesk, s.project, "RUN1")
-        pool = copy_processes._slot.current()
-        assert pool is not None
-        children = list(pool._processes)  # type: ignore[attr-defined]
+        children = process_pools.workers.idle_pids(copy_processes.PURPOSE)
         assert len(children) == 2 and os.getpid() not in children
         os.kill(children[0], signal.SIGKILL)
 

@@ -23,7 +23,7 @@ from levere.config import Settings
 from levere.db.engine import make_engine, make_sessionmaker
 from levere.domain.errors import ConfigurationError, LevereError
 from levere.domain.tiers import TIER_PROPERTIES, Tier
-from levere.storage import Backend, LocalSpec, build_backend
+from levere.storage import Backend, LocalSpec, Wrapper, build_backend
 
 if TYPE_CHECKING:
     from levere.jobs.queue import JobQueue
@@ -39,6 +39,9 @@ class Context:
     engine: Engine
     sessions: sessionmaker[Session]
     _tiers: dict[str, Backend] = field(default_factory=dict)
+    #: layers laid over every tier's backend (:mod:`levere.storage.factory`); worker processes
+    #: build the same layers from the tier's recipe
+    wrappers: tuple[Wrapper, ...] = ()
     jobs: JobQueue | None = None
     #: set when the process is stopping: long tasks end at their next safe point and leave the
     #: rest of their work to the next worker
@@ -57,7 +60,9 @@ class Context:
             if getattr(self.settings.tiers, name) is None and isinstance(spec, LocalSpec):
                 # the embedded default keeps every tier under the data directory: make it on first use
                 spec.root.mkdir(parents=True, exist_ok=True)
-            self._tiers[name] = build_backend(spec, write_once=TIER_PROPERTIES[Tier(tier)].write_once)
+            self._tiers[name] = build_backend(
+                spec, write_once=TIER_PROPERTIES[Tier(tier)].write_once, wrappers=self.wrappers
+            )
         return self._tiers[name]
 
     def anchor_sink(self) -> Backend | None:

@@ -19,7 +19,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from levere.storage import Backend, LocalBackend, S3Backend
+from levere.storage import Backend, LocalBackend, LocalSpec, S3Backend, S3Spec, WrappingBackend, build_backend
 
 S3_ENV = ("LEVERE_TEST_S3_ENDPOINT", "LEVERE_TEST_S3_ACCESS_KEY", "LEVERE_TEST_S3_SECRET_KEY")
 
@@ -96,15 +96,17 @@ def s3_lock_bucket(s3_env: dict[str, Any]) -> Iterator[str]:
     yield from _session_bucket(s3_env, object_lock=True)
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", "layered", "s3"])
 def kind(request: pytest.FixtureRequest) -> str:
+    """ "layered": a local folder under a :class:`WrappingBackend` that only forwards, built by the
+    factory as a tier with layers is; it must pass the whole contract as the folder does."""
     return str(request.param)
 
 
 @pytest.fixture
 def backend_args(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
     """Constructor arguments of this test's backend (also handed to child processes)."""
-    if kind == "local":
+    if kind in ("local", "layered"):
         root = tmp_path / "store"
         root.mkdir()
         return {"root": str(root), "backend_id": "local-test"}
@@ -114,9 +116,12 @@ def backend_args(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> d
 
 
 def _make_backend(kind: str, args: dict[str, Any]) -> Backend:
-    if kind == "local":
-        return LocalBackend(Path(args["root"]), args["backend_id"])
-    return S3Backend(**args)
+    """Through the factory, as the service and its worker processes build theirs."""
+    if kind in ("local", "layered"):
+        spec: LocalSpec | S3Spec = LocalSpec(root=Path(args["root"]), backend_id=args["backend_id"])
+    else:
+        spec = S3Spec(**args)
+    return build_backend(spec, wrappers=[WrappingBackend] if kind == "layered" else [])
 
 
 @pytest.fixture
@@ -150,7 +155,7 @@ def leftovers(kind: str, backend_args: dict[str, Any]) -> Callable[[], list[str]
         uploads = client.list_multipart_uploads(Bucket=bucket, Prefix=prefix).get("Uploads", [])
         return sorted(found + [f"upload:{u['Key'][len(prefix) :]}" for u in uploads])
 
-    return local if kind == "local" else s3
+    return s3 if kind == "s3" else local
 
 
 def closed_port() -> int:
@@ -162,7 +167,7 @@ def closed_port() -> int:
 @pytest.fixture
 def dead_backend(kind: str, tmp_path: Path) -> Backend:
     """A backend whose storage is gone: an unmounted root, an S3 server that is not listening."""
-    if kind == "local":
+    if kind in ("local", "layered"):
         return LocalBackend(tmp_path / "not-mounted", "local-dead")
     return S3Backend(
         f"http://127.0.0.1:{closed_port()}",

@@ -522,7 +522,7 @@ _CHILD = textwrap.dedent(
     from levere.storage import LocalBackend, S3Backend
     kind, args = sys.argv[1], json.loads(sys.argv[2])
     session = args.pop("session")
-    if kind == "local":
+    if kind in ("local", "layered"):
         backend = LocalBackend(Path(args["root"]), args["backend_id"])
     else:
         backend = S3Backend(**args)
@@ -582,7 +582,7 @@ def test_stale_tail_is_not_counted_twice(
     def crash(*_: object) -> None:
         raise Crash
 
-    monkeypatch.setattr(backend, "_keep", crash)  # dies before the tail is rewritten
+    monkeypatch.setattr(backend._staging, "_keep", crash)  # dies before the tail is rewritten
     with pytest.raises(Crash):
         backend.append_staged(s, 3 * MiB, pieces(data[3 * MiB : 9 * MiB]))  # part 1 = tail + 5 MiB
     fresh = S3Backend(bucket=s3_bucket, prefix="stale-tail", **s3_env)

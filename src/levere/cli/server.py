@@ -74,11 +74,11 @@ def serve(
 
     SIGTERM or Ctrl-C stops it gracefully within 10 seconds (exit code 0).
     """
+    from levere import dataplane
     from levere.api.app import create_app
     from levere.cli import serving
     from levere.config import get_settings
     from levere.context import Context
-    from levere.dataplane import small_writes
     from levere.db.migrate import upgrade
     from levere.jobs.queue import build_queue
 
@@ -95,7 +95,7 @@ def serve(
         queue.enqueue("catch_up_emails")  # mail recorded while mail was off (run by whichever worker)
     embedded = worker and settings.embedded_worker
     app = create_app(ctx, start_worker=embedded)
-    small_writes.prepare(settings.tier_spec("area"), settings.ingest_processes)
+    dataplane.warm_up(ctx)
     tune_gc()  # again: the service's modules are loaded now
     err_console.print(
         f"levere serving on http://{host}:{port} (data in {settings.data_dir})", highlight=False

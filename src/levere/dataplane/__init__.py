@@ -1,2 +1,147 @@
 """The data plane: the machinery that moves and checks bytes (upload state, small-file publishing,
-copying between tiers, process pools, leases), behind the backends of :mod:`levere.storage`."""
+copying between tiers, worker processes, leases), over the backends of :mod:`levere.storage`.
+
+The use cases (:mod:`levere.services`) and the front ends call it through the names below; the
+modules behind them are its own business. The names are resolved when first used, so that the
+worker processes, which import :mod:`levere.dataplane.small_writes` alone, load nothing else.
+
+Writing a delivery
+    ``SmallWrites``, ``Published``  the small files of a tar batch, hashed, checked and published
+        in groups (worker processes or threads, by what the backend offers)
+    ``Writer``, ``Snapshot``, ``UploadView``, ``Checkpoint``, ``Checkpoints``, ``LeaseBusy``,
+    ``BodyTooLong``, ``backend_for``, ``expiry``, ``gone``, ``take_lease``, ``release_lease``,
+    ``restore_state``  one tus upload's writes and the state that lets it resume
+Copying between tiers, checking and repairing
+    ``run_lane``, ``give_up``, ``note_retry``  a sync or restore run (the job's side)
+    ``Scope``, ``COPY_PATHS``, ``ACTIVE``, ``FINISHED``, ``REPORT_ITEMS``, ``NO_SYNC``  what a
+    run covers and where it copies, the states of runs, and how much of a run a report lists
+    ``Expected``, ``RateLimiter``, ``check_stored``, ``copy_verified``  one verified copy or check
+    (``levere verify`` and its repairs)
+    ``leased``, ``owner_prefix``  the leases a run holds on its replicas
+Leases
+    ``new_owner``, ``held``  who holds a lease, and whether it is still held
+Processes
+    ``warm_up(ctx)``  start the fork server that worker processes come from, where a tier will
+        use them (``levere serve`` does, so the first batch does not wait for it)
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from levere.context import Context
+    from levere.dataplane.batch_copy import NO_SYNC, Scope, leased, owner_prefix
+    from levere.dataplane.copying import Expected, RateLimiter, check_stored, copy_verified
+    from levere.dataplane.leases import held, new_owner
+    from levere.dataplane.replication import (
+        ACTIVE,
+        COPY_PATHS,
+        FINISHED,
+        REPORT_ITEMS,
+        give_up,
+        note_retry,
+        run_lane,
+    )
+    from levere.dataplane.small_writes import Published, SmallWrites
+    from levere.dataplane.upload_state import (
+        BodyTooLong,
+        Checkpoint,
+        Checkpoints,
+        LeaseBusy,
+        Snapshot,
+        UploadView,
+        Writer,
+        backend_for,
+        expiry,
+        gone,
+        release_lease,
+        restore_state,
+        take_lease,
+    )
+
+_WHERE = {
+    "batch_copy": ("NO_SYNC", "Scope", "leased", "owner_prefix"),
+    "copying": ("Expected", "RateLimiter", "check_stored", "copy_verified"),
+    "leases": ("held", "new_owner"),
+    "replication": ("ACTIVE", "COPY_PATHS", "FINISHED", "REPORT_ITEMS", "give_up", "note_retry", "run_lane"),
+    "small_writes": ("Published", "SmallWrites"),
+    "upload_state": (
+        "BodyTooLong",
+        "Checkpoint",
+        "Checkpoints",
+        "LeaseBusy",
+        "Snapshot",
+        "UploadView",
+        "Writer",
+        "backend_for",
+        "expiry",
+        "gone",
+        "release_lease",
+        "restore_state",
+        "take_lease",
+    ),
+}
+_MODULE_OF = {name: module for module, names in _WHERE.items() for name in names}
+
+__all__ = [
+    "ACTIVE",
+    "COPY_PATHS",
+    "FINISHED",
+    "NO_SYNC",
+    "REPORT_ITEMS",
+    "BodyTooLong",
+    "Checkpoint",
+    "Checkpoints",
+    "Expected",
+    "LeaseBusy",
+    "Published",
+    "RateLimiter",
+    "Scope",
+    "SmallWrites",
+    "Snapshot",
+    "UploadView",
+    "Writer",
+    "backend_for",
+    "check_stored",
+    "copy_verified",
+    "expiry",
+    "give_up",
+    "gone",
+    "held",
+    "leased",
+    "new_owner",
+    "note_retry",
+    "owner_prefix",
+    "release_lease",
+    "restore_state",
+    "run_lane",
+    "take_lease",
+    "warm_up",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
+
+def warm_up(ctx: Context) -> threading.Thread | None:
+    """Start, on a thread of its own, the fork server worker processes come from, if any tier
+    will use them (a backend that gains from them, and settings that allow more than one)."""
+    from levere.dataplane import process_pools
+    from levere.dataplane.small_writes import process_count
+    from levere.domain.tiers import Tier
+    from levere.storage import Capability
+
+    settings = ctx.settings
+    if max(process_count(settings.ingest_processes), process_count(settings.sync.processes)) <= 1:
+        return None
+    backends = [ctx.backend(tier) for tier in Tier]
+    if not any(Capability.WORKER_PROCESSES in b.capabilities and b.recipe is not None for b in backends):
+        return None
+    return process_pools.warm_up()

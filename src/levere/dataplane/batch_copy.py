@@ -1,4 +1,4 @@
-"""Copying one claimed batch between tiers: threads (or processes for many small local files),
+"""Copying one claimed batch between tiers: threads (or worker processes for many small files),
 verification against the manifest, durability, and the lease heartbeat meanwhile.
 
 The claiming and recording around it are :mod:`levere.dataplane.replication`'s.
@@ -13,7 +13,6 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -29,7 +28,7 @@ from levere.db.models import JobRun, Replica, StoredFile, utcnow
 from levere.domain import errors
 from levere.domain.errors import ChecksumMismatch, LevereError, NotFound, StorageUnavailable
 from levere.domain.tiers import CopyPath, Tier, tier_words
-from levere.storage import Backend, LocalSpec, SmallWrite
+from levere.storage import Backend, SmallWrite
 
 log = logging.getLogger(__name__)
 Q = TypeVar("Q", bound=Select[*tuple[Any, ...]])
@@ -191,7 +190,8 @@ def start_copies(
     limiter: RateLimiter | None,
     processes: copy_processes.Processes | None = None,
 ) -> Callable[[], list[Outcome]]:
-    """Hand the batch to the copy threads (many small local files: to the copy processes);
+    """Hand the batch to the copy threads (many small files, where both backends gain from worker
+    processes: to the copy processes);
     returns what waits for its outcomes (in no particular order). Small files go in groups: one
     task per 4 KiB file would cost as much as copying it."""
 
@@ -203,21 +203,18 @@ def start_copies(
     small = [i for i in items if i.size < SMALL]
     if processes is not None and len(small) >= PROCESS_MIN:
         items = [i for i in items if i.size >= SMALL]
-        # two chunks per process, so that one finishing early finds more work
-        chunks = 2 * processes.count
-        for n in range(chunks):
-            chunk = small[n::chunks]
-            jobs = [
-                (i.replica_id, i.source_key, i.key, i.size, i.expected.md5, i.expected.sha256, i.label, i.attempts > 1)
-                for i in chunk
-            ]  # fmt: skip
-            try:
-                future = copy_processes.submit(processes, jobs, scope.path.write_once)
-            except BrokenProcessPool:  # a copy process died since the last batch: threads it is
-                copy_processes.discard_broken(processes)
-                waiting.append(pool.submit(copy_here, chunk).result)
-                continue
-            waiting.append(functools.partial(_outcomes, future, chunk, scope, copy_here, processes))
+        size = copy_processes.MESSAGE_FILES
+        chunks = [small[n : n + size] for n in range(0, len(small), size)]
+        jobs = [
+            [(i.replica_id, i.source_key, i.key, i.size, i.expected.md5, i.expected.sha256, i.label, i.attempts > 1)
+             for i in chunk]
+            for chunk in chunks
+        ]  # fmt: skip
+        # the processes are fed and read on a thread of their own, beside the copy threads
+        feeder = ThreadPoolExecutor(1, thread_name_prefix="levere-copy-processes")
+        answers = feeder.submit(copy_processes.run, processes, jobs, scope.path.write_once)
+        feeder.shutdown(wait=False)
+        waiting.append(functools.partial(_outcomes, answers, chunks, scope, copy_here))
     groups: list[list[Item]] = []
     for item in items:
         if groups and item.size < SMALL and len(groups[-1]) < GROUP and groups[-1][-1].size < SMALL:
@@ -229,42 +226,39 @@ def start_copies(
 
 
 def _outcomes(
-    future: Future[list[copy_processes.Result]],
-    group: list[Item],
+    answers: Future[list[list[copy_processes.Result] | None]],
+    chunks: list[list[Item]],
     scope: Scope,
     copy_here: Callable[[list[Item]], list[Outcome]],
-    processes: copy_processes.Processes,
 ) -> list[Outcome]:
-    try:
-        results = future.result()
-    except BrokenProcessPool:
-        # a child died (the OOM killer, a signal): nothing of this group was recorded, so copy it
-        # here, and let the next batch get a fresh pool
-        log.warning("a copy process died; copying its %d file(s) in this process", len(group))
-        copy_processes.discard_broken(processes)
-        return copy_here(group)
     outcomes = []
-    for item, (_, kind, message, damaged, copied) in zip(group, results, strict=True):
-        if not kind:
-            outcomes.append(Outcome(item, copied=copied))
+    for chunk, results in zip(chunks, answers.result(), strict=True):
+        if results is None:
+            # its process died (the OOM killer, a signal): nothing of this chunk was recorded, so
+            # copy it here (the next batch starts a new process)
+            log.warning("a copy process died; copying its %d file(s) in this process", len(chunk))
+            outcomes += copy_here(chunk)
             continue
-        if kind == "NotFound":
-            error: LevereError = NotFound(f"{item.label} is missing from {tier_words(scope.source)}")
-        else:
-            error = errors.from_name(kind, message)
-        outcomes.append(Outcome(item, error=error, source_damaged=damaged))
+        for item, (_, kind, message, damaged, copied) in zip(chunk, results, strict=True):
+            if not kind:
+                outcomes.append(Outcome(item, copied=copied))
+                continue
+            if kind == "NotFound":
+                error: LevereError = NotFound(f"{item.label} is missing from {tier_words(scope.source)}")
+            else:
+                error = errors.from_name(kind, message)
+            outcomes.append(Outcome(item, error=error, source_damaged=damaged))
     return outcomes
 
 
-def process_pool(ctx: Context, scope: Scope, limiter: RateLimiter | None) -> copy_processes.Processes | None:
-    """Processes for copying many small files, when both tiers are local folders (see
+def process_pool(
+    ctx: Context, source: Backend, target: Backend, limiter: RateLimiter | None
+) -> copy_processes.Processes | None:
+    """Processes for copying many small files, where both backends gain from them (see
     :mod:`levere.dataplane.copy_processes`); None to copy with threads only."""
     settings = ctx.settings.sync
     count = settings.processes or os.cpu_count() or 1
-    if count <= 1 or limiter is not None:
-        return None
-    source, target = ctx.settings.tier_spec(scope.source), ctx.settings.tier_spec(scope.target)
-    if not (isinstance(source, LocalSpec) and isinstance(target, LocalSpec)):
+    if limiter is not None:
         return None
     return copy_processes.pool_for(source, target, count, max(1, settings.threads // count))
 

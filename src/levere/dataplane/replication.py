@@ -410,7 +410,7 @@ def run_lane(ctx: Context, run_id: str) -> LaneResult:
         ThreadPoolExecutor(1, thread_name_prefix="levere-record") as recorder,
     ):
         recording: Future[LevereError | None] | None = None
-        processes = process_pool(ctx, scope, limiter)
+        processes = process_pool(ctx, source, target, limiter)
         items = next_batch()
         copying = start_copies(pool, source, target, scope, items, limiter, processes) if items else None
         while copying is not None and down is None:

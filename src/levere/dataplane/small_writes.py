@@ -3,17 +3,18 @@ carried and written, a group at a time, away from the thread that parses the str
 
 Design notes
 ------------
-* Per small file, publishing costs more than everything else the service does for it: the system
-  calls (an unnamed file, its bytes, a link to its name), then MD5 and SHA-256 (the figures are in
-  docs/benchmarks.md). On the request thread these would run one after the other with the parsing. Helper threads did not help
-  a local disk: each system call gives Python's lock up and waits to get it back from the parsing
-  thread, so the threads and the parser took turns on one core.
-* So, by backend: a local folder gets child processes (``ingest_processes``, one per CPU by
-  default, started by the first batch from a fork server ``levere serve`` starts beside it, and
-  gone after two minutes without one), which hash, check and write groups of files on their own
-  cores while the request thread parses the next members;
-  an object store gets threads (its round trips wait on the network, not on the lock); one CPU,
-  or ``ingest_processes = 1``, writes in the caller's thread.
+* Per small file, publishing (system calls and two hashes) costs more than everything else the
+  service does for it (the figures are in docs/benchmarks.md). On the request thread it would run
+  one after the other with the parsing, and helper threads do not help a local disk: each system
+  call gives Python's lock up and waits to get it back from the parsing thread, so the threads and
+  the parser take turns on one core.
+* So, by what the backend offers: one whose writes are bound by this machine's CPU
+  (``Capability.WORKER_PROCESSES``, a local folder) gets worker processes
+  (:mod:`levere.dataplane.process_pools`; ``ingest_processes``, one per CPU by default), each
+  building the same backend from its recipe, wrappers included, which hash, check and write groups
+  of files on their own cores while the request thread parses the next members; an object store
+  gets threads (its round trips wait on the network, not on the lock); one CPU, or
+  ``ingest_processes = 1``, writes in the caller's thread.
 * Results come back per group in the order the groups were handed over: what a file is known
   by (its ``tag``) and its checksums, or that its bytes did not match (nothing was written), or a
   storage error, after which nothing more is handed over. Files stored before an error, in any
@@ -29,27 +30,22 @@ Design notes
 
 from __future__ import annotations
 
-import atexit
-import contextlib
-import fcntl
+import functools
 import hashlib
 import logging
 import os
-import threading
-from collections import Counter, deque
+from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
-from pathlib import Path
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import Generic, TypeVar
 
-from levere.dataplane.process_pools import forkserver
+from levere.dataplane import process_pools
+from levere.dataplane.process_pools import Worker
 from levere.domain import errors
 from levere.domain.errors import LevereError
-from levere.storage import Backend, LocalBackend, SmallWrite
-
-if TYPE_CHECKING:
-    from levere.storage import BackendSpec, LocalSpec
+from levere.storage.base import Backend, Capability, SmallWrite
+from levere.storage.factory import Recipe, build
 
 log = logging.getLogger(__name__)
 
@@ -103,154 +99,14 @@ def _publish(write: SmallWrite, jobs: list[Job]) -> list[Result]:
     return results
 
 
-# --- the child processes -------------------------------------------------------------------------
-#
-# Each child has two pipes of its own, and the batch's thread writes groups to them and reads the
-# results itself. (A ProcessPoolExecutor feeds its children from helper threads in this process,
-# which then take the lock from the parsing thread at every turn and slow the recording of each
-# chunk.) The pipe the groups go through is widened so that a few groups fit:
-# handing one over then never waits for the child to finish the one before.
+# --- the child processes (:mod:`levere.dataplane.process_pools`) ------------------------------------
 
-#: groups sent to one child and not yet answered, at most (their data and their results must fit
-#: in the pipes, or the child and this process could wait on each other)
-PER_CHILD = 4
-_PIPE_BYTES = 1024 * 1024
-#: children at most per storage folder, whatever the number of batches received at once
-MAX_CHILDREN_PER_CPU = 4
-#: a child with nothing to do for this long leaves
-IDLE_SECONDS = 120.0
+PURPOSE = "publisher"
 
 
-def _serve(jobs: Connection, results: Connection, root: str, backend_id: str, idle: float) -> None:
-    """In a child: publish each group received, answer with its results; leave at the end of
-    the pipe (the parent closed it, or is gone), or after ``idle`` seconds without work, so
-    that a service between deliveries does not keep the memory (the next batch starts new ones;
-    one that hands a group to a child just leaving publishes that group itself)."""
-    backend = LocalBackend(Path(root), backend_id)
-    while jobs.poll(idle):
-        try:
-            group = jobs.recv()
-        except EOFError:
-            return
-        results.send(publish_group(backend, group))
-
-
-class Publisher:
-    """A child process publishing the groups it is sent, in order."""
-
-    def __init__(self, spec: LocalSpec) -> None:
-        mp = forkserver()
-        jobs_r, jobs_w = mp.Pipe(duplex=False)
-        results_r, results_w = mp.Pipe(duplex=False)
-        with contextlib.suppress(OSError, AttributeError):  # a narrow pipe only makes it slower
-            fcntl.fcntl(jobs_w.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
-        self.process = mp.Process(
-            target=_serve,
-            args=(jobs_r, results_w, str(spec.root), spec.backend_id, IDLE_SECONDS),
-            name="levere-publisher",
-            daemon=True,
-        )
-        self.process.start()
-        jobs_r.close()
-        results_w.close()
-        self.jobs, self.results = jobs_w, results_r
-        self.waiting = 0  # groups sent and not yet answered
-        self.alive = True
-
-    def send(self, group: list[Job]) -> bool:
-        """Hand a group over; False if the child is gone."""
-        try:
-            self.jobs.send(group)
-        except OSError:  # a broken pipe: it died
-            self.alive = False
-            return False
-        self.waiting += 1
-        return True
-
-    def receive(self) -> list[Result] | None:
-        """The results of the oldest group sent; None if the child died before answering."""
-        self.waiting -= 1
-        if not self.alive:
-            return None
-        try:
-            results: list[Result] = self.results.recv()
-            return results
-        except (EOFError, OSError):
-            self.alive = False
-            return None
-
-    def close(self) -> None:
-        self.alive = False
-        self.jobs.close()
-        self.results.close()
-        self.process.join(timeout=5)
-        if self.process.is_alive():
-            self.process.kill()
-
-
-class _Publishers:
-    """The children of this process, per storage folder; a batch borrows some and gives them back."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._idle: dict[str, list[Publisher]] = {}
-        self._count: Counter[str] = Counter()  # children alive, idle or borrowed, per folder
-
-    def borrow(self, spec: LocalSpec, wanted: int) -> list[Publisher]:
-        """Up to ``wanted`` children for ``spec``: idle ones, and new ones while there are fewer
-        than the limit."""
-        key = spec.model_dump_json()
-        taken: list[Publisher] = []
-        dead: list[Publisher] = []
-        evicted: list[Publisher] = []
-        with self._lock:
-            # a service publishes to one area; children idle for another folder (settings changed,
-            # or the many short-lived services of a test run) are not kept
-            for other in [k for k in self._idle if k != key]:
-                gone = self._idle.pop(other)
-                self._count[other] -= len(gone)
-                evicted += gone
-            idle = self._idle.setdefault(key, [])
-            while idle and len(taken) < wanted:
-                publisher = idle.pop()
-                (taken if publisher.process.is_alive() else dead).append(publisher)
-            count = self._count[key] - len(dead)
-            new = max(0, min(wanted - len(taken), MAX_CHILDREN_PER_CPU * (os.cpu_count() or 1) - count))
-            self._count[key] = count + new
-        for publisher in dead + evicted:
-            publisher.close()
-        for _ in range(new):
-            try:
-                taken.append(Publisher(spec))
-            except OSError:
-                log.exception("could not start a process to publish small files")
-                with self._lock:
-                    self._count[key] -= 1
-        return taken
-
-    def give_back(self, spec: LocalSpec, publishers: list[Publisher]) -> None:
-        key = spec.model_dump_json()
-        for publisher in publishers:
-            if publisher.alive and publisher.waiting == 0:
-                with self._lock:
-                    self._idle.setdefault(key, []).append(publisher)
-                continue
-            publisher.close()
-            with self._lock:
-                self._count[key] -= 1
-
-    def close_all(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, {}
-            for key, gone in idle.items():
-                self._count[key] -= len(gone)
-        for publishers in idle.values():
-            for publisher in publishers:
-                publisher.close()
-
-
-publishers = _Publishers()
-atexit.register(publishers.close_all)
+def _publishing_child(recipe: Recipe) -> Callable[[list[Job]], list[Result]]:
+    """In a child: the backend, built once from the area's recipe, and what publishes a group."""
+    return functools.partial(publish_group, build(recipe))
 
 
 def process_count(setting: int) -> int:
@@ -258,20 +114,15 @@ def process_count(setting: int) -> int:
     return setting or os.cpu_count() or 1
 
 
-def prepare(spec: BackendSpec, setting: int) -> threading.Thread | None:
-    """Start, on a thread of its own, the fork server the children will come from (loading
-    their modules takes ~0.15 s), so that a service's first batch does not wait for it; only
-    where children will be used (a local area, more than one process)."""
-    from levere.storage import LocalSpec
-
-    if not isinstance(spec, LocalSpec) or process_count(setting) <= 1:
-        return None
-    from multiprocessing import forkserver as fork_server
-
-    forkserver()  # sets what the fork server loads
-    thread = threading.Thread(target=fork_server.ensure_running, name="levere-forkserver", daemon=True)
-    thread.start()
-    return thread
+def uses_processes(backend: Backend, setting: int) -> bool:
+    """Whether small files published on ``backend`` go to worker processes: where the backend
+    says its writes are worth spreading over processes and can be built again in one, and
+    ``ingest_processes`` leaves more than one."""
+    return (
+        Capability.WORKER_PROCESSES in backend.capabilities
+        and backend.recipe is not None
+        and process_count(setting) > 1
+    )
 
 
 # --- one batch's writes ----------------------------------------------------------------------------
@@ -293,26 +144,24 @@ class Published(Generic[Tag]):
 class SmallWrites(Generic[Tag]):
     """The small files of one batch, handed over in groups and collected in order."""
 
-    def __init__(self, backend: Backend, spec: LocalSpec | None = None, processes: int = 0) -> None:
-        """Publish on ``backend``, with ``processes`` children when ``spec`` (the same folder's) is
-        given and there are more than one, or else on its threads, or else in the caller's.
+    def __init__(self, backend: Backend, processes: int = 1) -> None:
+        """Publish on ``backend``: with ``processes`` children where it can use them
+        (:func:`uses_processes`), or else on its threads, or else in the caller's.
 
         The children are borrowed when the first whole group is handed over: a batch smaller than
         a group (the checksum file of a run of large files, say) is written here, at once."""
         self.backend = backend
-        self.spec = spec if processes > 1 else None
-        self.processes = processes
-        self.borrowed: list[Publisher] = []
-        self.publishers: list[Publisher] = []
-        threads = backend.small_write_threads if self.spec is None else 0
+        self.recipe = backend.recipe if uses_processes(backend, processes) else None
+        self.processes = process_count(processes)
+        self.borrowed: list[Worker] = []
+        self.publishers: list[Worker] = []
+        threads = backend.small_write_threads if self.recipe is None else 0
         self.threads = ThreadPoolExecutor(threads, "levere-small-files") if threads > 0 else None
         self.group: list[Job] = []
         self.tags: list[Tag] = []
         self.group_bytes = 0
         #: (group number, who has it, jobs, tags, bytes) of the groups handed over, oldest first
-        self.in_flight: deque[tuple[int, Publisher | Future[list[Result]], list[Job], list[Tag], int]] = (
-            deque()
-        )
+        self.in_flight: deque[tuple[int, Worker | Future[list[Result]], list[Job], list[Tag], int]] = deque()
         self.in_flight_bytes = 0
         self.handed = 0  # groups handed over so far
         self.turn = 0
@@ -326,8 +175,10 @@ class SmallWrites(Generic[Tag]):
         self.tags.append(tag)
         self.group_bytes += len(data)
         if len(self.group) >= GROUP_FILES or self.group_bytes >= GROUP_BYTES:
-            if self.spec is not None and self.handed == 0 and not self.borrowed:
-                self.borrowed = publishers.borrow(self.spec, self.processes)
+            if self.recipe is not None and self.handed == 0 and not self.borrowed:
+                self.borrowed = process_pools.workers.borrow(
+                    PURPOSE, self.recipe, self.processes, _publishing_child, (self.recipe,)
+                )
                 self.publishers = list(self.borrowed)
             self._hand_over()
 
@@ -338,7 +189,7 @@ class SmallWrites(Generic[Tag]):
         self.group, self.tags, self.group_bytes = [], [], 0
         while self.in_flight and self.in_flight_bytes + nbytes > IN_FLIGHT_BYTES:
             self._collect_oldest()
-        holder: Publisher | Future[list[Result]] | None = self._publisher_for(jobs)
+        holder: Worker | Future[list[Result]] | None = self._publisher_for(jobs)
         if holder is None and self.threads is not None:
             holder = self.threads.submit(publish_group, self.backend, jobs)
         if holder is None:
@@ -348,20 +199,20 @@ class SmallWrites(Generic[Tag]):
         self.handed += 1
         self.in_flight_bytes += nbytes
 
-    def _publisher_for(self, jobs: list[Job]) -> Publisher | None:
+    def _publisher_for(self, jobs: list[Job]) -> Worker | None:
         """The next child in turn that takes the group (after collecting what it answered if it
         has too many groups already); None when every child is gone."""
         while self.publishers:
             publisher = self.publishers[self.turn % len(self.publishers)]
             self.turn += 1
-            while publisher.waiting >= PER_CHILD and self.in_flight:
+            while publisher.waiting >= process_pools.PER_CHILD and self.in_flight:
                 self._collect_oldest()
             if publisher.alive and publisher.send(jobs):
                 return publisher
             self._lose(publisher)
         return None
 
-    def _lose(self, publisher: Publisher) -> None:
+    def _lose(self, publisher: Worker) -> None:
         if publisher in self.publishers:
             log.warning("a process publishing small files stopped; its files are published here")
             self.publishers.remove(publisher)
@@ -369,8 +220,8 @@ class SmallWrites(Generic[Tag]):
     def _collect_oldest(self) -> None:
         _, holder, jobs, tags, nbytes = self.in_flight.popleft()
         self.in_flight_bytes -= nbytes
-        if isinstance(holder, Publisher):
-            results = holder.receive()
+        if isinstance(holder, Worker):
+            results: list[Result] | None = holder.receive()
             if results is None:  # it died with the group: publish it here (the same bytes again)
                 self._lose(holder)
                 results = publish_group(self.backend, jobs)
@@ -412,5 +263,5 @@ class SmallWrites(Generic[Tag]):
         finally:
             if self.threads is not None:
                 self.threads.shutdown()
-            if self.spec is not None:
-                publishers.give_back(self.spec, self.borrowed)
+            if self.recipe is not None:
+                process_pools.workers.give_back(PURPOSE, self.recipe, self.borrowed)

@@ -8,9 +8,10 @@ Design notes
 * Per file: the member's path is checked here, then it is read whole (it is small) and handed to
   :class:`~levere.dataplane.small_writes.SmallWrites`, which hashes it in one pass, compares it with
   the checksums the client put in its PAX header, and only then publishes it under its final name
-  in one step, without an fsync of its own (``Backend.write_small``), in groups: on a local disk in
-  child processes, on an object store on threads, so that the hashing and the file system's work
-  (or an object store's round trips) overlap the parsing and recording of the next members.
+  in one step, without an fsync of its own (``Backend.write_small``), in groups: in worker
+  processes where the backend gains from them (a local disk), on an object store on threads, so
+  that the hashing and the file system's work (or an object store's round trips) overlap the
+  parsing and recording of the next members.
 * Per chunk of files (:data:`CHUNK_FILES` or :data:`CHUNK_BYTES`), and when the body ends or breaks:
   one ``flush()`` makes every published file durable, then one transaction records them all with
   bulk inserts and turns their part of the reservation into usage. Once the next chunk is handed
@@ -43,9 +44,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from levere.context import Context
-from levere.dataplane import small_writes
-from levere.dataplane.leases import new_owner
-from levere.dataplane.small_writes import SmallWrites
+from levere.dataplane import SmallWrites, new_owner
 from levere.db.models import Delivery, Project, StoredFile, Upload, User, utcnow
 from levere.domain.deliveries import UploadState
 from levere.domain.errors import InvalidPath, LevereError, QuotaExceeded, ValidationFailed
@@ -63,7 +62,7 @@ from levere.services.deliveries import (
     record_files,
 )
 from levere.services.projects import authorize, placement
-from levere.storage import Backend, LocalSpec
+from levere.storage import Backend
 from levere.transfer import wire
 from levere.transfer.pipe import ByteSource
 from levere.transfer.tarstream import ArchiveTruncated, Member, TarReader
@@ -274,16 +273,6 @@ class _Small(NamedTuple):
     expect_sha256: str
 
 
-def _publishing(ctx: Context, tier: Tier) -> tuple[LocalSpec | None, int]:
-    """The landing tier's folder and how many child processes publish small files there (more than one
-    when the area is a local folder and there are CPUs to use; see
-    :mod:`levere.dataplane.small_writes`)."""
-    spec = ctx.settings.tier_spec(tier.value)
-    if not isinstance(spec, LocalSpec):
-        return None, 0
-    return spec, small_writes.process_count(ctx.settings.ingest_processes)
-
-
 class _Batch:
     def __init__(
         self,
@@ -329,7 +318,7 @@ class _Batch:
         self.accepted: set[str] = set()
         self.folders = {folder for path in (*known, *busy) for folder in folders_of(path)}
         self.quota_error: QuotaExceeded | None = None
-        self.writes: SmallWrites[_Small] = SmallWrites(self.backend, *_publishing(ctx, self.landing))
+        self.writes: SmallWrites[_Small] = SmallWrites(self.backend, ctx.settings.ingest_processes)
 
     def fail(self, path: str, error: str, message: str, **arrived: str) -> None:
         self.result.failed.append(Failure(path, error, message, **arrived))

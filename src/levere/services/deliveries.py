@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from levere.context import Context
-from levere.dataplane.leases import held
+from levere.dataplane import held
 from levere.db.bulk import insert_rows
 from levere.db.models import (
     ID_STEM,

@@ -32,9 +32,17 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from levere.context import Context
-from levere.dataplane.batch_copy import NO_SYNC, leased, owner_prefix
-from levere.dataplane.copying import Expected, RateLimiter, check_stored, copy_verified
-from levere.dataplane.replication import FINISHED, REPORT_ITEMS
+from levere.dataplane import (
+    FINISHED,
+    NO_SYNC,
+    REPORT_ITEMS,
+    Expected,
+    RateLimiter,
+    check_stored,
+    copy_verified,
+    leased,
+    owner_prefix,
+)
 from levere.db.models import Delivery, JobRun, Project, Replica, StoredFile, User, utcnow
 from levere.domain.errors import ChecksumMismatch, LevereError, NoPlacement, StorageUnavailable
 from levere.domain.roles import Action, require

@@ -31,9 +31,7 @@ from sqlalchemy import func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from levere.context import Context, after_commit
-from levere.dataplane import replication
-from levere.dataplane.batch_copy import NO_SYNC
-from levere.dataplane.replication import ACTIVE
+from levere.dataplane import ACTIVE, COPY_PATHS, NO_SYNC
 from levere.db.bulk import new_ids_sql
 from levere.db.models import (
     Delivery,
@@ -563,7 +561,7 @@ def sweep(ctx: Context) -> list[str]:
         for project_id, kind in sorted(wanted - covered):
             project = session.get(Project, project_id)
             assert project is not None
-            target = replication.COPY_PATHS[kind](ProjectKind.of(project.sensitive)).target
+            target = COPY_PATHS[kind](ProjectKind.of(project.sensitive)).target
             run = new_run(ctx, session, kind, project)
             audit.record(
                 session, None, f"{kind}.requested", "project", project_id,

@@ -15,7 +15,7 @@ from levere.domain.units import format_size
 from levere.services import accounts, audit, notify, projects
 
 if TYPE_CHECKING:
-    from levere.dataplane.batch_copy import Scope
+    from levere.dataplane import Scope
 
 NO_SYNC = {"synchronize_session": False}
 

@@ -27,8 +27,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from levere.context import Context
-from levere.dataplane.leases import new_owner
-from levere.dataplane.upload_state import (
+from levere.dataplane import (
     BodyTooLong,
     Checkpoint,
     Checkpoints,
@@ -39,6 +38,7 @@ from levere.dataplane.upload_state import (
     backend_for,
     expiry,
     gone,
+    new_owner,
     release_lease,
     restore_state,
     take_lease,

@@ -1,4 +1,6 @@
-"""Where delivered bytes live: one interface (:class:`Backend`), one module per backend.
+"""Where delivered bytes live: one interface (:class:`Backend`), one module per backend, one
+factory (:mod:`levere.storage.factory`) that builds a backend and the layers over it
+(:class:`WrappingBackend`) from a recipe, in the service and in every worker process alike.
 
 The specs (pydantic) and the S3 backend (boto3) are imported when first named: the processes
 that publish small files on a local disk need neither, and boto3 alone is 26 MB of memory in
@@ -7,10 +9,12 @@ each of them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, assert_never
+from typing import TYPE_CHECKING, Any
 
-from levere.storage.base import CHUNK, Backend, ObjectInfo, ObjectWriter, SmallWrite, check_key
+from levere.storage.base import CHUNK, Backend, Capability, ObjectInfo, ObjectWriter, SmallWrite, check_key
+from levere.storage.factory import Recipe, Wrapper, build, build_backend
 from levere.storage.local import LocalBackend
+from levere.storage.wrapping import WrappingBackend
 
 if TYPE_CHECKING:
     from levere.storage.config import BackendSpec, LocalSpec, S3Spec, parse_backend_spec
@@ -22,13 +26,18 @@ __all__ = [
     "CHUNK",
     "Backend",
     "BackendSpec",
+    "Capability",
     "LocalBackend",
     "LocalSpec",
     "ObjectInfo",
     "ObjectWriter",
+    "Recipe",
     "S3Backend",
     "S3Spec",
     "SmallWrite",
+    "Wrapper",
+    "WrappingBackend",
+    "build",
     "build_backend",
     "check_key",
     "parse_backend_spec",
@@ -45,30 +54,3 @@ def __getattr__(name: str) -> Any:
 
         return S3Backend
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def build_backend(spec: LocalSpec | S3Spec, *, write_once: bool = False) -> Backend:
-    """Build the backend a validated spec describes. No I/O happens here. ``write_once``: it
-    holds a write-once tier, so an S3 spec's ``write_once`` (object lock) applies."""
-    from levere.storage.config import LocalSpec, S3Spec
-
-    match spec:
-        case LocalSpec():
-            return LocalBackend(spec.root, spec.backend_id)
-        case S3Spec():
-            from levere.storage.s3 import S3Backend  # boto3: only where a tier is on S3
-
-            return S3Backend(
-                spec.endpoint_url,
-                spec.bucket,
-                spec.access_key.get_secret_value(),
-                spec.secret_key.get_secret_value(),
-                region=spec.region,
-                prefix=spec.prefix,
-                backend_id=spec.backend_id,
-                object_lock=write_once and spec.write_once,
-                retention_mode=spec.retention_mode,
-                retention_days=spec.retention_days,
-            )
-        case _:
-            assert_never(spec)

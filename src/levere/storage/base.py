@@ -19,13 +19,19 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import enum
 import functools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
-from levere.domain.errors import InvalidPath
 from levere.domain.paths import KeyLimits
+from levere.storage.keys import check_key
+
+if TYPE_CHECKING:
+    from levere.storage.factory import Recipe
+
+__all__ = ["CHUNK", "Backend", "Capability", "ObjectInfo", "ObjectWriter", "SmallWrite", "check_key"]
 
 CHUNK = 4 * 1024 * 1024
 
@@ -36,16 +42,6 @@ class ObjectInfo:
     size: int
     #: the version of the object described, on a store that keeps versions (else None)
     version: str | None = None
-
-
-def check_key(key: str) -> str:
-    """Refuse keys that could escape the backend's root."""
-    if not key or key.startswith("/") or "\\" in key or "\x00" in key:
-        raise InvalidPath(f"invalid storage key {key!r}")
-    parts = key.split("/")
-    if any(p in ("", ".", "..") for p in parts):
-        raise InvalidPath(f"invalid storage key {key!r}")
-    return key
 
 
 class ObjectWriter(abc.ABC):
@@ -79,11 +75,29 @@ class ObjectWriter(abc.ABC):
 SmallWrite = Callable[[str, bytes], str | None]
 
 
+class Capability(enum.Enum):
+    """What a backend offers beyond the interface, which the data plane's fast paths ask for
+    (never for a concrete class). A wrapping backend offers only those it can honour."""
+
+    #: publishing or copying many small files here is bound by this machine's CPU (a local disk),
+    #: not by round trips: worth spreading over worker processes, each of which builds the same
+    #: backend, wrappers included, from its :class:`~levere.storage.factory.Recipe`
+    WORKER_PROCESSES = "worker-processes"
+    #: ``write_once=True`` protects what it publishes from being overwritten or deleted (the
+    #: factory refuses to build a write-once tier on a backend without it)
+    WRITE_ONCE = "write-once"
+
+
 class Backend(abc.ABC):
     """A place that stores objects under keys. Constructors do no I/O."""
 
     #: short identifier saved on each row that refers to a stored copy
     backend_id: str
+    #: what this backend offers beyond the interface (:class:`Capability`)
+    capabilities: frozenset[Capability] = frozenset()
+    #: how to build this very backend again (in a worker process): set by the factory
+    #: (:func:`levere.storage.factory.build`); None for a backend made by hand
+    recipe: Recipe | None = None
     #: threads worth running :meth:`write_small` on at once where each object is a round trip
     #: (object stores); 0 writes them in the caller's thread (a local disk: a helper thread only
     #: passes the GIL back and forth)

@@ -6,11 +6,12 @@ Design notes
   part are sent as a single PUT at commit. At most one part is held in memory. Part size is
   8 MiB, grown from ``size_hint`` (or, without a hint, doubled every 2,000 parts) so that even a
   several-hundred-GB file stays under S3's limit of 10,000 parts.
-* Resumable sessions are multipart uploads too. S3 wants every part but the last to be at least
-  5 MiB, while a tus PATCH may carry any number of bytes. Every part but the last is therefore
-  exactly the session's part size, and whatever is left at the end of an append call (or when the
-  client's connection drops) is kept in a small *tail* object, ``<prefix>.levere-staging/<id>.tail``,
-  which the next append reads back and puts in front of its bytes.
+* Resumable sessions (:mod:`levere.storage.s3_staging`) are multipart uploads too. S3 wants every
+  part but the last to be at least 5 MiB, while a tus PATCH may carry any number of bytes. Every
+  part but the last is therefore exactly the session's part size, and whatever is left at the end
+  of an append call (or when the client's connection drops) is kept in a small *tail* object,
+  ``<prefix>.levere-staging/<id>.tail``, which the next append reads back and puts in front of its
+  bytes.
 * The tail carries the number of the part it will become (``levere-next-part`` metadata). Once that
   part exists the tail is stale and ignored, so a crash between uploading a part and rewriting
   the tail never counts bytes twice: the offset is always ``sum(parts) + valid tail``, read from
@@ -32,13 +33,10 @@ Design notes
 from __future__ import annotations
 
 import datetime as dt
-import json
-import re
 import secrets
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -54,25 +52,21 @@ from levere.domain.errors import (
     NotFound,
     StorageFull,
     StorageUnavailable,
-    ValidationFailed,
 )
 from levere.domain.paths import KeyLimits
-from levere.storage.base import CHUNK, Backend, ObjectInfo, ObjectWriter, check_key
-from levere.storage.local import STAGING_DIR, check_prefix, check_range, check_user_key
+from levere.storage.base import CHUNK, Backend, Capability, ObjectInfo, ObjectWriter
+from levere.storage.keys import STAGING_DIR, check_key, check_prefix, check_range, check_user_key
+from levere.storage.s3_staging import GONE, S3Staging
 from levere.storage.s3_writer import (
-    MIN_PART,
     WRITE_ONCE_META,
     S3Writer,
     error_code,
-    part_body,
-    part_size_for,
 )
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-    from mypy_boto3_s3.type_defs import CompletedPartTypeDef, HeadObjectOutputTypeDef
+    from mypy_boto3_s3.type_defs import HeadObjectOutputTypeDef
 
-_NEXT_PART_META = "levere-next-part"
 #: S3 keys are at most 1,024 bytes of UTF-8, the bucket's prefix included
 MAX_KEY_BYTES = 1024
 #: radosgw (Ceph 16) completes a multipart upload only while the bucket's name and the key together
@@ -80,8 +74,6 @@ MAX_KEY_BYTES = 1024
 MULTIPART_NAME_BYTES = 1012
 #: what S3 servers answer when a bucket's or user's quota is used up (radosgw: QuotaExceeded)
 _FULL = frozenset({"QuotaExceeded", "InsufficientCapacity", "XMinioStorageFull"})
-_SESSION_ID = re.compile(r"^[0-9a-f]{32}$")
-_GONE = "upload session not found (finished, aborted or never started)"
 
 
 def _is_write_once(head: HeadObjectOutputTypeDef) -> bool:
@@ -92,49 +84,8 @@ def _is_write_once(head: HeadObjectOutputTypeDef) -> bool:
     )
 
 
-@dataclass(frozen=True)
-class _Session:
-    """The decoded session string: everything needed to find the upload again after a restart."""
-
-    key: str
-    upload: str
-    id: str
-    length: int
-    part: int
-
-    def encode(self) -> str:
-        return json.dumps(asdict(self))
-
-    @classmethod
-    def decode(cls, session: str) -> _Session:
-        try:
-            s = cls(**json.loads(session))
-        except (ValueError, TypeError):
-            raise NotFound("unknown upload session") from None
-        types_ok = all(isinstance(v, str) for v in (s.key, s.upload, s.id)) and all(
-            isinstance(v, int) for v in (s.length, s.part)
-        )
-        if not (types_ok and _SESSION_ID.match(s.id) and s.part >= MIN_PART):
-            raise NotFound("unknown upload session")
-        check_user_key(s.key)
-        return s
-
-
-@dataclass(frozen=True)
-class _Held:
-    """What the server holds for a session: its parts and, if still valid, the tail's size."""
-
-    parts: list[CompletedPartTypeDef]
-    part_bytes: int
-    tail: int
-    tail_exists: bool
-
-    @property
-    def offset(self) -> int:
-        return self.part_bytes + self.tail
-
-
 class S3Backend(Backend):
+    capabilities = frozenset({Capability.WRITE_ONCE})
     #: each small object is one PUT: several in flight hide the round trips
     small_write_threads = 8
 
@@ -180,6 +131,7 @@ class S3Backend(Backend):
         self._client: S3Client | None = None
         self._client_lock = threading.Lock()
         self._conditional_puts: bool | None = None
+        self._staging = S3Staging(self)
 
     def __repr__(self) -> str:
         return f"S3Backend({self.endpoint_url!r}, {self.bucket!r}, prefix={self.prefix!r}, id={self.backend_id!r})"
@@ -209,9 +161,6 @@ class S3Backend(Backend):
     def _full(self, key: str) -> str:
         return self.prefix + check_user_key(key)
 
-    def _tail_key(self, sid: str) -> str:
-        return f"{self.prefix}{STAGING_DIR}/{sid}.tail"
-
     @contextmanager
     def _errors(self, what: str, key: str | None = None) -> Iterator[None]:
         """Turn boto errors into levere's: unreachable or failing server -> StorageUnavailable."""
@@ -227,7 +176,7 @@ class S3Backend(Backend):
         if code in ("NoSuchKey", "404", "NotFound", "NoSuchVersion"):
             return NotFound(f"no object {key!r}" if key else f"not found ({what})")
         if code == "NoSuchUpload":
-            return NotFound(_GONE)
+            return NotFound(GONE)
         if code == "NoSuchBucket":
             return StorageUnavailable(f"bucket {self.bucket!r} does not exist at {self.endpoint_url}")
         if code in _FULL:
@@ -460,177 +409,27 @@ class S3Backend(Backend):
                         continue  # e.g. "folder/" markers made by other tools
                     yield ObjectInfo(key=key, size=obj.get("Size", 0))
 
-    # --- resumable staging sessions ------------------------------------------------------------
+    # --- resumable staging sessions (:mod:`levere.storage.s3_staging`) ---------------------------
     def start_staged(self, key: str, length: int) -> str:
-        full = self._full(key)
-        if length < 0:
-            raise ValidationFailed({"length": "must not be negative"})
-        with self._errors("start upload", key):
-            upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=full)["UploadId"]
-        return _Session(key, upload_id, secrets.token_hex(16), length, part_size_for(length)).encode()
-
-    def _held(self, s: _Session) -> _Held:
-        c = self.client
-        parts: list[CompletedPartTypeDef] = []
-        part_bytes = 0
-        sizes: list[int] = []
-        try:
-            with self._errors("list upload parts", s.key):
-                pages = c.get_paginator("list_parts").paginate(
-                    Bucket=self.bucket, Key=self._full(s.key), UploadId=s.upload
-                )
-                for page in pages:
-                    for p in page.get("Parts", []):
-                        parts.append({"PartNumber": p["PartNumber"], "ETag": p["ETag"]})
-                        sizes.append(p["Size"])
-        except NotFound:
-            # radosgw answers NoSuchKey, not NoSuchUpload, once an upload is completed.
-            raise NotFound(_GONE) from None
-        for i, (part, size) in enumerate(zip(parts, sizes, strict=True), start=1):
-            full_size = size == s.part or i == len(parts)
-            if part["PartNumber"] != i or not full_size:
-                number = part["PartNumber"]
-                raise Conflict(f"upload session for {s.key!r} is damaged (unexpected part {number})")
-            part_bytes += size
-        tail = 0
-        head = self._head(self._tail_key(s.id), s.key)
-        if head is not None and head.get("Metadata", {}).get(_NEXT_PART_META) == str(len(parts) + 1):
-            tail = head["ContentLength"]
-        return _Held(parts, part_bytes, tail, head is not None)
+        return self._staging.start_staged(key, length)
 
     def staged_offset(self, session: str) -> int:
-        return self._held(_Session.decode(session)).offset
+        return self._staging.staged_offset(session)
 
     def append_staged(self, session: str, offset: int, chunks: Iterable[bytes]) -> int:
-        s = _Session.decode(session)
-        held = self._held(s)
-        if offset != held.offset:
-            raise Conflict(
-                f"upload offset mismatch: request starts at {offset}, stored bytes end at {held.offset}"
-            )
-        buf = self._read_tail(s, held)
-        next_part = len(held.parts) + 1
-        received = held.offset
-        try:
-            for chunk in chunks:
-                if received + len(chunk) > s.length:
-                    raise Conflict(f"upload would exceed its declared length of {s.length} bytes")
-                view = memoryview(chunk)
-                while view:
-                    piece = view[: s.part - len(buf)]
-                    buf += piece
-                    received += len(piece)
-                    view = view[len(piece) :]
-                    if len(buf) == s.part:
-                        self._upload_part(s, next_part, buf)
-                        next_part += 1
-                        buf.clear()
-        except BaseException:
-            # A dropped connection: keep what arrived, so the client resumes from there.
-            self._keep(s, next_part, buf, received, held)
-            raise
-        self._keep(s, next_part, buf, received, held)
-        return received
-
-    def _read_tail(self, s: _Session, held: _Held) -> bytearray:
-        buf = bytearray()
-        if held.tail:
-            with self._errors("read upload tail", s.key):
-                buf += self.client.get_object(Bucket=self.bucket, Key=self._tail_key(s.id))["Body"].read()
-            if len(buf) != held.tail:
-                raise Conflict(f"upload session for {s.key!r} changed while it was being read")
-        return buf
-
-    def _upload_part(self, s: _Session, number: int, data: bytearray) -> CompletedPartTypeDef:
-        with self._errors("upload part", s.key):
-            etag = self.client.upload_part(
-                Bucket=self.bucket,
-                Key=self._full(s.key),
-                UploadId=s.upload,
-                PartNumber=number,
-                Body=part_body(data),
-            )["ETag"]
-        return {"PartNumber": number, "ETag": etag}
-
-    def _keep(self, s: _Session, next_part: int, buf: bytearray, received: int, before: _Held) -> None:
-        """Make the unsent remainder ``buf`` durable: the last part if the object is complete,
-        otherwise the tail object."""
-        if received == before.offset:
-            return  # nothing new arrived; the stored state already describes it
-        if buf and (received == s.length or len(buf) >= s.part):
-            self._upload_part(s, next_part, buf)
-            next_part += 1
-            buf.clear()
-        tail = self._tail_key(s.id)
-        with self._errors("store upload tail", s.key):
-            if buf:
-                self.client.put_object(
-                    Bucket=self.bucket,
-                    Key=tail,
-                    Body=part_body(buf),
-                    Metadata={_NEXT_PART_META: str(next_part)},
-                )
-                return
-        if before.tail_exists:
-            self._remove(tail, s.key, force=False)
+        return self._staging.append_staged(session, offset, chunks)
 
     def truncate_staged(self, session: str, offset: int) -> int:
-        """Parts cannot be taken back from a multipart upload, so only the tail is cut: to
-        ``offset`` if it lies in the tail, else away (back to the end of the last part)."""
-        s = _Session.decode(session)
-        held = self._held(s)
-        if held.offset <= offset:
-            return held.offset
-        keep = max(offset - held.part_bytes, 0)
-        if keep:
-            buf = self._read_tail(s, held)
-            del buf[keep:]
-            with self._errors("store upload tail", s.key):
-                self.client.put_object(
-                    Bucket=self.bucket,
-                    Key=self._tail_key(s.id),
-                    Body=part_body(buf),
-                    Metadata={_NEXT_PART_META: str(len(held.parts) + 1)},
-                )
-        elif held.tail_exists:
-            self._remove(self._tail_key(s.id), s.key, force=False)
-        return held.part_bytes + keep
+        return self._staging.truncate_staged(session, offset)
 
     def staged_step(self, session: str) -> int:
-        # Each full part is one upload_part call: before it the bytes are in memory, after it durable.
-        return _Session.decode(session).part
+        return self._staging.staged_step(session)
 
     def read_staged(self, session: str) -> Iterator[bytes]:
-        _Session.decode(session)
-        raise Conflict(
-            "S3 cannot read back an unfinished multipart upload; checksum state must be kept elsewhere"
-        )
+        return self._staging.read_staged(session)
 
     def finish_staged(self, session: str) -> None:
-        s = _Session.decode(session)
-        held = self._held(s)
-        if held.offset != s.length:
-            raise Conflict(f"upload is incomplete: {held.offset} of {s.length} bytes received")
-        self._refuse_existing(s.key, any_object=False)
-        full = self._full(s.key)
-        c = self.client
-        parts = list(held.parts)
-        if held.tail:
-            parts.append(self._upload_part(s, len(parts) + 1, self._read_tail(s, held)))
-        if not parts:
-            # S3 cannot complete an upload without parts; an empty object is a plain PUT.
-            with self._errors("write", s.key):
-                c.put_object(Bucket=self.bucket, Key=full, Body=b"")
-            self._abort_upload(full, s.upload)
-        else:
-            with self._errors("complete upload", s.key):
-                c.complete_multipart_upload(
-                    Bucket=self.bucket, Key=full, UploadId=s.upload, MultipartUpload={"Parts": parts}
-                )
-        if held.tail_exists:
-            self._remove(self._tail_key(s.id), s.key, force=False)
+        self._staging.finish_staged(session)
 
     def abort_staged(self, session: str) -> None:
-        s = _Session.decode(session)
-        self._abort_upload(self._full(s.key), s.upload)
-        self._remove(self._tail_key(s.id), s.key, force=False)
+        self._staging.abort_staged(session)

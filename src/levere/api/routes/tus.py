@@ -28,7 +28,7 @@ from levere.api.openapi import (
     tus_request,
 )
 from levere.context import Context
-from levere.dataplane.upload_state import UploadView
+from levere.dataplane import UploadView
 from levere.db.models import User
 from levere.domain.errors import LevereError
 from levere.domain.roles import Action
