@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import socket
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -42,11 +41,6 @@ GROUP = 16
 PROCESS_MIN = 128
 #: files at least this big are made durable on their own (fsync) rather than by the batch flush
 DURABLE_ALONE = 64 * 1024 * 1024
-
-
-def owner_prefix() -> str:
-    """Who holds a lease, readable in the database: host and process."""
-    return f"{socket.gethostname()[:60]}:{os.getpid()}"
 
 
 @dataclass(frozen=True)

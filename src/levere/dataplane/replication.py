@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import secrets
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -48,11 +47,11 @@ from levere.dataplane.batch_copy import (
     Scope,
     leased,
     made_durable,
-    owner_prefix,
     process_pool,
     start_copies,
 )
 from levere.dataplane.copying import Expected, RateLimiter
+from levere.dataplane.leases import new_owner, process_prefix, released_owner
 from levere.db.models import Delivery, JobRun, Project, Replica, StoredFile, replicas_table, utcnow
 from levere.domain.errors import LevereError, NotFound, QuotaExceeded, StorageFull, StorageUnavailable
 from levere.domain.tiers import CopyPath, ProjectKind, restore_path, sync_path, tier_words
@@ -381,7 +380,7 @@ def run_lane(ctx: Context, run_id: str) -> LaneResult:
         return LaneResult()
     settings = ctx.settings.sync
     limiter = RateLimiter(settings.bandwidth_limit) if settings.bandwidth_limit else None
-    owner = f"{owner_prefix()}:{secrets.token_hex(6)}"
+    owner = new_owner()
     source, target = ctx.backend(scope.source), ctx.backend(scope.target)
 
     def next_batch() -> list[Item]:
@@ -459,15 +458,13 @@ def release_leases_of_this_process(ctx: Context) -> int:
     claim takes them over at once instead of after ``lease_seconds``; the lease owner changes, so
     a late outcome or heartbeat of the abandoned copies changes nothing. Returns the rows released.
     """
-    prefix = f"{owner_prefix()}:"
+    prefix = process_prefix()
     now = utcnow()
     with ctx.tx() as session:
         result = session.execute(
             update(Replica)
             .where(Replica.state == "copying", Replica.lease_owner.startswith(prefix, autoescape=True))
-            .values(
-                lease_owner=f"{prefix}released", lease_expires_at=now - timedelta(seconds=1), updated_at=now
-            )
+            .values(lease_owner=released_owner(), lease_expires_at=now - timedelta(seconds=1), updated_at=now)
         )
     released: int = result.rowcount  # type: ignore[attr-defined]
     if released:

@@ -22,7 +22,6 @@ Design notes
 
 from __future__ import annotations
 
-import secrets
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -32,8 +31,9 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from levere.context import Context
-from levere.dataplane.batch_copy import NO_SYNC, leased, owner_prefix
+from levere.dataplane.batch_copy import NO_SYNC, leased
 from levere.dataplane.copying import Expected, RateLimiter, check_stored, copy_verified
+from levere.dataplane.leases import new_owner
 from levere.dataplane.replication import FINISHED, REPORT_ITEMS
 from levere.db.models import Delivery, JobRun, Project, Replica, StoredFile, User, utcnow
 from levere.domain.errors import ChecksumMismatch, LevereError, NoPlacement, StorageUnavailable
@@ -264,7 +264,7 @@ def _repair(ctx: Context, row: Row) -> str | None:
     except NoPlacement as exc:
         return exc.message
     from_words = " or ".join(tier_words(t) for t in sources)
-    owner = f"{owner_prefix()}:{secrets.token_hex(6)}"
+    owner = new_owner()
     lease = timedelta(seconds=ctx.settings.sync.lease_seconds)
     with ctx.tx() as session:
         now = utcnow()
