@@ -27,6 +27,7 @@ from levere.dataplane.copying import Expected, RateLimiter, copy_or_adopt
 from levere.db.models import JobRun, Replica, StoredFile, utcnow
 from levere.domain import errors
 from levere.domain.errors import ChecksumMismatch, LevereError, NotFound, StorageUnavailable
+from levere.domain.replicas import ReplicaState
 from levere.domain.tiers import CopyPath, Tier, tier_words
 from levere.storage import Backend, LocalSpec, SmallWrite
 
@@ -128,7 +129,9 @@ def _copy_one(
 
 
 @contextmanager
-def leased(ctx: Context, owner: str, state: str = "copying", run_id: str | None = None) -> Iterator[None]:
+def leased(
+    ctx: Context, owner: str, state: ReplicaState = ReplicaState.COPYING, run_id: str | None = None
+) -> Iterator[None]:
     """Renew ``owner``'s leases (on rows in ``state``) in the background while the block runs, and
     show on the job (``run_id``) that a worker is alive on it."""
     lease = ctx.settings.sync.lease_seconds
