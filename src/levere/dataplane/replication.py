@@ -26,7 +26,6 @@ Design notes
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Callable
@@ -616,37 +615,3 @@ def finalize(ctx: Context, session: Session, scope: Scope, error: str = "") -> b
             after={"job": run.id, "files": run.files_done, "bytes": run.bytes_done, "failed": failed},
         )  # fmt: skip
     return True
-
-
-def note_retry(ctx: Context, run_id: str, message: str, delay_seconds: float) -> None:
-    with ctx.tx() as session:
-        session.execute(
-            update(JobRun)
-            .where(JobRun.id == run_id, JobRun.state.in_(job_run_sources(JobRunState.RETRYING)))
-            .values(
-                state=JobRunState.RETRYING,
-                attempt=JobRun.attempt + 1,
-                error=f"{message} (next try in {delay_seconds:g} s)",
-                next_attempt_at=utcnow() + timedelta(seconds=delay_seconds),
-                updated_at=utcnow(),
-            ),
-            execution_options=NO_SYNC,
-        )
-
-
-def give_up(ctx: Context, run_id: str, message: str) -> None:
-    """Close a job that cannot go on, with the reason."""
-    with ctx.tx() as session:
-        run = session.get(JobRun, run_id)
-        if run is None or run.state in FINISHED:
-            return
-        scope = None
-        if run.kind != JobKind.VERIFY:
-            # a copy job whose project has no copy path (any more) is closed as it stands
-            with contextlib.suppress(LevereError):
-                scope = scope_of(session, run)
-        if scope is None:
-            run.state = job_run_transition(run.state, JobRunState.FAILED, f"job {run.id}")
-            run.error, run.finished_at = message, utcnow()
-            return
-        finalize(ctx, session, scope, error=f"gave up after {run.attempt + 1} attempt(s): {message}")
