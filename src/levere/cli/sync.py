@@ -15,9 +15,9 @@ import typer
 from levere.cli.accounts import client
 from levere.cli.client import Client
 from levere.cli.output import State, console, done, emit_json, err_console, fields, show, table
+from levere.domain.jobruns import FINISHED, JobKind, JobRunState
 from levere.domain.units import count, format_size
 
-FINISHED = ("done", "failed")
 POLL_SECONDS = 0.5
 TIER_WORDS = {"area": "project area", "longterm": "long-term"}
 
@@ -63,7 +63,7 @@ def follow(api: Client, job: dict[str, Any]) -> dict[str, Any]:
         bar = progress.add_task(_what(job), total=None, files="", size="")
         while True:
             total = job["bytes_total"] or None
-            note = f" ({job['state']}: {job['error']})" if job["state"] == "retrying" else ""
+            note = f" ({job['state']}: {job['error']})" if job["state"] == JobRunState.RETRYING else ""
             progress.update(
                 bar,
                 total=total,
@@ -91,20 +91,20 @@ def _finish(api: Client, job: dict[str, Any], wait: bool) -> None:
         err_console.print(f"stopped waiting; the job goes on: {_show_command(job)}")
         raise typer.Exit(130) from None
     show(job, render_job)
-    if job["state"] == "failed":
-        raise typer.Exit(5 if job["kind"] == "verify" else 1)
+    if job["state"] == JobRunState.FAILED:
+        raise typer.Exit(5 if job["kind"] == JobKind.VERIFY else 1)
 
 
 def render_job(job: dict[str, Any]) -> None:
     report = job["report"] or {}
-    if job["kind"] == "verify":
+    if job["kind"] == JobKind.VERIFY:
         _render_verify(job, report)
         return
     tier = TIER_WORDS.get(report.get("tier", ""), "")
     moved = (
         f"{count(job['files_done'], 'file')}, {format_size(job['bytes_done'])}, copied to {tier} and verified"
     )
-    if job["state"] == "done":
+    if job["state"] == JobRunState.DONE:
         done(f"{_what(job)} finished: {moved}")
     else:
         console.print(f"[red]✗[/red] {_what(job)} failed: {job['error']} ({moved})", highlight=False)
@@ -126,7 +126,7 @@ def _render_verify(job: dict[str, Any], r: dict[str, Any]) -> None:
         f"{r.get('damaged_found', 0)} damaged, {r.get('repaired', 0)} repaired, "
         f"{r.get('unreadable_count', 0)} unreadable"
     )
-    if job["state"] == "done":
+    if job["state"] == JobRunState.DONE:
         done(f"verify of {job['project'] or 'every project'}: {line}")
     else:
         console.print(f"[red]✗[/red] verify of {job['project'] or 'every project'}: {line}", highlight=False)

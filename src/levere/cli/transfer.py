@@ -25,6 +25,7 @@ from levere.cli.accounts import client
 from levere.cli.delivery.progress import Bars, Quiet, Reporter
 from levere.cli.output import State, console, emit_json, err_console, fields, show, table
 from levere.domain.errors import AlreadyExists, ValidationFailed
+from levere.domain.replicas import ReplicaState
 from levere.domain.units import SIZE_HELP, count, format_size, parse_size
 
 if TYPE_CHECKING:
@@ -237,7 +238,10 @@ def _print_summary(summary: Summary) -> None:
 
 
 def _tiers(tiers: dict[str, str] | None) -> str:
-    return ", ".join(t if s == "present" else f"{t} ({s})" for t, s in sorted((tiers or {}).items())) or "-"
+    return (
+        ", ".join(t if s == ReplicaState.PRESENT else f"{t} ({s})" for t, s in sorted((tiers or {}).items()))
+        or "-"
+    )
 
 
 def ls(

@@ -12,14 +12,17 @@ Writing a delivery
     ``BodyTooLong``, ``backend_for``, ``expiry``, ``gone``, ``take_lease``, ``release_lease``,
     ``restore_state``  one tus upload's writes and the state that lets it resume
 Copying between tiers, checking and repairing
-    ``run_lane``, ``give_up``, ``note_retry``  a sync or restore run (the job's side)
-    ``Scope``, ``COPY_PATHS``, ``ACTIVE``, ``FINISHED``, ``REPORT_ITEMS``, ``NO_SYNC``  what a
-    run covers and where it copies, the states of runs, and how much of a run a report lists
+    ``run_lane``, ``LaneResult``  one lane of a sync or restore run (the job's side; the run's
+        retries and failure are recorded by :mod:`levere.jobs.dispatch`)
+    ``Scope``, ``COPY_PATHS``, ``REPORT_ITEMS``, ``NO_SYNC``  what a run covers and where it
+    copies, and how much of a run a report lists (the states of runs are in
+    :mod:`levere.domain.jobruns`)
     ``Expected``, ``RateLimiter``, ``check_stored``, ``copy_verified``  one verified copy or check
     (``levere verify`` and its repairs)
-    ``leased``, ``owner_prefix``  the leases a run holds on its replicas
+    ``leased``  the leases a run holds on its replicas
 Leases
-    ``new_owner``, ``held``  who holds a lease, and whether it is still held
+    ``new_owner``, ``held``  who holds a lease (one owner format), and whether it is still held
+    ``release_leases_of_this_process``  hand a stopping worker's copy leases to the next one
 Processes
     ``warm_up(ctx)``  start the fork server that worker processes come from, where a tier will
         use them (``levere serve`` does, so the first batch does not wait for it)
@@ -33,16 +36,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from levere.context import Context
-    from levere.dataplane.batch_copy import NO_SYNC, Scope, leased, owner_prefix
+    from levere.dataplane.batch_copy import NO_SYNC, Scope, leased
     from levere.dataplane.copying import Expected, RateLimiter, check_stored, copy_verified
     from levere.dataplane.leases import held, new_owner
     from levere.dataplane.replication import (
-        ACTIVE,
         COPY_PATHS,
-        FINISHED,
         REPORT_ITEMS,
-        give_up,
-        note_retry,
+        LaneResult,
+        release_leases_of_this_process,
         run_lane,
     )
     from levere.dataplane.small_writes import Published, SmallWrites
@@ -63,10 +64,10 @@ if TYPE_CHECKING:
     )
 
 _WHERE = {
-    "batch_copy": ("NO_SYNC", "Scope", "leased", "owner_prefix"),
+    "batch_copy": ("NO_SYNC", "Scope", "leased"),
     "copying": ("Expected", "RateLimiter", "check_stored", "copy_verified"),
     "leases": ("held", "new_owner"),
-    "replication": ("ACTIVE", "COPY_PATHS", "FINISHED", "REPORT_ITEMS", "give_up", "note_retry", "run_lane"),
+    "replication": ("COPY_PATHS", "REPORT_ITEMS", "LaneResult", "release_leases_of_this_process", "run_lane"),
     "small_writes": ("Published", "SmallWrites"),
     "upload_state": (
         "BodyTooLong",
@@ -87,15 +88,14 @@ _WHERE = {
 _MODULE_OF = {name: module for module, names in _WHERE.items() for name in names}
 
 __all__ = [
-    "ACTIVE",
     "COPY_PATHS",
-    "FINISHED",
     "NO_SYNC",
     "REPORT_ITEMS",
     "BodyTooLong",
     "Checkpoint",
     "Checkpoints",
     "Expected",
+    "LaneResult",
     "LeaseBusy",
     "Published",
     "RateLimiter",
@@ -108,14 +108,12 @@ __all__ = [
     "check_stored",
     "copy_verified",
     "expiry",
-    "give_up",
     "gone",
     "held",
     "leased",
     "new_owner",
-    "note_retry",
-    "owner_prefix",
     "release_lease",
+    "release_leases_of_this_process",
     "restore_state",
     "run_lane",
     "take_lease",

@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import socket
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,6 +26,7 @@ from levere.dataplane.copying import Expected, RateLimiter, copy_or_adopt
 from levere.db.models import JobRun, Replica, StoredFile, utcnow
 from levere.domain import errors
 from levere.domain.errors import ChecksumMismatch, LevereError, NotFound, StorageUnavailable
+from levere.domain.replicas import ReplicaState
 from levere.domain.tiers import CopyPath, Tier, tier_words
 from levere.storage import Backend, SmallWrite
 
@@ -41,11 +41,6 @@ GROUP = 16
 PROCESS_MIN = 128
 #: files at least this big are made durable on their own (fsync) rather than by the batch flush
 DURABLE_ALONE = 64 * 1024 * 1024
-
-
-def owner_prefix() -> str:
-    """Who holds a lease, readable in the database: host and process."""
-    return f"{socket.gethostname()[:60]}:{os.getpid()}"
 
 
 @dataclass(frozen=True)
@@ -133,7 +128,9 @@ def _copy_one(
 
 
 @contextmanager
-def leased(ctx: Context, owner: str, state: str = "copying", run_id: str | None = None) -> Iterator[None]:
+def leased(
+    ctx: Context, owner: str, state: ReplicaState = ReplicaState.COPYING, run_id: str | None = None
+) -> Iterator[None]:
     """Renew ``owner``'s leases (on rows in ``state``) in the background while the block runs, and
     show on the job (``run_id``) that a worker is alive on it."""
     lease = ctx.settings.sync.lease_seconds

@@ -26,9 +26,7 @@ Design notes
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import secrets
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -48,13 +46,16 @@ from levere.dataplane.batch_copy import (
     Scope,
     leased,
     made_durable,
-    owner_prefix,
     process_pool,
     start_copies,
 )
 from levere.dataplane.copying import Expected, RateLimiter
+from levere.dataplane.leases import new_owner, process_prefix, released_owner
 from levere.db.models import Delivery, JobRun, Project, Replica, StoredFile, replicas_table, utcnow
+from levere.domain.deliveries import DeliveryState
 from levere.domain.errors import LevereError, NotFound, QuotaExceeded, StorageFull, StorageUnavailable
+from levere.domain.jobruns import FINISHED, JobKind, JobRunState, job_run_sources, job_run_transition
+from levere.domain.replicas import ReplicaState, replica_sources
 from levere.domain.tiers import CopyPath, ProjectKind, restore_path, sync_path, tier_words
 from levere.domain.units import count
 from levere.services import audit, quotas
@@ -62,11 +63,12 @@ from levere.services.sync_notices import announce_failures, announce_if_synced
 
 log = logging.getLogger(__name__)
 
-ACTIVE = ("queued", "running", "retrying")
-FINISHED = ("done", "failed")
 #: each copy job's path from the project's kind: sync makes long-term copies, restore makes the
 #: landing area's copies again
-COPY_PATHS: dict[str, Callable[[ProjectKind], CopyPath]] = {"sync": sync_path, "restore": restore_path}
+COPY_PATHS: dict[str, Callable[[ProjectKind], CopyPath]] = {
+    JobKind.SYNC: sync_path,
+    JobKind.RESTORE: restore_path,
+}
 BATCH_FILES = 2048
 BATCH_BYTES = 2 * 1024**3
 #: list lengths kept in a run's report
@@ -82,20 +84,23 @@ class LaneResult:
 
 
 def _claimable(now: datetime, since: datetime) -> Any:
-    # the IN lets the (tier, state) index find the few candidate rows among many present ones
+    # the IN lets the (tier, state) index find the few candidate rows among many present ones;
+    # it is every state that may become "copying": pending, failed, and copying under a dead lease
     return and_(
-        Replica.state.in_(("pending", "failed", "copying")),
+        Replica.state.in_(replica_sources(ReplicaState.COPYING)),
         or_(
-            Replica.state == "pending",
-            and_(Replica.state == "failed", Replica.updated_at < since),
-            and_(Replica.state == "copying", Replica.lease_expires_at < now),
+            Replica.state == ReplicaState.PENDING,
+            and_(Replica.state == ReplicaState.FAILED, Replica.updated_at < since),
+            and_(Replica.state == ReplicaState.COPYING, Replica.lease_expires_at < now),
         ),
     )
 
 
 def _has_source(scope: Scope) -> Any:
     src = aliased(Replica)
-    return exists().where(src.file_id == Replica.file_id, src.tier == scope.source, src.state == "present")
+    return exists().where(
+        src.file_id == Replica.file_id, src.tier == scope.source, src.state == ReplicaState.PRESENT
+    )
 
 
 def _candidates(scope: Scope, now: datetime, since: datetime) -> Select[*tuple[Any, ...]]:
@@ -103,7 +108,7 @@ def _candidates(scope: Scope, now: datetime, since: datetime) -> Select[*tuple[A
         select(Replica.id, StoredFile.size)
         .join(StoredFile, StoredFile.id == Replica.file_id)
         .join(Delivery, Delivery.id == StoredFile.delivery_id)
-        .where(Replica.tier == scope.target, Delivery.state == "sealed", _claimable(now, since))
+        .where(Replica.tier == scope.target, Delivery.state == DeliveryState.SEALED, _claimable(now, since))
         .where(_has_source(scope))
     )
     return scope.files(query)
@@ -164,7 +169,7 @@ def claim(
         if found and total + size > limit_bytes:
             break
         total += size
-        if state == "copying":
+        if state == ReplicaState.COPYING:
             leased_before.append(rid)
         found[rid] = Item(
             replica_id=rid, file_id=fid, delivery_id=did, label=f"{name}/{path}", key=key,
@@ -186,7 +191,11 @@ def claim(
         # taking over a dead worker's rows: their reservation is already held
         taken = session.execute(
             update(Replica)
-            .where(Replica.id.in_(leased_before), Replica.state == "copying", Replica.lease_expires_at < now)
+            .where(
+                Replica.id.in_(leased_before),
+                Replica.state.in_(replica_sources(ReplicaState.COPYING, ReplicaState.COPYING)),
+                Replica.lease_expires_at < now,
+            )
             .values(**lease, attempts=Replica.attempts + 1, updated_at=now)
             .returning(Replica.id),
             execution_options=NO_SYNC,
@@ -199,9 +208,14 @@ def claim(
             update(Replica)
             .where(
                 Replica.id.in_(waiting),
-                or_(Replica.state == "pending", and_(Replica.state == "failed", Replica.updated_at < since)),
+                or_(
+                    Replica.state == ReplicaState.PENDING,
+                    and_(Replica.state == ReplicaState.FAILED, Replica.updated_at < since),
+                ),
             )
-            .values(**lease, state="copying", reason="", attempts=Replica.attempts + 1, updated_at=now)
+            .values(
+                **lease, state=ReplicaState.COPYING, reason="", attempts=Replica.attempts + 1, updated_at=now
+            )
             .returning(Replica.id),
             execution_options=NO_SYNC,
         ).scalars()
@@ -254,9 +268,9 @@ def _fail(session: Session, owner: str, items: list[Item], reason: str, now: dat
             .where(
                 Replica.id.in_([i.replica_id for i in items]),
                 Replica.lease_owner == owner,
-                Replica.state == "copying",
+                Replica.state.in_(replica_sources(ReplicaState.FAILED, ReplicaState.COPYING)),
             )
-            .values(state="failed", reason=reason, lease_expires_at=None, updated_at=now)
+            .values(state=ReplicaState.FAILED, reason=reason, lease_expires_at=None, updated_at=now)
             .returning(Replica.id),
             execution_options=NO_SYNC,
         ).scalars()
@@ -290,8 +304,18 @@ def finish(ctx: Context, session: Session, scope: Scope, owner: str, outcomes: l
         present = list(
             session.execute(
                 update(Replica)
-                .where(Replica.id.in_(good), Replica.lease_owner == owner, Replica.state == "copying")
-                .values(state="present", reason="", verified_at=now, lease_expires_at=None, updated_at=now)
+                .where(
+                    Replica.id.in_(good),
+                    Replica.lease_owner == owner,
+                    Replica.state.in_(replica_sources(ReplicaState.PRESENT, ReplicaState.COPYING)),
+                )
+                .values(
+                    state=ReplicaState.PRESENT,
+                    reason="",
+                    verified_at=now,
+                    lease_expires_at=None,
+                    updated_at=now,
+                )
                 .returning(Replica.id),
                 execution_options=NO_SYNC,
             ).scalars()
@@ -310,7 +334,7 @@ def finish(ctx: Context, session: Session, scope: Scope, owner: str, outcomes: l
         if outcome.source_damaged and outcome.error is not None:
             _mark_source_damaged(session, scope, outcome.item, outcome.error.message, now)
     _progress(session, scope.run_id, len(present), sum(sizes[i] for i in present), len(failed))
-    if scope.kind == "sync" and present:
+    if scope.kind == JobKind.SYNC and present:
         touched = {o.item.delivery_id for o in outcomes if o.item.replica_id in done}
         for delivery_id in sorted(touched):
             announce_if_synced(ctx, session, delivery_id, scope.target)
@@ -327,8 +351,12 @@ def _record_versions(session: Session, outcomes: list[Outcome]) -> None:
 def _mark_source_damaged(session: Session, scope: Scope, item: Item, reason: str, now: datetime) -> None:
     session.execute(
         update(Replica)
-        .where(Replica.file_id == item.file_id, Replica.tier == scope.source, Replica.state == "present")
-        .values(state="damaged", reason=reason, updated_at=now),
+        .where(
+            Replica.file_id == item.file_id,
+            Replica.tier == scope.source,
+            Replica.state.in_(replica_sources(ReplicaState.DAMAGED, ReplicaState.PRESENT)),
+        )
+        .values(state=ReplicaState.DAMAGED, reason=reason, updated_at=now),
         execution_options=NO_SYNC,
     )
     audit.record(
@@ -355,7 +383,7 @@ def _start(ctx: Context, run_id: str, since: datetime) -> Scope | None:
         if run is None or run.state in FINISHED:
             return None
         scope = scope_of(session, run)
-        if run.state == "queued":
+        if run.state == JobRunState.QUEUED:
             count, size = session.execute(
                 _candidates(scope, utcnow(), since).with_only_columns(
                     func.count(), func.coalesce(func.sum(StoredFile.size), 0)
@@ -363,7 +391,7 @@ def _start(ctx: Context, run_id: str, since: datetime) -> Scope | None:
             ).one()
             run.files_total, run.bytes_total = count, size
             run.started_at = utcnow()
-        run.state = "running"
+        run.state = job_run_transition(run.state, JobRunState.RUNNING, f"job {run.id}")
         run.next_attempt_at = None
         return scope
 
@@ -381,7 +409,7 @@ def run_lane(ctx: Context, run_id: str) -> LaneResult:
         return LaneResult()
     settings = ctx.settings.sync
     limiter = RateLimiter(settings.bandwidth_limit) if settings.bandwidth_limit else None
-    owner = f"{owner_prefix()}:{secrets.token_hex(6)}"
+    owner = new_owner()
     source, target = ctx.backend(scope.source), ctx.backend(scope.target)
 
     def next_batch() -> list[Item]:
@@ -459,15 +487,15 @@ def release_leases_of_this_process(ctx: Context) -> int:
     claim takes them over at once instead of after ``lease_seconds``; the lease owner changes, so
     a late outcome or heartbeat of the abandoned copies changes nothing. Returns the rows released.
     """
-    prefix = f"{owner_prefix()}:"
+    prefix = process_prefix()
     now = utcnow()
     with ctx.tx() as session:
         result = session.execute(
             update(Replica)
-            .where(Replica.state == "copying", Replica.lease_owner.startswith(prefix, autoescape=True))
-            .values(
-                lease_owner=f"{prefix}released", lease_expires_at=now - timedelta(seconds=1), updated_at=now
+            .where(
+                Replica.state == ReplicaState.COPYING, Replica.lease_owner.startswith(prefix, autoescape=True)
             )
+            .values(lease_owner=released_owner(), lease_expires_at=now - timedelta(seconds=1), updated_at=now)
         )
     released: int = result.rowcount  # type: ignore[attr-defined]
     if released:
@@ -485,10 +513,10 @@ def _wait_before_closing(session: Session, scope: Scope) -> float:
     locked) or leased to a dead worker (takeable now): look again shortly.
     """
     now = utcnow()
-    live = and_(Replica.state == "copying", Replica.lease_expires_at >= now)
+    live = and_(Replica.state == ReplicaState.COPYING, Replica.lease_expires_at >= now)
     takeable = or_(
-        and_(Replica.state == "pending", _has_source(scope)),
-        and_(Replica.state == "copying", Replica.lease_expires_at < now),
+        and_(Replica.state == ReplicaState.PENDING, _has_source(scope)),
+        and_(Replica.state == ReplicaState.COPYING, Replica.lease_expires_at < now),
     )
     soonest, waiting = session.execute(
         scope.files(
@@ -498,7 +526,9 @@ def _wait_before_closing(session: Session, scope: Scope) -> float:
             )
             .select_from(Replica)
             .join(StoredFile, StoredFile.id == Replica.file_id)
-            .where(Replica.tier == scope.target, Replica.state.in_(("pending", "copying")))
+            .where(
+                Replica.tier == scope.target, Replica.state.in_((ReplicaState.PENDING, ReplicaState.COPYING))
+            )
         )
     ).one()
     if soonest is not None:
@@ -513,15 +543,18 @@ def finalize(ctx: Context, session: Session, scope: Scope, error: str = "") -> b
     stuck = scope.files(
         select(Replica.id)
         .join(StoredFile, StoredFile.id == Replica.file_id)
-        .where(Replica.tier == scope.target, Replica.state == "pending", ~_has_source(scope))
+        .where(Replica.tier == scope.target, Replica.state == ReplicaState.PENDING, ~_has_source(scope))
     )
     stuck_ids = list(session.execute(stuck).scalars())
     for start in range(0, len(stuck_ids), BATCH_FILES):
         session.execute(
             update(Replica)
-            .where(Replica.id.in_(stuck_ids[start : start + BATCH_FILES]), Replica.state == "pending")
+            .where(
+                Replica.id.in_(stuck_ids[start : start + BATCH_FILES]),
+                Replica.state.in_(replica_sources(ReplicaState.FAILED, ReplicaState.PENDING)),
+            )
             .values(
-                state="failed",
+                state=ReplicaState.FAILED,
                 reason=f"no intact copy on {tier_words(scope.source)} to copy from",
                 updated_at=now,
             ),
@@ -543,22 +576,23 @@ def finalize(ctx: Context, session: Session, scope: Scope, error: str = "") -> b
             select(Delivery.name, StoredFile.path, Replica.reason)
             .join(StoredFile, StoredFile.id == Replica.file_id)
             .join(Delivery, Delivery.id == StoredFile.delivery_id)
-            .where(Replica.tier == scope.target, Replica.state == "failed")
+            .where(Replica.tier == scope.target, Replica.state == ReplicaState.FAILED)
             .order_by(Delivery.name, StoredFile.path)
             .limit(REPORT_ITEMS)
         )
     ).all()
-    failed = states.get("failed", {}).get("files", 0)
+    failed = states.get(ReplicaState.FAILED, {}).get("files", 0)
     report = {
         "tier": scope.target,
         "states": states,
         "failures": [{"path": f"{d}/{p}", "reason": r} for d, p, r in failures],
     }
+    outcome = JobRunState.FAILED if failed or error else JobRunState.DONE
     closed = session.execute(
         update(JobRun)
-        .where(JobRun.id == scope.run_id, JobRun.state.in_(ACTIVE))
+        .where(JobRun.id == scope.run_id, JobRun.state.in_(job_run_sources(outcome)))
         .values(
-            state="failed" if failed or error else "done",
+            state=outcome,
             files_failed=failed,
             report=report,
             error=error or (f"{count(failed, 'file')} failed" if failed else ""),
@@ -571,9 +605,9 @@ def finalize(ctx: Context, session: Session, scope: Scope, error: str = "") -> b
     ).scalar()
     if closed is None:
         return False
-    if scope.kind == "sync" and failed:
+    if scope.kind == JobKind.SYNC and failed:
         announce_failures(ctx, session, scope)
-    if scope.kind == "restore":
+    if scope.kind == JobKind.RESTORE:
         run = session.get(JobRun, scope.run_id)
         assert run is not None
         audit.record(
@@ -581,36 +615,3 @@ def finalize(ctx: Context, session: Session, scope: Scope, error: str = "") -> b
             after={"job": run.id, "files": run.files_done, "bytes": run.bytes_done, "failed": failed},
         )  # fmt: skip
     return True
-
-
-def note_retry(ctx: Context, run_id: str, message: str, delay_seconds: float) -> None:
-    with ctx.tx() as session:
-        session.execute(
-            update(JobRun)
-            .where(JobRun.id == run_id, JobRun.state.in_(ACTIVE))
-            .values(
-                state="retrying",
-                attempt=JobRun.attempt + 1,
-                error=f"{message} (next try in {delay_seconds:g} s)",
-                next_attempt_at=utcnow() + timedelta(seconds=delay_seconds),
-                updated_at=utcnow(),
-            ),
-            execution_options=NO_SYNC,
-        )
-
-
-def give_up(ctx: Context, run_id: str, message: str) -> None:
-    """Close a job that cannot go on, with the reason."""
-    with ctx.tx() as session:
-        run = session.get(JobRun, run_id)
-        if run is None or run.state in FINISHED:
-            return
-        scope = None
-        if run.kind != "verify":
-            # a copy job whose project has no copy path (any more) is closed as it stands
-            with contextlib.suppress(LevereError):
-                scope = scope_of(session, run)
-        if scope is None:
-            run.state, run.error, run.finished_at = "failed", message, utcnow()
-            return
-        finalize(ctx, session, scope, error=f"gave up after {run.attempt + 1} attempt(s): {message}")

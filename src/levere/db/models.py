@@ -26,6 +26,9 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from levere.domain.jobruns import JobRunState
+from levere.domain.replicas import ReplicaState
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -383,8 +386,8 @@ class Replica(Base):
     #: the version of ``key`` this copy is, on a store that keeps versions (S3 with object lock);
     #: reads and verify ask for it, so what others write over the key later does not matter
     version_id: Mapped[str | None] = mapped_column(String(1024), default=None)
-    #: "pending", "copying", "present" (verified), "failed", "damaged", "freed"
-    state: Mapped[str] = mapped_column(String(16), default="pending")
+    #: a :class:`~levere.domain.replicas.ReplicaState`; its transitions are that module's table
+    state: Mapped[str] = mapped_column(String(16), default=ReplicaState.PENDING.value)
     reason: Mapped[str] = mapped_column(Text, default="")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     lease_owner: Mapped[str | None] = mapped_column(String(100), default=None)
@@ -438,12 +441,12 @@ class JobRun(Base):
 
     __tablename__ = "job_runs"
     id: Mapped[str] = mapped_column(Id, primary_key=True, default=new_id)
-    #: "sync", "restore" or "verify"
+    #: a :class:`~levere.domain.jobruns.JobKind`
     kind: Mapped[str] = mapped_column(String(16))
     project_id: Mapped[str | None] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
     delivery_id: Mapped[str | None] = mapped_column(ForeignKey("deliveries.id", ondelete="CASCADE"))
-    #: "queued", "running", "retrying", "done" or "failed"
-    state: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    #: a :class:`~levere.domain.jobruns.JobRunState`; its transitions are that module's table
+    state: Mapped[str] = mapped_column(String(16), default=JobRunState.QUEUED.value, index=True)
     files_total: Mapped[int] = mapped_column(Integer, default=0)
     files_done: Mapped[int] = mapped_column(Integer, default=0)
     files_failed: Mapped[int] = mapped_column(Integer, default=0)

@@ -173,7 +173,7 @@ class JobQueue:
             time.sleep(0.05)
         left = list(self.huey._tasks_in_flight)
         if left:
-            from levere.dataplane.replication import release_leases_of_this_process
+            from levere.dataplane import release_leases_of_this_process
 
             for task in left:
                 log.warning(

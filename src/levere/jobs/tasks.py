@@ -6,15 +6,12 @@ import logging
 from typing import TYPE_CHECKING
 
 from levere.domain.errors import LevereError
-from levere.jobs import delivery_tasks, sync_tasks
+from levere.jobs import delivery_tasks, dispatch, sync_tasks
 from levere.services import audit_anchors, notify
 
 if TYPE_CHECKING:
     from levere.context import Context
     from levere.jobs.queue import JobQueue
-
-log = logging.getLogger(__name__)
-
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +44,7 @@ def register_all(queue: JobQueue) -> None:
     queue.register("catch_up_emails", catch_up_emails, retries=0)
     queue.schedule_periodic("catch_up_emails_periodic", catch_up_emails, minutes=CATCH_UP_MINUTES)
     delivery_tasks.register(queue)
+    dispatch.register(queue)
     sync_tasks.register(queue)
     # every minute it looks whether the anchor interval has passed (see audit_anchors)
     queue.schedule_periodic("audit_anchor", anchor_audit_log, minutes=1)

@@ -49,6 +49,7 @@ from levere.db.models import Delivery, Project, StoredFile, Upload, User, utcnow
 from levere.domain.deliveries import UploadState
 from levere.domain.errors import InvalidPath, LevereError, QuotaExceeded, ValidationFailed
 from levere.domain.paths import check_key_fits, check_relative_path
+from levere.domain.replicas import ReplicaState
 from levere.domain.roles import Action
 from levere.domain.tiers import Purpose, Tier
 from levere.services import audit, quotas
@@ -449,7 +450,7 @@ class _Batch:
             md5=md5,
             sha256=sha256,
             created_at=utcnow(),
-            tiers={self.landing.value: "present"},
+            tiers={self.landing.value: ReplicaState.PRESENT.value},
         )
 
     def _end_chunk(self) -> None:
@@ -550,7 +551,7 @@ class _Batch:
                 after={"files": len(files), "bytes": nbytes, "paths": [f.path for f in files]},
             )  # fmt: skip
         self.unrecorded -= nbytes
-        now, tiers = utcnow(), {self.landing.value: "present"}
+        now, tiers = utcnow(), {self.landing.value: ReplicaState.PRESENT.value}
         self.result.stored += [
             FileView(path=f.path, size=f.size, md5=f.md5, sha256=f.sha256, created_at=now, tiers=tiers)
             for f in files

@@ -46,6 +46,7 @@ from levere.domain.errors import (
     ValidationFailed,
 )
 from levere.domain.paths import KeyLimits, check_key_fits, check_name
+from levere.domain.replicas import ReplicaState
 from levere.domain.roles import Action
 from levere.domain.tiers import ProjectKind, Purpose, Tier, placements, tier_words
 from levere.domain.units import format_size
@@ -188,7 +189,7 @@ def record_files(
     )
     landing = landing_tier(session, delivery.project_id)
     replica = {
-        "tier": landing.value, "backend_id": backend_id, "state": "present", "reason": "", "attempts": 0,
+        "tier": landing.value, "backend_id": backend_id, "state": ReplicaState.PRESENT.value, "reason": "", "attempts": 0,
         "verified_at": now, "updated_at": now,
     }  # fmt: skip
     prefix = _common_prefix(files)

@@ -30,6 +30,7 @@ from levere.context import Context
 from levere.db.models import Delivery, Replica, StoredFile, User, utcnow
 from levere.domain.errors import NoIntactCopy, NotFound, StorageUnavailable
 from levere.domain.paths import check_name, check_relative_path
+from levere.domain.replicas import UNDER_WAY, ReplicaState, replica_sources
 from levere.domain.roles import Action
 from levere.domain.tiers import Purpose, Tier, tier_words
 from levere.services import audit
@@ -37,9 +38,6 @@ from levere.services.projects import authorize, placement
 from levere.storage import Backend
 
 log = logging.getLogger(__name__)
-
-#: replica states in which a copy is on its way (a sync, a restore or a repair): worth waiting for
-UNDER_WAY = ("pending", "copying", "repairing")
 
 
 @dataclass(frozen=True)
@@ -114,7 +112,7 @@ def open_file(ctx: Context, actor: User, identifier: str, delivery: str, path: s
     unreachable: list[str] = []
     for tier in reads:
         copy = copies.get(tier)
-        if copy is None or copy.state != "present":
+        if copy is None or copy.state != ReplicaState.PRESENT:
             continue
         backend = ctx.backend(tier)
         if backend.backend_id != copy.backend_id:
@@ -137,8 +135,8 @@ def open_file(ctx: Context, actor: User, identifier: str, delivery: str, path: s
 
             return Readable(label, size, md5, sha256, tier, backend, copy.key, damaged, copy.version)
         _record_damage(ctx, file_id, tier, label, damage)
-        copies[tier] = _Copy(tier, "damaged", damage, copy.backend_id, copy.key, copy.version)
-    under_way = [c for c in copies.values() if c.state in UNDER_WAY]
+        copies[tier] = _Copy(tier, ReplicaState.DAMAGED, damage, copy.backend_id, copy.key, copy.version)
+    under_way = [c for c in copies.values() if c.state in UNDER_WAY]  # worth waiting for
     if unreachable or under_way:
         why = "; ".join(unreachable) or "a copy is being made (a sync, restore or repair)"
         raise StorageUnavailable(
@@ -158,9 +156,9 @@ def _order(reads: tuple[Tier, ...], copy: _Copy) -> int:
 
 
 def _state_words(copy: _Copy) -> str:
-    if copy.state == "damaged":
+    if copy.state == ReplicaState.DAMAGED:
         return f"damaged ({copy.reason})" if copy.reason else "damaged"
-    if copy.state == "failed":
+    if copy.state == ReplicaState.FAILED:
         return f"never copied ({copy.reason})" if copy.reason else "never copied"
     return copy.state
 
@@ -170,8 +168,12 @@ def _record_damage(ctx: Context, file_id: str, tier: str, label: str, reason: st
     with ctx.tx() as session:
         changed = session.execute(
             update(Replica)
-            .where(Replica.file_id == file_id, Replica.tier == tier, Replica.state == "present")
-            .values(state="damaged", reason=reason, updated_at=utcnow())
+            .where(
+                Replica.file_id == file_id,
+                Replica.tier == tier,
+                Replica.state.in_(replica_sources(ReplicaState.DAMAGED, ReplicaState.PRESENT)),
+            )
+            .values(state=ReplicaState.DAMAGED, reason=reason, updated_at=utcnow())
             .returning(Replica.id)
         ).scalar()
         if changed:

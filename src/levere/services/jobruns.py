@@ -12,9 +12,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from levere.context import Context, after_commit
-from levere.dataplane import replication
 from levere.db.models import Delivery, JobRun, Project, User
-from levere.domain.errors import NotFound, StorageFull, StorageUnavailable
+from levere.domain.errors import NotFound
+from levere.domain.jobruns import JobKind
 from levere.domain.roles import Action, require
 from levere.services.accounts import subject_of
 from levere.services.projects import authorize
@@ -23,7 +23,7 @@ from levere.services.projects import authorize
 def new_run(
     ctx: Context,
     session: Session,
-    kind: str,
+    kind: JobKind,
     project: Project | None,
     *,
     delivery: Delivery | None = None,
@@ -44,22 +44,10 @@ def new_run(
 
 
 def enqueue(ctx: Context, kind: str, run_id: str) -> None:
-    if ctx.jobs is None:  # no queue in this process (scripts, some tests): do the work now, once
-        if kind == "verify":
-            from levere.services import scrub
+    """Hand the run to the workers (see :mod:`levere.jobs.dispatch`)."""
+    from levere.jobs import dispatch  # its tasks call back into the services that call this
 
-            scrub.run_verify(ctx, run_id)
-            return
-        try:
-            replication.run_lane(ctx, run_id)
-        except (StorageUnavailable, StorageFull) as exc:
-            replication.give_up(ctx, run_id, exc.message)
-        return
-    if kind == "verify":
-        ctx.jobs.enqueue("verify", run_id)
-        return
-    for _ in range(ctx.settings.sync.lanes):
-        ctx.jobs.enqueue("transfer", run_id)
+    dispatch.submit(ctx, kind, run_id)
 
 
 def run_out(session: Session, run: JobRun) -> dict[str, Any]:

@@ -22,7 +22,6 @@ Design notes
 
 from __future__ import annotations
 
-import secrets
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -33,7 +32,6 @@ from sqlalchemy.orm import Session
 
 from levere.context import Context
 from levere.dataplane import (
-    FINISHED,
     NO_SYNC,
     REPORT_ITEMS,
     Expected,
@@ -41,10 +39,12 @@ from levere.dataplane import (
     check_stored,
     copy_verified,
     leased,
-    owner_prefix,
+    new_owner,
 )
 from levere.db.models import Delivery, JobRun, Project, Replica, StoredFile, User, utcnow
 from levere.domain.errors import ChecksumMismatch, LevereError, NoPlacement, StorageUnavailable
+from levere.domain.jobruns import FINISHED, JobKind, JobRunState, job_run_transition
+from levere.domain.replicas import CHECKED, ReplicaState, replica_sources
 from levere.domain.roles import Action, require
 from levere.domain.tiers import (
     TIER_PROPERTIES,
@@ -61,7 +61,6 @@ from levere.services.jobruns import new_run, run_out
 from levere.services.projects import authorize
 from levere.services.sync_notices import concerned
 
-CHECKED = ("present", "damaged", "repairing")
 PAGE = 256
 
 
@@ -73,7 +72,7 @@ def request_verify(ctx: Context, actor: User, identifier: str | None = None) -> 
             project = authorize(session, actor, identifier, Action.VERIFY_RUN)
         else:
             require(subject_of(actor), Action.VERIFY_RUN, "(every project)")
-        run = new_run(ctx, session, "verify", project, actor=actor)
+        run = new_run(ctx, session, JobKind.VERIFY, project, actor=actor)
         audit.record(
             session, actor, "verify.requested", "project" if project else "service",
             project.id if project else "*", after={"job": run.id},
@@ -158,7 +157,8 @@ def run_verify(ctx: Context, run_id: str) -> None:
             _rows(project_id).with_only_columns(func.count(), func.coalesce(func.sum(StoredFile.size), 0))
         ).one()
         run.files_total, run.bytes_total = count, int(size)
-        run.state, run.started_at = "running", utcnow()
+        run.state = job_run_transition(run.state, JobRunState.RUNNING, f"job {run.id}")
+        run.started_at = utcnow()
     settings = ctx.settings.sync
     limiter = RateLimiter(settings.bandwidth_limit) if settings.bandwidth_limit else None
     tally = Tally()
@@ -196,8 +196,13 @@ def _record(
         # an earlier "damaged" that reads back intact (a share that was unmounted) is present again
         session.execute(
             update(Replica)
-            .where(Replica.id.in_(good), Replica.state.in_(("present", "damaged")))
-            .values(state="present", reason="", verified_at=now, updated_at=now),
+            .where(
+                Replica.id.in_(good),
+                Replica.state.in_(
+                    replica_sources(ReplicaState.PRESENT, ReplicaState.PRESENT, ReplicaState.DAMAGED)
+                ),
+            )
+            .values(state=ReplicaState.PRESENT, reason="", verified_at=now, updated_at=now),
             execution_options=NO_SYNC,
         )
     for row, (damage, unread) in zip(page, results, strict=True):
@@ -210,12 +215,17 @@ def _record(
         elif damage:
             changed = session.execute(
                 update(Replica)
-                .where(Replica.id == row.replica_id, Replica.state.in_(("present", "damaged")))
-                .values(state="damaged", reason=damage, updated_at=now)
+                .where(
+                    Replica.id == row.replica_id,
+                    Replica.state.in_(
+                        replica_sources(ReplicaState.DAMAGED, ReplicaState.PRESENT, ReplicaState.DAMAGED)
+                    ),
+                )
+                .values(state=ReplicaState.DAMAGED, reason=damage, updated_at=now)
                 .returning(Replica.id),
                 execution_options=NO_SYNC,
             ).scalar()
-            if changed and row.state == "present":
+            if changed and row.state == ReplicaState.PRESENT:
                 audit.record(
                     session, None, "replica.damaged", "file", row.file_id,
                     after={"path": row.label, "tier": row.tier, "reason": damage, "job": run_id},
@@ -240,8 +250,8 @@ def _repair_all(ctx: Context, project_id: str | None, tally: Tally) -> int:
         now = utcnow()
         query = _rows(project_id).where(
             or_(
-                Replica.state == "damaged",
-                and_(Replica.state == "repairing", Replica.lease_expires_at < now),
+                Replica.state == ReplicaState.DAMAGED,
+                and_(Replica.state == ReplicaState.REPAIRING, Replica.lease_expires_at < now),
             )
         )
         rows = [_row(*r) for r in session.execute(query.order_by(Project.identifier, Replica.key)).all()]
@@ -272,7 +282,7 @@ def _repair(ctx: Context, row: Row) -> str | None:
     except NoPlacement as exc:
         return exc.message
     from_words = " or ".join(tier_words(t) for t in sources)
-    owner = f"{owner_prefix()}:{secrets.token_hex(6)}"
+    owner = new_owner()
     lease = timedelta(seconds=ctx.settings.sync.lease_seconds)
     with ctx.tx() as session:
         now = utcnow()
@@ -280,12 +290,14 @@ def _repair(ctx: Context, row: Row) -> str | None:
             update(Replica)
             .where(
                 Replica.id == row.replica_id,
-                or_(
-                    Replica.state == "damaged",
-                    and_(Replica.state == "repairing", Replica.lease_expires_at < now),
-                ),
+                Replica.state.in_(
+                    replica_sources(ReplicaState.REPAIRING)
+                ),  # damaged, or repairing under a dead lease
+                or_(Replica.state == ReplicaState.DAMAGED, Replica.lease_expires_at < now),
             )
-            .values(state="repairing", lease_owner=owner, lease_expires_at=now + lease, updated_at=now)
+            .values(
+                state=ReplicaState.REPAIRING, lease_owner=owner, lease_expires_at=now + lease, updated_at=now
+            )
             .returning(Replica.reason),
             execution_options=NO_SYNC,
         ).scalar()
@@ -296,7 +308,9 @@ def _repair(ctx: Context, row: Row) -> str | None:
             r.tier: r
             for r in session.execute(
                 select(Replica).where(
-                    Replica.file_id == row.file_id, Replica.tier.in_(sources), Replica.state == "present"
+                    Replica.file_id == row.file_id,
+                    Replica.tier.in_(sources),
+                    Replica.state == ReplicaState.PRESENT,
                 )
             ).scalars()
         }
@@ -311,7 +325,7 @@ def _repair(ctx: Context, row: Row) -> str | None:
     else:
         target = ctx.backend(row.tier)
         try:
-            with leased(ctx, owner, "repairing"):
+            with leased(ctx, owner, ReplicaState.REPAIRING):
                 target.delete(row.key, force=True)  # the one overwrite of a write-once copy: see notes
                 version = copy_verified(
                     ctx.backend(source_tier), source_key, target, row.key, row.expected,
@@ -324,14 +338,19 @@ def _repair(ctx: Context, row: Row) -> str | None:
             error = f"repair failed: {exc}"
     with ctx.tx() as session:
         now = utcnow()
-        values: dict[str, Any] = {"lease_expires_at": None, "updated_at": now}
+        outcome = ReplicaState.PRESENT if error is None else ReplicaState.DAMAGED
+        values: dict[str, Any] = {"state": outcome, "lease_expires_at": None, "updated_at": now}
         if error is None:
-            values |= {"state": "present", "reason": "", "verified_at": now, "version_id": version}
+            values |= {"reason": "", "verified_at": now, "version_id": version}
         else:
-            values |= {"state": "damaged", "reason": f"{damage}; {error}" if error not in damage else damage}
+            values |= {"reason": f"{damage}; {error}" if error not in damage else damage}
         session.execute(
             update(Replica)
-            .where(Replica.id == row.replica_id, Replica.lease_owner == owner, Replica.state == "repairing")
+            .where(
+                Replica.id == row.replica_id,
+                Replica.lease_owner == owner,
+                Replica.state.in_(replica_sources(outcome, ReplicaState.REPAIRING)),
+            )
             .values(**values),
             execution_options=NO_SYNC,
         )
@@ -363,7 +382,9 @@ def _close(ctx: Context, session: Session, run_id: str, tally: Tally, repaired: 
         "unreadable_count": tally.unreadable_count,
         "unreadable": tally.unreadable,
     }
-    run.state = "failed" if problems else "done"
+    run.state = job_run_transition(
+        run.state, JobRunState.FAILED if problems else JobRunState.DONE, f"job {run.id}"
+    )
     run.error = "; ".join(problems)
     run.files_failed = tally.unrepaired_count + tally.unreadable_count
     run.finished_at = utcnow()

@@ -31,7 +31,7 @@ from sqlalchemy import func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from levere.context import Context, after_commit
-from levere.dataplane import ACTIVE, COPY_PATHS, NO_SYNC
+from levere.dataplane import COPY_PATHS, NO_SYNC
 from levere.db.bulk import new_ids_sql
 from levere.db.models import (
     Delivery,
@@ -46,7 +46,9 @@ from levere.db.models import (
     utcnow,
 )
 from levere.domain.errors import Conflict, LevereError, NoPlacement, NotFound, NotSynced, StorageUnavailable
+from levere.domain.jobruns import ACTIVE, JobKind, JobRunState
 from levere.domain.paths import check_name, check_relative_path
+from levere.domain.replicas import AREA_HOLDS, PROBLEMS, UNDER_WAY, ReplicaState, replica_sources
 from levere.domain.roles import Action
 from levere.domain.tiers import ProjectKind, Purpose, Tier, placement_on, tier_words
 from levere.domain.units import count, format_size
@@ -56,8 +58,6 @@ from levere.services.projects import authorize, placement
 
 log = logging.getLogger(__name__)
 
-#: landing-area states that still hold bytes (and quota) in the project area
-AREA_HOLDS = ("present", "freeing", "damaged")
 #: how long pending work may wait before the periodic sweep starts a job for it
 SWEEP_GRACE = timedelta(minutes=2)
 
@@ -78,7 +78,7 @@ def _ensure_longterm_replicas(
     values = (
         literal(longterm.value),
         literal(ctx.backend(longterm).backend_id),
-        literal("pending"),
+        literal(ReplicaState.PENDING.value),
         literal(""),
         literal(0),
         literal(utcnow(), UTCDateTime()),
@@ -115,7 +115,7 @@ def on_delivery_sealed(ctx: Context, session: Session, delivery: Delivery) -> No
         raise NotFound("the delivery's project does not exist")
     created = _ensure_longterm_replicas(ctx, session, project, delivery, just_sealed=True)
     if created and project.sync_mode == "auto":
-        run = new_run(ctx, session, "sync", project, delivery=delivery)
+        run = new_run(ctx, session, JobKind.SYNC, project, delivery=delivery)
         audit.record(
             session, None, "sync.requested", "delivery", delivery.id,
             after={"job": run.id, "delivery": delivery.name, "files": created, "automatic": True},
@@ -135,7 +135,7 @@ def request_sync(
                 state=delivery.state,
             )
         created = _ensure_longterm_replicas(ctx, session, project, delivery)
-        run = new_run(ctx, session, "sync", project, delivery=delivery, actor=actor)
+        run = new_run(ctx, session, JobKind.SYNC, project, delivery=delivery, actor=actor)
         audit.record(
             session, actor, "sync.requested", "project", project.id,
             after={"job": run.id, "delivery": delivery.name if delivery else None, "new_replicas": created},
@@ -180,14 +180,22 @@ def _summary(
     if not files:
         return "empty"
     landing = purpose is Purpose.LANDING
-    if counts.get("present", 0) == files:
-        return "present" if landing else "synced"
-    if landing and counts.get("freed", 0) == files:
-        return "freed"
-    for state in ("damaged", "failed", "copying", "freeing", "pending"):
+    if counts.get(ReplicaState.PRESENT, 0) == files:
+        return ReplicaState.PRESENT if landing else "synced"
+    if landing and counts.get(ReplicaState.FREED, 0) == files:
+        return ReplicaState.FREED
+    # the most pressing state any file is in names the delivery
+    for state in (
+        ReplicaState.DAMAGED,
+        ReplicaState.FAILED,
+        ReplicaState.REPAIRING,
+        ReplicaState.COPYING,
+        ReplicaState.FREEING,
+        ReplicaState.PENDING,
+    ):
         if counts.get(state):
             return state
-    if landing and counts.get("freed"):
+    if landing and counts.get(ReplicaState.FREED):
         return "partly freed"
     return "-" if landing else "not started"
 
@@ -231,7 +239,7 @@ def status(ctx: Context, actor: User, identifier: str) -> dict[str, Any]:
         for delivery_id, path, tier, state, reason in session.execute(
             select(StoredFile.delivery_id, StoredFile.path, Replica.tier, Replica.state, Replica.reason)
             .join(StoredFile, StoredFile.id == Replica.file_id)
-            .where(StoredFile.project_id == project.id, Replica.state.in_(("failed", "damaged")))
+            .where(StoredFile.project_id == project.id, Replica.state.in_(PROBLEMS))
             .order_by(StoredFile.path)
             .limit(200)
         ):
@@ -301,9 +309,7 @@ def file_tiers(
             if rest:
                 query = query.where(StoredFile.path.startswith(rest, autoescape=True))
         if problems_only:
-            bad = select(Replica.file_id).where(
-                Replica.state.in_(("failed", "damaged", "pending", "copying"))
-            )
+            bad = select(Replica.file_id).where(Replica.state.in_((*PROBLEMS, *UNDER_WAY)))
             query = query.where(StoredFile.id.in_(bad))
         files: dict[str, dict[str, Any]] = {}
         for name, stored, replica in session.execute(query):
@@ -373,7 +379,7 @@ def choose(session: Session, project: Project, paths: list[str]) -> list[Chosen]
 
 
 def _not_on_longterm(chosen: list[Chosen], verb: str, identifier: str) -> NotSynced | None:
-    missing = [c for c in chosen if c.longterm is None or c.longterm.state != "present"]
+    missing = [c for c in chosen if c.longterm is None or c.longterm.state != ReplicaState.PRESENT]
     if not missing:
         return None
     first = missing[0]
@@ -395,7 +401,11 @@ def free(ctx: Context, actor: User, identifier: str, paths: list[str]) -> dict[s
     with ctx.tx() as session:
         project = authorize(session, actor, identifier, Action.DATA_FREE)
         chosen = choose(session, project, paths)
-        busy = [c for c in chosen if c.area is not None and c.area.state in ("pending", "copying")]
+        busy = [
+            c
+            for c in chosen
+            if c.area is not None and c.area.state in (ReplicaState.PENDING, ReplicaState.COPYING)
+        ]
         if busy:
             raise Conflict(
                 f"{busy[0].label} is being restored to the project area; free it once that is done"
@@ -405,7 +415,7 @@ def free(ctx: Context, actor: User, identifier: str, paths: list[str]) -> dict[s
         if refusal is not None:
             raise refusal
         ids = [c.area.id for c in holding if c.area is not None]
-        marked = set(_set_state(session, ids, AREA_HOLDS, "freeing"))
+        marked = set(_set_state(session, ids, ReplicaState.FREEING))
         targets = [c for c in holding if c.area is not None and c.area.id in marked]
         project_id = project.id
         landing = placement(project, Purpose.LANDING).tier
@@ -425,7 +435,7 @@ def free(ctx: Context, actor: User, identifier: str, paths: list[str]) -> dict[s
             elif failure is None:
                 failure = error
     with ctx.tx() as session:
-        done = set(_set_state(session, [c.area.id for c in deleted if c.area], ("freeing",), "freed"))
+        done = set(_set_state(session, [c.area.id for c in deleted if c.area], ReplicaState.FREED))
         freed = [c for c in deleted if c.area is not None and c.area.id in done]
         nbytes = sum(c.file.size for c in freed)
         if nbytes:
@@ -441,7 +451,9 @@ def free(ctx: Context, actor: User, identifier: str, paths: list[str]) -> dict[s
         result = {
             "freed_files": len(freed),
             "freed_bytes": nbytes,
-            "already_freed": sum(1 for c in chosen if c.area is not None and c.area.state == "freed"),
+            "already_freed": sum(
+                1 for c in chosen if c.area is not None and c.area.state == ReplicaState.FREED
+            ),
             "area_used_bytes": quota.used_bytes,
             "area_limit_bytes": quota.limit_bytes,
         }
@@ -467,7 +479,10 @@ def _attempt(fn: Any) -> Any:
     return run
 
 
-def _set_state(session: Session, ids: list[str], before: tuple[str, ...], after: str) -> list[str]:
+def _set_state(session: Session, ids: list[str], after: ReplicaState) -> list[str]:
+    """Move the replicas ``ids`` that may become ``after`` (by the transition table) there; returns
+    those moved. Rows another request moved meanwhile stay as they are."""
+    before = replica_sources(after)
     changed: list[str] = []
     for start in range(0, len(ids), 1000):
         changed += session.execute(
@@ -489,7 +504,8 @@ def request_restore(ctx: Context, actor: User, identifier: str, paths: list[str]
     with ctx.tx() as session:
         project = authorize(session, actor, identifier, Action.DATA_RESTORE)
         chosen = choose(session, project, paths)
-        wanted = [c for c in chosen if c.area is not None and c.area.state in ("freed", "failed")]
+        restorable = replica_sources(ReplicaState.PENDING)  # freed, or an earlier restore that failed
+        wanted = [c for c in chosen if c.area is not None and c.area.state in restorable]
         refusal = _not_on_longterm(wanted, "restore", project.identifier)
         if refusal is not None:
             raise refusal
@@ -501,8 +517,8 @@ def request_restore(ctx: Context, actor: User, identifier: str, paths: list[str]
                 session, project.id, landing, nbytes, what=f"restoring {count(len(wanted), 'file')}"
             )
             quotas.release(session, project.id, landing, nbytes)
-        _set_state(session, [c.area.id for c in wanted if c.area], ("freed", "failed"), "pending")
-        run = new_run(ctx, session, "restore", project, actor=actor)
+        _set_state(session, [c.area.id for c in wanted if c.area], ReplicaState.PENDING)
+        run = new_run(ctx, session, JobKind.RESTORE, project, actor=actor)
         audit.record(
             session, actor, "data.restore_requested", "project", project.id,
             after={"job": run.id, "files": len(wanted), "bytes": nbytes, "paths": [c.label for c in wanted][:1000]},
@@ -522,9 +538,9 @@ def sweep(ctx: Context) -> list[str]:
     queued: list[str] = []
     with ctx.tx() as session:
         active = list(session.execute(select(JobRun).where(JobRun.state.in_(ACTIVE))).scalars())
-        covered: set[tuple[str | None, str]] = set()
+        covered: set[tuple[str | None, JobKind]] = set()
         for run in active:
-            covered.add((run.project_id, run.kind))
+            covered.add((run.project_id, JobKind(run.kind)))
             if _someone_on_it(run, now, lease):
                 continue
             run.updated_at = now  # the resumed worker's heartbeat takes over from here
@@ -540,13 +556,13 @@ def sweep(ctx: Context) -> list[str]:
             .join(Project, Project.id == StoredFile.project_id)
             .where(
                 or_(
-                    (Replica.state == "copying") & (Replica.lease_expires_at < now),
-                    (Replica.state == "pending") & (Replica.updated_at < now - SWEEP_GRACE),
+                    (Replica.state == ReplicaState.COPYING) & (Replica.lease_expires_at < now),
+                    (Replica.state == ReplicaState.PENDING) & (Replica.updated_at < now - SWEEP_GRACE),
                 )
             )
             .distinct()
         ).all()
-        wanted: set[tuple[str, str]] = set()
+        wanted: set[tuple[str, JobKind]] = set()
         for project_id, sensitive, tier, sync_mode, state in rows:
             try:
                 purpose = placement_on(ProjectKind.of(sensitive), tier).purpose
@@ -554,8 +570,8 @@ def sweep(ctx: Context) -> list[str]:
                 log.warning("project %s has replicas on %s, where it keeps no data", project_id, tier)
                 continue
             # copies wait for long-term storage (a sync) or to be remade on the landing area (a restore)
-            kind = "sync" if purpose is Purpose.LONGTERM else "restore"
-            if kind == "sync" and state == "pending" and sync_mode != "auto":
+            kind = JobKind.SYNC if purpose is Purpose.LONGTERM else JobKind.RESTORE
+            if kind == JobKind.SYNC and state == ReplicaState.PENDING and sync_mode != "auto":
                 continue  # manual projects wait for the helpdesk
             wanted.add((project_id, kind))
         for project_id, kind in sorted(wanted - covered):
@@ -574,8 +590,8 @@ def sweep(ctx: Context) -> list[str]:
 def _someone_on_it(run: JobRun, now: datetime, lease: timedelta) -> bool:
     """Whether a worker is (or soon will be) on this job: a running job's heartbeat touches it
     every third of a lease; a retrying one is due at ``next_attempt_at``; a queued one is young."""
-    if run.state == "running":
+    if run.state == JobRunState.RUNNING:
         return run.updated_at > now - 2 * lease
-    if run.state == "retrying":
+    if run.state == JobRunState.RETRYING:
         return run.next_attempt_at is None or run.next_attempt_at > now - 2 * lease
     return run.created_at > now - max(2 * lease, timedelta(minutes=15))

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from levere.context import Context
 from levere.db.models import Delivery, Project, Replica, StoredFile, User
 from levere.domain import units
+from levere.domain.replicas import PROBLEMS, UNDER_WAY, ReplicaState
 from levere.domain.tiers import Tier
 from levere.domain.units import format_size
 from levere.services import accounts, audit, notify, projects
@@ -35,7 +36,7 @@ def delivery_synced(session: Session, delivery_id: str, longterm: Tier) -> bool:
         .join(StoredFile, StoredFile.id == Replica.file_id)
         .where(
             Replica.tier == longterm,
-            Replica.state.in_(("pending", "copying", "failed", "damaged", "repairing")),
+            Replica.state.in_((*UNDER_WAY, *PROBLEMS)),  # not (yet) a present copy
             StoredFile.delivery_id == delivery_id,
         )
         .limit(1)
@@ -49,7 +50,11 @@ def delivery_synced(session: Session, delivery_id: str, longterm: Tier) -> bool:
         .where(in_delivery)
         .where(
             ~select(Replica.id)
-            .where(Replica.file_id == StoredFile.id, Replica.tier == longterm, Replica.state == "present")
+            .where(
+                Replica.file_id == StoredFile.id,
+                Replica.tier == longterm,
+                Replica.state == ReplicaState.PRESENT,
+            )
             .exists()
         )
         .limit(1)
@@ -104,7 +109,7 @@ def announce_failures(ctx: Context, session: Session, scope: Scope) -> None:
     query = (
         select(StoredFile.delivery_id, func.count())
         .join(Replica, Replica.file_id == StoredFile.id)
-        .where(Replica.tier == scope.target, Replica.state == "failed")
+        .where(Replica.tier == scope.target, Replica.state == ReplicaState.FAILED)
         .group_by(StoredFile.delivery_id)
     )
     project = session.get(Project, scope.project_id)
@@ -118,7 +123,9 @@ def announce_failures(ctx: Context, session: Session, scope: Scope) -> None:
             select(StoredFile.path, Replica.reason)
             .join(Replica, Replica.file_id == StoredFile.id)
             .where(
-                StoredFile.delivery_id == delivery_id, Replica.tier == scope.target, Replica.state == "failed"
+                StoredFile.delivery_id == delivery_id,
+                Replica.tier == scope.target,
+                Replica.state == ReplicaState.FAILED,
             )
             .order_by(StoredFile.path)
             .limit(10)

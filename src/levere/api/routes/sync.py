@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
@@ -11,22 +11,22 @@ from pydantic import BaseModel, Field
 from levere.api.deps import CtxDep, ReadUser, WriteUser, acts
 from levere.api.openapi import errors
 from levere.api.schemas import In
+from levere.domain.jobruns import JobKind, JobRunState
+from levere.domain.replicas import ReplicaState
 from levere.domain.roles import Action
 from levere.services import jobruns, scrub, sync
 
 router = APIRouter(tags=["long-term storage"])
-
-State = Literal["queued", "running", "retrying", "done", "failed"]
 
 
 class JobOut(BaseModel):
     """A background job (sync, restore or verify): progress, retries and its final report."""
 
     id: str
-    kind: Literal["sync", "restore", "verify"]
+    kind: JobKind
     project: str | None
     delivery: str | None
-    state: State
+    state: JobRunState
     files_total: int
     files_done: int
     files_failed: int
@@ -65,7 +65,7 @@ class Counted(BaseModel):
 class Problem(BaseModel):
     path: str
     tier: str
-    state: str
+    state: ReplicaState
     reason: str
 
 
@@ -91,7 +91,7 @@ class SyncStatusOut(BaseModel):
 
 
 class ReplicaOut(BaseModel):
-    state: str
+    state: ReplicaState
     reason: str
     verified_at: datetime | None
     attempts: int
