@@ -5,10 +5,11 @@ and manifests that never overwrite a run's own files."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib.metadata import version
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,9 +20,20 @@ import typer
 from sqlalchemy import select
 
 from levere.cli.delivery.progress import _binary_rate_column
+from levere.cli.errors import report_levere
 from levere.cli.main import app, invoke
 from levere.context import Context
+from levere.crypt4gh import (
+    PrivateKey,
+    PublicKey,
+    encrypt_stream,
+    iter_plaintext,
+    make_header,
+    read_data_key,
+    read_header,
+)
 from levere.db.models import AuditEvent
+from levere.domain.errors import LevereError
 from levere.services import accounts, scrub, sync
 from tests.cli_live import Env, cli_env, levere, make_env, make_run, one_line_error
 from tests.conftest import Mailbox
@@ -157,6 +169,43 @@ def test_rates_are_in_the_same_binary_units_as_the_totals() -> None:
     shown = column.render(SimpleNamespace(finished_speed=None, speed=3 * 1024 * 1024 + 1))
     assert shown.plain == "3.0 MiB/s"
     assert column.render(SimpleNamespace(finished_speed=2048.0, speed=None)).plain == "2.0 KiB/s"
+
+
+def _crypt4gh_failures() -> dict[str, Callable[[], object]]:
+    """Each Crypt4GH error as the core raises it, by its code."""
+    key = PrivateKey.generate()
+    body = io.BytesIO()
+    data_key = encrypt_stream(io.BytesIO(b"sensitive" * 1000), body).data_key
+    header = make_header(data_key, key.public_key)
+    damaged = bytearray(body.getvalue())
+    damaged[40] ^= 1
+    return {
+        "not_crypt4gh": lambda: read_header(io.BytesIO(b"plain text, not encrypted")),
+        "encrypted_to_another_key": lambda: read_data_key(header, PrivateKey.generate()),
+        "ciphertext_damaged": lambda: list(iter_plaintext(io.BytesIO(bytes(damaged)), data_key)),
+        "invalid_public_key": lambda: PublicKey.from_pem(key.to_crypt4gh()),
+        "invalid_secret_key": lambda: PrivateKey.from_crypt4gh(key.public_key.to_pem()),
+    }
+
+
+@pytest.mark.parametrize("code", list(_crypt4gh_failures()))
+def test_crypt4gh_errors_say_how_to_encrypt_or_which_key_to_give(
+    code: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(LevereError) as raised:
+        _crypt4gh_failures()[code]()
+    assert raised.value.code == code
+    report_levere(raised.value, as_json=True)
+    error = json.loads(capsys.readouterr().err)
+    assert error["error"] == code and error["hint"]
+    if code in ("not_crypt4gh", "encrypted_to_another_key"):
+        assert "levere secure pubkey" in error["hint"] and "crypt4gh encrypt --recipient_pk" in error["hint"]
+    if code in ("invalid_public_key", "invalid_secret_key"):
+        assert "crypt4gh-keygen" in error["hint"]
+    # the one-line form carries the same hint after the message
+    report_levere(raised.value, as_json=False)
+    line = " ".join(capsys.readouterr().err.split())  # rich may wrap it to the terminal
+    assert raised.value.message in line and " ".join(error["hint"].split()) in line
 
 
 # --- against the service --------------------------------------------------------------------------

@@ -166,17 +166,23 @@ def test_a_secret_key_levere_writes_opens_with_the_stock_tool(tmp_path: Path) ->
 @given(
     size=st.one_of(st.sampled_from(EDGE_SIZES), st.integers(min_value=0, max_value=20 * SEGMENT)),
     seed=st.binary(min_size=16, max_size=16),
+    checksums=st.booleans(),
 )
-def test_any_size_round_trips_through_levere_and_the_stock_library(size: int, seed: bytes) -> None:
+def test_any_size_round_trips_through_levere_and_the_stock_library(
+    size: int, seed: bytes, checksums: bool
+) -> None:
     plaintext = (hashlib.sha256(seed).digest() * (size // 32 + 1))[:size]
     plaintext = bytes(b ^ (i & 0xFF) for i, b in enumerate(plaintext[:4096])) + plaintext[4096:]
     member = PrivateKey.generate()
     body = io.BytesIO()
-    result = encrypt_stream(io.BytesIO(plaintext), body)
+    result = encrypt_stream(io.BytesIO(plaintext), body, checksums=checksums)
     assert result.plaintext_size == size and result.body_size == len(body.getvalue()) == body_size(size)
     assert plaintext_size(result.body_size) == size
-    assert result.md5 == hashlib.md5(plaintext).hexdigest()
-    assert result.sha256 == hashlib.sha256(plaintext).hexdigest()
+    if checksums:
+        assert result.md5 == hashlib.md5(plaintext).hexdigest()
+        assert result.sha256 == hashlib.sha256(plaintext).hexdigest()
+    else:
+        assert result.md5 is None and result.sha256 is None
     header = make_header(result.data_key, member.public_key)
 
     assert b"".join(iter_plaintext(io.BytesIO(body.getvalue()), read_data_key(header, member))) == plaintext
@@ -331,14 +337,15 @@ class _Counter:
         return len(data)
 
 
-def test_encryption_and_decryption_run_in_constant_memory(tmp_path: Path) -> None:
+@pytest.mark.parametrize("checksums", [True, False])
+def test_encryption_and_decryption_run_in_constant_memory(tmp_path: Path, checksums: bool) -> None:
     size = 96 * 1024 * 1024
     member = PrivateKey.generate()
     stored = tmp_path / "body"
     tracemalloc.start()
     try:
         with stored.open("wb") as body:
-            result = encrypt_stream(_Zeros(size), body)
+            result = encrypt_stream(_Zeros(size), body, checksums=checksums)
         encrypt_peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.reset_peak()
         header = make_header(result.data_key, member.public_key)
@@ -349,7 +356,7 @@ def test_encryption_and_decryption_run_in_constant_memory(tmp_path: Path) -> Non
     finally:
         tracemalloc.stop()
     assert stored.stat().st_size == body_size(size) and plain.size == size
-    assert result.sha256 == hashlib.sha256(bytes(size)).hexdigest()
+    assert result.sha256 == (hashlib.sha256(bytes(size)).hexdigest() if checksums else None)
     # a few chunks of 1 MiB in flight, whatever the size
     assert encrypt_peak < 12 * 1024 * 1024, encrypt_peak
     assert decrypt_peak < 6 * 1024 * 1024, decrypt_peak
@@ -364,6 +371,8 @@ def test_no_thread_outlives_an_encryption_that_fails() -> None:
     with pytest.raises(OSError, match="disk full"):
         encrypt_stream(_Zeros(5 * SEGMENT * 16), Broken())
     encrypt_stream(io.BytesIO(b"x"), io.BytesIO())
+    with pytest.raises(OSError, match="disk full"):
+        encrypt_stream(_Zeros(5 * SEGMENT * 16), Broken(), checksums=False)
     assert not [t for t in threading.enumerate() if t.name == "crypt4gh-hash" and t.name not in before]
 
 

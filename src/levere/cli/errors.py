@@ -50,12 +50,49 @@ def _make_room(_details: dict[str, Any]) -> str:
     return "once the helpdesk has made room, run the same command again: it goes on from what was stored"
 
 
+def _encrypt_to_the_disk(details: dict[str, Any]) -> str:
+    disk = details.get("shared_disk") or "SHARED-DISK"
+    return (
+        f"save the key that 'levere secure pubkey {disk}' prints to a file, encrypt to it with "
+        "'crypt4gh encrypt --recipient_pk THAT-FILE < FILE > FILE.c4gh' and upload FILE.c4gh; "
+        "or upload the plaintext as it is, and levere encrypts it on the way"
+    )
+
+
+def _encrypt_again(_details: dict[str, Any]) -> str:
+    return (
+        "the file changed or was cut short after it was encrypted: if you uploaded it, encrypt it again "
+        "from the original and upload it again; if levere stored it, tell the helpdesk"
+    )
+
+
+def _public_key(_details: dict[str, Any]) -> str:
+    return (
+        "give the public key file (the .pub that 'crypt4gh-keygen' makes, starting with "
+        "'-----BEGIN CRYPT4GH PUBLIC KEY-----'); to make a key pair, run "
+        "'crypt4gh-keygen --sk NAME.sec --pk NAME.pub'"
+    )
+
+
+def _secret_key(_details: dict[str, Any]) -> str:
+    return (
+        "give the secret key file that 'crypt4gh-keygen' made (the .sec, not the .pub) and its "
+        "passphrase; a new pair from 'crypt4gh-keygen --sk NAME.sec --pk NAME.pub' opens only files "
+        "encrypted to its own .pub"
+    )
+
+
 #: the CLI's hint for an error, by the error's code
 HINTS: dict[str, Callable[[dict[str, Any]], str]] = {
     "not_synced": _not_synced,
     "already_invited": _resend,
     "authentication_failed": _sign_in_again,
     "storage_full": _make_room,
+    "not_crypt4gh": _encrypt_to_the_disk,
+    "encrypted_to_another_key": _encrypt_to_the_disk,
+    "ciphertext_damaged": _encrypt_again,
+    "invalid_public_key": _public_key,
+    "invalid_secret_key": _secret_key,
 }
 
 

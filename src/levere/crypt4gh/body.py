@@ -11,6 +11,11 @@ Design notes (measurements in docs/benchmarks.md):
   releases the GIL while it hashes. So MD5 (the slowest step, and serial by nature) runs
   in a thread of its own, SHA-256 in another, and the calling thread reads, encrypts and writes:
   three steps on two cores, none waiting for the GIL for long.
+- Encryption alone (``checksums=False``, for a caller that has the plaintext's checksums already)
+  stays in the calling thread: two threads encrypting alternate segments with PyNaCl would spend
+  more CPU in all than one thread with OpenSSL's cipher, and a thread that only writes saved no
+  time on a busy machine while it cost CPU; the second core is left to the reading and writing the
+  kernel does.
 - Constant memory: plaintext moves in chunks of 16 segments through a fixed set of buffers, each
   back in the free list once both hashes and the encryption are done with it.
 - Hash threads are told to stop in every outcome (a failing source or sink included), so no thread
@@ -56,8 +61,9 @@ class EncryptedBody:
     data_key: DataKey
     plaintext_size: int
     body_size: int
-    md5: str
-    sha256: str
+    #: hex digests of the plaintext; None when encrypted with ``checksums=False``
+    md5: str | None
+    sha256: str | None
 
 
 def body_size(plaintext_size: int) -> int:
@@ -78,9 +84,9 @@ class BodyEncryptor:
     """Encrypt plaintext pushed in pieces of any size (an upload's request chunks) into a body
     written to ``sink``, hashing it on the way; :meth:`finish` writes the last segment and gives
     the result. Use it as a context manager, or call :meth:`finish` or :meth:`abort` in every case:
-    they stop the hash threads."""
+    they stop the hash threads. With ``checksums=False`` it only encrypts (no hash threads)."""
 
-    def __init__(self, sink: Sink, data_key: DataKey | None = None) -> None:
+    def __init__(self, sink: Sink, data_key: DataKey | None = None, *, checksums: bool = True) -> None:
         self.data_key = data_key or DataKey.generate()
         self._cipher = self.data_key.cipher()
         self._sink = sink
@@ -89,8 +95,14 @@ class BodyEncryptor:
             self._free.put(bytearray(_CHUNK))
         self._users: dict[int, int] = {}
         self._lock = threading.Lock()
-        self._md5 = _Hasher(hashlib.md5(usedforsecurity=False), self._release)
-        self._sha256 = _Hasher(hashlib.sha256(), self._release)
+        self._hashers = (
+            (
+                _Hasher(hashlib.md5(usedforsecurity=False), self._release),
+                _Hasher(hashlib.sha256(), self._release),
+            )
+            if checksums
+            else ()
+        )
         self._out = memoryview(bytearray(_CIPHER_CHUNK))
         self._buffer: bytearray | None = None
         self._filled = 0
@@ -131,20 +143,15 @@ class BodyEncryptor:
                 self._encrypt_chunk()
         finally:
             self.abort()
-        return EncryptedBody(
-            self.data_key,
-            self.plaintext_size,
-            self.body_size,
-            self._md5.hexdigest(),
-            self._sha256.hexdigest(),
-        )
+        md5, sha256 = (h.hexdigest() for h in self._hashers) if self._hashers else (None, None)
+        return EncryptedBody(self.data_key, self.plaintext_size, self.body_size, md5, sha256)
 
     def abort(self) -> None:
         """Stop the hash threads; what was written to the sink is the caller's to discard."""
         if not self._closed:
             self._closed = True
-            self._md5.close()
-            self._sha256.close()
+            for hasher in self._hashers:
+                hasher.close()
             # the hashers hold a bound method of this object (a cycle that only the garbage
             # collector breaks): let the buffers go now rather than then
             self._free = queue.SimpleQueue()
@@ -173,9 +180,9 @@ class BodyEncryptor:
         buffer, size = self._current(), self._filled
         self._buffer, self._filled = None, 0
         with self._lock:
-            self._users[id(buffer)] = 3  # both hashes and the encryption below
-        self._md5.feed(buffer, size)
-        self._sha256.feed(buffer, size)
+            self._users[id(buffer)] = len(self._hashers) + 1  # the hashes and the encryption below
+        for hasher in self._hashers:
+            hasher.feed(buffer, size)
         view, out = memoryview(buffer), self._out
         nonces = os.urandom(NONCE * CHUNK_SEGMENTS)  # one system call per chunk
         at = 0
@@ -198,10 +205,12 @@ def encrypt_stream(
     *,
     data_key: DataKey | None = None,
     progress: Callable[[int], None] | None = None,
+    checksums: bool = True,
 ) -> EncryptedBody:
     """Encrypt everything ``source`` gives into a body written to ``sink``, computing the plaintext's
-    MD5 and SHA-256 in the same pass. ``progress`` gets the plaintext bytes of each chunk done."""
-    with BodyEncryptor(sink, data_key) as encryptor:
+    MD5 and SHA-256 in the same pass (unless ``checksums`` is False). ``progress`` gets the plaintext
+    bytes of each chunk done."""
+    with BodyEncryptor(sink, data_key, checksums=checksums) as encryptor:
         while encryptor.fill_from(source):
             if progress is not None:
                 progress(_CHUNK)
