@@ -218,6 +218,11 @@ class ApplicationPatch(In):
     members: Members | None = None
 
 
+class RequestedMemberOut(Out):
+    email: str
+    role: ProjectRole
+
+
 class ApplicationOut(Out):
     id: str
     number: int
@@ -233,7 +238,7 @@ class ApplicationOut(Out):
     quota_longterm_bytes: int
     sensitive: bool
     secure_project_id: str
-    members: list[MemberWanted]
+    members: list[RequestedMemberOut]
     author_id: str
     submitted_at: datetime | None
     decided_at: datetime | None
@@ -265,7 +270,7 @@ class QuotaOut(Out):
     reserved_bytes: int
 
 
-class MemberOut(BaseModel):
+class MemberOut(Out):
     email: str
     name: str
     role: ProjectRole
