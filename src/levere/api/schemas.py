@@ -291,6 +291,31 @@ class ProjectOut(Out):
     my_role: str | None = None
 
 
+class DeliverySummaryOut(Out):
+    total: int
+    open: int
+    sealed: int
+    failed: int
+    files: int
+    bytes: int
+
+
+class ProjectSummaryOut(Out):
+    """One project on the helpdesk's dashboard."""
+
+    identifier: str
+    title: str
+    sensitive: bool
+    sync_mode: str
+    created_at: datetime
+    quotas: list[QuotaOut]
+    facilities: list[str]
+    members: int
+    deliveries: DeliverySummaryOut
+    #: files with a failed or damaged copy on some tier
+    problem_files: int
+
+
 class ProjectPatch(In):
     sync_mode: Literal["auto", "manual"] | None = None
 

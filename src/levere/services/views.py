@@ -282,7 +282,7 @@ class FileView:
 
 
 @dataclass(frozen=True)
-class UploadView:
+class OpenUploadView:
     """A resumable upload in flight."""
 
     id: str
@@ -310,7 +310,7 @@ class DeliveryView:
     checksum_coverage: dict[str, Any] | None = None
     #: filled by the functions that show one delivery in full
     files: tuple[FileView, ...] | None = None
-    uploads: tuple[UploadView, ...] | None = None
+    uploads: tuple[OpenUploadView, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -333,7 +333,7 @@ def delivery_view(
     total_bytes: int,
     *,
     files: tuple[FileView, ...] | None = None,
-    uploads: tuple[UploadView, ...] | None = None,
+    uploads: tuple[OpenUploadView, ...] | None = None,
 ) -> DeliveryView:
     return DeliveryView(
         id=delivery.id,
@@ -353,8 +353,8 @@ def delivery_view(
     )
 
 
-def upload_view(upload: Upload) -> UploadView:
-    return UploadView(
+def upload_view(upload: Upload) -> OpenUploadView:
+    return OpenUploadView(
         id=upload.id,
         path=upload.path,
         length=upload.length,
@@ -455,9 +455,11 @@ class ProjectSummary:
     sync_mode: str
     created_at: datetime
     quotas: tuple[QuotaView, ...]
+    facilities: tuple[str, ...]
     members: int
     deliveries: DeliverySummary
-    facilities: tuple[str, ...]
+    #: files with a failed or damaged copy on some tier
+    problem_files: int
 
 
 @dataclass(frozen=True)
@@ -470,3 +472,76 @@ class Dashboard:
     stalled_jobs: tuple[JobRunView, ...]
     #: limit, used and reserved summed over every project, per tier
     tiers: tuple[QuotaView, ...]
+
+
+# --- long-term storage --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Counted:
+    files: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class ReplicaProblemView:
+    """A file whose copy on one tier failed or is damaged."""
+
+    path: str
+    tier: str
+    state: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class DeliveryStatusView:
+    name: str
+    state: str
+    files: int
+    bytes: int
+    #: one word per tier: present / partly freed / freed / pending / copying / failed / damaged ...
+    area: str
+    longterm: str
+    #: files and bytes per replica state, per tier
+    tiers: dict[str, dict[str, Counted]]
+    problems: tuple[ReplicaProblemView, ...]
+
+
+@dataclass(frozen=True)
+class SyncStatusView:
+    """A project's deliveries on each tier, its quotas and its recent jobs."""
+
+    project: str
+    sync_mode: str
+    quotas: tuple[QuotaView, ...]
+    deliveries: tuple[DeliveryStatusView, ...]
+    jobs: tuple[JobRunView, ...]
+
+
+@dataclass(frozen=True)
+class ReplicaView:
+    state: str
+    reason: str
+    verified_at: datetime | None
+    attempts: int
+
+
+@dataclass(frozen=True)
+class FileTiersView:
+    """A file (``DELIVERY/PATH``) with its copy on each tier."""
+
+    path: str
+    size: int
+    sha256: str
+    tiers: dict[str, ReplicaView]
+
+
+@dataclass(frozen=True)
+class FreedView:
+    """What freeing files from the project area gave back."""
+
+    freed_files: int
+    freed_bytes: int
+    already_freed: int
+    area_used_bytes: int
+    area_limit_bytes: int

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
+from pydantic import BaseModel
 
 from levere.api.deps import CtxDep, ReadUser, ReviewUser, acts
 from levere.api.openapi import DATA_WRITE, errors
+from levere.api.routes.sync import JobOut
 from levere.api.schemas import (
     AnchorOut,
     AuditEventOut,
@@ -15,15 +17,45 @@ from levere.api.schemas import (
     FacilityPatch,
     InvitedUserOut,
     PendingInvitationOut,
+    ProjectSummaryOut,
+    QuotaOut,
     ResentInvitationOut,
     StaffIn,
     UserIn,
     UserOut,
 )
 from levere.domain.roles import Action
-from levere.services import accounts, audit_anchors, audit_listing, invitations
+from levere.services import accounts, audit_anchors, audit_listing, invitations, overview
 
 router = APIRouter(tags=["administration"])
+
+
+class DashboardOut(BaseModel):
+    """The helpdesk's overview of every project and of the jobs that need attention."""
+
+    projects: list[ProjectSummaryOut]
+    #: the newest failed jobs
+    failed_jobs: list[JobOut]
+    #: queued, running or retrying jobs that no worker has been on for too long
+    stalled_jobs: list[JobOut]
+    #: limit, used and reserved over every project, per tier
+    tiers: list[QuotaOut]
+
+
+@router.get(
+    "/dashboard",
+    summary="Show every project's quota use per tier, and the failed and stalled jobs",
+    operation_id="get_dashboard",
+    openapi_extra=acts(Action.PROJECT_LIST_ALL),
+)
+def dashboard(actor: ReviewUser, ctx: CtxDep) -> DashboardOut:
+    view = overview.dashboard(ctx, actor)
+    return DashboardOut(
+        projects=[ProjectSummaryOut.model_validate(p) for p in view.projects],
+        failed_jobs=[JobOut.model_validate(j) for j in view.failed_jobs],
+        stalled_jobs=[JobOut.model_validate(j) for j in view.stalled_jobs],
+        tiers=[QuotaOut.model_validate(t) for t in view.tiers],
+    )
 
 
 @router.get(

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
+from pydantic import BaseModel
 
 from levere.api.deps import CtxDep, ReadUser, ReviewUser, WriteUser, acts
 from levere.api.openapi import errors
+from levere.api.routes.deliveries import DeliveryOut, delivery_out
+from levere.api.routes.sync import JobOut
 from levere.api.schemas import (
     AddedMemberOut,
+    DeliverySummaryOut,
     FacilityAssignIn,
     FacilityOut,
     MemberIn,
@@ -19,9 +23,19 @@ from levere.api.schemas import (
     RoleIn,
 )
 from levere.domain.roles import Action
-from levere.services import invitations, projects
+from levere.services import invitations, overview, projects
 
 router = APIRouter(prefix="/projects", tags=["projects"])
+
+
+class ProjectPageOut(BaseModel):
+    """A project's page: the project with its quota use per tier, members, deliveries and jobs."""
+
+    project: ProjectOut
+    members: list[MemberOut]
+    deliveries: list[DeliveryOut]
+    summary: DeliverySummaryOut
+    recent_jobs: list[JobOut]
 
 
 @router.get(
@@ -40,6 +54,24 @@ def list_projects(actor: ReadUser, ctx: CtxDep) -> list[ProjectOut]:
 )
 def show(identifier: str, actor: ReadUser, ctx: CtxDep) -> ProjectOut:
     return ProjectOut.model_validate(projects.show_project(ctx, actor, identifier))
+
+
+@router.get(
+    "/{identifier}/overview",
+    summary="Show a project's page: quota use per tier, members, deliveries and recent jobs",
+    operation_id="get_project_overview",
+    responses=errors(404),
+    openapi_extra=acts(Action.PROJECT_READ),
+)
+def show_overview(identifier: str, actor: ReadUser, ctx: CtxDep) -> ProjectPageOut:
+    page = overview.project_page(ctx, actor, identifier)
+    return ProjectPageOut(
+        project=ProjectOut.model_validate(page.project),
+        members=[MemberOut.model_validate(m) for m in page.members],
+        deliveries=[delivery_out(d) for d in page.deliveries],
+        summary=DeliverySummaryOut.model_validate(page.summary),
+        recent_jobs=[JobOut.model_validate(j) for j in page.recent_jobs],
+    )
 
 
 @router.patch(
