@@ -231,7 +231,8 @@ def login(
         raise AuthenticationFailed("wrong e-mail or password")
     if not (totp or "").strip():
         raise AuthenticationFailed(
-            "this account uses two-factor sign-in: give the one-time code from your authenticator app (--totp)"
+            "this account uses two-factor sign-in: give the one-time code from your authenticator app",
+            reason="one_time_code_missing",
         )
     if code is CodeCheck.USED:
         raise OneTimeCodeUsed(CODE_USED)
@@ -262,7 +263,9 @@ def create_token(
     if beyond:
         raise AccessDenied(
             f"the token you are using lacks the scope(s) {', '.join(beyond)}, "
-            "so it cannot create a token that has them; sign in again with 'levere login'"
+            "so it cannot create a token that has them",
+            reason="scope_missing",
+            scopes=beyond,
         )
     issued = issue_token(ctx, session, user, name, wanted, lifetime_days)
     audit.record(
@@ -329,7 +332,7 @@ MIN_TOKEN_PREFIX = 4
 
 
 def revoke_token(session: Session, user: User, token_id: str) -> ApiToken:
-    """Revoke a token by its id or a unique start of it (as ``levere account tokens`` shows ids)."""
+    """Revoke a token by its id or a unique start of it (as the token lists show ids)."""
     token_id = token_id.strip()
     record = session.get(ApiToken, token_id)
     if record is None and len(token_id) >= MIN_TOKEN_PREFIX:
@@ -401,7 +404,7 @@ def totp_confirm(ctx: Context, session: Session, user: User, code: str, token: s
     if user.totp_enabled:
         raise AlreadyExists("two-factor sign-in is already set up for this account")
     if not user.totp_secret:
-        raise NotFound("start enrolment first ('levere account totp-enrol')")
+        raise NotFound("two-factor enrolment has not been started", reason="totp_not_started")
     # you are signed in, so these are wrong input rather than a failed sign-in (401)
     match check_totp(user, code):
         case CodeCheck.USED:
