@@ -18,7 +18,7 @@ from levere.context import Context
 from levere.db.models import Delivery, JobRun, Replica, User, utcnow
 from levere.domain.errors import AccessDenied, ValidationFailed
 from levere.domain.roles import ProjectRole, UserKind
-from levere.services import accounts, deliveries, overview, projects
+from levere.services import accounts, deliveries, invitations, overview, projects
 from levere.services.deliveries import NewFile
 from tests.helpers import World, auth, basic_world, make_user, token_for
 
@@ -285,3 +285,21 @@ def test_the_dashboard_shows_every_project_and_the_jobs_that_need_attention(
     assert r.json()["stalled_jobs"][0]["created_by"] == "levere"
     staff = make_user(ctx, "staff2@norseq.example.org", UserKind.FACILITY, world.facility, password=None)
     assert client.get("/api/dashboard", headers=auth(token_for(ctx, staff))).status_code == 403
+
+
+def test_the_pending_invitations_cost_the_same_queries_for_2_or_20_people(ctx: Context) -> None:
+    world = basic_world(ctx)
+    _provision(ctx, world, 1)  # invites the PI and a member, the project named
+    two, count_two = statements_of(ctx, lambda: invitations.list_pending(ctx, world.helpdesk))
+    for n in range(18):
+        invitations.create_account(ctx, world.helpdesk, f"invited-{n:02d}@uib.example.org")
+    invitations.resend(ctx, world.helpdesk, "invited-03@uib.example.org")
+    twenty, count_twenty = statements_of(ctx, lambda: invitations.list_pending(ctx, world.helpdesk))
+    assert count_twenty == count_two
+    assert len(two) == 2 and len(twenty) == 20
+    by_email = {p.email: p for p in twenty}
+    assert by_email["member@uib.example.org"].project == "LEV-2026-0001"
+    assert by_email["invited-03@uib.example.org"].invited_by == world.helpdesk.email
+    assert (
+        by_email["invited-03@uib.example.org"].created_at > by_email["invited-04@uib.example.org"].created_at
+    )

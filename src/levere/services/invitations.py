@@ -226,40 +226,49 @@ class PendingInvitation:
     expired: bool
 
 
-def _newest(session: Session, email: str) -> Invitation | None:
-    return session.execute(
-        select(Invitation)
-        .where(Invitation.email == email, Invitation.accepted_at.is_(None))
-        .order_by(Invitation.created_at.desc())
-        .limit(1)
-    ).scalar()
-
-
 def list_pending(ctx: Context, actor: User) -> list[PendingInvitation]:
-    """Everyone with an invitation and no password yet, whether their link still works or not."""
+    """Everyone with an invitation and no password yet, whether their link still works or not
+    (four queries, however many people)."""
     with ctx.tx() as session:
         require(subject_of(actor), Action.INVITATION_LIST)
-        invited = select(Invitation.email).where(Invitation.accepted_at.is_(None))
+        open_links = Invitation.accepted_at.is_(None)
+        waiting = User.password_hash.is_(None) & User.active
         people = list(
             session.execute(
                 select(User)
-                .where(User.password_hash.is_(None), User.active, User.email.in_(invited))
+                .where(waiting, User.email.in_(select(Invitation.email).where(open_links)))
                 .order_by(User.email)
             ).scalars()
         )
+        newest: dict[str, Invitation] = {}
+        for link in session.execute(
+            select(Invitation)
+            .where(open_links, Invitation.email.in_(select(User.email).where(waiting)))
+            .order_by(Invitation.created_at)
+        ).scalars():
+            newest[link.email] = link  # a later one replaces an earlier
+        names: dict[str, str] = {}
+        inviters = {i.invited_by_id for i in newest.values() if i.invited_by_id}
+        if inviters:
+            for user_id, email in session.execute(select(User.id, User.email).where(User.id.in_(inviters))):
+                names[user_id] = email
+        made_for = {i.project_id for i in newest.values() if i.project_id}
+        if made_for:
+            for project_id, identifier in session.execute(
+                select(Project.id, Project.identifier).where(Project.id.in_(made_for))
+            ):
+                names[project_id] = identifier
         now = utcnow()
         found = []
         for user in people:
-            newest = _newest(session, user.email)
-            if newest is None:
+            invitation = newest.get(user.email)
+            if invitation is None:
                 continue
-            inviter = session.get(User, newest.invited_by_id) if newest.invited_by_id else None
-            project = session.get(Project, newest.project_id) if newest.project_id else None
             found.append(
                 PendingInvitation(
-                    email=user.email, name=user.name, invited_by=inviter.email if inviter else "",
-                    project=project.identifier if project else "", created_at=newest.created_at,
-                    expires_at=newest.expires_at, expired=newest.expires_at <= now,
+                    email=user.email, name=user.name, invited_by=names.get(invitation.invited_by_id or "", ""),
+                    project=names.get(invitation.project_id or "", ""), created_at=invitation.created_at,
+                    expires_at=invitation.expires_at, expired=invitation.expires_at <= now,
                 )
             )  # fmt: skip
         return found
