@@ -10,8 +10,10 @@ and the CLI's and the portal's pages read the same fields. Collections are tuple
 cannot be changed by whoever receives it; a mapping inside a view (a delivery's metadata, a file's
 state per tier) is a fresh copy made for that view.
 
-The ``*_view`` functions build a view from the rows of an open transaction; they are the only place
-that knows both shapes.
+The use cases a front end calls take the service context first and open their own transaction;
+the building blocks that run inside another use case's transaction take a ``session`` and may pass
+rows between them (``tests/test_service_returns.py`` holds the line). The ``*_view`` functions build
+a view from the rows of an open transaction; they are the only place that knows both shapes.
 """
 
 from __future__ import annotations
