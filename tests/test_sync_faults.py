@@ -151,7 +151,7 @@ def test_after_the_last_retry_the_job_fails_and_people_are_told_once(
 
     root.with_name("gone").rename(root)
     again = sync.request_sync(worker, s.world.helpdesk, s.project)
-    wait_until(lambda: run_row(ctx, again["id"]).state == "done", what="the second sync")
+    wait_until(lambda: run_row(ctx, again.id).state == "done", what="the second sync")
     mailbox.wait_for(s.world.pi.email, "safely on long-term storage")
     assert sum("failed" in m["Subject"] for m in mails_to(mailbox, s.world.pi.email)) == 1
 
@@ -213,10 +213,10 @@ def test_a_worker_that_died_after_claiming_is_taken_over_without_double_quota(
 
     worker = make_ctx(sync=SyncSettings(lease_seconds=30))
     early = sync.request_sync(worker, s.world.helpdesk, s.project)
-    assert run_row(ctx, early["id"]).state == "running"  # the lease still runs: it waits (a huey retry)
+    assert run_row(ctx, early.id).state == "running"  # the lease still runs: it waits (a huey retry)
     time.sleep(3.2)
     later = sync.request_sync(worker, s.world.helpdesk, s.project)
-    assert run_row(ctx, later["id"]).state == "done"
+    assert run_row(ctx, later.id).state == "done"
     assert set(replica_states(ctx, s, "longterm").values()) == {"present"}
     assert [r.attempts for r in replicas(ctx, s, "longterm")] == [2] * 4
     limit = quota(ctx, s, "longterm")
@@ -334,7 +334,7 @@ def test_sync_to_s3_write_once_idempotent_and_scrubbed(
         assert hashlib.sha256(got["Body"].read()).hexdigest() == hashlib.sha256(data).hexdigest()
         assert got["Metadata"].get("levere-write-once") == "1"
     again = sync.request_sync(worker, s.world.helpdesk, s.project)
-    assert run_row(ctx, again["id"]).files_total == 0
+    assert run_row(ctx, again.id).files_total == 0
 
     # rot on the S3 copy (an outside tool overwrote it): verify finds it and levere rewrites it
     raw.put_object(Bucket=bucket, Key=f"{prefix}{s.project}/RUN1/big.bam", Body=b"rotten")
