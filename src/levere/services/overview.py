@@ -16,9 +16,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from levere.context import Context
+from levere.db.models import Delivery, JobRun, ProjectMember, Replica, StoredFile, User, utcnow
 from levere.domain.jobruns import ACTIVE, JobRunState
 from levere.domain.replicas import ReplicaState
-from levere.db.models import Delivery, JobRun, ProjectMember, Replica, StoredFile, User, utcnow
 from levere.domain.roles import Action, allowed, require
 from levere.services import projects
 from levere.services.accounts import subject_of
