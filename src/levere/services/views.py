@@ -27,6 +27,7 @@ from levere.db.models import (
     Application,
     Delivery,
     Facility,
+    FederatedIdentity,
     JobRun,
     Notification,
     ProjectMember,
@@ -96,6 +97,29 @@ class NotificationView:
     created_at: datetime
     read_at: datetime | None
     email_state: str
+
+
+@dataclass(frozen=True)
+class IdentityView:
+    """A sign-in identity at an outside provider, linked to an account."""
+
+    provider: str
+    issuer: str
+    subject: str
+    email: str
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+def identity_view(link: FederatedIdentity) -> IdentityView:
+    return IdentityView(
+        provider=link.provider,
+        issuer=link.issuer,
+        subject=link.subject,
+        email=link.email,
+        created_at=link.created_at,
+        last_used_at=link.last_used_at,
+    )
 
 
 def facility_view(facility: Facility) -> FacilityView:
