@@ -123,6 +123,7 @@ SAMPLES: dict[tuple[str, str], Sample] = {
     ("POST", "/api/me/notifications/read"): Sample(),
     # administration
     ("GET", "/api/users"): Sample(),
+    ("GET", "/api/dashboard"): Sample(),
     ("POST", "/api/users"): Sample(json=lambda _w, r: {"email": f"made-by-{r}@uni.example.org"}),
     ("GET", "/api/facilities"): Sample(),
     ("POST", "/api/facilities"): Sample(
@@ -163,6 +164,7 @@ SAMPLES: dict[tuple[str, str], Sample] = {
     # projects
     ("GET", "/api/projects"): Sample(),
     ("GET", "/api/projects/{identifier}"): Sample(on="project", path=_project),
+    ("GET", "/api/projects/{identifier}/overview"): Sample(on="project", path=_project),
     ("PATCH", "/api/projects/{identifier}"): Sample(
         on="project", path=_project, json=lambda _w, _r: {"sync_mode": "manual"}
     ),

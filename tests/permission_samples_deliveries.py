@@ -58,6 +58,7 @@ SAMPLES = {
         json=lambda _w, _r: {"checksum_file": None},
     ),
     ("GET", "/api/projects/{identifier}/deliveries/{name}/manifest"): Sample(on="project", path=_delivery),
+    ("GET", "/api/projects/{identifier}/deliveries/{name}/files"): Sample(on="project", path=_delivery),
     ("POST", "/api/projects/{identifier}/deliveries/{name}/batch"): Sample(
         on="project",
         path=_delivery,

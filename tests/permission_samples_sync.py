@@ -45,5 +45,5 @@ def extend_world(ctx: Any, world: PermissionWorld) -> None:
         ctx, world.users["facility_assigned"], world.project, DELIVERY, {"reads/a.fastq": b"ACGT" * 256}
     )
     helpdesk = world.users["helpdesk"]
-    world.extra["sync_job"] = sync.request_sync(ctx, helpdesk, world.project, DELIVERY)["id"]
-    world.extra["verify_job"] = scrub.request_verify(ctx, helpdesk)["id"]
+    world.extra["sync_job"] = sync.request_sync(ctx, helpdesk, world.project, DELIVERY).id
+    world.extra["verify_job"] = scrub.request_verify(ctx, helpdesk).id

@@ -7,11 +7,14 @@ from datetime import timedelta
 from typing import Any
 
 import pyotp
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import delete, select, text, update
 
+from levere.cli.errors import hint_for
 from levere.context import Context
 from levere.db.models import ApiToken, Invitation, LoginAttempt, User, utcnow
+from levere.domain.errors import AccessDenied, NotFound
 from levere.domain.roles import UserKind
 from levere.services import accounts, invitations
 from tests.conftest import Mailbox, body_of
@@ -121,7 +124,10 @@ def test_helpdesk_must_enrol_totp_then_needs_a_code_once(ctx: Context, client: T
     assert client.get("/api/applications/queue", headers=auth(upgraded["token"])).status_code == 200
 
     r = login(client, operator.email)
-    assert r.status_code == 401 and "one-time code" in r.json()["message"] and "--totp" in r.json()["message"]
+    assert r.status_code == 401 and "one-time code" in r.json()["message"]
+    # which option gives the code is the CLI's word (its hint), not the service's
+    assert "--totp" not in r.json()["message"] and r.json()["details"]["reason"] == "one_time_code_missing"
+    assert "--totp CODE" in hint_for(r.json()["error"], r.json()["details"])
     with ctx.tx() as session:  # five failures in a row would lock the account: start afresh
         session.execute(delete(LoginAttempt))
     # a wrong password says nothing about the code, right or wrong
@@ -351,6 +357,11 @@ def test_a_second_invitation_does_not_reset_a_password(ctx: Context, client: Tes
     )
     r = client.post("/api/invitations/accept", json={"secret": second, "password": "second password 2"})
     assert r.status_code == 409 and "already has a password" in r.json()["message"]
+    assert "levere " not in r.json()["message"]
+    assert (
+        hint_for("conflict", r.json()["details"])
+        == "sign in with 'levere login --email twice@uni.example.org'"
+    )
     assert login(client, user.email, "first password 1").status_code == 200
 
 
@@ -411,3 +422,21 @@ def test_oversized_or_bad_input_is_a_422_naming_the_field(ctx: Context, client: 
         r = client.post(path, json=body, headers=helpdesk)
         assert r.status_code == 422, (path, body, r.text)
         assert field in r.json()["details"]["fields"], r.json()
+
+
+def test_account_errors_leave_the_commands_to_the_front_end(ctx: Context) -> None:
+    """The service says what is wrong; the CLI's hint, by code and reason, says which command helps."""
+    user = make_user(ctx, "plain@uni.example.org", password=None)
+    with pytest.raises(NotFound) as not_started:
+        accounts.finish_totp(ctx, user, "123456", "lvr_x_y")
+    assert "levere" not in not_started.value.message
+    assert "levere account totp-enrol" in hint_for(not_started.value.code, not_started.value.details)
+    with pytest.raises(AccessDenied) as narrow:
+        accounts.new_token(
+            ctx, user, "wide", frozenset(accounts.ALL_SCOPES), None, frozenset({accounts.Scope.READ})
+        )
+    assert "levere" not in narrow.value.message and "'" not in narrow.value.message
+    assert narrow.value.details["scopes"] == ["account", "review", "write"]
+    assert "levere login" in hint_for(narrow.value.code, narrow.value.details)
+    # a denial for another reason gets no sign-in hint
+    assert hint_for("access_denied", {}) == ""

@@ -143,7 +143,7 @@ def _sign_in_operator(cli: Cli) -> None:
     assert isinstance(cli.json("op", "applications", "list", "--queue"), list)
     assert stat.S_IMODE(cli.config("op").stat().st_mode) == 0o600
     line = cli.fails("op", "login", "--email", OPERATOR, password=PASSWORD)
-    assert "one-time code" in line
+    assert "one-time code" in line and "give the code with --totp CODE" in line
     line = cli.fails("op", "login", "--email", OPERATOR, "--totp", totp.at(now), password=PASSWORD)
     assert line == "error: this code was already used; wait for the next one"
     cli.ok("op", "login", "--email", OPERATOR, "--totp", totp.at(now + 30), password=PASSWORD)

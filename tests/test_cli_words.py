@@ -256,15 +256,15 @@ def test_a_member_sees_a_job_by_its_id_alone(env: Env, tmp_path: Path) -> None:
         helpdesk = accounts.get_user_by_email(session, "helpdesk@levere.test")
     job = sync.request_sync(env.ctx, helpdesk, env.project)
     member = _as(env, tmp_path, "member@uib.example.org")
-    shown = levere(member, "jobs", "show", job["id"])
+    shown = levere(member, "jobs", "show", job.id)
     assert shown.returncode == 0, shown.stderr
     assert f"sync of {env.project}" in shown.stdout
     every = scrub.request_verify(env.ctx, helpdesk, None)
-    denied = levere(member, "jobs", "show", every["id"])
+    denied = levere(member, "jobs", "show", every.id)
     assert one_line_error(denied) == (
         "error: you are not allowed to see jobs that span every project (only the helpdesk can)"
     )
-    assert levere(helpdesk_user, "jobs", "show", every["id"]).returncode == 0
+    assert levere(helpdesk_user, "jobs", "show", every.id).returncode == 0
 
 
 def test_a_refused_free_tells_who_syncs_and_keeps_its_code(env: Env, tmp_path: Path) -> None:

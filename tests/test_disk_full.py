@@ -234,7 +234,7 @@ def test_a_sync_into_a_full_long_term_tier_says_so_on_the_job(
     build_queue(worker, immediate=True)
     try:
         job = sync.request_sync(worker, s.world.helpdesk, s.project)
-        run = _run_row(ctx, job["id"])
+        run = _run_row(ctx, job.id)
         assert run.state == "failed"
         assert "long-term storage is full" in run.error and "Traceback" not in run.error
         states = replica_states(ctx, s, "longterm")
@@ -243,7 +243,7 @@ def test_a_sync_into_a_full_long_term_tier_says_so_on_the_job(
 
         longterm.grow(4 * MiB)  # room is made: the same sync finishes
         again = sync.request_sync(worker, s.world.helpdesk, s.project)
-        assert _run_row(ctx, again["id"]).state == "done"
+        assert _run_row(ctx, again.id).state == "done"
         assert set(replica_states(ctx, s, "longterm").values()) == {"present"}
     finally:
         worker.close()
@@ -265,14 +265,14 @@ def test_a_restore_into_a_full_area_says_so_on_the_job(
         filler = area_disk.path / "filler"  # something else takes the area's disk meanwhile
         filler.write_bytes(b"\0" * (area_disk.free() - 150 * KiB))
         job = sync.request_restore(worker, s.world.pi, s.project, ["RUN1"])
-        run = _run_row(ctx, job["id"])
+        run = _run_row(ctx, job.id)
         assert run.state == "failed"
         assert "the project area is full" in run.error
         assert not list((area_disk.path / ".levere-tmp").glob("*"))
 
         filler.unlink()  # room is made: the restore goes through
         again = sync.request_restore(worker, s.world.pi, s.project, ["RUN1"])
-        assert _run_row(ctx, again["id"]).state == "done"
+        assert _run_row(ctx, again.id).state == "done"
         assert set(replica_states(ctx, s, "area").values()) == {"present"}
         for path, data in files.items():
             assert (area_disk.path / s.project / "RUN1" / path).read_bytes() == data

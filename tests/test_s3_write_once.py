@@ -96,7 +96,7 @@ def test_a_synced_copy_survives_delete_and_overwrite_and_still_verifies(
     # the versions levere wrote are intact: verify finds no damage and changes nothing
     job = scrub.request_verify(worker, s.world.helpdesk, s.project)
     with worker.tx() as session:
-        run = session.get(JobRun, job["id"])
+        run = session.get(JobRun, job.id)
         assert run is not None
         assert (run.state, run.report["damaged_found"], run.report["ok"]) == ("done", 0, len(files) * 2)
     assert {r.key: r.version_id for r in replicas(ctx, s, "longterm")} == recorded

@@ -82,7 +82,7 @@ def test_a_missing_area_copy_is_restored_from_longterm(ctx: Context) -> None:
     s = synced(ctx, {"a.fastq": b"A" * 1000, "b.fastq": b"B" * 1000})
     os.unlink(area_path(ctx, f"{s.project}/RUN1/a.fastq"))
     job = scrub.request_verify(ctx, s.world.helpdesk, s.project)
-    (run,) = [r for r in runs(ctx, "verify") if r.id == job["id"]]
+    (run,) = [r for r in runs(ctx, "verify") if r.id == job.id]
     assert run.state == "done"
     assert run.report["damaged"][0]["reason"] == "the stored copy is missing" and run.report["repaired"] == 1
     assert Path(area_path(ctx, f"{s.project}/RUN1/a.fastq")).read_bytes() == b"A" * 1000
@@ -113,7 +113,7 @@ def test_unreachable_storage_is_unreadable_not_damage(ctx: Context) -> None:
         job = scrub.request_verify(ctx, s.world.helpdesk, s.project)
     finally:
         root.with_name("longterm-unmounted").rename(root)
-    (run,) = [r for r in runs(ctx, "verify") if r.id == job["id"]]
+    (run,) = [r for r in runs(ctx, "verify") if r.id == job.id]
     assert run.state == "failed" and "1 copy could not be read" in run.error
     assert run.report["unreadable"][0]["tier"] == "longterm"
     assert "not available" in run.report["unreadable"][0]["reason"]

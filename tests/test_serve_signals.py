@@ -244,13 +244,13 @@ def test_a_sync_cut_off_mid_file_by_sigterm_is_finished_by_the_next_worker(
     )
     took = stop_gracefully(stopping)
     assert took < STOP_SECONDS
-    assert job(ctx, started["id"]).state == "running"
+    assert job(ctx, started.id).state == "running"
     states = replica_states(ctx, s, "longterm")
     assert [v for k, v in states.items() if k.endswith("run.bam")] == ["copying"]  # left mid-copy
 
     begun = time.monotonic()
     workers("next")
-    done = wait_for(lambda: (r := job(ctx, started["id"])).state in ("done", "failed") and r, 120, "the job")
+    done = wait_for(lambda: (r := job(ctx, started.id)).state in ("done", "failed") and r, 120, "the job")
     assert done.state == "done", done.error
     assert time.monotonic() - begun < 60  # not held up by the stopped worker's leases
     assert set(replica_states(ctx, s, "longterm").values()) == {"present"}
@@ -275,10 +275,10 @@ def test_a_sync_stopped_by_sigint_ends_its_batch_and_the_next_worker_does_the_re
     assert took < STOP_SECONDS
     states = list(replica_states(ctx, s, "longterm").values())
     assert set(states) == {"present", "pending"}, states  # nothing abandoned mid-copy
-    assert job(ctx, started["id"]).state == "running"
+    assert job(ctx, started.id).state == "running"
 
     workers("next")
-    done = wait_for(lambda: (r := job(ctx, started["id"])).state in ("done", "failed") and r, 120, "the job")
+    done = wait_for(lambda: (r := job(ctx, started.id)).state in ("done", "failed") and r, 120, "the job")
     assert (done.state, done.files_done, done.files_failed) == ("done", 120, 0), done.error
     assert [r.attempts for r in replicas(ctx, s, "longterm")] == [1] * 120  # no file copied twice
     used = quota(ctx, s, "longterm")

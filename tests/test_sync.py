@@ -132,7 +132,7 @@ def test_running_sync_twice_copies_nothing_twice(ctx: Context) -> None:
     used = quota(ctx, s, "longterm").used_bytes
 
     again = sync.request_sync(ctx, s.world.helpdesk, s.project)
-    (second,) = [r for r in runs(ctx, "sync") if r.id == again["id"]]
+    (second,) = [r for r in runs(ctx, "sync") if r.id == again.id]
     assert (second.state, second.files_total, second.files_done) == ("done", 0, 0)
     after = {k: os.stat(longterm_path(ctx, k)) for k in keys}
     assert {k: (v.st_ino, v.st_mtime_ns) for k, v in before.items()} == {
@@ -294,7 +294,7 @@ def test_restore_verifies_the_longterm_copy(ctx: Context) -> None:
     stored.write_bytes(b"A" * 4999 + b"Z")  # bit rot on the long-term copy
     job = sync.request_restore(ctx, s.world.pi, s.project, ["RUN1/a.bin"])
 
-    (run,) = [r for r in runs(ctx, "restore") if r.id == job["id"]]
+    (run,) = [r for r in runs(ctx, "restore") if r.id == job.id]
     assert run.state == "failed" and "does not match its manifest" in run.report["failures"][0]["reason"]
     assert replica_states(ctx, s, "area") == {"a.bin": "failed"}
     assert replica_states(ctx, s, "longterm") == {"a.bin": "damaged"}

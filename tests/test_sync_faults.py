@@ -104,22 +104,20 @@ def test_store_down_fails_visibly_retries_with_backoff_and_finishes(
     job = sync.request_sync(worker, s.world.helpdesk, s.project)
 
     # visible: the job says it will retry, each file says why it failed
-    first = wait_until(lambda: (r := run_row(ctx, job["id"])).state == "retrying" and r, what="a retry")
+    first = wait_until(lambda: (r := run_row(ctx, job.id)).state == "retrying" and r, what="a retry")
     assert "is not available" in first.error and "next try in 0.5 s" in first.error
     assert set(replica_states(ctx, s, "longterm").values()) == {"failed"}
     assert all("is not available" in r.reason for r in replicas(ctx, s, "longterm"))
     status = sync.status(ctx, s.world.pi, s.project)
-    assert status["deliveries"][0]["longterm"] == "failed"
+    assert status.deliveries[0].longterm == "failed"
     # backoff: each wait doubles
-    wait_until(lambda: run_row(ctx, job["id"]).attempt >= 2, what="a second try")
-    assert "next try in 1 s" in run_row(ctx, job["id"]).error
+    wait_until(lambda: run_row(ctx, job.id).attempt >= 2, what="a second try")
+    assert "next try in 1 s" in run_row(ctx, job.id).error
     assert quota(ctx, s, "longterm").reserved_bytes == 0
     assert area_intact(ctx, s, files)
 
     root.with_name("longterm-unmounted").rename(root)  # back again
-    done = wait_until(
-        lambda: (r := run_row(ctx, job["id"])).state in ("done", "failed") and r, what="the end"
-    )
+    done = wait_until(lambda: (r := run_row(ctx, job.id)).state in ("done", "failed") and r, what="the end")
     assert done.state == "done", done.error
     assert set(replica_states(ctx, s, "longterm").values()) == {"present"}
     for path, data in files.items():
@@ -144,7 +142,7 @@ def test_after_the_last_retry_the_job_fails_and_people_are_told_once(
     root = Path(worker.backend(Tier.LONGTERM).root)  # type: ignore[attr-defined]
     root.rename(root.with_name("gone"))
     job = sync.request_sync(worker, s.world.helpdesk, s.project)
-    run = wait_until(lambda: (r := run_row(ctx, job["id"])).state == "failed" and r, what="giving up")
+    run = wait_until(lambda: (r := run_row(ctx, job.id)).state == "failed" and r, what="giving up")
     assert run.error.startswith("gave up after 3 attempt(s)") and "is not available" in run.error
     assert run.report["failures"][0]["reason"].endswith("is not available (missing or not a folder)")
     mail = mailbox.wait_for(s.world.helpdesk.email, "to long-term storage failed")
@@ -153,7 +151,7 @@ def test_after_the_last_retry_the_job_fails_and_people_are_told_once(
 
     root.with_name("gone").rename(root)
     again = sync.request_sync(worker, s.world.helpdesk, s.project)
-    wait_until(lambda: run_row(ctx, again["id"]).state == "done", what="the second sync")
+    wait_until(lambda: run_row(ctx, again.id).state == "done", what="the second sync")
     mailbox.wait_for(s.world.pi.email, "safely on long-term storage")
     assert sum("failed" in m["Subject"] for m in mails_to(mailbox, s.world.pi.email)) == 1
 
@@ -172,7 +170,7 @@ def test_s3_store_on_a_closed_port_fails_visibly_and_loses_nothing(
     worker = make_ctx(tiers=TierSettings(longterm=spec), sync=SyncSettings(retries=3, retry_delay_seconds=30))
     job = sync.request_sync(worker, s.world.helpdesk, s.project)
 
-    run = run_row(ctx, job["id"])
+    run = run_row(ctx, job.id)
     assert run.state == "retrying" and f"127.0.0.1:{closed}" in run.error and "unreachable" in run.error
     assert run.next_attempt_at is not None
     assert {r.state for r in replicas(ctx, s, "longterm")} == {"failed"}
@@ -215,10 +213,10 @@ def test_a_worker_that_died_after_claiming_is_taken_over_without_double_quota(
 
     worker = make_ctx(sync=SyncSettings(lease_seconds=30))
     early = sync.request_sync(worker, s.world.helpdesk, s.project)
-    assert run_row(ctx, early["id"]).state == "running"  # the lease still runs: it waits (a huey retry)
+    assert run_row(ctx, early.id).state == "running"  # the lease still runs: it waits (a huey retry)
     time.sleep(3.2)
     later = sync.request_sync(worker, s.world.helpdesk, s.project)
-    assert run_row(ctx, later["id"]).state == "done"
+    assert run_row(ctx, later.id).state == "done"
     assert set(replica_states(ctx, s, "longterm").values()) == {"present"}
     assert [r.attempts for r in replicas(ctx, s, "longterm")] == [2] * 4
     limit = quota(ctx, s, "longterm")
@@ -336,12 +334,12 @@ def test_sync_to_s3_write_once_idempotent_and_scrubbed(
         assert hashlib.sha256(got["Body"].read()).hexdigest() == hashlib.sha256(data).hexdigest()
         assert got["Metadata"].get("levere-write-once") == "1"
     again = sync.request_sync(worker, s.world.helpdesk, s.project)
-    assert run_row(ctx, again["id"]).files_total == 0
+    assert run_row(ctx, again.id).files_total == 0
 
     # rot on the S3 copy (an outside tool overwrote it): verify finds it and levere rewrites it
     raw.put_object(Bucket=bucket, Key=f"{prefix}{s.project}/RUN1/big.bam", Body=b"rotten")
     job = scrub.request_verify(worker, s.world.helpdesk, s.project)
-    run = run_row(ctx, job["id"])
+    run = run_row(ctx, job.id)
     assert (run.state, run.report["damaged_found"], run.report["repaired"]) == ("done", 1, 1)
     assert "size is 6 bytes" in run.report["damaged"][0]["reason"]
     body = raw.get_object(Bucket=bucket, Key=f"{prefix}{s.project}/RUN1/big.bam")["Body"].read()

@@ -115,7 +115,7 @@ def test_two_workers_share_a_sync_and_never_copy_one_file_twice(
     second = workers("b", batch_files=10, bandwidth_limit=1_500_000)
     started = sync.request_sync(producer, s.world.helpdesk, s.project)
 
-    done = wait_for(lambda: (r := job(ctx, started["id"])).state in ("done", "failed") and r, what="the sync")
+    done = wait_for(lambda: (r := job(ctx, started.id)).state in ("done", "failed") and r, what="the sync")
     assert (done.state, done.files_done, done.files_failed) == ("done", 240, 0), done.error
     rows = replicas(ctx, s, "longterm")
     assert {r.state for r in rows} == {"present"}
@@ -154,12 +154,12 @@ def test_a_worker_killed_mid_copy_leaves_nothing_half_done_and_the_rerun_finishe
     # nothing counts as on long-term storage, and nothing half-written has a final name
     assert "present" not in set(replica_states(ctx, s, "longterm").values())
     assert not Path(longterm_path(ctx, f"{s.project}/RUN1/run.bam")).exists()
-    assert job(ctx, first["id"]).state == "running"
+    assert job(ctx, first.id).state == "running"
     assert quota(ctx, s, "longterm").reserved_bytes == sum(len(d) for d in files.values())
 
     workers("rescuer", lease_seconds=2)
     rerun = sync.request_sync(producer, s.world.helpdesk, s.project)
-    done = wait_for(lambda: (r := job(ctx, rerun["id"])).state in ("done", "failed") and r, what="the rerun")
+    done = wait_for(lambda: (r := job(ctx, rerun.id)).state in ("done", "failed") and r, what="the rerun")
     assert done.state == "done", done.error
     assert set(replica_states(ctx, s, "longterm").values()) == {"present"}
     stored = Path(longterm_path(ctx, f"{s.project}/RUN1/run.bam")).read_bytes()
@@ -171,7 +171,7 @@ def test_a_worker_killed_mid_copy_leaves_nothing_half_done_and_the_rerun_finishe
     # queues it again once two leases passed without a heartbeat, and the next pass closes it
     time.sleep(4.1)
     sync.sweep(producer)
-    wait_for(lambda: job(ctx, first["id"]).state == "done", what="the first job closed")
+    wait_for(lambda: job(ctx, first.id).state == "done", what="the first job closed")
     with ctx.tx() as session:
         owners = set(session.execute(select(Replica.lease_owner).where(Replica.tier == "longterm")).scalars())
     assert all(str(doomed.pid) not in str(o).split(":")[1] for o in owners)

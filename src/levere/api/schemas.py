@@ -218,6 +218,11 @@ class ApplicationPatch(In):
     members: Members | None = None
 
 
+class RequestedMemberOut(Out):
+    email: str
+    role: ProjectRole
+
+
 class ApplicationOut(Out):
     id: str
     number: int
@@ -233,7 +238,7 @@ class ApplicationOut(Out):
     quota_longterm_bytes: int
     sensitive: bool
     secure_project_id: str
-    members: list[MemberWanted]
+    members: list[RequestedMemberOut]
     author_id: str
     submitted_at: datetime | None
     decided_at: datetime | None
@@ -265,7 +270,7 @@ class QuotaOut(Out):
     reserved_bytes: int
 
 
-class MemberOut(BaseModel):
+class MemberOut(Out):
     email: str
     name: str
     role: ProjectRole
@@ -284,6 +289,31 @@ class ProjectOut(Out):
     quotas: list[QuotaOut] = []
     facilities: list[str] = []
     my_role: str | None = None
+
+
+class DeliverySummaryOut(Out):
+    total: int
+    open: int
+    sealed: int
+    failed: int
+    files: int
+    bytes: int
+
+
+class ProjectSummaryOut(Out):
+    """One project on the helpdesk's dashboard."""
+
+    identifier: str
+    title: str
+    sensitive: bool
+    sync_mode: str
+    created_at: datetime
+    quotas: list[QuotaOut]
+    facilities: list[str]
+    members: int
+    deliveries: DeliverySummaryOut
+    #: files with a failed or damaged copy on some tier
+    problem_files: int
 
 
 class ProjectPatch(In):

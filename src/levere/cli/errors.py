@@ -36,8 +36,29 @@ def _not_synced(details: dict[str, Any]) -> str:
 
 
 def _sign_in_again(details: dict[str, Any]) -> str:
-    if str(details.get("reason", "")).startswith("token_"):  # the saved token no longer works
+    reason = str(details.get("reason", ""))
+    if reason == "one_time_code_missing":
+        return "give the code with --totp CODE"
+    if reason.startswith("token_"):  # the saved token no longer works
         return "sign in again with 'levere login --email YOUR-EMAIL'"
+    return ""
+
+
+def _denied(details: dict[str, Any]) -> str:
+    if details.get("reason") == "scope_missing":
+        return "sign in again with 'levere login' for a token that has them"
+    return ""
+
+
+def _not_found(details: dict[str, Any]) -> str:
+    if details.get("reason") == "totp_not_started":
+        return "start it with 'levere account totp-enrol'"
+    return ""
+
+
+def _conflict(details: dict[str, Any]) -> str:
+    if details.get("reason") == "has_password":
+        return f"sign in with 'levere login --email {details.get('email') or 'YOUR-EMAIL'}'"
     return ""
 
 
@@ -87,6 +108,9 @@ HINTS: dict[str, Callable[[dict[str, Any]], str]] = {
     "not_synced": _not_synced,
     "already_invited": _resend,
     "authentication_failed": _sign_in_again,
+    "access_denied": _denied,
+    "not_found": _not_found,
+    "conflict": _conflict,
     "storage_full": _make_room,
     "not_crypt4gh": _encrypt_to_the_disk,
     "encrypted_to_another_key": _encrypt_to_the_disk,

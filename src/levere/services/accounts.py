@@ -41,6 +41,15 @@ from levere.domain.errors import (
 )
 from levere.domain.roles import Action, Subject, UserKind, require
 from levere.services import audit
+from levere.services.views import (
+    AccountView,
+    FacilityView,
+    IssuedTokenView,
+    TokenView,
+    account_view,
+    facility_view,
+    token_view,
+)
 
 _hasher = PasswordHasher()  # argon2-cffi's defaults are Argon2id with RFC 9106 low-memory parameters
 MIN_PASSWORD = 10
@@ -152,6 +161,9 @@ class IssuedToken:
     token: str  # shown once
     record: ApiToken
 
+    def view(self) -> IssuedTokenView:
+        return IssuedTokenView(token=self.token, info=token_view(self.record))
+
 
 def _check_rate_limit(ctx: Context, session: Session, email: str, client: str) -> None:
     since = utcnow() - timedelta(seconds=ctx.settings.login_window_seconds)
@@ -180,7 +192,7 @@ def login(
     token_name: str = "cli",
     scopes: frozenset[Scope] | None = None,
     lifetime_days: int | None = None,
-) -> IssuedToken:
+) -> IssuedTokenView:
     """Check the password (and TOTP when required) and issue an API token.
 
     The Argon2 check (~0.2 s by design) runs between two short transactions, never inside one: on
@@ -193,7 +205,7 @@ def login(
         known_hash = found.password_hash if found is not None and found.active else None
     # an unknown account costs the same time, so timing does not tell which e-mails exist
     password_ok = _verify(known_hash or _dummy_hash(), password) and known_hash is not None
-    issued: IssuedToken | None = None
+    issued: IssuedTokenView | None = None
     code = CodeCheck.WRONG
     with ctx.tx() as session:
         # locked, so that two sign-ins racing with the same one-time code cannot both use it
@@ -206,9 +218,10 @@ def login(
         if ok and user is not None:
             if user.kind == UserKind.HELPDESK and not user.totp_enabled:
                 scopes = frozenset({Scope.ACCOUNT})  # must enrol TOTP before anything else
-            issued = issue_token(ctx, session, user, token_name, scopes, lifetime_days)
-            issued.record.second_factor = user.totp_enabled  # the one-time code was checked above
-            audit.record(session, user, "user.signed_in", "user", user.id, after={"token": issued.record.id})
+            made = issue_token(ctx, session, user, token_name, scopes, lifetime_days)
+            made.record.second_factor = user.totp_enabled  # the one-time code was checked above
+            audit.record(session, user, "user.signed_in", "user", user.id, after={"token": made.record.id})
+            issued = made.view()
     if issued is not None:
         return issued
     if found is not None and found.active and found.password_hash is None:
@@ -218,7 +231,8 @@ def login(
         raise AuthenticationFailed("wrong e-mail or password")
     if not (totp or "").strip():
         raise AuthenticationFailed(
-            "this account uses two-factor sign-in: give the one-time code from your authenticator app (--totp)"
+            "this account uses two-factor sign-in: give the one-time code from your authenticator app",
+            reason="one_time_code_missing",
         )
     if code is CodeCheck.USED:
         raise OneTimeCodeUsed(CODE_USED)
@@ -249,7 +263,9 @@ def create_token(
     if beyond:
         raise AccessDenied(
             f"the token you are using lacks the scope(s) {', '.join(beyond)}, "
-            "so it cannot create a token that has them; sign in again with 'levere login'"
+            "so it cannot create a token that has them",
+            reason="scope_missing",
+            scopes=beyond,
         )
     issued = issue_token(ctx, session, user, name, wanted, lifetime_days)
     audit.record(
@@ -316,7 +332,7 @@ MIN_TOKEN_PREFIX = 4
 
 
 def revoke_token(session: Session, user: User, token_id: str) -> ApiToken:
-    """Revoke a token by its id or a unique start of it (as ``levere account tokens`` shows ids)."""
+    """Revoke a token by its id or a unique start of it (as the token lists show ids)."""
     token_id = token_id.strip()
     record = session.get(ApiToken, token_id)
     if record is None and len(token_id) >= MIN_TOKEN_PREFIX:
@@ -388,7 +404,7 @@ def totp_confirm(ctx: Context, session: Session, user: User, code: str, token: s
     if user.totp_enabled:
         raise AlreadyExists("two-factor sign-in is already set up for this account")
     if not user.totp_secret:
-        raise NotFound("start enrolment first ('levere account totp-enrol')")
+        raise NotFound("two-factor enrolment has not been started", reason="totp_not_started")
     # you are signed in, so these are wrong input rather than a failed sign-in (401)
     match check_totp(user, code):
         case CodeCheck.USED:
@@ -413,7 +429,7 @@ def totp_confirm(ctx: Context, session: Session, user: User, code: str, token: s
     return issued
 
 
-def change_password(ctx: Context, user: User, old: str, new: str) -> User:
+def change_password(ctx: Context, user: User, old: str, new: str) -> AccountView:
     """Argon2 runs outside the transaction (see :func:`login`)."""
     if not _password_ok(user, old):
         raise ValidationFailed({"current": "the current password is wrong"})
@@ -424,7 +440,7 @@ def change_password(ctx: Context, user: User, old: str, new: str) -> User:
             raise Conflict("the password was changed meanwhile; sign in again and retry")
         locked.password_hash = new_hash
         audit.record(session, locked, "user.password_changed", "user", locked.id)
-        return locked
+        return account_view(locked)
 
 
 def create_facility(
@@ -479,3 +495,78 @@ def facility_staff(session: Session, facility_id: str) -> list[User]:
 
 def helpdesk_operators(session: Session) -> list[User]:
     return list(session.execute(select(User).where(User.kind == UserKind.HELPDESK, User.active)).scalars())
+
+
+# --- the use cases front ends call, each its own transaction -------------------------------------
+
+
+def show_account(user: User) -> AccountView:
+    return account_view(user)
+
+
+def list_users(ctx: Context, actor: User) -> list[AccountView]:
+    require(subject_of(actor), Action.USER_LIST)
+    with ctx.tx() as session:
+        return [account_view(u) for u in session.execute(select(User).order_by(User.email)).scalars()]
+
+
+def list_facilities(ctx: Context, actor: User) -> list[FacilityView]:
+    require(subject_of(actor), Action.FACILITY_LIST)
+    with ctx.tx() as session:
+        return [facility_view(f) for f in session.execute(select(Facility).order_by(Facility.name)).scalars()]
+
+
+def register_facility(
+    ctx: Context, actor: User, name: str, display_name: str, contact_email: str
+) -> FacilityView:
+    with ctx.tx() as session:
+        return facility_view(create_facility(session, actor, name, display_name, contact_email))
+
+
+def change_facility(
+    ctx: Context, actor: User, name: str, *, require_checksum_file: bool | None = None
+) -> FacilityView:
+    with ctx.tx() as session:
+        return facility_view(
+            update_facility(session, actor, name, require_checksum_file=require_checksum_file)
+        )
+
+
+def my_tokens(ctx: Context, actor: User) -> list[TokenView]:
+    with ctx.tx() as session:
+        return [token_view(t) for t in list_tokens(session, actor)]
+
+
+def new_token(
+    ctx: Context,
+    actor: User,
+    name: str,
+    scopes: frozenset[Scope] | None,
+    lifetime_days: int | None,
+    caller_scopes: frozenset[Scope],
+) -> IssuedTokenView:
+    with ctx.tx() as session:
+        user = session.merge(actor)
+        return create_token(ctx, session, user, name, scopes, lifetime_days, caller_scopes).view()
+
+
+def withdraw_token(ctx: Context, actor: User, token_id: str) -> TokenView:
+    with ctx.tx() as session:
+        return token_view(revoke_token(session, session.merge(actor), token_id))
+
+
+def start_totp(ctx: Context, actor: User) -> str:
+    """An otpauth:// URI with a new secret, for an authenticator app."""
+    with ctx.tx() as session:
+        return totp_begin(session, session.merge(actor))
+
+
+def finish_totp(
+    ctx: Context, actor: User, code: str, token: str
+) -> tuple[AccountView, IssuedTokenView | None]:
+    """The account with two-factor sign-in on, and the full token replacing a helpdesk operator's
+    enrol-only one (None for everyone else)."""
+    with ctx.tx() as session:
+        user = session.merge(actor)
+        issued = totp_confirm(ctx, session, user, code, token)
+        return account_view(user), issued.view() if issued is not None else None

@@ -25,6 +25,7 @@ from levere.domain.units import format_size
 from levere.services import accounts, audit, invitations, projects
 from levere.services.counters import next_value
 from levere.services.notify import notify
+from levere.services.views import ApplicationView, ProjectView, application_view
 
 FORM_FIELDS = [f.name for f in fields(ApplicationForm)]
 
@@ -85,6 +86,21 @@ def _apply_form(session: Session, application: Application, form: ApplicationFor
     session.refresh(application)
 
 
+def _views(session: Session, found: list[Application]) -> list[ApplicationView]:
+    """Views of ``found``, with the identifiers of the projects approvals made (one query)."""
+    session.flush()
+    made = {a.project_id for a in found if a.project_id}
+    identifiers: dict[str, str] = {}
+    if made:
+        rows = session.execute(select(Project.id, Project.identifier).where(Project.id.in_(made)))
+        identifiers = {project_id: identifier for project_id, identifier in rows}
+    return [application_view(a, identifiers.get(a.project_id) if a.project_id else None) for a in found]
+
+
+def _view(session: Session, application: Application) -> ApplicationView:
+    return _views(session, [application])[0]
+
+
 def _name(application: Application) -> str:
     return f"application {application.number}"
 
@@ -101,7 +117,7 @@ def get(session: Session, user: User, ref: str, action: Action = Action.APPLICAT
     return application
 
 
-def create(ctx: Context, actor: User, form: ApplicationForm) -> Application:
+def create(ctx: Context, actor: User, form: ApplicationForm) -> ApplicationView:
     with ctx.tx() as session:
         require(accounts.subject_of(actor), Action.APPLICATION_CREATE)
         application = Application(number=next_value(session, "application"), author_id=actor.id)
@@ -114,7 +130,7 @@ def create(ctx: Context, actor: User, form: ApplicationForm) -> Application:
         )
         if application.pi_email and application.pi_email != actor.email:
             _tell_pi_to_confirm(ctx, session, actor, application)
-        return application
+        return _view(session, application)
 
 
 def _tell_pi_to_confirm(ctx: Context, session: Session, actor: User, application: Application) -> None:
@@ -136,7 +152,7 @@ def _tell_pi_to_confirm(ctx: Context, session: Session, actor: User, application
     )  # fmt: skip
 
 
-def update(ctx: Context, actor: User, ref: str, changes: dict[str, Any]) -> Application:
+def update(ctx: Context, actor: User, ref: str, changes: dict[str, Any]) -> ApplicationView:
     with ctx.tx() as session:
         application = get(session, actor, ref, Action.APPLICATION_EDIT)
         if ApplicationState(application.state) not in EDITABLE:
@@ -162,10 +178,10 @@ def update(ctx: Context, actor: User, ref: str, changes: dict[str, Any]) -> Appl
         )
         if application.pi_email and application.pi_email not in (before["pi_email"], actor.email):
             _tell_pi_to_confirm(ctx, session, actor, application)  # a new PI must confirm it too
-        return application
+        return _view(session, application)
 
 
-def submit(ctx: Context, actor: User, ref: str) -> Application:
+def submit(ctx: Context, actor: User, ref: str) -> ApplicationView:
     """The PI submits (and so confirms) the application; it must be complete."""
     with ctx.tx() as session:
         application = get(session, actor, ref, Action.APPLICATION_SUBMIT)
@@ -201,7 +217,7 @@ def submit(ctx: Context, actor: User, ref: str) -> Application:
             f"[levere] Application {application.number} was submitted",
             f"Application {application.number} ({application.title}) is now with the helpdesk for review.",
         )  # fmt: skip
-        return application
+        return _view(session, application)
 
 
 def _people(session: Session, application: Application) -> list[User | str]:
@@ -212,25 +228,24 @@ def _people(session: Session, application: Application) -> list[User | str]:
     return people
 
 
-def queue(ctx: Context, actor: User) -> list[Application]:
+def queue(ctx: Context, actor: User) -> list[ApplicationView]:
     with ctx.tx() as session:
         require(accounts.subject_of(actor), Action.APPLICATION_QUEUE)
-        return list(
-            session.execute(
-                select(Application)
-                .where(Application.state == ApplicationState.SUBMITTED)
-                .order_by(Application.submitted_at)
-            ).scalars()
-        )
+        found = session.execute(
+            select(Application)
+            .where(Application.state == ApplicationState.SUBMITTED)
+            .order_by(Application.submitted_at)
+        ).scalars()
+        return _views(session, list(found))
 
 
-def visible(ctx: Context, actor: User, state: str | None = None) -> list[Application]:
+def visible(ctx: Context, actor: User, state: str | None = None) -> list[ApplicationView]:
     with ctx.tx() as session:
         query = select(Application).order_by(Application.number)
         if state:
             query = query.where(Application.state == state)
         found = session.execute(query).scalars()
-        return [a for a in found if allowed(subject_for(actor, a), Action.APPLICATION_READ)]
+        return _views(session, [a for a in found if allowed(subject_for(actor, a), Action.APPLICATION_READ)])
 
 
 def approve(
@@ -241,7 +256,7 @@ def approve(
     area_bytes: int | None = None,
     longterm_bytes: int | None = None,
     comment: str = "",
-) -> tuple[Application, Project]:
+) -> tuple[ApplicationView, ProjectView]:
     """Approve and provision in one transaction, optionally granting other quotas than requested."""
     with ctx.tx() as session:
         application = get(session, actor, ref, Action.APPLICATION_REVIEW)
@@ -293,12 +308,13 @@ def approve(
             f"Project identifier: {identifier}\nGranted quota:\n{quota_text}\n"
             + (f"\nComment from the helpdesk: {comment}\n" if comment else ""),
         )  # fmt: skip
-        return application, project
+        session.flush()
+        return _views(session, [application])[0], projects.project_view(session, project, actor)
 
 
 def _decide(
     ctx: Context, actor: User, ref: str, target: ApplicationState, reason: str, action_name: str
-) -> Application:
+) -> ApplicationView:
     with ctx.tx() as session:
         application = get(session, actor, ref, Action.APPLICATION_REVIEW)
         state = transition(ApplicationState(application.state), target, _name(application))
@@ -329,20 +345,20 @@ def _decide(
                 f"  {reason}\n\nEdit it and submit it again:  levere applications submit {application.number}\n"
             )
         notify(ctx, session, _people(session, application), subject, body)
-        return application
+        return _view(session, application)
 
 
-def reject(ctx: Context, actor: User, ref: str, reason: str) -> Application:
+def reject(ctx: Context, actor: User, ref: str, reason: str) -> ApplicationView:
     return _decide(ctx, actor, ref, ApplicationState.REJECTED, reason, "application.rejected")
 
 
-def request_changes(ctx: Context, actor: User, ref: str, comment: str) -> Application:
+def request_changes(ctx: Context, actor: User, ref: str, comment: str) -> ApplicationView:
     return _decide(
         ctx, actor, ref, ApplicationState.CHANGES_REQUESTED, comment, "application.changes_requested"
     )
 
 
-def withdraw(ctx: Context, actor: User, ref: str) -> Application:
+def withdraw(ctx: Context, actor: User, ref: str) -> ApplicationView:
     """Its PI or author takes an application back before the helpdesk decided (a draft made by
     mistake, or one no longer wanted); the helpdesk is told if it was waiting in their queue."""
     with ctx.tx() as session:
@@ -377,9 +393,9 @@ def withdraw(ctx: Context, actor: User, ref: str) -> Application:
                 f"[levere] Application {application.number} was withdrawn",
                 f"{actor.email} withdrew application {application.number} ({application.title}).",
             )  # fmt: skip
-        return application
+        return _view(session, application)
 
 
-def show(ctx: Context, actor: User, ref: str) -> Application:
+def show(ctx: Context, actor: User, ref: str) -> ApplicationView:
     with ctx.tx() as session:
-        return get(session, actor, ref)
+        return _view(session, get(session, actor, ref))

@@ -113,7 +113,7 @@ def _plain(value: object) -> object:
     return str(value)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ChainReport:
     events: int
     ok: bool

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from levere.context import Context
 from levere.db.models import (
     ApiToken,
     Application,
@@ -115,10 +116,15 @@ def _object_id(session: Session, reference: str) -> list[str]:
 
 
 def list_events(
-    session: Session, actor: User, *, about: str | None = None, limit: int = 100
+    ctx: Context, actor: User, *, about: str | None = None, limit: int = 100
 ) -> list[AuditEventView]:
     """The newest events first, ``about`` one object (named as people name it, or by id)."""
     require(subject_of(actor), Action.AUDIT_READ)
+    with ctx.tx() as session:
+        return _events(session, about, limit)
+
+
+def _events(session: Session, about: str | None, limit: int) -> list[AuditEventView]:
     query = select(AuditEvent).order_by(AuditEvent.seq.desc()).limit(min(max(limit, 1), MAX_EVENTS))
     if about:
         query = query.where(AuditEvent.object_id.in_(_object_id(session, about.strip())))

@@ -14,8 +14,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import datetime
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import String, func, insert, literal, select
@@ -52,6 +51,10 @@ from levere.domain.tiers import ProjectKind, Purpose, Tier, placements, tier_wor
 from levere.domain.units import format_size
 from levere.services import audit, quotas
 from levere.services.projects import authorize, landing_tier, placement
+from levere.services.views import DeliveryView as DeliveryView  # the views of this use case
+from levere.services.views import FilePage, upload_view
+from levere.services.views import FileView as FileView
+from levere.services.views import delivery_view as view_of
 
 log = logging.getLogger(__name__)
 
@@ -84,29 +87,6 @@ def check_fits(limits: KeyLimits, identifier: str, delivery: str, path: str) -> 
     key = area_key(identifier, delivery, path)
     check_key_fits(path, key, limits)
     return key
-
-
-# --- views the API turns into JSON -------------------------------------------------------------------
-
-
-@dataclass
-class FileView:
-    path: str
-    size: int
-    md5: str
-    sha256: str
-    created_at: datetime
-    tiers: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class DeliveryView:
-    delivery: Delivery
-    project: str  # identifier
-    file_count: int
-    total_bytes: int
-    files: list[FileView] | None = None
-    uploads: list[Upload] | None = None
 
 
 # --- lookups -------------------------------------------------------------------------------------------
@@ -242,8 +222,9 @@ def _counts(session: Session, delivery_ids: Iterable[str]) -> dict[str, tuple[in
 
 
 def delivery_view(session: Session, project: Project, delivery: Delivery) -> DeliveryView:
+    session.flush()
     count, total = _counts(session, [delivery.id]).get(delivery.id, (0, 0))
-    return DeliveryView(delivery, project.identifier, count, total)
+    return view_of(delivery, project.identifier, count, total)
 
 
 def file_views(session: Session, *conditions: Any, with_delivery: bool = False) -> list[FileView]:
@@ -366,33 +347,39 @@ def open_delivery(
 def list_deliveries(ctx: Context, actor: User, identifier: str) -> list[DeliveryView]:
     with ctx.tx() as session:
         project = authorize(session, actor, identifier, Action.DELIVERY_READ)
-        found = list(
-            session.execute(
-                select(Delivery).where(Delivery.project_id == project.id).order_by(Delivery.created_at)
-            ).scalars()
-        )
-        counts = _counts(session, (d.id for d in found))
-        return [DeliveryView(d, project.identifier, *counts.get(d.id, (0, 0))) for d in found]
+        return delivery_views(session, project)
+
+
+def delivery_views(session: Session, project: Project) -> list[DeliveryView]:
+    """A project's deliveries, oldest first, with their counts (two queries)."""
+    found = list(
+        session.execute(
+            select(Delivery).where(Delivery.project_id == project.id).order_by(Delivery.created_at)
+        ).scalars()
+    )
+    counts = _counts(session, (d.id for d in found))
+    return [view_of(d, project.identifier, *counts.get(d.id, (0, 0))) for d in found]
 
 
 def show_delivery(ctx: Context, actor: User, identifier: str, name: str) -> DeliveryView:
     with ctx.tx() as session:
         project = authorize(session, actor, identifier, Action.DELIVERY_READ)
         delivery = get_delivery(session, project, name)
-        view = delivery_view(session, project, delivery)
-        view.files = file_views(session, StoredFile.delivery_id == delivery.id)
-        view.uploads = list(
-            session.execute(
-                select(Upload)
-                .where(
-                    Upload.delivery_id == delivery.id,
-                    Upload.state == UploadState.ACTIVE,
-                    Upload.kind == "tus",
-                )
-                .order_by(Upload.created_at)
-            ).scalars()
+        files = file_views(session, StoredFile.delivery_id == delivery.id)
+        uploads = session.execute(
+            select(Upload)
+            .where(
+                Upload.delivery_id == delivery.id,
+                Upload.state == UploadState.ACTIVE,
+                Upload.kind == "tus",
+            )
+            .order_by(Upload.created_at)
+        ).scalars()
+        return replace(
+            delivery_view(session, project, delivery),
+            files=tuple(files),
+            uploads=tuple(upload_view(u) for u in uploads),
         )
-        return view
 
 
 def list_files(ctx: Context, actor: User, identifier: str, prefix: str = "") -> list[FileView]:
@@ -410,10 +397,59 @@ def list_files(ctx: Context, actor: User, identifier: str, prefix: str = "") -> 
         return file_views(session, *conditions, with_delivery=True)
 
 
-def manifest(ctx: Context, actor: User, identifier: str, name: str) -> tuple[DeliveryView, list[FileView]]:
+def manifest(ctx: Context, actor: User, identifier: str, name: str) -> DeliveryView:
+    """The delivery with every file (``files``), for its manifest."""
     with ctx.tx() as session:
         project = authorize(session, actor, identifier, Action.DELIVERY_READ)
         delivery = get_delivery(session, project, name)
-        return delivery_view(session, project, delivery), file_views(
-            session, StoredFile.delivery_id == delivery.id
+        files = file_views(session, StoredFile.delivery_id == delivery.id)
+        return replace(delivery_view(session, project, delivery), files=tuple(files))
+
+
+#: the most files one page of a delivery holds, and the furthest a page may start
+MAX_PAGE = 1000
+MAX_OFFSET = 10**9
+
+
+def file_page(
+    ctx: Context,
+    actor: User,
+    identifier: str,
+    name: str,
+    *,
+    search: str = "",
+    offset: int = 0,
+    limit: int = 100,
+) -> FilePage:
+    """One page of a delivery's files in path order, those whose path contains ``search`` (any
+    case): a count, one page of rows and their replicas, however large the delivery."""
+    if not 0 <= offset <= MAX_OFFSET:
+        raise ValidationFailed({"offset": f"must be between 0 and {MAX_OFFSET}"})
+    if not 1 <= limit <= MAX_PAGE:
+        raise ValidationFailed({"limit": f"must be between 1 and {MAX_PAGE}"})
+    with ctx.tx() as session:
+        project = authorize(session, actor, identifier, Action.DELIVERY_READ)
+        delivery = get_delivery(session, project, name)
+        where: list[Any] = [StoredFile.delivery_id == delivery.id]
+        if search.strip():
+            where.append(func.lower(StoredFile.path).contains(search.strip().lower(), autoescape=True))
+        matching = session.execute(select(func.count()).select_from(StoredFile).where(*where)).scalar_one()
+        # byte order on every database, as the manifest and the listings sort (PostgreSQL's own
+        # collation would follow the locale)
+        path = StoredFile.path
+        if session.get_bind().dialect.name == "postgresql":
+            path = path.collate("C")  # type: ignore[assignment]
+        ids = list(
+            session.execute(
+                select(StoredFile.id).where(*where).order_by(path).offset(offset).limit(limit)
+            ).scalars()
+        )
+        files = file_views(session, StoredFile.id.in_(ids)) if ids else []
+        return FilePage(
+            delivery=delivery_view(session, project, delivery),
+            files=tuple(files),
+            matching=matching,
+            offset=offset,
+            limit=limit,
+            search=search.strip(),
         )

@@ -62,6 +62,7 @@ from levere.services.accounts import (
     sha256,
     subject_of,
 )
+from levere.services.views import IdentityView, identity_view
 
 #: the portal's callback path under ``public_url``
 PORTAL_CALLBACK = "/auth/oidc/callback"
@@ -379,9 +380,7 @@ def _link(
 # --- the helpdesk's links -----------------------------------------------------------------------
 
 
-def link_identity(
-    ctx: Context, actor: User, email: str, provider_name: str, subject: str
-) -> FederatedIdentity:
+def link_identity(ctx: Context, actor: User, email: str, provider_name: str, subject: str) -> IdentityView:
     """Link a provider's subject (as the person read it from the provider) to an account."""
     from levere.services.accounts import get_user_by_email
 
@@ -392,9 +391,7 @@ def link_identity(
         raise ValidationFailed({"subject": "give the identity's subject (sub), at most 255 characters"})
     with ctx.tx() as session:
         user = get_user_by_email(session, email)
-        link = _link(session, actor, user, p, subject, "")
-        session.expunge(link)
-        return link
+        return identity_view(_link(session, actor, user, p, subject, ""))
 
 
 def unlink_identity(ctx: Context, actor: User, email: str, provider_name: str, subject: str) -> None:
@@ -422,7 +419,7 @@ def unlink_identity(ctx: Context, actor: User, email: str, provider_name: str, s
         )  # fmt: skip
 
 
-def list_identities(ctx: Context, actor: User, email: str | None = None) -> list[FederatedIdentity]:
+def list_identities(ctx: Context, actor: User, email: str | None = None) -> list[IdentityView]:
     """The identities linked to one's own account, or (helpdesk) to anyone's."""
     from levere.services.accounts import get_user_by_email
 
@@ -438,9 +435,7 @@ def list_identities(ctx: Context, actor: User, email: str | None = None) -> list
                 .order_by(FederatedIdentity.created_at)
             ).scalars()
         )
-        for row in rows:
-            session.expunge(row)
-        return rows
+        return [identity_view(row) for row in rows]
 
 
 # --- the second factor ----------------------------------------------------------------------------

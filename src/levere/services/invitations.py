@@ -50,6 +50,7 @@ from levere.services.accounts import (
     subject_of,
 )
 from levere.services.notify import notify
+from levere.services.views import AccountView, SentInvitationView, account_view
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,7 @@ def link_state(ctx: Context, secret: str) -> LinkState:
         return _state(session, invitation)
 
 
-def accept_invitation(ctx: Context, secret: str, password: str, name: str = "") -> User:
+def accept_invitation(ctx: Context, secret: str, password: str, name: str = "") -> AccountView:
     """Set the password of the invited account. The link works once and only until it expires."""
     new_hash = hash_password(password)  # before the transaction: Argon2 is slow by design
     with ctx.tx() as session:
@@ -195,7 +196,9 @@ def accept_invitation(ctx: Context, secret: str, password: str, name: str = "") 
         if user.password_hash is not None:
             # an older link (e.g. a second invitation) must not reset a password that is already set
             raise Conflict(
-                f"{user.email} already has a password: sign in with it ('levere login --email {user.email}')"
+                f"{user.email} already has a password: sign in with it",
+                email=user.email,
+                reason="has_password",
             )
         user.password_hash = new_hash
         if name:
@@ -204,7 +207,7 @@ def accept_invitation(ctx: Context, secret: str, password: str, name: str = "") 
         audit.record(
             session, user, "invitation.accepted", "invitation", invitation.id, after={"email": user.email}
         )
-        return user
+        return account_view(user)
 
 
 # --- pending invitations (helpdesk) -------------------------------------------------------------
@@ -223,46 +226,55 @@ class PendingInvitation:
     expired: bool
 
 
-def _newest(session: Session, email: str) -> Invitation | None:
-    return session.execute(
-        select(Invitation)
-        .where(Invitation.email == email, Invitation.accepted_at.is_(None))
-        .order_by(Invitation.created_at.desc())
-        .limit(1)
-    ).scalar()
-
-
 def list_pending(ctx: Context, actor: User) -> list[PendingInvitation]:
-    """Everyone with an invitation and no password yet, whether their link still works or not."""
+    """Everyone with an invitation and no password yet, whether their link still works or not
+    (four queries, however many people)."""
     with ctx.tx() as session:
         require(subject_of(actor), Action.INVITATION_LIST)
-        invited = select(Invitation.email).where(Invitation.accepted_at.is_(None))
+        open_links = Invitation.accepted_at.is_(None)
+        waiting = User.password_hash.is_(None) & User.active
         people = list(
             session.execute(
                 select(User)
-                .where(User.password_hash.is_(None), User.active, User.email.in_(invited))
+                .where(waiting, User.email.in_(select(Invitation.email).where(open_links)))
                 .order_by(User.email)
             ).scalars()
         )
+        newest: dict[str, Invitation] = {}
+        for link in session.execute(
+            select(Invitation)
+            .where(open_links, Invitation.email.in_(select(User.email).where(waiting)))
+            .order_by(Invitation.created_at)
+        ).scalars():
+            newest[link.email] = link  # a later one replaces an earlier
+        names: dict[str, str] = {}
+        inviters = {i.invited_by_id for i in newest.values() if i.invited_by_id}
+        if inviters:
+            for user_id, email in session.execute(select(User.id, User.email).where(User.id.in_(inviters))):
+                names[user_id] = email
+        made_for = {i.project_id for i in newest.values() if i.project_id}
+        if made_for:
+            for project_id, identifier in session.execute(
+                select(Project.id, Project.identifier).where(Project.id.in_(made_for))
+            ):
+                names[project_id] = identifier
         now = utcnow()
         found = []
         for user in people:
-            newest = _newest(session, user.email)
-            if newest is None:
+            invitation = newest.get(user.email)
+            if invitation is None:
                 continue
-            inviter = session.get(User, newest.invited_by_id) if newest.invited_by_id else None
-            project = session.get(Project, newest.project_id) if newest.project_id else None
             found.append(
                 PendingInvitation(
-                    email=user.email, name=user.name, invited_by=inviter.email if inviter else "",
-                    project=project.identifier if project else "", created_at=newest.created_at,
-                    expires_at=newest.expires_at, expired=newest.expires_at <= now,
+                    email=user.email, name=user.name, invited_by=names.get(invitation.invited_by_id or "", ""),
+                    project=names.get(invitation.project_id or "", ""), created_at=invitation.created_at,
+                    expires_at=invitation.expires_at, expired=invitation.expires_at <= now,
                 )
             )  # fmt: skip
         return found
 
 
-def resend(ctx: Context, actor: User, email: str) -> Invitation:
+def resend(ctx: Context, actor: User, email: str) -> SentInvitationView:
     """A fresh link for someone who has not set a password yet; every earlier link stops working."""
     with ctx.tx() as session:
         require(subject_of(actor), Action.INVITATION_RESEND)
@@ -306,7 +318,7 @@ def resend(ctx: Context, actor: User, email: str) -> Invitation:
         )  # fmt: skip
         opening = f"{actor.email} has sent you a new invitation to levere; earlier links no longer work."
         _mail_link(ctx, session, user, "[levere] Your levere invitation", opening, secret)
-        return invitation
+        return SentInvitationView(email=invitation.email, expires_at=invitation.expires_at)
 
 
 # --- accounts made by the helpdesk ---------------------------------------------------------------
@@ -342,7 +354,7 @@ def create_account(
     kind: UserKind = UserKind.USER,
     name: str = "",
     facility_name: str | None = None,
-) -> User:
+) -> AccountView:
     """The helpdesk makes an account; its owner gets an e-mail with a link to set a password."""
     with ctx.tx() as session:
         require(subject_of(actor), Action.USER_CREATE)
@@ -366,10 +378,12 @@ def create_account(
             UserKind.USER: "",
         }[kind]
         _send_account_link(ctx, session, actor, user, what)
-        return user
+        return account_view(user)
 
 
-def add_facility_staff(ctx: Context, actor: User, facility_name: str, email: str, name: str = "") -> User:
+def add_facility_staff(
+    ctx: Context, actor: User, facility_name: str, email: str, name: str = ""
+) -> AccountView:
     """Make someone staff of a facility: a new account (with an invitation), or an existing plain user."""
     with ctx.tx() as session:
         require(subject_of(actor), Action.FACILITY_ADD_STAFF)
@@ -379,7 +393,7 @@ def add_facility_staff(ctx: Context, actor: User, facility_name: str, email: str
         if user is None:
             user = create_user(session, actor, email, kind=UserKind.FACILITY, name=name, facility=facility)
             _send_account_link(ctx, session, actor, user, f" as staff of {facility.display_name}")
-            return user
+            return account_view(user)
         if user.kind == UserKind.FACILITY and user.facility_id == facility.id:
             _refuse_existing(user)
             raise AlreadyExists(f"{email} is already staff of {facility.name}")
@@ -398,4 +412,4 @@ def add_facility_staff(ctx: Context, actor: User, facility_name: str, email: str
             f"{actor.email} has made you staff of {facility.display_name} in levere: you can draft "
             f"applications with PIs and deliver data into the projects {facility.name} is assigned to.\n",
         )  # fmt: skip
-        return user
+        return account_view(user)

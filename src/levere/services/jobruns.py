@@ -6,7 +6,7 @@ worker do the work and record progress, retries and a final report on the row.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -18,6 +18,7 @@ from levere.domain.jobruns import JobKind
 from levere.domain.roles import Action, require
 from levere.services.accounts import subject_of
 from levere.services.projects import authorize
+from levere.services.views import JobRunView, job_run_view
 
 
 def new_run(
@@ -50,34 +51,38 @@ def enqueue(ctx: Context, kind: str, run_id: str) -> None:
     dispatch.submit(ctx, kind, run_id)
 
 
-def run_out(session: Session, run: JobRun) -> dict[str, Any]:
-    """A job run as the API shows it."""
-    project = session.get(Project, run.project_id) if run.project_id else None
-    delivery = session.get(Delivery, run.delivery_id) if run.delivery_id else None
-    creator = session.get(User, run.created_by_id) if run.created_by_id else None
-    return {
-        "id": run.id,
-        "kind": run.kind,
-        "project": project.identifier if project else None,
-        "delivery": delivery.name if delivery else None,
-        "state": run.state,
-        "files_total": run.files_total,
-        "files_done": run.files_done,
-        "files_failed": run.files_failed,
-        "bytes_total": run.bytes_total,
-        "bytes_done": run.bytes_done,
-        "attempt": run.attempt,
-        "next_attempt_at": run.next_attempt_at,
-        "error": run.error,
-        "report": run.report,
-        "created_by": creator.email if creator else "levere",
-        "created_at": run.created_at,
-        "started_at": run.started_at,
-        "finished_at": run.finished_at,
-    }
+def run_views(session: Session, runs: Sequence[JobRun]) -> list[JobRunView]:
+    """Job runs as people see them, their project, delivery and creator named: three queries
+    however many runs."""
+    names: dict[str, str] = {}
+    for model, label, ids in (
+        (Project, Project.identifier, {r.project_id for r in runs if r.project_id}),
+        (Delivery, Delivery.name, {r.delivery_id for r in runs if r.delivery_id}),
+        (User, User.email, {r.created_by_id for r in runs if r.created_by_id}),
+    ):
+        if ids:
+            names.update(
+                {
+                    row_id: name
+                    for row_id, name in session.execute(select(model.id, label).where(model.id.in_(ids)))
+                }
+            )
+    return [
+        job_run_view(
+            r,
+            project=names.get(r.project_id) if r.project_id else None,
+            delivery=names.get(r.delivery_id) if r.delivery_id else None,
+            created_by=names.get(r.created_by_id) if r.created_by_id else None,
+        )
+        for r in runs
+    ]
 
 
-def get_run(ctx: Context, actor: User, run_id: str, identifier: str | None = None) -> dict[str, Any]:
+def run_view(session: Session, run: JobRun) -> JobRunView:
+    return run_views(session, [run])[0]
+
+
+def get_run(ctx: Context, actor: User, run_id: str, identifier: str | None = None) -> JobRunView:
     """A job run. A project's run is for anyone who may read its deliveries, whether or not the
     project is named; a run that spans every project is for those who may see such runs."""
     with ctx.tx() as session:
@@ -93,10 +98,10 @@ def get_run(ctx: Context, actor: User, run_id: str, identifier: str | None = Non
             require(subject_of(actor), Action.JOB_READ_ALL)
             if run is None:
                 raise NotFound(f"no job {run_id}")
-        return run_out(session, run)
+        return run_view(session, run)
 
 
-def list_runs(ctx: Context, actor: User, identifier: str, limit: int = 20) -> list[dict[str, Any]]:
+def list_runs(ctx: Context, actor: User, identifier: str, limit: int = 20) -> list[JobRunView]:
     with ctx.tx() as session:
         project = authorize(session, actor, identifier, Action.DELIVERY_READ)
         runs = session.execute(
@@ -105,4 +110,4 @@ def list_runs(ctx: Context, actor: User, identifier: str, limit: int = 20) -> li
             .order_by(JobRun.created_at.desc())
             .limit(max(1, min(limit, 200)))
         ).scalars()
-        return [run_out(session, r) for r in runs]
+        return run_views(session, list(runs))

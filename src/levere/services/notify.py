@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from levere.context import Context, after_commit
 from levere.db.bulk import insert_rows
 from levere.db.models import Notification, User, new_ids, notifications_table, utcnow
+from levere.services.views import NotificationView, notification_view
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +172,18 @@ def send_pending_emails(ctx: Context, final_attempt: bool = False) -> int:
                 note.email_state = "sent"
                 note.email_error = ""
     return left
+
+
+def notifications(ctx: Context, actor: User, unread_only: bool = False) -> list[NotificationView]:
+    """``actor``'s notifications, newest first."""
+    with ctx.tx() as session:
+        return [notification_view(n) for n in list_for(session, actor, unread_only)]
+
+
+def mark_all_read(ctx: Context, actor: User) -> int:
+    """Mark every unread notification of ``actor`` read; how many were."""
+    with ctx.tx() as session:
+        return mark_read(session, actor)
 
 
 def list_for(session: Session, user: User, unread_only: bool = False) -> list[Notification]:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -16,6 +17,15 @@ from levere.domain.tiers import Placement, ProjectKind, Purpose, Tier, place
 from levere.domain.units import format_size
 from levere.services import accounts, audit, onboarding
 from levere.services.notify import notify
+from levere.services.views import (
+    FacilityView,
+    MemberView,
+    ProjectView,
+    QuotaView,
+    facility_view,
+    member_view,
+    quota_view,
+)
 
 
 def placement(project: Project, purpose: Purpose) -> Placement:
@@ -66,15 +76,93 @@ def authorize(session: Session, user: User, identifier: str, action: Action) -> 
     return project
 
 
-def visible_projects(session: Session, user: User) -> list[Project]:
+def _visible(user: User) -> Any:
+    """The condition on ``Project`` that selects the projects ``user`` may see (None: every one)."""
     if allowed(Subject(kind=UserKind(user.kind)), Action.PROJECT_LIST_ALL):
-        return list(session.execute(select(Project).order_by(Project.identifier)).scalars())
+        return None
     member_of = select(ProjectMember.project_id).where(ProjectMember.user_id == user.id)
-    query = select(Project).where(Project.id.in_(member_of))
     if user.kind == UserKind.FACILITY and user.facility_id:
         assigned = select(ProjectFacility.project_id).where(ProjectFacility.facility_id == user.facility_id)
-        query = select(Project).where(Project.id.in_(member_of) | Project.id.in_(assigned))
+        return Project.id.in_(member_of) | Project.id.in_(assigned)
+    return Project.id.in_(member_of)
+
+
+def visible_projects(session: Session, user: User) -> list[Project]:
+    return _projects(session, _visible(user))
+
+
+def _projects(session: Session, condition: Any) -> list[Project]:
+    query = select(Project) if condition is None else select(Project).where(condition)
     return list(session.execute(query.order_by(Project.identifier)).scalars())
+
+
+def project_views(session: Session, viewer: User, condition: Any) -> list[ProjectView]:
+    """The projects matching ``condition`` (on ``Project``; None: all), by identifier, with their
+    quotas, facilities and the viewer's role: four queries, however many projects there are."""
+    found = _projects(session, condition)
+    if not found:
+        return []
+    where = [] if condition is None else [condition]
+    limits: dict[str, list[QuotaView]] = defaultdict(list)
+    for quota in session.execute(
+        select(Quota).join(Project, Project.id == Quota.project_id).where(*where).order_by(Quota.tier)
+    ).scalars():
+        limits[quota.project_id].append(quota_view(quota))
+    assigned: dict[str, list[str]] = defaultdict(list)
+    for project_id, name in session.execute(
+        select(ProjectFacility.project_id, Facility.name)
+        .join(Facility, Facility.id == ProjectFacility.facility_id)
+        .join(Project, Project.id == ProjectFacility.project_id)
+        .where(*where)
+        .order_by(Facility.name)
+    ):
+        assigned[project_id].append(name)
+    roles = {
+        project_id: role
+        for project_id, role in session.execute(
+            select(ProjectMember.project_id, ProjectMember.role)
+            .join(Project, Project.id == ProjectMember.project_id)
+            .where(ProjectMember.user_id == viewer.id, *where)
+        )
+    }
+    return [
+        ProjectView(
+            id=p.id,
+            identifier=p.identifier,
+            title=p.title,
+            sensitive=p.sensitive,
+            secure_project_id=p.secure_project_id,
+            sync_mode=p.sync_mode,
+            created_at=p.created_at,
+            quotas=tuple(limits.get(p.id, ())),
+            facilities=tuple(assigned.get(p.id, ())),
+            my_role=roles.get(p.id),
+        )
+        for p in found
+    ]
+
+
+def project_view(session: Session, project: Project, viewer: User) -> ProjectView:
+    return project_views(session, viewer, Project.id == project.id)[0]
+
+
+def list_projects(ctx: Context, actor: User) -> list[ProjectView]:
+    """The projects ``actor`` may see, by identifier, each with its quotas, facilities and the
+    actor's role: a fixed number of queries, however many projects there are."""
+    with ctx.tx() as session:
+        return project_views(session, actor, _visible(actor))
+
+
+def show_project(ctx: Context, actor: User, identifier: str) -> ProjectView:
+    with ctx.tx() as session:
+        project = authorize(session, actor, identifier, Action.PROJECT_READ)
+        return project_view(session, project, actor)
+
+
+def list_members(ctx: Context, actor: User, identifier: str) -> list[MemberView]:
+    with ctx.tx() as session:
+        project = authorize(session, actor, identifier, Action.MEMBER_LIST)
+        return [member_view(m) for m in members(session, project)]
 
 
 def members(session: Session, project: Project) -> list[ProjectMember]:
@@ -149,10 +237,20 @@ def provision(
     return project
 
 
-def add_member(ctx: Context, actor: User, identifier: str, email: str, role: ProjectRole) -> None:
+def add_member(ctx: Context, actor: User, identifier: str, email: str, role: ProjectRole) -> MemberView:
     with ctx.tx() as session:
         project = authorize(session, actor, identifier, Action.MEMBER_MANAGE)
         onboarding.add_members(ctx, session, actor, project, [(email, role)])
+        session.flush()
+        return _member(session, project, email)
+
+
+def _member(session: Session, project: Project, email: str) -> MemberView:
+    user = accounts.get_user_by_email(session, email)
+    member = membership(session, project, user)
+    if member is None:
+        raise NotFound(f"{user.email} is not a member of {project.identifier}")
+    return member_view(member)
 
 
 def _admins_left(session: Session, project: Project, without: User) -> int:
@@ -187,7 +285,7 @@ def remove_member(ctx: Context, actor: User, identifier: str, email: str) -> Non
         )  # fmt: skip
 
 
-def set_role(ctx: Context, actor: User, identifier: str, email: str, role: ProjectRole) -> ProjectMember:
+def set_role(ctx: Context, actor: User, identifier: str, email: str, role: ProjectRole) -> MemberView:
     with ctx.tx() as session:
         project = authorize(session, actor, identifier, Action.MEMBER_MANAGE)
         user = accounts.get_user_by_email(session, email)
@@ -195,7 +293,7 @@ def set_role(ctx: Context, actor: User, identifier: str, email: str, role: Proje
         if member is None:
             raise NotFound(f"{user.email} is not a member of {project.identifier}")
         if member.role == role:
-            return member
+            return member_view(member)
         if member.role == ProjectRole.ADMIN and _admins_left(session, project, user) == 0:
             raise Conflict(
                 f"{user.email} is the last admin of {project.identifier}; make someone else admin first"
@@ -210,7 +308,7 @@ def set_role(ctx: Context, actor: User, identifier: str, email: str, role: Proje
             ctx, session, [user], f"[levere] Your role in {project.identifier} is now {role.value}",
             f"{actor.email} changed your role in {project.identifier} ({project.title}) from {before} to {role.value}.",
         )  # fmt: skip
-        return member
+        return member_view(member)
 
 
 def _assign_facility(
@@ -244,17 +342,17 @@ def _assign_facility(
     )  # fmt: skip
 
 
-def assign_facility(ctx: Context, actor: User, identifier: str, facility_name: str) -> Facility:
+def assign_facility(ctx: Context, actor: User, identifier: str, facility_name: str) -> FacilityView:
     with ctx.tx() as session:
         project = authorize(session, actor, identifier, Action.PROJECT_ASSIGN_FACILITY)
         facility = accounts.get_facility(session, facility_name)
         _assign_facility(ctx, session, actor, project, facility, new_project=False)
-        return facility
+        return facility_view(facility)
 
 
 def update_settings(
     ctx: Context, actor: User, identifier: str, *, sync_mode: Literal["auto", "manual"] | None = None
-) -> Project:
+) -> ProjectView:
     with ctx.tx() as session:
         project = authorize(session, actor, identifier, Action.PROJECT_SETTINGS)
         before = {"sync_mode": project.sync_mode}
@@ -263,7 +361,7 @@ def update_settings(
                 raise ValidationFailed({"sync_mode": "must be 'auto' or 'manual'"})
             project.sync_mode = sync_mode
         if before == {"sync_mode": project.sync_mode}:
-            return project  # nothing changed: nothing to record
+            return project_view(session, project, actor)  # nothing changed: nothing to record
         audit.record(
             session,
             actor,
@@ -273,10 +371,10 @@ def update_settings(
             before,
             {"sync_mode": project.sync_mode},
         )
-        return project
+        return project_view(session, project, actor)
 
 
-def set_quota(ctx: Context, actor: User, identifier: str, tier: str, limit_bytes: int) -> Quota:
+def set_quota(ctx: Context, actor: User, identifier: str, tier: str, limit_bytes: int) -> QuotaView:
     """Helpdesk changes a granted quota; never below what is already used or reserved."""
     with ctx.tx() as session:
         project = authorize(session, actor, identifier, Action.PROJECT_QUOTA)
@@ -304,7 +402,7 @@ def set_quota(ctx: Context, actor: User, identifier: str, tier: str, limit_bytes
             before,
             {"tier": tier, "limit_bytes": limit_bytes},
         )
-        return quota
+        return quota_view(quota)
 
 
 def new_identifier(session: Session, number: int) -> str:

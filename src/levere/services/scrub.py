@@ -57,14 +57,15 @@ from levere.domain.tiers import (
 from levere.domain.units import format_size
 from levere.services import audit, notify
 from levere.services.accounts import subject_of
-from levere.services.jobruns import new_run, run_out
+from levere.services.jobruns import new_run, run_view
 from levere.services.projects import authorize
 from levere.services.sync_notices import concerned
+from levere.services.views import JobRunView
 
 PAGE = 256
 
 
-def request_verify(ctx: Context, actor: User, identifier: str | None = None) -> dict[str, Any]:
+def request_verify(ctx: Context, actor: User, identifier: str | None = None) -> JobRunView:
     """Check (and repair) every stored copy of one project, or of every project (helpdesk)."""
     with ctx.tx() as session:
         project = None
@@ -77,7 +78,7 @@ def request_verify(ctx: Context, actor: User, identifier: str | None = None) -> 
             session, actor, "verify.requested", "project" if project else "service",
             project.id if project else "*", after={"job": run.id},
         )  # fmt: skip
-        return run_out(session, run)
+        return run_view(session, run)
 
 
 @dataclass

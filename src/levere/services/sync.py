@@ -23,7 +23,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -53,8 +53,19 @@ from levere.domain.roles import Action
 from levere.domain.tiers import ProjectKind, Purpose, Tier, placement_on, tier_words
 from levere.domain.units import count, format_size
 from levere.services import audit, quotas
-from levere.services.jobruns import enqueue, new_run, run_out
+from levere.services.jobruns import enqueue, new_run, run_view, run_views
 from levere.services.projects import authorize, placement
+from levere.services.views import (
+    Counted,
+    DeliveryStatusView,
+    FileTiersView,
+    FreedView,
+    JobRunView,
+    ReplicaProblemView,
+    ReplicaView,
+    SyncStatusView,
+    quota_view,
+)
 
 log = logging.getLogger(__name__)
 
@@ -122,9 +133,7 @@ def on_delivery_sealed(ctx: Context, session: Session, delivery: Delivery) -> No
         )  # fmt: skip
 
 
-def request_sync(
-    ctx: Context, actor: User, identifier: str, delivery_name: str | None = None
-) -> dict[str, Any]:
+def request_sync(ctx: Context, actor: User, identifier: str, delivery_name: str | None = None) -> JobRunView:
     """Copy a project's sealed deliveries (or one of them) to long-term storage (helpdesk)."""
     with ctx.tx() as session:
         project = authorize(session, actor, identifier, Action.SYNC_RUN)
@@ -140,7 +149,7 @@ def request_sync(
             session, actor, "sync.requested", "project", project.id,
             after={"job": run.id, "delivery": delivery.name if delivery else None, "new_replicas": created},
         )  # fmt: skip
-        return run_out(session, run)
+        return run_view(session, run)
 
 
 def _delivery(session: Session, project: Project, name: str) -> Delivery:
@@ -172,11 +181,9 @@ def tier_states(session: Session, file_ids: Iterable[str]) -> dict[str, dict[str
     return dict(found)
 
 
-def _summary(
-    tiers: dict[str, dict[str, dict[str, int]]], files: int, purpose: Purpose, tier: Tier | None
-) -> str:
+def _summary(tiers: dict[str, dict[str, Counted]], files: int, purpose: Purpose, tier: Tier | None) -> str:
     """One word for a delivery on the tier that holds it for ``purpose``, from its counts per state."""
-    counts = {state: c["files"] for state, c in tiers.get(tier, {}).items()} if tier is not None else {}
+    counts = {state: c.files for state, c in tiers.get(tier, {}).items()} if tier is not None else {}
     if not files:
         return "empty"
     landing = purpose is Purpose.LANDING
@@ -207,7 +214,7 @@ def _placed(project: Project, purpose: Purpose) -> Tier | None:
         return None
 
 
-def status(ctx: Context, actor: User, identifier: str) -> dict[str, Any]:
+def status(ctx: Context, actor: User, identifier: str) -> SyncStatusView:
     """Per delivery: files and bytes per state on each tier, the problems, and the recent jobs."""
     with ctx.tx() as session:
         project = authorize(session, actor, identifier, Action.DELIVERY_READ)
@@ -224,7 +231,7 @@ def status(ctx: Context, actor: User, identifier: str) -> dict[str, Any]:
                 .group_by(StoredFile.delivery_id)
             )
         }
-        per: dict[str, dict[str, dict[str, dict[str, int]]]] = defaultdict(lambda: defaultdict(dict))
+        per: dict[str, dict[str, dict[str, Counted]]] = defaultdict(lambda: defaultdict(dict))
         for delivery_id, tier, state, n, b in session.execute(
             select(
                 StoredFile.delivery_id, Replica.tier, Replica.state, func.count(),
@@ -234,8 +241,8 @@ def status(ctx: Context, actor: User, identifier: str) -> dict[str, Any]:
             .where(StoredFile.project_id == project.id)
             .group_by(StoredFile.delivery_id, Replica.tier, Replica.state)
         ):  # fmt: skip
-            per[delivery_id][tier][state] = {"files": n, "bytes": int(b)}
-        problems: dict[str, list[dict[str, str]]] = defaultdict(list)
+            per[delivery_id][tier][state] = Counted(files=n, bytes=int(b))
+        problems: dict[str, list[ReplicaProblemView]] = defaultdict(list)
         for delivery_id, path, tier, state, reason in session.execute(
             select(StoredFile.delivery_id, StoredFile.path, Replica.tier, Replica.state, Replica.reason)
             .join(StoredFile, StoredFile.id == Replica.file_id)
@@ -243,46 +250,39 @@ def status(ctx: Context, actor: User, identifier: str) -> dict[str, Any]:
             .order_by(StoredFile.path)
             .limit(200)
         ):
-            problems[delivery_id].append({"path": path, "tier": tier, "state": state, "reason": reason})
+            problems[delivery_id].append(ReplicaProblemView(path=path, tier=tier, state=state, reason=reason))
         out = []
         landing, longterm = _placed(project, Purpose.LANDING), _placed(project, Purpose.LONGTERM)
         for d in deliveries:
             files, size = totals.get(d.id, (0, 0))
             tiers = {tier: dict(states) for tier, states in per.get(d.id, {}).items()}
             out.append(
-                {
-                    "name": d.name,
-                    "state": d.state,
-                    "files": files,
-                    "bytes": size,
-                    "area": _summary(tiers, files, Purpose.LANDING, landing),
-                    "longterm": (
+                DeliveryStatusView(
+                    name=d.name,
+                    state=d.state,
+                    files=files,
+                    bytes=size,
+                    area=_summary(tiers, files, Purpose.LANDING, landing),
+                    longterm=(
                         _summary(tiers, files, Purpose.LONGTERM, longterm)
                         if d.state == "sealed"
                         else "not sealed"
                     ),
-                    "tiers": tiers,
-                    "problems": problems.get(d.id, []),
-                }
+                    tiers=tiers,
+                    problems=tuple(problems.get(d.id, [])),
+                )
             )
-        quota = {
-            q.tier: {
-                "limit_bytes": q.limit_bytes,
-                "used_bytes": q.used_bytes,
-                "reserved_bytes": q.reserved_bytes,
-            }
-            for q in session.execute(select(Quota).where(Quota.project_id == project.id)).scalars()
-        }
+        quota = session.execute(select(Quota).where(Quota.project_id == project.id).order_by(Quota.tier))
         runs = session.execute(
             select(JobRun).where(JobRun.project_id == project.id).order_by(JobRun.created_at.desc()).limit(5)
         ).scalars()
-        return {
-            "project": project.identifier,
-            "sync_mode": project.sync_mode,
-            "quotas": quota,
-            "deliveries": out,
-            "jobs": [run_out(session, r) for r in runs],
-        }
+        return SyncStatusView(
+            project=project.identifier,
+            sync_mode=project.sync_mode,
+            quotas=tuple(quota_view(q) for q in quota.scalars()),
+            deliveries=tuple(out),
+            jobs=tuple(run_views(session, list(runs))),
+        )
 
 
 def file_tiers(
@@ -292,7 +292,7 @@ def file_tiers(
     prefix: str = "",
     problems_only: bool = False,
     limit: int = 10_000,
-) -> list[dict[str, Any]]:
+) -> list[FileTiersView]:
     """Each file (``DELIVERY/PATH``) with its state, reason and last verification on each tier."""
     with ctx.tx() as session:
         project = authorize(session, actor, identifier, Action.DELIVERY_READ)
@@ -311,24 +311,21 @@ def file_tiers(
         if problems_only:
             bad = select(Replica.file_id).where(Replica.state.in_((*PROBLEMS, *UNDER_WAY)))
             query = query.where(StoredFile.id.in_(bad))
-        files: dict[str, dict[str, Any]] = {}
+        files: dict[str, FileTiersView] = {}
         for name, stored, replica in session.execute(query):
             entry = files.get(stored.id)
             if entry is None:
                 if len(files) >= limit:
                     break
-                entry = files[stored.id] = {
-                    "path": f"{name}/{stored.path}",
-                    "size": stored.size,
-                    "sha256": stored.sha256,
-                    "tiers": {},
-                }
-            entry["tiers"][replica.tier] = {
-                "state": replica.state,
-                "reason": replica.reason,
-                "verified_at": replica.verified_at,
-                "attempts": replica.attempts,
-            }
+                entry = files[stored.id] = FileTiersView(
+                    path=f"{name}/{stored.path}", size=stored.size, sha256=stored.sha256, tiers={}
+                )
+            entry.tiers[replica.tier] = ReplicaView(
+                state=replica.state,
+                reason=replica.reason,
+                verified_at=replica.verified_at,
+                attempts=replica.attempts,
+            )
         return list(files.values())
 
 
@@ -396,7 +393,7 @@ def _not_on_longterm(chosen: list[Chosen], verb: str, identifier: str) -> NotSyn
 # --- freeing ------------------------------------------------------------------------------------
 
 
-def free(ctx: Context, actor: User, identifier: str, paths: list[str]) -> dict[str, Any]:
+def free(ctx: Context, actor: User, identifier: str, paths: list[str]) -> FreedView:
     """Remove synced files from the project area to give its quota back (admin or helpdesk)."""
     with ctx.tx() as session:
         project = authorize(session, actor, identifier, Action.DATA_FREE)
@@ -448,20 +445,18 @@ def free(ctx: Context, actor: User, identifier: str, paths: list[str]) -> dict[s
         quota = session.execute(
             select(Quota).where(Quota.project_id == project_id, Quota.tier == landing)
         ).scalar_one()
-        result = {
-            "freed_files": len(freed),
-            "freed_bytes": nbytes,
-            "already_freed": sum(
-                1 for c in chosen if c.area is not None and c.area.state == ReplicaState.FREED
-            ),
-            "area_used_bytes": quota.used_bytes,
-            "area_limit_bytes": quota.limit_bytes,
-        }
+        result = FreedView(
+            freed_files=len(freed),
+            freed_bytes=nbytes,
+            already_freed=sum(1 for c in chosen if c.area is not None and c.area.state == ReplicaState.FREED),
+            area_used_bytes=quota.used_bytes,
+            area_limit_bytes=quota.limit_bytes,
+        )
     if failure is not None:
         raise StorageUnavailable(
             f"freed {len(freed)} of {count(len(targets), 'file')} ({format_size(nbytes)}); the rest could not be "
             f"removed from the project area: {failure}. Run the same free again to finish.",
-            **result,
+            **asdict(result),
         )
     return result
 
@@ -498,7 +493,7 @@ def _set_state(session: Session, ids: list[str], after: ReplicaState) -> list[st
 # --- restoring ----------------------------------------------------------------------------------
 
 
-def request_restore(ctx: Context, actor: User, identifier: str, paths: list[str]) -> dict[str, Any]:
+def request_restore(ctx: Context, actor: User, identifier: str, paths: list[str]) -> JobRunView:
     """Copy freed files back from long-term storage into the project area, verified (admin or
     helpdesk). The copy runs as a job; its quota is checked now and reserved as it goes."""
     with ctx.tx() as session:
@@ -523,7 +518,7 @@ def request_restore(ctx: Context, actor: User, identifier: str, paths: list[str]
             session, actor, "data.restore_requested", "project", project.id,
             after={"job": run.id, "files": len(wanted), "bytes": nbytes, "paths": [c.label for c in wanted][:1000]},
         )  # fmt: skip
-        return run_out(session, run)
+        return run_view(session, run)
 
 
 # --- the periodic sweep -------------------------------------------------------------------------

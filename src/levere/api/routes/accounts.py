@@ -19,17 +19,15 @@ from levere.api.schemas import (
     TotpConfirmOut,
     UserOut,
 )
-from levere.db.models import User
 from levere.services import accounts, invitations, notify
 from levere.services.accounts import Scope
+from levere.services.views import IssuedTokenView
 
 router = APIRouter(tags=["accounts"])
 
 
-def user_out(user: User) -> UserOut:
-    out = UserOut.model_validate(user)
-    out.has_password = user.password_hash is not None
-    return out
+def issued_out(issued: IssuedTokenView) -> IssuedTokenOut:
+    return IssuedTokenOut(token=issued.token, info=TokenOut.model_validate(issued.info))
 
 
 @router.post(
@@ -47,7 +45,7 @@ def login(body: LoginIn, request: Request, ctx: CtxDep) -> IssuedTokenOut:
         scopes=frozenset(Scope(s) for s in body.scopes) if body.scopes else None,
         lifetime_days=body.lifetime_days,
     )  # fmt: skip
-    return IssuedTokenOut(token=issued.token, info=TokenOut.model_validate(issued.record))
+    return issued_out(issued)
 
 
 @router.post(
@@ -58,12 +56,12 @@ def login(body: LoginIn, request: Request, ctx: CtxDep) -> IssuedTokenOut:
     openapi_extra=acts(None),
 )
 def accept_invitation(body: AcceptInvitationIn, ctx: CtxDep) -> UserOut:
-    return user_out(invitations.accept_invitation(ctx, body.secret, body.password, body.name))
+    return UserOut.model_validate(invitations.accept_invitation(ctx, body.secret, body.password, body.name))
 
 
 @router.get("/me", summary="Show your own account", operation_id="get_me", openapi_extra=acts(None))
 def me(actor: AccountUser) -> UserOut:
-    return user_out(actor)
+    return UserOut.model_validate(accounts.show_account(actor))
 
 
 @router.post(
@@ -74,13 +72,12 @@ def me(actor: AccountUser) -> UserOut:
     openapi_extra=acts(None),
 )
 def change_password(body: PasswordIn, actor: AccountUser, ctx: CtxDep) -> UserOut:
-    return user_out(accounts.change_password(ctx, actor, body.current, body.new))
+    return UserOut.model_validate(accounts.change_password(ctx, actor, body.current, body.new))
 
 
 @router.get("/me/tokens", summary="List your tokens", operation_id="list_tokens", openapi_extra=acts(None))
 def list_tokens(actor: AccountUser, ctx: CtxDep) -> list[TokenOut]:
-    with ctx.tx() as session:
-        return [TokenOut.model_validate(t) for t in accounts.list_tokens(session, actor)]
+    return [TokenOut.model_validate(t) for t in accounts.my_tokens(ctx, actor)]
 
 
 @router.post(
@@ -91,13 +88,12 @@ def list_tokens(actor: AccountUser, ctx: CtxDep) -> list[TokenOut]:
     status_code=201,
 )
 def create_token(body: TokenIn, request: Request, actor: AccountUser, ctx: CtxDep) -> IssuedTokenOut:
-    with ctx.tx() as session:
-        issued = accounts.create_token(
-            ctx, session, session.merge(actor), body.name,
-            frozenset(Scope(s) for s in body.scopes) if body.scopes else None,
-            body.lifetime_days, caller_scopes(request),
-        )  # fmt: skip
-        return IssuedTokenOut(token=issued.token, info=TokenOut.model_validate(issued.record))
+    issued = accounts.new_token(
+        ctx, actor, body.name,
+        frozenset(Scope(s) for s in body.scopes) if body.scopes else None,
+        body.lifetime_days, caller_scopes(request),
+    )  # fmt: skip
+    return issued_out(issued)
 
 
 @router.delete(
@@ -108,8 +104,7 @@ def create_token(body: TokenIn, request: Request, actor: AccountUser, ctx: CtxDe
     openapi_extra=acts(None),
 )
 def revoke_token(token_id: str, actor: AccountUser, ctx: CtxDep) -> TokenOut:
-    with ctx.tx() as session:
-        return TokenOut.model_validate(accounts.revoke_token(session, session.merge(actor), token_id))
+    return TokenOut.model_validate(accounts.withdraw_token(ctx, actor, token_id))
 
 
 @router.post(
@@ -120,8 +115,7 @@ def revoke_token(token_id: str, actor: AccountUser, ctx: CtxDep) -> TokenOut:
     openapi_extra=acts(None),
 )
 def totp_begin(actor: AccountUser, ctx: CtxDep) -> TotpBeginOut:
-    with ctx.tx() as session:
-        return TotpBeginOut(otpauth_uri=accounts.totp_begin(session, session.merge(actor)))
+    return TotpBeginOut(otpauth_uri=accounts.start_totp(ctx, actor))
 
 
 @router.post(
@@ -133,13 +127,11 @@ def totp_begin(actor: AccountUser, ctx: CtxDep) -> TotpBeginOut:
 )
 def totp_confirm(body: CodeIn, request: Request, actor: AccountUser, ctx: CtxDep) -> TotpConfirmOut:
     """Finish enrolment; a helpdesk operator's enrol-only token is replaced by the full one returned."""
-    with ctx.tx() as session:
-        user = session.merge(actor)
-        issued = accounts.totp_confirm(ctx, session, user, body.code, bearer_token(request))
-        out = TotpConfirmOut.model_validate(user_out(user).model_dump())
-        if issued is not None:
-            out.token = IssuedTokenOut(token=issued.token, info=TokenOut.model_validate(issued.record))
-        return out
+    account, issued = accounts.finish_totp(ctx, actor, body.code, bearer_token(request))
+    out = TotpConfirmOut.model_validate(account)
+    if issued is not None:
+        out.token = issued_out(issued)
+    return out
 
 
 @router.get(
@@ -149,10 +141,7 @@ def totp_confirm(body: CodeIn, request: Request, actor: AccountUser, ctx: CtxDep
     openapi_extra=acts(None),
 )
 def notifications(actor: ReadUser, ctx: CtxDep, unread: bool = False) -> list[NotificationOut]:
-    with ctx.tx() as session:
-        return [
-            NotificationOut.model_validate(n) for n in notify.list_for(session, actor, unread_only=unread)
-        ]
+    return [NotificationOut.model_validate(n) for n in notify.notifications(ctx, actor, unread_only=unread)]
 
 
 @router.post(
@@ -162,5 +151,4 @@ def notifications(actor: ReadUser, ctx: CtxDep, unread: bool = False) -> list[No
     openapi_extra=acts(None),
 )
 def mark_read(actor: WriteUser, ctx: CtxDep) -> dict[str, int]:
-    with ctx.tx() as session:
-        return {"marked": notify.mark_read(session, actor)}
+    return {"marked": notify.mark_all_read(ctx, actor)}

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from sqlalchemy import select
+from pydantic import BaseModel
 
 from levere.api.deps import CtxDep, ReadUser, ReviewUser, acts
 from levere.api.openapi import DATA_WRITE, errors
-from levere.api.routes.accounts import user_out
+from levere.api.routes.sync import JobOut
 from levere.api.schemas import (
     AnchorOut,
     AuditEventOut,
@@ -17,16 +17,45 @@ from levere.api.schemas import (
     FacilityPatch,
     InvitedUserOut,
     PendingInvitationOut,
+    ProjectSummaryOut,
+    QuotaOut,
     ResentInvitationOut,
     StaffIn,
     UserIn,
     UserOut,
 )
-from levere.db.models import Facility, User
-from levere.domain.roles import Action, require
-from levere.services import accounts, audit_anchors, audit_listing, invitations
+from levere.domain.roles import Action
+from levere.services import accounts, audit_anchors, audit_listing, invitations, overview
 
 router = APIRouter(tags=["administration"])
+
+
+class DashboardOut(BaseModel):
+    """The helpdesk's overview of every project and of the jobs that need attention."""
+
+    projects: list[ProjectSummaryOut]
+    #: the newest failed jobs
+    failed_jobs: list[JobOut]
+    #: queued, running or retrying jobs that no worker has been on for too long
+    stalled_jobs: list[JobOut]
+    #: limit, used and reserved over every project, per tier
+    tiers: list[QuotaOut]
+
+
+@router.get(
+    "/dashboard",
+    summary="Show every project's quota use per tier, and the failed and stalled jobs",
+    operation_id="get_dashboard",
+    openapi_extra=acts(Action.PROJECT_LIST_ALL),
+)
+def dashboard(actor: ReviewUser, ctx: CtxDep) -> DashboardOut:
+    view = overview.dashboard(ctx, actor)
+    return DashboardOut(
+        projects=[ProjectSummaryOut.model_validate(p) for p in view.projects],
+        failed_jobs=[JobOut.model_validate(j) for j in view.failed_jobs],
+        stalled_jobs=[JobOut.model_validate(j) for j in view.stalled_jobs],
+        tiers=[QuotaOut.model_validate(t) for t in view.tiers],
+    )
 
 
 @router.get(
@@ -36,9 +65,7 @@ router = APIRouter(tags=["administration"])
     openapi_extra=acts(Action.USER_LIST),
 )
 def list_users(actor: ReviewUser, ctx: CtxDep) -> list[UserOut]:
-    require(accounts.subject_of(actor), Action.USER_LIST)
-    with ctx.tx() as session:
-        return [user_out(u) for u in session.execute(select(User).order_by(User.email)).scalars()]
+    return [UserOut.model_validate(u) for u in accounts.list_users(ctx, actor)]
 
 
 @router.post(
@@ -56,7 +83,7 @@ def create_user(body: UserIn, actor: ReviewUser, ctx: CtxDep) -> InvitedUserOut:
         user = invitations.create_account(
             ctx, actor, body.email, kind=body.kind, name=body.name, facility_name=body.facility
         )
-    return InvitedUserOut.extend(user_out(user), ctx.settings.smtp.enabled, links)
+    return InvitedUserOut.extend(UserOut.model_validate(user), ctx.settings.smtp.enabled, links)
 
 
 @router.get(
@@ -66,12 +93,7 @@ def create_user(body: UserIn, actor: ReviewUser, ctx: CtxDep) -> InvitedUserOut:
     openapi_extra=acts(Action.FACILITY_LIST),
 )
 def list_facilities(actor: ReadUser, ctx: CtxDep) -> list[FacilityOut]:
-    require(accounts.subject_of(actor), Action.FACILITY_LIST)
-    with ctx.tx() as session:
-        return [
-            FacilityOut.model_validate(f)
-            for f in session.execute(select(Facility).order_by(Facility.name)).scalars()
-        ]
+    return [FacilityOut.model_validate(f) for f in accounts.list_facilities(ctx, actor)]
 
 
 @router.post(
@@ -83,9 +105,8 @@ def list_facilities(actor: ReadUser, ctx: CtxDep) -> list[FacilityOut]:
     status_code=201,
 )
 def create_facility(body: FacilityIn, actor: ReviewUser, ctx: CtxDep) -> FacilityOut:
-    with ctx.tx() as session:
-        facility = accounts.create_facility(session, actor, body.name, body.display_name, body.contact_email)
-        return FacilityOut.model_validate(facility)
+    facility = accounts.register_facility(ctx, actor, body.name, body.display_name, body.contact_email)
+    return FacilityOut.model_validate(facility)
 
 
 @router.patch(
@@ -97,11 +118,8 @@ def create_facility(body: FacilityIn, actor: ReviewUser, ctx: CtxDep) -> Facilit
 )
 def update_facility(name: str, body: FacilityPatch, actor: ReviewUser, ctx: CtxDep) -> FacilityOut:
     """Change a facility's settings (only the fields given)."""
-    with ctx.tx() as session:
-        facility = accounts.update_facility(
-            session, actor, name, require_checksum_file=body.require_checksum_file
-        )
-        return FacilityOut.model_validate(facility)
+    facility = accounts.change_facility(ctx, actor, name, require_checksum_file=body.require_checksum_file)
+    return FacilityOut.model_validate(facility)
 
 
 @router.post(
@@ -116,7 +134,7 @@ def add_staff(name: str, body: StaffIn, actor: ReviewUser, ctx: CtxDep) -> Invit
     """Make someone staff of a facility (a new account gets a link to set a password)."""
     with invitations.handover() as links:
         user = invitations.add_facility_staff(ctx, actor, name, body.email, body.name)
-    return InvitedUserOut.extend(user_out(user), ctx.settings.smtp.enabled, links)
+    return InvitedUserOut.extend(UserOut.model_validate(user), ctx.settings.smtp.enabled, links)
 
 
 @router.get(
@@ -141,7 +159,7 @@ def resend_invitation(email: str, actor: ReviewUser, ctx: CtxDep) -> ResentInvit
     """A fresh link for someone who has not set a password yet; their earlier links stop working."""
     with invitations.handover() as links:
         invitation = invitations.resend(ctx, actor, email)
-    plain = ResentInvitationOut(email=invitation.email, expires_at=invitation.expires_at)
+    plain = ResentInvitationOut.model_validate(invitation, from_attributes=True)
     return ResentInvitationOut.extend(plain, ctx.settings.smtp.enabled, links)
 
 
@@ -156,9 +174,8 @@ def audit_events(
 ) -> list[AuditEventOut]:
     """The newest events first; ``object_id`` is an object's id or the identifier people know it by
     (``LEV-2026-0001``, an application number, an e-mail, a facility name)."""
-    with ctx.tx() as session:
-        events = audit_listing.list_events(session, actor, about=object_id, limit=limit)
-        return [AuditEventOut.model_validate(e) for e in events]
+    events = audit_listing.list_events(ctx, actor, about=object_id, limit=limit)
+    return [AuditEventOut.model_validate(e) for e in events]
 
 
 @router.get(

@@ -6,7 +6,6 @@ from fastapi import APIRouter
 
 from levere.api.deps import CtxDep, ReadUser, ReviewUser, WriteUser, acts
 from levere.api.openapi import errors
-from levere.api.routes.projects import project_out
 from levere.api.schemas import (
     ApplicationIn,
     ApplicationOut,
@@ -14,25 +13,14 @@ from levere.api.schemas import (
     ApprovedProjectOut,
     ApproveIn,
     DraftedApplicationOut,
+    ProjectOut,
     ReasonIn,
 )
-from levere.db.models import Application, Project
 from levere.domain.applications import ApplicationForm, ApplicationState, RequestedMember
 from levere.domain.roles import Action
 from levere.services import applications, invitations
 
 router = APIRouter(prefix="/applications", tags=["applications"])
-
-
-def application_out(ctx: CtxDep, application: Application) -> ApplicationOut:
-    data = {column.name: getattr(application, column.name) for column in Application.__table__.columns}
-    data["facility"] = application.facility.name if application.facility else None
-    data["project"] = None
-    if application.project_id:
-        with ctx.tx() as session:
-            project = session.get(Project, application.project_id)
-            data["project"] = project.identifier if project else None
-    return ApplicationOut.model_validate(data)
 
 
 def _form(body: ApplicationIn) -> ApplicationForm:
@@ -54,7 +42,9 @@ def create(body: ApplicationIn, actor: WriteUser, ctx: CtxDep) -> DraftedApplica
     mail is off)."""
     with invitations.handover() as links:
         application = applications.create(ctx, actor, _form(body))
-    return DraftedApplicationOut.extend(application_out(ctx, application), ctx.settings.smtp.enabled, links)
+    return DraftedApplicationOut.extend(
+        ApplicationOut.model_validate(application), ctx.settings.smtp.enabled, links
+    )
 
 
 @router.get(
@@ -64,7 +54,7 @@ def create(body: ApplicationIn, actor: WriteUser, ctx: CtxDep) -> DraftedApplica
     openapi_extra=acts(None),
 )
 def list_visible(actor: ReadUser, ctx: CtxDep, state: ApplicationState | None = None) -> list[ApplicationOut]:
-    return [application_out(ctx, a) for a in applications.visible(ctx, actor, state)]
+    return [ApplicationOut.model_validate(a) for a in applications.visible(ctx, actor, state)]
 
 
 @router.get(
@@ -74,7 +64,7 @@ def list_visible(actor: ReadUser, ctx: CtxDep, state: ApplicationState | None = 
     openapi_extra=acts(Action.APPLICATION_QUEUE),
 )
 def review_queue(actor: ReviewUser, ctx: CtxDep) -> list[ApplicationOut]:
-    return [application_out(ctx, a) for a in applications.queue(ctx, actor)]
+    return [ApplicationOut.model_validate(a) for a in applications.queue(ctx, actor)]
 
 
 @router.get(
@@ -85,7 +75,7 @@ def review_queue(actor: ReviewUser, ctx: CtxDep) -> list[ApplicationOut]:
     openapi_extra=acts(Action.APPLICATION_READ),
 )
 def show(ref: str, actor: ReadUser, ctx: CtxDep) -> ApplicationOut:
-    return application_out(ctx, applications.show(ctx, actor, ref))
+    return ApplicationOut.model_validate(applications.show(ctx, actor, ref))
 
 
 @router.patch(
@@ -99,7 +89,7 @@ def edit(ref: str, body: ApplicationPatch, actor: WriteUser, ctx: CtxDep) -> App
     changes = body.model_dump(exclude_unset=True)
     if "members" in changes and body.members is not None:
         changes["members"] = [RequestedMember(m.email, m.role) for m in body.members]
-    return application_out(ctx, applications.update(ctx, actor, ref, changes))
+    return ApplicationOut.model_validate(applications.update(ctx, actor, ref, changes))
 
 
 @router.post(
@@ -110,7 +100,7 @@ def edit(ref: str, body: ApplicationPatch, actor: WriteUser, ctx: CtxDep) -> App
     openapi_extra=acts(Action.APPLICATION_SUBMIT),
 )
 def submit(ref: str, actor: WriteUser, ctx: CtxDep) -> ApplicationOut:
-    return application_out(ctx, applications.submit(ctx, actor, ref))
+    return ApplicationOut.model_validate(applications.submit(ctx, actor, ref))
 
 
 @router.post(
@@ -132,7 +122,7 @@ def approve(ref: str, body: ApproveIn, actor: ReviewUser, ctx: CtxDep) -> Approv
             longterm_bytes=body.longterm_quota,
             comment=body.comment,
         )
-    return ApprovedProjectOut.extend(project_out(ctx, project, actor), ctx.settings.smtp.enabled, links)
+    return ApprovedProjectOut.extend(ProjectOut.model_validate(project), ctx.settings.smtp.enabled, links)
 
 
 @router.post(
@@ -143,7 +133,7 @@ def approve(ref: str, body: ApproveIn, actor: ReviewUser, ctx: CtxDep) -> Approv
     openapi_extra=acts(Action.APPLICATION_REVIEW),
 )
 def reject(ref: str, body: ReasonIn, actor: ReviewUser, ctx: CtxDep) -> ApplicationOut:
-    return application_out(ctx, applications.reject(ctx, actor, ref, body.reason))
+    return ApplicationOut.model_validate(applications.reject(ctx, actor, ref, body.reason))
 
 
 @router.post(
@@ -154,7 +144,7 @@ def reject(ref: str, body: ReasonIn, actor: ReviewUser, ctx: CtxDep) -> Applicat
     openapi_extra=acts(Action.APPLICATION_REVIEW),
 )
 def request_changes(ref: str, body: ReasonIn, actor: ReviewUser, ctx: CtxDep) -> ApplicationOut:
-    return application_out(ctx, applications.request_changes(ctx, actor, ref, body.reason))
+    return ApplicationOut.model_validate(applications.request_changes(ctx, actor, ref, body.reason))
 
 
 @router.post(
@@ -166,4 +156,4 @@ def request_changes(ref: str, body: ReasonIn, actor: ReviewUser, ctx: CtxDep) ->
 )
 def withdraw(ref: str, actor: WriteUser, ctx: CtxDep) -> ApplicationOut:
     """Take back a draft, or a submitted application the helpdesk has not decided on."""
-    return application_out(ctx, applications.withdraw(ctx, actor, ref))
+    return ApplicationOut.model_validate(applications.withdraw(ctx, actor, ref))

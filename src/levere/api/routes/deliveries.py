@@ -34,7 +34,7 @@ from levere.api.schemas import In
 from levere.domain.checksum_coverage import ChecksumCoverage
 from levere.domain.roles import Action
 from levere.services import batches, deliveries, downloads, sealing
-from levere.services.deliveries import DeliveryView, FileView
+from levere.services.views import DeliveryView, FileView
 from levere.transfer import wire
 from levere.transfer.conditional import none_match, strong_match
 from levere.transfer.pipe import BodyPipe
@@ -118,6 +118,17 @@ class DeliveryDetailOut(DeliveryOut):
     uploads: list[UploadOut]
 
 
+class FilePageOut(BaseModel):
+    """One page of a delivery's files, in path order."""
+
+    delivery: DeliveryOut
+    files: list[FileOut]
+    matching: int = Field(description="files whose path contains `search`, on every page together")
+    offset: int
+    limit: int
+    search: str
+
+
 class ManifestFileOut(BaseModel):
     path: str
     size: int
@@ -163,21 +174,24 @@ def _file(view: FileView) -> FileOut:
     )
 
 
+def delivery_out(view: DeliveryView) -> DeliveryOut:
+    return DeliveryOut(**_delivery(view))
+
+
 def _delivery(view: DeliveryView) -> dict[str, Any]:
-    d = view.delivery
     return {
-        "id": d.id,
-        "name": d.name,
+        "id": view.id,
+        "name": view.name,
         "project": view.project,
-        "state": d.state,
-        "metadata": d.meta,
-        "created_at": d.created_at,
-        "sealed_at": d.sealed_at,
-        "failure_reason": d.failure_reason,
-        "manifest_sha256": d.manifest_sha256,
+        "state": view.state,
+        "metadata": view.metadata,
+        "created_at": view.created_at,
+        "sealed_at": view.sealed_at,
+        "failure_reason": view.failure_reason,
+        "manifest_sha256": view.manifest_sha256,
         "file_count": view.file_count,
         "total_bytes": view.total_bytes,
-        "checksum_coverage": _coverage(d.checksum_coverage),
+        "checksum_coverage": _coverage(view.checksum_coverage),
     }
 
 
@@ -289,13 +303,14 @@ def manifest(
     format: Literal["md5sum", "sha256sum", "json"] = "md5sum",
 ) -> Response:
     """The delivery's manifest; ``md5sum`` works with ``md5sum -c`` inside the delivery's folder."""
-    view, files = deliveries.manifest(ctx, actor, identifier, name)
+    view = deliveries.manifest(ctx, actor, identifier, name)
+    files = view.files or ()
     if format == "json":
         body = {
             "project": view.project,
-            "delivery": view.delivery.name,
-            "state": view.delivery.state,
-            "manifest_sha256": view.delivery.manifest_sha256,
+            "delivery": view.name,
+            "state": view.state,
+            "manifest_sha256": view.manifest_sha256,
             "files": [{"path": f.path, "size": f.size, "md5": f.md5, "sha256": f.sha256} for f in files],
         }
         return Response(json.dumps(body), media_type="application/json")
@@ -378,6 +393,35 @@ def _failures(result: batches.BatchResult) -> list[dict[str, Any]]:
 
 
 # --- files and their bytes ---------------------------------------------------------------------------------
+
+
+@router.get(
+    DELIVERY + "/files",
+    summary="List one page of a delivery's files, optionally those whose path contains a text",
+    operation_id="list_delivery_files",
+    responses=errors(404),
+    openapi_extra=acts(Action.DELIVERY_READ),
+)
+def file_page(
+    identifier: str,
+    name: str,
+    actor: ReadUser,
+    ctx: CtxDep,
+    search: str = Query("", max_length=4096, description="only files whose path contains this (any case)"),
+    offset: int = Query(0, ge=0, le=deliveries.MAX_OFFSET),
+    limit: int = Query(100, ge=1, le=deliveries.MAX_PAGE),
+) -> FilePageOut:
+    """A page of the delivery's files with their sizes, checksums and tiers, for runs too large to
+    list at once; ``matching`` says how many pages there are."""
+    page = deliveries.file_page(ctx, actor, identifier, name, search=search, offset=offset, limit=limit)
+    return FilePageOut(
+        delivery=delivery_out(page.delivery),
+        files=[_file(f) for f in page.files],
+        matching=page.matching,
+        offset=page.offset,
+        limit=page.limit,
+        search=page.search,
+    )
 
 
 @router.get(

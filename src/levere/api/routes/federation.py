@@ -17,9 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from levere.api.deps import AccountUser, CtxDep, ReviewUser, acts, bearer_token
 from levere.api.openapi import errors
 from levere.api.schemas import IssuedTokenOut, TokenOut
-from levere.db.models import FederatedIdentity
 from levere.domain.roles import Action
 from levere.services import federation
+from levere.services.views import IdentityView
 
 router = APIRouter(tags=["accounts"])
 
@@ -126,7 +126,7 @@ def _signed_in(result: federation.SignedIn) -> SignedInOut:
     )
 
 
-def _identity(row: FederatedIdentity) -> IdentityOut:
+def _identity(row: IdentityView) -> IdentityOut:
     return IdentityOut.model_validate(row)
 
 

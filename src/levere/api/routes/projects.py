@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
+from pydantic import BaseModel
 
 from levere.api.deps import CtxDep, ReadUser, ReviewUser, WriteUser, acts
 from levere.api.openapi import errors
+from levere.api.routes.deliveries import DeliveryOut, delivery_out
+from levere.api.routes.sync import JobOut
 from levere.api.schemas import (
     AddedMemberOut,
+    DeliverySummaryOut,
     FacilityAssignIn,
     FacilityOut,
     MemberIn,
@@ -18,41 +22,27 @@ from levere.api.schemas import (
     QuotaOut,
     RoleIn,
 )
-from levere.context import Context
-from levere.db.models import Project, ProjectMember, User
 from levere.domain.roles import Action
-from levere.services import invitations, projects
+from levere.services import invitations, overview, projects
 
 router = APIRouter(prefix="/projects", tags=["projects"])
 
 
-def project_out(ctx: Context, project: Project, viewer: User) -> ProjectOut:
-    with ctx.tx() as session:
-        out = ProjectOut.model_validate(project)
-        out.quotas = [QuotaOut.model_validate(q) for q in projects.quotas(session, project).values()]
-        out.facilities = [f.name for f in projects.facilities(session, project)]
-        member = projects.membership(session, project, viewer)
-        out.my_role = member.role if member else None
-        return out
+class ProjectPageOut(BaseModel):
+    """A project's page: the project with its quota use per tier, members, deliveries and jobs."""
 
-
-def member_out(member: ProjectMember) -> MemberOut:
-    return MemberOut(
-        email=member.user.email,
-        name=member.user.name,
-        role=member.role,  # type: ignore[arg-type]
-        has_account=member.user.password_hash is not None,
-        added_at=member.added_at,
-    )
+    project: ProjectOut
+    members: list[MemberOut]
+    deliveries: list[DeliveryOut]
+    summary: DeliverySummaryOut
+    recent_jobs: list[JobOut]
 
 
 @router.get(
     "", summary="List the projects you may see", operation_id="list_projects", openapi_extra=acts(None)
 )
 def list_projects(actor: ReadUser, ctx: CtxDep) -> list[ProjectOut]:
-    with ctx.tx() as session:
-        found = projects.visible_projects(session, actor)
-    return [project_out(ctx, p, actor) for p in found]
+    return [ProjectOut.model_validate(p) for p in projects.list_projects(ctx, actor)]
 
 
 @router.get(
@@ -63,9 +53,25 @@ def list_projects(actor: ReadUser, ctx: CtxDep) -> list[ProjectOut]:
     openapi_extra=acts(Action.PROJECT_READ),
 )
 def show(identifier: str, actor: ReadUser, ctx: CtxDep) -> ProjectOut:
-    with ctx.tx() as session:
-        project = projects.authorize(session, actor, identifier, Action.PROJECT_READ)
-    return project_out(ctx, project, actor)
+    return ProjectOut.model_validate(projects.show_project(ctx, actor, identifier))
+
+
+@router.get(
+    "/{identifier}/overview",
+    summary="Show a project's page: quota use per tier, members, deliveries and recent jobs",
+    operation_id="get_project_overview",
+    responses=errors(404),
+    openapi_extra=acts(Action.PROJECT_READ),
+)
+def show_overview(identifier: str, actor: ReadUser, ctx: CtxDep) -> ProjectPageOut:
+    page = overview.project_page(ctx, actor, identifier)
+    return ProjectPageOut(
+        project=ProjectOut.model_validate(page.project),
+        members=[MemberOut.model_validate(m) for m in page.members],
+        deliveries=[delivery_out(d) for d in page.deliveries],
+        summary=DeliverySummaryOut.model_validate(page.summary),
+        recent_jobs=[JobOut.model_validate(j) for j in page.recent_jobs],
+    )
 
 
 @router.patch(
@@ -76,8 +82,9 @@ def show(identifier: str, actor: ReadUser, ctx: CtxDep) -> ProjectOut:
     openapi_extra=acts(Action.PROJECT_SETTINGS),
 )
 def update(identifier: str, body: ProjectPatch, actor: WriteUser, ctx: CtxDep) -> ProjectOut:
-    project = projects.update_settings(ctx, actor, identifier, sync_mode=body.sync_mode)
-    return project_out(ctx, project, actor)
+    return ProjectOut.model_validate(
+        projects.update_settings(ctx, actor, identifier, sync_mode=body.sync_mode)
+    )
 
 
 @router.put(
@@ -99,9 +106,7 @@ def set_quota(identifier: str, tier: str, body: QuotaIn, actor: ReviewUser, ctx:
     openapi_extra=acts(Action.MEMBER_LIST),
 )
 def list_members(identifier: str, actor: ReadUser, ctx: CtxDep) -> list[MemberOut]:
-    with ctx.tx() as session:
-        project = projects.authorize(session, actor, identifier, Action.MEMBER_LIST)
-        return [member_out(m) for m in projects.members(session, project)]
+    return [MemberOut.model_validate(m) for m in projects.list_members(ctx, actor, identifier)]
 
 
 @router.post(
@@ -116,8 +121,8 @@ def add_member(identifier: str, body: MemberIn, actor: WriteUser, ctx: CtxDep) -
     """Give someone access; someone without an account is invited (the link is in the answer while
     mail is off)."""
     with invitations.handover() as links:
-        projects.add_member(ctx, actor, identifier, body.email, body.role)
-    return AddedMemberOut.extend(_one_member(ctx, identifier, body.email), ctx.settings.smtp.enabled, links)
+        member = projects.add_member(ctx, actor, identifier, body.email, body.role)
+    return AddedMemberOut.extend(MemberOut.model_validate(member), ctx.settings.smtp.enabled, links)
 
 
 @router.put(
@@ -128,8 +133,7 @@ def add_member(identifier: str, body: MemberIn, actor: WriteUser, ctx: CtxDep) -
     openapi_extra=acts(Action.MEMBER_MANAGE),
 )
 def set_role(identifier: str, email: str, body: RoleIn, actor: WriteUser, ctx: CtxDep) -> MemberOut:
-    projects.set_role(ctx, actor, identifier, email, body.role)
-    return _one_member(ctx, identifier, email)
+    return MemberOut.model_validate(projects.set_role(ctx, actor, identifier, email, body.role))
 
 
 @router.delete(
@@ -154,12 +158,3 @@ def remove_member(identifier: str, email: str, actor: WriteUser, ctx: CtxDep) ->
 )
 def assign_facility(identifier: str, body: FacilityAssignIn, actor: WriteUser, ctx: CtxDep) -> FacilityOut:
     return FacilityOut.model_validate(projects.assign_facility(ctx, actor, identifier, body.facility))
-
-
-def _one_member(ctx: Context, identifier: str, email: str) -> MemberOut:
-    with ctx.tx() as session:
-        project = projects.get_project(session, identifier)
-        for member in projects.members(session, project):
-            if member.user.email == email.strip().lower():
-                return member_out(member)
-    raise AssertionError("member just written is missing")

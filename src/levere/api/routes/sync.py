@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from levere.api.deps import CtxDep, ReadUser, WriteUser, acts
 from levere.api.openapi import errors
-from levere.api.schemas import In
+from levere.api.schemas import In, Out
 from levere.domain.jobruns import JobKind, JobRunState
 from levere.domain.replicas import ReplicaState
 from levere.domain.roles import Action
@@ -19,7 +19,7 @@ from levere.services import jobruns, scrub, sync
 router = APIRouter(tags=["long-term storage"])
 
 
-class JobOut(BaseModel):
+class JobOut(Out):
     """A background job (sync, restore or verify): progress, retries and its final report."""
 
     id: str
@@ -57,19 +57,19 @@ class VerifyIn(In):
     project: str | None = None
 
 
-class Counted(BaseModel):
+class Counted(Out):
     files: int
     bytes: int
 
 
-class Problem(BaseModel):
+class Problem(Out):
     path: str
     tier: str
     state: ReplicaState
     reason: str
 
 
-class DeliveryStatusOut(BaseModel):
+class DeliveryStatusOut(Out):
     name: str
     state: str
     files: int
@@ -90,21 +90,21 @@ class SyncStatusOut(BaseModel):
     jobs: list[JobOut]
 
 
-class ReplicaOut(BaseModel):
+class ReplicaOut(Out):
     state: ReplicaState
     reason: str
     verified_at: datetime | None
     attempts: int
 
 
-class FileTiersOut(BaseModel):
+class FileTiersOut(Out):
     path: str
     size: int
     sha256: str
     tiers: dict[str, ReplicaOut]
 
 
-class FreedOut(BaseModel):
+class FreedOut(Out):
     freed_files: int
     freed_bytes: int
     already_freed: int
@@ -134,7 +134,21 @@ def start_sync(identifier: str, body: SyncIn, actor: WriteUser, ctx: CtxDep) -> 
 )
 def sync_status(identifier: str, actor: ReadUser, ctx: CtxDep) -> SyncStatusOut:
     """Per delivery: files and bytes in each state on each tier, failures with reasons, recent jobs."""
-    return SyncStatusOut.model_validate(sync.status(ctx, actor, identifier))
+    view = sync.status(ctx, actor, identifier)
+    return SyncStatusOut(
+        project=view.project,
+        sync_mode=view.sync_mode,
+        quotas={
+            q.tier: {
+                "limit_bytes": q.limit_bytes,
+                "used_bytes": q.used_bytes,
+                "reserved_bytes": q.reserved_bytes,
+            }
+            for q in view.quotas
+        },
+        deliveries=[DeliveryStatusOut.model_validate(d) for d in view.deliveries],
+        jobs=[JobOut.model_validate(j) for j in view.jobs],
+    )
 
 
 @router.get(
