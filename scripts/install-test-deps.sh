@@ -14,6 +14,8 @@
 #   nodejs from other repositories (NodeSource) bring their own and conflict with Debian's.
 # - fastp: an established FASTQ QC tool whose JSON the standard analysis is checked against
 #   (tests/test_qc.py).
+# - chromium: the browser the portal's tests drive through Playwright (never a browser build of
+#   Playwright's own); the fonts package gives pages readable text in screenshots.
 set -euo pipefail
 
 PACKAGES=(
@@ -29,6 +31,8 @@ PACKAGES=(
   rclone
   nodejs
   fastp
+  chromium
+  fonts-dejavu-core
 )
 if ! command -v npm >/dev/null; then
   PACKAGES+=(npm)
