@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from typing import Annotated
+from urllib.parse import quote
 
 import segno
 from fastapi import APIRouter, Form, Request
@@ -32,10 +33,13 @@ Optional = Annotated[str, Form()]
 
 
 @router.get("/sign-in", openapi_extra=acts(None))
-def sign_in_form(request: Request, viewer: MaybeViewer, next: str = "") -> Response:
+def sign_in_form(request: Request, viewer: MaybeViewer, next: str = "", welcome: str = "") -> Response:
+    """``welcome`` is the e-mail of someone who just set their password from an invitation."""
     if viewer is not None and Scope.READ in viewer.scopes:
         return redirect(safe_next(next))
-    return page(request, "sign_in.html", next=safe_next(next), email="", error="")
+    return page(
+        request, "sign_in.html", next=safe_next(next), email=welcome[:320], error="", welcome=bool(welcome)
+    )
 
 
 @router.post("/sign-in", openapi_extra=acts(None), dependencies=[CsrfChecked])
@@ -129,7 +133,7 @@ def accept_invitation(
     except ValidationFailed as exc:
         return page(request, "invitation.html", 422, state="valid", secret=secret,
                     error=exc.fields.get("password", exc.message))  # fmt: skip
-    return redirect(f"{PREFIX}/sign-in?next={PREFIX}/&welcome={user.email}")
+    return redirect(f"{PREFIX}/sign-in?welcome={quote(user.email)}")
 
 
 # --- API tokens -----------------------------------------------------------------------------------

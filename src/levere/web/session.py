@@ -74,17 +74,27 @@ def _mac(ctx: Context, purpose: str, value: str) -> str:
     return hmac.new(key, f"{purpose}:{value}".encode(), hashlib.sha256).hexdigest()
 
 
+def csrf_for_session(ctx: Context, session_token: str) -> str:
+    """The CSRF token of the forms a browser with this session sends."""
+    return _mac(ctx, "csrf", session_token)
+
+
+def csrf_for_presession(ctx: Context, presession: str) -> str:
+    """The CSRF token of the forms a browser sends before signing in (sign-in, invitations)."""
+    return _mac(ctx, "csrf-anonymous", presession)
+
+
 def csrf_token(request: Request) -> str:
     """The token the forms of this page carry (a pre-session cookie is made when there is none)."""
     ctx: Context = request.app.state.ctx
     session_token = request.cookies.get(SESSION_COOKIE)
     if session_token and getattr(request.state, "viewer", None) is not None:
-        return _mac(ctx, "csrf", session_token)
+        return csrf_for_session(ctx, session_token)
     presession = request.cookies.get(PRESESSION_COOKIE) or getattr(request.state, "new_presession", None)
     if not presession:
         presession = secrets.token_urlsafe(24)
         request.state.new_presession = presession
-    return _mac(ctx, "csrf-anonymous", presession)
+    return csrf_for_presession(ctx, presession)
 
 
 async def check_csrf(request: Request) -> None:
@@ -94,9 +104,9 @@ async def check_csrf(request: Request) -> None:
     sent = form.get(CSRF_FIELD)
     session_token = request.cookies.get(SESSION_COOKIE, "")
     presession = request.cookies.get(PRESESSION_COOKIE, "")
-    expected = [_mac(ctx, "csrf", session_token)] if session_token else []
+    expected = [csrf_for_session(ctx, session_token)] if session_token else []
     if presession:
-        expected.append(_mac(ctx, "csrf-anonymous", presession))
+        expected.append(csrf_for_presession(ctx, presession))
     if not isinstance(sent, str) or not any(hmac.compare_digest(sent, e) for e in expected):
         raise FormExpired(
             "this form has expired or did not come from this site; reload the page and send it again"
