@@ -11,7 +11,7 @@ from starlette.datastructures import FormData
 from levere.api.deps import CtxDep, acts
 from levere.domain.applications import MAX_MEMBERS, ApplicationForm, RequestedMember, check_draft
 from levere.domain.errors import ValidationFailed
-from levere.domain.roles import Action, ProjectRole, require
+from levere.domain.roles import Action, ProjectRole, UserKind, require
 from levere.domain.units import format_size, parse_size
 from levere.services import accounts, applications, portal_views
 from levere.web.render import page, redirect
@@ -77,10 +77,16 @@ def _parsed(values: dict[str, Any]) -> ApplicationForm:
 
 
 def _form_page(request: Request, values: dict[str, Any], errors: dict[str, str], *, number: int | None,
-               status: int = 200) -> Response:  # fmt: skip
+               may_submit: bool, status: int = 200) -> Response:  # fmt: skip
+    """``may_submit``: the viewer is the PI (only the PI submits, and so confirms, an application)."""
     rows = list(values["members"]) + [{"email": "", "role": "member"}] * SPARE_MEMBER_ROWS
     return page(request, "application_form.html", status, values=values, errors=errors, number=number,
-                member_rows=rows, roles=ROLES)  # fmt: skip
+                member_rows=rows, roles=ROLES, may_submit=may_submit)  # fmt: skip
+
+
+def _is_pi(viewer: PortalUser, values: dict[str, Any]) -> bool:
+    pi = str(values.get("pi_email") or "").strip().lower()
+    return viewer.user.kind == UserKind.USER and pi in ("", viewer.user.email)
 
 
 def _values_of(view: portal_views.ApplicationPage) -> dict[str, Any]:
@@ -107,7 +113,7 @@ def new_application(request: Request, viewer: PortalUser) -> Response:
     values = _empty_values()
     if viewer.user.facility is not None:
         values["facility"] = viewer.user.facility.name
-    return _form_page(request, values, {}, number=None)
+    return _form_page(request, values, {}, number=None, may_submit=_is_pi(viewer, values))
 
 
 async def _save(request: Request, viewer: PortalUser, ctx: CtxDep, number: int | None) -> Response:
@@ -123,7 +129,9 @@ async def _save(request: Request, viewer: PortalUser, ctx: CtxDep, number: int |
         if submit:
             applications.submit(ctx, viewer.user, str(number))
     except ValidationFailed as exc:
-        return _form_page(request, values, exc.fields, number=number, status=422)
+        return _form_page(
+            request, values, exc.fields, number=number, may_submit=_is_pi(viewer, values), status=422
+        )
     return redirect(f"{PREFIX}/applications/{number}")
 
 
@@ -143,7 +151,7 @@ def edit_application(request: Request, number: int, viewer: PortalUser, ctx: Ctx
     view = portal_views.application_page(ctx, viewer.user, str(number))
     if not view.may_edit:
         applications.update(ctx, viewer.user, str(number), {})  # says why: no access, or no longer editable
-    return _form_page(request, _values_of(view), {}, number=number)
+    return _form_page(request, _values_of(view), {}, number=number, may_submit=view.may_submit)
 
 
 @router.post(
