@@ -15,7 +15,8 @@
 # - fastp: an established FASTQ QC tool whose JSON the standard analysis is checked against
 #   (tests/test_qc.py).
 # - chromium: the browser the portal's tests drive through Playwright (never a browser build of
-#   Playwright's own); the fonts package gives pages readable text in screenshots.
+#   Playwright's own); the fonts package gives pages readable text in screenshots. npm (above)
+#   installs the browser libraries the portal's tests load (tests/browser/package.json).
 set -euo pipefail
 
 PACKAGES=(

@@ -175,3 +175,58 @@ def test_sign_in_page_fits_a_narrow_screen(ctx: Context, portal: Server, browser
     # keyboard: the first Tab reaches the skip link
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+
+
+AXE = Path(__file__).parent / "browser" / "node_modules" / "axe-core" / "axe.min.js"
+#: what the check fails on (axe-core's impact levels); "minor" and "moderate" are reported only
+SERIOUS = {"serious", "critical"}
+
+
+def _axe(page: Any) -> list[str]:
+    """axe-core's serious and critical findings on the page, one line each."""
+    page.add_script_tag(path=str(AXE))
+    result = page.evaluate("async () => await axe.run(document)")
+    return [
+        f"{page.url}: {v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:3]}"
+        for v in result["violations"]
+        if v["impact"] in SERIOUS
+    ]
+
+
+@pytest.mark.skipif(
+    not AXE.exists(), reason="axe-core is not installed: `make test` runs npm ci in tests/browser"
+)
+def test_main_pages_have_no_serious_accessibility_violations(
+    ctx: Context, portal: Server, browser: Any
+) -> None:
+    from tests.helpers import basic_world, provisioned_project
+
+    world = basic_world(ctx)
+    identifier = provisioned_project(ctx, world)
+    deliveries.open_delivery(ctx, world.staff, identifier, "RUN1")
+    batches.ingest(ctx, world.staff, identifier, "RUN1", ListSource([_tar({"a/r.fq": b"ACGT\n"})]))
+    desk = make_user(ctx, "desk@levere.test", UserKind.HELPDESK)
+    secret = pyotp.random_base32()
+    with ctx.tx() as session:
+        merged = session.merge(desk)
+        merged.totp_secret, merged.totp_enabled = secret, True
+    found: list[str] = []
+    # the pages load only their own stylesheet, so the script is let in past the page's CSP
+    anonymous = browser.new_context(base_url=portal.url, bypass_csp=True).new_page()
+    anonymous.goto("/portal/sign-in")
+    found += _axe(anonymous)
+    page = _sign_in(browser, portal.url, "desk@levere.test", code=pyotp.TOTP(secret).now(), bypass_csp=True)
+    for url in (
+        "/portal/",
+        "/portal/review",
+        "/portal/dashboard",
+        "/portal/applications/new",
+        "/portal/applications/1",
+        f"/portal/projects/{identifier}",
+        f"/portal/projects/{identifier}/deliveries/RUN1",
+        "/portal/account/tokens",
+        "/portal/account/two-factor",
+    ):
+        page.goto(url)
+        found += _axe(page)
+    assert not found, "\n".join(found)
