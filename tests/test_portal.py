@@ -138,6 +138,7 @@ def test_invitation_sets_a_password_in_the_browser(ctx: Context, client: TestCli
         user = accounts.create_user(session, None, "new@uni.example.org")
         _, secret = invitations.create_invitation(ctx, session, None, user.email)
     url = f"/portal/invite/{secret}"
+    assert f'href="{url}"' in client.get(f"/invite/{secret}").text  # the e-mailed link leads here
     assert client.get(url).status_code == 200
     differ = post_form(client, url, url, {"password": "long enough 123", "repeat": "other 1234567"})
     assert differ.status_code == 422 and "the two passwords differ" in differ.text
