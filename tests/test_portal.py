@@ -215,3 +215,36 @@ def test_application_from_draft_to_approval(ctx: Context, client: TestClient, ma
     page = client.get(f"/portal/applications/{number}").text
     assert "approved" in page and "granted 100" in page
     assert "Dashboard" in client.get("/portal/dashboard").text
+
+
+def test_the_pi_answers_a_request_for_changes(ctx: Context, client: TestClient) -> None:
+    from levere.services import applications
+    from tests.helpers import complete_form
+
+    staff = make_user(ctx, "staff@seq-a.example.org", UserKind.FACILITY, make_facility(ctx, "seq-a"), None)
+    pi = make_user(ctx, "pi@uni.example.org")
+    desk = make_user(ctx, "desk@levere.test", UserKind.HELPDESK, password=None)
+    sent = applications.create(ctx, staff, complete_form("seq-a", pi.email))
+    applications.submit(ctx, pi, str(sent.number))
+    applications.request_changes(ctx, desk, str(sent.number), "Say which species.")
+    sign_in(client, pi.email)
+    url = f"/portal/applications/{sent.number}"
+    page = client.get(url).text
+    assert "Changes requested by the helpdesk" in page and "Say which species." in page
+    form = client.get(f"{url}/edit").text
+    assert 'value="submit"' in form  # the PI may submit from the form
+    answer = {
+        "title": "Atlantic cod genomes",
+        "pi_email": pi.email,
+        "data_ownership": "UiO",
+        "funding_source": "RCN",
+        "description": "Species: Gadus morhua.",
+        "facility": "seq-a",
+        "quota_area_bytes": "1T",
+        "quota_longterm_bytes": "2T",
+        "member_rows": "0",
+        "intent": "submit",
+    }
+    assert post_form(client, f"{url}/edit", f"{url}/edit", answer).status_code == 303
+    assert applications.show(ctx, pi, str(sent.number)).state == "submitted"
+    assert "Species: Gadus morhua." in client.get(url).text

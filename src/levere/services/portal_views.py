@@ -217,12 +217,15 @@ def project_page(ctx: Context, user: User, identifier: str) -> ProjectPage:
             found = session.execute(
                 select(Delivery).where(Delivery.project_id == project.id).order_by(Delivery.created_at)
             ).scalars()
-            rows = tuple(
-                DeliveryRow(
-                    v.delivery.name, v.delivery.state, v.file_count, v.total_bytes, v.delivery.created_at
-                )
-                for v in (deliveries.delivery_view(session, project, d) for d in found)
-            )
+            counts = {
+                delivery_id: (int(n), int(total))
+                for delivery_id, n, total in session.execute(
+                    select(StoredFile.delivery_id, func.count(), func.coalesce(func.sum(StoredFile.size), 0))
+                    .where(StoredFile.project_id == project.id)
+                    .group_by(StoredFile.delivery_id)
+                ).all()
+            }  # every delivery's count and size in one query
+            rows = tuple(DeliveryRow(d.name, d.state, *counts.get(d.id, (0, 0)), d.created_at) for d in found)
         return ProjectPage(
             identifier=project.identifier,
             title=project.title,
