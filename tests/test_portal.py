@@ -248,3 +248,49 @@ def test_the_pi_answers_a_request_for_changes(ctx: Context, client: TestClient) 
     assert post_form(client, f"{url}/edit", f"{url}/edit", answer).status_code == 303
     assert applications.show(ctx, pi, str(sent.number)).state == "submitted"
     assert "Species: Gadus morhua." in client.get(url).text
+
+
+def test_delivery_page_pages_searches_and_gives_the_manifest(ctx: Context, client: TestClient) -> None:
+    import hashlib
+    import io
+    import re
+    import tarfile
+
+    from levere.services import batches, deliveries
+    from levere.transfer.pipe import ListSource
+
+    world = basic_world(ctx)
+    identifier = provisioned_project(ctx, world)
+    deliveries.open_delivery(ctx, world.staff, identifier, "RUN1")
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for i in range(150):
+            data = f"read {i}\n".encode()
+            info = tarfile.TarInfo(f"lane{i % 2}/s{i:03d}.fq")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    batches.ingest(ctx, world.staff, identifier, "RUN1", ListSource([out.getvalue()]))
+    make_user(ctx, "desk@levere.test", UserKind.HELPDESK)  # sees every project, without a second factor
+    with ctx.tx() as session:
+        desk = accounts.get_user_by_email(session, "desk@levere.test")
+        token = accounts.issue_token(ctx, session, desk, "portal session").token
+    client.cookies.set("levere_session", token, path="/portal")
+    base = f"/portal/projects/{identifier}/deliveries/RUN1"
+    links = re.compile(r'href="' + re.escape(base) + r'/files/([^"]+)"')
+    first, second = client.get(base).text, client.get(f"{base}?page=2").text
+    assert len(links.findall(first)) == 100 and len(links.findall(second)) == 50
+    assert (
+        "lane0/s000.fq" in links.findall(first)
+        and "lane1/s149.fq" in links.findall(second)
+        and 'rel="next"' in first
+    )
+    found = client.get(f"{base}?q=s14").text
+    assert sorted(links.findall(found)) == sorted(f"lane{i % 2}/s{i}.fq" for i in range(140, 150))
+    manifest = client.get(f"{base}/manifest.md5")
+    assert manifest.headers["content-disposition"].endswith("RUN1.md5")
+    seventh = hashlib.md5(b"read 7\n").hexdigest()
+    assert f"{seventh}  lane1/s007.fq\n" in manifest.text
+    download = client.get(f"{base}/files/lane1/s007.fq")
+    assert download.content == b"read 7\n" and "attachment" in download.headers["content-disposition"]
+    dashboard = client.get("/portal/dashboard?q=nothing-like-it").text
+    assert "No project" in dashboard

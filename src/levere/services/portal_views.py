@@ -271,22 +271,24 @@ def delivery_page(
         conditions = [StoredFile.delivery_id == delivery.id]
         if search:
             conditions.append(StoredFile.path.contains(search, autoescape=True))
-        matching = session.execute(
-            select(func.count()).select_from(StoredFile).where(*conditions)
-        ).scalar_one()
+        matching = view.file_count  # without a search every file matches: no second count
+        if search:
+            matching = session.execute(
+                select(func.count()).select_from(StoredFile).where(*conditions)
+            ).scalar_one()
         pages = max(1, -(-matching // per_page))
         page = min(max(1, page), pages)
-        paths = session.execute(
-            select(StoredFile.path)
-            .where(*conditions)
-            .order_by(StoredFile.path)
-            .offset((page - 1) * per_page)
-            .limit(per_page)
-        ).scalars()
-        wanted = list(paths)
-        files = deliveries.file_views(
-            session, StoredFile.delivery_id == delivery.id, StoredFile.path.in_(wanted)
+        wanted = list(
+            session.execute(
+                select(StoredFile.id)
+                .where(*conditions)
+                .order_by(StoredFile.path)
+                .offset((page - 1) * per_page)
+                .limit(per_page)
+            ).scalars()
         )
+        # by id: the page's files and their copies are then found by primary key and unique index
+        files = deliveries.file_views(session, StoredFile.id.in_(wanted)) if wanted else []
         return DeliveryPage(
             project=project.identifier,
             name=delivery.name,
@@ -308,12 +310,39 @@ class DashboardRow:
     quotas: tuple[QuotaRow, ...]
 
 
-def dashboard(ctx: Context, user: User) -> tuple[DashboardRow, ...]:
-    """Every project with its quota use per tier (for the helpdesk), in two queries."""
+@dataclass(frozen=True)
+class Dashboard:
+    rows: tuple[DashboardRow, ...]  # this page of the matching projects
+    matching: int
+    search: str
+    page: int
+    pages: int
+
+
+def dashboard(ctx: Context, user: User, *, search: str = "", page: int = 1, per_page: int = 100) -> Dashboard:
+    """Projects with their quota use per tier (for the helpdesk), a page at a time, in three queries;
+    ``search`` keeps those whose identifier or title contains it."""
     with ctx.tx() as session:
         require(Subject(kind=UserKind(user.kind)), Action.PROJECT_LIST_ALL)
-        found = list(session.execute(select(Project).order_by(Project.identifier)).scalars())
+        conditions = []
+        if search:
+            conditions.append(
+                Project.identifier.contains(search.upper(), autoescape=True)
+                | Project.title.contains(search, autoescape=True)
+            )
+        matching = session.execute(select(func.count()).select_from(Project).where(*conditions)).scalar_one()
+        pages = max(1, -(-matching // per_page))
+        page = min(max(1, page), pages)
+        found = session.execute(
+            select(Project.id, Project.identifier, Project.title)
+            .where(*conditions)
+            .order_by(Project.identifier)
+            .offset((page - 1) * per_page)
+            .limit(per_page)
+        ).all()
         by_project: dict[str, list[QuotaRow]] = {}
-        for quota in session.execute(select(Quota).order_by(Quota.tier)).scalars():
+        quotas = select(Quota).where(Quota.project_id.in_([p.id for p in found])).order_by(Quota.tier)
+        for quota in session.execute(quotas).scalars():
             by_project.setdefault(quota.project_id, []).append(_quota_row(quota))
-        return tuple(DashboardRow(p.identifier, p.title, tuple(by_project.get(p.id, ()))) for p in found)
+        rows = tuple(DashboardRow(p.identifier, p.title, tuple(by_project.get(p.id, ()))) for p in found)
+        return Dashboard(rows=rows, matching=matching, search=search, page=page, pages=pages)

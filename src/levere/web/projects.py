@@ -120,5 +120,13 @@ def download(identifier: str, name: str, path: str, viewer: PortalUser, ctx: Ctx
 
 
 @router.get("/dashboard", openapi_extra=acts(Action.PROJECT_LIST_ALL))
-def dashboard(request: Request, viewer: PortalUser, ctx: CtxDep) -> Response:
-    return page(request, "dashboard.html", rows=portal_views.dashboard(ctx, viewer.user))
+def dashboard(
+    request: Request,
+    viewer: PortalUser,
+    ctx: CtxDep,
+    q: str = "",
+    page_no: Annotated[int, Query(alias="page", ge=1)] = 1,
+) -> Response:
+    """Every project's quota use, a page at a time; ``q`` keeps the projects whose id or title has it."""
+    view = portal_views.dashboard(ctx, viewer.user, search=q.strip(), page=page_no, per_page=PER_PAGE)
+    return page(request, "dashboard.html", dashboard=view)
