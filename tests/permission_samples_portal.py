@@ -125,6 +125,10 @@ SAMPLES: dict[tuple[str, str], Sample] = {
         on="project", path=lambda w, r: _delivery(w, r) | {"path": w.extra["file"]}
     ),
     ("GET", "/portal/dashboard"): Sample(),
+    ("GET", "/portal/people"): Sample(),
+    ("POST", "/portal/people"): Sample(
+        form=lambda _w, r: {"email": f"made-in-portal-by-{r}@uni.example.org"}
+    ),
 }
 
 

@@ -294,3 +294,29 @@ def test_delivery_page_pages_searches_and_gives_the_manifest(ctx: Context, clien
     assert download.content == b"read 7\n" and "attachment" in download.headers["content-disposition"]
     dashboard = client.get("/portal/dashboard?q=nothing-like-it").text
     assert "No project" in dashboard
+
+
+def test_helpdesk_adds_an_account_and_sees_every_one(
+    ctx: Context, client: TestClient, mailbox: object
+) -> None:
+    make_facility(ctx, "seq-a")
+    make_user(ctx, "desk@levere.test", UserKind.HELPDESK)
+    with ctx.tx() as session:
+        desk = accounts.get_user_by_email(session, "desk@levere.test")
+        client.cookies.set("levere_session", accounts.issue_token(ctx, session, desk, "portal session").token)
+    refused = post_form(
+        client, "/portal/people", "/portal/people", {"email": "kari@seq-a.example.org", "kind": "facility"}
+    )
+    assert refused.status_code == 422 and 'id="p-facility-error"' in refused.text  # staff need a facility
+    assert 'value="kari@seq-a.example.org"' in refused.text
+    made = post_form(
+        client,
+        "/portal/people",
+        "/portal/people",
+        {"email": "kari@seq-a.example.org", "kind": "facility", "facility": "seq-a", "name": "Kari"},
+    )
+    assert made.status_code == 303
+    page = client.get(made.headers["location"]).text
+    assert "kari@seq-a.example.org has an account now" in page
+    assert "<td>kari@seq-a.example.org</td><td>Kari</td><td>facility</td><td>seq-a</td>" in page
+    mailbox.wait_for("kari@seq-a.example.org", "")  # type: ignore[attr-defined]

@@ -220,6 +220,7 @@ def test_main_pages_have_no_serious_accessibility_violations(
         "/portal/",
         "/portal/review",
         "/portal/dashboard",
+        "/portal/people",
         "/portal/applications/new",
         "/portal/applications/1",
         f"/portal/projects/{identifier}",

@@ -13,7 +13,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 
 from levere.context import Context
-from levere.db.models import Application, Delivery, Project, ProjectMember, Quota, StoredFile, User
+from levere.db.models import Application, Delivery, Facility, Project, ProjectMember, Quota, StoredFile, User
 from levere.domain.applications import EDITABLE, ApplicationState
 from levere.domain.roles import Action, Subject, UserKind, allowed, require
 from levere.services import applications as applications_service
@@ -346,3 +346,62 @@ def dashboard(ctx: Context, user: User, *, search: str = "", page: int = 1, per_
             by_project.setdefault(quota.project_id, []).append(_quota_row(quota))
         rows = tuple(DashboardRow(p.identifier, p.title, tuple(by_project.get(p.id, ()))) for p in found)
         return Dashboard(rows=rows, matching=matching, search=search, page=page, pages=pages)
+
+
+@dataclass(frozen=True)
+class UserRow:
+    email: str
+    name: str
+    kind: str
+    facility: str
+    has_password: bool
+    two_factor: bool
+    active: bool
+
+
+@dataclass(frozen=True)
+class FacilityRow:
+    name: str
+    display_name: str
+    contact_email: str
+    staff: int
+
+
+@dataclass(frozen=True)
+class People:
+    users: tuple[UserRow, ...]
+    facilities: tuple[FacilityRow, ...]
+
+
+def people(ctx: Context, user: User) -> People:
+    """Every account and facility (for the helpdesk), in three queries."""
+    with ctx.tx() as session:
+        require(Subject(kind=UserKind(user.kind)), Action.USER_LIST)
+        facilities = list(session.execute(select(Facility).order_by(Facility.name)).scalars())
+        names = {f.id: f.name for f in facilities}
+        staff = dict(
+            session.execute(
+                select(User.facility_id, func.count())
+                .where(User.facility_id.is_not(None))
+                .group_by(User.facility_id)
+            ).all()
+        )
+        users = tuple(
+            UserRow(
+                u.email,
+                u.name,
+                u.kind,
+                names.get(u.facility_id or "", ""),
+                u.password_hash is not None,
+                u.totp_enabled,
+                u.active,
+            )
+            for u in session.execute(select(User).order_by(User.email)).scalars()
+        )
+        return People(
+            users=users,
+            facilities=tuple(
+                FacilityRow(f.name, f.display_name, f.contact_email, int(staff.get(f.id, 0)))
+                for f in facilities
+            ),
+        )

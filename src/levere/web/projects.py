@@ -11,7 +11,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from levere.api.deps import CtxDep, acts
 from levere.domain.errors import ValidationFailed
-from levere.domain.roles import Action, ProjectRole
+from levere.domain.roles import Action, ProjectRole, UserKind
 from levere.services import deliveries, downloads, invitations, portal_views, projects, sealing
 from levere.web.render import page, redirect
 from levere.web.session import PREFIX, CsrfChecked, PortalUser
@@ -130,3 +130,41 @@ def dashboard(
     """Every project's quota use, a page at a time; ``q`` keeps the projects whose id or title has it."""
     view = portal_views.dashboard(ctx, viewer.user, search=q.strip(), page=page_no, per_page=PER_PAGE)
     return page(request, "dashboard.html", dashboard=view)
+
+
+def _people_page(
+    request: Request, viewer: PortalUser, ctx: CtxDep, status: int = 200, **extra: object
+) -> Response:
+    values: dict[str, object] = {"errors": {}, "form": {}, "added": ""} | extra
+    return page(request, "people.html", status, people=portal_views.people(ctx, viewer.user), **values)
+
+
+@router.get("/people", openapi_extra=acts(Action.USER_LIST))
+def people(request: Request, viewer: PortalUser, ctx: CtxDep, added: str = "") -> Response:
+    return _people_page(request, viewer, ctx, added=added[:320])
+
+
+@router.post("/people", openapi_extra=acts(Action.USER_CREATE), dependencies=[CsrfChecked])
+def add_person(
+    request: Request, viewer: PortalUser, ctx: CtxDep,
+    email: Text = "", name: Text = "", kind: Text = "user", facility: Text = "",
+) -> Response:  # fmt: skip
+    """An account whose owner is e-mailed a link to set a password."""
+    form = {"email": email, "name": name, "kind": kind, "facility": facility}
+    try:
+        try:
+            user_kind = UserKind(kind)
+        except ValueError:
+            raise ValidationFailed({"kind": "choose user, facility or helpdesk"}) from None
+        with invitations.handover():
+            made = invitations.create_account(
+                ctx,
+                viewer.user,
+                email,
+                kind=user_kind,
+                name=name.strip(),
+                facility_name=facility.strip() or None,
+            )
+    except ValidationFailed as exc:
+        return _people_page(request, viewer, ctx, 422, errors=exc.fields, form=form)
+    return redirect(f"{PREFIX}/people?added={quote(made.email)}")
