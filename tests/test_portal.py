@@ -113,9 +113,11 @@ def test_helpdesk_must_enrol_a_second_factor_with_a_qr_code(ctx: Context, client
     )
     assert done.status_code == 303
     assert client.get("/portal/review").status_code == 200
-    # from now on signing in needs the code
+    # from now on signing in needs the code, and the page says so in its own words
     client.cookies.clear()
-    assert sign_in(client, "desk@levere.test").status_code == 401
+    without = sign_in(client, "desk@levere.test")
+    assert without.status_code == 401 and "give the one-time code" in without.text
+    assert "--totp" not in without.text
 
 
 def test_no_access_page_in_the_users_words(ctx: Context, client: TestClient) -> None:

@@ -29,7 +29,6 @@ from levere.web.session import (
 
 router = APIRouter(include_in_schema=False)
 Text = Annotated[str, Form()]
-Optional = Annotated[str, Form()]
 
 
 @router.get("/sign-in", openapi_extra=acts(None))
@@ -48,8 +47,8 @@ def sign_in(
     ctx: CtxDep,
     email: Text = "",
     password: Text = "",
-    code: Optional = "",
-    next: Optional = "",
+    code: Text = "",
+    next: Text = "",
 ) -> Response:
     client = request.client.host if request.client else ""
     try:
@@ -57,8 +56,13 @@ def sign_in(
     except LevereError as exc:
         if exc.http_status not in (401, 429):
             raise
+        error = exc.message
+        if "two-factor" in error and not code.strip():  # the service's words name the CLI's option
+            error = (
+                "this account uses two-factor sign-in: give the one-time code from your authenticator app too"
+            )
         return page(request, "sign_in.html", 401 if exc.http_status == 401 else 429,
-                    next=safe_next(next), email=email, error=exc.message)  # fmt: skip
+                    next=safe_next(next), email=email, error=error)  # fmt: skip
     response = redirect(safe_next(next))
     set_session(response, ctx, issued.token)
     return response
@@ -123,7 +127,7 @@ def invitation(request: Request, secret: str, ctx: CtxDep) -> Response:
 
 @router.post("/invite/{secret}", openapi_extra=acts(None), dependencies=[CsrfChecked])
 def accept_invitation(
-    request: Request, secret: str, ctx: CtxDep, password: Text = "", repeat: Text = "", name: Optional = ""
+    request: Request, secret: str, ctx: CtxDep, password: Text = "", repeat: Text = "", name: Text = ""
 ) -> Response:
     if password != repeat:
         return page(request, "invitation.html", 422, state="valid", secret=secret,
