@@ -6,6 +6,8 @@ STAMP := $(VENV)/.installed
 # a stock OpenAPI client generator for the contract test, in a virtualenv of its own
 TOOLS := $(VENV)/tools
 TOOLS_STAMP := $(TOOLS)/.installed
+# browser libraries the portal's tests load into pages (axe-core), from the npm registry, git-ignored
+BROWSER_LIBS := tests/browser/node_modules/.installed
 
 # the OpenID Connect provider the sign-in tests run (npm package oidc-provider, tests/oidc)
 OIDC_STAMP := tests/oidc/node_modules/.installed
@@ -33,8 +35,12 @@ demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
 ## make test: lint, then the whole suite on SQLite and on PostgreSQL, with real S3 and SMTP servers
-test: $(STAMP) $(TOOLS_STAMP) install-test-deps $(OIDC_STAMP) lint
+test: $(STAMP) $(TOOLS_STAMP) install-test-deps $(OIDC_STAMP) $(BROWSER_LIBS) lint
 	scripts/run-tests.sh
+
+$(BROWSER_LIBS): tests/browser/package.json tests/browser/package-lock.json
+	npm ci --prefix tests/browser --no-audit --no-fund
+	touch $(BROWSER_LIBS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench scripts

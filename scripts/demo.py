@@ -278,6 +278,24 @@ class Demo:
         console.print(
             f"[bold green]Demo finished.[/bold green] Data, database and logs are in {DEMO.relative_to(ROOT)}/"
         )
+        self.how_to_open_the_portal()
+
+    def how_to_open_the_portal(self) -> None:
+        """The portal on the demo's data: the same command, and the people to sign in as."""
+        folder = DEMO.relative_to(ROOT)
+        console.print()
+        console.print("[bold]To look at the demo's data in the web portal[/bold], start levere on it again:")
+        console.print(
+            f"  LEVERE_DATA_DIR={folder}/data .venv/bin/levere serve --port {self.port}", markup=False
+        )
+        console.print(f"and open {self.url}/portal/ in a browser. Sign in as", markup=False)
+        for email in (STAFF, PI, MEMBER):
+            console.print(f"  {email:<28} password {PASSWORDS[email]}", markup=False)
+        console.print(
+            f"or as {HELPDESK} (password {PASSWORDS[HELPDESK]}), with a code from an authenticator app "
+            "holding the secret of the otpauth:// link shown above. Ctrl-C stops the server.",
+            markup=False,
+        )
 
     def deliver_and_download(self) -> None:
         """Grows with the deliveries work: the facility uploads a run, a member downloads it."""

@@ -14,6 +14,9 @@
 #   nodejs from other repositories (NodeSource) bring their own and conflict with Debian's.
 # - fastp: an established FASTQ QC tool whose JSON the standard analysis is checked against
 #   (tests/test_qc.py).
+# - chromium: the browser the portal's tests drive through Playwright (never a browser build of
+#   Playwright's own); the fonts package gives pages readable text in screenshots. npm (above)
+#   installs the browser libraries the portal's tests load (tests/browser/package.json).
 set -euo pipefail
 
 PACKAGES=(
@@ -29,6 +32,8 @@ PACKAGES=(
   rclone
   nodejs
   fastp
+  chromium
+  fonts-dejavu-core
 )
 if ! command -v npm >/dev/null; then
   PACKAGES+=(npm)

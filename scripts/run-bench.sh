@@ -38,4 +38,6 @@ if [ -z "${LEVERE_TEST_DATABASE_URL:-}" ]; then
   fi
 fi
 $PY bench/bench_provision.py || rc=1
+echo "== the portal's heaviest pages (bench/bench_portal.py)"
+$PY bench/bench_portal.py || rc=1
 exit $rc

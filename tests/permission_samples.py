@@ -62,6 +62,10 @@ class Sample:
     headers: Callable[[PermissionWorld, str], dict[str, str]] | None = None
     #: a raw body instead of JSON (e.g. a tus PATCH's bytes)
     content: Callable[[PermissionWorld, str], bytes] | None = None
+    #: a portal form's fields (sent form-encoded, with the session's CSRF token added)
+    form: BodyFn | None = None
+    #: the portal session to send instead of the role's own (e.g. for signing out)
+    session: Callable[[PermissionWorld, str], str] | None = None
     #: answers without a token (sign-in, invitations, health)
     public: bool = False
     #: some role gets a 2xx with this sample (checked after the whole walk), so that a sample that

@@ -25,6 +25,7 @@ from levere.api.app import create_app
 from levere.api.deps import ACTION_KEY
 from levere.context import Context
 from levere.domain.roles import Action, ProjectRole, Subject, UserKind, allowed
+from levere.web.session import PRESESSION_COOKIE, SESSION_COOKIE, csrf_for_presession, csrf_for_session
 from tests.helpers import ROLES, permission_world
 from tests.permission_samples import Sample, load_all
 
@@ -132,6 +133,32 @@ def expected_allowed(role: str, sample: Sample, action: Action | None) -> bool:
     return bool(allowed(RELATIONS[role][sample.on], action))
 
 
+def is_portal(path: str) -> bool:
+    return path == "/" or path.startswith("/portal/")
+
+
+def _send_portal(client: TestClient, world: Any, role: str, method: str, url: str, sample: Sample) -> Any:
+    """As a browser would: the session in a cookie, forms with the session's CSRF token."""
+    ctx = client.app.state.ctx  # type: ignore[attr-defined]
+    token = sample.session(world, role) if sample.session and role in world.tokens else world.tokens.get(role)
+    cookies = {PRESESSION_COOKIE: "walk"}
+    csrf = csrf_for_presession(ctx, "walk")
+    if token:
+        cookies[SESSION_COOKIE] = token
+        csrf = csrf_for_session(ctx, token)
+    client.cookies.clear()
+    headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())}
+    data = None if sample.form is None else {"csrf": csrf, **sample.form(world, role)}
+    return client.request(
+        method, url, data=data, params=sample.query, headers=headers, follow_redirects=False
+    )
+
+
+def _to_sign_in(response: Any) -> bool:
+    """Sent to sign in first (and back afterwards), as every page does without a session."""
+    return response.status_code == 303 and response.headers["location"].startswith("/portal/sign-in?next=")
+
+
 def _send(client: TestClient, world: Any, role: str, method: str, route: WalkedRoute, sample: Sample) -> Any:
     params = sample.path(world, role)
     # "{name}" or "{name:path}": a path convertor keeps its slashes
@@ -140,6 +167,8 @@ def _send(client: TestClient, world: Any, role: str, method: str, route: WalkedR
         lambda m: quote(params[m.group(1)], safe="@/" if m.group(2) == ":path" else "@"),
         route.path,
     )
+    if is_portal(route.path):
+        return _send_portal(client, world, role, method, url, sample)
     headers = (sample.headers(world, role) if sample.headers else {}) | world.headers(role)
     if sample.content is not None:
         content = sample.content(world, role)
@@ -164,11 +193,15 @@ def test_every_route_with_role(role: str, ctx: Context, client: TestClient) -> N
             response = _send(client, world, role, method, route, sample)
             tried += 1
             status = response.status_code
-            if status < 300:
+            portal = is_portal(route.path)
+            # a portal form that worked answers with a redirect to the next page (303)
+            if status < 300 or (portal and status == 303 and not _to_sign_in(response)):
                 SUCCEEDED.setdefault((method, route.path), set()).add(role)
             where = f"{role} {method} {route.path} ({action.value if action else 'open'}): {status}"
             if status >= 500:
                 failures.append(f"{where} server error {response.text[:200]}")
+            elif portal:
+                failures += _portal_failures(where, role, sample, action, response)
             elif role == "anonymous" and not sample.public:
                 if status != 401:
                     failures.append(f"{where}, expected 401 without a token")
@@ -180,6 +213,22 @@ def test_every_route_with_role(role: str, ctx: Context, client: TestClient) -> N
     assert tried >= 30
     WALKED.add(role)
     assert not failures, "\n".join(failures)
+
+
+def _portal_failures(
+    where: str, role: str, sample: Sample, action: Action | None, response: Any
+) -> list[str]:
+    """A browser is sent to sign in, or shown the "no access" page; never a bare 401 or JSON."""
+    status = response.status_code
+    if role == "anonymous" and not sample.public:
+        return [] if _to_sign_in(response) else [f"{where}, expected a redirect to the sign-in page"]
+    if expected_allowed(role, sample, action):
+        if status in (401, 403) or _to_sign_in(response):
+            return [f"{where}, expected allowed: {response.text[:300]}"]
+        return []
+    if status != 403 or "<h1>No access</h1>" not in response.text:
+        return [f"{where}, expected 403 with the no-access page: {response.text[:300]}"]
+    return []
 
 
 def test_every_sample_succeeds_for_some_role() -> None:

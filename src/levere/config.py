@@ -166,6 +166,8 @@ class Settings(BaseSettings):
     oidc: OidcSettings = Field(default_factory=OidcSettings)
 
     token_lifetime_days: int = 30
+    #: how long a web portal sign-in lasts before the browser must sign in again
+    portal_session_minutes: int = Field(default=480, ge=5, le=7 * 24 * 60)
     invitation_lifetime_hours: int = 72
     #: failed sign-ins for one account within the window before even the right password is refused
     login_max_failures: int = 5

@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.responses import Response
 
 from levere import __version__
 from levere.api import openapi
@@ -27,6 +28,9 @@ from levere.api.routes import (
 )
 from levere.context import Context
 from levere.domain.errors import LevereError
+from levere.web import install as install_portal
+from levere.web.render import error_page, is_portal
+from levere.web.session import SecondFactorNeeded, SignInNeeded
 
 log = logging.getLogger(__name__)
 
@@ -58,17 +62,27 @@ def create_app(ctx: Context, *, start_worker: bool | None = None) -> FastAPI:
     app.state.ctx = ctx
 
     @app.exception_handler(LevereError)
-    async def _levere_error(_request: Request, exc: LevereError) -> JSONResponse:
+    async def _levere_error(request: Request, exc: LevereError) -> Response:
+        if is_portal(request):
+            return error_page(request, exc)
         return JSONResponse(
             status_code=exc.http_status,
             content={"error": exc.code, "message": exc.message, "details": exc.details},
             headers={"WWW-Authenticate": "Bearer"} if exc.http_status == 401 else None,
         )
 
-    app.add_exception_handler(HTTPException, framework_error)
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> Response:
+        return error_page(request, exc) if is_portal(request) else await framework_error(request, exc)
+
+    # raised only by the portal's pages: to the sign-in page, or to enrolling a second factor
+    app.add_exception_handler(SignInNeeded, error_page)
+    app.add_exception_handler(SecondFactorNeeded, error_page)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        if is_portal(request):
+            return error_page(request, exc)
         fields: dict[str, str] = {}
         for error in exc.errors():
             where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path"))
@@ -96,6 +110,7 @@ def create_app(ctx: Context, *, start_worker: bool | None = None) -> FastAPI:
     for module in (accounts, federation, admin, applications, projects, deliveries, sync):
         app.include_router(module.router, prefix="/api")
     app.include_router(invite_page.router)  # where invitation links point, outside the API
+    install_portal(app)  # the web portal, under /portal
     settings = ctx.settings
     app.add_middleware(
         JsonBodyCap,

@@ -1,4 +1,4 @@
-"""The page an invitation link opens in a browser: which command accepts it, until the portal does.
+"""The page an invitation link opens in a browser: the portal's page that accepts it, or the command.
 
 Plain HTML with a few lines of inline style: no script, nothing fetched from elsewhere. Opening the
 page changes nothing (mail scanners open links too); it only says whether the link still works. The
@@ -51,12 +51,12 @@ def invite_page(token: str, ctx: CtxDep) -> HTMLResponse:
             link = escape(invitations.invitation_link(ctx, token))
             return _page(
                 "You are invited to levere",
-                "<p>Set your password with the levere command-line client, in a terminal:</p>\n"
+                f'<p><a href="/portal/invite/{escape(token)}">Set your password in the web portal</a>, '
+                "then sign in there. The link works once.</p>\n"
+                "<p>Or set it with the levere command-line client, in a terminal:</p>\n"
                 f"<pre>levere account accept-invite {link}</pre>\n"
                 "<p>It asks for the password you choose (or reads it from <code>LEVERE_PASSWORD</code>). "
-                f"The link works once. Then sign in:</p>\n{login}\n"
-                "<p>A web portal where you can do this in the browser is on its way; "
-                "until it is here, the command line is the way in.</p>",
+                f"Then sign in:</p>\n{login}",
                 200,
             )
         case LinkState.USED:

@@ -1,0 +1,170 @@
+"""Project pages: members (managed by the project's admins), deliveries with their files, downloads,
+and the helpdesk's dashboard of every project."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import quote
+
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import Response, StreamingResponse
+
+from levere.api.deps import CtxDep, acts
+from levere.domain.errors import ValidationFailed
+from levere.domain.roles import Action, ProjectRole, UserKind
+from levere.services import deliveries, downloads, invitations, portal_views, projects, sealing
+from levere.web.render import page, redirect
+from levere.web.session import PREFIX, CsrfChecked, PortalUser
+
+router = APIRouter(include_in_schema=False)
+Text = Annotated[str, Form()]
+PROJECT = "/projects/{identifier}"
+DELIVERY = PROJECT + "/deliveries/{name}"
+#: files on one page of a delivery
+PER_PAGE = 100
+
+
+def _project_page(request: Request, ctx: CtxDep, viewer: PortalUser, identifier: str, status: int = 200,
+                  **extra: object) -> Response:  # fmt: skip
+    view = portal_views.project_page(ctx, viewer.user, identifier)
+    values: dict[str, object] = {"errors": {}, "message": "", "roles": [r.value for r in ProjectRole]} | extra
+    return page(request, "project.html", status, project=view, **values)
+
+
+@router.get(PROJECT, openapi_extra=acts(Action.PROJECT_READ))
+def show_project(request: Request, identifier: str, viewer: PortalUser, ctx: CtxDep) -> Response:
+    return _project_page(request, ctx, viewer, identifier)
+
+
+def _role(text: str) -> ProjectRole:
+    try:
+        return ProjectRole(text)
+    except ValueError:
+        raise ValidationFailed({"role": "choose admin, member or viewer"}) from None
+
+
+@router.post(PROJECT + "/members", openapi_extra=acts(Action.MEMBER_MANAGE), dependencies=[CsrfChecked])
+def add_member(
+    request: Request,
+    identifier: str,
+    viewer: PortalUser,
+    ctx: CtxDep,
+    email: Text = "",
+    role: Text = "member",
+) -> Response:
+    """Someone without an account is invited by e-mail."""
+    try:
+        with invitations.handover():
+            projects.add_member(ctx, viewer.user, identifier, email, _role(role))
+    except ValidationFailed as exc:
+        return _project_page(request, ctx, viewer, identifier, 422, errors=exc.fields, new_email=email)
+    return redirect(f"{PREFIX}/projects/{quote(identifier)}#members")
+
+
+@router.post(
+    PROJECT + "/members/{email}/role", openapi_extra=acts(Action.MEMBER_MANAGE), dependencies=[CsrfChecked]
+)
+def change_role(identifier: str, email: str, viewer: PortalUser, ctx: CtxDep, role: Text = "") -> Response:
+    projects.set_role(ctx, viewer.user, identifier, email, _role(role))
+    return redirect(f"{PREFIX}/projects/{quote(identifier)}#members")
+
+
+@router.post(
+    PROJECT + "/members/{email}/remove", openapi_extra=acts(Action.MEMBER_MANAGE), dependencies=[CsrfChecked]
+)
+def remove_member(identifier: str, email: str, viewer: PortalUser, ctx: CtxDep) -> Response:
+    projects.remove_member(ctx, viewer.user, identifier, email)
+    return redirect(f"{PREFIX}/projects/{quote(identifier)}#members")
+
+
+@router.get(DELIVERY, openapi_extra=acts(Action.DELIVERY_READ))
+def show_delivery(
+    request: Request,
+    identifier: str,
+    name: str,
+    viewer: PortalUser,
+    ctx: CtxDep,
+    q: str = "",
+    page_no: Annotated[int, Query(alias="page", ge=1)] = 1,
+) -> Response:
+    """One page of the delivery's files; ``q`` keeps those whose path contains it."""
+    view = portal_views.delivery_page(
+        ctx, viewer.user, identifier, name, search=q.strip(), page=page_no, per_page=PER_PAGE
+    )
+    return page(request, "delivery.html", delivery=view)
+
+
+@router.get(DELIVERY + "/manifest.md5", openapi_extra=acts(Action.DELIVERY_READ))
+def manifest(identifier: str, name: str, viewer: PortalUser, ctx: CtxDep) -> Response:
+    """``md5sum -c manifest.md5`` inside the delivery's folder checks a download."""
+    _, files = deliveries.manifest(ctx, viewer.user, identifier, name)
+    text = "".join(sealing.manifest_lines((f.path, f.md5) for f in files))
+    return Response(
+        text,
+        media_type="text/plain; charset=utf-8",
+        headers={"Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}.md5"},
+    )
+
+
+@router.get(DELIVERY + "/files/{path:path}", openapi_extra=acts(Action.DATA_READ))
+def download(identifier: str, name: str, path: str, viewer: PortalUser, ctx: CtxDep) -> Response:
+    """The whole file; the service checks its checksum as it streams and breaks off on damage."""
+    found = downloads.open_file(ctx, viewer.user, identifier, name, path)
+    headers = {
+        "Content-Length": str(found.size),
+        "Levere-Checksum": f"md5={found.md5},sha256={found.sha256}",
+        "Content-Disposition": f"attachment; filename*=UTF-8''{quote(found.path.rsplit('/', 1)[-1])}",
+        "X-Content-Type-Options": "nosniff",
+    }
+    return StreamingResponse(found.read(), headers=headers, media_type="application/octet-stream")
+
+
+@router.get("/dashboard", openapi_extra=acts(Action.PROJECT_LIST_ALL))
+def dashboard(
+    request: Request,
+    viewer: PortalUser,
+    ctx: CtxDep,
+    q: str = "",
+    page_no: Annotated[int, Query(alias="page", ge=1)] = 1,
+) -> Response:
+    """Every project's quota use, a page at a time; ``q`` keeps the projects whose id or title has it."""
+    view = portal_views.dashboard(ctx, viewer.user, search=q.strip(), page=page_no, per_page=PER_PAGE)
+    return page(request, "dashboard.html", dashboard=view)
+
+
+def _people_page(
+    request: Request, viewer: PortalUser, ctx: CtxDep, status: int = 200, **extra: object
+) -> Response:
+    values: dict[str, object] = {"errors": {}, "form": {}, "added": ""} | extra
+    return page(request, "people.html", status, people=portal_views.people(ctx, viewer.user), **values)
+
+
+@router.get("/people", openapi_extra=acts(Action.USER_LIST))
+def people(request: Request, viewer: PortalUser, ctx: CtxDep, added: str = "") -> Response:
+    return _people_page(request, viewer, ctx, added=added[:320])
+
+
+@router.post("/people", openapi_extra=acts(Action.USER_CREATE), dependencies=[CsrfChecked])
+def add_person(
+    request: Request, viewer: PortalUser, ctx: CtxDep,
+    email: Text = "", name: Text = "", kind: Text = "user", facility: Text = "",
+) -> Response:  # fmt: skip
+    """An account whose owner is e-mailed a link to set a password."""
+    form = {"email": email, "name": name, "kind": kind, "facility": facility}
+    try:
+        try:
+            user_kind = UserKind(kind)
+        except ValueError:
+            raise ValidationFailed({"kind": "choose user, facility or helpdesk"}) from None
+        with invitations.handover():
+            made = invitations.create_account(
+                ctx,
+                viewer.user,
+                email,
+                kind=user_kind,
+                name=name.strip(),
+                facility_name=facility.strip() or None,
+            )
+    except ValidationFailed as exc:
+        return _people_page(request, viewer, ctx, 422, errors=exc.fields, form=form)
+    return redirect(f"{PREFIX}/people?added={quote(made.email)}")

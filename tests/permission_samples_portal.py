@@ -1,0 +1,157 @@
+"""Samples for the web portal's pages (``/portal/...``), walked like the API's routes.
+
+A portal request carries the role's token as the session cookie and its forms the session's CSRF
+token. The walk expects what a browser meets: an anonymous visitor is sent to the sign-in page, a
+forbidden page answers 403 with the "no access" page, and an allowed form redirects (303).
+"""
+
+from __future__ import annotations
+
+from levere.context import Context
+from levere.domain.roles import ProjectRole
+from levere.services import accounts, applications, invitations, projects
+from tests.helpers import PASSWORD, PermissionWorld, complete_form
+from tests.permission_samples import PathFn, Sample
+
+#: a member the portal's member-management samples change and remove (the API's remove theirs)
+PORTAL_TARGET = "portal-target@uni.example.org"
+APPLICATION_FORM = {
+    "title": "Cod genome resequencing",
+    "pi_email": "pi@uni.example.org",
+    "data_ownership": "University of Oslo",
+    "funding_source": "Research Council of Norway",
+    "description": "Whole-genome resequencing of Atlantic cod.",
+    "facility": "seq-a",
+    "quota_area_bytes": "1T",
+    "quota_longterm_bytes": "2T",
+    "member_rows": "1",
+    "member_email_0": "someone@uni.example.org",
+    "member_role_0": "viewer",
+    "intent": "draft",
+}
+
+
+def _project(w: PermissionWorld, _r: str) -> dict[str, str]:
+    return {"identifier": w.project}
+
+
+def _draft(w: PermissionWorld, _r: str) -> dict[str, str]:
+    return {"number": w.extra["portal_draft"]}
+
+
+def _submitted(review: str) -> PathFn:
+    return lambda w, _r: {"number": w.extra["portal_submitted"][review]}
+
+
+def _delivery(w: PermissionWorld, _r: str) -> dict[str, str]:
+    return {"identifier": w.project, "name": w.extra["delivery"]}
+
+
+SAMPLES: dict[tuple[str, str], Sample] = {
+    ("GET", "/"): Sample(public=True, succeeds=False),  # a redirect to the portal for everyone
+    ("GET", "/portal/"): Sample(),
+    ("GET", "/portal/static/{name}"): Sample(public=True, path=lambda _w, _r: {"name": "portal.css"}),
+    ("GET", "/portal/sign-in"): Sample(public=True),
+    ("POST", "/portal/sign-in"): Sample(
+        public=True, form=lambda w, _r: {"email": w.password_user_email, "password": PASSWORD}
+    ),
+    # with a session of its own, so that the walk's session lives on
+    ("POST", "/portal/sign-out"): Sample(
+        session=lambda w, r: w.extra["portal_spare"][r], form=lambda _w, _r: {}
+    ),
+    ("GET", "/portal/account/two-factor"): Sample(),
+    ("POST", "/portal/account/two-factor"): Sample(form=lambda _w, _r: {}),
+    # a valid code needs the secret the enrolment page showed: the sample checks the gate only
+    ("POST", "/portal/account/two-factor/confirm"): Sample(
+        form=lambda _w, _r: {"code": "000000"}, succeeds=False
+    ),
+    ("GET", "/portal/invite/{secret}"): Sample(
+        public=True, path=lambda w, _r: {"secret": w.extra["portal_invitation"]}
+    ),
+    ("POST", "/portal/invite/{secret}"): Sample(
+        public=True,
+        path=lambda w, _r: {"secret": w.extra["portal_invitation"]},
+        form=lambda _w, _r: {"password": "long enough 123", "repeat": "long enough 123"},
+    ),
+    ("GET", "/portal/account/tokens"): Sample(),
+    ("POST", "/portal/account/tokens"): Sample(form=lambda _w, r: {"name": f"made-{r}", "days": "5"}),
+    ("POST", "/portal/account/tokens/{token_id}/revoke"): Sample(
+        path=lambda w, r: {"token_id": w.spare_token_ids.get(r, "0000000000000000")}, form=lambda _w, _r: {}
+    ),
+    ("GET", "/portal/applications/new"): Sample(),
+    ("POST", "/portal/applications/new"): Sample(form=lambda _w, _r: APPLICATION_FORM),
+    ("GET", "/portal/applications/{number}"): Sample(on="application", path=_draft),
+    ("GET", "/portal/applications/{number}/edit"): Sample(on="application", path=_draft),
+    ("POST", "/portal/applications/{number}/edit"): Sample(
+        on="application", path=_draft, form=lambda _w, _r: APPLICATION_FORM
+    ),
+    ("POST", "/portal/applications/{number}/submit"): Sample(
+        on="application", path=_draft, form=lambda _w, _r: {}
+    ),
+    ("POST", "/portal/applications/{number}/withdraw"): Sample(
+        on="application", path=_draft, form=lambda _w, _r: {}
+    ),
+    ("POST", "/portal/applications/{number}/approve"): Sample(
+        on="application", path=_submitted("approve"), form=lambda _w, _r: {"area": "2T"}
+    ),
+    ("POST", "/portal/applications/{number}/request-changes"): Sample(
+        on="application", path=_submitted("request-changes"), form=lambda _w, _r: {"reason": "more detail"}
+    ),
+    ("POST", "/portal/applications/{number}/reject"): Sample(
+        on="application", path=_submitted("reject"), form=lambda _w, _r: {"reason": "out of scope"}
+    ),
+    ("GET", "/portal/review"): Sample(),
+    ("GET", "/portal/projects/{identifier}"): Sample(on="project", path=_project),
+    ("POST", "/portal/projects/{identifier}/members"): Sample(
+        on="project",
+        path=_project,
+        form=lambda _w, _r: {"email": "portal-newcomer@uni.example.org", "role": "viewer"},
+    ),
+    ("POST", "/portal/projects/{identifier}/members/{email}/role"): Sample(
+        on="project",
+        path=lambda w, _r: {"identifier": w.project, "email": PORTAL_TARGET},
+        form=lambda _w, _r: {"role": "viewer"},
+    ),
+    ("POST", "/portal/projects/{identifier}/members/{email}/remove"): Sample(
+        on="project",
+        path=lambda w, _r: {"identifier": w.project, "email": PORTAL_TARGET},
+        form=lambda _w, _r: {},
+    ),
+    ("GET", "/portal/projects/{identifier}/deliveries/{name}"): Sample(on="project", path=_delivery),
+    ("GET", "/portal/projects/{identifier}/deliveries/{name}/manifest.md5"): Sample(
+        on="project", path=_delivery
+    ),
+    ("GET", "/portal/projects/{identifier}/deliveries/{name}/files/{path:path}"): Sample(
+        on="project", path=lambda w, r: _delivery(w, r) | {"path": w.extra["file"]}
+    ),
+    ("GET", "/portal/dashboard"): Sample(),
+    ("GET", "/portal/people"): Sample(),
+    ("POST", "/portal/people"): Sample(
+        form=lambda _w, r: {"email": f"made-in-portal-by-{r}@uni.example.org"}
+    ),
+}
+
+
+def extend_world(ctx: Context, world: PermissionWorld) -> None:
+    """A second session per role, for signing out without ending the one the walk uses, and an
+    invitation and applications of the portal's own (the API's samples, walked before, accept,
+    submit and decide the world's ones)."""
+    staff, pi = world.users["facility_assigned"], world.users["pi"]
+    with invitations.handover():
+        projects.add_member(ctx, world.users["admin"], world.project, PORTAL_TARGET, ProjectRole.MEMBER)
+    draft = applications.create(
+        ctx, staff, complete_form("seq-a", "pi@uni.example.org", title="Portal draft")
+    )
+    world.extra["portal_draft"] = str(draft.number)
+    world.extra["portal_submitted"] = {}
+    for review in ("approve", "reject", "request-changes"):
+        sent = applications.create(ctx, staff, complete_form("seq-a", "pi@uni.example.org", title=review))
+        applications.submit(ctx, pi, str(sent.number))
+        world.extra["portal_submitted"][review] = str(sent.number)
+    with ctx.tx() as session:
+        invited = accounts.create_user(session, None, "invited-in-browser@uni.example.org")
+        _, world.extra["portal_invitation"] = invitations.create_invitation(ctx, session, None, invited.email)
+        world.extra["portal_spare"] = {
+            role: accounts.issue_token(ctx, session, session.merge(user), "portal session").token
+            for role, user in world.users.items()
+        }
