@@ -171,6 +171,9 @@ def test_levere_secure_pubkey_prints_a_key_the_stock_crypt4gh_tool_encrypts_to(
     assert "second factor" in line and "one-time code" in line
     secret = _with_totp(ctx, staff)
     cli.ok("analyst", "login", "--email", staff.email, "--totp", _code(ctx, staff, secret), password=PASSWORD)
+    listed_tokens = cli.json("analyst", "account", "tokens")
+    assert sorted(t["second_factor"] for t in listed_tokens) == [False, True]
+    assert "two-factor" in cli.ok("analyst", "account", "tokens")
     pem = cli.ok("analyst", "secure", "pubkey", disk)
     assert pem.startswith("-----BEGIN CRYPT4GH PUBLIC KEY-----\n") and pem.endswith(
         "-----END CRYPT4GH PUBLIC KEY-----\n"
