@@ -26,8 +26,9 @@ from aiosmtpd.controller import Controller
 from fastapi.testclient import TestClient
 
 from levere.api.app import create_app
-from levere.config import Settings, SmtpSettings
+from levere.config import SecureSettings, Settings, SmtpSettings
 from levere.context import Context
+from levere.crypt4gh import MasterKeys
 from levere.db.migrate import upgrade
 from levere.jobs.queue import build_queue
 
@@ -144,6 +145,14 @@ def fresh_database(template_db: str, folder: Path) -> Iterator[str]:
 # --- the service --------------------------------------------------------------------------------
 
 
+def master_key_file(folder: Path, key_id: str = "test-1") -> Path:
+    """A master key file for the secure zone's wrapped keys, readable by its owner only."""
+    path = folder / "master.keys"
+    path.write_text(MasterKeys.new_line(key_id))
+    path.chmod(0o600)
+    return path
+
+
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path, smtp_server: tuple[Mailbox, int]) -> Settings:
     return Settings(
@@ -153,6 +162,7 @@ def settings(database_url: str, tmp_path: Path, smtp_server: tuple[Mailbox, int]
         smtp=SmtpSettings(host="127.0.0.1", port=smtp_server[1], enabled=True, sender="levere@test.invalid"),
         public_url="http://levere.test",
         queue_url="memory",
+        secure=SecureSettings(master_key_file=master_key_file(tmp_path)),
     )
 
 

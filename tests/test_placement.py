@@ -92,8 +92,10 @@ def test_the_secure_zone_and_shared_disks_are_not_for_non_sensitive_projects(pur
     assert refused.value.details == {"kind": "non-sensitive", "purpose": purpose.value}
 
 
-@pytest.mark.parametrize("purpose", list(Purpose))
-def test_a_sensitive_project_has_no_placement_for_any_purpose_yet(purpose: Purpose) -> None:
+@pytest.mark.parametrize("purpose", [Purpose.LANDING, Purpose.LONGTERM])
+def test_a_sensitive_project_has_no_plaintext_placement(purpose: Purpose) -> None:
+    """Nothing in plaintext: no working area, no long-term copy of plaintext; deliveries (which ask
+    for the landing placement) stay refused until the secure zone's encryption is wired in."""
     with pytest.raises(SensitiveNotOffered) as refused:
         place(SENSITIVE, purpose)
     error = refused.value
@@ -102,6 +104,14 @@ def test_a_sensitive_project_has_no_placement_for_any_purpose_yet(purpose: Purpo
     # no command named: that is each front end's word
     assert not re.search(r"levere (deliver|secure|projects?|apply|sync)\b", error.message)
     assert error.details == {"kind": "sensitive", "purpose": purpose.value}
+
+
+@pytest.mark.parametrize("purpose", [Purpose.SECURE_ZONE, Purpose.SHARED_DISK])
+def test_a_sensitive_projects_data_lives_only_on_the_secure_tier(purpose: Purpose) -> None:
+    placed = place(SENSITIVE, purpose)
+    assert placed.tier is Tier.SECURE and placed.reads == (Tier.SECURE,)
+    # nothing is copied into the zone from another tier, and nothing in it is repaired from one
+    assert placed.source is None and placed.repairs_from == () and not placed.write_once
 
 
 def test_copy_paths_follow_the_placements() -> None:
@@ -114,14 +124,19 @@ def test_copy_paths_follow_the_placements() -> None:
 
 def test_placements_by_kind_and_tier() -> None:
     assert [p.purpose for p in placements(NON)] == [Purpose.LANDING, Purpose.LONGTERM]
-    assert placements(SENSITIVE) == ()
+    assert [p.purpose for p in placements(SENSITIVE)] == [Purpose.SECURE_ZONE, Purpose.SHARED_DISK]
+    assert {p.tier for p in placements(SENSITIVE)} == {Tier.SECURE}
+    assert placement_on(SENSITIVE, "secure").tier is Tier.SECURE
     assert placement_on(NON, "longterm").purpose is Purpose.LONGTERM
     with pytest.raises(NoPlacement, match="keeps no data on the secure zone"):
         placement_on(NON, "secure")
     with pytest.raises(NoPlacement):
         placement_on(SENSITIVE, "area")
-    assert placed_tiers() == (Tier.AREA, Tier.LONGTERM)
-    assert tiers_for(Purpose.LANDING) == (Tier.AREA,) and tiers_for(Purpose.SECURE_ZONE) == ()
+    with pytest.raises(NoPlacement):
+        placement_on(SENSITIVE, "longterm")
+    assert placed_tiers() == (Tier.AREA, Tier.LONGTERM, Tier.SECURE)
+    assert tiers_for(Purpose.LANDING) == (Tier.AREA,) and tiers_for(Purpose.SECURE_ZONE) == (Tier.SECURE,)
+    assert tiers_for(Purpose.LONGTERM) == (Tier.LONGTERM,)
 
 
 # --- provisioning and deliveries of a sensitive project ---------------------------------------------------

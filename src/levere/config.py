@@ -92,6 +92,12 @@ class SecureSettings(BaseModel):
     #: the master key file: the keys that wrap every secure project's and shared disk's private key
     #: (none: the secure zone cannot hold keys)
     master_key_file: Path | None = None
+    #: a shared disk's quota when the helpdesk gives none (1 TiB, as the national service allots)
+    disk_quota_bytes: int = Field(default=1 << 40, gt=0)
+    #: days before a shared disk's end date when both sides get a notice
+    disk_notice_days: list[int] = Field(default_factory=lambda: [7, 1])
+    #: days after its end date when the sweep destroys an expired shared disk (its keys dropped)
+    disk_destroy_after_days: int = Field(default=30, ge=0)
 
 
 class OidcProviderSettings(BaseModel):

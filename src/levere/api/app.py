@@ -24,6 +24,7 @@ from levere.api.routes import (
     federation,
     invite_page,
     projects,
+    secure,
     sync,
 )
 from levere.context import Context
@@ -107,7 +108,7 @@ def create_app(ctx: Context, *, start_worker: bool | None = None) -> FastAPI:
     def health() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
-    for module in (accounts, federation, admin, applications, projects, deliveries, sync):
+    for module in (accounts, federation, admin, applications, projects, deliveries, sync, secure):
         app.include_router(module.router, prefix="/api")
     app.include_router(invite_page.router)  # where invitation links point, outside the API
     install_portal(app)  # the web portal, under /portal

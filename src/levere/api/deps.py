@@ -91,6 +91,10 @@ AccountUser = Annotated[User, Depends(_caller(Scope.ACCOUNT))]
 #: a user whose token comes from a sign-in with a second factor (levere's TOTP, or MFA asserted by
 #: an OpenID Connect provider): for secure-zone actions
 SecondFactorUser = Annotated[User, Depends(_caller(Scope.WRITE, second_factor=True))]
+#: callers of the secure zone's routes (api/routes/secure.py): every one needs the second factor
+ZoneReadUser = Annotated[User, Depends(_caller(Scope.READ, second_factor=True))]
+ZoneWriteUser = SecondFactorUser
+ZoneReviewUser = Annotated[User, Depends(_caller(Scope.REVIEW, second_factor=True))]
 
 
 def _upload_caller(request: Request, ctx: CtxDep, _declared: Credentials, upload_id: str) -> User:

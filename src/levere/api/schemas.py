@@ -6,7 +6,16 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, WithJsonSchema
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    WithJsonSchema,
+)
 
 from levere.domain.applications import MAX_MEMBERS
 from levere.domain.errors import ValidationFailed
@@ -88,6 +97,8 @@ class TokenOut(Out):
     expires_at: datetime
     revoked_at: datetime | None
     last_used_at: datetime | None
+    #: the sign-in that issued it passed a second factor (the secure zone needs that)
+    second_factor: bool = False
 
 
 class IssuedTokenOut(BaseModel):
@@ -439,3 +450,66 @@ class PendingInvitationOut(Out):
 class ResentInvitationOut(Handover):
     email: str
     expires_at: datetime
+
+
+# --- the secure zone ---------------------------------------------------------------------------
+
+
+class SecureProjectIn(In):
+    """Register a secure project that exists at the national service: give ``project`` (a users'
+    secure project for that research project) or ``facility`` (the facility's own), not both."""
+
+    identifier: SecureId
+    project: Short | None = None
+    facility: FacilityName | None = None
+
+
+class SecureProjectOut(Out):
+    identifier: str
+    kind: Literal["users", "facility"]
+    project: str | None
+    facility: str | None
+    #: the X25519 public key, base64 (the middle line of a crypt4gh public key file)
+    public_key: str
+    created_at: datetime
+
+
+class ZoneMemberIn(In):
+    email: Email
+    #: access ends by itself at this time (with a time zone)
+    ends_at: AwareDatetime
+
+
+class ZoneMemberOut(Out):
+    email: str
+    ends_at: datetime
+    active: bool
+    removed_at: datetime | None
+
+
+class DiskIn(In):
+    facility_project: SecureId
+    users_project: SecureId
+    ends_at: AwareDatetime
+    #: the configured default (1 TiB) when left out
+    quota_bytes: Size | None = None
+
+
+class DiskOut(Out):
+    name: str
+    state: Literal["open", "released", "expired", "destroyed"]
+    facility_project: str
+    users_project: str
+    quota_bytes: int
+    used_bytes: int
+    ends_at: datetime
+    public_key: str
+    created_at: datetime
+    released_at: datetime | None
+    expired_at: datetime | None
+    destroyed_at: datetime | None
+
+
+class PublicKeyOut(BaseModel):
+    #: the key as ``crypt4gh-keygen`` writes a public key file
+    pem: str

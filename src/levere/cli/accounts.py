@@ -147,9 +147,10 @@ def totp_confirm(code: str) -> None:
 def tokens() -> None:
     """List your API tokens."""
     data = client().get("/me/tokens")
-    show(data, lambda rows: table("API tokens", ["id", "name", "scopes", "expires", "revoked", "last used"], [
-        (t["id"], t["name"], ",".join(t["scopes"]), t["expires_at"][:16], (t["revoked_at"] or "")[:16],
-         (t["last_used_at"] or "")[:16]) for t in rows
+    columns = ["id", "name", "scopes", "two-factor", "expires", "revoked", "last used"]
+    show(data, lambda rows: table("API tokens", columns, [
+        (t["id"], t["name"], ",".join(t["scopes"]), "yes" if t.get("second_factor") else "no",
+         t["expires_at"][:16], (t["revoked_at"] or "")[:16], (t["last_used_at"] or "")[:16]) for t in rows
     ]))  # fmt: skip
 
 

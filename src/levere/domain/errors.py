@@ -128,6 +128,12 @@ class AccessDenied(LevereError):
     code = "access_denied"
 
 
+class DiskReadOnly(Conflict):
+    """A shared disk past its end date, released or destroyed takes no more writes."""
+
+    code = "disk_read_only"
+
+
 class InvalidPath(LevereError):
     http_status = 400
     code = "invalid_path"

@@ -80,6 +80,16 @@ class Action(StrEnum):
     SYNC_RUN = "sync.run"
     VERIFY_RUN = "verify.run"
     JOB_READ_ALL = "job.read_all"  # see a job that spans every project (a verify of all)
+    # the secure zone (every one needs a sign-in that passed a second factor)
+    SECURE_REGISTER = "secure.register"  # register a secure project (existing, or a facility's)
+    SECURE_READ = "secure.read"  # see a secure project: its identifier, public key, shared disks
+    SECURE_DATA_READ = "secure.data_read"  # list and download a users' secure project's data
+    SECURE_MEMBER_LIST = "secure.member_list"
+    SECURE_MEMBER_MANAGE = "secure.member_manage"  # invite staff until an end date, remove them
+    DISK_CREATE = "disk.create"
+    DISK_READ = "disk.read"  # see a shared disk and list what is on it
+    DISK_WRITE = "disk.write"  # upload to a shared disk (the facility's side only)
+    DISK_DESTROY = "disk.destroy"
     # audit
     AUDIT_READ = "audit.read"
     AUDIT_ANCHOR = "audit.anchor"
@@ -120,6 +130,16 @@ PERMISSIONS: dict[Action, frozenset[Actor]] = {
     Action.SYNC_RUN: frozenset({A.HELPDESK}),
     Action.VERIFY_RUN: frozenset({A.HELPDESK}),
     Action.JOB_READ_ALL: frozenset({A.HELPDESK}),
+    Action.SECURE_REGISTER: frozenset({A.HELPDESK}),
+    Action.SECURE_READ: frozenset({A.HELPDESK, A.FACILITY_ASSIGNED, A.ADMIN, A.MEMBER}),
+    # the helpdesk and the facility read a users' secure project's data only while let in
+    Action.SECURE_DATA_READ: frozenset({A.ADMIN, A.MEMBER}),
+    Action.SECURE_MEMBER_LIST: frozenset({A.HELPDESK, A.ADMIN, A.MEMBER}),
+    Action.SECURE_MEMBER_MANAGE: frozenset({A.ADMIN}),
+    Action.DISK_CREATE: frozenset({A.HELPDESK}),
+    Action.DISK_READ: frozenset({A.HELPDESK, A.FACILITY_ASSIGNED, A.ADMIN, A.MEMBER}),
+    Action.DISK_WRITE: frozenset({A.FACILITY_ASSIGNED}),
+    Action.DISK_DESTROY: frozenset({A.HELPDESK}),
     Action.AUDIT_READ: frozenset({A.HELPDESK}),
     Action.AUDIT_ANCHOR: frozenset({A.HELPDESK}),
 }
@@ -188,6 +208,15 @@ DESCRIPTIONS: dict[Action, str] = {
     Action.SYNC_RUN: "start a sync",
     Action.VERIFY_RUN: "verify storage",
     Action.JOB_READ_ALL: "see jobs that span every project",
+    Action.SECURE_REGISTER: "register secure projects",
+    Action.SECURE_READ: "see the secure project",
+    Action.SECURE_DATA_READ: "read the data of the secure project (its admins and members can, and staff while let in)",
+    Action.SECURE_MEMBER_LIST: "list the members of the secure project",
+    Action.SECURE_MEMBER_MANAGE: "let people into the secure project or remove them",
+    Action.DISK_CREATE: "create shared disks",
+    Action.DISK_READ: "see the shared disk",
+    Action.DISK_WRITE: "write to the shared disk (only the facility's side can)",
+    Action.DISK_DESTROY: "destroy shared disks",
     Action.AUDIT_READ: "read the audit log",
     Action.AUDIT_ANCHOR: "anchor the audit log",
 }

@@ -11,9 +11,13 @@ Design notes
   and quota rows, so a ``Tier`` compares equal to what the database holds.
 * Whether a tier is write-once, and whether it may hold a sensitive project's plaintext, are
   properties of the tier (:data:`TIER_PROPERTIES`), not of a name compared in the callers.
-* Sensitive projects have no placement yet: their data goes through the secure zone, encrypted,
-  which levere does not offer yet. Asking for one raises :class:`NoPlacement`, before anything is
-  stored, so a sensitive project's data never lands in plaintext on an ordinary tier.
+* A sensitive project keeps its data only on the secure tier: its own storage there
+  (:attr:`Purpose.SECURE_ZONE`) and the shared disk the facility delivers to
+  (:attr:`Purpose.SHARED_DISK`). It has no working area and no plaintext long-term copy: asking for
+  :attr:`Purpose.LANDING` or :attr:`Purpose.LONGTERM` raises :class:`SensitiveNotOffered`, before
+  anything is stored, so a sensitive project's data never lands in plaintext on an ordinary tier.
+  Deliveries into the secure zone need its encryption layer, which is not wired in yet; until it
+  is, the delivery paths ask for ``LANDING`` and are refused.
 """
 
 from __future__ import annotations
@@ -71,9 +75,9 @@ class Purpose(StrEnum):
     LANDING = "landing"
     #: the verified, write-once copy of sealed deliveries
     LONGTERM = "long-term"
-    #: a sensitive project's own storage in the secure zone (reserved: not offered yet)
+    #: a sensitive project's own storage in the secure zone (Crypt4GH bodies, headers apart)
     SECURE_ZONE = "secure zone"
-    #: the disk a facility and a sensitive project share for one delivery (reserved: not offered yet)
+    #: the disk a facility and a sensitive project share for a delivery, until it is released
     SHARED_DISK = "shared disk"
 
 
@@ -117,18 +121,28 @@ _NON_SENSITIVE: dict[Purpose, tuple[Tier, Tier]] = {
     Purpose.LONGTERM: (Tier.LONGTERM, Tier.AREA),
 }
 _READS = (Tier.AREA, Tier.LONGTERM)
+#: a sensitive project: the shared disk and the project's own storage both live on the secure
+#: tier; release moves data from one to the other by re-encrypting headers (no copy between tiers)
+_SENSITIVE: dict[Purpose, Tier] = {
+    Purpose.SHARED_DISK: Tier.SECURE,
+    Purpose.SECURE_ZONE: Tier.SECURE,
+}
 
 
 def place(kind: ProjectKind, purpose: Purpose) -> Placement:
     """Which tier holds a project's data for ``purpose``, where copies for it come from, and which
     copies reads and repairs may use. Raises :class:`NoPlacement` when there is none."""
     if kind is ProjectKind.SENSITIVE:
-        raise SensitiveNotOffered(
-            "this project holds sensitive data, which is delivered and kept only in the secure zone, "
-            "encrypted; levere does not offer the secure zone yet, so nothing is stored for this project",
-            kind=kind.value,
-            purpose=purpose.value,
-        )
+        if purpose not in _SENSITIVE:
+            raise SensitiveNotOffered(
+                "this project holds sensitive data, which is delivered and kept only in the secure zone, "
+                "encrypted; levere does not offer deliveries into the secure zone yet, so nothing is "
+                "stored for this project",
+                kind=kind.value,
+                purpose=purpose.value,
+            )
+        tier = _SENSITIVE[purpose]
+        return Placement(kind, purpose, tier, source=None, reads=(tier,), repairs_from=())
     if purpose not in _NON_SENSITIVE:
         raise NoPlacement(
             f"the {purpose.value} is for sensitive projects only; this project is not sensitive",

@@ -6,7 +6,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from levere.domain.errors import LevereError
-from levere.jobs import delivery_tasks, dispatch, sync_tasks
+from levere.jobs import delivery_tasks, dispatch, secure_tasks, sync_tasks
 from levere.services import audit_anchors, notify
 
 if TYPE_CHECKING:
@@ -46,6 +46,7 @@ def register_all(queue: JobQueue) -> None:
     delivery_tasks.register(queue)
     dispatch.register(queue)
     sync_tasks.register(queue)
+    secure_tasks.register(queue)
     # every minute it looks whether the anchor interval has passed (see audit_anchors)
     queue.schedule_periodic("audit_anchor", anchor_audit_log, minutes=1)
 

@@ -22,7 +22,7 @@ from levere.domain.applications import (
 from levere.domain.errors import InvalidTransition, NotFound, ValidationFailed
 from levere.domain.roles import Action, ProjectRole, Subject, UserKind, allowed, require
 from levere.domain.units import format_size
-from levere.services import accounts, audit, invitations, projects
+from levere.services import accounts, audit, invitations, projects, secure
 from levere.services.counters import next_value
 from levere.services.notify import notify
 from levere.services.views import ApplicationView, ProjectView, application_view
@@ -282,6 +282,9 @@ def approve(
             sensitive=application.sensitive,
             secure_project_id=application.secure_project_id,
         )  # fmt: skip
+        if application.sensitive:
+            # the users' secure project: the one the application names, or a new one
+            secure.attach_on_approval(ctx, session, actor, project, application.secure_project_id)
         application.state = state.value
         application.reviewer_id = actor.id
         application.decided_at = utcnow()
@@ -306,6 +309,7 @@ def approve(
             f"[levere] Application {application.number} approved: project {identifier}",
             f"Your application {application.number} ({application.title}) was approved.\n\n"
             f"Project identifier: {identifier}\nGranted quota:\n{quota_text}\n"
+            + (f"Secure project (sensitive data): {project.secure_project_id}\n" if application.sensitive else "")
             + (f"\nComment from the helpdesk: {comment}\n" if comment else ""),
         )  # fmt: skip
         session.flush()

@@ -1,0 +1,200 @@
+"""``levere secure ...``: secure projects, their members and shared disks.
+
+Every command needs a sign-in with a one-time code (``levere login --totp CODE``).
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from typing import Annotated, Any
+from urllib.parse import quote
+
+import typer
+
+from levere.cli.accounts import client
+from levere.cli.output import State, emit_json, fields, result, show, table
+from levere.domain.errors import ValidationFailed
+from levere.domain.units import SIZE_HELP, format_size, parse_size
+
+secure = typer.Typer(
+    help="The secure zone: secure projects, who is let in, and shared disks (needs two-factor sign-in).",
+    no_args_is_help=True,
+)
+disk = typer.Typer(
+    help="Shared disks between a facility's secure project and a users' one.", no_args_is_help=True
+)
+members = typer.Typer(help="Staff let into a users' secure project until an end date.", no_args_is_help=True)
+
+
+def _q(part: str) -> str:
+    return quote(part, safe="@")
+
+
+def end_date(text: str, option: str = "--until") -> str:
+    """An end date as the API takes it: ISO 8601 (``2027-03-01`` or ``2027-03-01T12:00``), read
+    as UTC when it names no time zone."""
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValidationFailed(
+            {option: f"{text[:40]!r} is not a date such as 2027-03-01 or 2027-03-01T12:00"}
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.isoformat()
+
+
+def _when(value: Any) -> str:
+    return str(value)[:16].replace("T", " ") if value else "-"
+
+
+# --- secure projects ------------------------------------------------------------------------
+
+
+@secure.command("list")
+def list_projects() -> None:
+    """The secure projects you can see."""
+    data = client().get("/secure/projects")
+    show(data, lambda rows: table("Secure projects", ["identifier", "kind", "belongs to"], [
+        (p["identifier"], p["kind"], p["project"] or p["facility"] or "-") for p in rows
+    ]))  # fmt: skip
+
+
+@secure.command("show")
+def show_project(identifier: str) -> None:
+    """A secure project: what it belongs to and its public key."""
+    data = client().get(f"/secure/projects/{_q(identifier)}")
+    show(data, lambda p: fields(f"Secure project {p['identifier']}", [
+        ("kind", p["kind"]),
+        ("research project" if p["kind"] == "users" else "facility", p["project"] or p["facility"]),
+        ("public key", p["public_key"]),
+        ("registered", _when(p["created_at"])),
+    ]))  # fmt: skip
+
+
+@secure.command("register")
+def register(
+    identifier: Annotated[
+        str, typer.Argument(help="The secure project's id at the national service (p1234).")
+    ],
+    project: Annotated[
+        str | None, typer.Option(help="The research project it is the users' secure project of.")
+    ] = None,
+    facility: Annotated[
+        str | None, typer.Option(help="The facility it is the own secure project of.")
+    ] = None,
+) -> None:
+    """Register an existing secure project (helpdesk): a users' one or a facility's."""
+    body = {"identifier": identifier, "project": project, "facility": facility}
+    made = client().post("/secure/projects", body)
+    owner = made["project"] or made["facility"]
+    result(made, f"secure project {made['identifier']} registered for {owner}")
+
+
+# --- members --------------------------------------------------------------------------------
+
+
+@members.command("list")
+def list_members(identifier: str) -> None:
+    """Staff let into a users' secure project, and until when."""
+    data = client().get(f"/secure/projects/{_q(identifier)}/members")
+    show(data, lambda rows: table(f"Let into {identifier}", ["e-mail", "until", "access"], [
+        (m["email"], _when(m["ends_at"]),
+         "active" if m["active"] else ("removed" if m["removed_at"] else "ended")) for m in rows
+    ]))  # fmt: skip
+
+
+@members.command("add")
+def add_member(
+    identifier: str,
+    email: str,
+    until: Annotated[
+        str, typer.Option(help="When access ends by itself (2027-03-01; UTC unless a zone is given).")
+    ],
+) -> None:
+    """Let a helpdesk operator or facility staff member into a users' secure project (its admins)."""
+    made = client().post(
+        f"/secure/projects/{_q(identifier)}/members", {"email": email, "ends_at": end_date(until)}
+    )
+    result(made, f"{made['email']} may act in {identifier} until {_when(made['ends_at'])} UTC")
+
+
+@members.command("remove")
+def remove_member(identifier: str, email: str) -> None:
+    """End someone's access to a users' secure project now (its admins)."""
+    made = client().delete(f"/secure/projects/{_q(identifier)}/members/{_q(email)}")
+    result(made, f"{made['email']} no longer has access to {identifier}")
+
+
+# --- shared disks ---------------------------------------------------------------------------
+
+
+@disk.command("create")
+def create_disk(
+    facility_project: Annotated[str, typer.Argument(help="The facility's secure project (p1234).")],
+    users_project: Annotated[str, typer.Argument(help="The users' secure project (p5678).")],
+    until: Annotated[
+        str, typer.Option(help="The end date: read-only from then on (UTC unless a zone is given).")
+    ],
+    quota: Annotated[str | None, typer.Option(help=f"Space on the disk (default 1 TiB). {SIZE_HELP}")] = None,
+) -> None:
+    """Create a shared disk (helpdesk)."""
+    body = {
+        "facility_project": facility_project,
+        "users_project": users_project,
+        "ends_at": end_date(until),
+        "quota_bytes": parse_size(quota) if quota is not None else None,
+    }
+    made = client().post("/secure/disks", body)
+    result(made, f"shared disk {made['name']} is open until {_when(made['ends_at'])} UTC "
+                 f"({format_size(made['quota_bytes'])}); its public key: levere secure pubkey {made['name']}")  # fmt: skip
+
+
+@disk.command("list")
+def list_disks() -> None:
+    """The shared disks you can see."""
+    data = client().get("/secure/disks")
+    show(data, lambda rows: table("Shared disks", ["name", "state", "facility", "users", "until", "used"], [
+        (d["name"], d["state"], d["facility_project"], d["users_project"], _when(d["ends_at"]),
+         f"{format_size(d['used_bytes'])} of {format_size(d['quota_bytes'])}") for d in rows
+    ]))  # fmt: skip
+
+
+@disk.command("show")
+def show_disk(name: str) -> None:
+    """A shared disk: its state, sides, quota and end date."""
+    data = client().get(f"/secure/disks/{_q(name)}")
+    show(data, lambda d: fields(f"Shared disk {d['name']}", [
+        ("state", d["state"]),
+        ("facility's secure project", d["facility_project"]),
+        ("users' secure project", d["users_project"]),
+        ("space", f"{format_size(d['used_bytes'])} used of {format_size(d['quota_bytes'])}"),
+        ("read-only from", _when(d["ends_at"])),
+        ("public key", d["public_key"] if d["state"] != "destroyed" else "- (destroyed)"),
+        *[(label, _when(d[key])) for label, key in
+          (("released", "released_at"), ("expired", "expired_at"), ("destroyed", "destroyed_at")) if d[key]],
+    ]))  # fmt: skip
+
+
+@disk.command("destroy")
+def destroy_disk(name: str) -> None:
+    """Destroy a shared disk with its keys (helpdesk): nothing on it can be read again."""
+    made = client().post(f"/secure/disks/{_q(name)}/destroy")
+    result(made, f"shared disk {made['name']} destroyed with its keys")
+
+
+@secure.command("pubkey")
+def pubkey(name: Annotated[str, typer.Argument(help="The shared disk (disk-7).")]) -> None:
+    """Print a shared disk's Crypt4GH public key, for 'crypt4gh encrypt --recipient_pk FILE'."""
+    data = client().get(f"/secure/disks/{_q(name)}/pubkey")
+    if State.json_output:
+        emit_json(data)
+    else:
+        sys.stdout.write(data["pem"])
+
+
+def register_commands(app: typer.Typer) -> None:
+    secure.add_typer(disk, name="disk")
+    secure.add_typer(members, name="members")
+    app.add_typer(secure, name="secure")
