@@ -4,7 +4,7 @@ An identity at a provider (issuer + subject) is linked to one account (an accoun
 a sign-in under way is kept server-side so that its ``state``, ``nonce`` and PKCE verifier are checked
 and used once; an API token records whether its sign-in proved a second factor.
 
-Revision ID: 0009_federated_identities
+Revision ID: 0007_federated_identities
 Revises: 0006_checksum_coverage
 Create Date: 2026-12-06 04:00:00
 """
@@ -16,7 +16,7 @@ from alembic import op
 
 import levere.db.models
 
-revision = "0009_federated_identities"
+revision = "0007_federated_identities"
 down_revision = "0006_checksum_coverage"
 branch_labels = None
 depends_on = None

@@ -5,8 +5,8 @@ X25519 public key and its private key wrapped under a master key. A shared disk 
 secure project to a users' one for a while, with a key pair of its own. Zone members are staff a
 project admin let into a users' secure project until an end date.
 
-Revision ID: 0007_secure_zone
-Revises: 0009_federated_identities
+Revision ID: 0008_secure_zone
+Revises: 0007_federated_identities
 Create Date: 2026-12-06 04:40:00
 """
 
@@ -17,8 +17,8 @@ from alembic import op
 
 import levere.db.models
 
-revision = "0007_secure_zone"
-down_revision = "0009_federated_identities"
+revision = "0008_secure_zone"
+down_revision = "0007_federated_identities"
 branch_labels = None
 depends_on = None
 
