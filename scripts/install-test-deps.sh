@@ -13,7 +13,7 @@
 #   wants Node.js 20 or later). npm is asked for only when no npm is on the PATH, as builds of
 #   nodejs from other repositories (NodeSource) bring their own and conflict with Debian's.
 # - fastp: an established FASTQ QC tool whose JSON the standard analysis is checked against
-#   (tests/test_qc.py).
+#   (tests/analysis/test_qc.py).
 # - chromium: the browser the portal's tests drive through Playwright (never a browser build of
 #   Playwright's own); the fonts package gives pages readable text in screenshots. npm (above)
 #   installs the browser libraries the portal's tests load (tests/browser/package.json).

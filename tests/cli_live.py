@@ -9,6 +9,7 @@ a resumed transfer did *not* send again.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import subprocess
@@ -27,7 +28,7 @@ from levere.api.app import create_app
 from levere.context import Context
 from levere.db.models import Delivery, Upload
 from levere.domain.deliveries import UploadState
-from tests.conftest import free_port
+from tests.conftest import LiveServer, free_port
 from tests.helpers import basic_world, provisioned_project, token_for
 
 MiB = 1024 * 1024
@@ -296,3 +297,77 @@ def start_server_process(ctx: Context, port: int, delay: float) -> subprocess.Po
             time.sleep(0.05)
     proc.kill()
     raise RuntimeError("the server process did not start")
+
+
+def audit_cli(
+    live: LiveServer, token: str, tmp: Any, *args: str, columns: int = 60
+) -> subprocess.CompletedProcess[str]:
+    """``levere audit ARGS...`` in a real process, against ``live``."""
+    env = os.environ | {
+        "LEVERE_URL": live.url,
+        "LEVERE_TOKEN": token,
+        "LEVERE_CLI_CONFIG": str(tmp / "cli.toml"),
+        "COLUMNS": str(columns),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "levere.cli.main", "audit", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _base_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEVERE_")}
+    env["COLUMNS"] = "200"  # tables wide enough to read; messages are one line whatever the width
+    return env
+
+
+@dataclass
+class Cli:
+    """Runs ``levere`` as each person, each with their own saved sign-in, and keeps every output."""
+
+    url: str
+    home: Path
+    outputs: list[tuple[list[str], str]] = field(default_factory=list)
+
+    def config(self, who: str) -> Path:
+        return self.home / f"{who}.toml"
+
+    def run(
+        self, who: str, *args: str, password: str | None = None, env: dict[str, str] | None = None
+    ) -> Any:
+        full = _base_env() | {"LEVERE_URL": self.url, "LEVERE_CLI_CONFIG": str(self.config(who))}
+        if password is not None:
+            full["LEVERE_PASSWORD"] = password
+        full |= env or {}
+        done = subprocess.run(
+            [sys.executable, "-m", "levere.cli.main", *args],
+            env=full,
+            stdin=subprocess.DEVNULL,  # no terminal: nothing may prompt
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        self.outputs.append((list(args), done.stdout + done.stderr))
+        assert "Traceback" not in done.stdout + done.stderr, done.stderr
+        return done
+
+    def ok(self, who: str, *args: str, **kwargs: Any) -> str:
+        done = self.run(who, *args, **kwargs)
+        assert done.returncode == 0, f"levere {' '.join(args)}: {done.stderr}"
+        return str(done.stdout)
+
+    def json(self, who: str, *args: str, **kwargs: Any) -> Any:
+        return json.loads(self.ok(who, "--json", *args, **kwargs))
+
+    def fails(self, who: str, *args: str, **kwargs: Any) -> str:
+        """The command fails with a non-zero code and exactly one line on stderr; returns that line."""
+        done = self.run(who, *args, **kwargs)
+        assert done.returncode != 0, f"levere {' '.join(args)} should have failed: {done.stdout}"
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1, done.stderr
+        return str(lines[0])

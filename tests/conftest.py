@@ -10,15 +10,18 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -26,11 +29,13 @@ from aiosmtpd.controller import Controller
 from fastapi.testclient import TestClient
 
 from levere.api.app import create_app
-from levere.config import SecureSettings, Settings, SmtpSettings
+from levere.config import SecureSettings, Settings, SmtpSettings, SyncSettings
 from levere.context import Context
 from levere.crypt4gh import MasterKeys
 from levere.db.migrate import upgrade
+from levere.db.models import JobRun
 from levere.jobs.queue import build_queue
+from tests.processes import stop_gracefully
 
 PG_URL = os.environ.get("LEVERE_TEST_DATABASE_URL", "")
 
@@ -207,3 +212,99 @@ def live_server(ctx: Context) -> Iterator[LiveServer]:
     server.should_exit = True  # what uvicorn's own SIGTERM handler does
     thread.join(timeout=10)
     assert not thread.is_alive(), "the test server did not stop within 10 s"
+
+
+@pytest.fixture
+def queue_file(tmp_path: Path) -> Path:
+    return tmp_path / "queue.db"
+
+
+@pytest.fixture
+def producer(settings: Settings, queue_file: Path) -> Iterator[Context]:
+    """The side that asks for work (as the API does): it only puts tasks in the queue file."""
+    ctx = Context.build(
+        settings.model_copy(
+            update={"queue_url": f"sqlite:///{queue_file}", "sync": SyncSettings(lanes=4, lease_seconds=2)}
+        )
+    )
+    build_queue(ctx)
+    yield ctx
+    ctx.close()
+
+
+@pytest.fixture
+def workers(
+    settings: Settings, queue_file: Path, tmp_path: Path
+) -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    started: list[subprocess.Popen[str]] = []
+
+    def start(name: str, **sync_settings: Any) -> subprocess.Popen[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LEVERE_")}
+        env |= {
+            "LEVERE_DATABASE_URL": str(settings.database_url),
+            "LEVERE_DATA_DIR": str(settings.data_dir),
+            "LEVERE_QUEUE_URL": f"sqlite:///{queue_file}",
+            "LEVERE_PUBLIC_URL": settings.public_url,
+            "LEVERE_SMTP__ENABLED": "true",
+            "LEVERE_SMTP__HOST": settings.smtp.host,
+            "LEVERE_SMTP__PORT": str(settings.smtp.port),
+            "LEVERE_SMTP__SENDER": settings.smtp.sender,
+        }
+        env |= {f"LEVERE_SYNC__{k.upper()}": str(v) for k, v in sync_settings.items()}
+        log = open(tmp_path / f"worker-{name}.log", "w")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "levere.cli.main", "worker", "--threads", "2"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            stop_gracefully(proc)
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 60, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def job(ctx: Context, run_id: str) -> JobRun:
+    with ctx.tx() as session:
+        run = session.get(JobRun, run_id)
+        assert run is not None
+        return run
+
+
+# --- what a plain `pytest` left out -------------------------------------------------------------
+
+#: words in a skip's reason that name a server the suite did not have, and how to get it
+_MISSING_SERVERS = {
+    "S3": "a real S3 server (LEVERE_TEST_S3_*; `make test` starts Ceph radosgw)",
+    "PostgreSQL": "PostgreSQL (LEVERE_TEST_DATABASE_URL; `make test` runs the suite on it too)",
+    "chromium": "Debian's chromium (`make test` installs it)",
+    "node": "Node.js and the test OpenID provider (`make test` installs them)",
+}
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say in the summary which servers were missing and how many tests that skipped, so that a
+    plain ``pytest`` that skipped the S3 tests does not pass for the whole suite."""
+    counts: dict[str, int] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = str(report.longrepr[2]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        for word in _MISSING_SERVERS:
+            if word.lower() in reason.lower():
+                counts[word] = counts.get(word, 0) + 1
+    if not counts:
+        return
+    terminalreporter.section("tests skipped for want of a server")
+    for word, count in counts.items():
+        terminalreporter.write_line(f"{count} tests skipped: they need {_MISSING_SERVERS[word]}")
+    terminalreporter.write_line("`make test` runs the whole suite with every server it needs.")

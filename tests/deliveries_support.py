@@ -30,8 +30,9 @@ from sqlalchemy import select
 
 from levere.config import Settings, TierSettings
 from levere.context import Context
-from levere.db.models import Quota, User
+from levere.db.models import Quota, StoredFile, Upload, User
 from levere.domain.roles import ProjectRole, UserKind
+from levere.domain.tiers import Tier
 from levere.services import accounts, projects
 from levere.storage import S3Backend, S3Spec
 from levere.transfer.wire import encode_metadata
@@ -340,3 +341,33 @@ def server(settings: Settings, tmp_path: Path) -> Iterator[Server]:
     srv = Server(settings, tmp_path)
     yield srv
     srv.stop()
+
+
+def _staged(ctx: Context, url: str) -> int:
+    """What the storage durably holds for an upload, read behind the server's back."""
+    with ctx.tx() as session:
+        staged = session.execute(
+            select(Upload.session).where(Upload.id == url.rsplit("/", 1)[1])
+        ).scalar_one()
+    return ctx.backend(Tier.AREA).staged_offset(staged) if staged else 0
+
+
+def _paced(data: bytes, chunk: int, pause: float, sent: list[int]) -> Iterator[bytes]:
+    for start in range(0, len(data), chunk):
+        sent[0] = start
+        yield data[start : start + chunk]
+        time.sleep(pause)
+
+
+def _check_stored(
+    http: httpx.Client, c: Crew, ctx: Context, path: str, data: bytes, done: httpx.Response
+) -> None:
+    md5, sha256 = digests(data)
+    assert done.headers["Levere-Checksum"] == f"md5={md5},sha256={sha256}"
+    got = http.get(f"/api/projects/{c.project}/data/RUN42/{path}", headers=c.headers("member"))
+    assert got.status_code == 200 and got.content == data
+    with ctx.tx() as session:
+        row = session.execute(select(StoredFile).where(StoredFile.path == path)).scalar_one()
+        assert (row.size, row.md5, row.sha256) == (len(data), md5, sha256)
+    q = quota(ctx, c.project)
+    assert (q.used_bytes, q.reserved_bytes) == (len(data), 0)

@@ -1,4 +1,4 @@
-"""Sample requests for the permission walk (``tests/test_permissions.py``), one per route.
+"""Sample requests for the permission walk (``tests/api/test_permissions.py``), one per route.
 
 The walk sends each sample with every role's token and checks the answer against the permission
 table, so every route of the API needs a sample here or in a ``permission_samples_*`` module.

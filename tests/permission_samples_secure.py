@@ -3,7 +3,7 @@
 The world gets a users' secure project (p9001) for its project and a secure project (p9002) for
 the facility assigned to it, a shared disk between the two, and a helpdesk operator let into p9001;
 every token of the world is marked as issued by a sign-in with a second factor, as the zone needs
-(tokens without one are refused before any permission is looked at: tests/test_secure_api.py).
+(tokens without one are refused before any permission is looked at: tests/secure/test_secure_api.py).
 """
 
 from __future__ import annotations

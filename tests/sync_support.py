@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 
@@ -18,6 +21,7 @@ from levere.context import Context
 from levere.db.models import JobRun, Quota, Replica, StoredFile, User
 from levere.domain.tiers import Tier
 from levere.services import deliveries, projects, quotas, sealing
+from tests.conftest import LiveServer, Mailbox
 from tests.helpers import World, basic_world, provisioned_project
 
 
@@ -111,3 +115,23 @@ def longterm_path(ctx: Context, key: str) -> os.PathLike[str]:
 
 def area_path(ctx: Context, key: str) -> os.PathLike[str]:
     return ctx.settings.data_dir / "storage" / "area" / key
+
+
+def mails_to(mailbox: Mailbox, address: str) -> list[Any]:
+    return [m for m in mailbox.to(address) if m["To"].strip().lower() == address]
+
+
+def levere(live: LiveServer, token: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEVERE_")}
+    env |= {
+        "LEVERE_URL": live.url,
+        "LEVERE_TOKEN": token,
+        "LEVERE_CLI_CONFIG": "/nonexistent",
+        "COLUMNS": "250",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "levere.cli.main", *args],
+        env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert "Traceback" not in done.stdout + done.stderr, done.stderr
+    return done

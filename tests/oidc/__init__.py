@@ -19,6 +19,8 @@ import httpx
 import pytest
 from joserfc.jwk import KeySet, RSAKey
 
+from levere.config import OidcProviderSettings, OidcSettings
+
 HERE = Path(__file__).parent
 #: the test provider's port (LEVERE_TEST_OIDC_PORT moves it off a port in use)
 PORT = int(os.environ.get("LEVERE_TEST_OIDC_PORT", "49790"))
@@ -170,3 +172,22 @@ def approve_device(
         )
         done = _follow(browser, _sign_in_form(browser, page, login, mfa, deny))
         return done.text
+
+
+LOOPBACK = "http://127.0.0.1:53111/callback"
+
+
+def providers(issuer: str) -> OidcSettings:
+    return OidcSettings(
+        providers=[
+            OidcProviderSettings(
+                name="test", title="Test Login", issuer=issuer, client_id="levere-cli",
+                mfa_acr_values=MFA, mfa_acr=[MFA],
+            ),
+            OidcProviderSettings(
+                name="test-web", issuer=issuer, client_id="levere-portal",
+                client_secret="portal-secret-for-tests-only", mfa_acr_values=MFA, mfa_acr=[MFA],
+                device_grant=False,
+            ),
+        ]
+    )  # fmt: skip
