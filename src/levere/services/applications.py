@@ -21,6 +21,7 @@ from levere.domain.applications import (
 )
 from levere.domain.errors import InvalidTransition, NotFound, ValidationFailed
 from levere.domain.roles import Action, ProjectRole, Subject, UserKind, allowed, require
+from levere.domain.tiers import Tier
 from levere.domain.units import format_size
 from levere.services import accounts, audit, invitations, projects, secure
 from levere.services.counters import next_value
@@ -261,13 +262,13 @@ def approve(
     with ctx.tx() as session:
         application = get(session, actor, ref, Action.APPLICATION_REVIEW)
         state = transition(ApplicationState(application.state), ApplicationState.APPROVED, _name(application))
-        for name, value in (("area", area_bytes), ("longterm", longterm_bytes)):
+        for name, value in ((Tier.AREA, area_bytes), (Tier.LONGTERM, longterm_bytes)):
             if value is not None and value <= 0:
                 raise ValidationFailed({f"{name}_quota": "a granted quota must be larger than zero"})
         before = _snapshot(application)
         granted = {
-            "area": area_bytes if area_bytes is not None else application.quota_area_bytes,
-            "longterm": longterm_bytes if longterm_bytes is not None else application.quota_longterm_bytes,
+            Tier.AREA: area_bytes if area_bytes is not None else application.quota_area_bytes,
+            Tier.LONGTERM: longterm_bytes if longterm_bytes is not None else application.quota_longterm_bytes,
         }
         pi, _ = accounts.get_or_create_invitee(session, actor, application.pi_email)
         identifier = projects.new_identifier(session, next_value(session, "project"))
@@ -289,19 +290,19 @@ def approve(
         application.reviewer_id = actor.id
         application.decided_at = utcnow()
         application.review_comment = comment
-        application.granted_area_bytes = granted["area"]
-        application.granted_longterm_bytes = granted["longterm"]
+        application.granted_area_bytes = granted[Tier.AREA]
+        application.granted_longterm_bytes = granted[Tier.LONGTERM]
         application.project_id = project.id
         after = _snapshot(application) | {"project": identifier, "granted": granted}
         audit.record(session, actor, "application.approved", "application", application.id, before, after)
         adjusted = (
-            granted["area"] != application.quota_area_bytes
-            or granted["longterm"] != application.quota_longterm_bytes
+            granted[Tier.AREA] != application.quota_area_bytes
+            or granted[Tier.LONGTERM] != application.quota_longterm_bytes
         )
         quota_text = (
-            f"  working area: {format_size(granted['area'])}"
+            f"  working area: {format_size(granted[Tier.AREA])}"
             + (f" (you asked for {format_size(application.quota_area_bytes)})" if adjusted else "")
-            + f"\n  long-term storage: {format_size(granted['longterm'])}"
+            + f"\n  long-term storage: {format_size(granted[Tier.LONGTERM])}"
             + (f" (you asked for {format_size(application.quota_longterm_bytes)})" if adjusted else "")
         )
         notify(

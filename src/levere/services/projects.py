@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -201,7 +202,7 @@ def provision(
     *,
     identifier: str,
     title: str,
-    quota_bytes: dict[str, int],
+    quota_bytes: Mapping[Tier, int],
     pi: User,
     members_wanted: list[NewMember],
     facility: Facility | None,
