@@ -10,8 +10,8 @@ import segno
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 
-from levere.api.deps import CtxDep, acts
 from levere.domain.errors import LevereError, ValidationFailed
+from levere.http_deps import CtxDep, acts
 from levere.services import accounts, invitations, portal_sessions
 from levere.services.accounts import Scope
 from levere.services.invitations import LinkState

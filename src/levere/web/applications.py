@@ -8,11 +8,11 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 from starlette.datastructures import FormData
 
-from levere.api.deps import CtxDep, acts
 from levere.domain.applications import MAX_MEMBERS, ApplicationForm, RequestedMember, check_draft
 from levere.domain.errors import ValidationFailed
 from levere.domain.roles import Action, ProjectRole, UserKind, require
 from levere.domain.units import format_size, parse_size
+from levere.http_deps import CtxDep, acts
 from levere.services import accounts, applications, portal_views
 from levere.web.render import page, redirect
 from levere.web.session import PREFIX, CsrfChecked, PortalUser

@@ -9,9 +9,9 @@ from urllib.parse import quote
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
-from levere.api.deps import CtxDep, acts
 from levere.domain.errors import ValidationFailed
 from levere.domain.roles import Action, ProjectRole, UserKind
+from levere.http_deps import CtxDep, acts
 from levere.services import deliveries, downloads, invitations, portal_views, projects, sealing
 from levere.web.render import page, redirect
 from levere.web.session import PREFIX, CsrfChecked, PortalUser

@@ -21,10 +21,10 @@ from urllib.parse import quote
 from fastapi import Depends, Request
 from starlette.responses import Response
 
-from levere.api.deps import CtxDep
 from levere.context import Context
 from levere.db.models import User
 from levere.domain.errors import AuthenticationFailed, LevereError
+from levere.http_deps import CtxDep
 from levere.services import portal_sessions
 from levere.services.accounts import Scope
 
