@@ -119,7 +119,8 @@ def _viewer(request: Request, ctx: Context, *, full: bool) -> Viewer:
     if not token:
         raise SignInNeeded(back_to)
     try:
-        user, scopes = portal_sessions.resume(ctx, token)
+        with ctx.tx() as session:
+            user, scopes = portal_sessions.resume(session, token)
     except AuthenticationFailed as exc:
         raise SignInNeeded(back_to, "your session has ended; sign in again") from exc
     viewer = Viewer(user=user, scopes=scopes, token=token)
