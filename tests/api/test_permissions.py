@@ -22,9 +22,9 @@ from fastapi.testclient import TestClient
 from starlette.routing import BaseRoute, Route
 
 from levere.api.app import create_app
-from levere.api.deps import ACTION_KEY
 from levere.context import Context
 from levere.domain.roles import Action, ProjectRole, Subject, UserKind, allowed
+from levere.http_deps import ACTION_KEY
 from levere.web.session import PRESESSION_COOKIE, SESSION_COOKIE, csrf_for_presession, csrf_for_session
 from tests.helpers import ROLES, permission_world
 from tests.permission_samples import Sample, load_all

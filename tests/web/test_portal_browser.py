@@ -177,7 +177,7 @@ def test_sign_in_page_fits_a_narrow_screen(ctx: Context, portal: Server, browser
     assert page.evaluate("document.activeElement.textContent") == "Skip to content"
 
 
-AXE = Path(__file__).parent / "browser" / "node_modules" / "axe-core" / "axe.min.js"
+AXE = Path(__file__).parents[1] / "browser" / "node_modules" / "axe-core" / "axe.min.js"
 #: what the check fails on (axe-core's impact levels); "minor" and "moderate" are reported only
 SERIOUS = {"serious", "critical"}
 

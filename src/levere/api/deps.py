@@ -1,4 +1,5 @@
-"""Dependencies shared by every route: the context, the caller and the token scope they need.
+"""Dependencies of the API's routes: the caller and the token scope they need (the context and
+:func:`acts` come from :mod:`levere.http_deps`, shared with the web portal).
 
 A route signature reads as its access rule: ``actor: WriteUser`` means "a signed-in user whose token
 carries the write scope"; what that user may do to the object is decided by the service through the
@@ -8,7 +9,7 @@ permission table.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials
@@ -18,28 +19,12 @@ from levere.api.openapi import BEARER
 from levere.context import Context
 from levere.db.models import User
 from levere.domain.errors import AccessDenied, AuthenticationFailed
-from levere.domain.roles import Action
+from levere.http_deps import ACTION_KEY as ACTION_KEY
+from levere.http_deps import CtxDep as CtxDep
+from levere.http_deps import acts as acts
+from levere.http_deps import get_ctx as get_ctx
 from levere.services import accounts, federation, upload_grants
 from levere.services.accounts import Scope
-
-ACTION_KEY = "x-levere-action"
-
-
-def acts(action: Action | None) -> dict[str, Any]:
-    """Route metadata naming the permission-table action the route performs.
-
-    ``None`` means the route is open to every signed-in user: it acts on the caller's own account, or
-    lists only what the caller may see (the service filters through the table).
-    """
-    return {ACTION_KEY: action.value if action else None}
-
-
-def get_ctx(request: Request) -> Context:
-    ctx: Context = request.app.state.ctx
-    return ctx
-
-
-CtxDep = Annotated[Context, Depends(get_ctx)]
 
 
 def bearer_token(request: Request) -> str:

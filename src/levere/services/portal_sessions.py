@@ -11,41 +11,44 @@ never reaches the page's scripts; signing out revokes it, so a copied cookie sto
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from levere.context import Context
 from levere.db.models import ApiToken, User, utcnow
 from levere.domain.errors import AuthenticationFailed
 from levere.services import accounts
-from levere.services.accounts import IssuedToken, Scope
+from levere.services.accounts import Scope
+from levere.services.views import IssuedTokenView, token_view
 
 SESSION_TOKEN_NAME = "portal session"
 
 
-def begin(ctx: Context, email: str, password: str, totp: str | None, *, client: str = "") -> IssuedToken:
+def begin(ctx: Context, email: str, password: str, totp: str | None, *, client: str = "") -> IssuedTokenView:
     """Sign in (password, and the one-time code when the account uses one) and start a session."""
     issued = accounts.login(ctx, email, password, totp or None, client=client, token_name=SESSION_TOKEN_NAME)
     return limit(ctx, issued)
 
 
-def limit(ctx: Context, issued: IssuedToken) -> IssuedToken:
+def limit(ctx: Context, issued: IssuedTokenView) -> IssuedTokenView:
     """Cut a freshly issued token's lifetime down to a session's."""
     ends = utcnow() + timedelta(minutes=ctx.settings.portal_session_minutes)
     with ctx.tx() as session:
-        record = session.get(ApiToken, issued.record.id)
+        record = session.get(ApiToken, issued.info.id)
         if record is None:
             raise AuthenticationFailed("the new session was not found; sign in again")
         record.expires_at = min(record.expires_at, ends)
-        issued.record.expires_at = record.expires_at
-    return issued
+        return replace(issued, info=token_view(record))
 
 
-def resume(ctx: Context, token: str) -> tuple[User, frozenset[Scope]]:
-    """The user and scopes of a session cookie; an expired or revoked session is refused."""
-    with ctx.tx() as session:
-        return accounts.resolve_token(session, token)
+def resume(session: Session, token: str) -> tuple[User, frozenset[Scope]]:
+    """The user and scopes of a session cookie, inside the caller's transaction (a building block:
+    the user row is the actor the portal's use cases are then called with); an expired or revoked
+    session is refused."""
+    return accounts.resolve_token(session, token)
 
 
 def end(ctx: Context, token: str) -> None:

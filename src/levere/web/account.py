@@ -10,8 +10,8 @@ import segno
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 
-from levere.api.deps import CtxDep, acts
 from levere.domain.errors import LevereError, ValidationFailed
+from levere.http_deps import CtxDep, acts
 from levere.services import accounts, invitations, portal_sessions
 from levere.services.accounts import Scope
 from levere.services.invitations import LinkState
@@ -108,7 +108,7 @@ def two_factor_confirm(request: Request, viewer: AccountViewer, ctx: CtxDep, cod
                     error=exc.fields.get("code", exc.message))  # fmt: skip
     response = redirect(f"{PREFIX}/account/two-factor?done=1")
     if upgraded is not None:  # an enrol-only session became a full one
-        set_session(response, ctx, portal_sessions.limit(ctx, upgraded).token)
+        set_session(response, ctx, portal_sessions.limit(ctx, upgraded.view()).token)
     return response
 
 

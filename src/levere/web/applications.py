@@ -8,12 +8,13 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 from starlette.datastructures import FormData
 
-from levere.api.deps import CtxDep, acts
 from levere.domain.applications import MAX_MEMBERS, ApplicationForm, RequestedMember, check_draft
 from levere.domain.errors import ValidationFailed
 from levere.domain.roles import Action, ProjectRole, UserKind, require
 from levere.domain.units import format_size, parse_size
+from levere.http_deps import CtxDep, acts
 from levere.services import accounts, applications, portal_views
+from levere.services.views import ApplicationView
 from levere.web.render import page, redirect
 from levere.web.session import PREFIX, CsrfChecked, PortalUser
 
@@ -89,8 +90,8 @@ def _is_pi(viewer: PortalUser, values: dict[str, Any]) -> bool:
     return viewer.user.kind == UserKind.USER and pi in ("", viewer.user.email)
 
 
-def _values_of(view: portal_views.ApplicationPage) -> dict[str, Any]:
-    values: dict[str, Any] = {name: getattr(view, name) for name in TEXT_FIELDS}
+def _values_of(view: ApplicationView) -> dict[str, Any]:
+    values: dict[str, Any] = {name: getattr(view, name) or "" for name in TEXT_FIELDS}
     for name in SIZE_FIELDS:
         size = getattr(view, name)
         values[name] = format_size(size).replace(" ", "") if size else ""
@@ -151,7 +152,7 @@ def edit_application(request: Request, number: int, viewer: PortalUser, ctx: Ctx
     view = portal_views.application_page(ctx, viewer.user, str(number))
     if not view.may_edit:
         applications.update(ctx, viewer.user, str(number), {})  # says why: no access, or no longer editable
-    return _form_page(request, _values_of(view), {}, number=number, may_submit=view.may_submit)
+    return _form_page(request, _values_of(view.application), {}, number=number, may_submit=view.may_submit)
 
 
 @router.post(
@@ -242,4 +243,4 @@ def reject(request: Request, number: int, viewer: PortalUser, ctx: CtxDep, reaso
 
 @router.get("/review", openapi_extra=acts(Action.APPLICATION_QUEUE))
 def review_queue(request: Request, viewer: PortalUser, ctx: CtxDep) -> Response:
-    return page(request, "review.html", queue=portal_views.review_queue(ctx, viewer.user))
+    return page(request, "review.html", queue=applications.queue(ctx, viewer.user))

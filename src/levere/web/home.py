@@ -7,7 +7,7 @@ from importlib.resources import files
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
-from levere.api.deps import CtxDep, acts
+from levere.http_deps import CtxDep, acts
 from levere.services import portal_views
 from levere.web.render import page
 from levere.web.session import PREFIX, PortalUser

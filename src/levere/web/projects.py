@@ -9,9 +9,9 @@ from urllib.parse import quote
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
-from levere.api.deps import CtxDep, acts
 from levere.domain.errors import ValidationFailed
 from levere.domain.roles import Action, ProjectRole, UserKind
+from levere.http_deps import CtxDep, acts
 from levere.services import deliveries, downloads, invitations, portal_views, projects, sealing
 from levere.web.render import page, redirect
 from levere.web.session import PREFIX, CsrfChecked, PortalUser
@@ -88,17 +88,17 @@ def show_delivery(
     page_no: Annotated[int, Query(alias="page", ge=1)] = 1,
 ) -> Response:
     """One page of the delivery's files; ``q`` keeps those whose path contains it."""
-    view = portal_views.delivery_page(
-        ctx, viewer.user, identifier, name, search=q.strip(), page=page_no, per_page=PER_PAGE
-    )
-    return page(request, "delivery.html", delivery=view)
+    offset = min((page_no - 1) * PER_PAGE, deliveries.MAX_OFFSET)
+    view = deliveries.file_page(ctx, viewer.user, identifier, name, search=q, offset=offset, limit=PER_PAGE)
+    pages = max(1, -(-view.matching // PER_PAGE))
+    return page(request, "delivery.html", delivery=view, page_no=page_no, pages=pages)
 
 
 @router.get(DELIVERY + "/manifest.md5", openapi_extra=acts(Action.DELIVERY_READ))
 def manifest(identifier: str, name: str, viewer: PortalUser, ctx: CtxDep) -> Response:
     """``md5sum -c manifest.md5`` inside the delivery's folder checks a download."""
-    _, files = deliveries.manifest(ctx, viewer.user, identifier, name)
-    text = "".join(sealing.manifest_lines((f.path, f.md5) for f in files))
+    delivery = deliveries.manifest(ctx, viewer.user, identifier, name)
+    text = "".join(sealing.manifest_lines((f.path, f.md5) for f in delivery.files or ()))
     return Response(
         text,
         media_type="text/plain; charset=utf-8",

@@ -18,6 +18,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from levere.domain.errors import AccessDenied, LevereError, NotFound, ValidationFailed
 from levere.domain.units import format_size
+from levere.services.views import QuotaView
 from levere.web.session import (
     PREFIX,
     SecondFactorNeeded,
@@ -47,6 +48,13 @@ def _words(value: str) -> str:
     return value.replace("_", " ")
 
 
+def _percent(quota: QuotaView) -> int:
+    """How full a quota is, in whole percent (a quota without a limit counts as empty)."""
+    if not quota.limit_bytes:
+        return 0
+    return min(100, round(100 * quota.used_bytes / quota.limit_bytes))
+
+
 @cache
 def environment() -> Environment:
     env = Environment(
@@ -58,6 +66,7 @@ def environment() -> Environment:
     env.filters["size"] = format_size
     env.filters["when"] = _when
     env.filters["words"] = _words
+    env.filters["percent"] = _percent
     env.globals["prefix"] = PREFIX
     return env
 

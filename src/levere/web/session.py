@@ -21,10 +21,10 @@ from urllib.parse import quote
 from fastapi import Depends, Request
 from starlette.responses import Response
 
-from levere.api.deps import CtxDep
 from levere.context import Context
 from levere.db.models import User
 from levere.domain.errors import AuthenticationFailed, LevereError
+from levere.http_deps import CtxDep
 from levere.services import portal_sessions
 from levere.services.accounts import Scope
 
@@ -119,7 +119,8 @@ def _viewer(request: Request, ctx: Context, *, full: bool) -> Viewer:
     if not token:
         raise SignInNeeded(back_to)
     try:
-        user, scopes = portal_sessions.resume(ctx, token)
+        with ctx.tx() as session:
+            user, scopes = portal_sessions.resume(session, token)
     except AuthenticationFailed as exc:
         raise SignInNeeded(back_to, "your session has ended; sign in again") from exc
     viewer = Viewer(user=user, scopes=scopes, token=token)
