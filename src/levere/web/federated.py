@@ -4,7 +4,8 @@ Design notes
 ------------
 The button posts (with the page's CSRF token) to ``/portal/auth/oidc/{provider}``, which starts the
 authorization code + PKCE flow through :func:`levere.services.federation.start_browser` (state,
-nonce and verifier stay server-side) and sends the browser to the provider. The provider sends it
+nonce and verifier stay server-side) and answers with a page that moves on to the provider by
+itself (a ``Refresh`` header, and a link; the portal's pages use no script). The provider sends it
 back to ``public_url`` + ``/auth/oidc/callback``, which forwards it to the portal's callback page so
 that the portal's cookies (scoped to ``/portal``) come along.
 
@@ -81,6 +82,7 @@ def start(
 ) -> Response:
     """Send the browser to the provider; ``invitation`` links the identity to the invited account."""
     callback = ctx.settings.public_url.rstrip("/") + federation.PORTAL_CALLBACK
+    title = federation.provider(ctx, provider).title or provider
     try:
         begun = federation.start_browser(
             ctx, provider, callback, mfa=bool(mfa), invitation=invitation.strip() or None
@@ -89,7 +91,10 @@ def start(
         return _problem(request, ctx, 502, "The sign-in service is not answering", exc.message, down=True)
     except AccessDenied as exc:  # the invitation is used, expired or replaced
         return _problem(request, ctx, 410, "This invitation cannot be used", exc.message)
-    response = redirect(begun.authorization_url)
+    # a page that moves on by itself, not a redirect: the form's page allows forms to post only to
+    # the portal (CSP form-action), which a browser applies to the redirects after a form too
+    response = page(request, "sign_in_continue.html", url=begun.authorization_url, title=title)
+    response.headers["Refresh"] = f"0; url={begun.authorization_url}"
     _flow_cookie(response, ctx, FLOW_COOKIE, begun.state)
     _flow_cookie(response, ctx, NEXT_COOKIE, safe_next(next))
     return response
