@@ -25,9 +25,9 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 
-from levere.http_deps import CtxDep, acts
 from levere.context import Context
 from levere.domain.errors import AccessDenied, AuthenticationFailed, LevereError, ProviderUnavailable
+from levere.http_deps import CtxDep, acts
 from levere.services import federation, portal_sessions
 from levere.web.render import page, redirect
 from levere.web.session import PREFIX, CsrfChecked, safe_next, set_session
@@ -147,7 +147,7 @@ def callback(
         if exc.http_status >= 500:
             raise
         return _problem(request, ctx, exc.http_status, "You were not signed in", exc.message)
-    issued = portal_sessions.limit(ctx, signed_in.issued)
+    issued = portal_sessions.limit(ctx, signed_in.issued.view())
     response = redirect(safe_next(request.cookies.get(NEXT_COOKIE)))
     _clear_flow(response, ctx)
     set_session(response, ctx, issued.token)
