@@ -44,6 +44,16 @@ SAMPLES: dict[tuple[str, str], Sample] = {
     ("POST", "/api/auth/oidc/device/poll"): Sample(
         public=True, json=lambda _w, _r: {"handle": "no-such-handle"}, succeeds=False
     ),
+    # the portal's side: the button's form (an unknown provider, as above), the callback the provider
+    # sends the browser to (a redirect to the portal's page) and that page (without a state this
+    # browser started, refused); tests/web/test_portal_oidc.py signs in through them for real
+    ("POST", "/portal/auth/oidc/{provider}"): Sample(
+        public=True, path=lambda _w, _r: {"provider": "unknown"}, form=lambda _w, _r: {}, succeeds=False
+    ),
+    ("GET", "/auth/oidc/callback"): Sample(public=True, query={"state": "s", "code": "c"}, succeeds=False),
+    ("GET", "/portal/auth/oidc/callback"): Sample(
+        public=True, query={"state": "no-such-state", "code": "x"}, succeeds=False
+    ),
     # a valid code needs a TOTP secret enrolled first: the sample checks the gate only
     ("POST", "/api/me/step-up"): Sample(json=lambda _w, _r: {"code": "000000"}, succeeds=False),
     ("GET", "/api/me/identities"): Sample(),

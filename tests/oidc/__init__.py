@@ -51,8 +51,11 @@ def node_ready() -> str | None:
     return None
 
 
-def run_provider(folder: Path, port: int = PORT, **ttl_seconds: int) -> Iterator[Provider]:
-    """Start provider.js on loopback, wait for its discovery document, stop it by PID afterwards."""
+def run_provider(
+    folder: Path, port: int = PORT, portal_redirects: tuple[str, ...] = (PORTAL_REDIRECT,), **ttl_seconds: int
+) -> Iterator[Provider]:
+    """Start provider.js on loopback, wait for its discovery document, stop it by PID afterwards;
+    ``portal_redirects`` are the redirect URIs its confidential (portal) client accepts."""
     reason = node_ready()
     if reason:
         pytest.skip(f"no OpenID Connect test provider: {reason}")
@@ -60,7 +63,7 @@ def run_provider(folder: Path, port: int = PORT, **ttl_seconds: int) -> Iterator
     keys = KeySet([key])
     jwks_file = folder / "jwks.json"
     jwks_file.write_text(json.dumps(keys.as_dict(private=True)))
-    env = {"PATH": "/usr/bin:/bin:/usr/local/bin", "OIDC_PORTAL_REDIRECT_URIS": PORTAL_REDIRECT}
+    env = {"PATH": "/usr/bin:/bin:/usr/local/bin", "OIDC_PORTAL_REDIRECT_URIS": ",".join(portal_redirects)}
     env.update({f"OIDC_TTL_{name.upper()}": str(value) for name, value in ttl_seconds.items()})
     log = (folder / "provider.log").open("wb")
     process = subprocess.Popen(

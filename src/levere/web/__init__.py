@@ -14,11 +14,12 @@ from levere.web.session import PREFIX
 
 def install(app: FastAPI) -> None:
     """Add the portal's routes to the application (``/`` leads to the portal's home page)."""
-    from levere.web import account, applications, home, projects
+    from levere.web import account, applications, federated, home, projects
 
-    for module in (home, account, applications, projects):
+    for module in (home, account, federated, applications, projects):
         app.include_router(module.router, prefix=PREFIX)
     app.include_router(home.root)
+    app.include_router(federated.root)
 
 
 __all__ = ["PREFIX", "install"]

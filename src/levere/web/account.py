@@ -12,7 +12,7 @@ from fastapi.responses import Response
 
 from levere.domain.errors import LevereError, ValidationFailed
 from levere.http_deps import CtxDep, acts
-from levere.services import accounts, invitations, portal_sessions
+from levere.services import accounts, federation, invitations, portal_sessions
 from levere.services.accounts import Scope
 from levere.services.invitations import LinkState
 from levere.web.render import page, redirect
@@ -32,13 +32,14 @@ Text = Annotated[str, Form()]
 
 
 @router.get("/sign-in", openapi_extra=acts(None))
-def sign_in_form(request: Request, viewer: MaybeViewer, next: str = "", welcome: str = "") -> Response:
+def sign_in_form(
+    request: Request, viewer: MaybeViewer, ctx: CtxDep, next: str = "", welcome: str = ""
+) -> Response:
     """``welcome`` is the e-mail of someone who just set their password from an invitation."""
     if viewer is not None and Scope.READ in viewer.scopes:
         return redirect(safe_next(next))
-    return page(
-        request, "sign_in.html", next=safe_next(next), email=welcome[:320], error="", welcome=bool(welcome)
-    )
+    return page(request, "sign_in.html", next=safe_next(next), email=welcome[:320], error="",
+                welcome=bool(welcome), providers=federation.list_providers(ctx))  # fmt: skip
 
 
 @router.post("/sign-in", openapi_extra=acts(None), dependencies=[CsrfChecked])
@@ -62,7 +63,8 @@ def sign_in(
                 "this account uses two-factor sign-in: give the one-time code from your authenticator app too"
             )
         return page(request, "sign_in.html", 401 if exc.http_status == 401 else 429,
-                    next=safe_next(next), email=email, error=error)  # fmt: skip
+                    next=safe_next(next), email=email, error=error,
+                    providers=federation.list_providers(ctx))  # fmt: skip
     response = redirect(safe_next(next))
     set_session(response, ctx, issued.token)
     return response
@@ -120,7 +122,8 @@ def invitation(request: Request, secret: str, ctx: CtxDep) -> Response:
     """Opening the page changes nothing (mail scanners open links too); the form sets the password."""
     state = invitations.link_state(ctx, secret) if len(secret) <= 100 else LinkState.UNKNOWN
     status = {LinkState.VALID: 200, LinkState.UNKNOWN: 404}.get(state, 410)
-    response = page(request, "invitation.html", status, state=state.value, secret=secret, error="")
+    response = page(request, "invitation.html", status, state=state.value, secret=secret, error="",
+                    providers=federation.list_providers(ctx))  # fmt: skip
     response.headers["Referrer-Policy"] = "no-referrer"
     return response
 
@@ -131,12 +134,14 @@ def accept_invitation(
 ) -> Response:
     if password != repeat:
         return page(request, "invitation.html", 422, state="valid", secret=secret,
-                    error="the two passwords differ; type the same password twice")  # fmt: skip
+                    error="the two passwords differ; type the same password twice",
+                    providers=federation.list_providers(ctx))  # fmt: skip
     try:
         user = invitations.accept_invitation(ctx, secret, password, name.strip())
     except ValidationFailed as exc:
         return page(request, "invitation.html", 422, state="valid", secret=secret,
-                    error=exc.fields.get("password", exc.message))  # fmt: skip
+                    error=exc.fields.get("password", exc.message),
+                    providers=federation.list_providers(ctx))  # fmt: skip
     return redirect(f"{PREFIX}/sign-in?welcome={quote(user.email)}")
 
 
