@@ -178,7 +178,7 @@ class Levere:
         with self.ctx.tx() as session:
             from levere.db.models import JobRun
 
-            run = session.get(JobRun, job["id"])
+            run = session.get(JobRun, job.id)
             assert run is not None
             if run.state != "done" or run.files_done != run.files_total:
                 raise RuntimeError(f"levere sync did not finish: {run.state} {run.error}")
