@@ -96,7 +96,7 @@ def test_without_a_queue_a_sync_is_done_at_once_and_a_failure_closes_it(queueles
     root.rename(root.with_name("gone"))
 
     job = sync.request_sync(queueless, s.world.helpdesk, s.project)  # no retries without a queue
-    run = run_row(queueless, job["id"])
+    run = run_row(queueless, job.id)
     assert run.state == JobRunState.FAILED and run.error.startswith("gave up after 1 attempt(s)")
     assert set(replica_states(queueless, s, "longterm").values()) == {ReplicaState.FAILED}
     assert all(
@@ -105,7 +105,7 @@ def test_without_a_queue_a_sync_is_done_at_once_and_a_failure_closes_it(queueles
 
     root.with_name("gone").rename(root)
     again = sync.request_sync(queueless, s.world.helpdesk, s.project)
-    assert run_row(queueless, again["id"]).state == JobRunState.DONE
+    assert run_row(queueless, again.id).state == JobRunState.DONE
     assert set(replica_states(queueless, s, "longterm").values()) == {ReplicaState.PRESENT}
     verify = scrub.request_verify(queueless, s.world.helpdesk, s.project)
-    assert run_row(queueless, verify["id"]).state == JobRunState.DONE
+    assert run_row(queueless, verify.id).state == JobRunState.DONE

@@ -71,6 +71,8 @@ class TokenView:
     expires_at: datetime
     revoked_at: datetime | None
     last_used_at: datetime | None
+    #: the sign-in that issued it proved a second factor
+    second_factor: bool = False
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,7 @@ def token_view(token: ApiToken) -> TokenView:
         expires_at=token.expires_at,
         revoked_at=token.revoked_at,
         last_used_at=token.last_used_at,
+        second_factor=bool(token.second_factor),
     )
 
 
