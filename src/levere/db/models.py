@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -354,6 +355,12 @@ class Delivery(Base):
     #: at sealing, which files the run's checksum file listed (see domain.deliveries.ChecksumCoverage);
     #: none for deliveries not sealed yet, or sealed before levere recorded it
     checksum_coverage: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    #: the shared disk a sensitive project's delivery lands on (None: a non-sensitive delivery)
+    shared_disk_id: Mapped[str | None] = mapped_column(
+        ForeignKey("shared_disks.id"), default=None, index=True
+    )
+    #: when the facility released it to the users' secure project (its headers moved to them)
+    released_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class StoredFile(Base):
@@ -370,6 +377,27 @@ class StoredFile(Base):
     md5: Mapped[str] = mapped_column(String(32))
     sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: for a file stored as a Crypt4GH body (secure zone): the stored body's SHA-256 and size, which
+    #: copies are checked against; ``size``, ``md5`` and ``sha256`` stay the plaintext's
+    body_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
+    body_size: Mapped[int | None] = mapped_column(BigInteger, default=None)
+
+
+class FileHeader(Base):
+    """A Crypt4GH header of a stored body, for one holder's key: a shared disk's (``disk``) or a
+    secure project's (``secure``). The body is stored once; readers come and go as headers."""
+
+    __tablename__ = "file_headers"
+    __table_args__ = (Index("ix_file_headers_holder", "holder_kind", "holder_id"),)
+    file_id: Mapped[str] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), primary_key=True)
+    #: "disk" or "secure" (see domain.secure.HeaderHolder)
+    holder_kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    holder_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    header: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"FileHeader(file_id={self.file_id!r}, holder={self.holder_kind}:{self.holder_id})"
 
 
 class Replica(Base):
@@ -434,6 +462,8 @@ class Upload(Base):
     #: the API token the upload was created with: it may finish this upload after it expires
     #: (services/upload_grants.py)
     token_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    #: an encrypting upload's data key, wrapped under the master key, so any process can resume it
+    wrapped_data_key: Mapped[str | None] = mapped_column(Text, default=None)
 
 
 class JobRun(Base):

@@ -274,3 +274,10 @@ def from_name(name: str, message: str) -> LevereError:
         except TypeError:  # an error with a constructor of its own
             return LevereError(message)
     return LevereError(message)
+
+
+class NoHeader(Conflict):
+    """A zone file holds no Crypt4GH header for the key asked to read it (a facility after release,
+    a destroyed shared disk)."""
+
+    code = "no_header"

@@ -132,3 +132,12 @@ class Membership:
 
 def membership_active(ends_at: datetime, removed_at: datetime | None, now: datetime) -> bool:
     return Membership(ends_at, removed_at).active(now)
+
+
+class HeaderHolder(StrEnum):
+    """Whose key a stored file's Crypt4GH header is made for (``file_headers.holder_kind``)."""
+
+    #: the shared disk the file was delivered to: the facility reads through it until release
+    DISK = "disk"
+    #: a secure project: the users' project after release
+    SECURE = "secure"

@@ -1,0 +1,121 @@
+"""Files in the secure zone: stored once as Crypt4GH bodies on the secure tier, read through the
+header a holder (a shared disk, a secure project) has for them.
+
+Design notes
+------------
+* A zone file is a :class:`StoredFile` of a delivery on a shared disk, with one replica on the
+  secure tier whose object is the Crypt4GH *body* only. Its headers are rows of ``file_headers``,
+  one per holder; the holder's private key (wrapped under the master key) opens its header and
+  gives the data key. Nothing here ever writes plaintext anywhere: :func:`open_plaintext` decrypts
+  in memory as the caller reads.
+* Which holder may read is the caller's decision (the use case checks roles and the disk's state);
+  this module only finds the header and the key, and refuses with ``no_header`` when the holder
+  has none (a facility after release, for example).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from levere.context import Context
+from levere.crypt4gh import DataKey, PrivateKey, read_data_key
+from levere.crypt4gh.body import iter_plaintext
+from levere.db.models import FileHeader, Replica, SecureProject, SharedDisk, StoredFile
+from levere.domain.errors import NoHeader, NotFound
+from levere.domain.secure import HeaderHolder
+from levere.domain.tiers import Tier
+from levere.services.secure import key_context, master_keys
+
+
+def holder_of(holder: SharedDisk | SecureProject) -> tuple[HeaderHolder, str]:
+    """The ``file_headers`` key of a shared disk or a secure project."""
+    if isinstance(holder, SharedDisk):
+        return HeaderHolder.DISK, holder.id
+    return HeaderHolder.SECURE, holder.id
+
+
+def private_key(ctx: Context, holder: SharedDisk | SecureProject) -> PrivateKey:
+    """The holder's private key, unwrapped from the master key; refused once a disk is destroyed."""
+    if isinstance(holder, SharedDisk):
+        if holder.wrapped_private_key is None:
+            raise NoHeader(f"shared disk {holder.name} is destroyed, with its key", disk=holder.name)
+        return master_keys(ctx).unwrap(holder.wrapped_private_key, key_context("shared-disk", holder.id))
+    return master_keys(ctx).unwrap(holder.wrapped_private_key, key_context("secure-project", holder.id))
+
+
+def record_header(session: Session, file_id: str, holder: SharedDisk | SecureProject, header: bytes) -> None:
+    """Store (or replace) the header ``holder`` reads ``file_id`` through."""
+    kind, holder_id = holder_of(holder)
+    row = session.get(FileHeader, (file_id, kind.value, holder_id))
+    if row is None:
+        session.add(FileHeader(file_id=file_id, holder_kind=kind.value, holder_id=holder_id, header=header))
+    else:
+        row.header = header
+
+
+def header_for(session: Session, file: StoredFile, holder: SharedDisk | SecureProject) -> bytes:
+    """The header ``holder`` has for ``file``; ``no_header`` (409) when it has none."""
+    kind, holder_id = holder_of(holder)
+    row = session.get(FileHeader, (file.id, kind.value, holder_id))
+    if row is None:
+        raise NoHeader(f"{file.path} holds no header for this key", path=file.path)
+    return row.header
+
+
+def data_key(ctx: Context, session: Session, file: StoredFile, holder: SharedDisk | SecureProject) -> DataKey:
+    """The data key of ``file``'s body, opened with ``holder``'s private key."""
+    return read_data_key(header_for(session, file, holder), private_key(ctx, holder))
+
+
+def body_replica(session: Session, file: StoredFile, tier: Tier = Tier.SECURE) -> Replica:
+    found = session.execute(
+        select(Replica).where(Replica.file_id == file.id, Replica.tier == tier.value)
+    ).scalar_one_or_none()
+    if found is None:
+        raise NotFound(f"{file.path} has no copy on {tier.value}")
+    return found
+
+
+def read_body(ctx: Context, replica: Replica) -> Iterator[bytes]:
+    """The stored body's bytes (ciphertext), as they are on the tier."""
+    return ctx.backend(Tier(replica.tier)).read(replica.key, version=replica.version_id)
+
+
+def open_plaintext(
+    ctx: Context, session: Session, file: StoredFile, holder: SharedDisk | SecureProject
+) -> io.BufferedReader:
+    """``file``'s plaintext as a readable file, decrypted in memory as it is read; each segment is
+    authenticated before its bytes are given out."""
+    key = data_key(ctx, session, file, holder)
+    body = io.BufferedReader(_Chunks(read_body(ctx, body_replica(session, file))), 1 << 20)
+    return io.BufferedReader(_Plain(iter_plaintext(body, key)), 1 << 20)
+
+
+class _Chunks(io.RawIOBase):
+    """A readable file over an iterator of byte chunks."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._pending = memoryview(chunk)
+        size = min(len(buffer), len(self._pending))
+        memoryview(buffer).cast("B")[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
+
+
+_Plain = _Chunks
