@@ -35,6 +35,7 @@ from levere.db.models import (
     Upload,
     User,
 )
+from levere.domain.jobruns import JobKind, JobRunState
 
 # --- people and facilities ----------------------------------------------------------------------
 
@@ -400,10 +401,10 @@ class JobRunView:
     """A background job (sync, restore or verify): progress, retries and its final report."""
 
     id: str
-    kind: str
+    kind: JobKind
     project: str | None
     delivery: str | None
-    state: str
+    state: JobRunState
     files_total: int
     files_done: int
     files_failed: int
@@ -426,10 +427,10 @@ def job_run_view(
 ) -> JobRunView:
     return JobRunView(
         id=run.id,
-        kind=run.kind,
+        kind=JobKind(run.kind),
         project=project,
         delivery=delivery,
-        state=run.state,
+        state=JobRunState(run.state),
         files_total=run.files_total,
         files_done=run.files_done,
         files_failed=run.files_failed,
