@@ -76,7 +76,7 @@ def zone_delivery(ctx: Context, zone: Zone, name: str) -> None:
     with ctx.tx() as session:
         project = session.execute(select(Project).where(Project.identifier == zone.project)).scalar_one()
         disk = secure_disks.get_disk(session, zone.disk)
-        facility = zone.world.facility.id
+        facility = disk.facility_secure.facility_id
         session.add(Delivery(project_id=project.id, facility_id=facility, name=name, shared_disk_id=disk.id))
 
 
