@@ -157,3 +157,17 @@ def windows(data: bytes, size: int = 32) -> set[bytes]:
 
 def holds_a_window(data: bytes, of: set[bytes], size: int = 32) -> bool:
     return any(data[i : i + size] in of for i in range(0, max(0, len(data) - size + 1)))
+
+
+def with_totp(ctx: Context, user_id: str) -> str:
+    """Turn on two-factor sign-in for a user; returns the secret."""
+    import pyotp
+
+    from levere.db.models import User
+
+    secret = pyotp.random_base32()
+    with ctx.tx() as session:
+        row = session.get(User, user_id)
+        assert row is not None
+        row.totp_secret, row.totp_enabled = secret, True
+    return secret

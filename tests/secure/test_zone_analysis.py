@@ -6,7 +6,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
+from pathlib import Path
 
+import pyotp
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
@@ -18,8 +21,9 @@ from levere.domain.errors import AccessDenied, DiskReadOnly, NoHeader
 from levere.domain.roles import UserKind
 from levere.qc import analyse_fastq
 from levere.services import zone_analysis
-from tests.conftest import job
-from tests.helpers import auth, make_facility, make_user, token_for
+from tests.cli_live import Cli
+from tests.conftest import LiveServer, job
+from tests.helpers import PASSWORD, auth, make_facility, make_user, token_for
 from tests.secure.qc_support import (
     Zone,
     add_zone_file,
@@ -31,6 +35,7 @@ from tests.secure.qc_support import (
     release,
     stored_bytes,
     windows,
+    with_totp,
     zone_delivery,
 )
 
@@ -219,3 +224,40 @@ def test_over_the_api_the_zone_routes_need_the_second_factor_and_the_page_is_htm
         session.execute(update(ApiToken).values(second_factor=False))
     no_factor = client.get(f"{base}/qc", headers=auth(pi))
     assert no_factor.status_code == 403 and no_factor.json()["details"]["reason"] == "second_factor_required"
+
+
+def test_the_cli_starts_the_analysis_and_prints_the_report_and_a_page(
+    ctx: Context, live_server: LiveServer, tmp_path: Path, zone: Zone
+) -> None:
+    data = make_fastq(10)
+    add_zone_file(ctx, zone, RUN, "a.fastq", data)
+    add_zone_file(ctx, zone, RUN, "b.fq", b"no FASTQ here\n")
+    analyst = make_user(ctx, "analyst@norseq.example.org", UserKind.FACILITY, zone.world.facility)
+    secret = with_totp(ctx, analyst.id)
+    cli = Cli(url=live_server.url, home=tmp_path / "cli")
+    cli.ok(
+        "analyst", "login", "--email", analyst.email, "--totp", pyotp.TOTP(secret).now(), password=PASSWORD
+    )
+    ran = cli.run("analyst", "secure", "analyse", zone.disk, RUN)
+    assert ran.returncode == 1
+    assert "1 of 2 file(s) could not be analysed: b.fq" in ran.stdout and "Files not analysed" in ran.stdout
+    shown = cli.ok("analyst", "secure", "qc", zone.disk, RUN)
+    assert "a.fastq" in shown and "600" in shown and "failed: b.fq: not FASTQ" in shown
+    listed = cli.json("analyst", "secure", "qc", zone.disk, RUN)
+    assert [f["state"] for f in listed["files"]] == ["done", "failed"]
+    out = tmp_path / "a.html"
+    cli.ok("analyst", "secure", "qc", zone.disk, RUN, "--page", "a.fastq", "--output", str(out))
+    assert out.read_bytes() == analyse_fastq(io.BytesIO(data), name="a.fastq").to_html()
+
+
+def test_every_key_of_the_delivery_summary_is_documented(ctx: Context, zone: Zone) -> None:
+    add_zone_file(ctx, zone, RUN, "a.fastq", make_fastq(11))
+    add_zone_file(ctx, zone, RUN, "b.fastq", b"")  # empty: a FASTQ file with no reads
+    add_zone_file(ctx, zone, RUN, "c.fastq", b">fasta\nACGT\n")
+    zone_analysis.request_analysis(ctx, zone.world.staff, zone.disk, RUN)
+    summary = zone_analysis.qc_report(ctx, zone.world.staff, zone.disk, RUN).summary
+    found = set(summary) | {f"files.{key}" for entry in summary["files"] for key in entry}
+    text = (Path(__file__).parents[2] / "docs" / "qc.md").read_text()
+    section = text.split("\n### The delivery's summary\n", 1)[1].split("\n## ", 1)[0]
+    assert found == set(re.findall(r"^\| `([A-Za-z0-9_.]+)` \|", section, flags=re.MULTILINE))
+    assert [f["state"] for f in summary["files"]] == ["done", "done", "failed"]
