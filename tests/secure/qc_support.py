@@ -146,19 +146,6 @@ def body_path(ctx: Context, file_id: str) -> Path:
         return ctx.settings.tier_spec("secure").root / replica.key  # type: ignore[union-attr]
 
 
-def stored_bytes(root: Path) -> list[tuple[Path, bytes]]:
-    """Every file under ``root``, with its bytes."""
-    return [(p, p.read_bytes()) for p in sorted(root.rglob("*")) if p.is_file()]
-
-
-def windows(data: bytes, size: int = 32) -> set[bytes]:
-    return {data[i : i + size] for i in range(0, max(1, len(data) - size + 1))}
-
-
-def holds_a_window(data: bytes, of: set[bytes], size: int = 32) -> bool:
-    return any(data[i : i + size] in of for i in range(0, max(0, len(data) - size + 1)))
-
-
 def with_totp(ctx: Context, user_id: str) -> str:
     """Turn on two-factor sign-in for a user; returns the secret."""
     import pyotp
