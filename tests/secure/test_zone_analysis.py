@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import pyotp
@@ -20,7 +21,7 @@ from levere.domain.analysis import SUMMARY_PATH
 from levere.domain.errors import AccessDenied, DiskReadOnly, NoHeader
 from levere.domain.roles import UserKind
 from levere.qc import analyse_fastq
-from levere.services import zone_analysis
+from levere.services import secure, zone_analysis
 from tests.cli_live import Cli
 from tests.conftest import LiveServer, job
 from tests.helpers import PASSWORD, auth, make_facility, make_user, token_for
@@ -184,6 +185,25 @@ def test_only_the_facility_side_starts_it_and_not_on_a_closed_disk(ctx: Context,
         session.execute(update(SharedDisk).values(ends_at=utcnow()))
     with pytest.raises(DiskReadOnly):
         zone_analysis.request_analysis(ctx, zone.world.staff, zone.disk, RUN)
+
+
+def test_the_helpdesk_reads_no_report_unless_let_into_the_users_secure_project(
+    ctx: Context, zone: Zone
+) -> None:
+    add_zone_file(ctx, zone, RUN, "a.fastq", make_fastq(12))
+    zone_analysis.request_analysis(ctx, zone.world.staff, zone.disk, RUN)
+    outsider = make_user(ctx, "someone@uib.example.org", password=None)
+    for reader in (zone.world.helpdesk, outsider):
+        with pytest.raises(AccessDenied):
+            zone_analysis.qc_report(ctx, reader, zone.disk, RUN)
+        with pytest.raises(AccessDenied):
+            zone_analysis.qc_page(ctx, reader, zone.disk, RUN, "a.fastq")
+    secure.invite_member(
+        ctx, zone.world.pi, zone.users, zone.world.helpdesk.email, utcnow() + timedelta(days=2)
+    )
+    assert [f.path for f in zone_analysis.qc_report(ctx, zone.world.helpdesk, zone.disk, RUN).files] == [
+        "a.fastq"
+    ]
 
 
 def test_after_release_the_users_read_the_report_and_the_facility_is_told_released_no_access(

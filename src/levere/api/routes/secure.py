@@ -182,7 +182,7 @@ def start_analysis(name: str, delivery: str, actor: ZoneWriteUser, ctx: CtxDep) 
     summary="A delivery's analysis report: every FASTQ file's figures (the JSON summary)",
     operation_id="get_zone_qc",
     responses=errors(404, 409),
-    openapi_extra=acts(Action.DISK_READ),
+    openapi_extra=acts(Action.ANALYSIS_READ),
 )
 def qc_report(name: str, delivery: str, actor: ZoneReadUser, ctx: CtxDep) -> QcReportOut:
     return QcReportOut.model_validate(asdict(zone_analysis.qc_report(ctx, actor, name, delivery)))
@@ -194,7 +194,7 @@ def qc_report(name: str, delivery: str, actor: ZoneReadUser, ctx: CtxDep) -> QcR
     operation_id="get_zone_qc_page",
     response_class=HTMLResponse,
     responses=errors(404, 409),
-    openapi_extra=acts(Action.DISK_READ),
+    openapi_extra=acts(Action.ANALYSIS_READ),
 )
 def qc_page(
     name: str,
