@@ -17,7 +17,7 @@ from sqlalchemy import select, update
 
 from levere.context import Context
 from levere.db.models import ApiToken, AuditEvent, FileHeader, JobRun, Replica, SharedDisk, StoredFile, utcnow
-from levere.domain.analysis import SUMMARY_PATH
+from levere.domain.analysis import SUMMARY_PATH, is_fastq
 from levere.domain.errors import AccessDenied, DiskReadOnly, NoHeader
 from levere.domain.roles import UserKind
 from levere.qc import analyse_fastq
@@ -293,3 +293,20 @@ def test_every_key_of_the_delivery_summary_is_documented(ctx: Context, zone: Zon
     section = text.split("\n### The delivery's summary\n", 1)[1].split("\n## ", 1)[0]
     assert found == set(re.findall(r"^\| `([A-Za-z0-9_.]+)` \|", section, flags=re.MULTILINE))
     assert [f["state"] for f in summary["files"]] == ["done", "done", "failed"]
+
+
+@pytest.mark.parametrize(
+    ("path", "read"),
+    [
+        ("lane1/S1_R1.fastq.gz", True),
+        ("S1.FQ", True),
+        ("S1_R2.fq.gz.c4gh", True),
+        ("S1.fastq.c4gh", True),
+        ("S1.bam", False),
+        ("S1.fastq.gz.md5", False),
+        ("notes.c4gh", False),
+        ("levere-qc/S1.fastq", False),  # levere's own folder is never analysed
+    ],
+)
+def test_which_files_the_analysis_reads(path: str, read: bool) -> None:
+    assert is_fastq(path) is read
