@@ -15,12 +15,15 @@ from sqlalchemy import update
 
 from levere.db.models import ApiToken, utcnow
 from levere.domain.roles import UserKind
-from levere.services import secure, secure_disks
+from levere.services import secure, secure_disks, zone_analysis
 from tests.helpers import PermissionWorld, make_user
 from tests.permission_samples import Sample
+from tests.secure.qc_support import Zone, add_zone_file, make_fastq, zone_delivery
 
 USERS, FACILITY = "p9001", "p9002"
 HELPER = "zone-helper@levere.test"
+#: a delivery on the disk with one FASTQ file, analysed once as the world is made
+RUN, READS = "RUN-QC", "reads.fastq"
 
 
 def _secure(_w: PermissionWorld, _role: str) -> dict[str, str]:
@@ -29,6 +32,10 @@ def _secure(_w: PermissionWorld, _role: str) -> dict[str, str]:
 
 def _disk(w: PermissionWorld, _role: str) -> dict[str, str]:
     return {"name": w.extra["disk"]}
+
+
+def _run(w: PermissionWorld, _role: str) -> dict[str, str]:
+    return {"name": w.extra["disk"], "delivery": RUN}
 
 
 def _until(days: int) -> str:
@@ -55,6 +62,11 @@ SAMPLES: dict[tuple[str, str], Sample] = {
     ("GET", "/api/secure/disks/{name}"): Sample(on="project", path=_disk),
     ("GET", "/api/secure/disks/{name}/pubkey"): Sample(on="project", path=_disk),
     ("POST", "/api/secure/disks/{name}/destroy"): Sample(on="project", path=_disk),
+    ("POST", "/api/secure/disks/{name}/deliveries/{delivery}/analysis"): Sample(on="project", path=_run),
+    ("GET", "/api/secure/disks/{name}/deliveries/{delivery}/qc"): Sample(on="project", path=_run),
+    ("GET", "/api/secure/disks/{name}/deliveries/{delivery}/qc/page"): Sample(
+        on="project", path=_run, query={"file": READS}
+    ),
 }
 
 
@@ -71,3 +83,7 @@ def extend_world(ctx: Any, world: PermissionWorld) -> None:
     secure.invite_member(ctx, world.users["admin"], USERS, HELPER, utcnow() + timedelta(days=3))
     with ctx.tx() as session:
         session.execute(update(ApiToken).values(second_factor=True))
+    zone = Zone(world=None, project=world.project, users=USERS, facility=FACILITY, disk=world.extra["disk"])  # type: ignore[arg-type]
+    zone_delivery(ctx, zone, RUN)
+    add_zone_file(ctx, zone, RUN, READS, make_fastq(1, reads=50))
+    zone_analysis.request_analysis(ctx, world.users["facility_assigned"], zone.disk, RUN)

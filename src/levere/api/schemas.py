@@ -513,3 +513,32 @@ class DiskOut(Out):
 class PublicKeyOut(BaseModel):
     #: the key as ``crypt4gh-keygen`` writes a public key file
     pem: str
+
+
+class QcFileOut(Out):
+    """One FASTQ file's standard analysis: its main figures, or why it could not be analysed."""
+
+    path: str
+    state: Literal["done", "failed"]
+    reads: int
+    bases: int
+    mean_length: float
+    gc_fraction: float
+    mean_quality: float
+    n_fraction: float
+    duplicate_fraction: float
+    #: where the file's HTML page is kept in the delivery (read it with the ``qc/page`` route)
+    page: str | None
+    error: str
+    message: str
+
+
+class QcReportOut(Out):
+    """A delivery's analysis report; ``summary`` is the JSON summary as stored (docs/qc.md)."""
+
+    disk: str
+    delivery: str
+    job: str
+    made_at: datetime
+    files: list[QcFileOut]
+    summary: dict[str, Any]

@@ -1,4 +1,4 @@
-"""``levere secure ...``: secure projects, their members and shared disks.
+"""``levere secure ...``: secure projects, their members, shared disks and the standard analysis.
 
 Every command needs a sign-in with a one-time code (``levere login --totp CODE``).
 """
@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
 import typer
 
 from levere.cli.accounts import client
-from levere.cli.output import State, emit_json, fields, result, show, table
+from levere.cli.output import State, console, done, emit_json, fields, result, show, table
+from levere.cli.sync import NoWait, follow
 from levere.domain.errors import ValidationFailed
 from levere.domain.units import SIZE_HELP, format_size, parse_size
 
@@ -192,6 +194,83 @@ def pubkey(name: Annotated[str, typer.Argument(help="The shared disk (disk-7).")
         emit_json(data)
     else:
         sys.stdout.write(data["pem"])
+
+
+# --- the standard analysis -----------------------------------------------------------------
+
+
+def _analysis_outcome(job: dict[str, Any]) -> None:
+    files = (job.get("report") or {}).get("files") or []
+    failed = [f for f in files if f["state"] == "failed"]
+    if job["state"] == "done":
+        done(f"analysis of {job['delivery']} finished: {len(files)} FASTQ file(s) analysed")
+    else:
+        console.print(f"[red]✗[/red] analysis of {job['delivery']} failed: {job['error']}", highlight=False)
+    if failed:
+        table("Files not analysed", ["file", "reason"], [(f["path"], f["message"]) for f in failed])
+
+
+@secure.command("analyse")
+def analyse(
+    name: Annotated[str, typer.Argument(help="The shared disk (disk-7).")],
+    delivery: Annotated[str, typer.Argument(help="The delivery on it.")],
+    no_wait: NoWait = False,
+) -> None:
+    """Run the standard analysis (QC) of a delivery's FASTQ files on a shared disk (the facility)."""
+    api = client()
+    job = api.post(f"/secure/disks/{_q(name)}/deliveries/{_q(delivery)}/analysis")
+    if no_wait:
+        result(
+            job,
+            f"analysis of {delivery} started as job {job['id']}; see it with: levere secure qc {name} {delivery}",
+        )
+        return
+    try:
+        job = follow(api, job)
+    except KeyboardInterrupt:
+        console.print(f"stopped waiting; the analysis goes on (job {job['id']})")
+        raise typer.Exit(130) from None
+    show(job, _analysis_outcome)
+    if job["state"] == "failed":
+        raise typer.Exit(1)
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.2f}"
+
+
+@secure.command("qc")
+def qc(
+    name: Annotated[str, typer.Argument(help="The shared disk (disk-7).")],
+    delivery: Annotated[str, typer.Argument(help="The delivery on it.")],
+    page: Annotated[
+        str | None, typer.Option(help="Print this FASTQ file's HTML page (with plots) instead of the table.")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="With --page: write the page to this file.")
+    ] = None,
+) -> None:
+    """A delivery's analysis report: one line of figures per FASTQ file."""
+    api = client()
+    where = f"/secure/disks/{_q(name)}/deliveries/{_q(delivery)}/qc"
+    if page is not None:
+        html = api.send("GET", f"{where}/page", params={"file": page}).content
+        if output is None:
+            sys.stdout.buffer.write(html)
+        else:
+            output.write_bytes(html)
+            done(f"the QC page of {page} is in {output}")
+        return
+    data = api.get(where)
+    show(data, lambda r: table(
+        f"Analysis of {r['delivery']} on {r['disk']} ({_when(r['made_at'])} UTC)",
+        ["file", "state", "reads", "bases", "mean length", "GC %", "mean Q", "N %", "duplicates %"],
+        [(f["path"], f["state"], f"{f['reads']:,}", f"{f['bases']:,}", f"{f['mean_length']:.1f}",
+          _percent(f["gc_fraction"]), f"{f['mean_quality']:.2f}", _percent(f["n_fraction"]),
+          _percent(f["duplicate_fraction"])) if f["state"] == "done"
+         else (f["path"], f"failed: {f['message']}", "", "", "", "", "", "", "")
+         for f in r["files"]],
+    ))  # fmt: skip
 
 
 def register_commands(app: typer.Typer) -> None:

@@ -18,6 +18,7 @@ class JobKind(StrEnum):
     SYNC = "sync"  # copy sealed deliveries from the project area to long-term storage
     RESTORE = "restore"  # copy freed files back from long-term storage into the project area
     VERIFY = "verify"  # read every stored copy back and repair damage
+    ANALYSIS = "analysis"  # the standard analysis (QC) of a shared disk's delivery, in the zone
 
 
 class JobRunState(StrEnum):

@@ -90,6 +90,7 @@ class Action(StrEnum):
     DISK_READ = "disk.read"  # see a shared disk and list what is on it
     DISK_WRITE = "disk.write"  # upload to a shared disk (the facility's side only)
     DISK_DESTROY = "disk.destroy"
+    ANALYSIS_READ = "analysis.read"  # read a shared disk's analysis reports (before release)
     # audit
     AUDIT_READ = "audit.read"
     AUDIT_ANCHOR = "audit.anchor"
@@ -140,6 +141,8 @@ PERMISSIONS: dict[Action, frozenset[Actor]] = {
     Action.DISK_READ: frozenset({A.HELPDESK, A.FACILITY_ASSIGNED, A.ADMIN, A.MEMBER}),
     Action.DISK_WRITE: frozenset({A.FACILITY_ASSIGNED}),
     Action.DISK_DESTROY: frozenset({A.HELPDESK}),
+    # the QC reports are the data's: the two sides of the disk read them, the helpdesk only if let in
+    Action.ANALYSIS_READ: frozenset({A.FACILITY_ASSIGNED, A.ADMIN, A.MEMBER}),
     Action.AUDIT_READ: frozenset({A.HELPDESK}),
     Action.AUDIT_ANCHOR: frozenset({A.HELPDESK}),
 }
@@ -217,6 +220,7 @@ DESCRIPTIONS: dict[Action, str] = {
     Action.DISK_READ: "see the shared disk",
     Action.DISK_WRITE: "write to the shared disk (only the facility's side can)",
     Action.DISK_DESTROY: "destroy shared disks",
+    Action.ANALYSIS_READ: "read the analysis reports on the shared disk (its two sides can)",
     Action.AUDIT_READ: "read the audit log",
     Action.AUDIT_ANCHOR: "anchor the audit log",
 }

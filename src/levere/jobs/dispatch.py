@@ -3,7 +3,7 @@ that records a run's failures and retries.
 
 Design notes
 ------------
-* A run (sync, restore, verify) is a row people watch (:mod:`levere.services.jobruns`). Its kind
+* A run (sync, restore, verify, analysis) is a row people watch (:mod:`levere.services.jobruns`). Its kind
   names an entry of :data:`TASKS`: the huey task that does the work, how many lanes of it run at
   once, and how often a failed attempt is retried.
 * Every attempt goes through :func:`attempt`: a fault with retries left is recorded on the run
@@ -33,7 +33,7 @@ from levere.dataplane.replication import LaneResult
 from levere.db.models import JobRun, utcnow
 from levere.domain.errors import LevereError
 from levere.domain.jobruns import FINISHED, JobKind, JobRunState, job_run_sources, job_run_transition
-from levere.services import scrub
+from levere.services import scrub, zone_analysis
 
 if TYPE_CHECKING:
     from levere.context import Context
@@ -47,6 +47,11 @@ BACKOFF = 2.0
 
 def _verify(ctx: Context, run_id: str) -> LaneResult:
     scrub.run_verify(ctx, run_id)
+    return LaneResult()
+
+
+def _analyse(ctx: Context, run_id: str) -> LaneResult:
+    zone_analysis.run_analysis(ctx, run_id)
     return LaneResult()
 
 
@@ -65,7 +70,16 @@ class Task:
 COPY = Task("transfer", replication.run_lane, lanes=lambda s: s.lanes, retries=lambda s: s.retries)
 #: a verify reads everything once; a failed one is asked for again rather than retried
 VERIFY = Task("verify", _verify, lanes=lambda s: 1, retries=lambda s: 0)
-TASKS: dict[JobKind, Task] = {JobKind.SYNC: COPY, JobKind.RESTORE: COPY, JobKind.VERIFY: VERIFY}
+#: the standard analysis of a zone delivery reads every FASTQ file once; a failed one is asked for again
+ANALYSIS = Task("analysis", _analyse, lanes=lambda s: 1, retries=lambda s: 0)
+TASKS: dict[JobKind, Task] = {
+    JobKind.SYNC: COPY,
+    JobKind.RESTORE: COPY,
+    JobKind.VERIFY: VERIFY,
+    JobKind.ANALYSIS: ANALYSIS,
+}
+#: the kinds that copy between tiers (their runs close with a copy report)
+COPY_KINDS = (JobKind.SYNC, JobKind.RESTORE)
 
 
 def attempt(ctx: Context, task: Task, run_id: str, retries_left: int, retry_delay: float) -> LaneResult:
@@ -118,7 +132,7 @@ def give_up(ctx: Context, run_id: str, message: str) -> None:
         if run is None or run.state in FINISHED:
             return
         scope = None
-        if run.kind != JobKind.VERIFY:
+        if run.kind in COPY_KINDS:
             # a copy job whose project has no copy path (any more) is closed as it stands
             with contextlib.suppress(LevereError):
                 scope = replication.scope_of(session, run)

@@ -1,25 +1,28 @@
-"""The secure zone: secure projects, their members, shared disks. Every route needs a token whose
-sign-in passed a second factor (``Zone*User``)."""
+"""The secure zone: secure projects, their members, shared disks and the standard analysis of their
+deliveries. Every route needs a token whose sign-in passed a second factor (``Zone*User``)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
+from fastapi.responses import HTMLResponse
 
 from levere.api.deps import CtxDep, ZoneReadUser, ZoneReviewUser, ZoneWriteUser, acts
 from levere.api.openapi import errors
+from levere.api.routes.sync import JobOut
 from levere.api.schemas import (
     DiskIn,
     DiskOut,
     PublicKeyOut,
+    QcReportOut,
     SecureProjectIn,
     SecureProjectOut,
     ZoneMemberIn,
     ZoneMemberOut,
 )
 from levere.domain.roles import Action
-from levere.services import secure, secure_disks
+from levere.services import secure, secure_disks, zone_analysis
 
 router = APIRouter(prefix="/secure", tags=["secure zone"])
 
@@ -151,3 +154,54 @@ def disk_pubkey(name: str, actor: ZoneReadUser, ctx: CtxDep) -> PublicKeyOut:
 )
 def destroy_disk(name: str, actor: ZoneReviewUser, ctx: CtxDep) -> DiskOut:
     return DiskOut.model_validate(asdict(secure_disks.destroy(ctx, actor, name)))
+
+
+#: the QC page is the one HTML levere hands out from the zone: never cached, nothing it may load
+QC_PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+}
+
+
+@router.post(
+    "/disks/{name}/deliveries/{delivery}/analysis",
+    summary="Start the standard analysis (QC) of a delivery's FASTQ files on a shared disk",
+    operation_id="start_zone_analysis",
+    status_code=202,
+    responses=errors(404, 409),
+    openapi_extra=acts(Action.DISK_WRITE),
+)
+def start_analysis(name: str, delivery: str, actor: ZoneWriteUser, ctx: CtxDep) -> JobOut:
+    return JobOut.model_validate(zone_analysis.request_analysis(ctx, actor, name, delivery))
+
+
+@router.get(
+    "/disks/{name}/deliveries/{delivery}/qc",
+    summary="A delivery's analysis report: every FASTQ file's figures (the JSON summary)",
+    operation_id="get_zone_qc",
+    responses=errors(404, 409),
+    openapi_extra=acts(Action.ANALYSIS_READ),
+)
+def qc_report(name: str, delivery: str, actor: ZoneReadUser, ctx: CtxDep) -> QcReportOut:
+    return QcReportOut.model_validate(asdict(zone_analysis.qc_report(ctx, actor, name, delivery)))
+
+
+@router.get(
+    "/disks/{name}/deliveries/{delivery}/qc/page",
+    summary="One FASTQ file's analysis as an HTML page with plots",
+    operation_id="get_zone_qc_page",
+    response_class=HTMLResponse,
+    responses=errors(404, 409),
+    openapi_extra=acts(Action.ANALYSIS_READ),
+)
+def qc_page(
+    name: str,
+    delivery: str,
+    actor: ZoneReadUser,
+    ctx: CtxDep,
+    file: str = Query(..., max_length=4096, description="the FASTQ file's path in the delivery"),
+) -> HTMLResponse:
+    page = zone_analysis.qc_page(ctx, actor, name, delivery, file)
+    return HTMLResponse(page.html, headers=QC_PAGE_HEADERS)
