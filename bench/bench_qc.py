@@ -9,7 +9,7 @@ first position, and 8% of reads repeating a recent one.
 Both tools read the whole file and write a JSON summary and an HTML report into a scratch folder:
 sequali with its defaults (two threads: one inflating gzip, one computing), levere as
 ``analyse_fastq`` with ``to_json`` and ``to_html`` in a fresh Python process (python-isal inflating
-in a thread, dnaio and numpy in the other). The file is read once before the rounds so that both
+in a thread, dnaio parsing in the calling thread, numpy adding each batch in a third). The file is read once before the rounds so that both
 read it from the page cache. Rounds alternate sequali and levere; the figure is the median of the
 per-round ratios of levere's time to sequali's. Goal: at most 1.5.
 """

@@ -1,35 +1,20 @@
-"""Streaming Crypt4GH bodies: encrypt plaintext while hashing it, decrypt with plaintext in memory.
+"""Streaming Crypt4GH bodies: their sizes, decryption with plaintext in memory, encrypted uploads.
 
 A body is a run of independent segments: each 64 KiB of plaintext (the last one shorter) becomes a
 12-byte random nonce, the ChaCha20-Poly1305 ciphertext and its 16-byte tag. An empty plaintext has
 an empty body.
 
-Design notes (measurements in docs/benchmarks.md):
-
-- Both cores: the AEAD of ``cryptography`` (OpenSSL) holds the GIL during a call, PyNaCl's releases
-  it; but OpenSSL's ChaCha20-Poly1305 is much cheaper per byte than libsodium's, and ``hashlib``
-  releases the GIL while it hashes. So MD5 (the slowest step, and serial by nature) runs
-  in a thread of its own, SHA-256 in another, and the calling thread reads, encrypts and writes:
-  three steps on two cores, none waiting for the GIL for long.
-- Encryption alone (``checksums=False``, for a caller that has the plaintext's checksums already)
-  stays in the calling thread: two threads encrypting alternate segments with PyNaCl would spend
-  more CPU in all than one thread with OpenSSL's cipher, and a thread that only writes saved no
-  time on a busy machine while it cost CPU; the second core is left to the reading and writing the
-  kernel does.
-- Constant memory: plaintext moves in chunks of 16 segments through a fixed set of buffers, each
-  back in the free list once both hashes and the encryption are done with it.
-- Hash threads are told to stop in every outcome (a failing source or sink included), so no thread
-  outlives the call.
+Encryption while streaming is in :mod:`.encryptor` (with :mod:`.segment_worker`, its helper
+process); this module holds the format's sizes, decryption with plaintext in memory only, and the
+acceptance of a file uploaded already encrypted. Memory stays constant: bodies move a chunk of 16
+segments at a time.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import os
-import queue
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol
 
@@ -37,33 +22,14 @@ from cryptography.exceptions import InvalidTag
 
 from levere.crypt4gh.header import DataKey, read_data_key, read_header
 from levere.crypt4gh.keys import PrivateKey
+from levere.crypt4gh.segment_worker import CHUNK as _CHUNK
+from levere.crypt4gh.segment_worker import CIPHER_CHUNK as _CIPHER_CHUNK
+from levere.crypt4gh.segment_worker import CIPHER_SEGMENT, NONCE, SEGMENT, TAG
 from levere.domain.errors import CiphertextDamaged
-
-SEGMENT = 64 * 1024
-NONCE = 12
-TAG = 16
-CIPHER_SEGMENT = NONCE + SEGMENT + TAG
-CHUNK_SEGMENTS = 16
-_CHUNK = SEGMENT * CHUNK_SEGMENTS
-_CIPHER_CHUNK = CIPHER_SEGMENT * CHUNK_SEGMENTS
-#: chunk buffers in flight: enough for the hash threads to lag a little behind the encryption
-_BUFFERS = 6
 
 
 class Sink(Protocol):
     def write(self, data: bytes | bytearray | memoryview, /) -> object: ...
-
-
-@dataclass(frozen=True)
-class EncryptedBody:
-    """What :func:`encrypt_stream` learnt on the way: the key and the plaintext's fingerprints."""
-
-    data_key: DataKey
-    plaintext_size: int
-    body_size: int
-    #: hex digests of the plaintext; None when encrypted with ``checksums=False``
-    md5: str | None
-    sha256: str | None
 
 
 def body_size(plaintext_size: int) -> int:
@@ -80,147 +46,6 @@ def plaintext_size(body_bytes: int) -> int:
     return full * SEGMENT + (rest - NONCE - TAG if rest else 0)
 
 
-class BodyEncryptor:
-    """Encrypt plaintext pushed in pieces of any size (an upload's request chunks) into a body
-    written to ``sink``, hashing it on the way; :meth:`finish` writes the last segment and gives
-    the result. Use it as a context manager, or call :meth:`finish` or :meth:`abort` in every case:
-    they stop the hash threads. With ``checksums=False`` it only encrypts (no hash threads)."""
-
-    def __init__(self, sink: Sink, data_key: DataKey | None = None, *, checksums: bool = True) -> None:
-        self.data_key = data_key or DataKey.generate()
-        self._cipher = self.data_key.cipher()
-        self._sink = sink
-        self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
-        for _ in range(_BUFFERS):
-            self._free.put(bytearray(_CHUNK))
-        self._users: dict[int, int] = {}
-        self._lock = threading.Lock()
-        self._hashers = (
-            (
-                _Hasher(hashlib.md5(usedforsecurity=False), self._release),
-                _Hasher(hashlib.sha256(), self._release),
-            )
-            if checksums
-            else ()
-        )
-        self._out = memoryview(bytearray(_CIPHER_CHUNK))
-        self._buffer: bytearray | None = None
-        self._filled = 0
-        self._closed = False
-        #: plaintext bytes taken and body bytes written so far
-        self.plaintext_size = 0
-        self.body_size = 0
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:
-        """Take the next piece of plaintext."""
-        if self._closed:
-            raise ValueError("this encryptor is finished")
-        view = memoryview(data).cast("B")
-        taken = 0
-        while taken < len(view):
-            buffer = self._current()
-            size = min(_CHUNK - self._filled, len(view) - taken)
-            buffer[self._filled : self._filled + size] = view[taken : taken + size]
-            self._filled += size
-            taken += size
-            if self._filled == _CHUNK:
-                self._encrypt_chunk()
-        return taken
-
-    def fill_from(self, source: BinaryIO) -> bool:
-        """Read one chunk from ``source`` straight into the encryptor (no copy); False at its end."""
-        buffer = self._current()
-        got = _fill(source, memoryview(buffer)[self._filled :])
-        self._filled += got
-        if self._filled == _CHUNK:
-            self._encrypt_chunk()
-            return True
-        return False
-
-    def finish(self) -> EncryptedBody:
-        try:
-            if self._filled:
-                self._encrypt_chunk()
-        finally:
-            self.abort()
-        md5, sha256 = (h.hexdigest() for h in self._hashers) if self._hashers else (None, None)
-        return EncryptedBody(self.data_key, self.plaintext_size, self.body_size, md5, sha256)
-
-    def abort(self) -> None:
-        """Stop the hash threads; what was written to the sink is the caller's to discard."""
-        if not self._closed:
-            self._closed = True
-            for hasher in self._hashers:
-                hasher.close()
-            # the hashers hold a bound method of this object (a cycle that only the garbage
-            # collector breaks): let the buffers go now rather than then
-            self._free = queue.SimpleQueue()
-            self._buffer = None
-            self._out = memoryview(b"")
-
-    def __enter__(self) -> BodyEncryptor:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.abort()
-
-    def _current(self) -> bytearray:
-        if self._buffer is None:
-            self._buffer = self._free.get()
-            self._filled = 0
-        return self._buffer
-
-    def _release(self, buffer: bytearray) -> None:
-        with self._lock:
-            self._users[id(buffer)] -= 1
-            if self._users[id(buffer)] == 0:
-                self._free.put(buffer)
-
-    def _encrypt_chunk(self) -> None:
-        buffer, size = self._current(), self._filled
-        self._buffer, self._filled = None, 0
-        with self._lock:
-            self._users[id(buffer)] = len(self._hashers) + 1  # the hashes and the encryption below
-        for hasher in self._hashers:
-            hasher.feed(buffer, size)
-        view, out = memoryview(buffer), self._out
-        nonces = os.urandom(NONCE * CHUNK_SEGMENTS)  # one system call per chunk
-        at = 0
-        for number, start in enumerate(range(0, size, SEGMENT)):
-            piece = view[start : min(start + SEGMENT, size)]
-            nonce = nonces[number * NONCE : (number + 1) * NONCE]
-            out[at : at + NONCE] = nonce
-            end = at + NONCE + len(piece) + TAG
-            self._cipher.encrypt_into(nonce, piece, None, out[at + NONCE : end])
-            at = end
-        self._release(buffer)
-        self._sink.write(out[:at])
-        self.plaintext_size += size
-        self.body_size += at
-
-
-def encrypt_stream(
-    source: BinaryIO,
-    sink: Sink,
-    *,
-    data_key: DataKey | None = None,
-    progress: Callable[[int], None] | None = None,
-    checksums: bool = True,
-) -> EncryptedBody:
-    """Encrypt everything ``source`` gives into a body written to ``sink``, computing the plaintext's
-    MD5 and SHA-256 in the same pass (unless ``checksums`` is False). ``progress`` gets the plaintext
-    bytes of each chunk done."""
-    with BodyEncryptor(sink, data_key, checksums=checksums) as encryptor:
-        while encryptor.fill_from(source):
-            if progress is not None:
-                progress(_CHUNK)
-        done = encryptor.plaintext_size
-        result = encryptor.finish()
-    if progress is not None and result.plaintext_size > done:
-        progress(result.plaintext_size - done)
-    return result
-
-
 def iter_plaintext(body: BinaryIO, data_key: DataKey) -> Iterator[bytes]:
     """The plaintext of a body, a chunk (up to 1 MiB) at a time, each segment authenticated before
     its bytes are given out. Raises :class:`CiphertextDamaged` on a changed or cut-short body."""
@@ -231,7 +56,7 @@ def iter_plaintext(body: BinaryIO, data_key: DataKey) -> Iterator[bytes]:
     plain_view = memoryview(plain)
     segment_number = 0
     while True:
-        size = _fill(body, chunk)
+        size = fill(body, chunk)
         if size == 0:
             return
         at = produced = 0
@@ -353,34 +178,7 @@ class _Counting:
         return int(size or 0)
 
 
-class _Hasher:
-    """A hash fed in order from a queue by a thread of its own (hashlib releases the GIL)."""
-
-    def __init__(self, digest: hashlib._Hash, release: Callable[[bytearray], None]) -> None:
-        self._digest = digest
-        self._release = release
-        self._queue: queue.SimpleQueue[tuple[bytearray, int] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="crypt4gh-hash", daemon=True)
-        self._thread.start()
-
-    def feed(self, buffer: bytearray, size: int) -> None:
-        self._queue.put((buffer, size))
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
-
-    def hexdigest(self) -> str:
-        return self._digest.hexdigest()
-
-    def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
-            buffer, size = item
-            self._digest.update(memoryview(buffer)[:size])
-            self._release(buffer)
-
-
-def _fill(source: BinaryIO, buffer: bytearray | memoryview) -> int:
+def fill(source: BinaryIO, buffer: bytearray | memoryview) -> int:
     """Fill ``buffer`` from ``source`` unless it ends first (pipes and sockets give short reads)."""
     view = memoryview(buffer)
     filled = 0

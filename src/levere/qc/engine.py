@@ -9,6 +9,8 @@ padding at all), and a position index per base otherwise (long reads of very dif
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Callable, Iterator
 from gzip import BadGzipFile
 from itertools import islice
@@ -31,6 +33,8 @@ BATCH_BASES = 2 << 20
 #: what python-isal raises for gzip data it cannot inflate (its exception is not typed as one)
 _GZIP_ERRORS: tuple[type[BaseException], ...] = (cast(type[BaseException], IsalError), BadGzipFile)
 PHRED_OFFSET = 33
+#: batches parsed ahead of the adding thread
+_BATCHES_AHEAD = 2
 _LOWER_N = np.uint8(ord("n"))  # N and n, once bit 0x20 is set
 _LOWER = np.uint8(0x20)
 
@@ -50,6 +54,24 @@ def _is_gc(seq: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
 def _gc_in_rows(seq2d: npt.NDArray[np.uint8]) -> I64:
     counts: I64 = _is_gc(seq2d).view(np.uint8).sum(axis=1, dtype=np.uint32).astype(np.int64)
     return counts
+
+
+def _rows(data: npt.NDArray[np.uint8], starts: I64, width: int) -> npt.NDArray[np.uint8]:
+    """A matrix with a row of ``width`` bytes from each start on (past the end: zeros), copied
+    row by row from a window over the data, which costs far less than scattering through a mask."""
+    padded = np.concatenate([data, np.zeros(width, dtype=np.uint8)])
+    rows: npt.NDArray[np.uint8] = np.lib.stride_tricks.sliding_window_view(padded, width)[starts]
+    return rows
+
+
+def join_batch(
+    sequences: list[str], qualities: list[str]
+) -> tuple[I64, npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
+    """A batch's read lengths, and its bases and qualities one read after another, as arrays."""
+    lengths = np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences))
+    seq = np.frombuffer("".join(sequences).encode("ascii"), dtype=np.uint8)
+    qual = np.frombuffer("".join(qualities).encode("ascii"), dtype=np.uint8)
+    return lengths, seq, qual
 
 
 def _grow_add(total: I64, part: npt.NDArray[np.int64] | npt.NDArray[np.intp]) -> I64:
@@ -77,10 +99,11 @@ class _Figures:
         self.duplication = DuplicationEstimator()
 
     def add(self, sequences: list[str], qualities: list[str]) -> None:
-        count = len(sequences)
-        lengths = np.fromiter(map(len, sequences), dtype=np.int64, count=count)
-        seq = np.frombuffer("".join(sequences).encode("ascii"), dtype=np.uint8)
-        qual = np.frombuffer("".join(qualities).encode("ascii"), dtype=np.uint8)
+        self.add_joined(*join_batch(sequences, qualities))
+
+    def add_joined(self, lengths: I64, seq: npt.NDArray[np.uint8], qual: npt.NDArray[np.uint8]) -> None:
+        """Adds a batch of reads given one after another (``lengths`` tells them apart)."""
+        count = len(lengths)
         if qual.size and int(qual.min()) < PHRED_OFFSET:
             first_bad = int(np.argmax(qual < PHRED_OFFSET))
             raise InvalidFastq(
@@ -125,11 +148,13 @@ class _Figures:
         if int(lengths.min()) == longest:
             seq2d, qual2d = seq.reshape(count, longest), qual.reshape(count, longest)
         elif count * longest <= 3 * seq.size:
-            inside = np.arange(longest) < lengths[:, None]
-            seq2d = np.zeros((count, longest), dtype=np.uint8)  # padding is neither N nor G nor C
-            seq2d[inside] = seq
-            qual2d = np.full((count, longest), PHRED_OFFSET, dtype=np.uint8)  # and of quality 0
-            qual2d[inside] = qual
+            seq2d, qual2d = _rows(seq, starts, longest), _rows(qual, starts, longest)
+            # a shorter read's row ran on into the next reads: pad it with a byte that is neither
+            # N nor G nor C, and with quality 0
+            short = np.flatnonzero(lengths < longest)
+            outside = np.arange(longest) >= lengths[short][:, None]
+            seq2d[short] = np.where(outside, np.uint8(0), seq2d[short])
+            qual2d[short] = np.where(outside, np.uint8(PHRED_OFFSET), qual2d[short])
         else:
             return self._add_positions_by_index(seq, qual, starts, lengths, longest)
         # sums in 32 bits are exact here: a batch has at most BATCH_READS reads of quality <= 93
@@ -189,16 +214,60 @@ def _format_error(error: dnaio.FastqFormatError, name: str, tail: TailWatch) -> 
     )
 
 
+class _Adder:
+    """Adds batches to the figures in a thread of its own, while the calling thread parses the next
+    ones: numpy releases the GIL during its passes over a batch, so parsing and adding share the
+    cores with the inflating thread. A batch's error is raised in the calling thread."""
+
+    def __init__(self, figures: _Figures) -> None:
+        self._figures = figures
+        self._queue: queue.Queue[tuple[I64, npt.NDArray[np.uint8], npt.NDArray[np.uint8]] | None] = (
+            queue.Queue(maxsize=_BATCHES_AHEAD)
+        )
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="qc-add", daemon=True)
+        self._thread.start()
+
+    def put(self, batch: tuple[I64, npt.NDArray[np.uint8], npt.NDArray[np.uint8]]) -> None:
+        self._raise()
+        self._queue.put(batch)
+
+    def close(self) -> None:
+        """Wait for the batches given; raise the error one of them raised."""
+        self._queue.put(None)
+        self._thread.join()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        while (batch := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._figures.add_joined(*batch)
+                except BaseException as error:
+                    self._error = error
+
+
 def _read_batches(
     records: Iterator[dnaio.SequenceRecord], figures: _Figures, progress: Callable[[int], None] | None
 ) -> None:
     size = 1024  # the first batch learns the read lengths
-    while batch := list(islice(records, size)):
-        # a FASTQ record always has qualities (dnaio's type allows None for FASTA)
-        figures.add([r.sequence for r in batch], cast(list[str], [r.qualities for r in batch]))
-        size = max(1, min(BATCH_READS, BATCH_BASES // max(1, figures.bases // figures.reads)))
-        if progress is not None:
-            progress(figures.reads)
+    reads = bases = 0
+    adder = _Adder(figures)
+    try:
+        while batch := list(islice(records, size)):
+            # a FASTQ record always has qualities (dnaio's type allows None for FASTA)
+            joined = join_batch([r.sequence for r in batch], cast(list[str], [r.qualities for r in batch]))
+            adder.put(joined)
+            reads, bases = reads + len(batch), bases + joined[1].size
+            size = max(1, min(BATCH_READS, BATCH_BASES // max(1, bases // reads)))
+            if progress is not None:
+                progress(reads)
+    finally:
+        adder.close()
 
 
 def analyse_fastq(stream: IO[bytes], *, name: str, progress: Callable[[int], None] | None = None) -> QcReport:
