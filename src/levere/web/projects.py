@@ -12,7 +12,16 @@ from fastapi.responses import Response, StreamingResponse
 from levere.domain.errors import ValidationFailed
 from levere.domain.roles import Action, ProjectRole, UserKind
 from levere.http_deps import CtxDep, acts
-from levere.services import deliveries, downloads, invitations, portal_views, projects, sealing
+from levere.services import (
+    deliveries,
+    downloads,
+    invitations,
+    portal_views,
+    project_history,
+    projects,
+    sealing,
+)
+from levere.web.charts import use_chart
 from levere.web.render import page, redirect
 from levere.web.session import PREFIX, CsrfChecked, PortalUser
 
@@ -25,15 +34,24 @@ PER_PAGE = 100
 
 
 def _project_page(request: Request, ctx: CtxDep, viewer: PortalUser, identifier: str, status: int = 200,
-                  **extra: object) -> Response:  # fmt: skip
+                  trail: int = 1, **extra: object) -> Response:  # fmt: skip
     view = portal_views.project_page(ctx, viewer.user, identifier)
+    past = project_history.history(ctx, viewer.user, identifier, trail_page=trail)
     values: dict[str, object] = {"errors": {}, "message": "", "roles": [r.value for r in ProjectRole]} | extra
-    return page(request, "project.html", status, project=view, **values)
+    charts = tuple(use_chart(s) for s in past.series)
+    return page(request, "project.html", status, project=view, history=past, charts=charts, **values)
 
 
 @router.get(PROJECT, openapi_extra=acts(Action.PROJECT_READ))
-def show_project(request: Request, identifier: str, viewer: PortalUser, ctx: CtxDep) -> Response:
-    return _project_page(request, ctx, viewer, identifier)
+def show_project(
+    request: Request,
+    identifier: str,
+    viewer: PortalUser,
+    ctx: CtxDep,
+    trail: Annotated[int, Query(ge=1, le=10_000)] = 1,
+) -> Response:
+    """``trail`` is the page of the project's audit trail shown (newest first)."""
+    return _project_page(request, ctx, viewer, identifier, trail=trail)
 
 
 def _role(text: str) -> ProjectRole:
@@ -91,7 +109,8 @@ def show_delivery(
     offset = min((page_no - 1) * PER_PAGE, deliveries.MAX_OFFSET)
     view = deliveries.file_page(ctx, viewer.user, identifier, name, search=q, offset=offset, limit=PER_PAGE)
     pages = max(1, -(-view.matching // PER_PAGE))
-    return page(request, "delivery.html", delivery=view, page_no=page_no, pages=pages)
+    tiers = sorted({tier for f in view.files for tier in f.tiers})  # a column per tier, area first
+    return page(request, "delivery.html", delivery=view, page_no=page_no, pages=pages, tiers=tiers)
 
 
 @router.get(DELIVERY + "/manifest.md5", openapi_extra=acts(Action.DELIVERY_READ))

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from levere.domain.errors import AccessDenied, LevereError, NotFound, ValidationFailed
+from levere.domain.tiers import tier_words
 from levere.domain.units import format_size
 from levere.services.views import QuotaView
 from levere.web.session import (
@@ -67,6 +68,7 @@ def environment() -> Environment:
     env.filters["when"] = _when
     env.filters["words"] = _words
     env.filters["percent"] = _percent
+    env.filters["tier"] = tier_words
     env.globals["prefix"] = PREFIX
     return env
 

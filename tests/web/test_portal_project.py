@@ -1,0 +1,96 @@
+"""A project's page and a delivery's page in the portal: use over time per tier, the viewer's
+notifications about the project, its audit trail (for its admins and the helpdesk), and each file's
+copy on each tier."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from fastapi.testclient import TestClient
+from sqlalchemy import update
+
+from levere.context import Context
+from levere.db.models import Replica, User
+from levere.domain.roles import ProjectRole, UserKind
+from levere.services import accounts, audit, invitations, projects
+from levere.services.project_history import TRAIL_PAGE, history
+from tests.helpers import make_user
+from tests.sync_support import deliver, random_files, setup_project
+
+
+def _session_for(ctx: Context, client: TestClient, user: User) -> None:
+    with ctx.tx() as session:
+        token = accounts.issue_token(ctx, session, session.merge(user), "portal session").token
+    client.cookies.set("levere_session", token, path="/portal")
+
+
+def test_project_page_charts_use_lists_notifications_and_pages_the_trail(
+    ctx: Context, client: TestClient
+) -> None:
+    s = setup_project(ctx, sync_mode="auto")
+    files = random_files(3, 4000)
+    deliver(ctx, s, "RUN1", files)  # sealed, then synced to long-term at once
+    total = sum(len(d) for d in files.values())
+    viewer = make_user(ctx, "viewer@uni.example.org", password=None)
+    with invitations.handover():
+        projects.add_member(ctx, s.world.pi, s.project, viewer.email, ProjectRole.VIEWER)
+
+    # the series end today with each tier's recorded use, built from the stored files and copies
+    shown = history(ctx, s.world.pi, s.project)
+    by_tier = {series.tier: series for series in shown.series}
+    assert by_tier["area"].points[-1].bytes == total and by_tier["longterm"].points[-1].bytes == total
+    assert "delivered" in by_tier["area"].basis and "verified" in by_tier["longterm"].basis
+
+    _session_for(ctx, client, s.world.pi)  # the PI is the project's admin
+    page = client.get(f"/portal/projects/{s.project}").text
+    assert page.count("<svg") == 2 and page.count("<polyline") == 2
+    assert 'id="use-area"' in page and 'id="use-longterm"' in page
+    assert f"New data in {s.project}: delivery RUN1" in page  # the sealing notice
+    assert f"{s.project}/RUN1 is safely on long-term storage" in page
+    trail = re.findall(r'<table class="trail">.*?</table>', page, re.S)
+    assert trail and "delivery sealed" in trail[0] and "delivery synced" in trail[0]
+    assert f"{s.project}/RUN1" in trail[0]  # events named as people name the delivery
+
+    # the viewer sees the charts and their own notifications, not the trail
+    _session_for(ctx, client, viewer)
+    page = client.get(f"/portal/projects/{s.project}").text
+    assert page.count("<svg") == 2 and 'id="trail"' not in page
+    assert f"You have joined project {s.project} as viewer" in page
+    assert "safely on long-term storage" not in page  # nobody else's notifications
+
+    # the trail is paged, newest first
+    with ctx.tx() as session:
+        project = projects.get_project(session, s.project)
+        for i in range(TRAIL_PAGE + 5):
+            audit.record(session, None, "project.noted", "project", project.id, after={"n": i})
+    _session_for(ctx, client, s.world.helpdesk)
+    first = client.get(f"/portal/projects/{s.project}").text
+    assert first.count("project noted") == TRAIL_PAGE and 'rel="next"' in first
+    second = client.get(f"/portal/projects/{s.project}?trail=2").text
+    assert "project noted" in second and "delivery sealed" in second and 'rel="prev"' in second
+    assert 'rel="next"' not in second
+
+
+def test_delivery_page_shows_each_files_copy_on_each_tier(ctx: Context, client: TestClient) -> None:
+    s = setup_project(ctx, sync_mode="auto")
+    deliver(ctx, s, "RUN1", {"a.fq": os.urandom(100), "b.fq": os.urandom(200)})
+    with ctx.tx() as session:
+        project = projects.get_project(session, s.project)
+        session.execute(
+            update(Replica)
+            .where(Replica.tier == "longterm", Replica.key == f"{project.identifier}/RUN1/b.fq")
+            .values(state="failed", reason="disk full")
+        )
+    _session_for(ctx, client, make_user(ctx, "desk@levere.test", UserKind.HELPDESK, password=None))
+    page = client.get(f"/portal/projects/{s.project}/deliveries/RUN1").text
+    heads = re.findall(r'<th scope="col">([^<]+)</th>', page)
+    assert heads[-2:] == ["The project area", "Long-term storage"]
+    rows = {
+        m.group(1): re.findall(
+            r'<td class="copy[^"]*"><span class="tier-name">[^<]+</span>([^<]+)</td>', m.group(0)
+        )
+        for m in re.finditer(r"<tr>\s*<td><a [^>]*>([^<]+)</a>.*?</tr>", page, re.S)
+    }
+    assert rows == {"a.fq": ["present", "present"], "b.fq": ["present", "failed"]}
+    assert 'class="copy copy-bad"' in page
