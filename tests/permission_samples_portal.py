@@ -50,7 +50,7 @@ def _delivery(w: PermissionWorld, _r: str) -> dict[str, str]:
 SAMPLES: dict[tuple[str, str], Sample] = {
     ("GET", "/"): Sample(public=True, succeeds=False),  # a redirect to the portal for everyone
     ("GET", "/portal/"): Sample(),
-    ("GET", "/portal/static/{name}"): Sample(public=True, path=lambda _w, _r: {"name": "portal.css"}),
+    ("GET", "/portal/static/{name}"): Sample(public=True, path=lambda _w, _r: {"name": "uploads.js"}),
     ("GET", "/portal/sign-in"): Sample(public=True),
     ("POST", "/portal/sign-in"): Sample(
         public=True, form=lambda w, _r: {"email": w.password_user_email, "password": PASSWORD}
@@ -118,6 +118,7 @@ SAMPLES: dict[tuple[str, str], Sample] = {
         form=lambda _w, _r: {},
     ),
     ("GET", "/portal/projects/{identifier}/deliveries/{name}"): Sample(on="project", path=_delivery),
+    ("GET", "/portal/projects/{identifier}/deliveries/{name}/uploads"): Sample(on="project", path=_delivery),
     ("GET", "/portal/projects/{identifier}/deliveries/{name}/manifest.md5"): Sample(
         on="project", path=_delivery
     ),

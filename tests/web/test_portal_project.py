@@ -13,9 +13,10 @@ from sqlalchemy import update
 from levere.context import Context
 from levere.db.models import Replica, User
 from levere.domain.roles import ProjectRole, UserKind
-from levere.services import accounts, audit, invitations, projects
+from levere.services import accounts, audit, deliveries, invitations, projects
 from levere.services.project_history import TRAIL_PAGE, history
-from tests.helpers import make_user
+from levere.transfer.wire import encode_metadata
+from tests.helpers import auth, make_user, token_for
 from tests.sync_support import deliver, random_files, setup_project
 
 
@@ -94,3 +95,33 @@ def test_delivery_page_shows_each_files_copy_on_each_tier(ctx: Context, client: 
     }
     assert rows == {"a.fq": ["present", "present"], "b.fq": ["present", "failed"]}
     assert 'class="copy copy-bad"' in page
+
+
+def test_delivery_page_lists_uploads_in_flight_and_its_listing_follows_them(
+    ctx: Context, client: TestClient
+) -> None:
+    s = setup_project(ctx)
+    deliveries.open_delivery(ctx, s.world.staff, s.project, "RUN2")
+    staff = {**auth(token_for(ctx, s.world.staff)), "Tus-Resumable": "1.0.0"}
+    meta = encode_metadata({"project": s.project, "delivery": "RUN2", "path": "big/reads.fq"})
+    created = client.post("/api/tus/", headers={**staff, "Upload-Length": "1000", "Upload-Metadata": meta})
+    assert created.status_code == 201, created.text
+    _session_for(ctx, client, s.world.pi)
+    base = f"/portal/projects/{s.project}/deliveries/RUN2"
+    page = client.get(base).text
+    assert 'data-poll="' + base + '/uploads"' in page and "/static/uploads.js" in page
+    assert re.search(r'big/reads.fq</span> <progress max="1000" value="0"', page)
+    assert client.get(f"{base}/uploads").json() == {
+        "uploads": [{"path": "big/reads.fq", "offset": 0, "length": 1000}]
+    }
+    sent = client.patch(
+        created.headers["location"],
+        content=b"x" * 400,
+        headers={**staff, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"},
+    )
+    assert sent.status_code == 204, sent.text
+    assert client.get(f"{base}/uploads").json()["uploads"][0]["offset"] == 400
+    assert "400 B of 1000 B (40%)" in client.get(base).text
+    # the listing is the delivery's: the same rule as its page
+    _session_for(ctx, client, make_user(ctx, "outsider@uni.example.org", password=None))
+    assert client.get(f"{base}/uploads").status_code == 403

@@ -7,7 +7,7 @@ from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Query, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from levere.domain.errors import ValidationFailed
 from levere.domain.roles import Action, ProjectRole, UserKind
@@ -15,7 +15,9 @@ from levere.http_deps import CtxDep, acts
 from levere.services import (
     deliveries,
     downloads,
+    federation,
     invitations,
+    overview,
     portal_views,
     project_history,
     projects,
@@ -113,6 +115,16 @@ def show_delivery(
     return page(request, "delivery.html", delivery=view, page_no=page_no, pages=pages, tiers=tiers)
 
 
+@router.get(DELIVERY + "/uploads", openapi_extra=acts(Action.DELIVERY_READ))
+def uploads(identifier: str, name: str, viewer: PortalUser, ctx: CtxDep) -> JSONResponse:
+    """The delivery's uploads in flight and how far each has come, for the page's live progress."""
+    found = deliveries.uploads_in_flight(ctx, viewer.user, identifier, name)
+    return JSONResponse(
+        {"uploads": [{"path": u.path, "offset": u.offset, "length": u.length} for u in found]},
+        headers={"Cache-Control": "no-store"},
+    )
+
+
 @router.get(DELIVERY + "/manifest.md5", openapi_extra=acts(Action.DELIVERY_READ))
 def manifest(identifier: str, name: str, viewer: PortalUser, ctx: CtxDep) -> Response:
     """``md5sum -c manifest.md5`` inside the delivery's folder checks a download."""
@@ -146,8 +158,16 @@ def dashboard(
     q: str = "",
     page_no: Annotated[int, Query(alias="page", ge=1)] = 1,
 ) -> Response:
-    """Every project's quota use, a page at a time; ``q`` keeps the projects whose id or title has it."""
-    view = portal_views.dashboard(ctx, viewer.user, search=q.strip(), page=page_no, per_page=PER_PAGE)
+    """Every project's quota use, a page at a time (``q`` keeps the projects whose id or title has
+    it), the syncs that need attention and the shared disks still open."""
+    view = overview.dashboard(
+        ctx,
+        viewer.user,
+        search=q,
+        page=page_no,
+        per_page=PER_PAGE,
+        second_factor=federation.has_second_factor(ctx, viewer.token),
+    )
     return page(request, "dashboard.html", dashboard=view)
 
 

@@ -30,9 +30,11 @@ from levere.web.session import (
 )
 
 HEADERS = {
-    # pages load only the portal's own stylesheet; QR codes are inline images
+    # pages load only the portal's own stylesheet and scripts, and ask only the portal;
+    # QR codes are inline images
     "Content-Security-Policy": (
-        "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+        "default-src 'none'; style-src 'self'; script-src 'self'; connect-src 'self'; "
+        "img-src 'self' data:; form-action 'self'; "
         "frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
