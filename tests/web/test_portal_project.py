@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
@@ -125,3 +126,24 @@ def test_delivery_page_lists_uploads_in_flight_and_its_listing_follows_them(
     # the listing is the delivery's: the same rule as its page
     _session_for(ctx, client, make_user(ctx, "outsider@uni.example.org", password=None))
     assert client.get(f"{base}/uploads").status_code == 403
+
+
+def test_without_the_portal_assets_the_page_says_how_to_get_browser_uploads(
+    ctx: Context, client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import levere.web.projects
+    import levere.web.uploads
+
+    s = setup_project(ctx)
+    deliveries.open_delivery(ctx, s.world.staff, s.project, "RUN3")
+    for module in (levere.web.projects, levere.web.uploads):
+        monkeypatch.setattr(module, "has_asset", lambda _name: False)
+    _session_for(ctx, client, s.world.staff)
+    page = client.get(f"/portal/projects/{s.project}/deliveries/RUN3").text
+    assert 'id="upload-unavailable"' in page and "make portal-assets" in page
+    assert "tus.min.js" not in page and 'id="upload-form"' not in page
+    missing = client.get("/portal/assets/tus.min.js")
+    assert missing.status_code == 404 and "make portal-assets" in missing.text
+    # the project's members get no upload form at all (only the facility uploads)
+    _session_for(ctx, client, s.world.pi)
+    assert 'id="send"' not in client.get(f"/portal/projects/{s.project}/deliveries/RUN3").text

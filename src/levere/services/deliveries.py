@@ -46,11 +46,11 @@ from levere.domain.errors import (
 )
 from levere.domain.paths import KeyLimits, check_key_fits, check_name
 from levere.domain.replicas import ReplicaState
-from levere.domain.roles import Action
+from levere.domain.roles import Action, allowed
 from levere.domain.tiers import ProjectKind, Purpose, Tier, placements, tier_words
 from levere.domain.units import format_size
 from levere.services import audit, quotas
-from levere.services.projects import authorize, landing_tier, placement
+from levere.services.projects import authorize, landing_tier, placement, subject_for
 from levere.services.views import DeliveryView as DeliveryView  # the views of this use case
 from levere.services.views import FilePage, OpenUploadView, upload_view
 from levere.services.views import FileView as FileView
@@ -465,4 +465,6 @@ def file_page(
             limit=limit,
             search=search.strip(),
             uploads=_uploads_in_flight(session, delivery),
+            may_upload=delivery.state == DeliveryState.OPEN
+            and allowed(subject_for(session, project, actor), Action.DELIVERY_UPLOAD),
         )

@@ -356,6 +356,8 @@ class FilePage:
     search: str
     #: the delivery's resumable uploads in flight
     uploads: tuple[OpenUploadView, ...] = ()
+    #: whether the viewer may upload into it now (it is open, and they may upload to the project)
+    may_upload: bool = False
 
 
 def delivery_view(

@@ -27,7 +27,11 @@ def home(request: Request, viewer: PortalUser, ctx: CtxDep) -> Response:
     return page(request, "home.html", home=portal_views.home(ctx, viewer.user))
 
 
-STATIC = {"portal.css": "text/css; charset=utf-8", "uploads.js": "text/javascript; charset=utf-8"}
+STATIC = {
+    "portal.css": "text/css; charset=utf-8",
+    "uploads.js": "text/javascript; charset=utf-8",
+    "upload.js": "text/javascript; charset=utf-8",
+}
 
 
 @router.get("/static/{name}", openapi_extra=acts(None))

@@ -26,6 +26,7 @@ from levere.services import (
 from levere.web.charts import use_chart
 from levere.web.render import page, redirect
 from levere.web.session import PREFIX, CsrfChecked, PortalUser
+from levere.web.uploads import has_asset
 
 router = APIRouter(include_in_schema=False)
 Text = Annotated[str, Form()]
@@ -112,7 +113,10 @@ def show_delivery(
     view = deliveries.file_page(ctx, viewer.user, identifier, name, search=q, offset=offset, limit=PER_PAGE)
     pages = max(1, -(-view.matching // PER_PAGE))
     tiers = sorted({tier for f in view.files for tier in f.tiers})  # a column per tier, area first
-    return page(request, "delivery.html", delivery=view, page_no=page_no, pages=pages, tiers=tiers)
+    return page(
+        request, "delivery.html", delivery=view, page_no=page_no, pages=pages, tiers=tiers,
+        upload_ready=has_asset("tus.min.js"),
+    )  # fmt: skip
 
 
 @router.get(DELIVERY + "/uploads", openapi_extra=acts(Action.DELIVERY_READ))
