@@ -8,11 +8,13 @@ TOOLS := $(VENV)/tools
 TOOLS_STAMP := $(TOOLS)/.installed
 # browser libraries the portal's tests load into pages (axe-core), from the npm registry, git-ignored
 BROWSER_LIBS := tests/browser/node_modules/.installed
+# browser libraries the portal serves (tus-js-client), copied from there into the package, git-ignored
+PORTAL_ASSETS := src/levere/web/assets/tus.min.js
 
 # the OpenID Connect provider the sign-in tests run (npm package oidc-provider, tests/oidc)
 OIDC_STAMP := tests/oidc/node_modules/.installed
 
-.PHONY: demo test lint bench install-test-deps clean
+.PHONY: demo test lint bench install-test-deps clean portal-assets
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,16 +33,24 @@ $(OIDC_STAMP): tests/oidc/package-lock.json
 	touch $(OIDC_STAMP)
 
 ## make demo: the whole delivery on the embedded default (SQLite + local folders), step by step
-demo: $(STAMP)
+demo: $(STAMP) $(PORTAL_ASSETS)
 	$(BIN)/python scripts/demo.py
 
 ## make test: lint, then the whole suite on SQLite and on PostgreSQL, with real S3 and SMTP servers
-test: $(STAMP) $(TOOLS_STAMP) install-test-deps $(OIDC_STAMP) $(BROWSER_LIBS) lint
+test: $(STAMP) $(TOOLS_STAMP) install-test-deps $(OIDC_STAMP) $(BROWSER_LIBS) $(PORTAL_ASSETS) lint
 	scripts/run-tests.sh
 
 $(BROWSER_LIBS): tests/browser/package.json tests/browser/package-lock.json
 	npm ci --prefix tests/browser --no-audit --no-fund
 	touch $(BROWSER_LIBS)
+
+## make portal-assets: the browser libraries the portal serves (tus-js-client for uploads from the
+## delivery page), from the npm registry into the package's git-ignored assets folder
+portal-assets: $(PORTAL_ASSETS)
+
+$(PORTAL_ASSETS): $(BROWSER_LIBS)
+	mkdir -p src/levere/web/assets
+	cp tests/browser/node_modules/tus-js-client/dist/tus.min.js $@
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench scripts

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from levere.context import Context
 from levere.domain.roles import ProjectRole
-from levere.services import accounts, applications, invitations, projects
+from levere.services import accounts, applications, invitations, projects, uploads
+from levere.transfer.wire import encode_metadata
+from levere.web.uploads import has_asset
 from tests.helpers import PASSWORD, PermissionWorld, complete_form
 from tests.permission_samples import PathFn, Sample
 
@@ -47,10 +49,24 @@ def _delivery(w: PermissionWorld, _r: str) -> dict[str, str]:
     return {"identifier": w.project, "name": w.extra["delivery"]}
 
 
+TUS = {"Tus-Resumable": "1.0.0"}
+
+
+def _upload(w: PermissionWorld, _r: str) -> dict[str, str]:
+    return {"upload_id": w.extra["portal_upload"]}
+
+
+def _tus_create(w: PermissionWorld, role: str) -> dict[str, str]:
+    meta = encode_metadata(
+        {"project": w.project, "delivery": w.extra["delivery"], "path": f"page-{role}.bin"}
+    )
+    return {**TUS, "Upload-Length": "10", "Upload-Metadata": meta}
+
+
 SAMPLES: dict[tuple[str, str], Sample] = {
     ("GET", "/"): Sample(public=True, succeeds=False),  # a redirect to the portal for everyone
     ("GET", "/portal/"): Sample(),
-    ("GET", "/portal/static/{name}"): Sample(public=True, path=lambda _w, _r: {"name": "portal.css"}),
+    ("GET", "/portal/static/{name}"): Sample(public=True, path=lambda _w, _r: {"name": "uploads.js"}),
     ("GET", "/portal/sign-in"): Sample(public=True),
     ("POST", "/portal/sign-in"): Sample(
         public=True, form=lambda w, _r: {"email": w.password_user_email, "password": PASSWORD}
@@ -118,11 +134,30 @@ SAMPLES: dict[tuple[str, str], Sample] = {
         form=lambda _w, _r: {},
     ),
     ("GET", "/portal/projects/{identifier}/deliveries/{name}"): Sample(on="project", path=_delivery),
+    ("GET", "/portal/projects/{identifier}/deliveries/{name}/uploads"): Sample(on="project", path=_delivery),
     ("GET", "/portal/projects/{identifier}/deliveries/{name}/manifest.md5"): Sample(
         on="project", path=_delivery
     ),
     ("GET", "/portal/projects/{identifier}/deliveries/{name}/files/{path:path}"): Sample(
         on="project", path=lambda w, r: _delivery(w, r) | {"path": w.extra["file"]}
+    ),
+    # the delivery page's tus client (headers as a stock client sends them; the walk adds the CSRF header)
+    ("POST", "/portal/tus/"): Sample(on="project", headers=_tus_create),
+    ("HEAD", "/portal/tus/{upload_id}"): Sample(on="project", path=_upload, headers=lambda _w, _r: TUS),
+    ("PATCH", "/portal/tus/{upload_id}"): Sample(
+        on="project",
+        path=_upload,
+        headers=lambda _w, _r: {
+            **TUS,
+            "Upload-Offset": "0",
+            "Content-Type": "application/offset+octet-stream",
+        },
+        content=lambda _w, _r: b"0123456789",
+    ),
+    ("DELETE", "/portal/tus/{upload_id}"): Sample(on="project", path=_upload, headers=lambda _w, _r: TUS),
+    # present once `make portal-assets` has run (`make test` runs it)
+    ("GET", "/portal/assets/{name}"): Sample(
+        public=True, path=lambda _w, _r: {"name": "tus.min.js"}, succeeds=has_asset("tus.min.js")
     ),
     ("GET", "/portal/dashboard"): Sample(),
     ("GET", "/portal/people"): Sample(),
@@ -148,6 +183,13 @@ def extend_world(ctx: Context, world: PermissionWorld) -> None:
         sent = applications.create(ctx, staff, complete_form("seq-a", "pi@uni.example.org", title=review))
         applications.submit(ctx, pi, str(sent.number))
         world.extra["portal_submitted"][review] = str(sent.number)
+    meta = encode_metadata(
+        {"project": world.project, "delivery": world.extra["delivery"], "path": "page.bin"}
+    )
+    upload = uploads.create(
+        ctx, staff, {"tus-resumable": "1.0.0", "upload-length": "1000", "upload-metadata": meta}
+    )
+    world.extra["portal_upload"] = upload.id
     with ctx.tx() as session:
         invited = accounts.create_user(session, None, "invited-in-browser@uni.example.org")
         _, world.extra["portal_invitation"] = invitations.create_invitation(ctx, session, None, invited.email)

@@ -93,6 +93,7 @@ class Action(StrEnum):
     ANALYSIS_READ = "analysis.read"  # read a shared disk's analysis reports (before release)
     # audit
     AUDIT_READ = "audit.read"
+    PROJECT_AUDIT = "project.audit"  # read one project's audit trail (its admins and the helpdesk)
     AUDIT_ANCHOR = "audit.anchor"
 
 
@@ -144,6 +145,7 @@ PERMISSIONS: dict[Action, frozenset[Actor]] = {
     # the QC reports are the data's: the two sides of the disk read them, the helpdesk only if let in
     Action.ANALYSIS_READ: frozenset({A.FACILITY_ASSIGNED, A.ADMIN, A.MEMBER}),
     Action.AUDIT_READ: frozenset({A.HELPDESK}),
+    Action.PROJECT_AUDIT: frozenset({A.HELPDESK, A.ADMIN}),
     Action.AUDIT_ANCHOR: frozenset({A.HELPDESK}),
 }
 
@@ -222,6 +224,7 @@ DESCRIPTIONS: dict[Action, str] = {
     Action.DISK_DESTROY: "destroy shared disks",
     Action.ANALYSIS_READ: "read the analysis reports on the shared disk (its two sides can)",
     Action.AUDIT_READ: "read the audit log",
+    Action.PROJECT_AUDIT: "read the project's audit trail",
     Action.AUDIT_ANCHOR: "anchor the audit log",
 }
 

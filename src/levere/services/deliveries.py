@@ -46,13 +46,13 @@ from levere.domain.errors import (
 )
 from levere.domain.paths import KeyLimits, check_key_fits, check_name
 from levere.domain.replicas import ReplicaState
-from levere.domain.roles import Action
+from levere.domain.roles import Action, allowed
 from levere.domain.tiers import ProjectKind, Purpose, Tier, placements, tier_words
 from levere.domain.units import format_size
 from levere.services import audit, quotas
-from levere.services.projects import authorize, landing_tier, placement
+from levere.services.projects import authorize, landing_tier, placement, subject_for
 from levere.services.views import DeliveryView as DeliveryView  # the views of this use case
-from levere.services.views import FilePage, upload_view
+from levere.services.views import FilePage, OpenUploadView, upload_view
 from levere.services.views import FileView as FileView
 from levere.services.views import delivery_view as view_of
 
@@ -366,20 +366,32 @@ def show_delivery(ctx: Context, actor: User, identifier: str, name: str) -> Deli
         project = authorize(session, actor, identifier, Action.DELIVERY_READ)
         delivery = get_delivery(session, project, name)
         files = file_views(session, StoredFile.delivery_id == delivery.id)
-        uploads = session.execute(
-            select(Upload)
-            .where(
-                Upload.delivery_id == delivery.id,
-                Upload.state == UploadState.ACTIVE,
-                Upload.kind == "tus",
-            )
-            .order_by(Upload.created_at)
-        ).scalars()
         return replace(
             delivery_view(session, project, delivery),
             files=tuple(files),
-            uploads=tuple(upload_view(u) for u in uploads),
+            uploads=_uploads_in_flight(session, delivery),
         )
+
+
+def _uploads_in_flight(session: Session, delivery: Delivery) -> tuple[OpenUploadView, ...]:
+    uploads = session.execute(
+        select(Upload)
+        .where(
+            Upload.delivery_id == delivery.id,
+            Upload.state == UploadState.ACTIVE,
+            Upload.kind == "tus",
+        )
+        .order_by(Upload.created_at)
+    ).scalars()
+    return tuple(upload_view(u) for u in uploads)
+
+
+def uploads_in_flight(ctx: Context, actor: User, identifier: str, name: str) -> tuple[OpenUploadView, ...]:
+    """The delivery's resumable uploads in flight, with how far each has come (one query, whatever
+    the size of the delivery: a page polls it while uploads run)."""
+    with ctx.tx() as session:
+        project = authorize(session, actor, identifier, Action.DELIVERY_READ)
+        return _uploads_in_flight(session, get_delivery(session, project, name))
 
 
 def list_files(ctx: Context, actor: User, identifier: str, prefix: str = "") -> list[FileView]:
@@ -452,4 +464,7 @@ def file_page(
             offset=offset,
             limit=limit,
             search=search.strip(),
+            uploads=_uploads_in_flight(session, delivery),
+            may_upload=delivery.state == DeliveryState.OPEN
+            and allowed(subject_for(session, project, actor), Action.DELIVERY_UPLOAD),
         )

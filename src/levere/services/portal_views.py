@@ -3,7 +3,7 @@
 These are the screens of the web portal that no other use case gives whole: the home page, an
 application and a project with what the viewer may do to them, the helpdesk's paged dashboard and
 its list of people. They build on the views and use cases the API shares (a delivery's page is
-:func:`levere.services.deliveries.file_page`), check the permission table as those do, and return
+:func:`levere.services.deliveries.file_page`, the dashboard :func:`levere.services.overview.dashboard`), check the permission table as those do, and return
 frozen views, so templates never touch the database.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 
 from levere.context import Context
-from levere.db.models import Facility, Project, Quota, User
+from levere.db.models import Facility, Project, User
 from levere.domain.applications import EDITABLE, ApplicationState
 from levere.domain.roles import Action, Subject, UserKind, allowed, require
 from levere.services import applications as applications_service
@@ -23,9 +23,7 @@ from levere.services.views import (
     ApplicationView,
     ProjectPage,
     ProjectView,
-    QuotaView,
     application_view,
-    quota_view,
 )
 
 
@@ -95,51 +93,6 @@ def project_page(ctx: Context, user: User, identifier: str) -> ProjectScreen:
         project = projects.get_project(session, identifier)
         subject = projects.subject_for(session, project, user)
         return ProjectScreen(page=shown, may_manage_members=allowed(subject, Action.MEMBER_MANAGE))
-
-
-@dataclass(frozen=True)
-class DashboardRow:
-    identifier: str
-    title: str
-    quotas: tuple[QuotaView, ...]
-
-
-@dataclass(frozen=True)
-class Dashboard:
-    rows: tuple[DashboardRow, ...]  # this page of the matching projects
-    matching: int
-    search: str
-    page: int
-    pages: int
-
-
-def dashboard(ctx: Context, user: User, *, search: str = "", page: int = 1, per_page: int = 100) -> Dashboard:
-    """Projects with their quota use per tier (for the helpdesk), a page at a time, in three queries;
-    ``search`` keeps those whose identifier or title contains it."""
-    with ctx.tx() as session:
-        require(Subject(kind=UserKind(user.kind)), Action.PROJECT_LIST_ALL)
-        conditions = []
-        if search:
-            conditions.append(
-                Project.identifier.contains(search.upper(), autoescape=True)
-                | Project.title.contains(search, autoescape=True)
-            )
-        matching = session.execute(select(func.count()).select_from(Project).where(*conditions)).scalar_one()
-        pages = max(1, -(-matching // per_page))
-        page = min(max(1, page), pages)
-        found = session.execute(
-            select(Project.id, Project.identifier, Project.title)
-            .where(*conditions)
-            .order_by(Project.identifier)
-            .offset((page - 1) * per_page)
-            .limit(per_page)
-        ).all()
-        by_project: dict[str, list[QuotaView]] = {}
-        quotas = select(Quota).where(Quota.project_id.in_([p.id for p in found])).order_by(Quota.tier)
-        for quota in session.execute(quotas).scalars():
-            by_project.setdefault(quota.project_id, []).append(quota_view(quota))
-        rows = tuple(DashboardRow(p.identifier, p.title, tuple(by_project.get(p.id, ()))) for p in found)
-        return Dashboard(rows=rows, matching=matching, search=search, page=page, pages=pages)
 
 
 @dataclass(frozen=True)

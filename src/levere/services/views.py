@@ -354,6 +354,10 @@ class FilePage:
     offset: int
     limit: int
     search: str
+    #: the delivery's resumable uploads in flight
+    uploads: tuple[OpenUploadView, ...] = ()
+    #: whether the viewer may upload into it now (it is open, and they may upload to the project)
+    may_upload: bool = False
 
 
 def delivery_view(
@@ -493,15 +497,48 @@ class ProjectSummary:
 
 
 @dataclass(frozen=True)
+class SyncProblem:
+    """A delivery with copies that failed or were found damaged, on one tier."""
+
+    project: str
+    delivery: str
+    tier: str
+    failed: int
+    damaged: int
+
+
+@dataclass(frozen=True)
+class OpenDiskView:
+    """A shared disk still open for the facility's uploads, and when it closes."""
+
+    name: str
+    facility_project: str
+    users_project: str
+    used_bytes: int
+    quota_bytes: int
+    ends_at: datetime
+
+
+@dataclass(frozen=True)
 class Dashboard:
-    """The helpdesk's overview: every project with its quota use per tier, and the background jobs
-    that need someone's attention (failed, or running without progress for too long)."""
+    """The helpdesk's overview: a page of the projects with their quota use per tier, the syncs
+    that need someone's attention (jobs failed, or running without progress for too long, and
+    deliveries with failed or damaged copies) and the shared disks still open."""
 
     projects: tuple[ProjectSummary, ...]
     failed_jobs: tuple[JobRunView, ...]
     stalled_jobs: tuple[JobRunView, ...]
     #: limit, used and reserved summed over every project, per tier
     tiers: tuple[QuotaView, ...]
+    sync_problems: tuple[SyncProblem, ...] = ()
+    open_disks: tuple[OpenDiskView, ...] = ()
+    #: whether ``open_disks`` was looked up (only for a sign-in that passed a second factor)
+    disks_shown: bool = False
+    #: the projects whose identifier or title contains ``search``, and which page of them this is
+    matching: int = 0
+    search: str = ""
+    page: int = 1
+    pages: int = 1
 
 
 # --- long-term storage --------------------------------------------------------------------------

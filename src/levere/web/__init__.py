@@ -2,7 +2,9 @@
 
 Routes only parse a form, call a service and render a template; what a user may do is decided by the
 services through the permission table, as for the API. Pages are plain HTML forms with a small
-stylesheet of the portal's own and no script, so nothing is fetched from elsewhere.
+stylesheet of the portal's own; the delivery page adds two small scripts of its own (live progress,
+uploads) and tus-js-client from the package's ``assets`` (``make portal-assets``), and works
+without them. Nothing is fetched from elsewhere.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from levere.web.session import PREFIX
 
 def install(app: FastAPI) -> None:
     """Add the portal's routes to the application (``/`` leads to the portal's home page)."""
-    from levere.web import account, applications, federated, home, projects
+    from levere.web import account, applications, federated, home, projects, uploads
 
-    for module in (home, account, federated, applications, projects):
+    for module in (home, account, federated, applications, projects, uploads):
         app.include_router(module.router, prefix=PREFIX)
+    app.include_router(uploads.assets, prefix=PREFIX)
     app.include_router(home.root)
     app.include_router(federated.root)
 

@@ -27,12 +27,16 @@ def home(request: Request, viewer: PortalUser, ctx: CtxDep) -> Response:
     return page(request, "home.html", home=portal_views.home(ctx, viewer.user))
 
 
-STATIC = {"portal.css": "text/css; charset=utf-8"}
+STATIC = {
+    "portal.css": "text/css; charset=utf-8",
+    "uploads.js": "text/javascript; charset=utf-8",
+    "upload.js": "text/javascript; charset=utf-8",
+}
 
 
 @router.get("/static/{name}", openapi_extra=acts(None))
 def static(name: str) -> Response:
-    """The portal's own stylesheet, open to anyone like any stylesheet."""
+    """The portal's own stylesheet and scripts, open to anyone like any stylesheet."""
     if name not in STATIC:
         return Response("not found", status_code=404, media_type="text/plain")
     body = files("levere.web").joinpath("static", name).read_bytes()

@@ -7,14 +7,26 @@ from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Query, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from levere.domain.errors import ValidationFailed
 from levere.domain.roles import Action, ProjectRole, UserKind
 from levere.http_deps import CtxDep, acts
-from levere.services import deliveries, downloads, invitations, portal_views, projects, sealing
+from levere.services import (
+    deliveries,
+    downloads,
+    federation,
+    invitations,
+    overview,
+    portal_views,
+    project_history,
+    projects,
+    sealing,
+)
+from levere.web.charts import use_chart
 from levere.web.render import page, redirect
 from levere.web.session import PREFIX, CsrfChecked, PortalUser
+from levere.web.uploads import has_asset
 
 router = APIRouter(include_in_schema=False)
 Text = Annotated[str, Form()]
@@ -25,15 +37,24 @@ PER_PAGE = 100
 
 
 def _project_page(request: Request, ctx: CtxDep, viewer: PortalUser, identifier: str, status: int = 200,
-                  **extra: object) -> Response:  # fmt: skip
+                  trail: int = 1, **extra: object) -> Response:  # fmt: skip
     view = portal_views.project_page(ctx, viewer.user, identifier)
+    past = project_history.history(ctx, viewer.user, identifier, trail_page=trail)
     values: dict[str, object] = {"errors": {}, "message": "", "roles": [r.value for r in ProjectRole]} | extra
-    return page(request, "project.html", status, project=view, **values)
+    charts = tuple(use_chart(s) for s in past.series)
+    return page(request, "project.html", status, project=view, history=past, charts=charts, **values)
 
 
 @router.get(PROJECT, openapi_extra=acts(Action.PROJECT_READ))
-def show_project(request: Request, identifier: str, viewer: PortalUser, ctx: CtxDep) -> Response:
-    return _project_page(request, ctx, viewer, identifier)
+def show_project(
+    request: Request,
+    identifier: str,
+    viewer: PortalUser,
+    ctx: CtxDep,
+    trail: Annotated[int, Query(ge=1, le=10_000)] = 1,
+) -> Response:
+    """``trail`` is the page of the project's audit trail shown (newest first)."""
+    return _project_page(request, ctx, viewer, identifier, trail=trail)
 
 
 def _role(text: str) -> ProjectRole:
@@ -91,7 +112,21 @@ def show_delivery(
     offset = min((page_no - 1) * PER_PAGE, deliveries.MAX_OFFSET)
     view = deliveries.file_page(ctx, viewer.user, identifier, name, search=q, offset=offset, limit=PER_PAGE)
     pages = max(1, -(-view.matching // PER_PAGE))
-    return page(request, "delivery.html", delivery=view, page_no=page_no, pages=pages)
+    tiers = sorted({tier for f in view.files for tier in f.tiers})  # a column per tier, area first
+    return page(
+        request, "delivery.html", delivery=view, page_no=page_no, pages=pages, tiers=tiers,
+        upload_ready=has_asset("tus.min.js"),
+    )  # fmt: skip
+
+
+@router.get(DELIVERY + "/uploads", openapi_extra=acts(Action.DELIVERY_READ))
+def uploads(identifier: str, name: str, viewer: PortalUser, ctx: CtxDep) -> JSONResponse:
+    """The delivery's uploads in flight and how far each has come, for the page's live progress."""
+    found = deliveries.uploads_in_flight(ctx, viewer.user, identifier, name)
+    return JSONResponse(
+        {"uploads": [{"path": u.path, "offset": u.offset, "length": u.length} for u in found]},
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 @router.get(DELIVERY + "/manifest.md5", openapi_extra=acts(Action.DELIVERY_READ))
@@ -127,8 +162,16 @@ def dashboard(
     q: str = "",
     page_no: Annotated[int, Query(alias="page", ge=1)] = 1,
 ) -> Response:
-    """Every project's quota use, a page at a time; ``q`` keeps the projects whose id or title has it."""
-    view = portal_views.dashboard(ctx, viewer.user, search=q.strip(), page=page_no, per_page=PER_PAGE)
+    """Every project's quota use, a page at a time (``q`` keeps the projects whose id or title has
+    it), the syncs that need attention and the shared disks still open."""
+    view = overview.dashboard(
+        ctx,
+        viewer.user,
+        search=q,
+        page=page_no,
+        per_page=PER_PAGE,
+        second_factor=federation.has_second_factor(ctx, viewer.token),
+    )
     return page(request, "dashboard.html", dashboard=view)
 
 

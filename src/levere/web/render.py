@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from levere.domain.errors import AccessDenied, LevereError, NotFound, ValidationFailed
+from levere.domain.tiers import tier_words
 from levere.domain.units import format_size
 from levere.services.views import QuotaView
 from levere.web.session import (
@@ -29,9 +30,11 @@ from levere.web.session import (
 )
 
 HEADERS = {
-    # pages load only the portal's own stylesheet; QR codes are inline images
+    # pages load only the portal's own stylesheet and scripts, and ask only the portal;
+    # QR codes are inline images
     "Content-Security-Policy": (
-        "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+        "default-src 'none'; style-src 'self'; script-src 'self'; connect-src 'self'; "
+        "img-src 'self' data:; form-action 'self'; "
         "frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
@@ -67,6 +70,7 @@ def environment() -> Environment:
     env.filters["when"] = _when
     env.filters["words"] = _words
     env.filters["percent"] = _percent
+    env.filters["tier"] = tier_words
     env.globals["prefix"] = PREFIX
     return env
 
