@@ -33,7 +33,10 @@ $(OIDC_STAMP): tests/oidc/package-lock.json
 	touch $(OIDC_STAMP)
 
 ## make demo: the whole delivery on the embedded default (SQLite + local folders), step by step
-demo: $(STAMP) $(PORTAL_ASSETS)
+demo: $(STAMP)
+	@# the portal's browser upload needs tus-js-client from npm; the demo runs without it
+	@if [ -f $(PORTAL_ASSETS) ] || command -v npm >/dev/null; then $(MAKE) --no-print-directory portal-assets; \
+	else echo "npm is not installed: the portal will run without browser upload (make portal-assets adds it)"; fi
 	$(BIN)/python scripts/demo.py
 
 ## make test: lint, then the whole suite on SQLite and on PostgreSQL, with real S3 and SMTP servers
