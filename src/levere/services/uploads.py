@@ -22,11 +22,13 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import cast
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from levere.context import Context
+from levere.crypt4gh import DataKey, body_size
 from levere.dataplane import (
     BodyTooLong,
     Checkpoint,
@@ -57,8 +59,8 @@ from levere.domain.errors import (
 )
 from levere.domain.paths import check_relative_path
 from levere.domain.roles import Action, ProjectRole, Subject, UserKind, allowed, who_can
-from levere.domain.tiers import Purpose
-from levere.services import audit, quotas
+from levere.domain.tiers import Tier
+from levere.services import audit, quotas, zone_uploads
 from levere.services.deliveries import (
     NewFile,
     check_fits,
@@ -68,8 +70,9 @@ from levere.services.deliveries import (
     reclaim_dead_batches,
     record_files,
 )
-from levere.services.projects import authorize, landing_tier, placement
+from levere.services.projects import authorize, landing_tier
 from levere.storage import Backend
+from levere.storage.encrypting import EncryptingWriter, encrypting
 from levere.transfer import tus, wire
 from levere.transfer.hashing import EMPTY, Digests, StreamHash, restore_hash
 from levere.transfer.pipe import ByteSource, ListSource
@@ -130,8 +133,10 @@ def _require_uploader(session: Session, actor: User) -> None:
 # --- create ----------------------------------------------------------------------------------------
 
 
-def create(ctx: Context, actor: User, headers: Mapping[str, str]) -> UploadView:
-    """POST: reserve the quota and open a staging session (a zero-length file is stored at once)."""
+def create(ctx: Context, actor: User, headers: Mapping[str, str], *, second_factor: bool = False) -> UploadView:
+    """POST: reserve the quota (the area's, or the shared disk's for a delivery on one) and open a
+    staging session (a zero-length file is stored at once). ``second_factor``: the caller's
+    sign-in proved one (needed on a shared disk)."""
     with ctx.tx() as session:
         _require_uploader(session, actor)
         tus.check_version(headers)
@@ -147,10 +152,15 @@ def create(ctx: Context, actor: User, headers: Mapping[str, str]) -> UploadView:
             wire.check_hex("sha256", meta[wire.META_SHA256], "sha256") if meta.get(wire.META_SHA256) else ""
         )
         delivery = open_for_upload(session, project, meta[wire.META_DELIVERY])
-        landing = placement(project, Purpose.LANDING)
+        landing = zone_uploads.upload_placement(project, delivery)
+        disk = zone_uploads.check_upload(session, actor, delivery, second_factor)
         key = check_fits(key_limits(ctx, project), project.identifier, delivery.name, path)
         # the quota row stays locked to the end of this transaction, which serialises the path check too
-        quotas.reserve(session, project.id, landing.tier, length, what=f"{path} ({length} bytes)")
+        what = f"{path} ({length} bytes)"
+        if disk is not None:
+            zone_uploads.reserve(session, disk, length, what)
+        else:
+            quotas.reserve(session, project.id, landing.tier, length, what=what)
         check_path_free(session, delivery, path)
         backend = ctx.backend(landing.tier)
         upload = Upload(
@@ -180,6 +190,15 @@ def create(ctx: Context, actor: User, headers: Mapping[str, str]) -> UploadView:
     with ctx.tx() as session:
         session.execute(update(Upload).where(Upload.id == up.id).values(session=staged))
     return up.view(offset=0)
+
+
+def _give_back(session: Session, upload: Upload) -> None:
+    """An upload that will not complete frees what it reserved: on the disk or the area's quota."""
+    delivery = session.get(Delivery, upload.delivery_id)
+    if delivery is not None and delivery.shared_disk_id is not None:
+        zone_uploads.give_back(session, delivery.shared_disk_id, upload.length)
+    else:
+        quotas.release(session, upload.project_id, landing_tier(session, upload.project_id), upload.length)
 
 
 # --- status ----------------------------------------------------------------------------------------
@@ -302,6 +321,9 @@ def _begin(
                     raise gone(upload)
                 if delivery.state != DeliveryState.OPEN:
                     raise Conflict(f"delivery {delivery.name} is {delivery.state}", state=delivery.state)
+                # a disk's delivery: still its facility side's, the disk still open (the token is
+                # the one the upload was created with, which proved the second factor)
+                zone_uploads.check_upload(session, actor, delivery, second_factor=True)
                 if (
                     request.content_length is not None
                     and request.offset + request.content_length > upload.length
@@ -459,6 +481,7 @@ def _complete(ctx: Context, actor: User, up: Snapshot, digests: Digests) -> Uplo
         if want and want != have
     ]
     backend = backend_for(ctx, up.backend_id)
+    zone = encrypting(backend)
     if wrong:
         if up.session:
             _abort_quietly(backend, up.session)
@@ -469,20 +492,37 @@ def _complete(ctx: Context, actor: User, up: Snapshot, digests: Digests) -> Uplo
             md5=digests.md5,
             sha256=digests.sha256,
         )
+    sealed: _Sealed | None = None
     if up.length == 0:
         with backend.open_writer(up.key, size_hint=0) as writer:
             writer.commit()
+        if zone is not None:
+            wrapped = cast(EncryptingWriter, writer).wrapped_data_key
+            sealed = _Sealed(zone.object_data_key(up.key, wrapped), wrapped, ("", 0))
     else:
         try:
             backend.finish_staged(up.session)
         except NotFound:
             info = backend.stat(up.key)  # published by a request that stopped before recording it
-            if info is None or info.size != up.length:
+            if info is None or info.size != (body_size(up.length) if zone else up.length):
                 raise
-    return _record(ctx, actor, up, digests)
+        if zone is not None:
+            sealed = _Sealed(zone.data_key(up.session), zone.wrapped_key(up.session), ("", 0))
+    if sealed is not None:
+        sealed = replace(sealed, body=zone_uploads.body_checksum(ctx, up.key))
+    return _record(ctx, actor, up, digests, sealed)
 
 
-def _record(ctx: Context, actor: User, up: Snapshot, digests: Digests) -> UploadView:
+@dataclass(frozen=True)
+class _Sealed:
+    """An upload into the secure zone: its body's data key (also wrapped) and checksum, size."""
+
+    data_key: DataKey
+    wrapped: str
+    body: tuple[str, int]
+
+
+def _record(ctx: Context, actor: User, up: Snapshot, digests: Digests, sealed: _Sealed | None = None) -> UploadView:
     with ctx.tx() as session:
         upload = session.execute(select(Upload).where(Upload.id == up.id).with_for_update()).scalar_one()
         if upload.state == UploadState.COMPLETE:
@@ -497,8 +537,15 @@ def _record(ctx: Context, actor: User, up: Snapshot, digests: Digests) -> Upload
                 delivery,
                 up.backend_id,
                 [NewFile(up.path, up.length, digests.md5, digests.sha256, up.key)],
+                tier=Tier.SECURE if delivery.shared_disk_id else None,
             )
-            quotas.settle(session, up.project_id, landing_tier(session, up.project_id), up.length)
+            if delivery.shared_disk_id is not None and sealed is not None:
+                zone_uploads.file_stored(
+                    session, actor, file_id, delivery.shared_disk_id, sealed.data_key, sealed.body
+                )
+                upload.wrapped_data_key = sealed.wrapped
+            else:
+                quotas.settle(session, up.project_id, landing_tier(session, up.project_id), up.length)
             upload.file_id = file_id
             upload.offset = up.length
             upload.lease_owner = None
@@ -523,7 +570,7 @@ def _fail(ctx: Context, actor: User | None, up: Snapshot, reason: str) -> None:
         upload.state = upload_transition(upload.state, UploadState.FAILED)
         upload.reason = reason
         upload.lease_owner = None
-        quotas.release(session, upload.project_id, landing_tier(session, upload.project_id), upload.length)
+        _give_back(session, upload)
         audit.record(
             session, actor, "upload.failed", "delivery", up.delivery_id,
             after={"path": up.path, "length": up.length, "reason": reason},
@@ -549,7 +596,7 @@ def terminate(ctx: Context, actor: User, upload_id: str, headers: Mapping[str, s
             raise gone(upload)
         upload.state = upload_transition(upload.state, UploadState.TERMINATED)
         upload.lease_owner = None
-        quotas.release(session, upload.project_id, landing_tier(session, upload.project_id), upload.length)
+        _give_back(session, upload)
         audit.record(
             session, actor, "upload.terminated", "delivery", delivery.id,
             after={"path": upload.path, "length": upload.length, "offset": upload.offset},
@@ -578,9 +625,7 @@ def expire_abandoned(ctx: Context) -> int:
                 continue  # a request is writing to it right now
             upload.state = upload_transition(upload.state, UploadState.EXPIRED)
             upload.lease_owner = None
-            quotas.release(
-                session, upload.project_id, landing_tier(session, upload.project_id), upload.length
-            )
+            _give_back(session, upload)
             audit.record(
                 session, None, "upload.expired", "delivery", upload.delivery_id,
                 after={"path": upload.path, "kind": upload.kind, "released": upload.length},

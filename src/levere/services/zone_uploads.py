@@ -1,0 +1,156 @@
+"""Deliveries onto a shared disk: the checks, the disk's quota and the completion of an upload
+into the secure zone, for the delivery and upload use cases (:mod:`levere.services.deliveries`,
+:mod:`levere.services.uploads`), which stay one pipeline for both kinds of project.
+
+Design notes
+------------
+* Placement: a sensitive project's delivery lands on a shared disk (``Purpose.SHARED_DISK``,
+  the secure tier); a non-sensitive one on the area. A delivery naming a disk into a non-sensitive
+  project, or into a sensitive one without naming a disk, is refused by the placement policy
+  before anything is recorded.
+* Who: only the disk's facility side writes, while the disk is open, with a sign-in that proved a
+  second factor (:func:`check_writer`); every upload request on a disk's delivery checks again.
+* Quota: the disk's ``used_bytes`` counts what is stored and what uploads in progress reserved
+  (plaintext sizes, as the area's quota does); it may never pass ``quota_bytes``. The row is
+  locked while it is checked, so concurrent uploads cannot overrun it.
+* Completion: the upload's body was encrypted on the way in by the secure tier's layer
+  (:mod:`levere.storage.encrypting`) under the data key its session carries. The file gets a header
+  for the disk's public key; its ``body_sha256``/``body_size`` are those of the stored body,
+  read back once from the tier (ciphertext only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from levere.context import Context
+from levere.crypt4gh import DataKey, PublicKey, make_header
+from levere.db.models import Delivery, Project, SharedDisk, StoredFile, User
+from levere.domain.errors import AccessDenied, Conflict, QuotaExceeded, StorageUnavailable
+from levere.domain.tiers import Placement, Purpose, Tier
+from levere.domain.units import format_size
+from levere.services import audit
+from levere.services.projects import placement
+from levere.services.secure_disks import authorize_write
+from levere.services.zone_files import record_header
+from levere.storage.encrypting import EncryptingBackend
+
+SECOND_FACTOR_WORDS = (
+    "writing to a shared disk needs a sign-in with a second factor: give a one-time code "
+    "('levere account step-up CODE') or sign in with a provider's second factor"
+)
+
+
+def delivery_placement(project: Project, disk_name: str | None) -> Placement:
+    """Where a new delivery into ``project`` lands, naming ``disk_name`` or not (refused by the
+    placement policy when the disk and the project's kind disagree)."""
+    return placement(project, Purpose.SHARED_DISK if disk_name else Purpose.LANDING)
+
+
+def upload_placement(project: Project, delivery: Delivery) -> Placement:
+    """Where the files of ``delivery`` land."""
+    return placement(project, Purpose.SHARED_DISK if delivery.shared_disk_id else Purpose.LANDING)
+
+
+def check_writer(session: Session, actor: User, disk_name: str, second_factor: bool) -> SharedDisk:
+    """The disk, if ``actor`` may write to it now: its facility side, the disk open, a second factor."""
+    disk = authorize_write(session, actor, disk_name)
+    if not second_factor:
+        raise AccessDenied(SECOND_FACTOR_WORDS, reason="second_factor_required")
+    return disk
+
+
+def disk_for(session: Session, actor: User, project: Project, disk_name: str, second_factor: bool) -> SharedDisk:
+    """The disk a delivery into ``project`` names, checked: writable by ``actor`` and linked to the
+    project's users' secure project."""
+    disk = check_writer(session, actor, disk_name, second_factor)
+    if disk.users_secure.project_id != project.id:
+        raise Conflict(
+            f"shared disk {disk.name} is not {project.identifier}'s: it links secure project "
+            f"{disk.users_secure.identifier}",
+            disk=disk.name,
+        )
+    return disk
+
+
+def check_upload(session: Session, actor: User, delivery: Delivery, second_factor: bool) -> SharedDisk | None:
+    """For a delivery on a disk: the disk, checked for ``actor`` as :func:`check_writer` does."""
+    if delivery.shared_disk_id is None:
+        return None
+    disk = session.get(SharedDisk, delivery.shared_disk_id)
+    assert disk is not None  # a foreign key
+    return check_writer(session, actor, disk.name, second_factor)
+
+
+def _locked(session: Session, disk_id: str) -> SharedDisk:
+    return session.execute(select(SharedDisk).where(SharedDisk.id == disk_id).with_for_update()).scalar_one()
+
+
+def reserve(session: Session, disk: SharedDisk, nbytes: int, what: str) -> None:
+    """Count ``nbytes`` on the disk's quota, or refuse with ``quota_exceeded`` if they do not fit."""
+    row = _locked(session, disk.id)
+    available = row.quota_bytes - row.used_bytes
+    if nbytes > available:
+        raise QuotaExceeded(
+            f"{what} needs {format_size(nbytes)} but only {format_size(max(available, 0))} of shared disk "
+            f"{row.name}'s {format_size(row.quota_bytes)} quota is free",
+            disk=row.name,
+            needed=nbytes,
+            available=max(available, 0),
+            limit=row.quota_bytes,
+            used=row.used_bytes,
+        )
+    row.used_bytes += nbytes
+
+
+def give_back(session: Session, disk_id: str, nbytes: int) -> None:
+    """An upload that failed, was cancelled or expired frees what it had counted."""
+    row = _locked(session, disk_id)
+    row.used_bytes = max(row.used_bytes - nbytes, 0)
+
+
+def secure_backend(ctx: Context) -> EncryptingBackend:
+    backend = ctx.backend(Tier.SECURE)
+    if not isinstance(backend, EncryptingBackend):
+        raise StorageUnavailable("the secure tier has no encryption layer: nothing is stored there")
+    return backend
+
+
+def session_key(ctx: Context, session_string: str) -> tuple[DataKey, str]:
+    """The data key of an encrypting upload's session, and the same wrapped (for the upload row)."""
+    backend = secure_backend(ctx)
+    return backend.data_key(session_string), backend.wrapped_key(session_string)
+
+
+def body_checksum(ctx: Context, key: str) -> tuple[str, int]:
+    """The SHA-256 and size of the body stored under ``key`` on the secure tier."""
+    digest = hashlib.sha256()
+    size = 0
+    for chunk in ctx.backend(Tier.SECURE).read(key):
+        digest.update(chunk)
+        size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def file_stored(
+    session: Session,
+    actor: User,
+    file_id: str,
+    disk_id: str,
+    data_key: DataKey,
+    body: tuple[str, int],
+) -> None:
+    """A file of a delivery on a disk is stored: its header for the disk, its body's checksum."""
+    disk = session.get(SharedDisk, disk_id)
+    file = session.get(StoredFile, file_id)
+    assert disk is not None and file is not None
+    file.body_sha256, file.body_size = body
+    record_header(session, file_id, disk, make_header(data_key, PublicKey.from_pem(disk.public_key)))
+    audit.record(
+        session, actor, "zone.file_stored", "shared_disk", disk.id,
+        after={"path": file.path, "size": file.size, "body_size": body[1], "disk": disk.name},
+    )  # fmt: skip
+
