@@ -92,7 +92,8 @@ def stored_bytes(ctx: Context, tier: Tier = Tier.SECURE) -> list[tuple[Path, byt
     return [(p, p.read_bytes()) for p in sorted(Path(root).rglob("*")) if p.is_file()]
 
 
-def has_window(haystack: bytes, plaintext: bytes, window: int = 32) -> bool:
-    """Whether any ``window``-byte piece of ``plaintext``, at any offset, occurs in ``haystack``."""
-    pieces = {plaintext[i : i + window] for i in range(len(plaintext) - window + 1)}
+def has_window(haystack: bytes, plaintext: bytes, window: int = 32, stride: int = 1) -> bool:
+    """Whether a ``window``-byte piece of ``plaintext`` (at every ``stride``-th offset: with
+    ``stride`` s, any run of ``window + s - 1`` plaintext bytes is caught) occurs in ``haystack``."""
+    pieces = {plaintext[i : i + window] for i in range(0, len(plaintext) - window + 1, stride)}
     return any(haystack[i : i + window] in pieces for i in range(len(haystack) - window + 1))
