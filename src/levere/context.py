@@ -65,7 +65,9 @@ class Context:
                 # the embedded default keeps every tier under the data directory: make it on first use
                 spec.root.mkdir(parents=True, exist_ok=True)
             self._tiers[name] = build_backend(
-                spec, write_once=TIER_PROPERTIES[Tier(tier)].write_once, wrappers=self.tier_wrappers(Tier(tier))
+                spec,
+                write_once=TIER_PROPERTIES[Tier(tier)].write_once,
+                wrappers=self.tier_wrappers(Tier(tier)),
             )
         return self._tiers[name]
 

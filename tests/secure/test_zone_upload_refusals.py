@@ -36,7 +36,9 @@ def test_a_sign_in_without_a_second_factor_opens_no_delivery_on_a_disk_and_start
 ) -> None:
     zone = make_zone(ctx)
     refused = client.post(
-        f"/api/projects/{zone.project}/deliveries", json={"name": "RUN1", "disk": zone.disk}, headers=zone.plain
+        f"/api/projects/{zone.project}/deliveries",
+        json={"name": "RUN1", "disk": zone.disk},
+        headers=zone.plain,
     )
     assert refused.status_code == 403 and refused.json()["details"]["reason"] == "second_factor_required"
     _nothing_changed(zone)
@@ -73,7 +75,9 @@ def test_a_disk_named_for_a_project_that_is_not_sensitive_or_none_for_one_that_i
     )
     assert refused.status_code == 409 and refused.json()["error"] == "no_placement", refused.text
     assert "sensitive projects only" in refused.json()["message"]
-    refused = client.post(f"/api/projects/{zone.project}/deliveries", json={"name": "RUN1"}, headers=zone.staff)
+    refused = client.post(
+        f"/api/projects/{zone.project}/deliveries", json={"name": "RUN1"}, headers=zone.staff
+    )
     assert refused.status_code == 409 and refused.json()["error"] == "sensitive_not_offered"
     assert "shared disk" in refused.json()["message"]
     _nothing_changed(zone)
@@ -120,7 +124,9 @@ def test_only_the_disks_facility_side_delivers_to_it(ctx: Context, client: TestC
     helpdesk = auth(stepped_up(ctx, token_for(ctx, zone.world.helpdesk)))
     for headers in (_other_facility_staff(ctx, zone), pi, helpdesk):
         refused = client.post(
-            f"/api/projects/{zone.project}/deliveries", json={"name": "RUN1", "disk": zone.disk}, headers=headers
+            f"/api/projects/{zone.project}/deliveries",
+            json={"name": "RUN1", "disk": zone.disk},
+            headers=headers,
         )
         assert refused.status_code in (403, 404), refused.text
     _nothing_changed(zone)

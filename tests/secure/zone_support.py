@@ -25,7 +25,9 @@ OCTETS = {"Content-Type": "application/offset+octet-stream"}
 def stepped_up(ctx: Context, token: str) -> str:
     """Mark ``token`` as coming from a sign-in that proved a second factor."""
     with ctx.tx() as session:
-        session.execute(update(ApiToken).where(ApiToken.secret_hash == sha256(token)).values(second_factor=True))
+        session.execute(
+            update(ApiToken).where(ApiToken.secret_hash == sha256(token)).values(second_factor=True)
+        )
     return token
 
 
@@ -58,7 +60,9 @@ class Zone:
         )  # fmt: skip
 
     def patch(self, http: Any, url: str, offset: int, data: bytes) -> Any:
-        return http.patch(url, content=data, headers={**self.staff, **TUS, **OCTETS, "Upload-Offset": str(offset)})
+        return http.patch(
+            url, content=data, headers={**self.staff, **TUS, **OCTETS, "Upload-Offset": str(offset)}
+        )
 
     def disk_row(self) -> SharedDisk:
         with self.ctx.tx() as session:

@@ -122,7 +122,9 @@ class MasterKeys:
 
     def _seal(self, raw: bytes, context: str) -> str:
         nonce = os.urandom(12)
-        sealed = ChaCha20Poly1305(self._keys[self.current_id]).encrypt(nonce, raw, _aad(self.current_id, context))
+        sealed = ChaCha20Poly1305(self._keys[self.current_id]).encrypt(
+            nonce, raw, _aad(self.current_id, context)
+        )
         return f"{PREFIX}:{self.current_id}:{base64.b64encode(nonce + sealed).decode()}"
 
     def unwrap(self, wrapped: str, context: str) -> PrivateKey:

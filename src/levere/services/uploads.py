@@ -133,7 +133,9 @@ def _require_uploader(session: Session, actor: User) -> None:
 # --- create ----------------------------------------------------------------------------------------
 
 
-def create(ctx: Context, actor: User, headers: Mapping[str, str], *, second_factor: bool = False) -> UploadView:
+def create(
+    ctx: Context, actor: User, headers: Mapping[str, str], *, second_factor: bool = False
+) -> UploadView:
     """POST: reserve the quota (the area's, or the shared disk's for a delivery on one) and open a
     staging session (a zero-length file is stored at once). ``second_factor``: the caller's
     sign-in proved one (needed on a shared disk)."""
@@ -522,7 +524,9 @@ class _Sealed:
     body: tuple[str, int]
 
 
-def _record(ctx: Context, actor: User, up: Snapshot, digests: Digests, sealed: _Sealed | None = None) -> UploadView:
+def _record(
+    ctx: Context, actor: User, up: Snapshot, digests: Digests, sealed: _Sealed | None = None
+) -> UploadView:
     with ctx.tx() as session:
         upload = session.execute(select(Upload).where(Upload.id == up.id).with_for_update()).scalar_one()
         if upload.state == UploadState.COMPLETE:

@@ -63,7 +63,9 @@ def check_writer(session: Session, actor: User, disk_name: str, second_factor: b
     return disk
 
 
-def disk_for(session: Session, actor: User, project: Project, disk_name: str, second_factor: bool) -> SharedDisk:
+def disk_for(
+    session: Session, actor: User, project: Project, disk_name: str, second_factor: bool
+) -> SharedDisk:
     """The disk a delivery into ``project`` names, checked: writable by ``actor`` and linked to the
     project's users' secure project."""
     disk = check_writer(session, actor, disk_name, second_factor)
@@ -153,4 +155,3 @@ def file_stored(
         session, actor, "zone.file_stored", "shared_disk", disk.id,
         after={"path": file.path, "size": file.size, "body_size": body[1], "disk": disk.name},
     )  # fmt: skip
-

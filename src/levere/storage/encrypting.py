@@ -209,7 +209,9 @@ class EncryptingBackend(WrappingBackend):
         if offset != start:
             raise Conflict(f"upload offset mismatch: request starts at {offset}, stored bytes end at {start}")
         # a request cut off mid-step left segments past the last whole step: drop them
-        if held != body_size(start) and self.inner.truncate_staged(s.inner, body_size(start)) != body_size(start):
+        if held != body_size(start) and self.inner.truncate_staged(s.inner, body_size(start)) != body_size(
+            start
+        ):
             raise Conflict("the storage cannot take back the bytes of a step cut off; upload the file again")
         segments = _Segments(self.data_key(session))
         received = offset
@@ -241,7 +243,9 @@ class EncryptingBackend(WrappingBackend):
 
     def read_staged(self, session: str) -> Iterator[bytes]:
         _Session.decode(session)
-        raise Conflict("an encrypted upload's bytes are not read back; its checksum state is kept at each step")
+        raise Conflict(
+            "an encrypted upload's bytes are not read back; its checksum state is kept at each step"
+        )
 
     def finish_staged(self, session: str) -> None:
         s = _Session.decode(session)
