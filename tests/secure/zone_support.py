@@ -8,15 +8,16 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pyotp
 from sqlalchemy import select, update
 
 from levere.context import Context
-from levere.db.models import ApiToken, SharedDisk, StoredFile, utcnow
+from levere.db.models import ApiToken, SharedDisk, StoredFile, User, utcnow
 from levere.domain.tiers import Tier
 from levere.services import secure, secure_disks
 from levere.services.accounts import sha256
 from levere.transfer.wire import encode_metadata
-from tests.helpers import World, auth, basic_world, provisioned_project, token_for
+from tests.helpers import PASSWORD, World, auth, basic_world, provisioned_project, token_for
 
 TUS = {"Tus-Resumable": "1.0.0"}
 OCTETS = {"Content-Type": "application/offset+octet-stream"}
@@ -101,3 +102,13 @@ def has_window(haystack: bytes, plaintext: bytes, window: int = 32, stride: int 
     ``stride`` s, any run of ``window + s - 1`` plaintext bytes is caught) occurs in ``haystack``."""
     pieces = {plaintext[i : i + window] for i in range(0, len(plaintext) - window + 1, stride)}
     return any(haystack[i : i + window] in pieces for i in range(len(haystack) - window + 1))
+
+
+def sign_in_with_totp(ctx: Context, cli: Any, who: str, user: User) -> None:
+    """Turn on levere's TOTP for ``user`` and sign in on the CLI as ``who`` with a one-time code."""
+    secret = pyotp.random_base32()
+    with ctx.tx() as session:
+        row = session.get(User, user.id)
+        assert row is not None
+        row.totp_secret, row.totp_enabled = secret, True
+    cli.ok(who, "login", "--email", user.email, "--totp", pyotp.TOTP(secret).now(), password=PASSWORD)

@@ -29,13 +29,13 @@ from sqlalchemy.orm import Session
 from levere.context import Context
 from levere.crypt4gh import DataKey, PublicKey, make_header
 from levere.db.models import Delivery, Project, SharedDisk, StoredFile, User
-from levere.domain.errors import AccessDenied, Conflict, QuotaExceeded, StorageUnavailable
+from levere.domain.errors import AccessDenied, Conflict, QuotaExceeded, StorageUnavailable, ValidationFailed
 from levere.domain.tiers import Placement, Purpose, Tier
 from levere.domain.units import format_size
 from levere.services import audit
 from levere.services.projects import placement
 from levere.services.secure_disks import authorize_write
-from levere.services.zone_files import record_header
+from levere.services.zone_files import open_plaintext, record_header
 from levere.storage.encrypting import EncryptingBackend
 
 SECOND_FACTOR_WORDS = (
@@ -112,6 +112,30 @@ def give_back(session: Session, disk_id: str, nbytes: int) -> None:
     """An upload that failed, was cancelled or expired frees what it had counted."""
     row = _locked(session, disk_id)
     row.used_bytes = max(row.used_bytes - nbytes, 0)
+
+
+def read_small_plaintext(
+    ctx: Context, actor: User, disk_id: str, delivery: str, path: str, limit: int
+) -> bytes:
+    """A small file of a delivery on a disk (the run's checksum file, at sealing), decrypted in
+    memory through the disk's header; the read is an audit event."""
+    with ctx.tx() as session:
+        disk = session.get(SharedDisk, disk_id)
+        file = session.execute(
+            select(StoredFile)
+            .join(Delivery, Delivery.id == StoredFile.delivery_id)
+            .where(Delivery.shared_disk_id == disk_id, Delivery.name == delivery, StoredFile.path == path)
+        ).scalar_one_or_none()
+        if disk is None or file is None:
+            raise ValidationFailed({"checksum_file": f"{path} is not in delivery {delivery}"})
+        if file.size > limit:
+            raise ValidationFailed({"checksum_file": f"{path} is larger than {format_size(limit)}"})
+        data = open_plaintext(ctx, session, file, disk).read(limit + 1)
+        audit.record(
+            session, actor, "zone.file_read", "shared_disk", disk.id,
+            after={"disk": disk.name, "delivery": delivery, "path": path, "why": "checksum file at sealing"},
+        )  # fmt: skip
+    return data
 
 
 def secure_backend(ctx: Context) -> EncryptingBackend:
