@@ -28,7 +28,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from levere.context import Context
-from levere.crypt4gh import DataKey, body_size
+from levere.crypt4gh import DataKey
 from levere.dataplane import (
     BodyTooLong,
     Checkpoint,
@@ -50,8 +50,11 @@ from levere.domain.deliveries import DeliveryState, UploadState, upload_transiti
 from levere.domain.errors import (
     AccessDenied,
     ChecksumMismatch,
+    CiphertextDamaged,
     Conflict,
+    EncryptedToAnotherKey,
     LevereError,
+    NotCrypt4GH,
     NotFound,
     StorageFull,
     StorageUnavailable,
@@ -72,7 +75,7 @@ from levere.services.deliveries import (
 )
 from levere.services.projects import authorize, landing_tier
 from levere.storage import Backend
-from levere.storage.encrypting import EncryptingWriter, encrypting
+from levere.storage.encrypting import EncryptingBackend, EncryptingWriter, encrypting
 from levere.transfer import tus, wire
 from levere.transfer.hashing import EMPTY, Digests, StreamHash, restore_hash
 from levere.transfer.pipe import ByteSource, ListSource
@@ -156,6 +159,7 @@ def create(
         delivery = open_for_upload(session, project, meta[wire.META_DELIVERY])
         landing = zone_uploads.upload_placement(project, delivery)
         disk = zone_uploads.check_upload(session, actor, delivery, second_factor)
+        crypt4gh = zone_uploads.wants_crypt4gh(meta, disk)
         key = check_fits(key_limits(ctx, project), project.identifier, delivery.name, path)
         # the quota row stays locked to the end of this transaction, which serialises the path check too
         what = f"{path} ({length} bytes)"
@@ -182,10 +186,13 @@ def create(
         session.add(upload)
         session.flush()
         up = Snapshot.of(upload, project, delivery)
-    if length == 0:
+    if length == 0 and not crypt4gh:
         return _complete(ctx, actor, up, EMPTY)
     try:
-        staged = backend.start_staged(up.key, length)
+        zone = encrypting(backend)
+        staged = (
+            zone.start_sealed(up.key, length) if crypt4gh and zone else backend.start_staged(up.key, length)
+        )
     except LevereError as exc:
         _fail(ctx, actor, up, f"the storage could not start the upload: {exc.message}")
         raise
@@ -368,11 +375,18 @@ def append(
             durable = backend.staged_offset(staged)
         except NotFound:
             return _recover(ctx, actor, up, backend)
-        if durable != request.offset:
+        header = b""
+        zone = encrypting(backend)
+        if zone is not None and zone.awaits_header(staged) and request.offset == 0:
+            staged, header = _take_header(ctx, actor, up, zone, staged, source)
+            up = replace(up, session=staged)
+        elif durable != request.offset:
             raise Conflict(
                 f"Upload-Offset {request.offset} does not match the {durable} bytes stored", offset=durable
             )
         hasher = _restore(ctx, actor, up, backend, staged, durable)
+        if header:  # taken out of the body, it is part of the file as sent (and checksummed)
+            hasher.update(header)
         if request.checksum is not None:
             source = _verified_body(source, request.checksum, up.path)
         writer = Writer(ctx, up, staged, backend, hasher, owner)
@@ -402,6 +416,35 @@ def append(
     if offset == up.length:
         return _complete(ctx, actor, replace(up, offset=offset), hasher.digests())
     return up.view(offset=offset)
+
+
+def _take_header(
+    ctx: Context, actor: User, up: Snapshot, zone: EncryptingBackend, staged: str, source: ByteSource
+) -> tuple[str, bytes]:
+    """The first request of a Crypt4GH upload: its header, checked with the disk's key, goes to the
+    session (and the data key, wrapped, to the upload row); a file that is not Crypt4GH or is
+    encrypted to another key fails the upload before any byte is stored."""
+    with ctx.tx() as session:
+        disk_id = session.execute(
+            select(Delivery.shared_disk_id).where(Delivery.id == up.delivery_id)
+        ).scalar()
+    assert disk_id is not None  # a Crypt4GH upload is only started on a disk
+    try:
+        header, data_key = zone_uploads.take_header(ctx, disk_id, source)
+    except (NotCrypt4GH, EncryptedToAnotherKey) as exc:
+        _fail(ctx, actor, up, exc.message)
+        raise
+    ready = zone.with_header(staged, header, data_key)
+    with ctx.tx() as session:
+        done = session.execute(
+            update(Upload)
+            .where(Upload.id == up.id, Upload.session == staged)
+            .values(session=ready, wrapped_data_key=zone.wrapped_key(ready))
+        ).rowcount  # type: ignore[attr-defined]
+    if not done:
+        _abort_quietly(zone, ready)
+        raise Conflict("another request took this upload's header first; resume it")
+    return ready, header
 
 
 def _saved(ctx: Context, up: Snapshot, owner: str, offset: int, checkpoints: Checkpoints | None) -> None:
@@ -495,6 +538,8 @@ def _complete(ctx: Context, actor: User, up: Snapshot, digests: Digests) -> Uplo
             sha256=digests.sha256,
         )
     sealed: _Sealed | None = None
+    if zone is not None and up.session and zone.is_sealed(up.session):
+        return _complete_sealed(ctx, actor, up, zone)
     if up.length == 0:
         with backend.open_writer(up.key, size_hint=0) as writer:
             writer.commit()
@@ -506,7 +551,7 @@ def _complete(ctx: Context, actor: User, up: Snapshot, digests: Digests) -> Uplo
             backend.finish_staged(up.session)
         except NotFound:
             info = backend.stat(up.key)  # published by a request that stopped before recording it
-            if info is None or info.size != (body_size(up.length) if zone else up.length):
+            if info is None or info.size != (zone.stored_size(up.session) if zone else up.length):
                 raise
         if zone is not None:
             sealed = _Sealed(zone.data_key(up.session), zone.wrapped_key(up.session), ("", 0))
@@ -515,13 +560,38 @@ def _complete(ctx: Context, actor: User, up: Snapshot, digests: Digests) -> Uplo
     return _record(ctx, actor, up, digests, sealed)
 
 
+def _complete_sealed(ctx: Context, actor: User, up: Snapshot, zone: EncryptingBackend) -> UploadView:
+    """A Crypt4GH file is in: its body is published, then read back once to authenticate every
+    segment and learn the plaintext's size and checksums (in memory); a body that does not open
+    fails the upload and is deleted."""
+    try:
+        zone.finish_staged(up.session)
+    except NotFound:
+        info = zone.stat(up.key)
+        if info is None or info.size != zone.stored_size(up.session):
+            raise
+    data_key = zone.data_key(up.session)
+    try:
+        opened = zone_uploads.open_body(ctx, up.key, data_key)
+    except CiphertextDamaged as exc:
+        zone.delete(up.key)
+        _fail(ctx, actor, up, exc.message)
+        raise
+    sealed = _Sealed(
+        data_key, zone.wrapped_key(up.session), (opened.body_sha256, opened.body_size), opened.size
+    )
+    return _record(ctx, actor, up, Digests(opened.md5, opened.sha256), sealed)
+
+
 @dataclass(frozen=True)
 class _Sealed:
-    """An upload into the secure zone: its body's data key (also wrapped) and checksum, size."""
+    """An upload into the secure zone: its body's data key (also wrapped) and checksum, size, and
+    for a file uploaded already encrypted the plaintext's size (its checksums are the digests)."""
 
     data_key: DataKey
     wrapped: str
     body: tuple[str, int]
+    size: int | None = None
 
 
 def _record(
@@ -536,11 +606,12 @@ def _record(
             upload.state = upload_transition(upload.state, UploadState.COMPLETE)
             delivery = session.get(Delivery, up.delivery_id)
             assert delivery is not None
+            size = sealed.size if sealed is not None and sealed.size is not None else up.length
             (file_id,) = record_files(
                 session,
                 delivery,
                 up.backend_id,
-                [NewFile(up.path, up.length, digests.md5, digests.sha256, up.key)],
+                [NewFile(up.path, size, digests.md5, digests.sha256, up.key)],
                 tier=Tier.SECURE if delivery.shared_disk_id else None,
             )
             if delivery.shared_disk_id is not None and sealed is not None:
@@ -548,6 +619,8 @@ def _record(
                     session, actor, file_id, delivery.shared_disk_id, sealed.data_key, sealed.body
                 )
                 upload.wrapped_data_key = sealed.wrapped
+                if size < up.length:  # a Crypt4GH file's plaintext is what the disk holds
+                    zone_uploads.give_back(session, delivery.shared_disk_id, up.length - size)
             else:
                 quotas.settle(session, up.project_id, landing_tier(session, up.project_id), up.length)
             upload.file_id = file_id

@@ -211,6 +211,11 @@ def disk_contents(ctx: Context, actor: User, name: str, delivery: str | None = N
         )
 
 
+def chunk_reader(chunks: Iterator[bytes]) -> io.BufferedReader:
+    """A readable file over an iterator of byte chunks (a body as the tier gives it)."""
+    return io.BufferedReader(_Chunks(chunks), 1 << 20)
+
+
 class _Chunks(io.RawIOBase):
     """A readable file over an iterator of byte chunks."""
 

@@ -22,12 +22,14 @@ Design notes
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from levere.context import Context
-from levere.crypt4gh import DataKey, PublicKey, make_header
+from levere.crypt4gh import DataKey, PublicKey, iter_plaintext, make_header, read_data_key, read_header
 from levere.db.models import Delivery, Project, SharedDisk, StoredFile, User
 from levere.domain.errors import AccessDenied, Conflict, QuotaExceeded, StorageUnavailable, ValidationFailed
 from levere.domain.tiers import Placement, Purpose, Tier
@@ -35,8 +37,10 @@ from levere.domain.units import format_size
 from levere.services import audit
 from levere.services.projects import placement
 from levere.services.secure_disks import authorize_write
-from levere.services.zone_files import open_plaintext, record_header
+from levere.services.zone_files import chunk_reader, open_plaintext, private_key, record_header
 from levere.storage.encrypting import EncryptingBackend
+from levere.transfer import wire
+from levere.transfer.pipe import ByteSource
 
 SECOND_FACTOR_WORDS = (
     "writing to a shared disk needs a sign-in with a second factor: give a one-time code "
@@ -136,6 +140,87 @@ def read_small_plaintext(
             after={"disk": disk.name, "delivery": delivery, "path": path, "why": "checksum file at sealing"},
         )  # fmt: skip
     return data
+
+
+# --- files uploaded already encrypted ----------------------------------------------------------------
+
+
+def wants_crypt4gh(meta: dict[str, str], disk: SharedDisk | None) -> bool:
+    """Whether an upload's metadata marks the file as Crypt4GH (taken on a shared disk only)."""
+    form = meta.get(wire.META_FORMAT, "")
+    if form not in ("", wire.FORMAT_CRYPT4GH):
+        raise ValidationFailed(
+            {"Upload-Metadata": f"unknown format {form[:40]!r} (only {wire.FORMAT_CRYPT4GH!r})"}
+        )
+    if form and disk is None:
+        raise ValidationFailed(
+            {
+                "Upload-Metadata": "Crypt4GH files are taken only on a shared disk (a sensitive project's delivery)"
+            }
+        )
+    return bool(form)
+
+
+class _HeaderReader:
+    """Reads a Crypt4GH header off the start of a request's body; what follows it stays in the body."""
+
+    def __init__(self, source: ByteSource) -> None:
+        self.source = source
+
+    def read(self, size: int) -> bytes:
+        out = bytearray()
+        while len(out) < size:
+            buf = self.source.next_buffer()
+            if buf is None:
+                break
+            need = size - len(out)
+            out += memoryview(buf)[:need]
+            if len(buf) > need:
+                self.source.unread(bytes(memoryview(buf)[need:]))
+        return bytes(out)
+
+
+def take_header(ctx: Context, disk_id: str, source: ByteSource) -> tuple[bytes, DataKey]:
+    """The header at the start of a Crypt4GH upload's first request, checked with the disk's
+    private key. Raises ``not_crypt4gh`` or ``encrypted_to_another_key`` before any byte is stored."""
+    header = read_header(_HeaderReader(source))  # type: ignore[arg-type]
+    with ctx.tx() as session:
+        disk = session.get(SharedDisk, disk_id)
+        assert disk is not None
+        key = private_key(ctx, disk)
+    return header, read_data_key(header, key)
+
+
+@dataclass(frozen=True)
+class OpenedBody:
+    """What reading a stored body back learnt: its own checksum and size, and its plaintext's."""
+
+    body_sha256: str
+    body_size: int
+    size: int
+    md5: str
+    sha256: str
+
+
+def open_body(ctx: Context, key: str, data_key: DataKey) -> OpenedBody:
+    """Read the body stored under ``key`` back once: its SHA-256, and every segment authenticated
+    and its plaintext hashed in memory. Raises ``ciphertext_damaged`` for a body that does not open."""
+    body = hashlib.sha256()
+    md5, sha256 = hashlib.md5(usedforsecurity=False), hashlib.sha256()
+    stored = [0]
+
+    def chunks() -> Iterator[bytes]:
+        for chunk in ctx.backend(Tier.SECURE).read(key):
+            body.update(chunk)
+            stored[0] += len(chunk)
+            yield chunk
+
+    size = 0
+    for piece in iter_plaintext(chunk_reader(chunks()), data_key):
+        md5.update(piece)
+        sha256.update(piece)
+        size += len(piece)
+    return OpenedBody(body.hexdigest(), stored[0], size, md5.hexdigest(), sha256.hexdigest())
 
 
 def secure_backend(ctx: Context) -> EncryptingBackend:

@@ -28,11 +28,12 @@ Design notes
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -59,6 +60,15 @@ class _Session:
     length: int
     wrapped_key: str
     inner: str
+    #: "encrypt": plaintext comes in and is encrypted here; "sealed": a Crypt4GH file comes in
+    #: (already encrypted by the client) and its body is stored as it is, after its header
+    #: (base64, empty until the service has checked it) which the database keeps
+    mode: str = "encrypt"
+    header: str = ""
+
+    @property
+    def header_bytes(self) -> bytes:
+        return base64.b64decode(self.header)
 
     def encode(self) -> str:
         return json.dumps(asdict(self))
@@ -69,9 +79,12 @@ class _Session:
             found = cls(**json.loads(session))
         except (ValueError, TypeError):
             raise NotFound("unknown upload session") from None
-        if found.v != _SESSION_VERSION or not isinstance(found.length, int):
+        if found.v != _SESSION_VERSION or not isinstance(found.length, int) or found.mode not in _MODES:
             raise NotFound("unknown upload session")
         return found
+
+
+_MODES = ("encrypt", "sealed")
 
 
 class _Segments:
@@ -178,6 +191,60 @@ class EncryptingBackend(WrappingBackend):
         raise Conflict("tar batches of small files are not taken into the secure zone; upload each file")
         yield  # pragma: no cover
 
+    # --- files uploaded already encrypted ------------------------------------------------------
+    def start_sealed(self, key: str, length: int) -> str:
+        """A session for a Crypt4GH file of ``length`` bytes (header and body) that waits for its
+        header (:meth:`with_header`) before it takes any byte."""
+        if length < 0:
+            raise ValidationFailed({"length": "must not be negative"})
+        return _Session(_SESSION_VERSION, key, length, "", "", mode="sealed").encode()
+
+    def awaits_header(self, session: str) -> bool:
+        s = _Session.decode(session)
+        return s.mode == "sealed" and not s.header
+
+    def with_header(self, session: str, header: bytes, data_key: DataKey) -> str:
+        """The session once the caller checked ``header`` (which gave ``data_key``): the body that
+        follows it is stored as it comes, in a session of the backend beneath."""
+        s = _Session.decode(session)
+        if not self.awaits_header(session) or len(header) > s.length:
+            raise Conflict("this upload's header was taken already, or is longer than the file")
+        wrapped = self.master_keys.wrap_data_key(data_key, _context(s.key))
+        inner = self.inner.start_staged(s.key, s.length - len(header))
+        return replace(s, wrapped_key=wrapped, inner=inner, header=base64.b64encode(header).decode()).encode()
+
+    def is_sealed(self, session: str) -> bool:
+        return _Session.decode(session).mode == "sealed"
+
+    def stored_size(self, session: str) -> int:
+        """The size of the body a complete session publishes."""
+        s = _Session.decode(session)
+        return s.length - len(s.header_bytes) if s.mode == "sealed" else body_size(s.length)
+
+    def _sealed_offset(self, s: _Session) -> int:
+        return len(s.header_bytes) + self.inner.staged_offset(s.inner) if s.inner else 0
+
+    def _sealed_append(self, s: _Session, offset: int, chunks: Iterable[bytes]) -> int:
+        if not s.inner:
+            raise Conflict("this Crypt4GH upload's header has not been checked yet")
+        header = len(s.header_bytes)
+        start = self._sealed_offset(s)
+        if offset != start:
+            raise Conflict(f"upload offset mismatch: request starts at {offset}, stored bytes end at {start}")
+
+        def body() -> Iterator[bytes]:
+            at = offset
+            for chunk in chunks:
+                if at < header:  # the header the service already took out of the stream
+                    skip = min(header - at, len(chunk))
+                    at += skip
+                    chunk = chunk[skip:]
+                at += len(chunk)
+                if chunk:
+                    yield chunk
+
+        return header + self.inner.append_staged(s.inner, start - header, body())
+
     # --- resumable staging sessions ------------------------------------------------------------
     def start_staged(self, key: str, length: int) -> str:
         if length < 0:
@@ -196,14 +263,20 @@ class EncryptingBackend(WrappingBackend):
 
     def staged_offset(self, session: str) -> int:
         s = _Session.decode(session)
+        if s.mode == "sealed":
+            return self._sealed_offset(s)
         return self._plain_offset(s, self.inner.staged_offset(s.inner))
 
     def staged_step(self, session: str) -> int | None:
-        _Session.decode(session)
-        return STEP
+        s = _Session.decode(session)
+        # a sealed session stores ciphertext as it comes, so any offset is durable and what is
+        # held can be read back (to rebuild a checksum state)
+        return None if s.mode == "sealed" else STEP
 
     def append_staged(self, session: str, offset: int, chunks: Iterable[bytes]) -> int:
         s = _Session.decode(session)
+        if s.mode == "sealed":
+            return self._sealed_append(s, offset, chunks)
         held = self.inner.staged_offset(s.inner)
         start = self._plain_offset(s, held)
         if offset != start:
@@ -237,22 +310,35 @@ class EncryptingBackend(WrappingBackend):
 
     def truncate_staged(self, session: str, offset: int) -> int:
         s = _Session.decode(session)
+        if s.mode == "sealed":
+            if not s.inner:
+                return 0
+            header = len(s.header_bytes)
+            return header + self.inner.truncate_staged(s.inner, max(offset - header, 0))
         plain = offset - offset % STEP
         self.inner.truncate_staged(s.inner, body_size(plain))
         return self.staged_offset(session)
 
     def read_staged(self, session: str) -> Iterator[bytes]:
-        _Session.decode(session)
+        s = _Session.decode(session)
+        if s.mode == "sealed" and s.inner:  # ciphertext only: the header, then the body so far
+            yield s.header_bytes
+            yield from self.inner.read_staged(s.inner)
+            return
         raise Conflict(
             "an encrypted upload's bytes are not read back; its checksum state is kept at each step"
         )
 
     def finish_staged(self, session: str) -> None:
         s = _Session.decode(session)
+        if not s.inner:
+            raise Conflict("this Crypt4GH upload's header has not been checked yet")
         self.inner.finish_staged(s.inner)
 
     def abort_staged(self, session: str) -> None:
-        self.inner.abort_staged(_Session.decode(session).inner)
+        s = _Session.decode(session)
+        if s.inner:
+            self.inner.abort_staged(s.inner)
 
 
 def encrypting(backend: Backend) -> EncryptingBackend | None:
