@@ -22,13 +22,11 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import cast
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from levere.context import Context
-from levere.crypt4gh import DataKey
 from levere.dataplane import (
     BodyTooLong,
     Checkpoint,
@@ -75,7 +73,7 @@ from levere.services.deliveries import (
 )
 from levere.services.projects import authorize, landing_tier
 from levere.storage import Backend
-from levere.storage.encrypting import EncryptingBackend, EncryptingWriter, encrypting
+from levere.storage.encrypting import encrypting
 from levere.transfer import tus, wire
 from levere.transfer.hashing import EMPTY, Digests, StreamHash, restore_hash
 from levere.transfer.pipe import ByteSource, ListSource
@@ -378,7 +376,11 @@ def append(
         header = b""
         zone = encrypting(backend)
         if zone is not None and zone.awaits_header(staged) and request.offset == 0:
-            staged, header = _take_header(ctx, actor, up, zone, staged, source)
+            try:
+                staged, header = zone_uploads.take_header(ctx, up.id, up.delivery_id, zone, staged, source)
+            except (NotCrypt4GH, EncryptedToAnotherKey) as exc:
+                _fail(ctx, actor, up, exc.message)  # nothing was stored
+                raise
             up = replace(up, session=staged)
         elif durable != request.offset:
             raise Conflict(
@@ -416,35 +418,6 @@ def append(
     if offset == up.length:
         return _complete(ctx, actor, replace(up, offset=offset), hasher.digests())
     return up.view(offset=offset)
-
-
-def _take_header(
-    ctx: Context, actor: User, up: Snapshot, zone: EncryptingBackend, staged: str, source: ByteSource
-) -> tuple[str, bytes]:
-    """The first request of a Crypt4GH upload: its header, checked with the disk's key, goes to the
-    session (and the data key, wrapped, to the upload row); a file that is not Crypt4GH or is
-    encrypted to another key fails the upload before any byte is stored."""
-    with ctx.tx() as session:
-        disk_id = session.execute(
-            select(Delivery.shared_disk_id).where(Delivery.id == up.delivery_id)
-        ).scalar()
-    assert disk_id is not None  # a Crypt4GH upload is only started on a disk
-    try:
-        header, data_key = zone_uploads.take_header(ctx, disk_id, source)
-    except (NotCrypt4GH, EncryptedToAnotherKey) as exc:
-        _fail(ctx, actor, up, exc.message)
-        raise
-    ready = zone.with_header(staged, header, data_key)
-    with ctx.tx() as session:
-        done = session.execute(
-            update(Upload)
-            .where(Upload.id == up.id, Upload.session == staged)
-            .values(session=ready, wrapped_data_key=zone.wrapped_key(ready))
-        ).rowcount  # type: ignore[attr-defined]
-    if not done:
-        _abort_quietly(zone, ready)
-        raise Conflict("another request took this upload's header first; resume it")
-    return ready, header
 
 
 def _saved(ctx: Context, up: Snapshot, owner: str, offset: int, checkpoints: Checkpoints | None) -> None:
@@ -537,15 +510,19 @@ def _complete(ctx: Context, actor: User, up: Snapshot, digests: Digests) -> Uplo
             md5=digests.md5,
             sha256=digests.sha256,
         )
-    sealed: _Sealed | None = None
+    sealed: zone_uploads.Sealed | None = None
     if zone is not None and up.session and zone.is_sealed(up.session):
-        return _complete_sealed(ctx, actor, up, zone)
+        try:
+            sealed, digests = zone_uploads.complete_sealed(ctx, zone, up.key, up.session)
+        except CiphertextDamaged as exc:
+            _fail(ctx, actor, up, exc.message)  # its body was deleted
+            raise
+        return _record(ctx, actor, up, digests, sealed)
     if up.length == 0:
         with backend.open_writer(up.key, size_hint=0) as writer:
             writer.commit()
         if zone is not None:
-            wrapped = cast(EncryptingWriter, writer).wrapped_data_key
-            sealed = _Sealed(zone.object_data_key(up.key, wrapped), wrapped, ("", 0))
+            sealed = zone_uploads.sealed_whole(ctx, zone, up.key, writer)
     else:
         try:
             backend.finish_staged(up.session)
@@ -554,48 +531,12 @@ def _complete(ctx: Context, actor: User, up: Snapshot, digests: Digests) -> Uplo
             if info is None or info.size != (zone.stored_size(up.session) if zone else up.length):
                 raise
         if zone is not None:
-            sealed = _Sealed(zone.data_key(up.session), zone.wrapped_key(up.session), ("", 0))
-    if sealed is not None:
-        sealed = replace(sealed, body=zone_uploads.body_checksum(ctx, up.key))
+            sealed = zone_uploads.sealed_staged(ctx, zone, up.key, up.session)
     return _record(ctx, actor, up, digests, sealed)
 
 
-def _complete_sealed(ctx: Context, actor: User, up: Snapshot, zone: EncryptingBackend) -> UploadView:
-    """A Crypt4GH file is in: its body is published, then read back once to authenticate every
-    segment and learn the plaintext's size and checksums (in memory); a body that does not open
-    fails the upload and is deleted."""
-    try:
-        zone.finish_staged(up.session)
-    except NotFound:
-        info = zone.stat(up.key)
-        if info is None or info.size != zone.stored_size(up.session):
-            raise
-    data_key = zone.data_key(up.session)
-    try:
-        opened = zone_uploads.open_body(ctx, up.key, data_key)
-    except CiphertextDamaged as exc:
-        zone.delete(up.key)
-        _fail(ctx, actor, up, exc.message)
-        raise
-    sealed = _Sealed(
-        data_key, zone.wrapped_key(up.session), (opened.body_sha256, opened.body_size), opened.size
-    )
-    return _record(ctx, actor, up, Digests(opened.md5, opened.sha256), sealed)
-
-
-@dataclass(frozen=True)
-class _Sealed:
-    """An upload into the secure zone: its body's data key (also wrapped) and checksum, size, and
-    for a file uploaded already encrypted the plaintext's size (its checksums are the digests)."""
-
-    data_key: DataKey
-    wrapped: str
-    body: tuple[str, int]
-    size: int | None = None
-
-
 def _record(
-    ctx: Context, actor: User, up: Snapshot, digests: Digests, sealed: _Sealed | None = None
+    ctx: Context, actor: User, up: Snapshot, digests: Digests, sealed: zone_uploads.Sealed | None = None
 ) -> UploadView:
     with ctx.tx() as session:
         upload = session.execute(select(Upload).where(Upload.id == up.id).with_for_update()).scalar_one()

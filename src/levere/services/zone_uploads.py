@@ -24,22 +24,33 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import cast
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from levere.context import Context
 from levere.crypt4gh import DataKey, PublicKey, iter_plaintext, make_header, read_data_key, read_header
-from levere.db.models import Delivery, Project, SharedDisk, StoredFile, User
-from levere.domain.errors import AccessDenied, Conflict, QuotaExceeded, StorageUnavailable, ValidationFailed
+from levere.db.models import Delivery, Project, SharedDisk, StoredFile, Upload, User
+from levere.domain.errors import (
+    AccessDenied,
+    CiphertextDamaged,
+    Conflict,
+    NotFound,
+    QuotaExceeded,
+    StorageUnavailable,
+    ValidationFailed,
+)
 from levere.domain.tiers import Placement, Purpose, Tier
 from levere.domain.units import format_size
 from levere.services import audit
 from levere.services.projects import placement
 from levere.services.secure_disks import authorize_write
 from levere.services.zone_files import chunk_reader, open_plaintext, private_key, record_header
-from levere.storage.encrypting import EncryptingBackend
+from levere.storage.base import ObjectWriter
+from levere.storage.encrypting import EncryptingBackend, EncryptingWriter
 from levere.transfer import wire
+from levere.transfer.hashing import Digests
 from levere.transfer.pipe import ByteSource
 
 SECOND_FACTOR_WORDS = (
@@ -191,17 +202,6 @@ class _HeaderReader:
         return bytes(out)
 
 
-def take_header(ctx: Context, disk_id: str, source: ByteSource) -> tuple[bytes, DataKey]:
-    """The header at the start of a Crypt4GH upload's first request, checked with the disk's
-    private key. Raises ``not_crypt4gh`` or ``encrypted_to_another_key`` before any byte is stored."""
-    header = read_header(_HeaderReader(source))  # type: ignore[arg-type]
-    with ctx.tx() as session:
-        disk = session.get(SharedDisk, disk_id)
-        assert disk is not None
-        key = private_key(ctx, disk)
-    return header, read_data_key(header, key)
-
-
 @dataclass(frozen=True)
 class OpenedBody:
     """What reading a stored body back learnt: its own checksum and size, and its plaintext's."""
@@ -232,6 +232,75 @@ def open_body(ctx: Context, key: str, data_key: DataKey) -> OpenedBody:
         sha256.update(piece)
         size += len(piece)
     return OpenedBody(body.hexdigest(), stored[0], size, md5.hexdigest(), sha256.hexdigest())
+
+
+def take_header(
+    ctx: Context, upload_id: str, delivery_id: str, zone: EncryptingBackend, staged: str, source: ByteSource
+) -> tuple[str, bytes]:
+    """The first request of a Crypt4GH upload: its header, checked with the disk's key, goes to the
+    session (and the data key, wrapped, to the upload row); returns the session and the header.
+    Raises ``not_crypt4gh`` or ``encrypted_to_another_key`` before any byte is stored."""
+    with ctx.tx() as session:
+        disk = session.execute(
+            select(SharedDisk)
+            .join(Delivery, Delivery.shared_disk_id == SharedDisk.id)
+            .where(Delivery.id == delivery_id)
+        ).scalar_one()  # a Crypt4GH upload is only started on a disk
+        key = private_key(ctx, disk)
+    header = read_header(_HeaderReader(source))  # type: ignore[arg-type]
+    ready = zone.with_header(staged, header, read_data_key(header, key))
+    with ctx.tx() as session:
+        done = session.execute(
+            update(Upload)
+            .where(Upload.id == upload_id, Upload.session == staged)
+            .values(session=ready, wrapped_data_key=zone.wrapped_key(ready))
+        ).rowcount  # type: ignore[attr-defined]
+    if not done:
+        zone.abort_staged(ready)
+        raise Conflict("another request took this upload's header first; resume it")
+    return ready, header
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """An upload into the secure zone: its body's data key (also wrapped), the stored body's
+    checksum and size, and for a file uploaded already encrypted the plaintext's size."""
+
+    data_key: DataKey
+    wrapped: str
+    body: tuple[str, int]
+    size: int | None = None
+
+
+def sealed_staged(ctx: Context, zone: EncryptingBackend, key: str, session: str) -> Sealed:
+    """A plaintext upload encrypted on the way in, published under ``key``."""
+    return Sealed(zone.data_key(session), zone.wrapped_key(session), body_checksum(ctx, key))
+
+
+def sealed_whole(ctx: Context, zone: EncryptingBackend, key: str, writer: ObjectWriter) -> Sealed:
+    """A whole object written through the layer (an empty file)."""
+    wrapped = cast(EncryptingWriter, writer).wrapped_data_key
+    return Sealed(zone.object_data_key(key, wrapped), wrapped, body_checksum(ctx, key))
+
+
+def complete_sealed(ctx: Context, zone: EncryptingBackend, key: str, session: str) -> tuple[Sealed, Digests]:
+    """A Crypt4GH file is in: its body is published, then read back once to authenticate every
+    segment and learn the plaintext's size and checksums (in memory). A body that does not open
+    is deleted (``ciphertext_damaged``)."""
+    try:
+        zone.finish_staged(session)
+    except NotFound:  # published by a request that stopped before recording it
+        info = zone.stat(key)
+        if info is None or info.size != zone.stored_size(session):
+            raise
+    data_key = zone.data_key(session)
+    try:
+        opened = open_body(ctx, key, data_key)
+    except CiphertextDamaged:
+        zone.delete(key)
+        raise
+    body = (opened.body_sha256, opened.body_size)
+    return Sealed(data_key, zone.wrapped_key(session), body, opened.size), Digests(opened.md5, opened.sha256)
 
 
 def secure_backend(ctx: Context) -> EncryptingBackend:
