@@ -105,11 +105,13 @@ def get_delivery(session: Session, project: Project, name: str, *, lock: bool = 
 
 def open_for_upload(session: Session, project: Project, name: str, *, lock: bool = False) -> Delivery:
     """The delivery, if files may still be added to it."""
-    if not project.sensitive:
-        placement(project, Purpose.LANDING)
+    # a project with nowhere to land files is refused first: a sensitive project's files land only
+    # in a delivery on its shared disk
+    found = session.execute(
+        select(Delivery.shared_disk_id).where(Delivery.project_id == project.id, Delivery.name == name)
+    ).first()
+    placement(project, Purpose.SHARED_DISK if found is not None and found[0] else Purpose.LANDING)
     delivery = get_delivery(session, project, name, lock=lock)
-    # a delivery with nowhere to land files (a sensitive project's not on a shared disk) is refused
-    placement(project, Purpose.SHARED_DISK if delivery.shared_disk_id else Purpose.LANDING)
     if delivery.state != DeliveryState.OPEN:
         raise Conflict(
             f"delivery {name} in {project.identifier} is {delivery.state}; files cannot be added to it",
