@@ -18,6 +18,10 @@ Design notes
   resumes from the last one. A step is a whole number of segments; on an object store beneath,
   whose parts are not, the body stays resumable only while the parts' tail can still be cut
   (docs/secure.md).
+* Files uploaded already encrypted (a *sealed* session, :meth:`start_sealed`): the caller takes the
+  header off the first request and checks it (:meth:`with_header`); the session then stores the
+  body as it comes (it is ciphertext: any offset is durable and can be read back), after the header
+  it carries. The caller authenticates the body when it is complete.
 * Whole objects (:meth:`open_writer`) get a fresh data key each; the writer gives it, wrapped,
   after commit (:attr:`EncryptingWriter.wrapped_data_key`).
 * Groups of small objects (tar batches): not offered on this layer; :meth:`small_writes` refuses
