@@ -71,4 +71,4 @@ def test_levere_deliver_with_a_disk_delivers_a_run_encrypted_and_both_sides_list
         assert read.after["path"] == "md5sum.txt"
     everything = b"".join(content for _, content in stored_bytes(ctx))
     for data in files.values():
-        assert not has_window(everything, data, stride=8)
+        assert not has_window(everything, data)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+from pathlib import Path
 
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -16,6 +17,7 @@ from levere.db.models import AuditEvent, Delivery, FileHeader, Replica, Upload
 from levere.domain.secure import HeaderHolder
 from levere.domain.tiers import Tier
 from levere.services import zone_files
+from tests.plaintext_scan import scan_paths
 from tests.secure.zone_support import has_window, make_zone, stored_bytes
 
 KiB = 1024
@@ -26,7 +28,7 @@ def _digests(data: bytes) -> dict[str, str]:
 
 
 def test_a_plaintext_upload_to_the_disk_is_stored_as_a_crypt4gh_body_with_a_header_for_the_disk(
-    ctx: Context, client: TestClient
+    ctx: Context, client: TestClient, tmp_path: Path
 ) -> None:
     zone = make_zone(ctx)
     data = os.urandom(200 * KiB + 7)  # three whole segments and a short one
@@ -64,3 +66,5 @@ def test_a_plaintext_upload_to_the_disk_is_stored_as_a_crypt4gh_body_with_a_head
     # nothing under the secure tier (nor anywhere in the data directory) holds a window of the plaintext
     everything = b"".join(content for _, content in stored_bytes(ctx))
     assert everything and not has_window(everything, data)
+    # nor anything else under the test's folders: the data directory, the database, the key file
+    assert scan_paths([tmp_path], data) == []

@@ -18,6 +18,7 @@ from levere.services import secure, secure_disks
 from levere.services.accounts import sha256
 from levere.transfer.wire import encode_metadata
 from tests.helpers import PASSWORD, World, auth, basic_world, provisioned_project, token_for
+from tests.plaintext_scan import find_windows
 
 TUS = {"Tus-Resumable": "1.0.0"}
 OCTETS = {"Content-Type": "application/offset+octet-stream"}
@@ -97,11 +98,9 @@ def stored_bytes(ctx: Context, tier: Tier = Tier.SECURE) -> list[tuple[Path, byt
     return [(p, p.read_bytes()) for p in sorted(Path(root).rglob("*")) if p.is_file()]
 
 
-def has_window(haystack: bytes, plaintext: bytes, window: int = 32, stride: int = 1) -> bool:
-    """Whether a ``window``-byte piece of ``plaintext`` (at every ``stride``-th offset: with
-    ``stride`` s, any run of ``window + s - 1`` plaintext bytes is caught) occurs in ``haystack``."""
-    pieces = {plaintext[i : i + window] for i in range(0, len(plaintext) - window + 1, stride)}
-    return any(haystack[i : i + window] in pieces for i in range(len(haystack) - window + 1))
+def has_window(haystack: bytes, plaintext: bytes) -> bool:
+    """Whether any 32-byte stretch of ``plaintext`` occurs in ``haystack``."""
+    return bool(find_windows(haystack, plaintext))
 
 
 def sign_in_with_totp(ctx: Context, cli: Any, who: str, user: User) -> None:
