@@ -8,6 +8,7 @@ import io
 import os
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -16,7 +17,7 @@ from levere.crypt4gh import decrypt_body
 from levere.db.models import AuditEvent, Delivery, FileHeader, Replica, Upload
 from levere.domain.secure import HeaderHolder
 from levere.domain.tiers import Tier
-from levere.services import zone_files
+from levere.services import uploads, zone_files
 from tests.plaintext_scan import scan_paths
 from tests.secure.zone_support import has_window, make_zone, stored_bytes
 
@@ -68,3 +69,29 @@ def test_a_plaintext_upload_to_the_disk_is_stored_as_a_crypt4gh_body_with_a_head
     assert everything and not has_window(everything, data)
     # nor anything else under the test's folders: the data directory, the database, the key file
     assert scan_paths([tmp_path], data) == []
+
+
+def test_an_upload_published_just_before_a_crash_is_recorded_with_its_header_when_resumed(
+    ctx: Context, client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    zone = make_zone(ctx)
+    data = os.urandom(100 * KiB)
+    assert zone.open_delivery(client).status_code == 201
+    created = zone.create(client, "RUN1", "a.fastq", len(data))
+    real = uploads._record
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the process stopped here")
+
+    monkeypatch.setattr(uploads, "_record", crash)
+    with pytest.raises(RuntimeError):
+        zone.patch(client, created.headers["Location"], 0, data)
+    monkeypatch.setattr(uploads, "_record", real)
+    assert zone.files() == []
+    head = client.head(created.headers["Location"], headers={**zone.staff, "Tus-Resumable": "1.0.0"})
+    assert head.status_code == 200 and head.headers["Upload-Offset"] == str(len(data))
+    (file,) = zone.files()
+    disk = zone.disk_row()
+    with ctx.tx() as session:
+        assert zone_files.open_plaintext(ctx, session, file, disk).read() == data
+    assert file.body_size and file.body_sha256

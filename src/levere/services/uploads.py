@@ -276,7 +276,12 @@ def _recover(ctx: Context, actor: User, up: Snapshot, backend: Backend) -> Uploa
     saved = Checkpoints.decode(up.hash_state)
     final = next((cp for cp in (saved.pending, saved.confirmed) if cp and cp.offset == up.length), None)
     hasher = restore_hash(up.length, final.state) if final else None
-    if info is not None and info.size == up.length and hasher is not None:
+    zone = encrypting(backend)
+    if zone is not None and up.session and info is not None and hasher is not None:
+        if info.size == zone.stored_size(up.session):
+            # the body is published: completing finds it, and records the file with its header
+            return _complete(ctx, actor, up, hasher.digests())
+    elif info is not None and info.size == up.length and hasher is not None:
         return _record(ctx, actor, up, hasher.digests())
     _fail(ctx, actor, up, "its stored bytes are gone")
     raise gone(replace(up, state=UploadState.FAILED))
