@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -41,8 +42,9 @@ from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
-from levere.crypt4gh.body import CIPHER_SEGMENT, NONCE, SEGMENT, body_size
+from levere.crypt4gh.body import body_size
 from levere.crypt4gh.header import DataKey
+from levere.crypt4gh.segment_worker import CIPHER_SEGMENT, NONCE, SEGMENT
 from levere.crypt4gh.wrapping import MasterKeys
 from levere.domain.errors import Conflict, NotFound, ValidationFailed
 from levere.storage.base import Backend, Capability, ObjectWriter, SmallWrite
@@ -131,17 +133,33 @@ class EncryptingWriter(ObjectWriter):
     def __init__(self, inner: ObjectWriter, data_key: DataKey, wrapped: str) -> None:
         self._inner = inner
         self._segments = _Segments(data_key)
-        #: the data key, wrapped under the master key for the object's key (read it after commit)
+        #: the data key (in memory only) and the same wrapped under the master key for the object's key
+        self.data_key = data_key
         self.wrapped_data_key = wrapped
+        #: what went in and what was stored: the plaintext's size, MD5 and SHA-256, the body's
+        #: SHA-256 and size (for the caller's records)
+        self.plain_size = 0
+        self.plain_md5 = hashlib.md5(usedforsecurity=False)
+        self.plain_sha256 = hashlib.sha256()
+        self.body_sha256 = hashlib.sha256()
+        self.body_size = 0
 
     def write(self, chunk: bytes) -> None:
+        self.plain_size += len(chunk)
+        self.plain_md5.update(chunk)
+        self.plain_sha256.update(chunk)
         for sealed in self._segments.push(chunk):
-            self._inner.write(sealed)
+            self._store(sealed)
+
+    def _store(self, sealed: bytes) -> None:
+        self.body_sha256.update(sealed)
+        self.body_size += len(sealed)
+        self._inner.write(sealed)
 
     def commit(self) -> None:
         last = self._segments.last()
         if last:
-            self._inner.write(last)
+            self._store(last)
         self._inner.commit()
         self.version = self._inner.version
 
