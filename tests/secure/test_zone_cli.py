@@ -17,7 +17,7 @@ from levere.services import zone_files
 from tests.cli_live import Cli
 from tests.conftest import LiveServer
 from tests.helpers import PASSWORD, make_user
-from tests.secure.zone_support import has_window, make_zone, sign_in_with_totp, stored_bytes
+from tests.secure.upload_support import has_window, make_zone, sign_in_with_totp, stored_bytes
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from levere.domain.secure import HeaderHolder
 from levere.domain.tiers import Tier
 from levere.services import uploads, zone_files
 from tests.plaintext_scan import scan_paths
-from tests.secure.zone_support import has_window, make_zone, stored_bytes
+from tests.secure.upload_support import has_window, make_zone, stored_bytes
 
 KiB = 1024
 

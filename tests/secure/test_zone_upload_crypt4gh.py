@@ -17,7 +17,7 @@ from levere.db.models import FileHeader, Upload
 from levere.services import zone_files
 from levere.transfer.wire import encode_metadata
 from tests.helpers import provisioned_project
-from tests.secure.zone_support import Zone, has_window, make_zone, stored_bytes
+from tests.secure.upload_support import Zone, has_window, make_zone, stored_bytes
 
 
 def _encrypted(data: bytes, recipient: PublicKey) -> tuple[bytes, bytes]:

@@ -18,7 +18,7 @@ from levere.domain.tiers import Tier
 from levere.services import projects
 from tests.deliveries_support import tar_of
 from tests.helpers import auth, make_facility, make_user, provisioned_project, token_for
-from tests.secure.zone_support import Zone, make_zone, stepped_up, stored_bytes
+from tests.secure.upload_support import Zone, make_zone, stepped_up, stored_bytes
 
 
 def _nothing_changed(zone: Zone, deliveries: int = 0, used: int = 0) -> None:

@@ -17,7 +17,7 @@ from levere.context import Context
 from levere.services import zone_files
 from levere.storage.encrypting import STEP
 from tests.deliveries_support import Server
-from tests.secure.zone_support import OCTETS, TUS, has_window, make_zone, stored_bytes
+from tests.secure.upload_support import OCTETS, TUS, has_window, make_zone, stored_bytes
 
 
 @pytest.fixture
