@@ -86,7 +86,9 @@ def test_release_moves_every_header_to_the_users_project_and_leaves_the_bodies_a
     done = zone_release.release(ctx, zone.world.staff, zone.disk, zone.delivery)
     assert (done.files, done.moved, done.users_project, done.disk_state) == (3, 3, USERS, "released")
     with ctx.tx() as session:
-        users_id = session.execute(select(SecureProject.id).where(SecureProject.identifier == USERS)).scalar_one()
+        users_id = session.execute(
+            select(SecureProject.id).where(SecureProject.identifier == USERS)
+        ).scalar_one()
         delivery = session.execute(select(Delivery)).scalar_one()
         assert delivery.released_at == done.released_at
     assert all(holders == {(HeaderHolder.SECURE, users_id)} for holders in _headers(ctx).values())
@@ -104,7 +106,9 @@ def test_release_moves_every_header_to_the_users_project_and_leaves_the_bodies_a
 
 def test_only_the_disks_facility_side_releases_and_only_sealed_deliveries(ctx: Context) -> None:
     zone = make_zone(ctx, FILES)
-    other = make_user(ctx, "staff@other.example.org", UserKind.FACILITY, make_facility(ctx, "seq-b"), password=None)
+    other = make_user(
+        ctx, "staff@other.example.org", UserKind.FACILITY, make_facility(ctx, "seq-b"), password=None
+    )
     for who in (zone.world.helpdesk, zone.world.pi, other):
         with pytest.raises((AccessDenied, NotFound)):
             zone_release.release(ctx, who, zone.disk, zone.delivery)
@@ -123,7 +127,9 @@ def test_the_disk_stays_open_while_something_on_it_is_unreleased(ctx: Context) -
     first = zone_release.release(ctx, zone.world.staff, zone.disk, zone.delivery)
     assert first.disk_state == "open" and _disk(ctx, zone).wrapped_private_key is not None
     # RUN2 is still read through the disk's header, by both sides
-    assert [f.path for f in zone_access.disk_files(ctx, zone.world.staff, zone.disk, "RUN2")] == ["RUN2/b/c.fq"]
+    assert [f.path for f in zone_access.disk_files(ctx, zone.world.staff, zone.disk, "RUN2")] == [
+        "RUN2/b/c.fq"
+    ]
     second = zone_release.release(ctx, zone.world.staff, zone.disk, "RUN2")
     assert second.disk_state == "released" and _disk(ctx, zone).wrapped_private_key is None
     assert _users_plaintext(ctx) == {p.split("/", 1)[1]: d for p, d in zone.files.items()}

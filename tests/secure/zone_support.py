@@ -37,27 +37,45 @@ class Zone:
     files: dict[str, bytes] = field(default_factory=dict)
 
 
-def make_zone(ctx: Context, files: dict[str, bytes], delivery: str = "RUN1", world: World | None = None) -> Zone:
+def make_zone(
+    ctx: Context, files: dict[str, bytes], delivery: str = "RUN1", world: World | None = None
+) -> Zone:
     world = world or basic_world(ctx)
     project = provisioned_project(ctx, world, sensitive=True, secure_project_id=USERS)
     secure.register(ctx, world.helpdesk, FACILITY, facility=world.facility.name)
     disk = secure_disks.create(
-        ctx, world.helpdesk, facility_project=FACILITY, users_project=USERS, ends_at=utcnow() + timedelta(days=20)
+        ctx,
+        world.helpdesk,
+        facility_project=FACILITY,
+        users_project=USERS,
+        ends_at=utcnow() + timedelta(days=20),
     ).name
     zone = Zone(world, project, disk, delivery)
     add_delivery(ctx, zone, delivery, files)
     return zone
 
 
-def add_delivery(ctx: Context, zone: Zone, name: str, files: dict[str, bytes], *, sealed: bool = True) -> None:
-    """A delivery of ``files`` on the zone's disk, stored as the upload path stores them."""
+def add_delivery(
+    ctx: Context, zone: Zone, name: str, files: dict[str, bytes], *, sealed: bool = True
+) -> None:
+    """A delivery of ``files`` on the zone's disk."""
+    store_delivery(ctx, zone.project, zone.disk, zone.world.facility.id, name, files, sealed=sealed)
+    zone.files |= {f"{name}/{path}": data for path, data in files.items()}
+
+
+def store_delivery(
+    ctx: Context, identifier: str, disk_name: str, facility_id: str, name: str, files: dict[str, bytes],
+    *, sealed: bool = True,
+) -> None:  # fmt: skip
+    """A delivery of ``files`` into project ``identifier`` on shared disk ``disk_name``, stored as the
+    upload path stores them: bodies on the secure tier, one header each for the disk."""
     backend = ctx.backend(Tier.SECURE)
     with ctx.tx() as session:
-        project = projects.get_project(session, zone.project)
-        disk = session.execute(select(SharedDisk).where(SharedDisk.name == zone.disk)).scalar_one()
+        project = projects.get_project(session, identifier)
+        disk = session.execute(select(SharedDisk).where(SharedDisk.name == disk_name)).scalar_one()
         delivery = Delivery(
             project_id=project.id,
-            facility_id=zone.world.facility.id,
+            facility_id=facility_id,
             name=name,
             state=(DeliveryState.SEALED if sealed else DeliveryState.OPEN).value,
             sealed_at=utcnow() if sealed else None,
@@ -99,4 +117,3 @@ def add_delivery(ctx: Context, zone: Zone, name: str, files: dict[str, bytes], *
                 )
             )
             record_header(session, stored.id, disk, make_header(done.data_key, disk_key))
-            zone.files[f"{name}/{path}"] = plaintext

@@ -86,7 +86,9 @@ class ZoneDownload:
             count += len(piece)
             held = piece
         if count != self.body_size or (self.body_sha256 and digest.hexdigest() != self.body_sha256):
-            log.warning("%s: the stored body does not match its checksum; the download was broken off", self.path)
+            log.warning(
+                "%s: the stored body does not match its checksum; the download was broken off", self.path
+            )
             raise NoIntactCopy(f"{self.path}: the stored body is damaged; nothing more was sent")
         if held:
             yield held
@@ -114,7 +116,9 @@ def _files(session: Session, delivery: Delivery) -> list[StoredFile]:
 # --- through the shared disk (before release) ------------------------------------------------------
 
 
-def _on_disk(session: Session, actor: User, disk_name: str, delivery_name: str) -> tuple[SharedDisk, Delivery]:
+def _on_disk(
+    session: Session, actor: User, disk_name: str, delivery_name: str
+) -> tuple[SharedDisk, Delivery]:
     disk = authorize_disk(session, actor, disk_name, Action.DISK_DATA_READ)
     delivery = session.execute(
         select(Delivery).where(Delivery.shared_disk_id == disk.id, Delivery.name == delivery_name.strip())
@@ -188,7 +192,9 @@ def _users_project(session: Session, actor: User, identifier: str) -> SecureProj
     return secure
 
 
-def secure_files(ctx: Context, actor: User, identifier: str, delivery_name: str | None = None) -> list[ZoneFileView]:
+def secure_files(
+    ctx: Context, actor: User, identifier: str, delivery_name: str | None = None
+) -> list[ZoneFileView]:
     """The released files of a users' secure project (of one delivery, if named)."""
     with ctx.tx() as session:
         secure = _users_project(session, actor, identifier)
@@ -242,7 +248,9 @@ def _download(
     return ZoneDownload(
         path=f"{delivery.name}/{path}",
         header=header,
-        body_size=file.body_size if file.body_size is not None else _stored_size(ctx, replica.key, replica.version_id),
+        body_size=file.body_size
+        if file.body_size is not None
+        else _stored_size(ctx, replica.key, replica.version_id),
         body_sha256=file.body_sha256,
         plaintext_size=file.size,
         plaintext_md5=file.md5,

@@ -142,7 +142,9 @@ def _release_batch(
     batch_size: int,
 ) -> int:
     """Move one batch of files from the disk's headers to the users' (one transaction)."""
-    delivery = session.execute(select(Delivery).where(Delivery.id == delivery_id).with_for_update()).scalar_one()
+    delivery = session.execute(
+        select(Delivery).where(Delivery.id == delivery_id).with_for_update()
+    ).scalar_one()
     disk = session.get(SharedDisk, disk_id)
     assert disk is not None
     _refuse_released(disk, delivery)  # another run finished it meanwhile
@@ -183,7 +185,9 @@ def _finish(ctx: Context, actor: User, disk_id: str, delivery_id: str, total: in
     and drop its key (one transaction)."""
     now = utcnow()
     with ctx.tx() as session:
-        disk = session.execute(select(SharedDisk).where(SharedDisk.id == disk_id).with_for_update()).scalar_one()
+        disk = session.execute(
+            select(SharedDisk).where(SharedDisk.id == disk_id).with_for_update()
+        ).scalar_one()
         delivery = session.execute(
             select(Delivery).where(Delivery.id == delivery_id).with_for_update()
         ).scalar_one()
@@ -240,4 +244,3 @@ def _release_disk(session: Session, actor: User, disk: SharedDisk, now: datetime
         session, actor, f"disk.{target.value}", "shared_disk", disk.id,
         before={"state": before.value}, after={"state": disk.state, "keys": "dropped"},
     )  # fmt: skip
-
