@@ -39,7 +39,7 @@ from levere.domain.secure import DISK_WORDS, DiskState, HeaderHolder, disk_trans
 from levere.services import audit
 from levere.services.audit import Change
 from levere.services.notify import notify
-from levere.services.secure_disks import both_sides, authorize_disk
+from levere.services.secure_disks import authorize_disk, both_sides
 from levere.services.zone_files import private_key, record_header
 
 #: files moved per transaction: large enough that a release of thousands of files takes a few
