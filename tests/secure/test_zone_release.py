@@ -230,3 +230,23 @@ def test_time_grows_with_files_not_bytes(ctx: Context) -> None:
         session.execute(update(Replica).values(key="missing/"))
     done = zone_release.release(ctx, zone.world.staff, zone.disk, zone.delivery)
     assert done.moved == 2
+
+
+def test_after_release_the_facility_sees_none_of_the_delivery_on_the_ordinary_pages(ctx: Context) -> None:
+    from levere.services import deliveries
+
+    zone = make_zone(ctx, FILES)
+    staff, pi = zone.world.staff, zone.world.pi
+    assert len(deliveries.file_page(ctx, staff, zone.project, zone.delivery).files) == 3  # before release
+    zone_release.release(ctx, staff, zone.disk, zone.delivery)
+    for attempt in (
+        lambda: deliveries.file_page(ctx, staff, zone.project, zone.delivery),
+        lambda: deliveries.show_delivery(ctx, staff, zone.project, zone.delivery),
+        lambda: deliveries.manifest(ctx, staff, zone.project, zone.delivery),
+    ):
+        with pytest.raises(ReleasedNoAccess):
+            attempt()
+    assert deliveries.list_files(ctx, staff, zone.project) == []
+    # the users' side and the helpdesk (metadata only, as for every project) still see it
+    assert len(deliveries.list_files(ctx, pi, zone.project)) == 3
+    assert len(deliveries.file_page(ctx, zone.world.helpdesk, zone.project, zone.delivery).files) == 3

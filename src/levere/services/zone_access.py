@@ -31,11 +31,11 @@ from levere.db.models import Delivery, SecureProject, SharedDisk, StoredFile, Us
 from levere.domain.errors import Conflict, NoIntactCopy, NotFound, ReleasedNoAccess
 from levere.domain.paths import check_relative_path
 from levere.domain.replicas import ReplicaState
-from levere.domain.roles import Action
+from levere.domain.roles import Action, UserKind, allowed
 from levere.domain.secure import SecureKind
 from levere.domain.tiers import Tier
 from levere.services import audit
-from levere.services.secure import authorize_data
+from levere.services.secure import authorize_data, subject_for_secure
 from levere.services.secure_disks import authorize_disk
 from levere.services.zone_files import body_replica, data_key
 
@@ -127,9 +127,7 @@ def _on_disk(
         raise NotFound(f"no delivery {delivery_name.strip()[:100]} on shared disk {disk.name}")
     if delivery.released_at is not None:
         raise ReleasedNoAccess(
-            f"released: no access. Delivery {delivery.name} was released from shared disk {disk.name} "
-            f"to secure project {disk.users_secure.identifier} on {delivery.released_at:%Y-%m-%d %H:%M} "
-            "UTC; only that project's members can read it",
+            _released_words(disk, delivery),
             delivery=delivery.name,
             disk=disk.name,
             secure_project=disk.users_secure.identifier,
@@ -214,6 +212,50 @@ def secure_download(
         secure = _users_project(session, actor, identifier)
         (delivery,) = _released(session, secure, delivery_name)
         return _download(ctx, session, actor, secure, delivery, path, recipient)
+
+
+# --- the ordinary delivery pages ------------------------------------------------------------------
+
+
+def _released_words(disk: SharedDisk, delivery: Delivery) -> str:
+    assert delivery.released_at is not None
+    return (
+        f"released: no access. Delivery {delivery.name} was released from shared disk {disk.name} "
+        f"to secure project {disk.users_secure.identifier} on {delivery.released_at:%Y-%m-%d %H:%M} "
+        "UTC; only that project's members can read it"
+    )
+
+
+def refuse_released(session: Session, actor: User, delivery: Delivery) -> None:
+    """The gate of the ordinary delivery pages (a delivery's files, its manifest) for a released zone
+    delivery: the facility, and anyone else outside the users' secure project, are refused with
+    ``released_no_access``; the helpdesk keeps the metadata it sees of every project."""
+    if delivery.shared_disk_id is None or delivery.released_at is None:
+        return
+    if UserKind(actor.kind) is UserKind.HELPDESK:
+        return
+    disk = session.get(SharedDisk, delivery.shared_disk_id)
+    assert disk is not None
+    if allowed(subject_for_secure(session, disk.users_secure, actor), Action.SECURE_DATA_READ):
+        return
+    raise ReleasedNoAccess(_released_words(disk, delivery), delivery=delivery.name, disk=disk.name,
+                           secure_project=disk.users_secure.identifier)  # fmt: skip
+
+
+def released_elsewhere(session: Session, actor: User, project_id: str) -> list[str]:
+    """The ids of a project's released zone deliveries ``actor`` may not list (see
+    :func:`refuse_released`), for project-wide listings to leave out."""
+    if UserKind(actor.kind) is UserKind.HELPDESK:
+        return []
+    rows = session.execute(
+        select(Delivery, SharedDisk)
+        .join(SharedDisk, SharedDisk.id == Delivery.shared_disk_id)
+        .where(Delivery.project_id == project_id, Delivery.released_at.is_not(None))
+    ).all()
+    return [
+        d.id for d, disk in rows
+        if not allowed(subject_for_secure(session, disk.users_secure, actor), Action.SECURE_DATA_READ)
+    ]  # fmt: skip
 
 
 # --- the download itself ---------------------------------------------------------------------------
