@@ -191,8 +191,10 @@ def release(
     name: Annotated[str, typer.Argument(help="The shared disk (disk-7).")],
     delivery: Annotated[str, typer.Argument(help="The delivery on it to release.")],
 ) -> None:
-    """Release a delivery to the users' secure project (the facility's side): from then on only
-    that project reads it. Interrupted, run it again: it goes on where it stopped."""
+    """Release a delivery to the users' secure project (the facility's side).
+
+    From then on only that project reads it. Interrupted, run it again: it goes on where it stopped.
+    """
     made = client().post(f"/secure/disks/{_q(name)}/deliveries/{_q(delivery)}/release")
     tail = (
         f"; nothing is left on {made['disk']}: it is released and its keys are destroyed"

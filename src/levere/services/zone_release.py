@@ -59,10 +59,8 @@ class ReleaseView:
     disk_state: str
 
 
-def _find(session: Session, disk: SharedDisk, name: str, *, lock: bool = False) -> Delivery:
+def _find(session: Session, disk: SharedDisk, name: str) -> Delivery:
     query = select(Delivery).where(Delivery.shared_disk_id == disk.id, Delivery.name == name.strip())
-    if lock:
-        query = query.with_for_update()
     found = session.execute(query).scalar()
     if found is None:
         raise NotFound(f"no delivery {name.strip()[:100]} on shared disk {disk.name}")
@@ -186,7 +184,7 @@ def _finish(ctx: Context, actor: User, disk_id: str, delivery_id: str, total: in
     now = utcnow()
     with ctx.tx() as session:
         disk = session.execute(
-            select(SharedDisk).where(SharedDisk.id == disk_id).with_for_update()
+            select(SharedDisk).where(SharedDisk.id == disk_id).with_for_update(of=SharedDisk)
         ).scalar_one()
         delivery = session.execute(
             select(Delivery).where(Delivery.id == delivery_id).with_for_update()
