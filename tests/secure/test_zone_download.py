@@ -22,6 +22,7 @@ from levere.services import secure, zone_release
 from tests.cli_live import Cli
 from tests.conftest import LiveServer
 from tests.helpers import auth, make_user, token_for
+from tests.plaintext_scan import scan_paths
 from tests.secure.zone_support import USERS, Zone, make_zone
 
 FASTQ = b"@read1\nACGTACGTTTGAACGT\n+\nIIIIIIIIIIIIIIII\n" * 9000  # several 64 KiB segments
@@ -223,3 +224,29 @@ def test_levere_secure_release_from_the_cli(live_server: LiveServer, tmp_path: P
     pi_env = {"LEVERE_TOKEN": _zone_token(ctx, zone.world.pi)["Authorization"].split()[1]}
     zone2 = cli.fails("pi", "secure", "release", zone.disk, "RUN1", env=pi_env)
     assert "facility" in zone2
+
+
+def test_no_plaintext_is_stored_anywhere_by_release_and_downloads(
+    ctx: Context, client: TestClient, tmp_path: Path
+) -> None:
+    zone = make_zone(ctx, FILES)
+    _, sec, pub = _key_pair(tmp_path)
+    staff = _zone_token(ctx, zone.world.staff)
+    disk_url = f"/api/secure/disks/{zone.disk}/deliveries/RUN1"
+    assert client.get(
+        f"{disk_url}/data/lane1/s1.fastq", params={"pubkey": pub.read_text()}, headers=staff
+    ).is_success
+    assert client.post(f"{disk_url}/release", headers=staff).is_success
+    pi = _zone_token(ctx, zone.world.pi)
+    url = f"/api/secure/projects/{USERS}/deliveries/RUN1/data/lane1/s1.fastq"
+    assert (
+        _stock_decrypt(client.get(url, params={"pubkey": pub.read_text()}, headers=pi).content, sec) == FASTQ
+    )
+    places = [ctx.settings.data_dir]
+    url_text = str(ctx.settings.database_url)
+    if url_text.startswith("sqlite"):
+        database = Path(url_text.split(":///", 1)[1])
+        places += sorted(database.parent.glob(database.name + "*"))  # with its journal, if any
+    assert scan_paths(places, FASTQ) == []
+    # the bodies are there, only encrypted: the scan would have found them otherwise
+    assert any(p.stat().st_size >= len(FASTQ) for p in ctx.settings.data_dir.rglob("*") if p.is_file())
