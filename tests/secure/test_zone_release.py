@@ -23,7 +23,7 @@ from levere.domain.tiers import Tier
 from levere.services import zone_access, zone_release
 from levere.services.zone_files import open_plaintext
 from tests.helpers import make_facility, make_user
-from tests.secure.zone_support import USERS, Zone, add_delivery, make_zone
+from tests.secure.zone_support import USERS, Zone, add_delivery, make_zone, store_files
 
 FILES = {
     "a/sample1.fastq": b"@r1\nACGTACGTAC\n+\nIIIIIIIIII\n" * 5000,
@@ -250,3 +250,18 @@ def test_after_release_the_facility_sees_none_of_the_delivery_on_the_ordinary_pa
     # the users' side and the helpdesk (metadata only, as for every project) still see it
     assert len(deliveries.list_files(ctx, pi, zone.project)) == 3
     assert len(deliveries.file_page(ctx, zone.world.helpdesk, zone.project, zone.delivery).files) == 3
+
+
+def test_a_file_stored_with_the_delivery_while_it_is_released_moves_with_it(ctx: Context) -> None:
+    """An analysis report stored after the last batch, before the delivery is marked released."""
+    zone = make_zone(ctx, FILES)
+    late = {"levere-qc/report.json": b'{"reads": 5000}'}
+
+    def store_late(moved: int, total: int) -> None:
+        if moved == total:
+            add_delivery(ctx, zone, "LATE", {})  # another delivery keeps the disk open meanwhile
+            store_files(ctx, zone, zone.delivery, late)
+
+    done = zone_release.release(ctx, zone.world.staff, zone.disk, zone.delivery, progress=store_late)
+    assert done.moved == 4 and done.disk_state == "open"
+    assert _users_plaintext(ctx) == FILES | late

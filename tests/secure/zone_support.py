@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from levere.context import Context
 from levere.crypt4gh import BodyEncryptor, PublicKey, make_header
-from levere.db.models import Delivery, Replica, SharedDisk, StoredFile, utcnow
+from levere.db.models import Delivery, Project, Replica, SharedDisk, StoredFile, utcnow
 from levere.domain.deliveries import DeliveryState
 from levere.domain.replicas import ReplicaState
 from levere.domain.tiers import Tier
@@ -69,7 +70,6 @@ def store_delivery(
 ) -> None:  # fmt: skip
     """A delivery of ``files`` into project ``identifier`` on shared disk ``disk_name``, stored as the
     upload path stores them: bodies on the secure tier, one header each for the disk."""
-    backend = ctx.backend(Tier.SECURE)
     with ctx.tx() as session:
         project = projects.get_project(session, identifier)
         disk = session.execute(select(SharedDisk).where(SharedDisk.name == disk_name)).scalar_one()
@@ -83,37 +83,62 @@ def store_delivery(
         )
         session.add(delivery)
         session.flush()
-        disk_key = PublicKey.from_pem(disk.public_key)
-        for path, plaintext in files.items():
-            key = f"{project.identifier}/{name}/{path}"
-            body = io.BytesIO()
-            with BodyEncryptor(body) as encryptor:
-                encryptor.write(plaintext)
-                done = encryptor.finish()
-            with backend.open_writer(key) as writer:
-                writer.write(body.getvalue())
-                writer.commit()
-            stored = StoredFile(
-                delivery_id=delivery.id,
-                project_id=project.id,
-                path=path,
-                size=done.plaintext_size,
-                md5=done.md5 or "",
-                sha256=done.sha256 or "",
-                body_sha256=hashlib.sha256(body.getvalue()).hexdigest(),
-                body_size=done.body_size,
+        _store(ctx, session, project, disk, delivery, files)
+
+
+def store_files(ctx: Context, zone: Zone, name: str, files: dict[str, bytes]) -> None:
+    """More files in the zone's delivery ``name`` (as the analysis stores its reports)."""
+    with ctx.tx() as session:
+        project = projects.get_project(session, zone.project)
+        disk = session.execute(select(SharedDisk).where(SharedDisk.name == zone.disk)).scalar_one()
+        delivery = session.execute(
+            select(Delivery).where(Delivery.project_id == project.id, Delivery.name == name)
+        ).scalar_one()
+        _store(ctx, session, project, disk, delivery, files)
+    zone.files |= {f"{name}/{path}": data for path, data in files.items()}
+
+
+def _store(
+    ctx: Context,
+    session: Session,
+    project: Project,
+    disk: SharedDisk,
+    delivery: Delivery,
+    files: dict[str, bytes],
+) -> None:
+    backend = ctx.backend(Tier.SECURE)
+    name = delivery.name
+    disk_key = PublicKey.from_pem(disk.public_key)
+    for path, plaintext in files.items():
+        key = f"{project.identifier}/{name}/{path}"
+        body = io.BytesIO()
+        with BodyEncryptor(body) as encryptor:
+            encryptor.write(plaintext)
+            done = encryptor.finish()
+        with backend.open_writer(key) as writer:
+            writer.write(body.getvalue())
+            writer.commit()
+        stored = StoredFile(
+            delivery_id=delivery.id,
+            project_id=project.id,
+            path=path,
+            size=done.plaintext_size,
+            md5=done.md5 or "",
+            sha256=done.sha256 or "",
+            body_sha256=hashlib.sha256(body.getvalue()).hexdigest(),
+            body_size=done.body_size,
+        )
+        session.add(stored)
+        session.flush()
+        session.add(
+            Replica(
+                file_id=stored.id,
+                tier=Tier.SECURE.value,
+                backend_id=backend.backend_id,
+                key=key,
+                version_id=writer.version,
+                state=ReplicaState.PRESENT.value,
+                verified_at=utcnow(),
             )
-            session.add(stored)
-            session.flush()
-            session.add(
-                Replica(
-                    file_id=stored.id,
-                    tier=Tier.SECURE.value,
-                    backend_id=backend.backend_id,
-                    key=key,
-                    version_id=writer.version,
-                    state=ReplicaState.PRESENT.value,
-                    verified_at=utcnow(),
-                )
-            )
-            record_header(session, stored.id, disk, make_header(done.data_key, disk_key))
+        )
+        record_header(session, stored.id, disk, make_header(done.data_key, disk_key))

@@ -127,7 +127,7 @@ def release(
         moved += count
         if progress is not None:
             progress(moved, total)
-    return _finish(ctx, actor, disk_id, delivery_id, total, moved)
+    return _finish(ctx, actor, disk_id, delivery_id, total, moved, disk_key, users_key)
 
 
 def _release_batch(
@@ -178,9 +178,13 @@ def _release_batch(
     return len(rows)
 
 
-def _finish(ctx: Context, actor: User, disk_id: str, delivery_id: str, total: int, moved: int) -> ReleaseView:
+def _finish(
+    ctx: Context, actor: User, disk_id: str, delivery_id: str, total: int, moved: int,
+    disk_key: PrivateKey, users_key: PublicKey,
+) -> ReleaseView:  # fmt: skip
     """Mark the delivery released and, when nothing unreleased is left on the disk, release the disk
-    and drop its key (one transaction)."""
+    and drop its key (one transaction). A file stored with the delivery since the last batch (an
+    analysis report) is moved here too, under the delivery's lock, so none is left behind."""
     now = utcnow()
     with ctx.tx() as session:
         disk = session.execute(
@@ -190,6 +194,8 @@ def _finish(ctx: Context, actor: User, disk_id: str, delivery_id: str, total: in
             select(Delivery).where(Delivery.id == delivery_id).with_for_update()
         ).scalar_one()
         _refuse_released(disk, delivery)
+        while count := _release_batch(session, actor, disk_id, delivery_id, disk_key, users_key, BATCH):
+            moved += count
         delivery.released_at = now
         audit.record(
             session, actor, "delivery.released", "delivery", delivery.id,
