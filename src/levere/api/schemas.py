@@ -510,7 +510,7 @@ class DiskOut(Out):
     destroyed_at: datetime | None
 
 
-class ZoneFileOut(Out):
+class DiskFileOut(Out):
     delivery: str
     path: str
     #: the plaintext's size and checksums
@@ -536,7 +536,7 @@ class DiskContentsOut(Out):
     disk: str
     state: str
     deliveries: list[ZoneDeliveryOut]
-    files: list[ZoneFileOut]
+    files: list[DiskFileOut]
 
 
 class PublicKeyOut(BaseModel):
@@ -571,3 +571,27 @@ class QcReportOut(Out):
     made_at: datetime
     files: list[QcFileOut]
     summary: dict[str, Any]
+
+
+class ReleaseOut(Out):
+    disk: str
+    delivery: str
+    #: the users' secure project the delivery now belongs to
+    users_project: str
+    files: int
+    #: files this request moved (the others were moved by an earlier, interrupted one)
+    moved: int
+    released_at: datetime
+    #: the disk's state afterwards: "released" once nothing unreleased is left on it
+    disk_state: Literal["open", "released", "expired", "destroyed"]
+
+
+class ZoneFileOut(Out):
+    path: str  # DELIVERY/PATH
+    #: the plaintext's size and checksums (what the decrypted download must match)
+    size: int
+    md5: str
+    sha256: str
+    #: the stored Crypt4GH body's size; a download is a header for your key plus this body
+    body_size: int
+    released: bool

@@ -186,6 +186,26 @@ def destroy_disk(name: str) -> None:
     result(made, f"shared disk {made['name']} destroyed with its keys")
 
 
+@secure.command("release")
+def release(
+    name: Annotated[str, typer.Argument(help="The shared disk (disk-7).")],
+    delivery: Annotated[str, typer.Argument(help="The delivery on it to release.")],
+) -> None:
+    """Release a delivery to the users' secure project (the facility's side).
+
+    From then on only that project reads it. Interrupted, run it again: it goes on where it stopped.
+    """
+    made = client().post(f"/secure/disks/{_q(name)}/deliveries/{_q(delivery)}/release")
+    tail = (
+        f"; nothing is left on {made['disk']}: it is released and its keys are destroyed"
+        if made["disk_state"] != "open"
+        else ""
+    )
+    result(
+        made, f"delivery {made['delivery']} ({made['files']} files) released to {made['users_project']}{tail}"
+    )
+
+
 @secure.command("pubkey")
 def pubkey(name: Annotated[str, typer.Argument(help="The shared disk (disk-7).")]) -> None:
     """Print a shared disk's Crypt4GH public key, for 'crypt4gh encrypt --recipient_pk FILE'."""

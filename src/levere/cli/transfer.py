@@ -199,11 +199,33 @@ def download(
         bool, typer.Option(help="Replace local files that differ from the service's.")
     ] = False,
     retries: Retries = 6,
+    pubkey: Annotated[
+        Path | None,
+        typer.Option(
+            help="Secure zone: your Crypt4GH public key file; files are saved as NAME.c4gh, encrypted "
+            "to it, for 'crypt4gh decrypt --sk'. PROJECT is then a secure project (p1234) or a shared disk (disk-7).",
+            show_default=False,
+        ),
+    ] = None,
+    seckey: Annotated[
+        Path | None,
+        typer.Option(
+            help="Secure zone: your Crypt4GH secret key file (crypt4gh-keygen); files are decrypted here "
+            "as they arrive and checked against the delivery's checksums. Its passphrase is read from "
+            "C4GH_PASSPHRASE, or asked for.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Download files, verified against the delivery manifest; run again to resume.
 
     What you ask for lands in --to under its own name, as with 'cp -r': a delivery RUN42 becomes DIR/RUN42/..., a file RUN42/a/x.fq becomes DIR/x.fq. Partial files are kept as NAME.part until they are complete and their checksums match.
+
+    Secure-zone files (with --pubkey or --seckey) come encrypted to your own key: the service never sends plaintext.
     """
+    if pubkey is not None or seckey is not None:
+        _zone_download(project, to, path, pubkey, seckey)
+        return
     from levere.cli.delivery.download import Downloader  # see the module notes
     from levere.cli.delivery.retry import Retry
 
@@ -231,6 +253,36 @@ def download(
         "seconds": round(summary.seconds, 3),
     }
     show(data, lambda _d: _print_summary(summary))
+
+
+def _passphrase() -> str:
+    return os.environ.get("C4GH_PASSPHRASE") or typer.prompt("Passphrase of the secret key", hide_input=True)
+
+
+def _zone_download(where: str, to: Path, path: str | None, pubkey: Path | None, seckey: Path | None) -> None:
+    from levere.cli.delivery.zone_download import ZoneDownloader  # see the module notes
+
+    api = client()
+    try:
+        summary = ZoneDownloader(api, where, pubkey=pubkey, seckey=seckey, passphrase=_passphrase).run(
+            path, to
+        )
+    finally:
+        api.close()
+    data = {
+        "from": where,
+        "path": path,
+        "to": summary.target,
+        "files": summary.files,
+        "bytes": summary.bytes,
+        "decrypted": summary.decrypted,
+        "saved": summary.saved,
+    }
+    what = "decrypted, checksums verified" if summary.decrypted else "encrypted to your key (.c4gh)"
+    show(data, lambda _d: console.print(
+        f"[green]✓[/green] {count(summary.files, 'file')} ({format_size(summary.bytes)}) in "
+        f"{escape(summary.target)}, {what}", highlight=False,
+    ))  # fmt: skip
 
 
 def _print_summary(summary: Summary) -> None:

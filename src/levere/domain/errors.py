@@ -281,3 +281,16 @@ class NoHeader(Conflict):
     a destroyed shared disk)."""
 
     code = "no_header"
+
+
+class ReleasedNoAccess(AccessDenied):
+    """A delivery released from its shared disk to the users' secure project: nothing of it is
+    listed or read through the disk any more (the facility has no access to it at all)."""
+
+    code = "released_no_access"
+
+
+class AlreadyReleased(Conflict):
+    """A delivery that was released already: a release happens once."""
+
+    code = "already_released"

@@ -91,6 +91,8 @@ class Action(StrEnum):
     DISK_WRITE = "disk.write"  # upload to a shared disk (the facility's side only)
     DISK_DESTROY = "disk.destroy"
     ANALYSIS_READ = "analysis.read"  # read a shared disk's analysis reports (before release)
+    DISK_RELEASE = "disk.release"  # hand a delivery on a shared disk to the users' secure project
+    DISK_DATA_READ = "disk.data_read"  # list and download what is on a shared disk, not released yet
     # audit
     AUDIT_READ = "audit.read"
     PROJECT_AUDIT = "project.audit"  # read one project's audit trail (its admins and the helpdesk)
@@ -144,6 +146,9 @@ PERMISSIONS: dict[Action, frozenset[Actor]] = {
     Action.DISK_DESTROY: frozenset({A.HELPDESK}),
     # the QC reports are the data's: the two sides of the disk read them, the helpdesk only if let in
     Action.ANALYSIS_READ: frozenset({A.FACILITY_ASSIGNED, A.ADMIN, A.MEMBER}),
+    Action.DISK_RELEASE: frozenset({A.FACILITY_ASSIGNED}),
+    # both sides read the disk's data until release; the helpdesk sees it only once let in
+    Action.DISK_DATA_READ: frozenset({A.FACILITY_ASSIGNED, A.ADMIN, A.MEMBER}),
     Action.AUDIT_READ: frozenset({A.HELPDESK}),
     Action.PROJECT_AUDIT: frozenset({A.HELPDESK, A.ADMIN}),
     Action.AUDIT_ANCHOR: frozenset({A.HELPDESK}),
@@ -223,6 +228,8 @@ DESCRIPTIONS: dict[Action, str] = {
     Action.DISK_WRITE: "write to the shared disk (only the facility's side can)",
     Action.DISK_DESTROY: "destroy shared disks",
     Action.ANALYSIS_READ: "read the analysis reports on the shared disk (its two sides can)",
+    Action.DISK_RELEASE: "release data from the shared disk (only the facility's side can)",
+    Action.DISK_DATA_READ: "read the data on the shared disk",
     Action.AUDIT_READ: "read the audit log",
     Action.PROJECT_AUDIT: "read the project's audit trail",
     Action.AUDIT_ANCHOR: "anchor the audit log",

@@ -49,7 +49,7 @@ from levere.domain.replicas import ReplicaState
 from levere.domain.roles import Action, allowed
 from levere.domain.tiers import ProjectKind, Purpose, Tier, placements, tier_words
 from levere.domain.units import format_size
-from levere.services import audit, quotas, zone_uploads
+from levere.services import audit, quotas, zone_access, zone_uploads
 from levere.services.projects import authorize, landing_tier, placement, subject_for
 from levere.services.views import DeliveryView as DeliveryView  # the views of this use case
 from levere.services.views import FilePage, OpenUploadView, upload_view
@@ -384,6 +384,7 @@ def show_delivery(ctx: Context, actor: User, identifier: str, name: str) -> Deli
     with ctx.tx() as session:
         project = authorize(session, actor, identifier, Action.DELIVERY_READ)
         delivery = get_delivery(session, project, name)
+        zone_access.refuse_released(session, actor, delivery)
         files = file_views(session, StoredFile.delivery_id == delivery.id)
         return replace(
             delivery_view(session, project, delivery),
@@ -418,6 +419,9 @@ def list_files(ctx: Context, actor: User, identifier: str, prefix: str = "") -> 
     with ctx.tx() as session:
         project = authorize(session, actor, identifier, Action.DELIVERY_READ)
         conditions: list[Any] = [StoredFile.project_id == project.id]
+        hidden = zone_access.released_elsewhere(session, actor, project.id)
+        if hidden:
+            conditions.append(StoredFile.delivery_id.not_in(hidden))
         delivery_part, slash, path_part = prefix.lstrip("/").partition("/")
         if slash:
             conditions.append(Delivery.name == delivery_part)
@@ -433,6 +437,7 @@ def manifest(ctx: Context, actor: User, identifier: str, name: str) -> DeliveryV
     with ctx.tx() as session:
         project = authorize(session, actor, identifier, Action.DELIVERY_READ)
         delivery = get_delivery(session, project, name)
+        zone_access.refuse_released(session, actor, delivery)
         files = file_views(session, StoredFile.delivery_id == delivery.id)
         return replace(delivery_view(session, project, delivery), files=tuple(files))
 
@@ -461,6 +466,7 @@ def file_page(
     with ctx.tx() as session:
         project = authorize(session, actor, identifier, Action.DELIVERY_READ)
         delivery = get_delivery(session, project, name)
+        zone_access.refuse_released(session, actor, delivery)
         where: list[Any] = [StoredFile.delivery_id == delivery.id]
         if search.strip():
             where.append(func.lower(StoredFile.path).contains(search.strip().lower(), autoescape=True))

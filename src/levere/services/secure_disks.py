@@ -108,7 +108,7 @@ def authorize_write(session: Session, user: User, name: str) -> SharedDisk:
     return disk
 
 
-def _both_sides(session: Session, disk: SharedDisk) -> list[User | str]:
+def both_sides(session: Session, disk: SharedDisk) -> list[User | str]:
     """Who hears about a disk: the facility's staff and contact, the users' project admins."""
     people: list[User | str] = []
     facility = disk.facility_secure.facility
@@ -173,7 +173,7 @@ def create(
                    "ends_at": ends_at.isoformat(), "master_key_id": keys.master_key_id},
         )  # fmt: skip
         notify(
-            ctx, session, _both_sides(session, disk),
+            ctx, session, both_sides(session, disk),
             f"[levere] Shared disk {disk.name} is open",
             f"Shared disk {disk.name} links secure projects {facility_side.identifier} (facility) and "
             f"{users_side.identifier} (users) until {ends_at:%Y-%m-%d %H:%M} UTC, with "
@@ -235,7 +235,7 @@ def destroy(ctx: Context, actor: User, name: str) -> DiskView:
             _expire(session, disk, now)
         _destroy(session, actor, disk, now)
         notify(
-            ctx, session, _both_sides(session, disk),
+            ctx, session, both_sides(session, disk),
             f"[levere] Shared disk {disk.name} was destroyed",
             f"Shared disk {disk.name} was destroyed with its keys; nothing on it can be read any more.\n",
         )  # fmt: skip
@@ -279,7 +279,7 @@ def sweep(ctx: Context) -> Sweep:
                 if days is not None:
                     disk.notices_sent = [*disk.notices_sent, days]
                     notify(
-                        ctx, session, _both_sides(session, disk),
+                        ctx, session, both_sides(session, disk),
                         f"[levere] Shared disk {disk.name} closes in {days} day{'s' if days != 1 else ''}",
                         f"Shared disk {disk.name} becomes read-only on {disk.ends_at:%Y-%m-%d %H:%M} UTC and "
                         f"is destroyed with its keys {settings.disk_destroy_after_days} days later. Release what "

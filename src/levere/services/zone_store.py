@@ -75,7 +75,12 @@ def store_zone_file(
     takes no more data, for a released delivery, and where ``path`` is taken."""
     disk = disk_of(session, delivery)
     check_writable(DiskState(disk.state), disk.ends_at, utcnow(), disk.name)
-    if delivery.released_at is not None:
+    # the delivery's row stays locked until the caller commits, so a release finishing meanwhile
+    # (it takes the same lock before it marks the delivery released) waits and moves this file too
+    released_at = session.execute(
+        select(Delivery.released_at).where(Delivery.id == delivery.id).with_for_update()
+    ).scalar_one()
+    if released_at is not None:
         raise NoHeader(f"delivery {delivery.name} is released: no access", delivery=delivery.name)
     path = check_relative_path(path)
     taken = session.execute(

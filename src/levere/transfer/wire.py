@@ -25,6 +25,9 @@ from levere.domain.errors import ValidationFailed
 #: answer and on every download
 CHECKSUM_HEADER = "Levere-Checksum"
 CHECKSUM_ALGORITHMS = ("md5", "sha256")
+#: a secure-zone download (a Crypt4GH file made for the reader's key): the checksums of the
+#: plaintext it decrypts to, which the reader checks after decrypting
+PLAINTEXT_CHECKSUM_HEADER = "Levere-Plaintext-Checksum"
 _HEX = {"md5": re.compile(r"^[0-9a-f]{32}$"), "sha256": re.compile(r"^[0-9a-f]{64}$")}
 
 

@@ -1,0 +1,184 @@
+"""``levere download`` for the secure zone: files come as Crypt4GH files made for the reader's key.
+
+Design notes
+------------
+* The service never sends plaintext: it makes a Crypt4GH header for the public key sent with each
+  request and sends the stored body behind it. With ``--pubkey`` the public key is sent as it is
+  and the file is saved as ``NAME.c4gh``, for the stock ``crypt4gh decrypt --sk``. With ``--seckey``
+  the public key is derived here, the download is decrypted while it streams (each segment checked
+  before its bytes are written) and the plaintext's SHA-256 and MD5 are compared with the listing's
+  before the file takes its name. The secret key's passphrase comes from a callback, asked only if
+  the key is locked.
+* A file is written to ``NAME.part`` and renamed when complete (and, decrypted, verified); there is
+  no resuming from a part: each download's header is made afresh for the request.
+* ``TARGET`` names where the files are read: a shared disk (``disk-7``: its deliveries not released
+  yet, a delivery named first in the path) or a users' secure project (``p1234``: released ones).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from levere.cli.client import Client
+from levere.cli.delivery.download import local_target, select
+from levere.crypt4gh import PrivateKey, PublicKey, decrypt_file
+from levere.domain.errors import ChecksumMismatch, ValidationFailed
+from levere.domain.secure import DISK_NAME, SECURE_PROJECT
+
+PART = ".part"
+
+
+@dataclass
+class ZoneSummary:
+    files: int = 0
+    bytes: int = 0  # what was written: Crypt4GH files, or the plaintext
+    decrypted: bool = False
+    target: str = ""
+    saved: list[str] | None = None
+
+
+def _q(part: str) -> str:
+    return quote(part, safe="")
+
+
+class ZoneDownloader:
+    def __init__(
+        self,
+        api: Client,
+        where: str,
+        *,
+        pubkey: Path | None = None,
+        seckey: Path | None = None,
+        passphrase: Callable[[], str] | None = None,
+    ) -> None:
+        if (pubkey is None) == (seckey is None):
+            raise ValidationFailed({"--pubkey": "give either --pubkey FILE or --seckey FILE"})
+        self.api, self.where = api, where.strip().lower()
+        if not (DISK_NAME.match(self.where) or SECURE_PROJECT.match(self.where)):
+            raise ValidationFailed(
+                {"TARGET": f"{where[:40]!r}: secure-zone files are read from a shared disk (disk-7) "
+                           "or a users' secure project (p1234)"}
+            )  # fmt: skip
+        self._secret: PrivateKey | None = None
+        if seckey is not None:
+            self._secret = PrivateKey.from_crypt4gh(_read(seckey, "--seckey"), passphrase)
+            self.recipient = self._secret.public_key
+        else:
+            assert pubkey is not None
+            self.recipient = PublicKey.from_pem(_read(pubkey, "--pubkey"))
+
+    def _listing(self, path: str | None) -> list[dict[str, Any]]:
+        delivery = path.strip("/").split("/", 1)[0] if path else None
+        if DISK_NAME.match(self.where):
+            if not delivery:
+                raise ValidationFailed(
+                    {"PATH": "name the delivery on the shared disk (DELIVERY or DELIVERY/PATH)"}
+                )
+            listed: list[dict[str, Any]] = self.api.get(
+                f"/secure/disks/{_q(self.where)}/deliveries/{_q(delivery)}/files"
+            )
+            return listed
+        params = {"delivery": delivery} if delivery else {}
+        found: list[dict[str, Any]] = self.api.get(f"/secure/projects/{_q(self.where)}/files", params=params)
+        return found
+
+    def _data_path(self, remote: str) -> str:
+        delivery, _, path = remote.partition("/")
+        if DISK_NAME.match(self.where):
+            return f"/secure/disks/{_q(self.where)}/deliveries/{_q(delivery)}/data/{quote(path)}"
+        return f"/secure/projects/{_q(self.where)}/deliveries/{_q(delivery)}/data/{quote(path)}"
+
+    def run(self, path: str | None, to: Path) -> ZoneSummary:
+        entries, base = select(self._listing(path), path)
+        summary = ZoneSummary(decrypted=self._secret is not None, target=str(to), saved=[])
+        pem_line = self.recipient.to_pem().splitlines()[1]
+        for entry in entries:
+            local = local_target(to, entry["path"], base)
+            if self._secret is None:
+                local = local.with_name(local.name + ".c4gh")
+            local.parent.mkdir(parents=True, exist_ok=True)
+            part = local.with_name(local.name + PART)
+            try:
+                with (
+                    self.api.stream(
+                        "GET", self._data_path(entry["path"]), params={"pubkey": pem_line}
+                    ) as answer,
+                    part.open("wb") as out,
+                ):
+                    written = self._save(answer.iter_bytes(1 << 20), out, entry)
+            except BaseException:
+                part.unlink(missing_ok=True)  # a file cut short or not matching is not kept
+                raise
+            os.replace(part, local)
+            summary.files += 1
+            summary.bytes += written
+            assert summary.saved is not None
+            summary.saved.append(str(local))
+        return summary
+
+    def _save(self, pieces: Iterator[bytes], out: io.BufferedWriter, entry: dict[str, Any]) -> int:
+        if self._secret is None:
+            count = 0
+            for piece in pieces:
+                out.write(piece)
+                count += len(piece)
+            return count
+        checked = _Hashing(out)
+        decrypt_file(io.BufferedReader(_Pieces(pieces), 1 << 20), self._secret, checked)  # type: ignore[arg-type]
+        if checked.sha256.hexdigest() != entry["sha256"] or checked.md5.hexdigest() != entry["md5"]:
+            raise ChecksumMismatch(
+                f"{entry['path']} decrypted to {checked.count} bytes whose checksums are not the "
+                "delivery's; nothing was kept",
+                path=entry["path"],
+            )
+        return checked.count
+
+
+def _read(path: Path, option: str) -> str:
+    try:
+        return path.read_text(encoding="ascii", errors="replace")
+    except OSError as exc:
+        raise ValidationFailed({option: f"cannot read {path}: {exc.strerror}"}) from None
+
+
+class _Hashing:
+    """A sink that writes the plaintext on and hashes it in the same pass."""
+
+    def __init__(self, out: io.BufferedWriter) -> None:
+        self.out, self.count = out, 0
+        self.sha256, self.md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        self.out.write(data)
+        self.sha256.update(data)
+        self.md5.update(data)
+        self.count += len(data)
+        return len(data)
+
+
+class _Pieces(io.RawIOBase):
+    """A readable file over the response's pieces."""
+
+    def __init__(self, pieces: Iterator[bytes]) -> None:
+        self._pieces, self._pending = pieces, memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            piece = next(self._pieces, None)
+            if piece is None:
+                return 0
+            self._pending = memoryview(piece)
+        size = min(len(buffer), len(self._pending))
+        memoryview(buffer).cast("B")[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
