@@ -189,6 +189,8 @@ class Settings(BaseSettings):
     #: largest JSON request body of routes open without sign-in (sign-in, invitations)
     json_body_limit_anonymous_bytes: int = Field(default=16 * 1024, ge=1024)
     upload_expiry_hours: int = 24
+    #: the longest a transfer grant lets a token finish one transfer after the token expired
+    transfer_grant_hours: int = Field(default=168, ge=1, le=31 * 24)
     #: processes that hash and publish the small files of batches on a local area tier
     #: (0: one per CPU; 1: none, the request's own thread does it)
     ingest_processes: int = Field(default=0, ge=0, le=64)

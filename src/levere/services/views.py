@@ -112,6 +112,8 @@ class IdentityView:
     email: str
     created_at: datetime
     last_used_at: datetime | None
+    #: the Crypt4GH public keys (PEM) the provider released at the last sign-in, all valid
+    crypt4gh_public_keys: tuple[str, ...] = ()
 
 
 def identity_view(link: FederatedIdentity) -> IdentityView:
@@ -122,7 +124,21 @@ def identity_view(link: FederatedIdentity) -> IdentityView:
         email=link.email,
         created_at=link.created_at,
         last_used_at=link.last_used_at,
+        crypt4gh_public_keys=tuple(link.crypt4gh_public_keys or ()),
     )
+
+
+@dataclass(frozen=True)
+class TransferGrantView:
+    """One transfer the token that started it may finish after it expires."""
+
+    id: str
+    kind: str
+    project: str
+    target: str
+    created_at: datetime
+    expires_at: datetime
+    ended_at: datetime | None
 
 
 def facility_view(facility: Facility) -> FacilityView:
