@@ -138,8 +138,12 @@ def end(ctx: Context, token: str, grant_id: str) -> None:
     """The client's transfer is over: the grant carries nothing more. The token may have expired."""
     with ctx.tx() as session:
         record = _token_record(session, token)
+        if record is None:
+            raise AuthenticationFailed("the token is not valid", reason="token_invalid")
+        if record.revoked_at is not None:
+            raise AuthenticationFailed("the token was revoked", reason="token_revoked")
         grant = session.get(TransferGrant, grant_id)
-        if record is None or grant is None or grant.token_id != record.id or record.revoked_at is not None:
+        if grant is None or grant.token_id != record.id:
             raise NotFound(f"no transfer grant {grant_id} for this token")
         if grant.ended_at is None:
             _end(session, session.get(User, grant.user_id), grant, "finished")
