@@ -115,7 +115,8 @@ class OidcProviderSettings(BaseModel):
     #: absent for a public client (PKCE only)
     client_secret: SecretStr | None = None
     scopes: list[str] = Field(default_factory=lambda: ["openid", "email", "profile"])
-    #: which claim holds each account field levere reads: ``email`` and ``name``
+    #: which claim holds each account field levere reads: ``email``, ``name``, and
+    #: ``crypt4gh_public_keys`` (default ``crypt4ghPublicKeys``, as Life Science Login names it)
     claims: dict[str, str] = Field(default_factory=lambda: {"email": "email", "name": "name"})
     #: sent as ``acr_values`` when a second factor is wanted (e.g. https://refeds.org/profile/mfa)
     mfa_acr_values: str = ""
