@@ -114,11 +114,12 @@ def test_a_delivery_grant_carries_that_delivery_alone_until_it_is_sealed(
     # the seal ends the transfer: the grant carries nothing afterwards, and says so once, audited
     sealed = client.post(f"{base}/RUN42/seal", json={}, headers=headers)
     assert sealed.status_code == 200 and sealed.json()["state"] == "sealed", sealed.text
+    # (the request that finds the delivery sealed is the last: the client reads the end it waited for)
+    assert client.get(f"{base}/RUN42/files", headers=headers).json()["delivery"]["state"] == "sealed"
     after = client.get(f"{base}/RUN42/files", headers=headers)
-    assert after.status_code == 401 and "no longer open" in after.json()["message"]
-    assert client.get(f"{base}/RUN42/files", headers=headers).status_code == 401
+    assert after.status_code == 401 and "has ended" in after.json()["message"]
     ended = events(ctx, "transfer_grant.ended", grant_id)
-    assert len(ended) == 1 and ended[0].after["reason"] == "delivery_closed"
+    assert len(ended) == 1 and ended[0].after["reason"] == "delivery_ended"
 
 
 def _meta(c: Crew, delivery: str, path: str) -> str:
@@ -275,4 +276,4 @@ def test_a_job_grant_reads_its_job_to_the_end_once(ctx: Context, client: TestCli
     assert client.get(f"{jobs}/{first.id}", headers=headers).json()["state"] == "done"
     assert client.get(f"{jobs}/{first.id}", headers=headers).status_code == 401
     ended = events(ctx, "transfer_grant.ended", grant_id)
-    assert len(ended) == 1 and ended[0].after["reason"] == "job_finished"
+    assert len(ended) == 1 and ended[0].after["reason"] == "job_ended"

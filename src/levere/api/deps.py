@@ -111,7 +111,8 @@ def _granted(
         project, name = target(request)
         wanted = transfer_grants.Wanted(kind, project, name)
         grant = request.headers.get(wire.GRANT_HEADER)
-        user, scopes = transfer_grants.resolve(ctx, token, grant, wanted)
+        with ctx.tx() as session:
+            user, scopes = transfer_grants.resolve(session, token, grant, wanted)
         if scope not in scopes:
             raise AccessDenied(f"this token lacks the '{scope.value}' scope")
         request.state.user = user

@@ -11,7 +11,7 @@ import typer
 
 from levere.cli.client import Client, Credentials
 from levere.cli.output import State, console, done, fields, result, show, table
-from levere.domain.errors import AccessDenied, NotSignedIn, ValidationFailed
+from levere.domain.errors import AccessDenied, NotFound, NotSignedIn, ValidationFailed
 
 account = typer.Typer(
     help="Your account: two-factor sign-in, tokens, notifications, invitations.", no_args_is_help=True
@@ -111,9 +111,9 @@ def whoami() -> None:
     """Who you are signed in as, and the Crypt4GH public keys your sign-in provider gave for you."""
     api = client()
     me = api.get("/me")
-    try:  # a token without the account scope may not list them
+    try:  # a token without the account scope may not list them, nor a service without them
         me["recipient_keys"] = api.get("/me/recipient-keys")
-    except AccessDenied:
+    except (AccessDenied, NotFound):
         me["recipient_keys"] = []
 
     def render(d: dict[str, Any]) -> None:

@@ -12,13 +12,15 @@ the token has expired, a request that carries the grant is accepted (:func:`reso
 - the request is one the grant's kind covers, on the grant's own target: a ``delivery`` grant the
   uploads, tar batches, seal and file pages of one delivery; a ``download`` grant the listing and
   the bytes of one file or of the files of one delivery; a ``job`` grant reading one job;
-- the transfer has not ended: the delivery is still open, the job's end has not been read yet, the
-  client has not ended the grant (:func:`end`), and ``transfer_grant_hours`` have not passed.
+- the transfer has not ended: the client has not ended the grant (:func:`end`), and
+  ``transfer_grant_hours`` have not passed. A request that finds the transfer over (the delivery
+  sealed or failed, the job finished) is the last the grant carries: a client reads the end of
+  what it waited for, and a write is refused by the use case itself (a sealed delivery takes no
+  files).
 
 Anything else (another delivery, another file, a new delivery, the account, the secure zone) is
 refused as an expired token is. While the token is still valid the grant is not consulted at all.
-Issuing and ending are audit events; so is the end the service notices itself (a sealed delivery,
-a finished job). The grant's id is no secret: without its token it opens nothing.
+Issuing and ending are audit events; so is the end the service notices itself. The grant's id is no secret: without its token it opens nothing.
 """
 
 from __future__ import annotations
@@ -164,61 +166,51 @@ _REFUSED = (
 )
 
 
-def resolve(ctx: Context, token: str, grant_id: str | None, wanted: Wanted) -> tuple[User, frozenset[Scope]]:
+def resolve(
+    session: Session, token: str, grant_id: str | None, wanted: Wanted
+) -> tuple[User, frozenset[Scope]]:
     """The caller of a request that is part of one transfer: a valid token, or the expired one the
     transfer's grant was issued to (see the module notes)."""
-    with ctx.tx() as session:
-        try:
-            user, scopes = resolve_token(session, token)
-            session.expunge(user)
-            return user, scopes
-        except AuthenticationFailed as exc:
-            if exc.details.get("reason") != "token_expired" or not grant_id:
-                raise
-        record = _token_record(session, token)
-        grant = session.execute(
-            select(TransferGrant).where(TransferGrant.id == grant_id).with_for_update()
-        ).scalar()
-        if record is None or grant is None or grant.token_id != record.id or not _covers(grant, wanted):
-            raise AuthenticationFailed(_REFUSED, reason="token_expired")
-        if wanted.project is not None and get_project(session, wanted.project).id != grant.project_id:
-            raise AuthenticationFailed(_REFUSED, reason="token_expired")
-        owner = session.get(User, record.user_id)
-        if owner is None or not owner.active:
-            raise AuthenticationFailed("the account behind this token is disabled")
-        user = owner
-        now = utcnow()
-        if grant.ended_at is not None or grant.expires_at <= now:
-            raise AuthenticationFailed(
-                "the token has expired, and the transfer it started has ended: sign in again",
-                reason="token_expired",
-            )
-        going = _still_going(session, user, grant)
-        if going and (grant.used_at is None or now - grant.used_at > _USE_RESOLUTION):
-            grant.used_at = now
-        session.expunge(user)
-        scopes = frozenset(Scope(s) for s in record.scopes)
-    if not going:  # the end was recorded above, in a transaction of its own
+    try:
+        return resolve_token(session, token)
+    except AuthenticationFailed as exc:
+        if exc.details.get("reason") != "token_expired" or not grant_id:
+            raise
+    record = _token_record(session, token)
+    grant = session.execute(
+        select(TransferGrant).where(TransferGrant.id == grant_id).with_for_update()
+    ).scalar()
+    if record is None or grant is None or grant.token_id != record.id or not _covers(grant, wanted):
+        raise AuthenticationFailed(_REFUSED, reason="token_expired")
+    if wanted.project is not None and get_project(session, wanted.project).id != grant.project_id:
+        raise AuthenticationFailed(_REFUSED, reason="token_expired")
+    user = session.get(User, record.user_id)
+    if user is None or not user.active:
+        raise AuthenticationFailed("the account behind this token is disabled")
+    now = utcnow()
+    if grant.ended_at is not None or grant.expires_at <= now:
         raise AuthenticationFailed(
-            "the token has expired, and the delivery it was sending is no longer open: sign in again",
+            "the token has expired, and the transfer it started has ended: sign in again",
             reason="token_expired",
         )
-    return user, scopes
+    if _ended(session, grant):  # this request sees the end (a sealed delivery, a finished job): the last
+        _end(session, user, grant, f"{grant.kind}_ended")
+    if grant.used_at is None or now - grant.used_at > _USE_RESOLUTION:
+        grant.used_at = now
+    return user, frozenset(Scope(s) for s in record.scopes)
 
 
-def _still_going(session: Session, user: User, grant: TransferGrant) -> bool:
-    """False when the service can see the transfer has ended (the end is recorded); a job's end is
-    read once, by the request that ends its grant."""
+def _ended(session: Session, grant: TransferGrant) -> bool:
+    """Whether the service can see that the grant's transfer is over."""
     match grant.kind:
         case GrantKind.DELIVERY:
-            delivery = session.execute(
-                select(Delivery).where(Delivery.project_id == grant.project_id, Delivery.name == grant.target)
+            state = session.execute(
+                select(Delivery.state).where(
+                    Delivery.project_id == grant.project_id, Delivery.name == grant.target
+                )
             ).scalar()
-            if delivery is None or delivery.state != DeliveryState.OPEN:
-                _end(session, user, grant, "delivery_closed")
-                return False
+            return state != DeliveryState.OPEN
         case GrantKind.JOB:
             run = session.get(JobRun, grant.target)
-            if run is None or run.state in FINISHED:
-                _end(session, user, grant, "job_finished")
-    return True
+            return run is None or run.state in FINISHED
+    return False
