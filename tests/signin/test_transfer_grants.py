@@ -277,3 +277,24 @@ def test_a_job_grant_reads_its_job_to_the_end_once(ctx: Context, client: TestCli
     assert client.get(f"{jobs}/{first.id}", headers=headers).status_code == 401
     ended = events(ctx, "transfer_grant.ended", grant_id)
     assert len(ended) == 1 and ended[0].after["reason"] == "job_ended"
+
+
+def test_a_delivery_grant_resumes_an_upload_an_earlier_token_started(
+    ctx: Context, client: TestClient
+) -> None:
+    c = crew(ctx)
+    open_delivery(client, c, "RUN42")
+    open_delivery(client, c, "RUN43")
+    earlier = tus_create(client, c, "RUN42", "big.fastq", 6)  # an earlier run, another token
+    elsewhere = tus_create(client, c, "RUN43", "big.fastq", 6)
+    assert earlier.status_code == elsewhere.status_code == 201
+    with ctx.tx() as session:
+        later = accounts.issue_token(ctx, session, session.merge(c.staff), "later").token
+    made = grant(client, c, "staff", "delivery", "RUN42", token=later)
+    assert made.status_code == 201
+    expire(ctx, later)
+    headers = {**auth(later), GRANT_HEADER: made.json()["id"]}
+    assert tus_patch(client, c, earlier.headers["Location"], 0, b"abc", **auth(later)).status_code == 401
+    resumed = tus_patch(client, c, earlier.headers["Location"], 0, b"abcdef", **headers)
+    assert resumed.status_code == 204, resumed.text
+    assert tus_patch(client, c, elsewhere.headers["Location"], 0, b"abcdef", **headers).status_code == 401

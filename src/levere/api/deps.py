@@ -88,7 +88,9 @@ def _upload_caller(request: Request, ctx: CtxDep, _declared: Credentials, upload
     was created with still works for it after expiring (services/upload_grants.py)."""
     token = bearer_token(request)
     with ctx.tx() as session:
-        user, scopes = upload_grants.resolve(session, token, upload_id)
+        user, scopes = upload_grants.resolve(
+            session, token, upload_id, request.headers.get(wire.GRANT_HEADER)
+        )
     if Scope.WRITE not in scopes:
         raise AccessDenied(f"this token lacks the '{Scope.WRITE.value}' scope")
     request.state.user = user
