@@ -26,6 +26,8 @@ echo "== Crypt4GH encryption against the stock crypt4gh tool (bench/bench_crypt4
 $PY bench/bench_crypt4gh.py || rc=1
 echo "== standard analysis of a gzipped FASTQ against sequali (bench/bench_qc.py)"
 $PY bench/bench_qc.py || rc=1
+echo "== the secure zone: an encrypting upload against nginx, and release against file count (bench/bench_zone.py)"
+$PY bench/bench_zone.py || rc=1
 echo "== approving an application at the maximum size (bench/bench_provision.py)"
 # on PostgreSQL too: a throwaway server, unless one is named already (LEVERE_TEST_DATABASE_URL)
 if [ -z "${LEVERE_TEST_DATABASE_URL:-}" ]; then

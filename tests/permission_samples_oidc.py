@@ -57,6 +57,7 @@ SAMPLES: dict[tuple[str, str], Sample] = {
     # a valid code needs a TOTP secret enrolled first: the sample checks the gate only
     ("POST", "/api/me/step-up"): Sample(json=lambda _w, _r: {"code": "000000"}, succeeds=False),
     ("GET", "/api/me/identities"): Sample(),
+    ("GET", "/api/me/recipient-keys"): Sample(),
     ("DELETE", "/api/me/identities/{provider}/{subject}"): Sample(
         path=lambda _w, r: {"provider": "op", "subject": f"subject-{r}"}
     ),

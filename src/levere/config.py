@@ -115,7 +115,8 @@ class OidcProviderSettings(BaseModel):
     #: absent for a public client (PKCE only)
     client_secret: SecretStr | None = None
     scopes: list[str] = Field(default_factory=lambda: ["openid", "email", "profile"])
-    #: which claim holds each account field levere reads: ``email`` and ``name``
+    #: which claim holds each account field levere reads: ``email``, ``name``, and
+    #: ``crypt4gh_public_keys`` (default ``crypt4ghPublicKeys``, as Life Science Login names it)
     claims: dict[str, str] = Field(default_factory=lambda: {"email": "email", "name": "name"})
     #: sent as ``acr_values`` when a second factor is wanted (e.g. https://refeds.org/profile/mfa)
     mfa_acr_values: str = ""
@@ -189,6 +190,8 @@ class Settings(BaseSettings):
     #: largest JSON request body of routes open without sign-in (sign-in, invitations)
     json_body_limit_anonymous_bytes: int = Field(default=16 * 1024, ge=1024)
     upload_expiry_hours: int = 24
+    #: the longest a transfer grant lets a token finish one transfer after the token expired
+    transfer_grant_hours: int = Field(default=168, ge=1, le=31 * 24)
     #: processes that hash and publish the small files of batches on a local area tier
     #: (0: one per CPU; 1: none, the request's own thread does it)
     ingest_processes: int = Field(default=0, ge=0, le=64)

@@ -57,7 +57,7 @@ def _commands() -> list[tuple[list[str], Any]]:
 
 COMMANDS = _commands()
 #: commands that start something long-running when their arguments parse: only their help is run
-SERVERS = {("serve",), ("worker",)}
+SERVERS = {("serve",), ("worker",), ("master-key", "rewrap")}
 
 
 @pytest.fixture

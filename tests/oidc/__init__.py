@@ -185,7 +185,7 @@ def providers(issuer: str) -> OidcSettings:
         providers=[
             OidcProviderSettings(
                 name="test", title="Test Login", issuer=issuer, client_id="levere-cli",
-                mfa_acr_values=MFA, mfa_acr=[MFA],
+                mfa_acr_values=MFA, mfa_acr=[MFA], scopes=["openid", "email", "profile", "crypt4gh"],
             ),
             OidcProviderSettings(
                 name="test-web", issuer=issuer, client_id="levere-portal",

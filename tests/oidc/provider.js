@@ -26,6 +26,19 @@ const ACCOUNTS = {
   alice: { email: 'alice@uni.example', email_verified: true, name: 'Alice Example' },
   bob: { email: 'bob@uni.example', email_verified: false, name: 'Bob Example' },
   carol: { email: 'carol@uni.example', email_verified: true, name: 'Carol Example' },
+  // releases Crypt4GH public keys, as Life Science Login does: one as a .pub file, one as its bare
+  // base64 line, and two that are not keys (a low-order point, and text)
+  dora: {
+    email: 'dora@uni.example',
+    email_verified: true,
+    name: 'Dora Example',
+    crypt4ghPublicKeys: [
+      '-----BEGIN CRYPT4GH PUBLIC KEY-----\nS0pQvp1TcRvIXkydQld6kPry2bFgC4bmX8DwLNRaQxk=\n-----END CRYPT4GH PUBLIC KEY-----\n',
+      'o3jkMZhK9nRzTvZjtIPmyw7WTJ9saUuKq8og/GELLRg=',
+      'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=',
+      'not a key at all',
+    ],
+  },
 };
 
 const configuration = {
@@ -53,8 +66,9 @@ const configuration = {
     openid: ['sub'],
     email: ['email', 'email_verified'],
     profile: ['name'],
+    crypt4gh: ['crypt4ghPublicKeys'],
   },
-  scopes: ['openid', 'email', 'profile', 'offline_access'],
+  scopes: ['openid', 'email', 'profile', 'crypt4gh', 'offline_access'],
   features: {
     devInteractions: { enabled: false },
     deviceFlow: { enabled: true },
@@ -84,8 +98,8 @@ const configuration = {
       clientId: ctx.oidc.client.clientId,
       accountId: ctx.oidc.session.accountId,
     });
-    grant.addOIDCScope('openid email profile offline_access');
-    grant.addOIDCClaims(['email', 'email_verified', 'name']);
+    grant.addOIDCScope('openid email profile crypt4gh offline_access');
+    grant.addOIDCClaims(['email', 'email_verified', 'name', 'crypt4ghPublicKeys']);
     await grant.save();
     return grant;
   },

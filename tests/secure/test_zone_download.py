@@ -16,7 +16,7 @@ from sqlalchemy import func, select, update
 
 from levere.context import Context
 from levere.crypt4gh import PrivateKey
-from levere.db.models import ApiToken, AuditEvent, SecureMember, User, utcnow
+from levere.db.models import ApiToken, AuditEvent, FederatedIdentity, SecureMember, User, utcnow
 from levere.domain.roles import UserKind
 from levere.services import secure, zone_release
 from tests.cli_live import Cli
@@ -210,6 +210,32 @@ def test_levere_download_saves_c4gh_files_for_a_public_key_or_decrypts_with_a_se
         "staff", "download", zone.disk, "RUN1", "--to", str(out), "--pubkey", str(pub), env=staff_env
     )
     assert "released: no access" in line
+
+
+def test_without_a_key_the_download_is_encrypted_to_the_key_the_sign_in_identity_released(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    ctx = live_server.ctx
+    zone = _released_zone(ctx)
+    cli = Cli(url=live_server.url, home=tmp_path / "cli")
+    env = {"LEVERE_TOKEN": _zone_token(ctx, zone.world.pi)["Authorization"].split()[1]}
+    out = tmp_path / "default"
+    line = cli.fails("pi", "download", USERS, "RUN1", "--to", str(out), env=env)
+    assert "--pubkey" in line and "released a Crypt4GH key" in line
+    assert not out.exists()
+    # as a sign-in with Life Science Login leaves it: the identity's released key, checked on the way in
+    _, sec, pub = _key_pair(tmp_path, "lsaai")
+    with ctx.tx() as session:
+        session.add(
+            FederatedIdentity(
+                user_id=zone.world.pi.id, provider="lifescience", issuer="https://login.example.org/oidc/",
+                subject="ola@lifescience.example", crypt4gh_public_keys=[pub.read_text()],
+            )
+        )  # fmt: skip
+    made = cli.json("pi", "download", USERS, "RUN1", "--to", str(out), env=env)
+    assert made["files"] == 2 and not made["decrypted"]
+    assert made["recipient_from"].startswith("lifescience (")
+    assert _stock_decrypt((out / "RUN1" / "lane1" / "s1.fastq.c4gh").read_bytes(), sec) == FASTQ
 
 
 def test_levere_secure_release_from_the_cli(live_server: LiveServer, tmp_path: Path) -> None:

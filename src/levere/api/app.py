@@ -22,6 +22,7 @@ from levere.api.routes import (
     applications,
     deliveries,
     federation,
+    grants,
     invite_page,
     projects,
     secure,
@@ -109,7 +110,18 @@ def create_app(ctx: Context, *, start_worker: bool | None = None) -> FastAPI:
     def health() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
-    for module in (accounts, federation, admin, applications, projects, deliveries, sync, secure, zone):
+    for module in (
+        accounts,
+        federation,
+        grants,
+        admin,
+        applications,
+        projects,
+        deliveries,
+        sync,
+        secure,
+        zone,
+    ):
         app.include_router(module.router, prefix="/api")
     app.include_router(invite_page.router)  # where invitation links point, outside the API
     install_portal(app)  # the web portal, under /portal

@@ -11,7 +11,7 @@ import typer
 
 from levere.cli.client import Client, Credentials
 from levere.cli.output import State, console, done, fields, result, show, table
-from levere.domain.errors import NotSignedIn, ValidationFailed
+from levere.domain.errors import AccessDenied, NotFound, NotSignedIn, ValidationFailed
 
 account = typer.Typer(
     help="Your account: two-factor sign-in, tokens, notifications, invitations.", no_args_is_help=True
@@ -108,10 +108,25 @@ def logout() -> None:
 
 @account.command("show")
 def whoami() -> None:
-    """Who you are signed in as."""
-    me = client().get("/me")
-    show(me, lambda d: fields("Account", [("e-mail", d["email"]), ("name", d["name"]), ("kind", d["kind"]),
-                                          ("two-factor", "on" if d["totp_enabled"] else "off")]))  # fmt: skip
+    """Who you are signed in as, and the Crypt4GH public keys your sign-in provider gave for you."""
+    api = client()
+    me = api.get("/me")
+    try:  # a token without the account scope may not list them, nor a service without them
+        me["recipient_keys"] = api.get("/me/recipient-keys")
+    except (AccessDenied, NotFound):
+        me["recipient_keys"] = []
+
+    def render(d: dict[str, Any]) -> None:
+        fields("Account", [("e-mail", d["email"]), ("name", d["name"]), ("kind", d["kind"]),
+                           ("two-factor", "on" if d["totp_enabled"] else "off")])  # fmt: skip
+        if d["recipient_keys"]:
+            table(
+                "Crypt4GH public keys from your sign-in (default recipients of secure-zone downloads)",
+                ["provider", "fingerprint", "key"],
+                [(k["provider"], k["fingerprint"], k["pem"].splitlines()[1]) for k in d["recipient_keys"]],
+            )
+
+    show(me, render)
 
 
 @account.command("totp-enrol")

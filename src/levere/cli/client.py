@@ -18,10 +18,11 @@ import os
 import ssl
 import tomllib
 from collections.abc import Collection, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from levere.domain.errors import (
     AccessDenied,
@@ -241,6 +242,47 @@ class Client:
                 yield response
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise self._transport_error(exc) from None
+
+    # --- transfer grants: a transfer outlives the token it started with ---------------------------
+
+    def begin_grant(self, kind: str, project: str, target: str) -> str | None:
+        """Ask for a grant that lets this token finish one transfer after it expires; its id, or
+        ``None`` when the service gives none (the transfer then lasts as long as the token)."""
+        base = f"/projects/{quote(project, safe='')}"
+        try:
+            match kind:
+                case "delivery":
+                    grant = self.post(f"{base}/deliveries/{quote(target, safe='')}/transfer-grant")
+                case "download":
+                    grant = self.post(f"{base}/download-grants", {"target": target})
+                case _:
+                    grant = self.post(f"{base}/jobs/{quote(target, safe='')}/transfer-grant")
+        except LevereError:
+            return None
+        grant_id = grant.get("id") if isinstance(grant, dict) else None
+        return grant_id if isinstance(grant_id, str) else None
+
+    def end_grant(self, grant_id: str) -> None:
+        """The transfer is over; a grant the service already ended is no error."""
+        with suppress(LevereError):
+            self.send("DELETE", f"/transfer-grants/{quote(grant_id, safe='')}", expect=(401, 404))
+
+    @contextmanager
+    def granted(self, kind: str, project: str, target: str) -> Iterator[str | None]:
+        """Every request of this client inside the ``with`` belongs to one transfer, and carries its
+        grant (``Levere-Grant``); the grant ends with the ``with``."""
+        from levere.transfer.wire import GRANT_HEADER
+
+        grant_id = self.begin_grant(kind, project, target)
+        if grant_id is None:
+            yield None
+            return
+        self.http.headers[GRANT_HEADER] = grant_id
+        try:
+            yield grant_id
+        finally:
+            del self.http.headers[GRANT_HEADER]
+            self.end_grant(grant_id)
 
     def close(self) -> None:
         self.http.close()

@@ -19,7 +19,18 @@ from typing import Annotated, Any
 
 import typer
 
-from levere.cli import accounts, admin, applications, federation, projects, secure, server, sync, transfer
+from levere.cli import (
+    accounts,
+    admin,
+    applications,
+    federation,
+    keys,
+    projects,
+    secure,
+    server,
+    sync,
+    transfer,
+)
 from levere.cli.errors import USAGE_EXIT, json_requested, report, report_levere
 from levere.cli.output import State, console
 from levere.cli.process import tune_gc
@@ -65,6 +76,7 @@ admin.register(app)
 transfer.register(app)
 sync.register(app)
 secure.register_commands(app)
+keys.register(app)
 
 JSON_HELP = "Print machine-readable JSON (errors too, as one JSON object on stderr)."
 

@@ -86,7 +86,12 @@ def _finish(api: Client, job: dict[str, Any], wait: bool) -> None:
         )
         return
     try:
-        job = follow(api, job)
+        if job["project"] and job["state"] not in FINISHED:
+            # the wait may outlast the token: a grant lets it read this job to its end
+            with api.granted("job", job["project"], job["id"]):
+                job = follow(api, job)
+        else:
+            job = follow(api, job)
     except KeyboardInterrupt:
         err_console.print(f"stopped waiting; the job goes on: {_show_command(job)}")
         raise typer.Exit(130) from None

@@ -221,9 +221,9 @@ def download(
 
     What you ask for lands in --to under its own name, as with 'cp -r': a delivery RUN42 becomes DIR/RUN42/..., a file RUN42/a/x.fq becomes DIR/x.fq. Partial files are kept as NAME.part until they are complete and their checksums match.
 
-    Secure-zone files (with --pubkey or --seckey) come encrypted to your own key: the service never sends plaintext.
+    Secure-zone files (PROJECT a shared disk or a secure project) come encrypted to your own key: --pubkey, --seckey, or by default the Crypt4GH key your sign-in identity released. The service never sends plaintext.
     """
-    if pubkey is not None or seckey is not None:
+    if pubkey is not None or seckey is not None or _in_zone(project):
         _zone_download(project, to, path, pubkey, seckey)
         return
     from levere.cli.delivery.download import Downloader  # see the module notes
@@ -259,6 +259,14 @@ def _passphrase() -> str:
     return os.environ.get("C4GH_PASSPHRASE") or typer.prompt("Passphrase of the secret key", hide_input=True)
 
 
+def _in_zone(where: str) -> bool:
+    """A shared disk (disk-7) or a users' secure project (p1234) rather than a research project."""
+    from levere.domain.secure import DISK_NAME, SECURE_PROJECT
+
+    where = where.strip().lower()
+    return bool(DISK_NAME.match(where) or SECURE_PROJECT.match(where))
+
+
 def _zone_download(where: str, to: Path, path: str | None, pubkey: Path | None, seckey: Path | None) -> None:
     from levere.cli.delivery.zone_download import ZoneDownloader  # see the module notes
 
@@ -277,8 +285,11 @@ def _zone_download(where: str, to: Path, path: str | None, pubkey: Path | None, 
         "bytes": summary.bytes,
         "decrypted": summary.decrypted,
         "saved": summary.saved,
+        "recipient_from": summary.recipient_from,
     }
     what = "decrypted, checksums verified" if summary.decrypted else "encrypted to your key (.c4gh)"
+    if summary.recipient_from:
+        what = f"encrypted to the key your sign-in with {summary.recipient_from} released (.c4gh)"
     show(data, lambda _d: console.print(
         f"[green]✓[/green] {count(summary.files, 'file')} ({format_size(summary.bytes)}) in "
         f"{escape(summary.target)}, {what}", highlight=False,

@@ -145,6 +145,11 @@ class MasterKeys:
             ) from None
         return raw
 
+    @property
+    def key_ids(self) -> frozenset[str]:
+        """The ids of every master key in the file (the keys themselves never leave this object)."""
+        return frozenset(self._keys)
+
     def needs_rewrap(self, wrapped: str) -> bool:
         return _split(wrapped)[0] != self.current_id
 

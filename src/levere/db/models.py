@@ -196,6 +196,29 @@ class FederatedIdentity(Base):
     email: Mapped[str] = mapped_column(String(320), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(default=None)
+    #: the Crypt4GH public keys (PEM) the provider released at the last sign-in, each checked to be
+    #: a usable X25519 key; the default recipients of secure-zone downloads
+    crypt4gh_public_keys: Mapped[list[str]] = mapped_column(JSON, default=list)
+
+
+class TransferGrant(Base):
+    """One transfer (a delivery's uploads, a download, a job being waited on) that the token which
+    started it may finish after it expires (services/transfer_grants.py)."""
+
+    __tablename__ = "transfer_grants"
+    id: Mapped[str] = mapped_column(Id, primary_key=True, default=new_id)
+    token_id: Mapped[str] = mapped_column(ForeignKey("api_tokens.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    #: delivery (its uploads and seal), download (one file or one delivery), job (following it)
+    kind: Mapped[str] = mapped_column(String(16))
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    #: the delivery's name, the download's DELIVERY or DELIVERY/PATH, or the job's id
+    target: Mapped[str] = mapped_column(String(4096))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    #: the last request the grant carried after its token expired
+    used_at: Mapped[datetime | None] = mapped_column(default=None)
+    ended_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class SignInFlow(Base):

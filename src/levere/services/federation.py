@@ -50,7 +50,7 @@ from levere.domain.errors import (
     ValidationFailed,
 )
 from levere.domain.roles import Action, UserKind, require
-from levere.services import audit
+from levere.services import audit, identity_keys
 from levere.services.accounts import (
     CODE_USED,
     CodeCheck,
@@ -273,9 +273,9 @@ def poll_device(ctx: Context, handle: str, *, token_name: str = "cli") -> Signed
 def _with_userinfo(
     p: OidcProviderSettings, identity: oidc.VerifiedIdentity, tokens: dict[str, Any]
 ) -> oidc.VerifiedIdentity:
-    """The identity with the claims levere shows (e-mail, name) from the userinfo endpoint, when the
-    ID token lacks them; the ID token's own claims win."""
-    wanted = {p.claims.get("email", "email"), p.claims.get("name", "name")}
+    """The identity with the claims levere shows or keeps (e-mail, name, Crypt4GH public keys) from
+    the userinfo endpoint, when the ID token lacks them; the ID token's own claims win."""
+    wanted = {p.claims.get("email", "email"), p.claims.get("name", "name"), identity_keys.claim_name(p)}
     if wanted <= identity.claims.keys():
         return identity
     extra = oidc.userinfo(p, tokens, identity.subject)
@@ -314,6 +314,7 @@ def _sign_in(
         if user is None or not user.active:
             raise AuthenticationFailed("the account linked to this identity is disabled")
         link.last_used_at = utcnow()
+        identity_keys.record(session, user, link, identity_keys.keys_from_claims(p, identity.claims, link.id))
         needs = user.kind == UserKind.HELPDESK and not mfa
         scopes = frozenset({Scope.ACCOUNT}) if needs else None
         issued = issue_token(ctx, session, user, token_name, scopes)

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from levere.context import Context
 from levere.crypt4gh import MasterKeys, PrivateKey
-from levere.db.models import Facility, Project, SecureMember, SecureProject, User, utcnow
+from levere.db.models import Facility, Project, SecureMember, SecureProject, SharedDisk, User, utcnow
 from levere.domain.errors import AlreadyExists, Conflict, NotFound, ValidationFailed
 from levere.domain.roles import Action, ProjectRole, Subject, UserKind, allowed, require
 from levere.domain.secure import (
@@ -379,3 +379,53 @@ def record_ended_memberships(ctx: Context) -> int:
                 after={"email": member.user.email, "ends_at": member.ends_at.isoformat()},
             )  # fmt: skip
         return len(ended)
+
+
+# --- master key rotation --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RewrapView:
+    """What re-wrapping the stored private keys under the current master key did."""
+
+    master_key_id: str
+    rewrapped: int
+    already_current: int
+
+
+def rewrap_keys(ctx: Context) -> RewrapView:
+    """Re-wrap every stored private key (secure projects, shared disks not destroyed) under the
+    current master key, so that older master keys can be removed from the key file. Rows already
+    under it are left alone; one audit event says how many moved."""
+    keys = master_keys(ctx)
+    moved = current = 0
+    with ctx.tx() as session:
+        rows: list[tuple[SecureProject | SharedDisk, str]] = [
+            (row, key_context("secure-project", row.id))
+            for row in session.execute(select(SecureProject)).scalars()
+        ]
+        rows += [
+            (row, key_context("shared-disk", row.id))
+            for row in session.execute(
+                select(SharedDisk).where(SharedDisk.wrapped_private_key.is_not(None))
+            ).scalars()
+        ]
+        for row, context in rows:
+            wrapped = row.wrapped_private_key
+            assert wrapped is not None  # destroyed disks are not selected
+            if not keys.needs_rewrap(wrapped):
+                current += 1
+                continue
+            row.wrapped_private_key = keys.rewrap(wrapped, context)
+            row.master_key_id = keys.current_id
+            moved += 1
+        if moved:
+            audit.record(
+                session,
+                None,
+                "secure.keys_rewrapped",
+                "master_key",
+                keys.current_id,
+                after={"rewrapped": moved},
+            )
+    return RewrapView(keys.current_id, moved, current)

@@ -16,8 +16,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from levere.context import Context
-from levere.db.models import ApiToken, Upload, User, utcnow
+from levere.db.models import ApiToken, Delivery, Project, Upload, User, utcnow
 from levere.domain.errors import AuthenticationFailed
+from levere.services import transfer_grants
 from levere.services.accounts import Scope, resolve_token, sha256
 
 
@@ -30,8 +31,12 @@ def grant(ctx: Context, upload_id: str, token: str) -> None:
             upload.token_id = record.id
 
 
-def resolve(session: Session, token: str, upload_id: str) -> tuple[User, frozenset[Scope]]:
-    """The caller of a request on one upload: a valid token, or the expired one that created it."""
+def resolve(
+    session: Session, token: str, upload_id: str, grant_id: str | None = None
+) -> tuple[User, frozenset[Scope]]:
+    """The caller of a request on one upload: a valid token, the expired one that created it, or
+    the expired one whose transfer grant covers the upload's delivery (an upload a delivery resumes
+    from an earlier run, made with another token: services/transfer_grants.py)."""
     try:
         return resolve_token(session, token)
     except AuthenticationFailed as exc:
@@ -39,6 +44,14 @@ def resolve(session: Session, token: str, upload_id: str) -> tuple[User, frozens
             raise
         record = session.execute(select(ApiToken).where(ApiToken.secret_hash == sha256(token))).scalar()
         upload = session.get(Upload, upload_id)
+        if grant_id and upload is not None and (record is None or upload.token_id != record.id):
+            delivery = session.get(Delivery, upload.delivery_id)
+            project = session.get(Project, upload.project_id)
+            if delivery is not None and project is not None and upload.state == "active":
+                wanted = transfer_grants.Wanted(
+                    transfer_grants.GrantKind.DELIVERY, project.identifier, delivery.name
+                )
+                return transfer_grants.resolve(session, token, grant_id, wanted)
         granted = (
             record is not None
             and upload is not None

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from levere.db.models import (
     ApiToken,
@@ -36,6 +36,9 @@ from levere.db.models import (
     User,
 )
 from levere.domain.jobruns import JobKind, JobRunState
+
+if TYPE_CHECKING:
+    from levere.crypt4gh.keys import PublicKey
 
 # --- people and facilities ----------------------------------------------------------------------
 
@@ -112,6 +115,8 @@ class IdentityView:
     email: str
     created_at: datetime
     last_used_at: datetime | None
+    #: the Crypt4GH public keys (PEM) the provider released at the last sign-in, all valid
+    crypt4gh_public_keys: tuple[str, ...] = ()
 
 
 def identity_view(link: FederatedIdentity) -> IdentityView:
@@ -122,7 +127,37 @@ def identity_view(link: FederatedIdentity) -> IdentityView:
         email=link.email,
         created_at=link.created_at,
         last_used_at=link.last_used_at,
+        crypt4gh_public_keys=tuple(link.crypt4gh_public_keys or ()),
     )
+
+
+@dataclass(frozen=True)
+class RecipientKeyView:
+    """A Crypt4GH public key a person's identity provider released for them: a default recipient
+    of their secure-zone downloads (services/identity_keys.py)."""
+
+    provider: str
+    fingerprint: str
+    #: the key as ``crypt4gh-keygen`` writes a ``.pub`` file
+    pem: str
+
+    def public_key(self) -> PublicKey:
+        from levere.crypt4gh.keys import PublicKey
+
+        return PublicKey.from_pem(self.pem)
+
+
+@dataclass(frozen=True)
+class TransferGrantView:
+    """One transfer the token that started it may finish after it expires."""
+
+    id: str
+    kind: str
+    project: str
+    target: str
+    created_at: datetime
+    expires_at: datetime
+    ended_at: datetime | None
 
 
 def facility_view(facility: Facility) -> FacilityView:

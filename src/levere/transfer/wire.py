@@ -24,6 +24,8 @@ from levere.domain.errors import ValidationFailed
 #: whole-file checksums: the client's on the last PATCH of a tus upload, the service's on its
 #: answer and on every download
 CHECKSUM_HEADER = "Levere-Checksum"
+#: the id of the transfer grant a request belongs to (services/transfer_grants.py)
+GRANT_HEADER = "Levere-Grant"
 CHECKSUM_ALGORITHMS = ("md5", "sha256")
 #: a secure-zone download (a Crypt4GH file made for the reader's key): the checksums of the
 #: plaintext it decrypts to, which the reader checks after decrypting

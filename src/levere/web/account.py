@@ -12,7 +12,7 @@ from fastapi.responses import Response
 
 from levere.domain.errors import LevereError, ValidationFailed
 from levere.http_deps import CtxDep, acts
-from levere.services import accounts, federation, invitations, portal_sessions
+from levere.services import accounts, federation, identity_keys, invitations, portal_sessions
 from levere.services.accounts import Scope
 from levere.services.invitations import LinkState
 from levere.web.render import page, redirect
@@ -156,7 +156,8 @@ def _tokens_page(
             t for t in accounts.list_tokens(session, viewer.user)
             if t.name != portal_sessions.SESSION_TOKEN_NAME
         ]  # fmt: skip
-    values: dict[str, object] = {"tokens": tokens, "new_token": None, "error": ""} | extra
+    keys = identity_keys.default_recipient_keys(ctx, viewer.user)
+    values: dict[str, object] = {"tokens": tokens, "new_token": None, "error": "", "keys": keys} | extra
     return page(request, "tokens.html", status, **values)
 
 

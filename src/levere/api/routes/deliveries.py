@@ -17,7 +17,16 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field, StrictInt
 
-from levere.api.deps import CtxDep, ReadUser, WriteUser, acts, second_factor
+from levere.api.deps import (
+    CtxDep,
+    DataReadUser,
+    DeliveryReadUser,
+    DeliveryWriteUser,
+    ReadUser,
+    WriteUser,
+    acts,
+    second_factor,
+)
 from levere.api.openapi import (
     CONDITIONAL_HEADERS,
     DATA_WRITE,
@@ -251,7 +260,7 @@ def list_deliveries(identifier: str, actor: ReadUser, ctx: CtxDep) -> list[Deliv
     responses=errors(404),
     openapi_extra=acts(Action.DELIVERY_READ),
 )
-def show_delivery(identifier: str, name: str, actor: ReadUser, ctx: CtxDep) -> DeliveryDetailOut:
+def show_delivery(identifier: str, name: str, actor: DeliveryReadUser, ctx: CtxDep) -> DeliveryDetailOut:
     """The delivery with its files and the uploads still in progress."""
     view = deliveries.show_delivery(ctx, actor, identifier, name)
     return DeliveryDetailOut(
@@ -279,7 +288,7 @@ def show_delivery(identifier: str, name: str, actor: ReadUser, ctx: CtxDep) -> D
     openapi_extra=acts(Action.DELIVERY_UPLOAD),
 )
 def seal(
-    identifier: str, name: str, actor: WriteUser, ctx: CtxDep, body: SealIn | None = None
+    identifier: str, name: str, actor: DeliveryWriteUser, ctx: CtxDep, body: SealIn | None = None
 ) -> DeliveryOut:
     """Seal the delivery: verified against ``checksum_file`` if given, immutable afterwards, and the
     project's members are told. A listed file missing or different fails the delivery (409); a
@@ -344,7 +353,7 @@ async def batch(
     identifier: str,
     name: str,
     request: Request,
-    actor: WriteUser,
+    actor: DeliveryWriteUser,
     ctx: CtxDep,
     stored: Literal["files", "paths"] = Query(
         "files",
@@ -415,7 +424,7 @@ def _failures(result: batches.BatchResult) -> list[dict[str, Any]]:
 def file_page(
     identifier: str,
     name: str,
-    actor: ReadUser,
+    actor: DeliveryReadUser,
     ctx: CtxDep,
     search: str = Query("", max_length=4096, description="only files whose path contains this (any case)"),
     offset: int = Query(0, ge=0, le=deliveries.MAX_OFFSET),
@@ -443,7 +452,7 @@ def file_page(
 )
 def list_files(
     identifier: str,
-    actor: ReadUser,
+    actor: DataReadUser,
     ctx: CtxDep,
     prefix: str = Query("", description="DELIVERY/ or DELIVERY/sub/ to narrow the list"),
 ) -> list[FileOut]:
@@ -468,7 +477,7 @@ def list_files(
     openapi_extra=acts(Action.DATA_READ) | CONDITIONAL_HEADERS,
 )
 def data(
-    identifier: str, delivery: str, path: str, request: Request, actor: ReadUser, ctx: CtxDep
+    identifier: str, delivery: str, path: str, request: Request, actor: DataReadUser, ctx: CtxDep
 ) -> Response:
     """The file's bytes, with ``Range`` (206, 416), ``If-Range``, ``ETag`` (its SHA-256) and
     ``Levere-Checksum`` so that the client can verify what it saved."""

@@ -18,7 +18,7 @@ from levere.api.deps import AccountUser, CtxDep, ReviewUser, acts, bearer_token
 from levere.api.openapi import errors
 from levere.api.schemas import IssuedTokenOut, TokenOut
 from levere.domain.roles import Action
-from levere.services import federation
+from levere.services import federation, identity_keys
 from levere.services.views import IdentityView
 
 router = APIRouter(tags=["accounts"])
@@ -105,6 +105,15 @@ class IdentityOut(BaseModel):
     email: str
     created_at: datetime
     last_used_at: datetime | None
+    #: the Crypt4GH public keys (PEM) the provider released at the last sign-in
+    crypt4gh_public_keys: list[str] = Field(default_factory=list)
+
+
+class RecipientKeyOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    provider: str = Field(description="the sign-in provider that released the key")
+    fingerprint: str
+    pem: str = Field(description="the key as crypt4gh-keygen writes a .pub file")
 
 
 class StepUpIn(_In):
@@ -211,6 +220,18 @@ def poll_device(body: DevicePollIn, ctx: CtxDep) -> DevicePollOut:
 )
 def my_identities(actor: AccountUser, ctx: CtxDep) -> list[IdentityOut]:
     return [_identity(row) for row in federation.list_identities(ctx, actor)]
+
+
+@router.get(
+    "/me/recipient-keys",
+    summary="List the Crypt4GH public keys your sign-in identities released",
+    operation_id="list_my_recipient_keys",
+    openapi_extra=acts(None),
+)
+def my_recipient_keys(actor: AccountUser, ctx: CtxDep) -> list[RecipientKeyOut]:
+    """The Crypt4GH public keys your identity providers released (``crypt4ghPublicKeys``) at your
+    last sign-in with each: the default recipients of your secure-zone downloads."""
+    return [RecipientKeyOut.model_validate(k) for k in identity_keys.default_recipient_keys(ctx, actor)]
 
 
 @router.delete(

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from levere.api.deps import CtxDep, ReadUser, WriteUser, acts
+from levere.api.deps import CtxDep, JobReadUser, ReadUser, WriteUser, acts
 from levere.api.openapi import errors
 from levere.api.schemas import In, Out
 from levere.domain.jobruns import JobKind, JobRunState
@@ -215,7 +215,7 @@ def list_jobs(
     responses=errors(404),
     openapi_extra=acts(Action.DELIVERY_READ),
 )
-def show_job(identifier: str, job_id: str, actor: ReadUser, ctx: CtxDep) -> JobOut:
+def show_job(identifier: str, job_id: str, actor: JobReadUser, ctx: CtxDep) -> JobOut:
     return JobOut.model_validate(jobruns.get_run(ctx, actor, job_id, identifier))
 
 
@@ -239,7 +239,7 @@ def verify(body: VerifyIn, actor: WriteUser, ctx: CtxDep) -> JobOut:
     responses=errors(404),
     openapi_extra=acts(Action.JOB_READ_ALL),
 )
-def show_global_job(job_id: str, actor: ReadUser, ctx: CtxDep) -> JobOut:
+def show_global_job(job_id: str, actor: JobReadUser, ctx: CtxDep) -> JobOut:
     """A job by its id alone: one over every project (``levere verify`` without a project), or a
     project's job for those who may read that project's deliveries."""
     return JobOut.model_validate(jobruns.get_run(ctx, actor, job_id))

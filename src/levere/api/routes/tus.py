@@ -17,7 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
-from levere.api.deps import CtxDep, UploadUser, WriteUser, acts, bearer_token, second_factor
+from levere.api.deps import CtxDep, TusCreateUser, UploadUser, acts, bearer_token, second_factor
 from levere.api.openapi import (
     CREATED_HEADERS,
     OPTIONS_HEADERS,
@@ -160,7 +160,7 @@ def options() -> Response:
     openapi_extra=acts(Action.DELIVERY_UPLOAD)
     | tus_request("Upload-Length", "Upload-Metadata", "Upload-Checksum", body="optional"),
 )
-async def create(request: Request, actor: WriteUser, ctx: CtxDep) -> Response:
+async def create(request: Request, actor: TusCreateUser, ctx: CtxDep) -> Response:
     """Create an upload: reserves ``Upload-Length`` of the project's quota. Upload-Metadata keys:
     ``project``, ``delivery``, ``path`` and optionally ``md5`` / ``sha256`` of the whole file.
     With a body (creation-with-upload) the first bytes are stored at once."""

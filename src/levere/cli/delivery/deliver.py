@@ -344,6 +344,22 @@ class Deliverer:
                 + (f" ({delivery['failure_reason']})" if delivery.get("failure_reason") else "")
                 + ": deliver the folder under another --name"
             )
+        # the rest belongs to this delivery alone: it may outlast the token (a transfer grant)
+        with self.api.granted("delivery", self.project, name):
+            return self._send(folder, name, files, source, coverage, delivery, first, created, started)
+
+    def _send(
+        self,
+        folder: Path,
+        name: str,
+        files: list[LocalFile],
+        source: ChecksumSource | None,
+        coverage: ChecksumCoverage,
+        delivery: dict[str, Any],
+        first: Plan | None,
+        created: bool,
+        started: float,
+    ) -> Receipt:
         if first is not None and not delivery.get("files") and not delivery.get("uploads"):
             plan = first  # made for the quota check, and the new delivery holds nothing yet
         else:
@@ -525,8 +541,8 @@ class Deliverer:
         totals are compared (one cheap request), and only when they differ is the whole file list
         fetched, to name what is wrong.
         """
-        listed = self.retry.call(lambda: self.api.get(f"/projects/{quote(self.project, safe='')}/deliveries"))
-        summary = next((d for d in listed if d["name"] == name), None)
+        page = self.retry.call(lambda: self.api.get(self.url(name, "files"), params={"limit": 1}))
+        summary = page.get("delivery") if isinstance(page, dict) else None
         want = (len(plan.files) + len(plan.extra_stored), plan.total_bytes + plan.extra_bytes)
         if summary is not None and (summary["file_count"], summary["total_bytes"]) == want:
             return dict(summary)

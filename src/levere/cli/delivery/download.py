@@ -132,6 +132,8 @@ class Downloader:
     ) -> None:
         self.api, self.project, self.reporter, self.retry = api, project, reporter, retry
         self.jobs, self.overwrite = jobs, overwrite
+        #: the transfer grant of each delivery being downloaded (see :meth:`_grants`)
+        self.grants: dict[str, str] = {}
 
     def listing(self, path: str | None) -> list[dict[str, Any]]:
         prefix = (path or "").strip("/")
@@ -158,11 +160,26 @@ class Downloader:
                     summary.fetched_files += 1
                     summary.fetched_bytes += fetched
 
-        with ThreadPoolExecutor(max(1, self.jobs), "levere-download") as pool:
-            futures = [pool.submit(one, item) for item in wanted]
-            wait_all(futures, self.retry.cancel)
+        self._grants(path, wanted)
+        try:
+            with ThreadPoolExecutor(max(1, self.jobs), "levere-download") as pool:
+                futures = [pool.submit(one, item) for item in wanted]
+                wait_all(futures, self.retry.cancel)
+        finally:
+            for grant_id in set(self.grants.values()):
+                self.api.end_grant(grant_id)
         summary.seconds = time.monotonic() - started
         return summary
+
+    def _grants(self, path: str | None, wanted: list[Wanted]) -> None:
+        """A transfer grant for what is downloaded, so that it finishes even if the token expires
+        meanwhile: one for the file or folder asked for, or one per delivery of a whole project."""
+        asked = (path or "").strip("/")
+        deliveries = sorted({w.remote.split("/", 1)[0] for w in wanted})
+        targets = {d: asked for d in deliveries} if asked else {d: d for d in deliveries}
+        for delivery, target in targets.items():
+            if target and (grant_id := self.api.begin_grant("download", self.project, target)):
+                self.grants[delivery] = grant_id
 
     def fetch(self, item: Wanted) -> int | None:
         """Download ``item`` unless it is already there; the bytes fetched, or ``None``."""
@@ -224,6 +241,8 @@ class Downloader:
         headers = {}
         if state.have:
             headers = {"Range": f"bytes={state.have}-", "If-Range": f'"{item.checksums.sha256}"'}
+        if grant_id := self.grants.get(item.remote.split("/", 1)[0]):
+            headers[wire.GRANT_HEADER] = grant_id
         url = f"/projects/{quote(self.project, safe='')}/data/{quote(item.remote)}"
         with self.api.stream("GET", url, headers=headers, expect=(416,)) as response:
             if response.status_code == 416:  # the service has fewer bytes than our part: start over

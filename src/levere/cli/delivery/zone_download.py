@@ -42,6 +42,8 @@ class ZoneSummary:
     decrypted: bool = False
     target: str = ""
     saved: list[str] | None = None
+    #: where the key the files are encrypted to came from, when it was not given on the command line
+    recipient_from: str = ""
 
 
 def _q(part: str) -> str:
@@ -58,8 +60,8 @@ class ZoneDownloader:
         seckey: Path | None = None,
         passphrase: Callable[[], str] | None = None,
     ) -> None:
-        if (pubkey is None) == (seckey is None):
-            raise ValidationFailed({"--pubkey": "give either --pubkey FILE or --seckey FILE"})
+        if pubkey is not None and seckey is not None:
+            raise ValidationFailed({"--pubkey": "give either --pubkey FILE or --seckey FILE, not both"})
         self.api, self.where = api, where.strip().lower()
         if not (DISK_NAME.match(self.where) or SECURE_PROJECT.match(self.where)):
             raise ValidationFailed(
@@ -67,12 +69,26 @@ class ZoneDownloader:
                            "or a users' secure project (p1234)"}
             )  # fmt: skip
         self._secret: PrivateKey | None = None
+        self.recipient_from = ""
         if seckey is not None:
             self._secret = PrivateKey.from_crypt4gh(_read(seckey, "--seckey"), passphrase)
             self.recipient = self._secret.public_key
-        else:
-            assert pubkey is not None
+        elif pubkey is not None:
             self.recipient = PublicKey.from_pem(_read(pubkey, "--pubkey"))
+        else:
+            self.recipient, self.recipient_from = self._identity_key()
+
+    def _identity_key(self) -> tuple[PublicKey, str]:
+        """The first Crypt4GH key a sign-in identity of the user released (crypt4ghPublicKeys): the
+        default recipient when no key is given."""
+        released: list[dict[str, Any]] = self.api.get("/me/recipient-keys")
+        if not released:
+            raise ValidationFailed(
+                {"--pubkey": "give --pubkey FILE (your Crypt4GH public key) or --seckey FILE: "
+                             "no sign-in identity of yours released a Crypt4GH key"}
+            )  # fmt: skip
+        first = released[0]
+        return PublicKey.from_pem(first["pem"]), f"{first['provider']} ({first['fingerprint']})"
 
     def _listing(self, path: str | None) -> list[dict[str, Any]]:
         delivery = path.strip("/").split("/", 1)[0] if path else None
@@ -97,7 +113,9 @@ class ZoneDownloader:
 
     def run(self, path: str | None, to: Path) -> ZoneSummary:
         entries, base = select(self._listing(path), path)
-        summary = ZoneSummary(decrypted=self._secret is not None, target=str(to), saved=[])
+        summary = ZoneSummary(
+            decrypted=self._secret is not None, target=str(to), saved=[], recipient_from=self.recipient_from
+        )
         pem_line = self.recipient.to_pem().splitlines()[1]
         for entry in entries:
             local = local_target(to, entry["path"], base)

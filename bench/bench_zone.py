@@ -1,0 +1,216 @@
+"""Secure-zone benchmarks: an encrypting upload against nginx, and release against the number of files.
+
+    .venv/bin/python bench/bench_zone.py [--size-gib 4] [--rounds 3] [--release-mib 100]
+
+1. One large file in plaintext through `levere deliver --disk` into a shared disk (tus; levere
+   encrypts it with Crypt4GH while it streams, computing the plaintext's MD5 and SHA-256 in the same
+   pass) against `curl -T` to nginx's WebDAV PUT on loopback writing to the same disk. Goal: at
+   least 0.6x nginx's throughput (the median of the per-round ratios).
+2. Release of a delivery of 1 file of 100 MB, of 100 files of 1 MB and of 100 files of 100 MB
+   (10 GB), each timed alone on the same disk: release moves headers and never touches bodies, so
+   its time must follow the number of files, not bytes. Goals: 100 files of 100 MB release in under
+   1 s, and in less than twice the time of 100 files of 1 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.bench_deliver import Nginx
+from bench.harness import (
+    LEVERE,
+    GiB,
+    MiB,
+    Service,
+    interleave,
+    levere_service,
+    make_file,
+    report,
+    run_timed,
+    scratch,
+    settle_disk,
+)
+
+USERS, FACILITY = "p1234", "p11"
+
+
+def master_key(folder: Path) -> Path:
+    from levere.crypt4gh import MasterKeys
+
+    path = folder / "master.keys"
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(MasterKeys.new_line("bench"))
+    path.chmod(0o600)
+    return path
+
+
+def zone(service: Service) -> tuple[str, str]:
+    """A sensitive project with its users' secure project, the facility's, and a 1 TiB disk; the
+    staff token is marked as having passed a second factor, as a sign-in with TOTP issues it."""
+    from sqlalchemy import select, update
+
+    from levere.config import get_settings
+    from levere.context import Context
+    from levere.db.models import ApiToken, User, utcnow
+    from levere.domain.applications import ApplicationForm
+    from levere.services import applications, secure, secure_disks
+
+    ctx = Context.build(get_settings(data_dir=service.data_dir))
+    try:
+        with ctx.tx() as session:
+            people = {u.email: u for u in session.execute(select(User)).scalars()}
+            session.execute(update(ApiToken).values(second_factor=True))
+        staff, pi, helpdesk = (people[f"{who}@bench.invalid"] for who in ("staff", "pi", "helpdesk"))
+        form = ApplicationForm(
+            title="Benchmark, sensitive", pi_email=pi.email, data_ownership="bench", funding_source="bench",
+            description="benchmark", facility="bench", quota_area_bytes=GiB, quota_longterm_bytes=1024 * GiB,
+            sensitive=True, secure_project_id=USERS,
+        )  # fmt: skip
+        application = applications.create(ctx, staff, form)
+        applications.submit(ctx, pi, str(application.number))
+        _, project = applications.approve(ctx, helpdesk, str(application.number))
+        secure.register(ctx, helpdesk, FACILITY, facility="bench")
+        disk = secure_disks.create(
+            ctx, helpdesk, facility_project=FACILITY, users_project=USERS,
+            ends_at=utcnow() + timedelta(days=30), quota_bytes=1024 * GiB,
+        ).name  # fmt: skip
+        return project.identifier, disk
+    finally:
+        ctx.close()
+
+
+def upload(work: Path, service: Service, project: str, disk: str, size: int, rounds: int) -> bool:
+    run = work / "run-zone"
+    run.mkdir()
+    md5 = make_file(run / "sample_R1.fastq.gz", size)
+    (run / "md5sum.txt").write_text(f"{md5}  sample_R1.fastq.gz\n")
+    nginx = Nginx(work / "nginx")
+    env = service.cli_env(service.staff_token)
+    try:
+
+        def curl(i: int) -> float:
+            settle_disk()
+            t = run_timed(
+                [
+                    "curl",
+                    "-sS",
+                    "--fail",
+                    "-T",
+                    str(run / "sample_R1.fastq.gz"),
+                    f"http://127.0.0.1:{nginx.port}/r{i}.bin",
+                ]
+            )
+            (nginx.root / "dav" / f"r{i}.bin").unlink()
+            return size / MiB / t.seconds
+
+        def deliver(i: int) -> float:
+            settle_disk()
+            t = run_timed(
+                [LEVERE, "deliver", project, str(run), "--name", f"zone-{i}", "--disk", disk], env=env
+            )
+            return size / MiB / t.seconds
+
+        print(
+            f"One {size / GiB:.0f} GiB plaintext file into a shared disk: curl -T to nginx vs levere deliver --disk"
+        )
+        rounds_ = interleave(rounds, curl, deliver, "MiB/s")
+    finally:
+        nginx.stop()
+    return report("encrypting upload", "nginx PUT", rounds_, 0.6)
+
+
+def _pieces(size: int) -> Iterator[bytes]:
+    block = os.urandom(MiB)
+    for offset in range(0, size, MiB):
+        yield block[: min(MiB, size - offset)]
+
+
+def release(service: Service, project: str, disk: str, file_mib: int) -> bool:
+    """Three deliveries stored on the disk and sealed, then each released on its own, timed."""
+    from sqlalchemy import select
+
+    from levere.config import get_settings
+    from levere.context import Context
+    from levere.db.models import Delivery, Project, SharedDisk, User, utcnow
+    from levere.domain.deliveries import DeliveryState
+    from levere.services import projects, zone_release
+    from levere.services.zone_store import store_zone_file
+
+    ctx = Context.build(get_settings(data_dir=service.data_dir))
+    one, many, big_name = f"1x{file_mib}MB", "100x1MB", f"100x{file_mib}MB"
+    shapes = {one: (1, file_mib), many: (100, 1), big_name: (100, file_mib)}
+    try:
+        with ctx.tx() as session:
+            staff = session.execute(select(User).where(User.email == "staff@bench.invalid")).scalar_one()
+            disk_id = session.execute(select(SharedDisk.id).where(SharedDisk.name == disk)).scalar_one()
+        for name, (count, mib) in shapes.items():
+            started = time.monotonic()
+            with ctx.tx() as session:
+                research: Project = projects.get_project(session, project)
+                delivery = Delivery(project_id=research.id, facility_id=staff.facility_id, name=name,
+                                    state=DeliveryState.OPEN.value, shared_disk_id=disk_id)  # fmt: skip
+                session.add(delivery)
+                session.flush()
+                for n in range(count):
+                    store_zone_file(
+                        ctx, session, delivery, f"lane1/sample_{n:03d}.fastq.gz", _pieces(mib * MiB)
+                    )
+                delivery.state, delivery.sealed_at = DeliveryState.SEALED.value, utcnow()
+            print(
+                f"  stored {name} ({count * mib:,} MiB of bodies) in {time.monotonic() - started:.1f} s",
+                flush=True,
+            )
+        settle_disk()
+        timings: dict[str, float] = {}
+        for name in shapes:
+            # a delivery is released once, so each shape is timed once
+            started = time.perf_counter()
+            moved = zone_release.release(ctx, staff, disk, name)
+            timings[name] = time.perf_counter() - started
+            print(f"  release {name}: {timings[name] * 1000:,.0f} ms ({moved.files} files)", flush=True)
+    finally:
+        ctx.close()
+    big, small = timings[big_name], timings[many]
+    ok = big < 1.0 and big < 2 * small
+    print(
+        f"release: 1 file {timings[one] * 1000:,.0f} ms; 100 files of 1 MB {small * 1000:,.0f} ms; "
+        f"100 files of {file_mib} MB {big * 1000:,.0f} ms ({file_mib}x the bytes: {big / small:.2f}x the time); "
+        f"goal: under 1 s and under 2x {'OK' if ok else 'BELOW GOAL'}",
+        flush=True,
+    )
+    return ok
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--size-gib", type=float, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--release-mib", type=int, default=100, help="size of each file of the big release")
+    parser.add_argument("--only", choices=("upload", "release"), help="run one of the two benchmarks")
+    args = parser.parse_args()
+    with scratch("zone") as work:
+        key = master_key(work / "keys")
+        os.environ["LEVERE_SECURE__MASTER_KEY_FILE"] = str(key)  # for this process's own Context
+        extra = {"LEVERE_EMBEDDED_WORKER": "false", "LEVERE_SECURE__MASTER_KEY_FILE": str(key)}
+        with levere_service(work / "levere", extra) as service:
+            project, disk = zone(service)
+            results = []
+            if args.only in (None, "upload"):
+                results.append(upload(work, service, project, disk, int(args.size_gib * GiB), args.rounds))
+            if args.only in (None, "release"):
+                results.append(release(service, project, disk, args.release_mib))
+    sys.exit(0 if all(results) else 1)
+
+
+if __name__ == "__main__":
+    main()
