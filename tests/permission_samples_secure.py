@@ -61,6 +61,7 @@ SAMPLES: dict[tuple[str, str], Sample] = {
     ),
     ("GET", "/api/secure/disks/{name}"): Sample(on="project", path=_disk),
     ("GET", "/api/secure/disks/{name}/pubkey"): Sample(on="project", path=_disk),
+    ("GET", "/api/secure/disks/{name}/files"): Sample(on="project", path=_disk),
     ("POST", "/api/secure/disks/{name}/destroy"): Sample(on="project", path=_disk),
     ("POST", "/api/secure/disks/{name}/deliveries/{delivery}/analysis"): Sample(on="project", path=_run),
     ("GET", "/api/secure/disks/{name}/deliveries/{delivery}/qc"): Sample(on="project", path=_run),

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, event
@@ -24,6 +24,7 @@ from levere.db.engine import make_engine, make_sessionmaker
 from levere.domain.errors import ConfigurationError, LevereError
 from levere.domain.tiers import TIER_PROPERTIES, Tier
 from levere.storage import Backend, LocalSpec, Wrapper, build_backend
+from levere.storage.encrypting import EncryptingBackend
 
 if TYPE_CHECKING:
     from levere.jobs.queue import JobQueue
@@ -42,6 +43,9 @@ class Context:
     #: layers laid over every tier's backend (:mod:`levere.storage.factory`); worker processes
     #: build the same layers from the tier's recipe
     wrappers: tuple[Wrapper, ...] = ()
+    #: layers laid over one tier's backend only, after :attr:`wrappers` (the secure tier's
+    #: encryption is always there, see :meth:`tier_wrappers`)
+    extra_wrappers: dict[str, tuple[Wrapper, ...]] = field(default_factory=dict)
     jobs: JobQueue | None = None
     #: set when the process is stopping: long tasks end at their next safe point and leave the
     #: rest of their work to the next worker
@@ -61,9 +65,20 @@ class Context:
                 # the embedded default keeps every tier under the data directory: make it on first use
                 spec.root.mkdir(parents=True, exist_ok=True)
             self._tiers[name] = build_backend(
-                spec, write_once=TIER_PROPERTIES[Tier(tier)].write_once, wrappers=self.wrappers
+                spec,
+                write_once=TIER_PROPERTIES[Tier(tier)].write_once,
+                wrappers=self.tier_wrappers(Tier(tier)),
             )
         return self._tiers[name]
+
+    def tier_wrappers(self, tier: Tier) -> tuple[Wrapper, ...]:
+        """The layers of ``tier``'s backend: the shared ones, the tier's own, and on a tier that
+        holds sensitive data (none may hold its plaintext) the Crypt4GH layer, outermost, so that
+        nothing reaches the tier but bodies."""
+        layers = self.wrappers + self.extra_wrappers.get(tier.value, ())
+        if tier is Tier.SECURE:
+            layers += (partial(EncryptingBackend, master_key_file=self.settings.secure.master_key_file),)
+        return layers
 
     def anchor_sink(self) -> Backend | None:
         """The second place audit anchors go (``[audit] anchor_sink``), if one is configured."""

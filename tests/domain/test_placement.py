@@ -94,13 +94,13 @@ def test_the_secure_zone_and_shared_disks_are_not_for_non_sensitive_projects(pur
 
 @pytest.mark.parametrize("purpose", [Purpose.LANDING, Purpose.LONGTERM])
 def test_a_sensitive_project_has_no_plaintext_placement(purpose: Purpose) -> None:
-    """Nothing in plaintext: no working area, no long-term copy of plaintext; deliveries (which ask
-    for the landing placement) stay refused until the secure zone's encryption is wired in."""
+    """Nothing in plaintext: no working area, no long-term copy of plaintext; a delivery lands on
+    the project's shared disk (tests/secure/test_zone_upload*.py) or nowhere."""
     with pytest.raises(SensitiveNotOffered) as refused:
         place(SENSITIVE, purpose)
     error = refused.value
     assert error.code == "sensitive_not_offered" and error.http_status == 409
-    assert "secure zone" in error.message and "does not offer" in error.message
+    assert "secure zone" in error.message and "shared disk" in error.message
     # no command named: that is each front end's word
     assert not re.search(r"levere (deliver|secure|projects?|apply|sync)\b", error.message)
     assert error.details == {"kind": "sensitive", "purpose": purpose.value}
@@ -237,7 +237,7 @@ def test_levere_deliver_into_a_sensitive_project_is_refused_before_sending(
     run = make_run(tmp_path / "RUN7", {"S1.fastq": 200_000}, tiny=20)
     failed = levere(env.staff, "deliver", env.project, str(run))
     message = one_line_error(failed)
-    assert "secure zone" in message and "does not offer" in message
+    assert "secure zone" in message and "shared disk" in message
     assert env.traffic.calls("POST", "/api/tus") == 0 and env.traffic.calls("POST", "/batch") == 0
     _nothing_stored(env.ctx, env.project)
 

@@ -13,6 +13,7 @@ import random
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import cast
 
 from sqlalchemy import select
 
@@ -25,6 +26,7 @@ from levere.domain.tiers import Tier
 from levere.services import secure, secure_disks
 from levere.services.secure import get_secure
 from levere.services.zone_files import private_key, record_header
+from levere.storage.encrypting import EncryptingBackend
 from tests.helpers import World, basic_world, provisioned_project
 
 
@@ -86,7 +88,9 @@ def add_zone_file(ctx: Context, zone: Zone, delivery: str, path: str, plaintext:
         found = session.execute(select(Delivery).where(Delivery.name == delivery)).scalar_one()
         disk = secure_disks.get_disk(session, zone.disk)
         key = f"{zone.project}/{delivery}/{path}"
-        backend = ctx.backend(Tier.SECURE)
+        # a body made here, as the format has it: written beneath the secure tier's Crypt4GH
+        # layer, which would otherwise encrypt it again
+        backend = cast(EncryptingBackend, ctx.backend(Tier.SECURE)).inner
         body = io.BytesIO()
         with BodyEncryptor(body) as encryptor:
             encryptor.write(plaintext)

@@ -83,6 +83,12 @@ ZoneWriteUser = SecondFactorUser
 ZoneReviewUser = Annotated[User, Depends(_caller(Scope.REVIEW, second_factor=True))]
 
 
+def second_factor(request: Request, ctx: Context) -> bool:
+    """Whether the caller's token comes from a sign-in that proved a second factor (for a use case
+    that needs one only in some cases, such as a delivery onto a shared disk)."""
+    return federation.has_second_factor(ctx, bearer_token(request))
+
+
 def _upload_caller(request: Request, ctx: CtxDep, _declared: Credentials, upload_id: str) -> User:
     """The caller of a request on one upload: as :data:`WriteUser`, except that the token the upload
     was created with still works for it after expiring (services/upload_grants.py)."""

@@ -510,6 +510,35 @@ class DiskOut(Out):
     destroyed_at: datetime | None
 
 
+class DiskFileOut(Out):
+    delivery: str
+    path: str
+    #: the plaintext's size and checksums
+    size: int
+    md5: str
+    sha256: str
+    #: the stored Crypt4GH body's size
+    body_size: int | None
+    created_at: datetime
+
+
+class ZoneDeliveryOut(Out):
+    name: str
+    project: str
+    state: str
+    files: int
+    bytes: int
+    created_at: datetime
+    sealed_at: datetime | None
+
+
+class DiskContentsOut(Out):
+    disk: str
+    state: str
+    deliveries: list[ZoneDeliveryOut]
+    files: list[DiskFileOut]
+
+
 class PublicKeyOut(BaseModel):
     #: the key as ``crypt4gh-keygen`` writes a public key file
     pem: str

@@ -293,6 +293,34 @@ def qc(
     ))  # fmt: skip
 
 
+@secure.command("ls")
+def list_disk_files(
+    name: Annotated[str, typer.Argument(help="The shared disk (disk-7).")],
+    delivery: Annotated[str | None, typer.Option("--delivery", help="Only this delivery's files.")] = None,
+) -> None:
+    """List a shared disk's deliveries and their files (the facility's side and the users' project)."""
+    data = client().get(
+        f"/secure/disks/{_q(name)}/files", params={"delivery": delivery} if delivery else None
+    )
+
+    def render(d: dict[str, Any]) -> None:
+        table(
+            f"Deliveries on shared disk {d['disk']} ({d['state']})",
+            ["delivery", "project", "state", "files", "size"],
+            [
+                (r["name"], r["project"], r["state"], str(r["files"]), format_size(r["bytes"]))
+                for r in d["deliveries"]
+            ],
+        )
+        table(
+            "Files (sizes of the plaintext; stored encrypted)",
+            ["delivery", "path", "size", "sha256"],
+            [(f["delivery"], f["path"], format_size(f["size"]), f["sha256"]) for f in d["files"]],
+        )
+
+    show(data, render)  # fmt: skip
+
+
 def register_commands(app: typer.Typer) -> None:
     secure.add_typer(disk, name="disk")
     secure.add_typer(members, name="members")

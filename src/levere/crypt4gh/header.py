@@ -53,6 +53,10 @@ class DataKey:
     def cipher(self) -> ChaCha20Poly1305:
         return ChaCha20Poly1305(self._raw)
 
+    def secret_bytes(self) -> bytes:
+        """The raw key, for wrapping under a master key (:meth:`MasterKeys.wrap_data_key`)."""
+        return self._raw
+
     def __repr__(self) -> str:
         return "DataKey(...)"
 

@@ -34,6 +34,7 @@ from typing import NoReturn
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+from levere.crypt4gh.header import DataKey
 from levere.crypt4gh.keys import KEY_BYTES, PrivateKey
 from levere.domain.errors import ConfigurationError
 
@@ -110,13 +111,26 @@ class MasterKeys:
 
     def wrap(self, private_key: PrivateKey, context: str) -> str:
         """``private_key`` sealed under the current master key, bound to ``context``."""
+        return self._seal(private_key.secret_bytes(), context)
+
+    def wrap_data_key(self, data_key: DataKey, context: str) -> str:
+        """A body's data key sealed as a private key is (an upload in progress carries it)."""
+        return self._seal(data_key.secret_bytes(), context)
+
+    def unwrap_data_key(self, wrapped: str, context: str) -> DataKey:
+        return DataKey(self._open(wrapped, context))
+
+    def _seal(self, raw: bytes, context: str) -> str:
         nonce = os.urandom(12)
         sealed = ChaCha20Poly1305(self._keys[self.current_id]).encrypt(
-            nonce, private_key.secret_bytes(), _aad(self.current_id, context)
+            nonce, raw, _aad(self.current_id, context)
         )
         return f"{PREFIX}:{self.current_id}:{base64.b64encode(nonce + sealed).decode()}"
 
     def unwrap(self, wrapped: str, context: str) -> PrivateKey:
+        return PrivateKey(self._open(wrapped, context))
+
+    def _open(self, wrapped: str, context: str) -> bytes:
         key_id, blob = _split(wrapped)
         master = self._keys.get(key_id)
         if master is None:
@@ -129,7 +143,7 @@ class MasterKeys:
             raise ConfigurationError(
                 f"a wrapped private key does not open with master key {key_id!r} (changed, or not for {context!r})"
             ) from None
-        return PrivateKey(raw)
+        return raw
 
     @property
     def key_ids(self) -> frozenset[str]:

@@ -161,8 +161,9 @@ def gone(up: Snapshot | Upload) -> NotFound:
 
 
 def backend_for(ctx: Context, backend_id: str) -> Backend:
-    """The backend an upload was started on: one of the tiers where deliveries land."""
-    for tier in tiers_for(Purpose.LANDING):
+    """The backend an upload was started on: one of the tiers where deliveries land (an area,
+    or a shared disk's tier)."""
+    for tier in (*tiers_for(Purpose.LANDING), *tiers_for(Purpose.SHARED_DISK)):
         backend = ctx.backend(tier)
         if backend.backend_id == backend_id:
             return backend
@@ -260,6 +261,12 @@ class Writer:
                 end = min(self.up.length, (self.pos // self.step + 1) * self.step)
             chunks = cast(Iterator[bytes], self._segment(source, end))
             got = self.backend.append_staged(self.staged, self.pos, chunks)
+            if got < self.pos < end and self.confirmed is not None and got == self.confirmed.offset:
+                # the storage keeps only whole steps (an encrypting layer stores whole segments):
+                # the part of a step this request carried is dropped, the upload resumes from the
+                # step's start, where the confirmed checkpoint is
+                self.pos = got
+                break
             if got != self.pos or self.pending is None or self.pending.offset != got:
                 raise Conflict(f"the storage kept {got} bytes where {self.pos} were sent; resume the upload")
             self.confirmed = self.pending

@@ -16,8 +16,9 @@ Design notes
   (:attr:`Purpose.SHARED_DISK`). It has no working area and no plaintext long-term copy: asking for
   :attr:`Purpose.LANDING` or :attr:`Purpose.LONGTERM` raises :class:`SensitiveNotOffered`, before
   anything is stored, so a sensitive project's data never lands in plaintext on an ordinary tier.
-  Deliveries into the secure zone need its encryption layer, which is not wired in yet; until it
-  is, the delivery paths ask for ``LANDING`` and are refused.
+  A delivery into a sensitive project names a shared disk and lands on it (``SHARED_DISK``); the
+  secure tier's backend always carries the Crypt4GH layer (:mod:`levere.storage.encrypting`), so
+  what is stored there is only ever encrypted bodies.
 """
 
 from __future__ import annotations
@@ -136,8 +137,8 @@ def place(kind: ProjectKind, purpose: Purpose) -> Placement:
         if purpose not in _SENSITIVE:
             raise SensitiveNotOffered(
                 "this project holds sensitive data, which is delivered and kept only in the secure zone, "
-                "encrypted; levere does not offer deliveries into the secure zone yet, so nothing is "
-                "stored for this project",
+                "encrypted: deliver it onto the project's shared disk (name the disk); nothing is stored "
+                f"for this project's {purpose.value}",
                 kind=kind.value,
                 purpose=purpose.value,
             )

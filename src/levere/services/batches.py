@@ -52,7 +52,7 @@ from levere.domain.paths import check_key_fits, check_relative_path
 from levere.domain.replicas import ReplicaState
 from levere.domain.roles import Action
 from levere.domain.tiers import Purpose, Tier
-from levere.services import audit, quotas
+from levere.services import audit, quotas, zone_uploads
 from levere.services.deliveries import (
     FileView,
     NewFile,
@@ -212,6 +212,7 @@ def _start(
                 {"Content-Type": f"send the batch as {TAR_TYPES[0]}, not {content_type!r}"}
             )
         delivery = open_for_upload(session, project, name)
+        zone_uploads.refuse_batch(delivery)
         landing = placement(project, Purpose.LANDING).tier
         known = {
             row[0]: _Known(row[1], row[2], row[3])

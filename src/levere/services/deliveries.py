@@ -49,7 +49,7 @@ from levere.domain.replicas import ReplicaState
 from levere.domain.roles import Action, allowed
 from levere.domain.tiers import ProjectKind, Purpose, Tier, placements, tier_words
 from levere.domain.units import format_size
-from levere.services import audit, quotas, zone_access
+from levere.services import audit, quotas, zone_access, zone_uploads
 from levere.services.projects import authorize, landing_tier, placement, subject_for
 from levere.services.views import DeliveryView as DeliveryView  # the views of this use case
 from levere.services.views import FilePage, OpenUploadView, upload_view
@@ -69,7 +69,8 @@ def area_key(identifier: str, delivery: str, path: str) -> str:
 def key_limits(ctx: Context, project: Project) -> KeyLimits:
     """How long a delivered file's key may be: it must fit on every tier the project's placement
     keeps it on (where it lands, and where sync copies it under the same key)."""
-    landing = placement(project, Purpose.LANDING)  # refuses a project with nowhere to land files
+    # refuses a project with nowhere to land files; a sensitive project's land on its shared disk
+    landing = placement(project, Purpose.SHARED_DISK if project.sensitive else Purpose.LANDING)
     found = _described_limits(ctx, landing.tier)
     for other in placements(ProjectKind.of(project.sensitive)):
         if other.tier != landing.tier:
@@ -104,7 +105,12 @@ def get_delivery(session: Session, project: Project, name: str, *, lock: bool = 
 
 def open_for_upload(session: Session, project: Project, name: str, *, lock: bool = False) -> Delivery:
     """The delivery, if files may still be added to it."""
-    placement(project, Purpose.LANDING)  # a project with nowhere to land files is refused first
+    # a project with nowhere to land files is refused first: a sensitive project's files land only
+    # in a delivery on its shared disk
+    found = session.execute(
+        select(Delivery.shared_disk_id).where(Delivery.project_id == project.id, Delivery.name == name)
+    ).first()
+    placement(project, Purpose.SHARED_DISK if found is not None and found[0] else Purpose.LANDING)
     delivery = get_delivery(session, project, name, lock=lock)
     if delivery.state != DeliveryState.OPEN:
         raise Conflict(
@@ -155,9 +161,10 @@ class NewFile:
 
 
 def record_files(
-    session: Session, delivery: Delivery, backend_id: str, files: Sequence[NewFile]
+    session: Session, delivery: Delivery, backend_id: str, files: Sequence[NewFile], tier: Tier | None = None
 ) -> list[str]:
-    """Insert file rows and their present replicas on the landing tier in bulk; returns the new file ids."""
+    """Insert file rows and their present replicas on the landing tier (or ``tier``) in bulk;
+    returns the new file ids."""
     now = utcnow()
     ids = new_ids(len(files))
     insert_rows(
@@ -167,7 +174,7 @@ def record_files(
         [(fid, f.path, f.size, f.md5, f.sha256) for fid, f in zip(ids, files, strict=True)],
         {"delivery_id": delivery.id, "project_id": delivery.project_id, "created_at": now},
     )
-    landing = landing_tier(session, delivery.project_id)
+    landing = tier or landing_tier(session, delivery.project_id)
     replica = {
         "tier": landing.value, "backend_id": backend_id, "state": ReplicaState.PRESENT.value, "reason": "", "attempts": 0,
         "verified_at": now, "updated_at": now,
@@ -300,14 +307,24 @@ def reclaim_dead_batches(session: Session, *where: Any) -> int:
 
 
 def open_delivery(
-    ctx: Context, actor: User, identifier: str, name: str, metadata: dict[str, Any] | None = None
+    ctx: Context,
+    actor: User,
+    identifier: str,
+    name: str,
+    metadata: dict[str, Any] | None = None,
+    *,
+    disk: str | None = None,
+    second_factor: bool = False,
 ) -> DeliveryView:
+    """Open a delivery into a project: onto its area, or, for a sensitive project, onto the shared
+    disk ``disk`` (by its facility side, with a second factor; :mod:`levere.services.zone_uploads`)."""
     try:
         with ctx.tx() as session:
             project = authorize(session, actor, identifier, Action.DELIVERY_CREATE)
-            # a project whose deliveries have nowhere to land (a sensitive one) is refused
-            # before anything is recorded
-            placement(project, Purpose.LANDING)
+            # a delivery with nowhere to land (a sensitive project without a disk, a disk named
+            # for a project that is not sensitive) is refused before anything is recorded
+            zone_uploads.delivery_placement(project, disk)
+            on_disk = zone_uploads.disk_for(session, actor, project, disk, second_factor) if disk else None
             name = check_name(name, "delivery name")
             metadata = metadata or {}
             if len(json.dumps(metadata, default=str)) > MAX_METADATA:
@@ -326,12 +343,14 @@ def open_delivery(
                 name=name,
                 meta=metadata,
                 created_by_id=actor.id,
+                shared_disk_id=on_disk.id if on_disk else None,
             )
             session.add(delivery)
             session.flush()
             audit.record(
                 session, actor, "delivery.opened", "delivery", delivery.id,
-                after={"project": project.identifier, "name": name},
+                after={"project": project.identifier, "name": name}
+                | ({"disk": on_disk.name} if on_disk else {}),
             )  # fmt: skip
             return delivery_view(session, project, delivery)
     except IntegrityError:

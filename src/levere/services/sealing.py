@@ -38,9 +38,9 @@ from levere.domain.deliveries import DeliveryState, UploadState, delivery_transi
 from levere.domain.errors import ChecksumFileRequired, Conflict, InvalidPath, ValidationFailed
 from levere.domain.paths import check_relative_path
 from levere.domain.roles import Action
-from levere.domain.tiers import Purpose, Tier
+from levere.domain.tiers import Tier
 from levere.domain.units import count, format_size
-from levere.services import audit
+from levere.services import audit, zone_uploads
 from levere.services.deliveries import (
     DeliveryView,
     delivery_view,
@@ -48,7 +48,7 @@ from levere.services.deliveries import (
     reclaim_dead_batches,
 )
 from levere.services.notify import notify
-from levere.services.projects import authorize, facilities, placement
+from levere.services.projects import authorize, facilities
 from levere.services.sync import on_delivery_sealed
 
 #: a checksum file is read whole into memory to verify a run; real ones are a few hundred KiB
@@ -131,7 +131,10 @@ def _verify_against(
 def _read_checksum_file(ctx: Context, tier: Tier, key: str, size: int, path: str) -> str:
     if size > MAX_CHECKSUM_FILE:
         raise ValidationFailed({"checksum_file": f"{path} is larger than {format_size(MAX_CHECKSUM_FILE)}"})
-    data = b"".join(ctx.backend(tier).read(key))
+    return _decoded(b"".join(ctx.backend(tier).read(key)), path)
+
+
+def _decoded(data: bytes, path: str) -> str:
     try:
         return data.decode()
     except UnicodeDecodeError:
@@ -146,6 +149,8 @@ class _SealCheck:
     #: the tier the checksum file is read from: where the delivery landed
     checksum_tier: Tier
     checksum_size: int
+    #: the shared disk the delivery is on (its checksum file is read through the disk's header)
+    disk_id: str | None = None
 
 
 def _seal_checks(
@@ -166,7 +171,7 @@ def _seal_checks(
             active_uploads=active,
         )
     stored = dict(_manifest_rows(session, delivery))
-    landing = placement(project, Purpose.LANDING).tier
+    landing = zone_uploads.upload_placement(project, delivery).tier
     key: str | None = None
     size = 0
     if checksum_file is not None:
@@ -179,7 +184,7 @@ def _seal_checks(
         if row is None:
             raise ValidationFailed({"checksum_file": f"{checksum_file} is not in delivery {delivery.name}"})
         size, key = int(row[0]), str(row[1])
-    return _SealCheck(len(stored), stored, key, landing, size)
+    return _SealCheck(len(stored), stored, key, landing, size, delivery.shared_disk_id)
 
 
 @dataclass(frozen=True)
@@ -215,9 +220,17 @@ def seal(
             checked = _seal_checks(session, project, get_delivery(session, project, name), checksum_file)
         assert checked.checksum_key is not None
         checksum_file = check_relative_path(checksum_file)
-        text = _read_checksum_file(
-            ctx, checked.checksum_tier, checked.checksum_key, checked.checksum_size, checksum_file
-        )
+        if checked.disk_id is not None:
+            text = _decoded(
+                zone_uploads.read_small_plaintext(
+                    ctx, actor, checked.disk_id, name, checksum_file, MAX_CHECKSUM_FILE
+                ),
+                checksum_file,
+            )
+        else:
+            text = _read_checksum_file(
+                ctx, checked.checksum_tier, checked.checksum_key, checked.checksum_size, checksum_file
+            )
         base = checksum_file.rpartition("/")[0]
         listed, bad = parse_md5sum(text, f"{base}/" if base else "")
         problems = _verify_against(listed, bad, checked.stored, checksum_file)
@@ -331,4 +344,7 @@ def _seal(
         f"List it:      levere ls {project.identifier} {delivery.name}/\n"
         f"Download it:  levere download {project.identifier} {delivery.name} --to DIR\n",
     )  # fmt: skip
-    on_delivery_sealed(ctx, session, delivery)  # long-term sync is planned in the same transaction
+    if delivery.shared_disk_id is None:
+        # long-term sync is planned in the same transaction; a delivery on a shared disk goes to
+        # long-term only once released to the users' project
+        on_delivery_sealed(ctx, session, delivery)

@@ -48,8 +48,11 @@ from levere.domain.deliveries import DeliveryState, UploadState, upload_transiti
 from levere.domain.errors import (
     AccessDenied,
     ChecksumMismatch,
+    CiphertextDamaged,
     Conflict,
+    EncryptedToAnotherKey,
     LevereError,
+    NotCrypt4GH,
     NotFound,
     StorageFull,
     StorageUnavailable,
@@ -57,8 +60,8 @@ from levere.domain.errors import (
 )
 from levere.domain.paths import check_relative_path
 from levere.domain.roles import Action, ProjectRole, Subject, UserKind, allowed, who_can
-from levere.domain.tiers import Purpose
-from levere.services import audit, quotas
+from levere.domain.tiers import Tier
+from levere.services import audit, quotas, zone_uploads
 from levere.services.deliveries import (
     NewFile,
     check_fits,
@@ -68,8 +71,9 @@ from levere.services.deliveries import (
     reclaim_dead_batches,
     record_files,
 )
-from levere.services.projects import authorize, landing_tier, placement
+from levere.services.projects import authorize, landing_tier
 from levere.storage import Backend
+from levere.storage.encrypting import encrypting
 from levere.transfer import tus, wire
 from levere.transfer.hashing import EMPTY, Digests, StreamHash, restore_hash
 from levere.transfer.pipe import ByteSource, ListSource
@@ -130,8 +134,12 @@ def _require_uploader(session: Session, actor: User) -> None:
 # --- create ----------------------------------------------------------------------------------------
 
 
-def create(ctx: Context, actor: User, headers: Mapping[str, str]) -> UploadView:
-    """POST: reserve the quota and open a staging session (a zero-length file is stored at once)."""
+def create(
+    ctx: Context, actor: User, headers: Mapping[str, str], *, second_factor: bool = False
+) -> UploadView:
+    """POST: reserve the quota (the area's, or the shared disk's for a delivery on one) and open a
+    staging session (a zero-length file is stored at once). ``second_factor``: the caller's
+    sign-in proved one (needed on a shared disk)."""
     with ctx.tx() as session:
         _require_uploader(session, actor)
         tus.check_version(headers)
@@ -147,10 +155,16 @@ def create(ctx: Context, actor: User, headers: Mapping[str, str]) -> UploadView:
             wire.check_hex("sha256", meta[wire.META_SHA256], "sha256") if meta.get(wire.META_SHA256) else ""
         )
         delivery = open_for_upload(session, project, meta[wire.META_DELIVERY])
-        landing = placement(project, Purpose.LANDING)
+        landing = zone_uploads.upload_placement(project, delivery)
+        disk = zone_uploads.check_upload(session, actor, delivery, second_factor)
+        crypt4gh = zone_uploads.wants_crypt4gh(meta, disk)
         key = check_fits(key_limits(ctx, project), project.identifier, delivery.name, path)
         # the quota row stays locked to the end of this transaction, which serialises the path check too
-        quotas.reserve(session, project.id, landing.tier, length, what=f"{path} ({length} bytes)")
+        what = f"{path} ({length} bytes)"
+        if disk is not None:
+            zone_uploads.reserve(session, disk, length, what)
+        else:
+            quotas.reserve(session, project.id, landing.tier, length, what=what)
         check_path_free(session, delivery, path)
         backend = ctx.backend(landing.tier)
         upload = Upload(
@@ -170,16 +184,28 @@ def create(ctx: Context, actor: User, headers: Mapping[str, str]) -> UploadView:
         session.add(upload)
         session.flush()
         up = Snapshot.of(upload, project, delivery)
-    if length == 0:
+    if length == 0 and not crypt4gh:
         return _complete(ctx, actor, up, EMPTY)
     try:
-        staged = backend.start_staged(up.key, length)
+        zone = encrypting(backend)
+        staged = (
+            zone.start_sealed(up.key, length) if crypt4gh and zone else backend.start_staged(up.key, length)
+        )
     except LevereError as exc:
         _fail(ctx, actor, up, f"the storage could not start the upload: {exc.message}")
         raise
     with ctx.tx() as session:
         session.execute(update(Upload).where(Upload.id == up.id).values(session=staged))
     return up.view(offset=0)
+
+
+def _give_back(session: Session, upload: Upload) -> None:
+    """An upload that will not complete frees what it reserved: on the disk or the area's quota."""
+    delivery = session.get(Delivery, upload.delivery_id)
+    if delivery is not None and delivery.shared_disk_id is not None:
+        zone_uploads.give_back(session, delivery.shared_disk_id, upload.length)
+    else:
+        quotas.release(session, upload.project_id, landing_tier(session, upload.project_id), upload.length)
 
 
 # --- status ----------------------------------------------------------------------------------------
@@ -250,7 +276,12 @@ def _recover(ctx: Context, actor: User, up: Snapshot, backend: Backend) -> Uploa
     saved = Checkpoints.decode(up.hash_state)
     final = next((cp for cp in (saved.pending, saved.confirmed) if cp and cp.offset == up.length), None)
     hasher = restore_hash(up.length, final.state) if final else None
-    if info is not None and info.size == up.length and hasher is not None:
+    zone = encrypting(backend)
+    if zone is not None and up.session and info is not None and hasher is not None:
+        if info.size == zone.stored_size(up.session):
+            # the body is published: completing finds it, and records the file with its header
+            return _complete(ctx, actor, up, hasher.digests())
+    elif info is not None and info.size == up.length and hasher is not None:
         return _record(ctx, actor, up, hasher.digests())
     _fail(ctx, actor, up, "its stored bytes are gone")
     raise gone(replace(up, state=UploadState.FAILED))
@@ -302,6 +333,9 @@ def _begin(
                     raise gone(upload)
                 if delivery.state != DeliveryState.OPEN:
                     raise Conflict(f"delivery {delivery.name} is {delivery.state}", state=delivery.state)
+                # a disk's delivery: still its facility side's, the disk still open (the token is
+                # the one the upload was created with, which proved the second factor)
+                zone_uploads.check_upload(session, actor, delivery, second_factor=True)
                 if (
                     request.content_length is not None
                     and request.offset + request.content_length > upload.length
@@ -344,11 +378,22 @@ def append(
             durable = backend.staged_offset(staged)
         except NotFound:
             return _recover(ctx, actor, up, backend)
-        if durable != request.offset:
+        header = b""
+        zone = encrypting(backend)
+        if zone is not None and zone.awaits_header(staged) and request.offset == 0:
+            try:
+                staged, header = zone_uploads.take_header(ctx, up.id, up.delivery_id, zone, staged, source)
+            except (NotCrypt4GH, EncryptedToAnotherKey) as exc:
+                _fail(ctx, actor, up, exc.message)  # nothing was stored
+                raise
+            up = replace(up, session=staged)
+        elif durable != request.offset:
             raise Conflict(
                 f"Upload-Offset {request.offset} does not match the {durable} bytes stored", offset=durable
             )
         hasher = _restore(ctx, actor, up, backend, staged, durable)
+        if header:  # taken out of the body, it is part of the file as sent (and checksummed)
+            hasher.update(header)
         if request.checksum is not None:
             source = _verified_body(source, request.checksum, up.path)
         writer = Writer(ctx, up, staged, backend, hasher, owner)
@@ -459,6 +504,7 @@ def _complete(ctx: Context, actor: User, up: Snapshot, digests: Digests) -> Uplo
         if want and want != have
     ]
     backend = backend_for(ctx, up.backend_id)
+    zone = encrypting(backend)
     if wrong:
         if up.session:
             _abort_quietly(backend, up.session)
@@ -469,20 +515,34 @@ def _complete(ctx: Context, actor: User, up: Snapshot, digests: Digests) -> Uplo
             md5=digests.md5,
             sha256=digests.sha256,
         )
+    sealed: zone_uploads.Sealed | None = None
+    if zone is not None and up.session and zone.is_sealed(up.session):
+        try:
+            sealed, digests = zone_uploads.complete_sealed(ctx, zone, up.key, up.session)
+        except CiphertextDamaged as exc:
+            _fail(ctx, actor, up, exc.message)  # its body was deleted
+            raise
+        return _record(ctx, actor, up, digests, sealed)
     if up.length == 0:
         with backend.open_writer(up.key, size_hint=0) as writer:
             writer.commit()
+        if zone is not None:
+            sealed = zone_uploads.sealed_whole(ctx, zone, up.key, writer)
     else:
         try:
             backend.finish_staged(up.session)
         except NotFound:
             info = backend.stat(up.key)  # published by a request that stopped before recording it
-            if info is None or info.size != up.length:
+            if info is None or info.size != (zone.stored_size(up.session) if zone else up.length):
                 raise
-    return _record(ctx, actor, up, digests)
+        if zone is not None:
+            sealed = zone_uploads.sealed_staged(ctx, zone, up.key, up.session)
+    return _record(ctx, actor, up, digests, sealed)
 
 
-def _record(ctx: Context, actor: User, up: Snapshot, digests: Digests) -> UploadView:
+def _record(
+    ctx: Context, actor: User, up: Snapshot, digests: Digests, sealed: zone_uploads.Sealed | None = None
+) -> UploadView:
     with ctx.tx() as session:
         upload = session.execute(select(Upload).where(Upload.id == up.id).with_for_update()).scalar_one()
         if upload.state == UploadState.COMPLETE:
@@ -492,13 +552,23 @@ def _record(ctx: Context, actor: User, up: Snapshot, digests: Digests) -> Upload
             upload.state = upload_transition(upload.state, UploadState.COMPLETE)
             delivery = session.get(Delivery, up.delivery_id)
             assert delivery is not None
+            size = sealed.size if sealed is not None and sealed.size is not None else up.length
             (file_id,) = record_files(
                 session,
                 delivery,
                 up.backend_id,
-                [NewFile(up.path, up.length, digests.md5, digests.sha256, up.key)],
+                [NewFile(up.path, size, digests.md5, digests.sha256, up.key)],
+                tier=Tier.SECURE if delivery.shared_disk_id else None,
             )
-            quotas.settle(session, up.project_id, landing_tier(session, up.project_id), up.length)
+            if delivery.shared_disk_id is not None and sealed is not None:
+                zone_uploads.file_stored(
+                    session, actor, file_id, delivery.shared_disk_id, sealed.data_key, sealed.body
+                )
+                upload.wrapped_data_key = sealed.wrapped
+                if size < up.length:  # a Crypt4GH file's plaintext is what the disk holds
+                    zone_uploads.give_back(session, delivery.shared_disk_id, up.length - size)
+            else:
+                quotas.settle(session, up.project_id, landing_tier(session, up.project_id), up.length)
             upload.file_id = file_id
             upload.offset = up.length
             upload.lease_owner = None
@@ -523,7 +593,7 @@ def _fail(ctx: Context, actor: User | None, up: Snapshot, reason: str) -> None:
         upload.state = upload_transition(upload.state, UploadState.FAILED)
         upload.reason = reason
         upload.lease_owner = None
-        quotas.release(session, upload.project_id, landing_tier(session, upload.project_id), upload.length)
+        _give_back(session, upload)
         audit.record(
             session, actor, "upload.failed", "delivery", up.delivery_id,
             after={"path": up.path, "length": up.length, "reason": reason},
@@ -549,7 +619,7 @@ def terminate(ctx: Context, actor: User, upload_id: str, headers: Mapping[str, s
             raise gone(upload)
         upload.state = upload_transition(upload.state, UploadState.TERMINATED)
         upload.lease_owner = None
-        quotas.release(session, upload.project_id, landing_tier(session, upload.project_id), upload.length)
+        _give_back(session, upload)
         audit.record(
             session, actor, "upload.terminated", "delivery", delivery.id,
             after={"path": upload.path, "length": upload.length, "offset": upload.offset},
@@ -578,9 +648,7 @@ def expire_abandoned(ctx: Context) -> int:
                 continue  # a request is writing to it right now
             upload.state = upload_transition(upload.state, UploadState.EXPIRED)
             upload.lease_owner = None
-            quotas.release(
-                session, upload.project_id, landing_tier(session, upload.project_id), upload.length
-            )
+            _give_back(session, upload)
             audit.record(
                 session, None, "upload.expired", "delivery", upload.delivery_id,
                 after={"path": upload.path, "kind": upload.kind, "released": upload.length},

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -25,11 +27,23 @@ from sqlalchemy.orm import Session
 from levere.context import Context
 from levere.crypt4gh import DataKey, PrivateKey, read_data_key
 from levere.crypt4gh.body import iter_plaintext
-from levere.db.models import FileHeader, Replica, SecureProject, SharedDisk, StoredFile
+from levere.db.models import (
+    Delivery,
+    FileHeader,
+    Project,
+    Replica,
+    SecureProject,
+    SharedDisk,
+    StoredFile,
+    User,
+)
 from levere.domain.errors import NoHeader, NotFound
+from levere.domain.roles import Action
 from levere.domain.secure import HeaderHolder
 from levere.domain.tiers import Tier
+from levere.services import audit
 from levere.services.secure import key_context, master_keys
+from levere.services.secure_disks import authorize_disk
 
 
 def holder_of(holder: SharedDisk | SecureProject) -> tuple[HeaderHolder, str]:
@@ -94,6 +108,112 @@ def open_plaintext(
     key = data_key(ctx, session, file, holder)
     body = io.BufferedReader(_Chunks(read_body(ctx, body_replica(session, file))), 1 << 20)
     return io.BufferedReader(_Plain(iter_plaintext(body, key)), 1 << 20)
+
+
+# --- listing a disk's deliveries and files ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ZoneFileView:
+    """A file on a shared disk: its plaintext's size and checksums, the stored body's size."""
+
+    delivery: str
+    path: str
+    size: int
+    md5: str
+    sha256: str
+    body_size: int | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ZoneDeliveryView:
+    name: str
+    project: str
+    state: str
+    files: int
+    bytes: int
+    created_at: datetime
+    sealed_at: datetime | None
+
+
+@dataclass(frozen=True)
+class DiskContents:
+    """What is on a shared disk, as both its sides see it."""
+
+    disk: str
+    state: str
+    deliveries: tuple[ZoneDeliveryView, ...]
+    files: tuple[ZoneFileView, ...]
+
+
+def disk_contents(ctx: Context, actor: User, name: str, delivery: str | None = None) -> DiskContents:
+    """The deliveries on a shared disk and their files (of one delivery, if named), for its
+    facility side, the users' project's members and the helpdesk; the listing is an audit event."""
+    with ctx.tx() as session:
+        disk = authorize_disk(session, actor, name, Action.DISK_READ)
+        query = (
+            select(Delivery, Project.identifier)
+            .join(Project, Project.id == Delivery.project_id)
+            .where(Delivery.shared_disk_id == disk.id)
+            .order_by(Delivery.created_at, Delivery.name)
+        )
+        if delivery is not None:
+            query = query.where(Delivery.name == delivery)
+        rows = session.execute(query).all()
+        if delivery is not None and not rows:
+            raise NotFound(f"no delivery {delivery!r} on shared disk {disk.name}")
+        names = {row.Delivery.id: row.Delivery.name for row in rows}
+        files = (
+            session.execute(
+                select(StoredFile)
+                .where(StoredFile.delivery_id.in_(list(names)))
+                .order_by(StoredFile.delivery_id, StoredFile.path)
+            )
+            .scalars()
+            .all()
+        )
+        counts: dict[str, tuple[int, int]] = {}
+        for file in files:
+            count, size = counts.get(file.delivery_id, (0, 0))
+            counts[file.delivery_id] = (count + 1, size + file.size)
+        audit.record(
+            session, actor, "disk.listed", "shared_disk", disk.id,
+            after={"disk": disk.name, "delivery": delivery, "files": len(files)},
+        )  # fmt: skip
+        return DiskContents(
+            disk=disk.name,
+            state=disk.state,
+            deliveries=tuple(
+                ZoneDeliveryView(
+                    name=row.Delivery.name,
+                    project=row.identifier,
+                    state=row.Delivery.state,
+                    files=counts.get(row.Delivery.id, (0, 0))[0],
+                    bytes=counts.get(row.Delivery.id, (0, 0))[1],
+                    created_at=row.Delivery.created_at,
+                    sealed_at=row.Delivery.sealed_at,
+                )
+                for row in rows
+            ),
+            files=tuple(
+                ZoneFileView(
+                    delivery=names[f.delivery_id],
+                    path=f.path,
+                    size=f.size,
+                    md5=f.md5,
+                    sha256=f.sha256,
+                    body_size=f.body_size,
+                    created_at=f.created_at,
+                )
+                for f in files
+            ),
+        )
+
+
+def chunk_reader(chunks: Iterator[bytes]) -> io.BufferedReader:
+    """A readable file over an iterator of byte chunks (a body as the tier gives it)."""
+    return io.BufferedReader(_Chunks(chunks), 1 << 20)
 
 
 class _Chunks(io.RawIOBase):

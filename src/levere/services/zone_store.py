@@ -35,6 +35,7 @@ from levere.domain.tiers import ProjectKind, Purpose, place
 from levere.services.deliveries import area_key
 from levere.services.zone_files import record_header
 from levere.storage.base import Backend, ObjectWriter
+from levere.storage.encrypting import EncryptingWriter
 
 
 class _HashingSink:
@@ -49,6 +50,13 @@ class _HashingSink:
         self.sha256.update(data)
         self.size += len(data)
         self._writer.write(data)  # type: ignore[arg-type]
+
+
+class _Written:
+    """The body's checksum and size as the secure tier's layer counted them."""
+
+    def __init__(self, sha256: hashlib._Hash, size: int) -> None:
+        self.sha256, self.size = sha256, size
 
 
 def disk_of(session: Session, delivery: Delivery) -> SharedDisk:
@@ -86,12 +94,24 @@ def store_zone_file(
     backend = ctx.backend(tier)
     key = area_key(project.identifier, delivery.name, path)
     with backend.open_writer(key) as writer:
-        sink = _HashingSink(writer)
-        with BodyEncryptor(sink) as encryptor:
+        if isinstance(writer, EncryptingWriter):
+            # the secure tier's layer encrypts whatever is written (storage/encrypting.py): the
+            # plaintext goes to it, and it tells the key and both checksums
             for chunk in chunks:
-                encryptor.write(chunk)
-            body = encryptor.finish()
-        writer.commit()
+                writer.write(chunk)
+            writer.commit()
+            body = EncryptedBody(
+                writer.data_key, writer.plain_size, writer.body_size,
+                writer.plain_md5.hexdigest(), writer.plain_sha256.hexdigest(),
+            )  # fmt: skip
+            sink: _HashingSink | _Written = _Written(writer.body_sha256, writer.body_size)
+        else:
+            sink = _HashingSink(writer)
+            with BodyEncryptor(sink) as encryptor:
+                for chunk in chunks:
+                    encryptor.write(chunk)
+                body = encryptor.finish()
+            writer.commit()
     try:
         return _record(session, delivery, disk, path, key, body, sink, backend.backend_id, writer.version)
     except BaseException:
@@ -106,7 +126,7 @@ def _record(
     path: str,
     key: str,
     body: EncryptedBody,
-    sink: _HashingSink,
+    sink: _HashingSink | _Written,
     backend_id: str,
     version: str | None,
 ) -> StoredFile:

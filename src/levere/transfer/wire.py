@@ -69,6 +69,12 @@ META_PATH = "path"
 META_MD5 = "md5"
 META_SHA256 = "sha256"
 META_REQUIRED = (META_PROJECT, META_DELIVERY, META_PATH)
+#: what the file is: absent for a plain file; ``crypt4gh`` for a Crypt4GH file encrypted by the
+#: client to the shared disk's public key (whose ``md5``/``sha256`` are then the file's as sent)
+META_FORMAT = "format"
+FORMAT_CRYPT4GH = "crypt4gh"
+#: the first bytes of every Crypt4GH file
+CRYPT4GH_MAGIC = b"crypt4gh"
 
 
 def encode_metadata(values: Mapping[str, str]) -> str:

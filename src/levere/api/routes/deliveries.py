@@ -25,6 +25,7 @@ from levere.api.deps import (
     ReadUser,
     WriteUser,
     acts,
+    second_factor,
 )
 from levere.api.openapi import (
     CONDITIONAL_HEADERS,
@@ -58,6 +59,11 @@ router.include_router(tus_routes.router)
 class DeliveryIn(In):
     name: str = Field(description="the run id: one path component")
     metadata: dict[str, Any] = Field(default_factory=dict, description="e.g. the sample sheet")
+    disk: str | None = Field(
+        default=None,
+        description="the shared disk (disk-N) a sensitive project's delivery lands on; needs a "
+        "second factor, and refused for a project that is not sensitive",
+    )
 
 
 class ClientCheckedIn(In):
@@ -224,11 +230,16 @@ DELIVERY = PROJECT + "/deliveries/{name}"
     responses=errors(400, 404, 409),
     openapi_extra=acts(Action.DELIVERY_CREATE),
 )
-def open_delivery(identifier: str, body: DeliveryIn, actor: WriteUser, ctx: CtxDep) -> DeliveryOut:
-    """Open a delivery (a run) in the project; 409 if one with that name exists."""
-    return DeliveryOut(
-        **_delivery(deliveries.open_delivery(ctx, actor, identifier, body.name, body.metadata))
-    )
+def open_delivery(
+    identifier: str, body: DeliveryIn, request: Request, actor: WriteUser, ctx: CtxDep
+) -> DeliveryOut:
+    """Open a delivery (a run) in the project; 409 if one with that name exists. A sensitive
+    project's delivery names its shared disk."""
+    view = deliveries.open_delivery(
+        ctx, actor, identifier, body.name, body.metadata,
+        disk=body.disk, second_factor=second_factor(request, ctx),
+    )  # fmt: skip
+    return DeliveryOut(**_delivery(view))
 
 
 @router.get(

@@ -12,6 +12,7 @@ from levere.api.deps import CtxDep, ZoneReadUser, ZoneReviewUser, ZoneWriteUser,
 from levere.api.openapi import errors
 from levere.api.routes.sync import JobOut
 from levere.api.schemas import (
+    DiskContentsOut,
     DiskIn,
     DiskOut,
     PublicKeyOut,
@@ -22,7 +23,7 @@ from levere.api.schemas import (
     ZoneMemberOut,
 )
 from levere.domain.roles import Action
-from levere.services import secure, secure_disks, zone_analysis
+from levere.services import secure, secure_disks, zone_analysis, zone_files
 
 router = APIRouter(prefix="/secure", tags=["secure zone"])
 
@@ -132,6 +133,17 @@ def create_disk(body: DiskIn, actor: ZoneReviewUser, ctx: CtxDep) -> DiskOut:
 )
 def show_disk(name: str, actor: ZoneReadUser, ctx: CtxDep) -> DiskOut:
     return DiskOut.model_validate(asdict(secure_disks.show(ctx, actor, name)))
+
+
+@router.get(
+    "/disks/{name}/files",
+    summary="List a shared disk's deliveries and their files (both sides)",
+    operation_id="list_shared_disk_files",
+    responses=errors(403, 404),
+    openapi_extra=acts(Action.DISK_READ),
+)
+def disk_files(name: str, actor: ZoneReadUser, ctx: CtxDep, delivery: str | None = None) -> DiskContentsOut:
+    return DiskContentsOut.model_validate(asdict(zone_files.disk_contents(ctx, actor, name, delivery)))
 
 
 @router.get(

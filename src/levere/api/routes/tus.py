@@ -17,7 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
-from levere.api.deps import CtxDep, TusCreateUser, UploadUser, acts, bearer_token
+from levere.api.deps import CtxDep, TusCreateUser, UploadUser, acts, bearer_token, second_factor
 from levere.api.openapi import (
     CREATED_HEADERS,
     OPTIONS_HEADERS,
@@ -165,7 +165,8 @@ async def create(request: Request, actor: TusCreateUser, ctx: CtxDep) -> Respons
     ``project``, ``delivery``, ``path`` and optionally ``md5`` / ``sha256`` of the whole file.
     With a body (creation-with-upload) the first bytes are stored at once."""
     headers = dict(request.headers)
-    view = await run_in_threadpool(uploads.create, ctx, actor, headers)
+    stepped_up = await run_in_threadpool(second_factor, request, ctx)
+    view = await run_in_threadpool(partial(uploads.create, ctx, actor, headers, second_factor=stepped_up))
     await run_in_threadpool(upload_grants.grant, ctx, view.id, bearer_token(request))
     answer = {"Location": f"/api/tus/{view.id}", **_upload_headers(view)}
     if _has_body(request) and view.offset < view.length:
