@@ -9,14 +9,14 @@ import os
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from levere.db.models import AuditEvent, Delivery
+from levere.db.models import ApiToken, AuditEvent, Delivery
 from levere.domain.roles import UserKind
-from levere.services import zone_files
+from levere.services import zone_files, zone_release
 from tests.cli_live import Cli
 from tests.conftest import LiveServer
-from tests.helpers import PASSWORD, make_user
+from tests.helpers import PASSWORD, make_user, token_for
 from tests.secure.upload_support import has_window, make_zone, sign_in_with_totp, stored_bytes
 
 
@@ -72,3 +72,15 @@ def test_levere_deliver_with_a_disk_delivers_a_run_encrypted_and_both_sides_list
     everything = b"".join(content for _, content in stored_bytes(ctx))
     for data in files.values():
         assert not has_window(everything, data)
+    # after release, the users' secure project lists the run; the disk lists it as released only
+    zone_release.release(ctx, staff, zone.disk, "RUN7")
+    token = token_for(ctx, zone.world.pi)
+    with ctx.tx() as session:  # as a sign-in with a one-time code issues it
+        session.execute(
+            update(ApiToken).where(ApiToken.user_id == zone.world.pi.id).values(second_factor=True)
+        )
+    released = cli.json("pi", "secure", "ls", "p1234", env={"LEVERE_TOKEN": token})
+    assert sorted(f["path"] for f in released) == sorted(f"RUN7/{p}" for p in [*files, "md5sum.txt"])
+    assert "RUN7/s1_R1.fastq" in cli.ok("pi", "secure", "ls", "p1234", env={"LEVERE_TOKEN": token})
+    assert cli.json("tech", "secure", "ls", zone.disk)["files"] == []
+    assert "released: no access" in cli.fails("tech", "secure", "ls", zone.disk, "--delivery", "RUN7")

@@ -148,6 +148,14 @@ def test_the_facility_reads_through_the_disk_before_release_and_is_refused_after
         assert refused.status_code == 403 and refused.json()["error"] == "released_no_access", url
         assert refused.json()["message"].startswith("released: no access")
     assert client.get(f"/api/secure/projects/{USERS}/files", headers=staff).status_code == 403
+    # the disk's own listing names the delivery as released, with none of its files, and refuses
+    # it when asked by name
+    listing = client.get(f"/api/secure/disks/{zone.disk}/files", headers=staff)
+    assert listing.status_code == 200
+    assert [(d["name"], d["state"]) for d in listing.json()["deliveries"]] == [("RUN1", "released")]
+    assert listing.json()["files"] == []
+    named = client.get(f"/api/secure/disks/{zone.disk}/files", params={"delivery": "RUN1"}, headers=staff)
+    assert named.status_code == 403 and named.json()["error"] == "released_no_access"
 
 
 def test_an_invited_helpdesk_member_reads_until_the_end_date_and_not_after(

@@ -17,6 +17,7 @@ from levere.cli.accounts import client
 from levere.cli.output import State, console, done, emit_json, fields, result, show, table
 from levere.cli.sync import NoWait, follow
 from levere.domain.errors import ValidationFailed
+from levere.domain.secure import SECURE_PROJECT
 from levere.domain.units import SIZE_HELP, format_size, parse_size
 
 secure = typer.Typer(
@@ -295,13 +296,21 @@ def qc(
 
 @secure.command("ls")
 def list_disk_files(
-    name: Annotated[str, typer.Argument(help="The shared disk (disk-7).")],
+    name: Annotated[str, typer.Argument(help="A shared disk (disk-7) or a users' secure project (p1234).")],
     delivery: Annotated[str | None, typer.Option("--delivery", help="Only this delivery's files.")] = None,
 ) -> None:
-    """List a shared disk's deliveries and their files (the facility's side and the users' project)."""
-    data = client().get(
-        f"/secure/disks/{_q(name)}/files", params={"delivery": delivery} if delivery else None
-    )
+    """List a shared disk's deliveries and files (both sides, until release), or the released files
+    of a users' secure project (its members and invited staff)."""
+    params = {"delivery": delivery} if delivery else None
+    if SECURE_PROJECT.match(name.strip().lower()):
+        released = client().get(f"/secure/projects/{_q(name)}/files", params=params)
+        show(released, lambda rows: table(
+            f"Files of secure project {name} (sizes and checksums of the plaintext; stored encrypted)",
+            ["path", "size", "sha256"],
+            [(f["path"], format_size(f["size"]), f["sha256"]) for f in rows],
+        ))  # fmt: skip
+        return
+    data = client().get(f"/secure/disks/{_q(name)}/files", params=params)
 
     def render(d: dict[str, Any]) -> None:
         table(
@@ -313,7 +322,7 @@ def list_disk_files(
             ],
         )
         table(
-            "Files (sizes of the plaintext; stored encrypted)",
+            "Files (sizes of the plaintext; stored encrypted; released deliveries are read in the users' project)",
             ["delivery", "path", "size", "sha256"],
             [(f["delivery"], f["path"], format_size(f["size"]), f["sha256"]) for f in d["files"]],
         )

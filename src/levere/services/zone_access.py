@@ -38,6 +38,7 @@ from levere.services import audit
 from levere.services.secure import authorize_data, subject_for_secure
 from levere.services.secure_disks import authorize_disk
 from levere.services.zone_files import body_replica, data_key
+from levere.services.zone_files import released_words as _released_words
 
 log = logging.getLogger(__name__)
 
@@ -215,15 +216,6 @@ def secure_download(
 
 
 # --- the ordinary delivery pages ------------------------------------------------------------------
-
-
-def _released_words(disk: SharedDisk, delivery: Delivery) -> str:
-    assert delivery.released_at is not None
-    return (
-        f"released: no access. Delivery {delivery.name} was released from shared disk {disk.name} "
-        f"to secure project {disk.users_secure.identifier} on {delivery.released_at:%Y-%m-%d %H:%M} "
-        "UTC; only that project's members can read it"
-    )
 
 
 def refuse_released(session: Session, actor: User, delivery: Delivery) -> None:

@@ -37,7 +37,7 @@ from levere.db.models import (
     StoredFile,
     User,
 )
-from levere.domain.errors import NoHeader, NotFound
+from levere.domain.errors import NoHeader, NotFound, ReleasedNoAccess
 from levere.domain.roles import Action
 from levere.domain.secure import HeaderHolder
 from levere.domain.tiers import Tier
@@ -147,6 +147,16 @@ class DiskContents:
     files: tuple[ZoneFileView, ...]
 
 
+def released_words(disk: SharedDisk, delivery: Delivery) -> str:
+    """What anyone reading a released delivery through its shared disk is told."""
+    assert delivery.released_at is not None
+    return (
+        f"released: no access. Delivery {delivery.name} was released from shared disk {disk.name} "
+        f"to secure project {disk.users_secure.identifier} on {delivery.released_at:%Y-%m-%d %H:%M} "
+        "UTC; only that project's members can read it"
+    )
+
+
 def disk_contents(ctx: Context, actor: User, name: str, delivery: str | None = None) -> DiskContents:
     """The deliveries on a shared disk and their files (of one delivery, if named), for its
     facility side, the users' project's members and the helpdesk; the listing is an audit event."""
@@ -163,11 +173,18 @@ def disk_contents(ctx: Context, actor: User, name: str, delivery: str | None = N
         rows = session.execute(query).all()
         if delivery is not None and not rows:
             raise NotFound(f"no delivery {delivery!r} on shared disk {disk.name}")
-        names = {row.Delivery.id: row.Delivery.name for row in rows}
+        if delivery is not None and rows[0].Delivery.released_at is not None:
+            raise ReleasedNoAccess(
+                released_words(disk, rows[0].Delivery), delivery=delivery, disk=disk.name,
+                secure_project=disk.users_secure.identifier,
+            )  # fmt: skip
+        # a released delivery is listed as released, without its files: it is read only through
+        # the users' secure project from then on
+        names = {row.Delivery.id: row.Delivery.name for row in rows if row.Delivery.released_at is None}
         files = (
             session.execute(
                 select(StoredFile)
-                .where(StoredFile.delivery_id.in_(list(names)))
+                .where(StoredFile.delivery_id.in_([row.Delivery.id for row in rows]))
                 .order_by(StoredFile.delivery_id, StoredFile.path)
             )
             .scalars()
@@ -188,7 +205,7 @@ def disk_contents(ctx: Context, actor: User, name: str, delivery: str | None = N
                 ZoneDeliveryView(
                     name=row.Delivery.name,
                     project=row.identifier,
-                    state=row.Delivery.state,
+                    state="released" if row.Delivery.released_at is not None else row.Delivery.state,
                     files=counts.get(row.Delivery.id, (0, 0))[0],
                     bytes=counts.get(row.Delivery.id, (0, 0))[1],
                     created_at=row.Delivery.created_at,
@@ -207,6 +224,7 @@ def disk_contents(ctx: Context, actor: User, name: str, delivery: str | None = N
                     created_at=f.created_at,
                 )
                 for f in files
+                if f.delivery_id in names
             ),
         )
 
