@@ -38,6 +38,7 @@ from levere.dataplane import (
     RateLimiter,
     check_stored,
     copy_verified,
+    expected_copy,
     leased,
     new_owner,
 )
@@ -131,7 +132,7 @@ def _row(replica: Replica, stored: StoredFile, delivery: str, identifier: str, s
         key=replica.key,
         state=replica.state,
         label=f"{identifier}/{delivery}/{stored.path}",
-        expected=Expected(stored.size, stored.md5, stored.sha256),
+        expected=expected_copy(stored.size, stored.md5, stored.sha256, stored.body_size, stored.body_sha256),
         reason=replica.reason,
         version=replica.version_id,
     )
