@@ -9,21 +9,28 @@ import hashlib
 import os
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
+from levere.config import Settings, TierSettings
 from levere.context import Context
 from levere.crypt4gh import PrivateKey
 from levere.db.models import ApiToken, AuditEvent, JobRun, Replica, StoredFile, User
 from levere.domain.errors import AlreadyExists, Conflict
 from levere.domain.tiers import Tier
-from levere.services import projects, scrub, sync, zone_release
+from levere.jobs.queue import build_queue
+from levere.services import projects, scrub, sync, write_once, zone_release
+from levere.storage import S3Spec
 from tests.helpers import auth, token_for
-from tests.plaintext_scan import scan_paths
+from tests.plaintext_scan import find_windows, scan_paths
 from tests.secure.zone_support import USERS, Zone, add_delivery, make_zone
+from tests.storage.conftest import raw_s3, s3_params
 
 FASTQ = b"@read1\nACGTACGTTTGAACGT\n+\nIIIIIIIIIIIIIIII\n" * 9000  # several 64 KiB segments
 FILES = {"lane1/s1.fastq": FASTQ, "notes.txt": os.urandom(100) + b" a note\n"}
@@ -190,3 +197,51 @@ def test_free_and_restore_of_zone_files_and_downloads_on_the_way(
         actions = list(session.execute(select(AuditEvent.action)).scalars())
     assert {"data.freed", "data.restore_requested", "data.restored"} <= set(actions)
     _no_plaintext_on_longterm(ctx, zone)
+
+
+# --- long-term on S3 (radosgw) ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def s3_ctx(settings: Settings) -> Iterator[tuple[Context, dict[str, Any], str]]:
+    """A context whose long-term tier is a write-once bucket on a real radosgw (the others local)."""
+    params = s3_params()
+    if params is None:
+        pytest.skip("S3 not configured: set LEVERE_TEST_S3_* (scripts/s3-server.sh start DIR PORT)")
+    bucket = f"levere-zlt-{uuid.uuid4().hex[:12]}"
+    spec = S3Spec(
+        type="s3", backend_id="lt-s3", bucket=bucket, prefix="lt/", retention_mode="compliance",
+        retention_days=1, **params,
+    )  # fmt: skip
+    ctx = Context.build(settings.model_copy(update={"tiers": TierSettings(longterm=spec)}))
+    build_queue(ctx, immediate=True)
+    assert write_once.prepare(ctx) == []
+    yield ctx, params, bucket
+    ctx.close()
+
+
+def test_on_s3_the_long_term_object_is_the_body_verified_and_restored_from(
+    s3_ctx: tuple[Context, dict[str, Any], str],
+) -> None:
+    ctx, params, bucket = s3_ctx
+    zone = _released(ctx)
+    raw = raw_s3(params)
+    stored = _stored(ctx, zone)
+    bodies = {}
+    for name, (file, replicas) in stored.items():
+        copy = replicas["longterm"]
+        assert copy.state == "present" and copy.version_id
+        got = raw.get_object(Bucket=bucket, Key=f"lt/{copy.key}", VersionId=copy.version_id)["Body"].read()
+        bodies[name] = (_tier_dir(ctx, "secure") / replicas["secure"].key).read_bytes()
+        assert got == bodies[name] and hashlib.sha256(got).hexdigest() == file.body_sha256
+        assert not find_windows(got, zone.files[name])
+    job = scrub.request_verify(ctx, zone.world.helpdesk, zone.project)
+    with ctx.tx() as session:
+        run = session.get(JobRun, job.id)
+        assert run is not None
+        assert (run.state, run.report["damaged_found"], run.report["ok"]) == ("done", 0, 2 * len(FILES))
+    sync.free(ctx, zone.world.pi, zone.project, ["RUN1"])
+    sync.request_restore(ctx, zone.world.pi, zone.project, ["RUN1"])
+    for name, (_, replicas) in _stored(ctx, zone).items():
+        assert replicas["secure"].state == "present"
+        assert (_tier_dir(ctx, "secure") / replicas["secure"].key).read_bytes() == bodies[name]
