@@ -206,7 +206,8 @@ def run_lane(ctx: Context, run_id: str) -> LaneResult:
     settings = ctx.settings.sync
     limiter = RateLimiter(settings.bandwidth_limit) if settings.bandwidth_limit else None
     owner = new_owner()
-    source, target = ctx.backend(scope.source), ctx.backend(scope.target)
+    # copies are of stored objects: written in the target tier's stored form (Backend.stored_form)
+    source, target = ctx.backend(scope.source), ctx.backend(scope.target).stored_form()
 
     def next_batch() -> list[Item]:
         if ctx.stopping.is_set():

@@ -325,7 +325,7 @@ def _repair(ctx: Context, row: Row) -> str | None:
     if source_key is None or source_tier is None:
         error = f"no intact copy on {from_words} to repair it from"
     else:
-        target = ctx.backend(row.tier)
+        target = ctx.backend(row.tier).stored_form()  # a copy of a stored object, as it is
         try:
             with leased(ctx, owner, ReplicaState.REPAIRING):
                 target.delete(row.key, force=True)  # the one overwrite of a write-once copy: see notes
