@@ -25,7 +25,7 @@ from levere.db.models import JobRun, Replica
 from levere.domain.errors import Conflict
 from levere.domain.tiers import Tier
 from levere.jobs.queue import build_queue
-from levere.services import scrub, sync
+from levere.services import scrub, sync, sync_sweep
 from levere.storage import S3Backend, S3Spec
 from tests.conftest import Mailbox, free_port
 from tests.sync_support import (
@@ -282,13 +282,13 @@ def test_the_sweep_restarts_work_of_dead_workers(ctx: Context, make_ctx: Callabl
     # files' (3 s) and the job's (the sweeper counts a running job dead after two of its leases)
     dead_worker_claims(ctx, s, lease=3.0)
     sweeper = make_ctx(sync=SyncSettings(lease_seconds=1.5))
-    assert sync.sweep(sweeper) == []  # leases still valid: nothing to do yet
+    assert sync_sweep.sweep(sweeper) == []  # leases still valid: nothing to do yet
     time.sleep(3.2)
-    started = sync.sweep(sweeper)
+    started = sync_sweep.sweep(sweeper)
     assert len(started) == 1  # the dead worker's job, queued again
     assert run_row(ctx, started[0]).state == "done"
     assert set(replica_states(ctx, s, "longterm").values()) == {"present"}
-    assert sync.sweep(sweeper) == []
+    assert sync_sweep.sweep(sweeper) == []
 
 
 # --- a real S3 long-term tier ----------------------------------------------------------------------

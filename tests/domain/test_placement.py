@@ -29,6 +29,7 @@ from levere.domain.tiers import (
     restore_path,
     sync_path,
     tiers_for,
+    working_purpose,
 )
 from levere.services import projects
 from tests.cli_live import Env, levere, make_env, make_run, one_line_error
@@ -92,10 +93,10 @@ def test_the_secure_zone_and_shared_disks_are_not_for_non_sensitive_projects(pur
     assert refused.value.details == {"kind": "non-sensitive", "purpose": purpose.value}
 
 
-@pytest.mark.parametrize("purpose", [Purpose.LANDING, Purpose.LONGTERM])
+@pytest.mark.parametrize("purpose", [Purpose.LANDING])
 def test_a_sensitive_project_has_no_plaintext_placement(purpose: Purpose) -> None:
-    """Nothing in plaintext: no working area, no long-term copy of plaintext; a delivery lands on
-    the project's shared disk (tests/secure/test_zone_upload*.py) or nowhere."""
+    """Nothing in plaintext: no working area; a delivery lands on the project's shared disk
+    (tests/secure/test_zone_upload*.py) or nowhere."""
     with pytest.raises(SensitiveNotOffered) as refused:
         place(SENSITIVE, purpose)
     error = refused.value
@@ -106,34 +107,48 @@ def test_a_sensitive_project_has_no_plaintext_placement(purpose: Purpose) -> Non
     assert error.details == {"kind": "sensitive", "purpose": purpose.value}
 
 
-@pytest.mark.parametrize("purpose", [Purpose.SECURE_ZONE, Purpose.SHARED_DISK])
-def test_a_sensitive_projects_data_lives_only_on_the_secure_tier(purpose: Purpose) -> None:
-    placed = place(SENSITIVE, purpose)
+def test_a_shared_disks_data_stays_on_the_secure_tier() -> None:
+    placed = place(SENSITIVE, Purpose.SHARED_DISK)
     assert placed.tier is Tier.SECURE and placed.reads == (Tier.SECURE,)
-    # nothing is copied into the zone from another tier, and nothing in it is repaired from one
+    # until release the data is the facility's: never copied off the secure tier, nor repaired from one
     assert placed.source is None and placed.repairs_from == () and not placed.write_once
+
+
+def test_a_sensitive_projects_released_data_has_write_once_long_term_copies_of_its_bodies() -> None:
+    zone, longterm = place(SENSITIVE, Purpose.SECURE_ZONE), place(SENSITIVE, Purpose.LONGTERM)
+    assert (zone.tier, zone.source, zone.repairs_from) == (Tier.SECURE, Tier.LONGTERM, (Tier.LONGTERM,))
+    assert (longterm.tier, longterm.source, longterm.repairs_from) == (
+        Tier.LONGTERM,
+        Tier.SECURE,
+        (Tier.SECURE,),
+    )
+    assert longterm.write_once and not zone.write_once
+    assert zone.reads == longterm.reads == (Tier.SECURE, Tier.LONGTERM)
 
 
 def test_copy_paths_follow_the_placements() -> None:
     assert sync_path(NON) == CopyPath(Tier.AREA, Tier.LONGTERM) and sync_path(NON).write_once
     assert restore_path(NON) == CopyPath(Tier.LONGTERM, Tier.AREA) and not restore_path(NON).write_once
-    for path in (sync_path, restore_path):
-        with pytest.raises(SensitiveNotOffered):
-            path(SENSITIVE)
+    assert sync_path(SENSITIVE) == CopyPath(Tier.SECURE, Tier.LONGTERM) and sync_path(SENSITIVE).write_once
+    assert restore_path(SENSITIVE) == CopyPath(Tier.LONGTERM, Tier.SECURE)
+    assert working_purpose(NON) is Purpose.LANDING and working_purpose(SENSITIVE) is Purpose.SECURE_ZONE
 
 
 def test_placements_by_kind_and_tier() -> None:
     assert [p.purpose for p in placements(NON)] == [Purpose.LANDING, Purpose.LONGTERM]
-    assert [p.purpose for p in placements(SENSITIVE)] == [Purpose.SECURE_ZONE, Purpose.SHARED_DISK]
-    assert {p.tier for p in placements(SENSITIVE)} == {Tier.SECURE}
-    assert placement_on(SENSITIVE, "secure").tier is Tier.SECURE
+    assert [p.purpose for p in placements(SENSITIVE)] == [
+        Purpose.LONGTERM,
+        Purpose.SECURE_ZONE,
+        Purpose.SHARED_DISK,
+    ]
+    assert {p.tier for p in placements(SENSITIVE)} == {Tier.SECURE, Tier.LONGTERM}
+    assert placement_on(SENSITIVE, "secure").purpose is Purpose.SECURE_ZONE
+    assert placement_on(SENSITIVE, "longterm").purpose is Purpose.LONGTERM
     assert placement_on(NON, "longterm").purpose is Purpose.LONGTERM
     with pytest.raises(NoPlacement, match="keeps no data on the secure zone"):
         placement_on(NON, "secure")
     with pytest.raises(NoPlacement):
         placement_on(SENSITIVE, "area")
-    with pytest.raises(NoPlacement):
-        placement_on(SENSITIVE, "longterm")
     assert placed_tiers() == (Tier.AREA, Tier.LONGTERM, Tier.SECURE)
     assert tiers_for(Purpose.LANDING) == (Tier.AREA,) and tiers_for(Purpose.SECURE_ZONE) == (Tier.SECURE,)
     assert tiers_for(Purpose.LONGTERM) == (Tier.LONGTERM,)
@@ -242,22 +257,27 @@ def test_levere_deliver_into_a_sensitive_project_is_refused_before_sending(
     _nothing_stored(env.ctx, env.project)
 
 
-def test_a_copy_job_of_a_project_that_became_sensitive_copies_nothing_and_is_closed(ctx: Context) -> None:
+def test_a_copy_job_of_a_project_that_became_sensitive_copies_none_of_its_area_files(ctx: Context) -> None:
+    """Its long-term copies now come from the secure tier only (Crypt4GH bodies), so plaintext left on
+    the area is never copied to long-term: the run fails the files for want of a secure-zone copy."""
     from levere.dataplane import replication
     from levere.db.models import JobRun
-    from levere.jobs import dispatch
+    from tests.sync_support import deliver, longterm_path, replica_states, setup_project
 
-    identifier = provisioned_project(ctx, basic_world(ctx))
+    s = setup_project(ctx)  # sync by hand: sealing leaves the long-term copy pending
+    deliver(ctx, s, "RUN1", {"a.fastq": b"ACGT" * 1000})
+    assert replica_states(ctx, s, "longterm") == {"a.fastq": "pending"}
     with ctx.tx() as session:
-        project = projects.get_project(session, identifier)
+        project = projects.get_project(session, s.project)
         run = JobRun(kind="sync", project_id=project.id, state="queued")
         session.add(run)
         session.flush()
         run_id = run.id
         project.sensitive = True
-    with pytest.raises(SensitiveNotOffered):
-        replication.run_lane(ctx, run_id)
-    dispatch.give_up(ctx, run_id, "no placement")
+    replication.run_lane(ctx, run_id)
     with ctx.tx() as session:
         closed = session.get(JobRun, run_id)
-        assert closed is not None and (closed.state, closed.error) == ("failed", "no placement")
+        assert closed is not None and closed.state == "failed"
+        assert "no intact copy on the secure zone" in closed.report["failures"][0]["reason"]
+    assert replica_states(ctx, s, "longterm") == {"a.fastq": "failed"}
+    assert not Path(longterm_path(ctx, f"{s.project}/RUN1/a.fastq")).exists()

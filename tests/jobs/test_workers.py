@@ -17,7 +17,7 @@ from sqlalchemy import select
 from levere.config import Settings
 from levere.context import Context
 from levere.db.models import Replica
-from levere.services import sync
+from levere.services import sync, sync_sweep
 from tests.conftest import Mailbox, job, wait_for
 from tests.sync_support import (
     deliver,
@@ -97,7 +97,7 @@ def test_a_worker_killed_mid_copy_leaves_nothing_half_done_and_the_rerun_finishe
     # the killed worker's job: the sweep (each worker runs it every minute; here it is called too)
     # queues it again once two leases passed without a heartbeat, and the next pass closes it
     time.sleep(4.1)
-    sync.sweep(producer)
+    sync_sweep.sweep(producer)
     wait_for(lambda: job(ctx, first.id).state == "done", what="the first job closed")
     with ctx.tx() as session:
         owners = set(session.execute(select(Replica.lease_owner).where(Replica.tier == "longterm")).scalars())

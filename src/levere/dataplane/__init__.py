@@ -18,7 +18,8 @@ Copying between tiers, checking and repairing
     copies, and how much of a run a report lists (the states of runs are in
     :mod:`levere.domain.jobruns`)
     ``Expected``, ``RateLimiter``, ``check_stored``, ``copy_verified``  one verified copy or check
-    (``levere verify`` and its repairs)
+    (``levere verify`` and its repairs); ``expected_copy``  what a file's stored copies must be
+    (a secure-zone file's: its Crypt4GH body, not its plaintext)
     ``leased``  the leases a run holds on its replicas
 Leases
     ``new_owner``, ``held``  who holds a lease (one owner format), and whether it is still held
@@ -37,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from levere.context import Context
     from levere.dataplane.batch_copy import NO_SYNC, Scope, leased
-    from levere.dataplane.copying import Expected, RateLimiter, check_stored, copy_verified
+    from levere.dataplane.copying import Expected, RateLimiter, check_stored, copy_verified, expected_copy
     from levere.dataplane.leases import held, new_owner
     from levere.dataplane.replication import (
         COPY_PATHS,
@@ -65,7 +66,7 @@ if TYPE_CHECKING:
 
 _WHERE = {
     "batch_copy": ("NO_SYNC", "Scope", "leased"),
-    "copying": ("Expected", "RateLimiter", "check_stored", "copy_verified"),
+    "copying": ("Expected", "RateLimiter", "check_stored", "copy_verified", "expected_copy"),
     "leases": ("held", "new_owner"),
     "replication": ("COPY_PATHS", "REPORT_ITEMS", "LaneResult", "release_leases_of_this_process", "run_lane"),
     "small_writes": ("Published", "SmallWrites"),
@@ -107,6 +108,7 @@ __all__ = [
     "backend_for",
     "check_stored",
     "copy_verified",
+    "expected_copy",
     "expiry",
     "gone",
     "held",

@@ -57,6 +57,18 @@ class Expected:
     sha256: str
 
 
+def expected_copy(
+    size: int, md5: str, sha256: str, body_size: int | None = None, body_sha256: str | None = None
+) -> Expected:
+    """What every stored copy of a file must be, the one answer sync, restore, ``levere verify`` and
+    repairs compare with: a secure-zone file's copies are its Crypt4GH body as stored (headers are
+    kept apart), so they match ``body_size``/``body_sha256``, never the plaintext's checksums; any
+    other file's copies are its own bytes."""
+    if body_sha256 is not None and body_size is not None:
+        return Expected(body_size, "", body_sha256)
+    return Expected(size, md5, sha256)
+
+
 @dataclass(frozen=True)
 class Digests:
     size: int

@@ -27,16 +27,13 @@ Design notes
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
-from sqlalchemy import and_, bindparam, case, exists, func, or_, select, update
-from sqlalchemy.orm import Session, aliased
-from sqlalchemy.sql import Select
+from sqlalchemy import and_, bindparam, case, func, or_, select, update
+from sqlalchemy.orm import Session
 
 from levere.context import Context
 from levere.dataplane.batch_copy import (
@@ -49,11 +46,20 @@ from levere.dataplane.batch_copy import (
     process_pool,
     start_copies,
 )
-from levere.dataplane.copying import Expected, RateLimiter
+from levere.dataplane.claiming import (
+    BATCH_FILES,
+    STORED_SIZE,
+    candidates,
+    claim,
+    fail,
+    grouped,
+    has_source,
+    progress,
+)
+from levere.dataplane.copying import RateLimiter
 from levere.dataplane.leases import new_owner, process_prefix, released_owner
 from levere.db.models import Delivery, JobRun, Project, Replica, StoredFile, replicas_table, utcnow
-from levere.domain.deliveries import DeliveryState
-from levere.domain.errors import LevereError, NotFound, QuotaExceeded, StorageFull, StorageUnavailable
+from levere.domain.errors import LevereError, NotFound, StorageFull, StorageUnavailable
 from levere.domain.jobruns import FINISHED, JobKind, JobRunState, job_run_sources, job_run_transition
 from levere.domain.replicas import ReplicaState, replica_sources
 from levere.domain.tiers import CopyPath, ProjectKind, restore_path, sync_path, tier_words
@@ -69,8 +75,6 @@ COPY_PATHS: dict[str, Callable[[ProjectKind], CopyPath]] = {
     JobKind.SYNC: sync_path,
     JobKind.RESTORE: restore_path,
 }
-BATCH_FILES = 2048
-BATCH_BYTES = 2 * 1024**3
 #: list lengths kept in a run's report
 REPORT_ITEMS = 50
 
@@ -81,214 +85,6 @@ class LaneResult:
     wait_seconds: float = 0.0
     #: this process is stopping: the job is not done and goes back to the queue for the next worker
     resume: bool = False
-
-
-def _claimable(now: datetime, since: datetime) -> Any:
-    # the IN lets the (tier, state) index find the few candidate rows among many present ones;
-    # it is every state that may become "copying": pending, failed, and copying under a dead lease
-    return and_(
-        Replica.state.in_(replica_sources(ReplicaState.COPYING)),
-        or_(
-            Replica.state == ReplicaState.PENDING,
-            and_(Replica.state == ReplicaState.FAILED, Replica.updated_at < since),
-            and_(Replica.state == ReplicaState.COPYING, Replica.lease_expires_at < now),
-        ),
-    )
-
-
-def _has_source(scope: Scope) -> Any:
-    src = aliased(Replica)
-    return exists().where(
-        src.file_id == Replica.file_id, src.tier == scope.source, src.state == ReplicaState.PRESENT
-    )
-
-
-def _candidates(scope: Scope, now: datetime, since: datetime) -> Select[*tuple[Any, ...]]:
-    query = (
-        select(Replica.id, StoredFile.size)
-        .join(StoredFile, StoredFile.id == Replica.file_id)
-        .join(Delivery, Delivery.id == StoredFile.delivery_id)
-        .where(Replica.tier == scope.target, Delivery.state == DeliveryState.SEALED, _claimable(now, since))
-        .where(_has_source(scope))
-    )
-    return scope.files(query)
-
-
-def _item_columns(scope: Scope) -> tuple[Any, ...]:
-    src = aliased(Replica)
-    # a correlated lookup by (file_id, tier), the unique index, so that no planner starts from
-    # every replica of the source tier
-    same = (src.file_id == Replica.file_id, src.tier == scope.source)
-    source_key = select(src.key).where(*same).scalar_subquery()
-    source_version = select(src.version_id).where(*same).scalar_subquery()
-    return (
-        Replica.id, Replica.key, Replica.attempts, StoredFile.id, StoredFile.delivery_id, StoredFile.path,
-        StoredFile.size, StoredFile.md5, StoredFile.sha256, Delivery.name, source_key, Replica.state,
-        source_version,
-    )  # fmt: skip
-
-
-def claim(
-    session: Session,
-    scope: Scope,
-    owner: str,
-    backend_id: str,
-    lease_seconds: float,
-    since: datetime,
-    *,
-    limit_files: int = BATCH_FILES,
-    limit_bytes: int = BATCH_BYTES,
-) -> list[Item]:
-    """Lease the next batch of this scope's work to ``owner``; see the module notes."""
-    now = utcnow()
-    # no ORDER BY: sorting every remaining row on each claim costs more than it gives; the batch
-    # is put in path order below, for the disks' sake. The candidates carry everything the copy
-    # needs, so the rows claimed need no second query.
-    query = _candidates(scope, now, since).with_only_columns(*_item_columns(scope))
-    if session.get_bind().dialect.name == "postgresql":
-        # other workers' locked rows are theirs: skip them instead of queueing behind them
-        query = query.with_for_update(of=Replica, skip_locked=True)
-    found: dict[str, Item] = {}
-    leased_before: list[str] = []
-    total = 0
-    for (
-        rid,
-        key,
-        attempts,
-        fid,
-        did,
-        path,
-        size,
-        md5,
-        sha256,
-        name,
-        source_key,
-        state,
-        version,
-    ) in session.execute(query.limit(limit_files)):
-        if found and total + size > limit_bytes:
-            break
-        total += size
-        if state == ReplicaState.COPYING:
-            leased_before.append(rid)
-        found[rid] = Item(
-            replica_id=rid, file_id=fid, delivery_id=did, label=f"{name}/{path}", key=key,
-            source_key=source_key, expected=Expected(size, md5, sha256), attempts=attempts + 1,
-            source_version=version,
-        )  # fmt: skip
-    if not found:
-        return []
-    ids = list(found)
-    # the copy goes to the tier's backend as configured now (it may have changed since sealing)
-    lease = {
-        "lease_owner": owner,
-        "lease_expires_at": now + timedelta(seconds=lease_seconds),
-        "backend_id": backend_id,
-        "version_id": None,
-    }
-    claimed: set[str] = set()
-    if leased_before:
-        # taking over a dead worker's rows: their reservation is already held
-        taken = session.execute(
-            update(Replica)
-            .where(
-                Replica.id.in_(leased_before),
-                Replica.state.in_(replica_sources(ReplicaState.COPYING, ReplicaState.COPYING)),
-                Replica.lease_expires_at < now,
-            )
-            .values(**lease, attempts=Replica.attempts + 1, updated_at=now)
-            .returning(Replica.id),
-            execution_options=NO_SYNC,
-        ).scalars()
-        claimed.update(taken)
-    before = set(leased_before)
-    waiting = [i for i in ids if i not in before]
-    fresh = list(
-        session.execute(
-            update(Replica)
-            .where(
-                Replica.id.in_(waiting),
-                or_(
-                    Replica.state == ReplicaState.PENDING,
-                    and_(Replica.state == ReplicaState.FAILED, Replica.updated_at < since),
-                ),
-            )
-            .values(
-                **lease, state=ReplicaState.COPYING, reason="", attempts=Replica.attempts + 1, updated_at=now
-            )
-            .returning(Replica.id),
-            execution_options=NO_SYNC,
-        ).scalars()
-    )
-    claimed.update(fresh)
-    refused = _reserve(session, scope, [found[i] for i in fresh])
-    if refused:
-        for message, group in _grouped(refused).items():
-            _fail(session, owner, group, message, now)
-        _progress(session, scope.run_id, failed=len(refused))
-    claimed -= {r.replica_id for r, _ in refused}
-    return sorted((found[i] for i in ids if i in claimed), key=lambda i: i.label)
-
-
-def _reserve(session: Session, scope: Scope, fresh: list[Item]) -> list[tuple[Item, str]]:
-    """Reserve quota for newly claimed replicas; returns those that do not fit, with the reason."""
-    if not fresh:
-        return []
-    try:
-        quotas.reserve(
-            session, scope.project_id, scope.target, sum(i.size for i in fresh),
-            what=f"copying {count(len(fresh), 'file')} to {tier_words(scope.target)}",
-        )  # fmt: skip
-        return []
-    except QuotaExceeded:
-        pass  # not all of them: reserve one by one, so that what fits still goes
-    refused = []
-    for item in fresh:
-        try:
-            quotas.reserve(
-                session, scope.project_id, scope.target, item.size,
-                what=f"copying {item.label} to {tier_words(scope.target)}",
-            )  # fmt: skip
-        except QuotaExceeded as exc:
-            refused.append((item, exc.message))
-    return refused
-
-
-def _grouped(pairs: list[tuple[Item, str]]) -> dict[str, list[Item]]:
-    groups: dict[str, list[Item]] = defaultdict(list)
-    for item, message in pairs:
-        groups[message].append(item)
-    return groups
-
-
-def _fail(session: Session, owner: str, items: list[Item], reason: str, now: datetime) -> list[str]:
-    return list(
-        session.execute(
-            update(Replica)
-            .where(
-                Replica.id.in_([i.replica_id for i in items]),
-                Replica.lease_owner == owner,
-                Replica.state.in_(replica_sources(ReplicaState.FAILED, ReplicaState.COPYING)),
-            )
-            .values(state=ReplicaState.FAILED, reason=reason, lease_expires_at=None, updated_at=now)
-            .returning(Replica.id),
-            execution_options=NO_SYNC,
-        ).scalars()
-    )
-
-
-def _progress(session: Session, run_id: str, files: int = 0, nbytes: int = 0, failed: int = 0) -> None:
-    session.execute(
-        update(JobRun)
-        .where(JobRun.id == run_id)
-        .values(
-            files_done=JobRun.files_done + files,
-            bytes_done=JobRun.bytes_done + nbytes,
-            files_failed=JobRun.files_failed + failed,
-            updated_at=utcnow(),
-        ),
-        execution_options=NO_SYNC,
-    )
 
 
 # --- copying ------------------------------------------------------------------------------------
@@ -326,14 +122,14 @@ def finish(ctx: Context, session: Session, scope: Scope, owner: str, outcomes: l
     _record_versions(session, [o for o in outcomes if o.item.replica_id in done])
     failed: list[str] = []
     bad = [(o.item, o.error.message) for o in outcomes if o.error is not None]
-    for message, group in _grouped(bad).items():
-        failed += _fail(session, owner, group, message, now)
+    for message, group in grouped(bad).items():
+        failed += fail(session, owner, group, message, now)
     if failed:
         quotas.release(session, scope.project_id, scope.target, sum(sizes[i] for i in failed))
     for outcome in outcomes:
         if outcome.source_damaged and outcome.error is not None:
             _mark_source_damaged(session, scope, outcome.item, outcome.error.message, now)
-    _progress(session, scope.run_id, len(present), sum(sizes[i] for i in present), len(failed))
+    progress(session, scope.run_id, len(present), sum(sizes[i] for i in present), len(failed))
     if scope.kind == JobKind.SYNC and present:
         touched = {o.item.delivery_id for o in outcomes if o.item.replica_id in done}
         for delivery_id in sorted(touched):
@@ -385,8 +181,8 @@ def _start(ctx: Context, run_id: str, since: datetime) -> Scope | None:
         scope = scope_of(session, run)
         if run.state == JobRunState.QUEUED:
             count, size = session.execute(
-                _candidates(scope, utcnow(), since).with_only_columns(
-                    func.count(), func.coalesce(func.sum(StoredFile.size), 0)
+                candidates(scope, utcnow(), since).with_only_columns(
+                    func.count(), func.coalesce(func.sum(STORED_SIZE), 0)
                 )
             ).one()
             run.files_total, run.bytes_total = count, size
@@ -410,7 +206,8 @@ def run_lane(ctx: Context, run_id: str) -> LaneResult:
     settings = ctx.settings.sync
     limiter = RateLimiter(settings.bandwidth_limit) if settings.bandwidth_limit else None
     owner = new_owner()
-    source, target = ctx.backend(scope.source), ctx.backend(scope.target)
+    # copies are of stored objects: written in the target tier's stored form (Backend.stored_form)
+    source, target = ctx.backend(scope.source), ctx.backend(scope.target).stored_form()
 
     def next_batch() -> list[Item]:
         if ctx.stopping.is_set():
@@ -515,7 +312,7 @@ def _wait_before_closing(session: Session, scope: Scope) -> float:
     now = utcnow()
     live = and_(Replica.state == ReplicaState.COPYING, Replica.lease_expires_at >= now)
     takeable = or_(
-        and_(Replica.state == ReplicaState.PENDING, _has_source(scope)),
+        and_(Replica.state == ReplicaState.PENDING, has_source(scope)),
         and_(Replica.state == ReplicaState.COPYING, Replica.lease_expires_at < now),
     )
     soonest, waiting = session.execute(
@@ -543,7 +340,7 @@ def finalize(ctx: Context, session: Session, scope: Scope, error: str = "") -> b
     stuck = scope.files(
         select(Replica.id)
         .join(StoredFile, StoredFile.id == Replica.file_id)
-        .where(Replica.tier == scope.target, Replica.state == ReplicaState.PENDING, ~_has_source(scope))
+        .where(Replica.tier == scope.target, Replica.state == ReplicaState.PENDING, ~has_source(scope))
     )
     stuck_ids = list(session.execute(stuck).scalars())
     for start in range(0, len(stuck_ids), BATCH_FILES):
@@ -564,7 +361,7 @@ def finalize(ctx: Context, session: Session, scope: Scope, error: str = "") -> b
         state: {"files": n, "bytes": int(b)}
         for state, n, b in session.execute(
             scope.files(
-                select(Replica.state, func.count(), func.coalesce(func.sum(StoredFile.size), 0))
+                select(Replica.state, func.count(), func.coalesce(func.sum(STORED_SIZE), 0))
                 .join(StoredFile, StoredFile.id == Replica.file_id)
                 .where(Replica.tier == scope.target)
                 .group_by(Replica.state)

@@ -13,12 +13,15 @@ Design notes
   properties of the tier (:data:`TIER_PROPERTIES`), not of a name compared in the callers.
 * A sensitive project keeps its data only on the secure tier: its own storage there
   (:attr:`Purpose.SECURE_ZONE`) and the shared disk the facility delivers to
-  (:attr:`Purpose.SHARED_DISK`). It has no working area and no plaintext long-term copy: asking for
-  :attr:`Purpose.LANDING` or :attr:`Purpose.LONGTERM` raises :class:`SensitiveNotOffered`, before
-  anything is stored, so a sensitive project's data never lands in plaintext on an ordinary tier.
-  A delivery into a sensitive project names a shared disk and lands on it (``SHARED_DISK``); the
-  secure tier's backend always carries the Crypt4GH layer (:mod:`levere.storage.encrypting`), so
-  what is stored there is only ever encrypted bodies.
+  (:attr:`Purpose.SHARED_DISK`). It has no working area: asking for :attr:`Purpose.LANDING` raises
+  :class:`SensitiveNotOffered`, before anything is stored, so a sensitive project's data never lands
+  in plaintext on an ordinary tier. A delivery into a sensitive project names a shared disk and
+  lands on it (``SHARED_DISK``); the secure tier's backend always carries the Crypt4GH layer
+  (:mod:`levere.storage.encrypting`), so what is stored there is only ever encrypted bodies.
+* Its long-term copies (:attr:`Purpose.LONGTERM`) are the secure tier's Crypt4GH bodies copied as
+  they are (headers stay in the database), so long-term holds only ciphertext of it: sync copies
+  from the secure tier, restore copies back to it (its :attr:`Purpose.SECURE_ZONE`, the
+  kind's :func:`working_purpose`), and each repairs the other.
 """
 
 from __future__ import annotations
@@ -44,12 +47,17 @@ class TierProperties:
     sensitive_plaintext: bool
     #: the tier in the user's words
     words: str
+    #: a project's data here counts against the project's quota on the tier (the secure zone's
+    #: space is the shared disk's and the secure project's, not the research project's)
+    project_quota: bool = True
 
 
 TIER_PROPERTIES: dict[Tier, TierProperties] = {
     Tier.AREA: TierProperties(write_once=False, sensitive_plaintext=False, words="the project area"),
     Tier.LONGTERM: TierProperties(write_once=True, sensitive_plaintext=False, words="long-term storage"),
-    Tier.SECURE: TierProperties(write_once=False, sensitive_plaintext=False, words="the secure zone"),
+    Tier.SECURE: TierProperties(
+        write_once=False, sensitive_plaintext=False, words="the secure zone", project_quota=False
+    ),
 }
 
 
@@ -123,10 +131,18 @@ _NON_SENSITIVE: dict[Purpose, tuple[Tier, Tier]] = {
 }
 _READS = (Tier.AREA, Tier.LONGTERM)
 #: a sensitive project: the shared disk and the project's own storage both live on the secure
-#: tier; release moves data from one to the other by re-encrypting headers (no copy between tiers)
-_SENSITIVE: dict[Purpose, Tier] = {
-    Purpose.SHARED_DISK: Tier.SECURE,
-    Purpose.SECURE_ZONE: Tier.SECURE,
+#: tier; release moves data from one to the other by re-encrypting headers (no copy between tiers).
+#: Sync copies the released bodies to long-term and restore copies them back: (tier, copied from);
+#: a shared disk's data is the facility's until release and is never copied off the secure tier
+_SENSITIVE: dict[Purpose, tuple[Tier, Tier | None]] = {
+    Purpose.LONGTERM: (Tier.LONGTERM, Tier.SECURE),
+    Purpose.SECURE_ZONE: (Tier.SECURE, Tier.LONGTERM),
+    Purpose.SHARED_DISK: (Tier.SECURE, None),
+}
+#: where each kind of project's data is worked on, and restored to from long-term
+_WORKING: dict[ProjectKind, Purpose] = {
+    ProjectKind.NON_SENSITIVE: Purpose.LANDING,
+    ProjectKind.SENSITIVE: Purpose.SECURE_ZONE,
 }
 
 
@@ -142,8 +158,12 @@ def place(kind: ProjectKind, purpose: Purpose) -> Placement:
                 kind=kind.value,
                 purpose=purpose.value,
             )
-        tier = _SENSITIVE[purpose]
-        return Placement(kind, purpose, tier, source=None, reads=(tier,), repairs_from=())
+        tier, copied = _SENSITIVE[purpose]
+        if copied is None:
+            return Placement(kind, purpose, tier, source=None, reads=(tier,), repairs_from=())
+        return Placement(
+            kind, purpose, tier, source=copied, reads=(Tier.SECURE, Tier.LONGTERM), repairs_from=(copied,)
+        )
     if purpose not in _NON_SENSITIVE:
         raise NoPlacement(
             f"the {purpose.value} is for sensitive projects only; this project is not sensitive",
@@ -182,7 +202,13 @@ def sync_path(kind: ProjectKind) -> CopyPath:
 
 def restore_path(kind: ProjectKind) -> CopyPath:
     """Where restore copies a project's freed files from and to."""
-    return _copied(place(kind, Purpose.LANDING))
+    return _copied(place(kind, working_purpose(kind)))
+
+
+def working_purpose(kind: ProjectKind) -> Purpose:
+    """The purpose whose copy of a project's files is the one worked on, freed once long-term holds
+    them, and restored from long-term: the landing area, or a sensitive project's secure zone."""
+    return _WORKING[kind]
 
 
 def _copied(placed: Placement) -> CopyPath:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from levere.services import sync
+from levere.services import sync_sweep
 
 if TYPE_CHECKING:
     from levere.context import Context
@@ -19,7 +19,7 @@ def sweep(ctx: Context) -> None:
     """Every minute: start jobs for leases of dead workers and for work left waiting."""
     assert ctx.jobs is not None
     with ctx.jobs.lock("levere-sync-sweep"):
-        started = sync.sweep(ctx)
+        started = sync_sweep.sweep(ctx)
     if started:
         log.info("sweep started %d job(s) for unfinished copies", len(started))
 

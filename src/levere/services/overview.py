@@ -36,7 +36,7 @@ from levere.services import audit, projects
 from levere.services.accounts import subject_of
 from levere.services.deliveries import delivery_views
 from levere.services.jobruns import run_views
-from levere.services.sync import _someone_on_it
+from levere.services.sync_sweep import someone_on_it
 from levere.services.views import (
     Dashboard,
     DeliverySummary,
@@ -176,7 +176,7 @@ def dashboard(
         now = utcnow()
         lease = timedelta(seconds=ctx.settings.sync.lease_seconds)
         active = session.execute(select(JobRun).where(JobRun.state.in_(ACTIVE)).order_by(JobRun.created_at))
-        stalled = [run for run in active.scalars() if not _someone_on_it(run, now, lease)]
+        stalled = [run for run in active.scalars() if not someone_on_it(run, now, lease)]
         return Dashboard(
             projects=lines,
             failed_jobs=tuple(run_views(session, list(failed))),

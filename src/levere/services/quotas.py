@@ -7,6 +7,9 @@ quota row locked (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite's ``BEGIN IMME
 writers), so concurrent uploads can never together exceed the limit. A finished upload turns its
 reservation into usage; a failed, expired or terminated one gives it back. ``used + reserved <=
 limit`` therefore always holds, and usage is exact at every moment.
+
+A tier whose space is not counted per project (the secure zone: the shared disk has its own quota)
+has no quota row; reserving, settling and freeing there change nothing (:func:`counted`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from levere.db.models import Quota
 from levere.domain.errors import NotFound, QuotaExceeded
+from levere.domain.tiers import TIER_PROPERTIES, Tier
 from levere.domain.units import format_size
 
 
@@ -28,7 +32,16 @@ def _locked(session: Session, project_id: str, tier: str) -> Quota:
     return quota
 
 
-def reserve(session: Session, project_id: str, tier: str, nbytes: int, what: str = "the upload") -> Quota:
+def counted(tier: str) -> bool:
+    """Whether a project's data on ``tier`` counts against a quota of the project's."""
+    return TIER_PROPERTIES[Tier(tier)].project_quota
+
+
+def reserve(
+    session: Session, project_id: str, tier: str, nbytes: int, what: str = "the upload"
+) -> Quota | None:
+    if not counted(tier):
+        return None
     quota = _locked(session, project_id, tier)
     available = quota.limit_bytes - quota.used_bytes - quota.reserved_bytes
     if nbytes > available:
@@ -47,23 +60,29 @@ def reserve(session: Session, project_id: str, tier: str, nbytes: int, what: str
     return quota
 
 
-def release(session: Session, project_id: str, tier: str, nbytes: int) -> Quota:
+def release(session: Session, project_id: str, tier: str, nbytes: int) -> Quota | None:
     """Give back a reservation that will not be used (failed, expired or cancelled upload)."""
+    if not counted(tier):
+        return None
     quota = _locked(session, project_id, tier)
     quota.reserved_bytes = max(0, quota.reserved_bytes - nbytes)
     return quota
 
 
-def settle(session: Session, project_id: str, tier: str, nbytes: int) -> Quota:
+def settle(session: Session, project_id: str, tier: str, nbytes: int) -> Quota | None:
     """A reservation became stored data."""
+    if not counted(tier):
+        return None
     quota = _locked(session, project_id, tier)
     quota.reserved_bytes = max(0, quota.reserved_bytes - nbytes)
     quota.used_bytes += nbytes
     return quota
 
 
-def free(session: Session, project_id: str, tier: str, nbytes: int) -> Quota:
+def free(session: Session, project_id: str, tier: str, nbytes: int) -> Quota | None:
     """Stored data was removed from the tier."""
+    if not counted(tier):
+        return None
     quota = _locked(session, project_id, tier)
     quota.used_bytes = max(0, quota.used_bytes - nbytes)
     return quota

@@ -38,6 +38,7 @@ from levere.dataplane import (
     RateLimiter,
     check_stored,
     copy_verified,
+    expected_copy,
     leased,
     new_owner,
 )
@@ -131,7 +132,7 @@ def _row(replica: Replica, stored: StoredFile, delivery: str, identifier: str, s
         key=replica.key,
         state=replica.state,
         label=f"{identifier}/{delivery}/{stored.path}",
-        expected=Expected(stored.size, stored.md5, stored.sha256),
+        expected=expected_copy(stored.size, stored.md5, stored.sha256, stored.body_size, stored.body_sha256),
         reason=replica.reason,
         version=replica.version_id,
     )
@@ -324,7 +325,7 @@ def _repair(ctx: Context, row: Row) -> str | None:
     if source_key is None or source_tier is None:
         error = f"no intact copy on {from_words} to repair it from"
     else:
-        target = ctx.backend(row.tier)
+        target = ctx.backend(row.tier).stored_form()  # a copy of a stored object, as it is
         try:
             with leased(ctx, owner, ReplicaState.REPAIRING):
                 target.delete(row.key, force=True)  # the one overwrite of a write-once copy: see notes

@@ -14,24 +14,27 @@ Design notes
 * Freeing is refused unless every selected file is present on long-term storage; it happens in
   two steps ("freeing", delete, "freed") so that a crash in between leaves nothing uncounted:
   running the same free again finishes it.
+* A sensitive project's working copy is its secure-zone copy (``working_purpose``): sync copies the
+  stored Crypt4GH bodies to long-term, free removes them from the secure tier, restore copies them
+  back. Only *released* deliveries go to long-term (:func:`_released_only`): until release a
+  delivery on a shared disk is the facility's, not yet the users'; release starts the sync
+  (:func:`on_delivery_released`).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections import defaultdict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 
-from levere.context import Context, after_commit
-from levere.dataplane import COPY_PATHS, NO_SYNC
+from levere.context import Context
+from levere.dataplane import NO_SYNC
 from levere.db.bulk import new_ids_sql
 from levere.db.models import (
     Delivery,
@@ -46,14 +49,14 @@ from levere.db.models import (
     utcnow,
 )
 from levere.domain.errors import Conflict, LevereError, NoPlacement, NotFound, NotSynced, StorageUnavailable
-from levere.domain.jobruns import ACTIVE, JobKind, JobRunState
+from levere.domain.jobruns import JobKind
 from levere.domain.paths import check_name, check_relative_path
 from levere.domain.replicas import AREA_HOLDS, PROBLEMS, UNDER_WAY, ReplicaState, replica_sources
 from levere.domain.roles import Action
-from levere.domain.tiers import ProjectKind, Purpose, Tier, placement_on, tier_words
+from levere.domain.tiers import ProjectKind, Purpose, Tier, working_purpose
 from levere.domain.units import count, format_size
 from levere.services import audit, quotas
-from levere.services.jobruns import enqueue, new_run, run_view, run_views
+from levere.services.jobruns import new_run, run_view, run_views
 from levere.services.projects import authorize, placement
 from levere.services.views import (
     Counted,
@@ -69,10 +72,6 @@ from levere.services.views import (
 
 log = logging.getLogger(__name__)
 
-#: how long pending work may wait before the periodic sweep starts a job for it
-SWEEP_GRACE = timedelta(minutes=2)
-
-
 # --- sync ---------------------------------------------------------------------------------------
 
 
@@ -85,7 +84,7 @@ def _ensure_longterm_replicas(
     ``just_sealed``: ``delivery`` is being sealed in this transaction, so none of its files has a
     long-term replica yet and each lies in the area under IDENTIFIER/DELIVERY/PATH; the rows are
     made from its files alone, without looking either up (a third of the time of sealing)."""
-    longterm, landing = placement(project, Purpose.LONGTERM).tier, placement(project, Purpose.LANDING).tier
+    longterm, landing = placement(project, Purpose.LONGTERM).tier, _working(project)
     values = (
         literal(longterm.value),
         literal(ctx.backend(longterm).backend_id),
@@ -95,6 +94,8 @@ def _ensure_longterm_replicas(
         literal(utcnow(), UTCDateTime()),
     )
     new_id = new_ids_sql(session.get_bind().dialect.name)
+    if project.sensitive and just_sealed:
+        return 0  # not released yet: release asks for the long-term copies
     if just_sealed and delivery is not None:
         key = literal(f"{project.identifier}/{delivery.name}/") + StoredFile.path
         query = select(new_id, StoredFile.id, key, *values).where(StoredFile.delivery_id == delivery.id)
@@ -113,6 +114,8 @@ def _ensure_longterm_replicas(
         )
         if delivery is not None:
             query = query.where(StoredFile.delivery_id == delivery.id)
+        if project.sensitive:
+            query = query.where(Delivery.released_at.is_not(None))
     columns = ("id", "file_id", "key", "tier", "backend_id", "state", "reason", "attempts", "updated_at")
     result = session.execute(insert(replicas_table).from_select(columns, query))
     return int(result.rowcount)  # type: ignore[attr-defined]
@@ -133,6 +136,36 @@ def on_delivery_sealed(ctx: Context, session: Session, delivery: Delivery) -> No
         )  # fmt: skip
 
 
+def _working(project: Project) -> Tier:
+    """The tier of the project's working copy: the area, or a sensitive project's secure zone."""
+    return placement(project, working_purpose(ProjectKind.of(project.sensitive))).tier
+
+
+def _released_only(project: Project, delivery: Delivery) -> None:
+    """A sensitive project's delivery goes to long-term only once released to the users' project."""
+    if project.sensitive and delivery.released_at is None:
+        raise Conflict(
+            f"delivery {delivery.name} is still on its shared disk: only deliveries released to the "
+            "users' secure project go to long-term storage",
+            state="not_released",
+        )
+
+
+def on_delivery_released(ctx: Context, session: Session, delivery: Delivery) -> None:
+    """Called by release inside its last transaction: the released files wait for long-term storage,
+    and in projects set to "auto" the sync starts once it commits."""
+    project = session.get(Project, delivery.project_id)
+    if project is None:
+        raise NotFound("the delivery's project does not exist")
+    created = _ensure_longterm_replicas(ctx, session, project, delivery)
+    if created and project.sync_mode == "auto":
+        run = new_run(ctx, session, JobKind.SYNC, project, delivery=delivery)
+        audit.record(
+            session, None, "sync.requested", "delivery", delivery.id,
+            after={"job": run.id, "delivery": delivery.name, "files": created, "automatic": True},
+        )  # fmt: skip
+
+
 def request_sync(ctx: Context, actor: User, identifier: str, delivery_name: str | None = None) -> JobRunView:
     """Copy a project's sealed deliveries (or one of them) to long-term storage (helpdesk)."""
     with ctx.tx() as session:
@@ -143,6 +176,8 @@ def request_sync(ctx: Context, actor: User, identifier: str, delivery_name: str 
                 f"delivery {delivery.name} is {delivery.state}: only sealed deliveries go to long-term storage",
                 state=delivery.state,
             )
+        if delivery is not None:
+            _released_only(project, delivery)
         created = _ensure_longterm_replicas(ctx, session, project, delivery)
         run = new_run(ctx, session, JobKind.SYNC, project, delivery=delivery, actor=actor)
         audit.record(
@@ -252,7 +287,7 @@ def status(ctx: Context, actor: User, identifier: str) -> SyncStatusView:
         ):
             problems[delivery_id].append(ReplicaProblemView(path=path, tier=tier, state=state, reason=reason))
         out = []
-        landing, longterm = _placed(project, Purpose.LANDING), _placed(project, Purpose.LONGTERM)
+        landing, longterm = _working(project), _placed(project, Purpose.LONGTERM)
         for d in deliveries:
             files, size = totals.get(d.id, (0, 0))
             tiers = {tier: dict(states) for tier, states in per.get(d.id, {}).items()}
@@ -361,7 +396,7 @@ def choose(session: Session, project: Project, paths: list[str]) -> list[Chosen]
         for stored in found:
             chosen[stored.id] = stored
             names[stored.id] = f"{delivery.name}/{stored.path}"
-    landing, longterm = placement(project, Purpose.LANDING).tier, placement(project, Purpose.LONGTERM).tier
+    landing, longterm = _working(project), placement(project, Purpose.LONGTERM).tier
     replicas: dict[tuple[str, str], Replica] = {}
     ids = list(chosen)
     for start in range(0, len(ids), 1000):
@@ -415,7 +450,7 @@ def free(ctx: Context, actor: User, identifier: str, paths: list[str]) -> FreedV
         marked = set(_set_state(session, ids, ReplicaState.FREEING))
         targets = [c for c in holding if c.area is not None and c.area.id in marked]
         project_id = project.id
-        landing = placement(project, Purpose.LANDING).tier
+        landing = _working(project)
     area = ctx.backend(landing)
     deleted: list[Chosen] = []
     failure: LevereError | None = None
@@ -444,13 +479,13 @@ def free(ctx: Context, actor: User, identifier: str, paths: list[str]) -> FreedV
             )  # fmt: skip
         quota = session.execute(
             select(Quota).where(Quota.project_id == project_id, Quota.tier == landing)
-        ).scalar_one()
+        ).scalar()
         result = FreedView(
             freed_files=len(freed),
             freed_bytes=nbytes,
             already_freed=sum(1 for c in chosen if c.area is not None and c.area.state == ReplicaState.FREED),
-            area_used_bytes=quota.used_bytes,
-            area_limit_bytes=quota.limit_bytes,
+            area_used_bytes=quota.used_bytes if quota else 0,
+            area_limit_bytes=quota.limit_bytes if quota else 0,
         )
     if failure is not None:
         raise StorageUnavailable(
@@ -505,7 +540,7 @@ def request_restore(ctx: Context, actor: User, identifier: str, paths: list[str]
         if refusal is not None:
             raise refusal
         nbytes = sum(c.file.size for c in wanted)
-        landing = placement(project, Purpose.LANDING).tier
+        landing = _working(project)
         if nbytes:
             # only a check that it fits now, with the usual numbers if not; the copy reserves per batch
             quotas.reserve(
@@ -519,74 +554,3 @@ def request_restore(ctx: Context, actor: User, identifier: str, paths: list[str]
             after={"job": run.id, "files": len(wanted), "bytes": nbytes, "paths": [c.label for c in wanted][:1000]},
         )  # fmt: skip
         return run_view(session, run)
-
-
-# --- the periodic sweep -------------------------------------------------------------------------
-
-
-def sweep(ctx: Context) -> list[str]:
-    """Put work nobody is doing back in the queue: jobs whose worker stopped (killed, or a queue
-    lost with a restarted embedded worker) are queued again, and files left waiting or leased by
-    dead workers get a job. Returns the ids of the jobs queued."""
-    now = utcnow()
-    lease = timedelta(seconds=ctx.settings.sync.lease_seconds)
-    queued: list[str] = []
-    with ctx.tx() as session:
-        active = list(session.execute(select(JobRun).where(JobRun.state.in_(ACTIVE))).scalars())
-        covered: set[tuple[str | None, JobKind]] = set()
-        for run in active:
-            covered.add((run.project_id, JobKind(run.kind)))
-            if _someone_on_it(run, now, lease):
-                continue
-            run.updated_at = now  # the resumed worker's heartbeat takes over from here
-            run_id, kind = run.id, run.kind
-            after_commit(session, functools.partial(enqueue, ctx, kind, run_id))
-            audit.record(
-                session, None, "job.resumed", "job", run.id, after={"kind": kind, "state": run.state}
-            )
-            queued.append(run.id)
-        rows = session.execute(
-            select(StoredFile.project_id, Project.sensitive, Replica.tier, Project.sync_mode, Replica.state)
-            .join(Replica, Replica.file_id == StoredFile.id)
-            .join(Project, Project.id == StoredFile.project_id)
-            .where(
-                or_(
-                    (Replica.state == ReplicaState.COPYING) & (Replica.lease_expires_at < now),
-                    (Replica.state == ReplicaState.PENDING) & (Replica.updated_at < now - SWEEP_GRACE),
-                )
-            )
-            .distinct()
-        ).all()
-        wanted: set[tuple[str, JobKind]] = set()
-        for project_id, sensitive, tier, sync_mode, state in rows:
-            try:
-                purpose = placement_on(ProjectKind.of(sensitive), tier).purpose
-            except NoPlacement:
-                log.warning("project %s has replicas on %s, where it keeps no data", project_id, tier)
-                continue
-            # copies wait for long-term storage (a sync) or to be remade on the landing area (a restore)
-            kind = JobKind.SYNC if purpose is Purpose.LONGTERM else JobKind.RESTORE
-            if kind == JobKind.SYNC and state == ReplicaState.PENDING and sync_mode != "auto":
-                continue  # manual projects wait for the helpdesk
-            wanted.add((project_id, kind))
-        for project_id, kind in sorted(wanted - covered):
-            project = session.get(Project, project_id)
-            assert project is not None
-            target = COPY_PATHS[kind](ProjectKind.of(project.sensitive)).target
-            run = new_run(ctx, session, kind, project)
-            audit.record(
-                session, None, f"{kind}.requested", "project", project_id,
-                after={"job": run.id, "tier": tier_words(target), "by": "sweep"},
-            )  # fmt: skip
-            queued.append(run.id)
-    return queued
-
-
-def _someone_on_it(run: JobRun, now: datetime, lease: timedelta) -> bool:
-    """Whether a worker is (or soon will be) on this job: a running job's heartbeat touches it
-    every third of a lease; a retrying one is due at ``next_attempt_at``; a queued one is young."""
-    if run.state == JobRunState.RUNNING:
-        return run.updated_at > now - 2 * lease
-    if run.state == JobRunState.RETRYING:
-        return run.next_attempt_at is None or run.next_attempt_at > now - 2 * lease
-    return run.created_at > now - max(2 * lease, timedelta(minutes=15))

@@ -27,13 +27,13 @@ from sqlalchemy.orm import Session
 
 from levere.context import Context
 from levere.crypt4gh import PublicKey, make_header
-from levere.db.models import Delivery, SecureProject, SharedDisk, StoredFile, User
+from levere.db.models import Delivery, Replica, SecureProject, SharedDisk, StoredFile, User
 from levere.domain.errors import Conflict, NoIntactCopy, NotFound, ReleasedNoAccess
 from levere.domain.paths import check_relative_path
 from levere.domain.replicas import ReplicaState
 from levere.domain.roles import Action, UserKind, allowed
 from levere.domain.secure import SecureKind
-from levere.domain.tiers import Tier
+from levere.domain.tiers import ProjectKind, Purpose, Tier, place
 from levere.services import audit
 from levere.services.secure import authorize_data, subject_for_secure
 from levere.services.secure_disks import authorize_disk
@@ -269,7 +269,7 @@ def _download(
     ).scalar()
     if file is None:
         raise NotFound(f"no file {delivery.name}/{path}")
-    replica = body_replica(session, file)
+    replica = _readable(session, file, holder)
     if replica.state != ReplicaState.PRESENT:
         raise NoIntactCopy(f"{delivery.name}/{path} has no intact copy in the secure zone ({replica.state})")
     header = make_header(data_key(ctx, session, file, holder), reader)
@@ -284,7 +284,7 @@ def _download(
         header=header,
         body_size=file.body_size
         if file.body_size is not None
-        else _stored_size(ctx, replica.key, replica.version_id),
+        else _stored_size(ctx, Tier(replica.tier), replica.key, replica.version_id),
         body_sha256=file.body_sha256,
         plaintext_size=file.size,
         plaintext_md5=file.md5,
@@ -296,8 +296,26 @@ def _download(
     )
 
 
-def _stored_size(ctx: Context, key: str, version: str | None) -> int:
-    info = ctx.backend(Tier.SECURE).stat(key, version=version)
+def _readable(session: Session, file: StoredFile, holder: SharedDisk | SecureProject) -> Replica:
+    """The body's copy to read: the first intact one where the placement lets readers look (a
+    released file freed from the secure zone is read from its long-term copy, the same body), else
+    the secure zone's, whose state says why it cannot be read."""
+    purpose = Purpose.SHARED_DISK if isinstance(holder, SharedDisk) else Purpose.SECURE_ZONE
+    reads = place(ProjectKind.SENSITIVE, purpose).reads
+    copies = {
+        r.tier: r
+        for r in session.execute(
+            select(Replica).where(Replica.file_id == file.id, Replica.tier.in_(reads))
+        ).scalars()
+    }
+    for tier in reads:
+        if tier in copies and copies[tier].state == ReplicaState.PRESENT:
+            return copies[tier]
+    return body_replica(session, file)
+
+
+def _stored_size(ctx: Context, tier: Tier, key: str, version: str | None) -> int:
+    info = ctx.backend(tier).stat(key, version=version)
     if info is None:
         raise NoIntactCopy("the stored body is missing")
     return info.size

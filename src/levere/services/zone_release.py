@@ -18,6 +18,9 @@ Design notes
   file with a disk header after the release.
 * Every file moved is an audit event (``file.released``, written in one insert per batch), as are
   the start of each run, the delivery's release and the disk's.
+* The transaction that marks the delivery released also makes its files' long-term copies pending
+  (:func:`levere.services.sync.on_delivery_released`), and starts their sync in a project set to
+  "auto": the bodies go to long-term as they are, their headers stay in the database.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from levere.domain.deliveries import DeliveryState
 from levere.domain.errors import AlreadyReleased, Conflict, NotFound, ValidationFailed
 from levere.domain.roles import Action
 from levere.domain.secure import DISK_WORDS, DiskState, HeaderHolder, disk_transition
-from levere.services import audit
+from levere.services import audit, sync
 from levere.services.audit import Change
 from levere.services.notify import notify
 from levere.services.secure_disks import authorize_disk, both_sides
@@ -197,6 +200,7 @@ def _finish(
         while count := _release_batch(session, actor, disk_id, delivery_id, disk_key, users_key, BATCH):
             moved += count
         delivery.released_at = now
+        sync.on_delivery_released(ctx, session, delivery)  # now the users': long-term copies follow
         audit.record(
             session, actor, "delivery.released", "delivery", delivery.id,
             after={"disk": disk.name, "delivery": delivery.name, "files": total,

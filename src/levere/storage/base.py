@@ -108,6 +108,14 @@ class Backend(abc.ABC):
         """How long a key (and each name in it) may be here, so that a path too long to store is
         refused before any of its bytes are accepted."""
 
+    def stored_form(self) -> Backend:
+        """This backend for writing objects already in the tier's stored form: copies the copy
+        engine makes of objects it read from another tier and checks against what the file's copies
+        must be (``expected_copy``). Itself, unless a layer changes what is written: the secure
+        tier's Crypt4GH layer, whose stored form is the body (a restore or repair from long-term
+        brings back the same ciphertext, which must not be encrypted again)."""
+        return self
+
     # --- whole objects -------------------------------------------------------------------------
     @abc.abstractmethod
     def open_writer(

@@ -26,6 +26,8 @@ Design notes
   after commit (:attr:`EncryptingWriter.wrapped_data_key`).
 * Groups of small objects (tar batches): not offered on this layer; :meth:`small_writes` refuses
   before anything is written.
+* Copies of stored bodies (restore and repairs from long-term, checked against the file's
+  ``body_sha256``) are written beneath this layer (:meth:`stored_form`), as they are.
 * Reads, listings and sizes are those of the bodies: this layer never decrypts (reading a zone
   file's plaintext goes through its header, :mod:`levere.services.zone_files`).
 """
@@ -193,6 +195,11 @@ class EncryptingBackend(WrappingBackend):
     def object_data_key(self, key: str, wrapped: str) -> DataKey:
         """The data key an :class:`EncryptingWriter` for ``key`` gave, unwrapped."""
         return self.master_keys.unwrap_data_key(wrapped, _context(key))
+
+    def stored_form(self) -> Backend:
+        """The layers beneath: a copy of a stored body (restored or repaired from long-term) is
+        ciphertext already and is written as it is."""
+        return self.inner.stored_form()
 
     # --- whole objects -------------------------------------------------------------------------
     def open_writer(
