@@ -74,6 +74,7 @@ def test_facility_sees_its_disk_analyses_and_releases_behind_a_confirmation(
     page = client.get(started.headers["location"])
     assert "was started" in page.text and "Open the report of lane1/s1.fastq" in page.text
     assert "3,000" in page.text  # the reads, from the JSON summary
+    assert "sealed, 2 files)" in page.text  # the files as delivered; the reports are the report
     report = client.get(
         f"/portal/zone/disks/{zone.disk}/deliveries/RUN1/qc", params={"file": "lane1/s1.fastq"}
     )
@@ -84,7 +85,8 @@ def test_facility_sees_its_disk_analyses_and_releases_behind_a_confirmation(
     assert confirm.status_code == 200
     effects = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", confirm.text))
     # the analysis added its reports to the delivery: 2 files + summary + one page
-    assert "4 files" in effects and USERS in effects and "for good" in effects
+    assert "4 files" in effects and "2 of them the analysis' reports" in effects
+    assert USERS in effects and "for good" in effects
     assert "keep " + zone.disk + " open" in effects  # RUN2 is still on it
     assert _events(ctx, "delivery.released") == 0  # the confirmation changes nothing
     done = client.post(

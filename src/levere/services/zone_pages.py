@@ -18,12 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
 from levere.context import Context
 from levere.db.models import Delivery, Project, StoredFile, User, utcnow
-from levere.domain.analysis import is_report
+from levere.domain.analysis import REPORT_FOLDER, is_report
 from levere.domain.deliveries import DeliveryState
 from levere.domain.errors import LevereError, NotFound
 from levere.domain.roles import Action, allowed
@@ -105,7 +105,11 @@ def disk_page(ctx: Context, user: User, name: str) -> DiskScreen:
         rows = session.execute(
             select(Delivery, Project.identifier, func.count(StoredFile.id))
             .join(Project, Project.id == Delivery.project_id)
-            .outerjoin(StoredFile, StoredFile.delivery_id == Delivery.id)
+            # the files as delivered: the analysis' reports are shown as the report
+            .outerjoin(
+                StoredFile,
+                and_(StoredFile.delivery_id == Delivery.id, ~StoredFile.path.like(f"{REPORT_FOLDER}/%")),
+            )
             .where(Delivery.shared_disk_id == disk.id)
             .group_by(Delivery.id, Project.identifier)
             .order_by(Delivery.created_at, Delivery.name)
@@ -156,7 +160,8 @@ class ReleasePreview:
     disk: str
     delivery: str
     users_project: str
-    files: int
+    files: int  # with the analysis' reports, which go with the delivery
+    reports: int
     bytes: int
     #: no other delivery on the disk is left unreleased: the disk's key is destroyed afterwards
     empties_disk: bool
@@ -177,6 +182,11 @@ def release_preview(ctx: Context, user: User, name: str, delivery_name: str) -> 
                 StoredFile.delivery_id == delivery.id
             )
         ).one()
+        reports = session.execute(
+            select(func.count(StoredFile.id)).where(
+                StoredFile.delivery_id == delivery.id, StoredFile.path.like(f"{REPORT_FOLDER}/%")
+            )
+        ).scalar_one()
         others = session.execute(
             select(func.count())
             .select_from(Delivery)
@@ -195,6 +205,7 @@ def release_preview(ctx: Context, user: User, name: str, delivery_name: str) -> 
             delivery=delivery.name,
             users_project=disk.users_secure.identifier,
             files=int(count),
+            reports=int(reports),
             bytes=int(size),
             empties_disk=others == 0,
         )
