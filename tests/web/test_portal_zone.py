@@ -217,3 +217,16 @@ def test_zone_pages_ask_for_a_second_factor_and_the_step_up_gives_it(
     _session(ctx, client, user)
     refused = client.get(f"/portal/zone/disks/{zone.disk}")
     assert refused.status_code == 403 and "<h1>No access</h1>" in refused.text
+
+
+def test_a_destroyed_disk_lists_its_files_and_reads_no_report(ctx: Context, client: TestClient) -> None:
+    from levere.services import secure_disks, zone_analysis
+
+    zone = make_zone(ctx, FILES)
+    zone_analysis.request_analysis(ctx, zone.world.staff, zone.disk, zone.delivery)  # runs at once
+    secure_disks.destroy(ctx, zone.world.helpdesk, zone.disk)
+    _session(ctx, client, zone.world.staff)
+    page = client.get(f"/portal/zone/disks/{zone.disk}")
+    assert page.status_code == 200 and "destroyed, with its keys" in page.text
+    assert "lane1/s1.fastq" in page.text and "Open the report" not in page.text
+    assert "Start analysis" not in page.text and ">Release<" not in page.text

@@ -25,7 +25,7 @@ from levere.context import Context
 from levere.db.models import Delivery, Project, StoredFile, User, utcnow
 from levere.domain.analysis import REPORT_FOLDER, is_report
 from levere.domain.deliveries import DeliveryState
-from levere.domain.errors import LevereError, NotFound
+from levere.domain.errors import LevereError, NoHeader, NotFound
 from levere.domain.roles import Action, allowed
 from levere.domain.secure import DISK_WORDS, DiskState, effective_state
 from levere.services import audit, identity_keys, secure, secure_disks, zone_access, zone_analysis
@@ -86,6 +86,8 @@ def _reports_and_files(
         try:
             report = zone_analysis.qc_report(ctx, user, disk, delivery)
         except NotFound:  # no analysis has run yet
+            report = None
+        except NoHeader:  # the disk was destroyed with its keys: its files are listed, never read
             report = None
     return files, report
 
