@@ -7,13 +7,18 @@ forbidden page answers 403 with the "no access" page, and an allowed form redire
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from levere.context import Context
+from levere.db.models import utcnow
 from levere.domain.roles import ProjectRole
 from levere.services import accounts, applications, invitations, projects, uploads
 from levere.transfer.wire import encode_metadata
 from levere.web.uploads import has_asset
 from tests.helpers import PASSWORD, PermissionWorld, complete_form
 from tests.permission_samples import PathFn, Sample
+from tests.permission_samples_secure import HELPER, READS, RUN, USERS
+from tests.permission_samples_zone import PORTAL_RELEASE, PUBKEY
 
 #: a member the portal's member-management samples change and remove (the API's remove theirs)
 PORTAL_TARGET = "portal-target@uni.example.org"
@@ -47,6 +52,27 @@ def _submitted(review: str) -> PathFn:
 
 def _delivery(w: PermissionWorld, _r: str) -> dict[str, str]:
     return {"identifier": w.project, "name": w.extra["delivery"]}
+
+
+def _disk(w: PermissionWorld, _r: str) -> dict[str, str]:
+    return {"name": w.extra["disk"]}
+
+
+def _qc_run(w: PermissionWorld, _r: str) -> dict[str, str]:
+    return {"name": w.extra["disk"], "delivery": RUN}
+
+
+def _to_release(w: PermissionWorld, _r: str) -> dict[str, str]:
+    """A sealed delivery on the disk that only the portal's release samples release."""
+    return {"name": w.extra["disk"], "delivery": PORTAL_RELEASE}
+
+
+def _users(_w: PermissionWorld, _r: str) -> dict[str, str]:
+    return {"identifier": USERS}
+
+
+def _day(days: int) -> str:
+    return (utcnow() + timedelta(days=days)).date().isoformat()
 
 
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -158,6 +184,34 @@ SAMPLES: dict[tuple[str, str], Sample] = {
     # present once `make portal-assets` has run (`make test` runs it)
     ("GET", "/portal/assets/{name}"): Sample(
         public=True, path=lambda _w, _r: {"name": "tus.min.js"}, succeeds=has_asset("tus.min.js")
+    ),
+    # the step-up to a second factor: a valid code needs the account's secret, so the gate only
+    ("GET", "/portal/account/step-up"): Sample(),
+    ("POST", "/portal/account/step-up"): Sample(form=lambda _w, _r: {"code": "000000"}, succeeds=False),
+    # the secure zone's pages (the world of tests/permission_samples_secure.py and _zone.py)
+    ("GET", "/portal/zone"): Sample(),
+    ("GET", "/portal/zone/disks/{name}"): Sample(on="project", path=_disk),
+    ("POST", "/portal/zone/disks/{name}/deliveries/{delivery}/analysis"): Sample(
+        on="project", path=_qc_run, form=lambda _w, _r: {}
+    ),
+    ("GET", "/portal/zone/disks/{name}/deliveries/{delivery}/qc"): Sample(
+        on="project", path=_qc_run, query={"file": READS}
+    ),
+    ("GET", "/portal/zone/disks/{name}/deliveries/{delivery}/release"): Sample(
+        on="project", path=_to_release
+    ),
+    ("POST", "/portal/zone/disks/{name}/deliveries/{delivery}/release"): Sample(
+        on="project", path=_to_release, form=lambda _w, _r: {}
+    ),
+    ("GET", "/portal/zone/projects/{identifier}"): Sample(on="project", path=_users),
+    ("POST", "/portal/zone/projects/{identifier}/members"): Sample(
+        on="project", path=_users, form=lambda _w, _r: {"email": HELPER, "ends_at": _day(5)}
+    ),
+    ("POST", "/portal/zone/projects/{identifier}/members/{email}/remove"): Sample(
+        on="project", path=lambda _w, _r: {"identifier": USERS, "email": HELPER}, form=lambda _w, _r: {}
+    ),
+    ("GET", "/portal/zone/projects/{identifier}/download"): Sample(
+        on="project", path=_users, query={"file": "ZONE1/a.fq", "pubkey": PUBKEY}
     ),
     ("GET", "/portal/dashboard"): Sample(),
     ("GET", "/portal/people"): Sample(),

@@ -17,6 +17,8 @@ from tests.permission_samples import Sample
 from tests.permission_samples_secure import USERS
 from tests.secure.zone_support import store_delivery
 
+#: a sealed delivery on the disk for the portal's release samples (tests/permission_samples_portal.py)
+PORTAL_RELEASE = "ZONE3"
 PUBKEY = PrivateKey.generate().public_key.to_pem().splitlines()[1]
 
 
@@ -43,7 +45,7 @@ SAMPLES: dict[tuple[str, str], Sample] = {
 
 def extend_world(ctx: Any, world: PermissionWorld) -> None:
     staff = world.users["facility_assigned"]
-    for name in ("ZONE1", "ZONE2"):
+    for name in ("ZONE1", "ZONE2", PORTAL_RELEASE):
         store_delivery(
             ctx, world.project, world.extra["disk"], staff.facility_id, name, {"a.fq": b"@r\nACGT\n+\nIIII\n"}
         )

@@ -71,7 +71,11 @@ def test_dashboard_shows_failed_and_stalled_syncs_and_open_disks(ctx: Context, c
     # without a second factor the zone's disks are not listed, and the page says how to see them
     _session_for(ctx, client, desk, second_factor=False)
     page = client.get("/portal/dashboard").text
-    assert 'id="open-disks"' not in page and "sign in with your one-time code" in page
+    assert (
+        'id="open-disks"' not in page
+        and "confirm with your one-time code</a>" in page
+        and "/portal/account/step-up?next=/portal/dashboard" in page
+    )
     assert _table(page, "sync-problems")  # the rest is there
 
 

@@ -33,7 +33,7 @@ from levere.context import Context
 from levere.domain.errors import LevereError
 from levere.web import install as install_portal
 from levere.web.render import error_page, is_portal
-from levere.web.session import SecondFactorNeeded, SignInNeeded
+from levere.web.session import SecondFactorNeeded, SignInNeeded, StepUpNeeded
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,7 @@ def create_app(ctx: Context, *, start_worker: bool | None = None) -> FastAPI:
     # raised only by the portal's pages: to the sign-in page, or to enrolling a second factor
     app.add_exception_handler(SignInNeeded, error_page)
     app.add_exception_handler(SecondFactorNeeded, error_page)
+    app.add_exception_handler(StepUpNeeded, error_page)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(request: Request, exc: RequestValidationError) -> Response:

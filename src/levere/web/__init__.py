@@ -16,9 +16,9 @@ from levere.web.session import PREFIX
 
 def install(app: FastAPI) -> None:
     """Add the portal's routes to the application (``/`` leads to the portal's home page)."""
-    from levere.web import account, applications, federated, home, projects, uploads
+    from levere.web import account, applications, federated, home, projects, uploads, zone
 
-    for module in (home, account, federated, applications, projects, uploads):
+    for module in (home, account, federated, applications, projects, uploads, zone):
         app.include_router(module.router, prefix=PREFIX)
     app.include_router(uploads.assets, prefix=PREFIX)
     app.include_router(home.root)

@@ -10,7 +10,7 @@ import segno
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 
-from levere.domain.errors import LevereError, ValidationFailed
+from levere.domain.errors import AuthenticationFailed, LevereError, ValidationFailed
 from levere.http_deps import CtxDep, acts
 from levere.services import accounts, federation, identity_keys, invitations, portal_sessions
 from levere.services.accounts import Scope
@@ -111,6 +111,34 @@ def two_factor_confirm(request: Request, viewer: AccountViewer, ctx: CtxDep, cod
     response = redirect(f"{PREFIX}/account/two-factor?done=1")
     if upgraded is not None:  # an enrol-only session became a full one
         set_session(response, ctx, portal_sessions.limit(ctx, upgraded.view()).token)
+    return response
+
+
+# --- the step-up to a second factor (the secure zone's pages ask for it) ---------------------------
+
+
+@router.get("/account/step-up", openapi_extra=acts(None))
+def step_up_form(request: Request, viewer: PortalUser, ctx: CtxDep, next: str = "") -> Response:
+    """Asks for a one-time code when the session's sign-in proved no second factor."""
+    done = federation.has_second_factor(ctx, viewer.token)
+    return page(request, "step_up.html", next=safe_next(next), error="", done=done,
+                enabled=viewer.user.totp_enabled)  # fmt: skip
+
+
+@router.post("/account/step-up", openapi_extra=acts(None), dependencies=[CsrfChecked])
+def step_up(request: Request, viewer: PortalUser, ctx: CtxDep, code: Text = "", next: Text = "") -> Response:
+    """Trades the session for one with a second factor (``federation.step_up``), as the CLI's
+    ``levere account step-up`` does for a token."""
+    try:
+        issued = federation.step_up(ctx, viewer.user, code.strip(), viewer.token)
+    except ValidationFailed as exc:
+        return page(request, "step_up.html", 422, next=safe_next(next), done=False,
+                    enabled=viewer.user.totp_enabled, error=exc.fields.get("code", exc.message))  # fmt: skip
+    except AuthenticationFailed as exc:  # a wrong or used code
+        return page(request, "step_up.html", 422, next=safe_next(next), done=False,
+                    enabled=viewer.user.totp_enabled, error=exc.message)  # fmt: skip
+    response = redirect(safe_next(next))
+    set_session(response, ctx, portal_sessions.limit(ctx, issued.view()).token)
     return response
 
 

@@ -24,9 +24,11 @@ from levere.web.session import (
     PREFIX,
     SecondFactorNeeded,
     SignInNeeded,
+    StepUpNeeded,
     csrf_token,
     remember_presession,
     sign_in_url,
+    step_up_url,
 )
 
 HEADERS = {
@@ -101,6 +103,8 @@ def error_page(request: Request, exc: Exception) -> Response:
     """The page for an error raised while serving a portal page."""
     if isinstance(exc, SignInNeeded):
         return redirect(sign_in_url(exc.back_to))
+    if isinstance(exc, StepUpNeeded):
+        return redirect(step_up_url(exc.back_to))
     if isinstance(exc, SecondFactorNeeded):
         return redirect(f"{PREFIX}/account/two-factor")
     if isinstance(exc, AccessDenied):

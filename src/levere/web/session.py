@@ -25,7 +25,7 @@ from levere.context import Context
 from levere.db.models import User
 from levere.domain.errors import AuthenticationFailed, LevereError
 from levere.http_deps import CtxDep
-from levere.services import portal_sessions
+from levere.services import federation, portal_sessions
 from levere.services.accounts import Scope
 
 PREFIX = "/portal"
@@ -45,6 +45,15 @@ class SignInNeeded(Exception):
 
 class SecondFactorNeeded(Exception):
     """A helpdesk operator without a second factor may only enrol one (their session says so)."""
+
+
+class StepUpNeeded(Exception):
+    """A secure-zone page asked by a session whose sign-in proved no second factor: the browser is
+    sent to the step-up page (a one-time code), and back here afterwards."""
+
+    def __init__(self, back_to: str) -> None:
+        super().__init__(back_to)
+        self.back_to = back_to
 
 
 class FormExpired(LevereError):
@@ -139,6 +148,18 @@ def signed_in_any(request: Request, ctx: CtxDep) -> Viewer:
     return _viewer(request, ctx, full=False)
 
 
+def zone_viewer(request: Request, ctx: CtxDep) -> Viewer:
+    """A signed-in user whose session passed a second factor, as every secure-zone page needs."""
+    viewer = _viewer(request, ctx, full=True)
+    if not federation.has_second_factor(ctx, viewer.token):
+        # a form sent without it goes back to the zone's first page after the step-up
+        back_to = request.url.path if request.method == "GET" else f"{PREFIX}/zone"
+        if request.method == "GET" and request.url.query:
+            back_to += f"?{request.url.query}"
+        raise StepUpNeeded(back_to)
+    return viewer
+
+
 def optional_viewer(request: Request, ctx: CtxDep) -> Viewer | None:
     try:
         return _viewer(request, ctx, full=False)
@@ -150,6 +171,8 @@ def optional_viewer(request: Request, ctx: CtxDep) -> Viewer | None:
 PortalUser = Annotated[Viewer, Depends(signed_in)]
 #: a signed-in user, possibly with a session that may only enrol a second factor
 AccountViewer = Annotated[Viewer, Depends(signed_in_any)]
+#: a signed-in user whose sign-in passed a second factor: for the secure zone's pages
+ZoneViewer = Annotated[Viewer, Depends(zone_viewer)]
 MaybeViewer = Annotated[Viewer | None, Depends(optional_viewer)]
 #: a state-changing form: refused unless it carries this browser's CSRF token
 CsrfChecked = Depends(check_csrf)
@@ -197,3 +220,9 @@ def safe_next(value: str | None) -> str:
     if value and value.startswith(PREFIX + "/") and not value.startswith("//") and "\\" not in value:
         return value
     return PREFIX + "/"
+
+
+def step_up_url(back_to: str = "") -> str:
+    """The page that asks for a one-time code, and then goes back to ``back_to``."""
+    back = safe_next(back_to) if back_to.startswith(PREFIX + "/") else ""
+    return f"{PREFIX}/account/step-up" + (f"?next={quote(back, safe='')}" if back else "")
