@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from levere.db.models import ApiToken, AuditEvent, Delivery
+from levere.db.models import ApiToken, AuditEvent, Delivery, Project, Quota, SharedDisk
 from levere.domain.roles import UserKind
 from levere.services import zone_files, zone_release
 from tests.cli_live import Cli
@@ -84,3 +84,23 @@ def test_levere_deliver_with_a_disk_delivers_a_run_encrypted_and_both_sides_list
     assert "RUN7/s1_R1.fastq" in cli.ok("pi", "secure", "ls", "p1234", env={"LEVERE_TOKEN": token})
     assert cli.json("tech", "secure", "ls", zone.disk)["files"] == []
     assert "released: no access" in cli.fails("tech", "secure", "ls", zone.disk, "--delivery", "RUN7")
+
+
+def test_levere_deliver_checks_the_disks_quota_not_the_project_areas(
+    cli: Cli, live_server: LiveServer, tmp_path: Path
+) -> None:
+    ctx = live_server.ctx
+    zone = make_zone(ctx)
+    staff = make_user(ctx, "tech@norseq.example.org", UserKind.FACILITY, zone.world.facility)
+    run = tmp_path / "RUN8"
+    _run_folder(run)
+    sign_in_with_totp(ctx, cli, "tech", staff)
+    with ctx.tx() as session:  # an area quota the run would not fit in: it does not apply here
+        project = session.execute(select(Project).where(Project.identifier == zone.project)).scalar_one()
+        session.execute(update(Quota).where(Quota.project_id == project.id).values(limit_bytes=10))
+        session.execute(update(SharedDisk).where(SharedDisk.name == zone.disk).values(quota_bytes=1000))
+    line = cli.fails("tech", "deliver", zone.project, str(run), "--disk", zone.disk)
+    assert f"of shared disk {zone.disk} is free" in line and "nothing was sent" in line
+    with ctx.tx() as session:
+        session.execute(update(SharedDisk).where(SharedDisk.name == zone.disk).values(quota_bytes=1 << 30))
+    cli.ok("tech", "deliver", zone.project, str(run), "--disk", zone.disk)

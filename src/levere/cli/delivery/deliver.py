@@ -440,6 +440,9 @@ class Deliverer:
     def _check_quota(self, plan: Plan) -> None:
         """Refuse at once a delivery that cannot fit, with the numbers; the service stays the judge
         (it reserves each file's size before accepting a byte), this only spares a doomed transfer."""
+        if self.options.disk:
+            self._check_disk_quota(plan, self.options.disk)
+            return
         try:
             project = self.retry.call(lambda: self.api.get(f"/projects/{quote(self.project, safe='')}"))
         except (AccessDenied, NotFound):
@@ -457,6 +460,23 @@ class Deliverer:
                 f"({format_size(area['used_bytes'])} used, {format_size(area['reserved_bytes'])} reserved by "
                 "uploads in progress); nothing was sent",
                 needed=need, available=max(free, 0), limit=area["limit_bytes"],
+            )  # fmt: skip
+
+    def _check_disk_quota(self, plan: Plan, name: str) -> None:
+        """As :meth:`_check_quota`, against the shared disk's quota: a sensitive project's delivery
+        lands there, not on the project area."""
+        try:
+            disk = self.retry.call(lambda: self.api.get(f"/secure/disks/{quote(name, safe='')}"))
+        except (AccessDenied, NotFound):
+            return  # the service will say what is wrong when the delivery is made
+        need = sum(f.size for f, upload in plan.large if upload is None) + sum(f.size for f in plan.small)
+        free = disk["quota_bytes"] - disk["used_bytes"]
+        if need > free:
+            raise QuotaExceeded(
+                f"the delivery needs {format_size(need)} more but only {format_size(max(free, 0))} of the "
+                f"{format_size(disk['quota_bytes'])} of shared disk {name} is free "
+                f"({format_size(disk['used_bytes'])} used); nothing was sent",
+                needed=need, available=max(free, 0), limit=disk["quota_bytes"],
             )  # fmt: skip
 
     def _get_quietly(self, name: str) -> dict[str, Any] | None:
