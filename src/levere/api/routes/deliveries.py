@@ -90,6 +90,11 @@ class ChecksumCoverageOut(BaseModel):
     verified: int
     unlisted: list[str]
     checked_by: Literal["levere", "client"]
+    encrypted_only: list[str] = Field(
+        default_factory=list,
+        description="unlisted files the checksum file names only by the MD5 of their encrypted (.c4gh) "
+        "form, which cannot be checked against what a shared disk stores",
+    )
     summary: str = Field(description='e.g. "3 of 4 files verified against md5sum.txt; 1 not listed: c.fastq"')
 
 
