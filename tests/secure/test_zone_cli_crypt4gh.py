@@ -110,6 +110,27 @@ def test_an_entry_naming_the_encrypted_file_is_checked_on_arrival_but_reported_a
         assert delivery.checksum_coverage["verified"] == 0
 
 
+def test_a_sha256sum_file_the_client_checks_covers_c4gh_files_the_same_way(
+    cli: Cli, live_server: LiveServer, tmp_path: Path
+) -> None:
+    zone = _signed_in(cli, live_server)
+    run = tmp_path / "RUN11"
+    first, second = os.urandom(9000), os.urandom(7000)
+    _encrypt(cli, zone, first, run / "x.fastq.c4gh", tmp_path)
+    _encrypt(cli, zone, second, run / "y.fastq.c4gh", tmp_path)
+    sums = tmp_path / "sha256sum.txt"
+    sums.write_text(
+        f"{hashlib.sha256(first).hexdigest()}  x.fastq\n"
+        f"{hashlib.sha256((run / 'y.fastq.c4gh').read_bytes()).hexdigest()}  y.fastq.c4gh\n"
+    )
+    receipt = cli.json(
+        "tech", "deliver", zone.project, str(run), "--disk", zone.disk, "--checksum-file", str(sums)
+    )
+    coverage = receipt["checksum_coverage"]
+    assert receipt["state"] == "sealed" and coverage["checked_by"] == "client"
+    assert (coverage["files"], coverage["verified"], coverage["encrypted_only"]) == (2, 1, ["y.fastq.c4gh"])
+
+
 def test_a_wrong_plaintext_entry_stops_the_seal(cli: Cli, live_server: LiveServer, tmp_path: Path) -> None:
     zone = _signed_in(cli, live_server)
     run = tmp_path / "RUN9"

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -226,6 +226,8 @@ class ClientChecked:
     unlisted_count: int
     #: the first of them (at most ``KEEP_NAMES``), in path order
     unlisted: list[str]
+    #: of them, files uploaded as Crypt4GH that it lists only by their encrypted form
+    encrypted_only: list[str] = field(default_factory=list)
 
 
 def seal(
@@ -302,7 +304,10 @@ def _coverage(
         if not 0 <= client.unlisted_count <= files or not set(client.unlisted) <= stored.keys():
             raise ValidationFailed({"client_checked": "names files the delivery does not hold"})
         names = tuple(sorted(client.unlisted)[:KEEP_NAMES])
-        return ChecksumCoverage(path, files, files - client.unlisted_count, names, "client")
+        if not set(client.encrypted_only) <= stored.keys():
+            raise ValidationFailed({"client_checked": "names files the delivery does not hold"})
+        only = tuple(sorted(client.encrypted_only)[:KEEP_NAMES])
+        return ChecksumCoverage(path, files, files - client.unlisted_count, names, "client", only)
     return ChecksumCoverage.of(None, stored, ())
 
 

@@ -442,6 +442,7 @@ class Deliverer:
                     "checksum_file": source.delivery_path,
                     "unlisted_count": coverage.unlisted_count,
                     "unlisted": list(coverage.unlisted[:KEEP_NAMES]),
+                    "encrypted_only": list(coverage.encrypted_only),
                 }
             receipt.service_verified = server_checks
             try:
