@@ -83,7 +83,7 @@ def test_a_file_missing_from_md5sum_txt_is_said_on_the_receipt_and_the_delivery(
     assert delivery["state"] == "sealed"
     assert delivery["checksum_coverage"] == {
         "checksum_file": "md5sum.txt", "files": 3, "verified": 2, "unlisted": ["c.fastq"],
-        "checked_by": "levere", "summary": PARTIAL,
+        "checked_by": "levere", "encrypted_only": [], "summary": PARTIAL,
     }  # fmt: skip
     shown = levere(env.member, "deliveries", "show", env.project, "RUN1")
     assert shown.returncode == 0 and PARTIAL in shown.stdout, shown.stderr

@@ -338,7 +338,7 @@ def test_a_token_is_revoked_by_its_id_or_a_unique_start_of_it(ctx: Context) -> N
 def test_a_relative_sample_sheet_is_found_in_the_run_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from levere.cli.delivery.deliver import metadata_path
+    from levere.cli.delivery.metadata import metadata_path
 
     run = tmp_path / "runs" / RUN
     run.mkdir(parents=True)

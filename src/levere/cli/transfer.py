@@ -107,12 +107,8 @@ def deliver(
 
     Run the same command again after an interruption: what the service already holds is not sent again, and unfinished files continue from where they stopped.
     """
-    from levere.cli.delivery.deliver import (  # see the module notes
-        Deliverer,
-        Options,
-        metadata_path,
-        read_metadata,
-    )
+    from levere.cli.delivery.deliver import Deliverer, Options  # see the module notes
+    from levere.cli.delivery.metadata import metadata_path, read_metadata
     from levere.cli.delivery.retry import Retry
 
     if checksum_file is not None and no_checksum_file:

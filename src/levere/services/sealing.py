@@ -8,6 +8,12 @@ Design notes
 * The manifest is the sealed file rows themselves (path, size, MD5, SHA-256), immutable from then
   on; its fingerprint, the SHA-256 of its ``md5sum`` form, is stored on the delivery and printed
   on receipts.
+* On a shared disk, a file the facility encrypted itself (``x.fastq.gz.c4gh``, uploaded as
+  Crypt4GH) is stored with its PLAINTEXT's MD5; the run's checksum file was written over the
+  plaintext, so its entry ``x.fastq.gz`` is compared with that file. An entry naming the ``.c4gh``
+  file itself (the MD5 of the encrypted file as the facility holds it) cannot be compared with what
+  is stored (the service keeps the body and makes its own header): it is left out of the check and
+  the file counts as not covered, named apart in the coverage record (``encrypted_only``).
 * A sealed delivery's members are told, and its long-term copies are planned, in the sealing
   transaction; a failed one tells the facility user who sealed it which files did not match.
 """
@@ -16,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -50,6 +56,7 @@ from levere.services.deliveries import (
 from levere.services.notify import notify
 from levere.services.projects import authorize, facilities
 from levere.services.sync import on_delivery_sealed
+from levere.transfer import wire
 
 #: a checksum file is read whole into memory to verify a run; real ones are a few hundred KiB
 MAX_CHECKSUM_FILE = 64 * 1024 * 1024
@@ -115,6 +122,26 @@ def parse_md5sum(text: str, base: str) -> tuple[dict[str, str], list[str]]:
     return entries, bad
 
 
+def for_encrypted(
+    listed: dict[str, str], stored: dict[str, str], encrypted: frozenset[str]
+) -> tuple[dict[str, str], list[str]]:
+    """The checksum file's entries as they apply to a delivery with files uploaded as Crypt4GH
+    (``encrypted``, stored with their plaintext's MD5), and the files it lists only by their
+    encrypted form (not checked: see the module notes)."""
+    if not encrypted:
+        return listed, []
+    applied = dict(listed)
+    encrypted_only: list[str] = []
+    for path in sorted(encrypted):
+        if path in applied:
+            del applied[path]
+            encrypted_only.append(path)
+        plain = path.removesuffix(wire.CRYPT4GH_SUFFIX)
+        if plain != path and plain not in stored and plain in applied:
+            applied[path] = applied.pop(plain)
+    return applied, encrypted_only
+
+
 def _verify_against(
     listed: dict[str, str], bad: list[str], stored: dict[str, str], checksum_file: str
 ) -> list[str]:
@@ -151,6 +178,8 @@ class _SealCheck:
     checksum_size: int
     #: the shared disk the delivery is on (its checksum file is read through the disk's header)
     disk_id: str | None = None
+    #: its files uploaded already encrypted (Crypt4GH), stored with their plaintext's checksums
+    encrypted: frozenset[str] = frozenset()
 
 
 def _seal_checks(
@@ -184,7 +213,8 @@ def _seal_checks(
         if row is None:
             raise ValidationFailed({"checksum_file": f"{checksum_file} is not in delivery {delivery.name}"})
         size, key = int(row[0]), str(row[1])
-    return _SealCheck(len(stored), stored, key, landing, size, delivery.shared_disk_id)
+    encrypted = zone_uploads.encrypted_paths(session, delivery.id) if delivery.shared_disk_id else frozenset()
+    return _SealCheck(len(stored), stored, key, landing, size, delivery.shared_disk_id, encrypted)
 
 
 @dataclass(frozen=True)
@@ -196,6 +226,8 @@ class ClientChecked:
     unlisted_count: int
     #: the first of them (at most ``KEEP_NAMES``), in path order
     unlisted: list[str]
+    #: of them, files uploaded as Crypt4GH that it lists only by their encrypted form
+    encrypted_only: list[str] = field(default_factory=list)
 
 
 def seal(
@@ -212,6 +244,7 @@ def seal(
     checked: _SealCheck | None = None
     problems: list[str] = []
     listed: dict[str, str] = {}
+    encrypted_only: list[str] = []
     if checksum_file is not None:
         # the checksum file is read outside any transaction; the sealing one below checks that
         # nothing changed meanwhile
@@ -233,6 +266,7 @@ def seal(
             )
         base = checksum_file.rpartition("/")[0]
         listed, bad = parse_md5sum(text, f"{base}/" if base else "")
+        listed, encrypted_only = for_encrypted(listed, checked.stored, checked.encrypted)
         problems = _verify_against(listed, bad, checked.stored, checksum_file)
     with ctx.tx() as session:
         project = authorize(session, actor, identifier, Action.DELIVERY_UPLOAD)
@@ -243,7 +277,7 @@ def seal(
         if problems:
             _fail(ctx, session, actor, project, delivery, problems)
         else:
-            coverage = _coverage(check.stored, checksum_file, listed, client_checked)
+            coverage = _coverage(check.stored, checksum_file, listed, client_checked, encrypted_only)
             _require_complete(session, delivery, coverage)
             _seal(ctx, session, actor, project, delivery, coverage, check)
             return delivery_view(session, project, delivery)
@@ -254,10 +288,14 @@ def seal(
 
 
 def _coverage(
-    stored: dict[str, str], checksum_file: str | None, listed: dict[str, str], client: ClientChecked | None
+    stored: dict[str, str],
+    checksum_file: str | None,
+    listed: dict[str, str],
+    client: ClientChecked | None,
+    encrypted_only: list[str],
 ) -> ChecksumCoverage:
     if checksum_file is not None:
-        return ChecksumCoverage.of(checksum_file, stored, listed)
+        return ChecksumCoverage.of(checksum_file, stored, listed, encrypted_only=encrypted_only)
     if client is not None:
         path = check_relative_path(client.checksum_file)
         if path not in stored:
@@ -266,7 +304,10 @@ def _coverage(
         if not 0 <= client.unlisted_count <= files or not set(client.unlisted) <= stored.keys():
             raise ValidationFailed({"client_checked": "names files the delivery does not hold"})
         names = tuple(sorted(client.unlisted)[:KEEP_NAMES])
-        return ChecksumCoverage(path, files, files - client.unlisted_count, names, "client")
+        if not set(client.encrypted_only) <= stored.keys():
+            raise ValidationFailed({"client_checked": "names files the delivery does not hold"})
+        only = tuple(sorted(client.encrypted_only)[:KEEP_NAMES])
+        return ChecksumCoverage(path, files, files - client.unlisted_count, names, "client", only)
     return ChecksumCoverage.of(None, stored, ())
 
 

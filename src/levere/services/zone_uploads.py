@@ -167,6 +167,18 @@ def read_small_plaintext(
 # --- files uploaded already encrypted ----------------------------------------------------------------
 
 
+def encrypted_paths(session: Session, delivery_id: str) -> frozenset[str]:
+    """The files of a delivery on a disk that were uploaded already encrypted (Crypt4GH): their
+    upload carried the file as sent (header and sealed segments), longer than the plaintext the
+    file records; a plaintext upload's length is the file's size."""
+    rows = session.execute(
+        select(StoredFile.path)
+        .join(Upload, Upload.file_id == StoredFile.id)
+        .where(StoredFile.delivery_id == delivery_id, Upload.length != StoredFile.size)
+    ).scalars()
+    return frozenset(rows)
+
+
 def wants_crypt4gh(meta: dict[str, str], disk: SharedDisk | None) -> bool:
     """Whether an upload's metadata marks the file as Crypt4GH (taken on a shared disk only)."""
     form = meta.get(wire.META_FORMAT, "")

@@ -75,6 +75,10 @@ META_FORMAT = "format"
 FORMAT_CRYPT4GH = "crypt4gh"
 #: the first bytes of every Crypt4GH file
 CRYPT4GH_MAGIC = b"crypt4gh"
+#: the name ending of a run's file the facility encrypted itself (``x.fastq.gz.c4gh``): on a
+#: shared disk it is sent as ``format crypt4gh``, and the run's checksum file's entry for the name
+#: without it (the plaintext's MD5) covers it
+CRYPT4GH_SUFFIX = ".c4gh"
 
 
 def encode_metadata(values: Mapping[str, str]) -> str:

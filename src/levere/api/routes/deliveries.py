@@ -70,6 +70,11 @@ class ClientCheckedIn(In):
     checksum_file: str = Field(description="path (in the delivery) of the checksum file the client read")
     unlisted_count: StrictInt = Field(ge=0, description="delivered files it does not list")
     unlisted: list[str] = Field(default_factory=list, max_length=100, description="the first of them")
+    encrypted_only: list[str] = Field(
+        default_factory=list,
+        max_length=100,
+        description="of the unlisted, Crypt4GH files (.c4gh) it lists only by their encrypted form",
+    )
 
 
 class SealIn(In):
@@ -90,6 +95,11 @@ class ChecksumCoverageOut(BaseModel):
     verified: int
     unlisted: list[str]
     checked_by: Literal["levere", "client"]
+    encrypted_only: list[str] = Field(
+        default_factory=list,
+        description="unlisted files the checksum file names only by the MD5 of their encrypted (.c4gh) "
+        "form, which cannot be checked against what a shared disk stores",
+    )
     summary: str = Field(description='e.g. "3 of 4 files verified against md5sum.txt; 1 not listed: c.fastq"')
 
 

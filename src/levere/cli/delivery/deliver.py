@@ -18,18 +18,18 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from levere.cli.client import Client
+from levere.cli.delivery import c4gh
 from levere.cli.delivery import checksums as checksum_files
 from levere.cli.delivery.batch import BatchSender, split
 from levere.cli.delivery.hashing import Checksums
@@ -54,7 +54,6 @@ from levere.domain.units import count, format_size
 
 MiB = 1024 * 1024
 SMALL_FILE = 1 * MiB
-MAX_METADATA_BYTES = 1 * MiB
 
 
 @dataclass
@@ -81,6 +80,9 @@ class ChecksumSource:
     listing: checksum_files.ChecksumFile
     delivery_path: str
     extra: LocalFile | None = None  # given from outside the folder: delivered at its top
+    #: entries naming a Crypt4GH file itself (the MD5 of the file as the facility holds it): checked
+    #: on arrival against the bytes as sent, but not what the service stores (see :func:`for_encrypted`)
+    sent: dict[str, checksum_files.Expected] = field(default_factory=dict)
 
 
 @dataclass
@@ -92,10 +94,17 @@ class Plan:
     stale_uploads: list[dict[str, Any]] = field(default_factory=list)
     extra_stored: list[str] = field(default_factory=list)
     extra_bytes: int = 0
+    #: Crypt4GH files bound for a shared disk, with their plaintext's size (what the service records)
+    encrypted: dict[str, int] = field(default_factory=dict)
 
     @functools.cached_property
     def total_bytes(self) -> int:
         return sum(f.size for f in self.files)
+
+    @functools.cached_property
+    def stored_bytes(self) -> int:
+        """What the service will hold of the folder: plaintext sizes for Crypt4GH files."""
+        return sum(self.encrypted.get(f.path, f.size) for f in self.files)
 
     @property
     def done_bytes(self) -> int:
@@ -147,37 +156,6 @@ class Receipt:
 # --- before anything is sent -------------------------------------------------------------------------
 
 
-def metadata_path(given: Path, run_folder: Path) -> Path:
-    """The sample sheet ``--metadata`` names: as given, or, for a relative path not found from the
-    current folder, inside the run folder (where sample sheets live)."""
-    if given.is_absolute() or given.exists():
-        return given
-    inside = run_folder / given
-    return inside if inside.exists() else given
-
-
-def read_metadata(path: Path) -> dict[str, Any]:
-    """A sample sheet to keep with the delivery: a JSON object as is, any other text by name."""
-    try:
-        size = path.stat().st_size
-        if size > MAX_METADATA_BYTES:
-            raise ValidationFailed({"metadata": f"{path} is larger than {MAX_METADATA_BYTES} bytes"})
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise ValidationFailed({"metadata": f"cannot read {path}: {exc.strerror}"}) from None
-    except UnicodeDecodeError:
-        raise ValidationFailed({"metadata": f"{path} is not UTF-8 text"}) from None
-    if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise ValidationFailed({"metadata": f"{path} is not valid JSON: {exc}"}) from None
-        if not isinstance(data, dict):
-            raise ValidationFailed({"metadata": f"{path} must hold a JSON object"})
-        return data
-    return {"sample_sheet": {"file": path.name, "text": text}}
-
-
 def choose_checksum_file(
     folder: Path, given: Path | None, detect: bool, files: list[LocalFile]
 ) -> ChecksumSource | None:
@@ -219,29 +197,46 @@ def check_listed(source: ChecksumSource | None, files: list[LocalFile], folder: 
         )
 
 
+def for_encrypted(
+    source: ChecksumSource | None, encrypted: dict[str, int], files: list[LocalFile]
+) -> ChecksumSource | None:
+    """The checksum file as it applies to a run with Crypt4GH files (:func:`.c4gh.apply_listing`)."""
+    if source is None or not encrypted:
+        return source
+    listing, sent = c4gh.apply_listing(source.listing, encrypted, {f.path for f in files})
+    return replace(source, listing=listing, sent=sent)
+
+
 def coverage_of(source: ChecksumSource | None, files: list[LocalFile]) -> ChecksumCoverage:
     """Which of the folder's files the checksum file lists (each is compared with it as it is sent)."""
     paths = [f.path for f in files]
     if source is None:
         return ChecksumCoverage.of(None, paths, ())
-    return ChecksumCoverage.of(source.delivery_path, paths, source.listing.entries, "client")
+    return ChecksumCoverage.of(
+        source.delivery_path, paths, source.listing.entries, "client", encrypted_only=source.sent
+    )
 
 
 def make_plan(
-    files: list[LocalFile], delivery: dict[str, Any], source: ChecksumSource | None, small_file: int
+    files: list[LocalFile],
+    delivery: dict[str, Any],
+    source: ChecksumSource | None,
+    small_file: int,
+    encrypted: dict[str, int] | None = None,
 ) -> Plan:
     """Decide, per file, whether it is already there, to be resumed, sent by tus or in a batch."""
     stored = {f["path"]: f for f in delivery.get("files") or []}
     uploads = {u["path"]: u for u in delivery.get("uploads") or []}
-    plan = Plan(files)
+    plan = Plan(files, encrypted=encrypted or {})
     differs: list[str] = []
     local = {f.path for f in files}
     for file in files:
         if (have := stored.get(file.path)) is not None:
             listed = source.listing.md5(file.path) if source else None
             listed_sha = source.listing.sha256(file.path) if source else None
-            if have["size"] != file.size:
-                differs.append(f"{file.path} (stored {have['size']} bytes, the folder has {file.size})")
+            size = plan.encrypted.get(file.path, file.size)
+            if have["size"] != size:
+                differs.append(f"{file.path} (stored {have['size']} bytes, the folder has {size})")
             elif (listed and have["md5"] != listed) or (listed_sha and have["sha256"] != listed_sha):
                 differs.append(f"{file.path} (stored with another checksum than {source.listing.name} lists)")  # type: ignore[union-attr]
             else:
@@ -276,6 +271,8 @@ class Deliverer:
     def __init__(self, api: Client, project: str, reporter: Reporter, options: Options) -> None:
         self.api, self.project, self.reporter, self.options = api, project, reporter, options
         self.retry = options.retry
+        #: the run's Crypt4GH files (only on a shared disk), with their plaintext's size
+        self.encrypted: dict[str, int] = {}
 
     def url(self, name: str, *rest: str) -> str:
         return "/".join(
@@ -325,6 +322,9 @@ class Deliverer:
         source = choose_checksum_file(folder, checksum_file, detect_checksum_file, files)
         if source is not None and source.extra is not None:
             files = sorted([*files, source.extra], key=lambda f: f.path)
+        if self.options.disk:
+            self.encrypted = c4gh.encrypted_files(files)
+            source = for_encrypted(source, self.encrypted, files)
         check_listed(source, files, folder)
         coverage = coverage_of(source, files)
         if not coverage.complete:
@@ -333,7 +333,7 @@ class Deliverer:
         created = delivery is None
         first: Plan | None = None
         if delivery is None:  # nothing to resume: refuse what cannot fit before making anything
-            first = make_plan(files, {}, source, self.options.small_file)
+            first = make_plan(files, {}, source, self.options.small_file, self.encrypted)
             self._check_quota(first)
             delivery = self.create(name, metadata or {})
         if delivery["state"] == "sealed":
@@ -363,7 +363,7 @@ class Deliverer:
         if first is not None and not delivery.get("files") and not delivery.get("uploads"):
             plan = first  # made for the quota check, and the new delivery holds nothing yet
         else:
-            plan = make_plan(files, delivery, source, self.options.small_file)
+            plan = make_plan(files, delivery, source, self.options.small_file, self.encrypted)
         notes = [
             f"note: {name} already holds {p}, which is not in {folder.name}" for p in plan.extra_stored[:5]
         ]
@@ -409,6 +409,7 @@ class Deliverer:
                     "checksum_file": source.delivery_path,
                     "unlisted_count": coverage.unlisted_count,
                     "unlisted": list(coverage.unlisted[:KEEP_NAMES]),
+                    "encrypted_only": list(coverage.encrypted_only),
                 }
             receipt.service_verified = server_checks
             try:
@@ -492,7 +493,7 @@ class Deliverer:
         listed = source.listing if source else None
         different = [
             f.path for f in files
-            if f.path not in stored or stored[f.path]["size"] != f.size
+            if f.path not in stored or stored[f.path]["size"] != self.encrypted.get(f.path, f.size)
             or (listed is not None and listed.md5(f.path) not in (None, stored[f.path]["md5"]))
         ]  # fmt: skip
         if different:
@@ -510,8 +511,16 @@ class Deliverer:
         if source is None:
             nothing = Expected()  # shared: it is asked for once per file or more
             return lambda _path: nothing
-        listing = source.listing
-        return lambda path: Expected(listing.md5(path), listing.sha256(path), listing.name)
+        listing, sent = source.listing, source.sent
+
+        def expected(path: str) -> Expected:
+            as_sent = sent.get(path)
+            return Expected(
+                listing.md5(path), listing.sha256(path), listing.name,
+                as_sent.digest if as_sent is not None and as_sent.algorithm == "md5" else None,
+            )  # fmt: skip
+
+        return expected
 
     def _transfer(self, name: str, plan: Plan, source: ChecksumSource | None) -> dict[str, Checksums]:
         expected = self._expected(source)
@@ -522,7 +531,7 @@ class Deliverer:
         def large(file: LocalFile, upload: dict[str, Any] | None) -> None:
             tus = TusUpload(
                 self.api, self.retry, self.reporter, self.project, name, file, expected(file.path),
-                self.options.chunk, self.options.piece,
+                self.options.chunk, self.options.piece, self.encrypted.get(file.path),
             )  # fmt: skip
             try:
                 result = tus.run(upload["url"] if upload else None, int(upload["offset"]) if upload else 0)
@@ -563,7 +572,7 @@ class Deliverer:
         """
         page = self.retry.call(lambda: self.api.get(self.url(name, "files"), params={"limit": 1}))
         summary = page.get("delivery") if isinstance(page, dict) else None
-        want = (len(plan.files) + len(plan.extra_stored), plan.total_bytes + plan.extra_bytes)
+        want = (len(plan.files) + len(plan.extra_stored), plan.stored_bytes + plan.extra_bytes)
         if summary is not None and (summary["file_count"], summary["total_bytes"]) == want:
             return dict(summary)
         delivery = self.get(name)
@@ -583,8 +592,8 @@ class Deliverer:
             have = stored.get(file.path)
             if have is None:
                 problems.append(f"{file.path} is missing")
-            elif have["size"] != file.size:
-                problems.append(f"{file.path} has {have['size']} bytes instead of {file.size}")
+            elif have["size"] != (size := self.encrypted.get(file.path, file.size)):
+                problems.append(f"{file.path} has {have['size']} bytes instead of {size}")
             elif (mine := computed.get(file.path)) and not mine.agrees_with(
                 Checksums(have["md5"], have["sha256"])
             ):

@@ -51,6 +51,9 @@ class Expected:
     md5: str | None = None
     sha256: str | None = None
     source: str = "the checksum file"
+    #: for a file the facility encrypted (``.c4gh``): the MD5 its checksum file lists for the file
+    #: as sent, which the service compares on arrival (``md5``/``sha256`` are then the plaintext's)
+    sent_md5: str | None = None
 
     def mismatch(self, path: str, got: Checksums) -> ChecksumMismatch | None:
         """How ``got`` differs from what the checksum file lists (a checksum ``got`` lacks is not
@@ -76,8 +79,12 @@ class TusUpload:
         expected: Expected,
         chunk: int = CHUNK,
         piece: int = PIECE,
+        plaintext_size: int | None = None,
     ) -> None:
+        """``plaintext_size``: the file is Crypt4GH, encrypted to the shared disk's key, and the
+        service records and answers for its plaintext of that size (see :mod:`.c4gh`)."""
         self.api, self.retry, self.reporter = api, retry, reporter
+        self.plaintext_size = plaintext_size
         self.project, self.delivery, self.file, self.expected = project, delivery, file, expected
         self.chunk, self.piece = chunk, piece
         self.buffer = bytearray(piece)
@@ -106,10 +113,15 @@ class TusUpload:
             wire.META_DELIVERY: self.delivery,
             wire.META_PATH: self.file.path,
         }
-        if self.expected.md5:
-            metadata[wire.META_MD5] = self.expected.md5
-        if self.expected.sha256:
-            metadata[wire.META_SHA256] = self.expected.sha256
+        if self.plaintext_size is not None:
+            metadata[wire.META_FORMAT] = wire.FORMAT_CRYPT4GH
+            if self.expected.sent_md5:
+                metadata[wire.META_MD5] = self.expected.sent_md5
+        else:
+            if self.expected.md5:
+                metadata[wire.META_MD5] = self.expected.md5
+            if self.expected.sha256:
+                metadata[wire.META_SHA256] = self.expected.sha256
         response = self.api.send(
             "POST",
             "/tus/",
@@ -138,9 +150,14 @@ class TusUpload:
         for entry in self.api.get(
             f"/projects/{quote(self.project, safe='')}/files", params={"prefix": prefix}
         ):
-            if entry["path"] == prefix and entry["size"] == self.file.size:
+            if entry["path"] == prefix and entry["size"] == self.stored_size:
                 return Checksums(entry["md5"], entry["sha256"])
         return None
+
+    @property
+    def stored_size(self) -> int:
+        """The size the service records: the plaintext's for a Crypt4GH file."""
+        return self.file.size if self.plaintext_size is None else self.plaintext_size
 
     def terminate(self) -> None:
         if self.url is not None:
@@ -265,13 +282,15 @@ class TusUpload:
         if fh.read(1):
             raise FileChanged(f"{self.file.path} grew while it was being delivered: run the command again")
         computed = self.digests.result()
-        if problem := self.expected.mismatch(self.file.path, computed):
+        if self.plaintext_size is None and (problem := self.expected.mismatch(self.file.path, computed)):
             self.terminate()  # nothing of it is published, and its reserved space is given back
             raise problem
         start = self.sent
         try:
             answered = self._patch(bytes(piece), size - start, computed)
         except ChecksumMismatch as exc:  # nothing was stored: say it in the checksum file's words
+            if self.plaintext_size is not None:
+                raise  # the file as sent differs from the MD5 its checksum file lists for it
             arrived = Checksums(exc.details.get("md5"), str(exc.details.get("sha256") or ""))
             raise self.expected.mismatch(self.file.path, arrived) or exc from None
         if self.sent != size:
@@ -284,6 +303,11 @@ class TusUpload:
         self.result = answered
 
     def _check(self, stored: Checksums, computed: Checksums) -> None:
+        if self.plaintext_size is not None:
+            # the service answers for the plaintext, which only the checksum file can vouch for
+            if problem := self.expected.mismatch(self.file.path, stored):
+                raise ChecksumMismatch(f"{problem.message} (the plaintext the service decrypted and stored)")
+            return
         if not stored.agrees_with(computed):
             raise ChecksumMismatch(
                 f"{self.file.path}: levere stored a file with SHA-256 {stored.sha256} but the local file "
@@ -304,7 +328,7 @@ class TusUpload:
             )
         computed = self.digests.result()
         self._check(stored, computed)
-        if problem := self.expected.mismatch(self.file.path, stored):
+        if self.plaintext_size is None and (problem := self.expected.mismatch(self.file.path, stored)):
             raise problem
         self._count_to(self.file.size)
         self.result = stored
