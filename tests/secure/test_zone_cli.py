@@ -14,6 +14,7 @@ from sqlalchemy import select, update
 from levere.db.models import ApiToken, AuditEvent, Delivery, Project, Quota, SharedDisk
 from levere.domain.roles import UserKind
 from levere.services import zone_files, zone_release
+from levere.storage.encrypting import STEP
 from tests.cli_live import Cli
 from tests.conftest import LiveServer
 from tests.helpers import PASSWORD, make_user, token_for
@@ -104,3 +105,22 @@ def test_levere_deliver_checks_the_disks_quota_not_the_project_areas(
     with ctx.tx() as session:
         session.execute(update(SharedDisk).where(SharedDisk.name == zone.disk).values(quota_bytes=1 << 30))
     cli.ok("tech", "deliver", zone.project, str(run), "--disk", zone.disk)
+
+
+def test_levere_deliver_sends_a_file_of_whole_steps_whose_last_patch_would_end_mid_step(
+    cli: Cli, live_server: LiveServer, tmp_path: Path
+) -> None:
+    """The client's PATCHes end one piece before the file does; the disk keeps whole steps only, so
+    the client sends the rest in its final PATCH instead of sending the same piece again forever."""
+    ctx = live_server.ctx
+    zone = make_zone(ctx)
+    staff = make_user(ctx, "tech@norseq.example.org", UserKind.FACILITY, zone.world.facility)
+    run = tmp_path / "RUN9"
+    run.mkdir()
+    data = os.urandom(2 * STEP)
+    (run / "whole.fastq").write_bytes(data)
+    (run / "md5sum.txt").write_text(f"{hashlib.md5(data).hexdigest()}  whole.fastq\n")
+    sign_in_with_totp(ctx, cli, "tech", staff)
+    cli.ok("tech", "deliver", zone.project, str(run), "--disk", zone.disk)
+    listed = zone_files.disk_contents(ctx, staff, zone.disk, "RUN9")
+    assert {f.path: f.sha256 for f in listed.files}["whole.fastq"] == hashlib.sha256(data).hexdigest()

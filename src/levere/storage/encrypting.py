@@ -52,8 +52,9 @@ from levere.domain.errors import Conflict, NotFound, ValidationFailed
 from levere.storage.base import Backend, Capability, ObjectWriter, SmallWrite
 from levere.storage.wrapping import WrappingBackend
 
-#: the plaintext bytes of one durable step of a resumable session (64 segments: 4 MiB)
-STEP = 64 * SEGMENT
+#: the plaintext bytes of one durable step of a resumable session (256 segments: 16 MiB): each
+#: step ends in an fsync and a saved checksum state, and a request cut off loses at most one step
+STEP = 256 * SEGMENT
 _SESSION_VERSION = "c4gh-body-v1"
 
 
