@@ -106,6 +106,7 @@ class Demo:
             "LEVERE_SMTP__PORT": str(self.smtp_port),
             "LEVERE_SMTP__SENDER": "levere@elixir.example.no",
             "LEVERE_URL": self.url,
+            "LEVERE_SECURE__MASTER_KEY_FILE": str(DEMO / "master.keys"),
             "COLUMNS": "120",
         }
         for key in ("LEVERE_DATABASE_URL", "LEVERE_TOKEN", "LEVERE_CONFIG_FILE"):
@@ -157,6 +158,8 @@ class Demo:
         self.levere(
             "helpdesk", "init", "--email", HELPDESK, "--name", "Helga Helpdesk", password=PASSWORDS[HELPDESK]
         )
+        if _has_command("master-key"):
+            self.levere("helpdesk", "master-key", "new", ".demo/master.keys")
         log = open(DEMO / "server.log", "wb")  # noqa: SIM115 - closed with the process
         self.prompt(
             "helpdesk", f"levere serve --port {self.port} --log-level warning > .demo/server.log 2>&1 &"
@@ -269,6 +272,7 @@ class Demo:
 
         self.deliver_and_download()
         self.longterm()
+        self.sensitive()
 
         self.step("The audit log: every change, hash-chained")
         self.levere("helpdesk", "audit", "list", "--limit", "12")
@@ -311,6 +315,14 @@ class Demo:
         from demo_run import longterm
 
         longterm(self)
+
+    def sensitive(self) -> None:
+        """Human data through the secure zone: shared disk, encryption at rest, QC, release."""
+        if not _has_command("secure"):
+            return
+        from demo_secure import sensitive  # scripts/demo_secure.py
+
+        sensitive(self, STAFF, PI, HELPDESK, PASSWORDS)
 
     def show_mail(self) -> None:
         self.step(f"E-mails levere sent ({len(self.inbox.messages)}), as received by the SMTP server")
