@@ -299,8 +299,11 @@ def list_disk_files(
     name: Annotated[str, typer.Argument(help="A shared disk (disk-7) or a users' secure project (p1234).")],
     delivery: Annotated[str | None, typer.Option("--delivery", help="Only this delivery's files.")] = None,
 ) -> None:
-    """List a shared disk's deliveries and files (both sides, until release), or the released files
-    of a users' secure project (its members and invited staff)."""
+    """List a shared disk's deliveries and files, or a users' secure project's released files.
+
+    A shared disk lists for both its sides until release; a secure project for its members and the
+    staff they let in.
+    """
     params = {"delivery": delivery} if delivery else None
     if SECURE_PROJECT.match(name.strip().lower()):
         released = client().get(f"/secure/projects/{_q(name)}/files", params=params)
