@@ -83,7 +83,7 @@ def populate(ctx: Context) -> tuple[str, str]:
     file_ids = new_ids(FILES)
     with ctx.tx() as session:
         session.execute(sa.insert(files_table), [
-            {"id": file_ids[i], "delivery_id": view.delivery.id, "project_id": project.id,
+            {"id": file_ids[i], "delivery_id": view.id, "project_id": project.id,
              "path": f"lane{i % 4 + 1}/sample{i:05d}_R{i % 2 + 1}.fastq.gz", "size": 10**9 + i,
              "md5": f"{i:032x}", "sha256": f"{i:064x}", "created_at": now}
             for i in range(FILES)

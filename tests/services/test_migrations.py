@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect
 
 from levere.db.migrate import alembic_config, upgrade
@@ -32,3 +33,11 @@ def test_the_latest_migration_goes_down_and_up_again(database_url: str) -> None:
     finally:
         engine.dispose()
     assert after == before
+
+
+def test_every_revision_id_fits_alembic_version_column() -> None:
+    """Alembic records the revision in ``alembic_version.version_num``, a VARCHAR(32): a longer id
+    fails on PostgreSQL (SQLite does not enforce the length) after the migration itself ran."""
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    too_long = [rev.revision for rev in script.walk_revisions() if len(rev.revision) > 32]
+    assert not too_long, too_long

@@ -4,7 +4,7 @@ A transfer grant lets the token that started one transfer (a delivery's uploads,
 being followed) finish that transfer after it expires, and nothing else. A linked identity keeps
 the Crypt4GH public keys its provider released, the default recipients of secure-zone downloads.
 
-Revision ID: 0010_transfer_grants_identity_keys
+Revision ID: 0010_transfer_grants
 Revises: 0009_zone_files
 Create Date: 2026-12-06 07:05:00
 """
@@ -16,7 +16,7 @@ from alembic import op
 
 import levere.db.models
 
-revision = "0010_transfer_grants_identity_keys"
+revision = "0010_transfer_grants"
 down_revision = "0009_zone_files"
 branch_labels = None
 depends_on = None
