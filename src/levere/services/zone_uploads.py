@@ -114,7 +114,9 @@ def refuse_batch(delivery: Delivery) -> None:
 
 
 def _locked(session: Session, disk_id: str) -> SharedDisk:
-    return session.execute(select(SharedDisk).where(SharedDisk.id == disk_id).with_for_update()).scalar_one()
+    return session.execute(
+        select(SharedDisk).where(SharedDisk.id == disk_id).with_for_update(of=SharedDisk)
+    ).scalar_one()
 
 
 def reserve(session: Session, disk: SharedDisk, nbytes: int, what: str) -> None:
