@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol
 
@@ -88,11 +88,12 @@ def iter_plaintext(body: BinaryIO, data_key: DataKey) -> Iterator[bytes]:
             return
 
 
-class _PlaintextReader(io.RawIOBase):
-    """A readable file over a body's plaintext, for parsers that want a file (gzip, FASTQ readers)."""
+class PiecesReader(io.RawIOBase):
+    """A readable file over an iterator of byte pieces (a stored body, a response, a plaintext), for
+    readers that want a file (gzip, FASTQ parsers, the header reader)."""
 
-    def __init__(self, body: BinaryIO, data_key: DataKey) -> None:
-        self._pieces = iter_plaintext(body, data_key)
+    def __init__(self, pieces: Iterable[bytes]) -> None:
+        self._pieces = iter(pieces)
         self._pending = memoryview(b"")
 
     def readable(self) -> bool:
@@ -114,7 +115,7 @@ def open_plaintext(source: BinaryIO, private_key: PrivateKey) -> io.BufferedRead
     """A Crypt4GH file (header then body) as a readable file of its plaintext, decrypted as it is
     read, in memory only; each segment is authenticated before its bytes are given out."""
     header = read_header(source)
-    return io.BufferedReader(_PlaintextReader(source, read_data_key(header, private_key)), _CHUNK)
+    return io.BufferedReader(PiecesReader(iter_plaintext(source, read_data_key(header, private_key))), _CHUNK)
 
 
 def decrypt_body(body: BinaryIO, data_key: DataKey, sink: Sink) -> int:

@@ -19,14 +19,13 @@ import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from levere.context import Context
 from levere.crypt4gh import DataKey, PrivateKey, read_data_key
-from levere.crypt4gh.body import iter_plaintext
+from levere.crypt4gh.body import PiecesReader, iter_plaintext
 from levere.db.models import (
     Delivery,
     FileHeader,
@@ -106,8 +105,8 @@ def open_plaintext(
     """``file``'s plaintext as a readable file, decrypted in memory as it is read; each segment is
     authenticated before its bytes are given out."""
     key = data_key(ctx, session, file, holder)
-    body = io.BufferedReader(_Chunks(read_body(ctx, body_replica(session, file))), 1 << 20)
-    return io.BufferedReader(_Plain(iter_plaintext(body, key)), 1 << 20)
+    body = io.BufferedReader(PiecesReader(read_body(ctx, body_replica(session, file))), 1 << 20)
+    return io.BufferedReader(PiecesReader(iter_plaintext(body, key)), 1 << 20)
 
 
 # --- listing a disk's deliveries and files ----------------------------------------------------------
@@ -231,29 +230,4 @@ def disk_contents(ctx: Context, actor: User, name: str, delivery: str | None = N
 
 def chunk_reader(chunks: Iterator[bytes]) -> io.BufferedReader:
     """A readable file over an iterator of byte chunks (a body as the tier gives it)."""
-    return io.BufferedReader(_Chunks(chunks), 1 << 20)
-
-
-class _Chunks(io.RawIOBase):
-    """A readable file over an iterator of byte chunks."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = iter(chunks)
-        self._pending = memoryview(b"")
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        while not self._pending:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                return 0
-            self._pending = memoryview(chunk)
-        size = min(len(buffer), len(self._pending))
-        memoryview(buffer).cast("B")[:size] = self._pending[:size]
-        self._pending = self._pending[size:]
-        return size
-
-
-_Plain = _Chunks
+    return io.BufferedReader(PiecesReader(chunks), 1 << 20)

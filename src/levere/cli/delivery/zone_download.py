@@ -29,6 +29,7 @@ from urllib.parse import quote
 from levere.cli.client import Client
 from levere.cli.delivery.download import local_target, select
 from levere.crypt4gh import PrivateKey, PublicKey, decrypt_file
+from levere.crypt4gh.body import PiecesReader
 from levere.domain.errors import ChecksumMismatch, ValidationFailed
 from levere.domain.secure import DISK_NAME, SECURE_PROJECT
 
@@ -149,7 +150,7 @@ class ZoneDownloader:
                 count += len(piece)
             return count
         checked = _Hashing(out)
-        decrypt_file(io.BufferedReader(_Pieces(pieces), 1 << 20), self._secret, checked)  # type: ignore[arg-type]
+        decrypt_file(io.BufferedReader(PiecesReader(pieces), 1 << 20), self._secret, checked)  # type: ignore[arg-type]
         if checked.sha256.hexdigest() != entry["sha256"] or checked.md5.hexdigest() != entry["md5"]:
             raise ChecksumMismatch(
                 f"{entry['path']} decrypted to {checked.count} bytes whose checksums are not the "
@@ -179,24 +180,3 @@ class _Hashing:
         self.md5.update(data)
         self.count += len(data)
         return len(data)
-
-
-class _Pieces(io.RawIOBase):
-    """A readable file over the response's pieces."""
-
-    def __init__(self, pieces: Iterator[bytes]) -> None:
-        self._pieces, self._pending = pieces, memoryview(b"")
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        while not self._pending:
-            piece = next(self._pieces, None)
-            if piece is None:
-                return 0
-            self._pending = memoryview(piece)
-        size = min(len(buffer), len(self._pending))
-        memoryview(buffer).cast("B")[:size] = self._pending[:size]
-        self._pending = self._pending[size:]
-        return size
