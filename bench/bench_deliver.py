@@ -84,6 +84,13 @@ class Nginx:
         self.proc = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(root)], stderr=subprocess.PIPE)
         wait_http(f"http://127.0.0.1:{self.port}/", proc=self.proc)
 
+    def put(self, path: Path, i: int) -> float:
+        """One `curl -T` of ``path`` to this nginx, after the disk settled; MiB/s. The copy is removed."""
+        settle_disk()
+        t = run_timed(["curl", "-sS", "--fail", "-T", str(path), f"http://127.0.0.1:{self.port}/r{i}.bin"])
+        (self.root / "dav" / f"r{i}.bin").unlink()
+        return path.stat().st_size / MiB / t.seconds
+
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGQUIT)
         try:
@@ -105,19 +112,7 @@ def large_file(work: Path, service: Service, size: int, rounds: int) -> bool:
     try:
 
         def curl(i: int) -> float:
-            settle_disk()
-            t = run_timed(
-                [
-                    "curl",
-                    "-sS",
-                    "--fail",
-                    "-T",
-                    str(run / "sample_R1.fastq.gz"),
-                    f"http://127.0.0.1:{nginx.port}/r{i}.bin",
-                ]
-            )
-            (nginx.root / "dav" / f"r{i}.bin").unlink()
-            return size / MiB / t.seconds
+            return nginx.put(run / "sample_R1.fastq.gz", i)
 
         def deliver(i: int) -> float:
             project = service.project()

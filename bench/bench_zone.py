@@ -97,19 +97,7 @@ def upload(work: Path, service: Service, project: str, disk: str, size: int, rou
     try:
 
         def curl(i: int) -> float:
-            settle_disk()
-            t = run_timed(
-                [
-                    "curl",
-                    "-sS",
-                    "--fail",
-                    "-T",
-                    str(run / "sample_R1.fastq.gz"),
-                    f"http://127.0.0.1:{nginx.port}/r{i}.bin",
-                ]
-            )
-            (nginx.root / "dav" / f"r{i}.bin").unlink()
-            return size / MiB / t.seconds
+            return nginx.put(run / "sample_R1.fastq.gz", i)
 
         def deliver(i: int) -> float:
             settle_disk()
