@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import time
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ from bench.harness import (
     GiB,
     MiB,
     Service,
+    cpu_seconds,
     interleave,
     levere_service,
     make_file,
@@ -94,17 +96,26 @@ def upload(work: Path, service: Service, project: str, disk: str, size: int, rou
     (run / "md5sum.txt").write_text(f"{md5}  sample_R1.fastq.gz\n")
     nginx = Nginx(work / "nginx")
     env = service.cli_env(service.staff_token)
+    # the same file into a non-sensitive project's area in each round, for what encryption costs
+    plain: list[float] = []
+    cpu: dict[str, list[float]] = {"area": [], "disk": []}
+
+    def deliver_timed(i: int, where: str, *target: str) -> float:
+        settle_disk()
+        before = cpu_seconds(service.proc.pid, reaped=True)
+        t = run_timed([LEVERE, "deliver", *target, str(run), "--name", f"{where}-{i}"], env=env)
+        cpu[where].append((cpu_seconds(service.proc.pid, reaped=True) - before) / (size / GiB))
+        return size / MiB / t.seconds
+
     try:
 
         def curl(i: int) -> float:
             return nginx.put(run / "sample_R1.fastq.gz", i)
 
         def deliver(i: int) -> float:
-            settle_disk()
-            t = run_timed(
-                [LEVERE, "deliver", project, str(run), "--name", f"zone-{i}", "--disk", disk], env=env
-            )
-            return size / MiB / t.seconds
+            plain.append(deliver_timed(i, "area", service.project()))
+            print(f"  round {i + 1}: levere deliver to a project area {plain[-1]:,.1f} MiB/s", flush=True)
+            return deliver_timed(i, "disk", project, "--disk", disk)
 
         print(
             f"One {size / GiB:.0f} GiB plaintext file into a shared disk: curl -T to nginx vs levere deliver --disk"
@@ -112,6 +123,13 @@ def upload(work: Path, service: Service, project: str, disk: str, size: int, rou
         rounds_ = interleave(rounds, curl, deliver, "MiB/s")
     finally:
         nginx.stop()
+    print(
+        f"  the same file into a project area (no encryption): median {statistics.median(plain):,.1f} MiB/s; "
+        f"the disk's speed is {statistics.median([b / a for a, b in zip(plain, rounds_.levere, strict=True)]):.2f}x it; "
+        f"the server's CPU per GiB: area {statistics.median(cpu['area']):.2f} s, "
+        f"disk {statistics.median(cpu['disk']):.2f} s (encrypting helpers included)",
+        flush=True,
+    )
     return report("encrypting upload", "nginx PUT", rounds_, 0.6)
 
 

@@ -143,13 +143,15 @@ def descendants(pid: int) -> list[int]:
     return [p for child in children(pid) for p in (child, *descendants(child))]
 
 
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU time a running process has used."""
+def cpu_seconds(pid: int, reaped: bool = False) -> float:
+    """User and system CPU time a running process has used (with ``reaped``, also that of its
+    children that ended and were waited for)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = sum(int(f) for f in fields[11 : 15 if reaped else 13])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass

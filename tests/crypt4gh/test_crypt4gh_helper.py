@@ -9,6 +9,7 @@ import io
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,17 @@ def _helpers() -> list[int]:
         if parent == os.getpid() and b"segment_worker.py" in command:
             found.append(int(entry.name))
     return found
+
+
+class _Paced(io.BytesIO):
+    """The plaintext, read at a pace past the helper's start: each read after
+    :data:`HELPER_AFTER` bytes waits a little, so that a helper slow to start on a loaded machine
+    is up long before the end (the tests are about what happens once it serves)."""
+
+    def readinto(self, buffer: object) -> int:  # type: ignore[override]
+        if self.tell() >= HELPER_AFTER:
+            time.sleep(0.05)
+        return super().readinto(buffer)  # type: ignore[arg-type]
 
 
 class _Recording(io.BytesIO):
@@ -65,7 +77,7 @@ def _stock_decrypt(body: bytes, data_key: object, member: PrivateKey) -> bytes:
 def test_a_body_encrypted_with_the_helper_opens_with_the_stock_library(checksums: bool) -> None:
     plaintext = os.urandom(SIZE)
     sink = _Recording()
-    result = encrypt_stream(io.BytesIO(plaintext), sink, checksums=checksums)
+    result = encrypt_stream(_Paced(plaintext), sink, checksums=checksums)
 
     assert "crypt4gh-write" in sink.threads  # the helper served: its chunks were written by the thread
     assert result.body_size == len(sink.getvalue()) == body_size(SIZE)
@@ -85,6 +97,8 @@ def test_plaintext_pushed_in_uneven_pieces_through_the_helper_makes_a_valid_body
             step = step * 7 % 3_000_001 + 1
             encryptor.write(plaintext[at : at + step])
             at += step
+            if at >= HELPER_AFTER:
+                time.sleep(0.05)  # as _Paced does
         result = encryptor.finish()
     assert "crypt4gh-write" in sink.threads
     assert result.md5 == hashlib.md5(plaintext).hexdigest()
@@ -101,7 +115,7 @@ def test_a_helper_killed_half_way_leaves_a_valid_body() -> None:
             killed.append(pid)
 
     sink = _Recording(at_write=HELPER_AFTER // (1024 * 1024) + 6, action=kill_helper)
-    result = encrypt_stream(io.BytesIO(plaintext), sink)
+    result = encrypt_stream(_Paced(plaintext), sink)
 
     assert killed  # the helper was running, and was killed while chunks were in flight
     assert result.sha256 == hashlib.sha256(plaintext).hexdigest()
@@ -118,6 +132,6 @@ def test_neither_thread_nor_helper_outlives_a_sink_that_fails_with_the_helper() 
     before = set(threading.enumerate())
     for checksums in (True, False):
         with pytest.raises(OSError, match="disk full"):
-            encrypt_stream(io.BytesIO(bytes(SIZE)), Failing(), checksums=checksums)
+            encrypt_stream(_Paced(bytes(SIZE)), Failing(), checksums=checksums)
     assert [t.name for t in set(threading.enumerate()) - before] == []
     assert _helpers() == []

@@ -52,7 +52,8 @@ class ObjectWriter(abc.ABC):
     version: str | None = None
 
     @abc.abstractmethod
-    def write(self, chunk: bytes) -> None: ...
+    def write(self, chunk: bytes) -> None:
+        """Write or copy ``chunk`` before returning (the caller may reuse its buffer then)."""
 
     @abc.abstractmethod
     def commit(self) -> None:
@@ -160,7 +161,9 @@ class Backend(abc.ABC):
     def append_staged(self, session: str, offset: int, chunks: Iterable[bytes]) -> int:
         """Append ``chunks`` at ``offset`` (which must equal :meth:`staged_offset`); returns the new
         offset. If the iterable raises part-way (a dropped connection), every byte already
-        received up to that point is kept durably when possible, then the error is re-raised."""
+        received up to that point is kept durably when possible, then the error is re-raised.
+        Each chunk is written or copied before the next is asked for, so the caller may reuse
+        its buffer then."""
 
     @abc.abstractmethod
     def truncate_staged(self, session: str, offset: int) -> int:
