@@ -287,8 +287,10 @@ class Sealed:
 
 
 def sealed_staged(ctx: Context, zone: EncryptingBackend, key: str, session: str) -> Sealed:
-    """A plaintext upload encrypted on the way in, published under ``key``."""
-    return Sealed(zone.data_key(session), zone.wrapped_key(session), body_checksum(ctx, key))
+    """A plaintext upload encrypted on the way in, published under ``key``; its body's checksum is
+    the one the layer computed while writing it, or the stored body's if it has none."""
+    body = zone.body_digest(session) or body_checksum(ctx, key)
+    return Sealed(zone.data_key(session), zone.wrapped_key(session), body)
 
 
 def sealed_whole(ctx: Context, zone: EncryptingBackend, key: str, writer: ObjectWriter) -> Sealed:

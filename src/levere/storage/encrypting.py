@@ -18,6 +18,10 @@ Design notes
   resumes from the last one. A step is a whole number of segments; on an object store beneath,
   whose parts are not, the body stays resumable only while the parts' tail can still be cut
   (docs/secure.md).
+* The body's SHA-256 (what copies of it are checked against) is computed as the body is written,
+  and kept in memory between the requests of one session in this process
+  (:meth:`EncryptingBackend.body_digest`); a session continued in another process has none, and
+  its caller hashes the stored body once it is complete.
 * Files uploaded already encrypted (a *sealed* session, :meth:`start_sealed`): the caller takes the
   header off the first request and checks it (:meth:`with_header`); the session then stores the
   body as it comes (it is ciphertext: any offset is durable and can be read back), after the header
@@ -38,6 +42,8 @@ import base64
 import contextlib
 import hashlib
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
 from functools import cached_property
@@ -142,6 +148,40 @@ class _Segments:
 
     def drop(self) -> None:
         self._filled = 0
+
+
+class _BodyDigests:
+    """The running SHA-256 of the bodies this process is writing in resumable sessions, at the
+    body offsets where the session's last append began and ended (a request cut off mid-step
+    resumes from the first); a few dozen sessions at most (the oldest is forgotten first)."""
+
+    KEPT = 64
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._states: OrderedDict[str, dict[int, hashlib._Hash]] = OrderedDict()
+
+    def take(self, session: str, at: int) -> hashlib._Hash | None:
+        """The running hash of ``session`` at exactly ``at`` body bytes (the caller's until it
+        keeps it again); a fresh one at 0."""
+        with self._lock:
+            found = self._states.pop(session, {}).get(at)
+        if found is not None:
+            return found
+        return hashlib.sha256() if at == 0 else None
+
+    def keep(self, session: str, states: dict[int, hashlib._Hash]) -> None:
+        with self._lock:
+            self._states[session] = states
+            while len(self._states) > self.KEPT:
+                self._states.popitem(last=False)
+
+    def forget(self, session: str) -> None:
+        with self._lock:
+            self._states.pop(session, None)
+
+
+_body_digests = _BodyDigests()
 
 
 class EncryptingWriter(ObjectWriter):
@@ -332,26 +372,49 @@ class EncryptingBackend(WrappingBackend):
             raise Conflict("the storage cannot take back the bytes of a step cut off; upload the file again")
         segments = _Segments(self.data_key(session))
         received = offset
+        hashed = body_size(start)
+        digest = _body_digests.take(s.inner, hashed)
+        began = {hashed: digest.copy()} if digest is not None else {}
 
         def sealed() -> Iterator[memoryview]:
-            nonlocal received
+            nonlocal received, hashed
             for chunk in chunks:
                 received += len(chunk)
                 if received > s.length:
                     raise Conflict(f"upload would exceed its declared length of {s.length} bytes")
-                yield from segments.push(chunk)
+                for piece in segments.push(chunk):
+                    if digest is not None:
+                        digest.update(piece)
+                        hashed += len(piece)
+                    yield piece
             if received == s.length:
                 last = segments.last()
                 if last:
+                    if digest is not None:
+                        digest.update(last)
+                        hashed += len(last)
                     yield last
             segments.drop()  # a piece of a segment that was not the last is never stored
 
         try:
             # the backends beneath take any bytes-like chunk (memoryviews of the segments' buffer)
-            self.inner.append_staged(s.inner, body_size(offset), cast(Iterator[bytes], sealed()))
+            held = self.inner.append_staged(s.inner, body_size(offset), cast(Iterator[bytes], sealed()))
         finally:
             segments.drop()
+        if digest is not None and held == hashed:
+            _body_digests.keep(s.inner, began | {held: digest})
         return self.staged_offset(session)
+
+    def body_digest(self, session: str) -> tuple[str, int] | None:
+        """The SHA-256 and size of a complete session's body, where this process hashed all of it
+        as it was written (see the module's notes); None otherwise."""
+        s = _Session.decode(session)
+        if s.mode == "sealed" or not s.inner:
+            return None
+        size = body_size(s.length)
+        digest = _body_digests.take(s.inner, size)
+        _body_digests.forget(s.inner)
+        return (digest.hexdigest(), size) if digest is not None else None
 
     def truncate_staged(self, session: str, offset: int) -> int:
         s = _Session.decode(session)
@@ -383,6 +446,7 @@ class EncryptingBackend(WrappingBackend):
     def abort_staged(self, session: str) -> None:
         s = _Session.decode(session)
         if s.inner:
+            _body_digests.forget(s.inner)
             self.inner.abort_staged(s.inner)
 
 
