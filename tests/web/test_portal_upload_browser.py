@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,11 @@ def test_facility_uploads_from_the_page_and_resumes_after_a_reload(
     while float(bar.get_attribute("value") or 0) < 8 * MiB:  # the first chunk is in
         assert time.monotonic() < deadline, "the upload did not start"
         time.sleep(0.05)
+    # progress in binary units, as people read them
+    assert re.fullmatch(
+        r"\d+\.\d MiB of 40\.0 MiB",
+        page.locator("#upload-progress li").last.locator("span").last.inner_text(),
+    )
     page.reload()
     page.locator("#upload-files").set_input_files(str(big))
     page.get_by_role("button", name="Upload", exact=True).click()

@@ -31,6 +31,7 @@ STATIC = {
     "portal.css": "text/css; charset=utf-8",
     "uploads.js": "text/javascript; charset=utf-8",
     "upload.js": "text/javascript; charset=utf-8",
+    "sizes.js": "text/javascript; charset=utf-8",
 }
 
 

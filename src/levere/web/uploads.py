@@ -18,10 +18,9 @@ from importlib.resources import files
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-# the HTTP glue of tus (errors as tus answers, request bodies streamed to a worker thread) is the API's
-from levere.api.routes.tus import TusRoute, _append, _has_body, _upload_headers
 from levere.domain.roles import Action
 from levere.http_deps import CtxDep, acts
+from levere.http_tus import TusRoute, append_body, has_body, upload_headers
 from levere.services import upload_grants, uploads
 from levere.transfer import tus
 from levere.web.session import PREFIX, FormExpired, PortalUser, csrf_for_session
@@ -56,10 +55,10 @@ async def create(request: Request, viewer: PortalUser, ctx: CtxDep) -> Response:
     headers = dict(request.headers)
     view = await run_in_threadpool(uploads.create, ctx, viewer.user, headers)
     await run_in_threadpool(upload_grants.grant, ctx, view.id, viewer.token)
-    answer = {"Location": f"{PREFIX}/tus/{view.id}", **_upload_headers(view)}
-    if _has_body(request) and view.offset < view.length:
-        view = await _append(ctx, viewer.user, view.id, request, {**headers, "upload-offset": "0"})
-        answer |= _upload_headers(view)
+    answer = {"Location": f"{PREFIX}/tus/{view.id}", **upload_headers(view)}
+    if has_body(request) and view.offset < view.length:
+        view = await append_body(ctx, viewer.user, view.id, request, {**headers, "upload-offset": "0"})
+        answer |= upload_headers(view)
     return Response(status_code=201, headers=answer)
 
 
@@ -67,13 +66,13 @@ async def create(request: Request, viewer: PortalUser, ctx: CtxDep) -> Response:
 def head(upload_id: str, request: Request, viewer: PortalUser, ctx: CtxDep) -> Response:
     """Where to resume, after a page reload too (the client keeps the upload's address)."""
     view = uploads.status(ctx, viewer.user, upload_id, dict(request.headers))
-    return Response(status_code=200, headers=_upload_headers(view))
+    return Response(status_code=200, headers=upload_headers(view))
 
 
 @router.patch("/{upload_id}", openapi_extra=acts(Action.DELIVERY_UPLOAD), dependencies=[CsrfHeader])
 async def patch(upload_id: str, request: Request, viewer: PortalUser, ctx: CtxDep) -> Response:
-    view = await _append(ctx, viewer.user, upload_id, request, dict(request.headers))
-    return Response(status_code=204, headers=_upload_headers(view))
+    view = await append_body(ctx, viewer.user, upload_id, request, dict(request.headers))
+    return Response(status_code=204, headers=upload_headers(view))
 
 
 @router.delete("/{upload_id}", openapi_extra=acts(Action.DELIVERY_UPLOAD), dependencies=[CsrfHeader])

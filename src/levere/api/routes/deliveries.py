@@ -42,6 +42,7 @@ from levere.api.routes import tus as tus_routes
 from levere.api.schemas import In
 from levere.domain.checksum_coverage import ChecksumCoverage
 from levere.domain.roles import Action
+from levere.http_tus import transfer_limiter
 from levere.services import batches, deliveries, downloads, sealing
 from levere.services.views import DeliveryView, FileView
 from levere.transfer import wire
@@ -388,7 +389,7 @@ async def batch(
                 content_length=int(length) if length.isdigit() else None,
                 content_type=request.headers.get("content-type", ""),
             ),
-            limiter=tus_routes.transfer_limiter(),
+            limiter=transfer_limiter(),
         )
     finally:
         await pipe.stop()

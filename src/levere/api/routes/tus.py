@@ -1,21 +1,16 @@
 """Resumable uploads over tus 1.0.0 at ``/api/tus/`` (see ``docs``: the deliveries HTTP contract).
 
 Every answer carries ``Tus-Resumable``, errors included, and errors keep levere's JSON body, so a
-stock tus client and levere's own client both understand them. Request bodies go to a worker thread
-through a :class:`~levere.transfer.pipe.BodyPipe`, read only once the service's checks have passed.
+stock tus client and levere's own client both understand them (:mod:`levere.http_tus`, which the
+portal's tus endpoint shares).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Mapping
 from functools import partial
-from typing import Any
 
-import anyio
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 
 from levere.api.deps import CtxDep, TusCreateUser, UploadUser, acts, bearer_token, second_factor
 from levere.api.openapi import (
@@ -27,110 +22,12 @@ from levere.api.openapi import (
     tus_errors,
     tus_request,
 )
-from levere.context import Context
-from levere.dataplane import UploadView
-from levere.db.models import User
-from levere.domain.errors import LevereError
 from levere.domain.roles import Action
+from levere.http_tus import TusRoute, append_body, has_body, upload_headers
 from levere.services import upload_grants, uploads
-from levere.transfer import tus, wire
-from levere.transfer.pipe import BodyPipe
-
-_limiter: anyio.CapacityLimiter | None = None
-
-
-def transfer_limiter() -> anyio.CapacityLimiter:
-    """Threads for request bodies, apart from the pool that runs ordinary routes, so that many
-    long uploads never starve short requests."""
-    global _limiter
-    if _limiter is None:
-        _limiter = anyio.CapacityLimiter(128)
-    return _limiter
-
-
-def error_response(exc: LevereError) -> JSONResponse:
-    headers = {"Tus-Resumable": tus.VERSION}
-    if exc.http_status == 401:
-        headers["WWW-Authenticate"] = "Bearer"
-    if "offset" in exc.details:
-        headers["Upload-Offset"] = str(exc.details["offset"])
-    return JSONResponse(
-        status_code=exc.http_status,
-        content={"error": exc.code, "message": exc.message, "details": exc.details},
-        headers=headers,
-    )
-
-
-def _plain(status: int, code: str, message: str, **headers: str) -> JSONResponse:
-    return JSONResponse(
-        status_code=status,
-        content={"error": code, "message": message, "details": {}},
-        headers={"Tus-Resumable": tus.VERSION, **headers},
-    )
-
-
-class TusRoute(APIRoute):
-    """Adds ``Tus-Resumable`` to every answer and turns protocol errors into tus status codes."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def route(request: Request) -> Response:
-            try:
-                response = await handler(request)
-            except LevereError as exc:
-                return error_response(exc)
-            except tus.VersionUnsupported as exc:
-                return _plain(
-                    412,
-                    "tus_version",
-                    f"this server speaks tus {tus.VERSION}, not {exc}",
-                    **{"Tus-Version": tus.VERSION},
-                )
-            except tus.ChecksumAlgorithmUnsupported as exc:
-                return _plain(
-                    400,
-                    "checksum_algorithm",
-                    f"checksum algorithm {exc} is not supported; use one of {', '.join(tus.CHECKSUM_ALGORITHMS)}",
-                )
-            except uploads.WrongContentType:
-                return _plain(415, "content_type", f"a PATCH body must be sent as {tus.OFFSET_CONTENT_TYPE}")
-            response.headers.setdefault("Tus-Resumable", tus.VERSION)
-            return response
-
-        return route
-
+from levere.transfer import tus
 
 router = APIRouter(prefix="/tus", tags=["uploads"], route_class=TusRoute)
-
-
-def _upload_headers(view: UploadView) -> dict[str, str]:
-    headers = {
-        "Upload-Offset": str(view.offset),
-        "Upload-Length": str(view.length),
-        "Upload-Expires": tus.http_date(view.expires_at),
-        "Cache-Control": "no-store",
-    }
-    if view.digests is not None:
-        headers[wire.CHECKSUM_HEADER] = view.digests.header()
-    return headers
-
-
-async def _append(
-    ctx: Context, actor: User, upload_id: str, request: Request, headers: Mapping[str, str]
-) -> UploadView:
-    pipe = BodyPipe(request.stream())
-    try:
-        return await anyio.to_thread.run_sync(
-            partial(uploads.append, ctx, actor, upload_id, headers, pipe), limiter=transfer_limiter()
-        )
-    finally:
-        await pipe.stop()
-
-
-def _has_body(request: Request) -> bool:
-    length = request.headers.get("content-length", "0").strip()
-    return (length.isdigit() and int(length) > 0) or "chunked" in request.headers.get("transfer-encoding", "")
 
 
 @router.options(
@@ -168,10 +65,10 @@ async def create(request: Request, actor: TusCreateUser, ctx: CtxDep) -> Respons
     stepped_up = await run_in_threadpool(second_factor, request, ctx)
     view = await run_in_threadpool(partial(uploads.create, ctx, actor, headers, second_factor=stepped_up))
     await run_in_threadpool(upload_grants.grant, ctx, view.id, bearer_token(request))
-    answer = {"Location": f"/api/tus/{view.id}", **_upload_headers(view)}
-    if _has_body(request) and view.offset < view.length:
-        view = await _append(ctx, actor, view.id, request, {**headers, "upload-offset": "0"})
-        answer |= _upload_headers(view)
+    answer = {"Location": f"/api/tus/{view.id}", **upload_headers(view)}
+    if has_body(request) and view.offset < view.length:
+        view = await append_body(ctx, actor, view.id, request, {**headers, "upload-offset": "0"})
+        answer |= upload_headers(view)
     return Response(status_code=201, headers=answer)
 
 
@@ -186,7 +83,7 @@ async def create(request: Request, actor: TusCreateUser, ctx: CtxDep) -> Respons
 def head(upload_id: str, request: Request, actor: UploadUser, ctx: CtxDep) -> Response:
     """The offset to resume from: what the storage durably holds, also after a server crash."""
     view = uploads.status(ctx, actor, upload_id, dict(request.headers))
-    return Response(status_code=200, headers=_upload_headers(view))
+    return Response(status_code=200, headers=upload_headers(view))
 
 
 @router.patch(
@@ -205,8 +102,8 @@ def head(upload_id: str, request: Request, actor: UploadUser, ctx: CtxDep) -> Re
 async def patch(upload_id: str, request: Request, actor: UploadUser, ctx: CtxDep) -> Response:
     """Append the body at ``Upload-Offset``. When the last byte is in, the server's MD5 and SHA-256
     are compared with the expected ones and the file is published (``Levere-Checksum`` answers)."""
-    view = await _append(ctx, actor, upload_id, request, dict(request.headers))
-    return Response(status_code=204, headers=_upload_headers(view))
+    view = await append_body(ctx, actor, upload_id, request, dict(request.headers))
+    return Response(status_code=204, headers=upload_headers(view))
 
 
 @router.delete(

@@ -10,18 +10,7 @@
   }
   var input = document.getElementById("upload-files");
   var list = document.getElementById("upload-progress");
-  var units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-
-  function size(n) {
-    var value = n;
-    for (var i = 0; i < units.length; i++) {
-      if (Math.abs(value) < 1024 || i === units.length - 1) {
-        return i === 0 ? value.toFixed(0) + " B" : value.toFixed(1) + " " + units[i];
-      }
-      value /= 1024;
-    }
-    return n + " B";
-  }
+  var size = window.levereSize;
 
   function row(file) {
     var li = document.createElement("li");
