@@ -14,7 +14,7 @@ from sqlalchemy import func, select, update
 from levere.context import Context
 from levere.db.models import StoredFile, Upload
 from levere.domain.tiers import Tier
-from levere.services import uploads
+from levere.services import upload_endings
 from tests.conftest import LiveServer
 from tests.deliveries_support import (
     TUS,
@@ -156,7 +156,7 @@ def test_abandoned_uploads_expire_and_give_their_reservation_back(
         for url in abandoned:
             assert http.head(url, headers=TUS).status_code == 404
         assert tus_patch(http, c, kept, 0, b"k" * 1000).status_code == 204
-        assert uploads.expire_abandoned(ctx) == 0
+        assert upload_endings.expire_abandoned(ctx) == 0
     with ctx.tx() as session:
         states = dict(session.execute(select(Upload.path, Upload.state)).all())
     assert states == {

@@ -16,7 +16,7 @@ EXPIRY_EVERY_MINUTES = 15
 
 
 def expire_uploads(ctx: Context) -> int:
-    from levere.services.uploads import expire_abandoned
+    from levere.services.upload_endings import expire_abandoned
 
     count = expire_abandoned(ctx)
     if count:

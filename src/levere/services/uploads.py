@@ -43,7 +43,7 @@ from levere.dataplane import (
     restore_state,
     take_lease,
 )
-from levere.db.models import Delivery, Project, ProjectFacility, ProjectMember, Upload, User, utcnow
+from levere.db.models import Delivery, ProjectFacility, ProjectMember, Upload, User
 from levere.domain.deliveries import DeliveryState, UploadState, upload_transition
 from levere.domain.errors import (
     AccessDenied,
@@ -55,7 +55,6 @@ from levere.domain.errors import (
     NotCrypt4GH,
     NotFound,
     StorageFull,
-    StorageUnavailable,
     ValidationFailed,
 )
 from levere.domain.paths import check_relative_path
@@ -68,10 +67,10 @@ from levere.services.deliveries import (
     check_path_free,
     key_limits,
     open_for_upload,
-    reclaim_dead_batches,
     record_files,
 )
 from levere.services.projects import authorize, landing_tier
+from levere.services.upload_rows import abort_quietly, fail_upload, load_upload
 from levere.storage import Backend
 from levere.storage.encrypting import encrypting
 from levere.transfer import tus, wire
@@ -88,21 +87,6 @@ HEAD_WAIT = 3.0
 
 class WrongContentType(Exception):
     """A PATCH without ``Content-Type: application/offset+octet-stream`` (answered with 415)."""
-
-
-def _load(
-    session: Session, actor: User, upload_id: str, *, lock: bool = False
-) -> tuple[Upload, Project, Delivery]:
-    query = select(Upload).where(Upload.id == upload_id, Upload.kind == "tus")
-    if lock:
-        query = query.with_for_update()
-    upload = session.execute(query).scalar()
-    if upload is None:
-        raise NotFound("no such upload")
-    project = authorize(session, actor, upload.project_id, Action.DELIVERY_UPLOAD)
-    delivery = session.get(Delivery, upload.delivery_id)
-    assert delivery is not None  # a foreign key with ON DELETE CASCADE
-    return upload, project, delivery
 
 
 def _require_uploader(session: Session, actor: User) -> None:
@@ -192,20 +176,11 @@ def create(
             zone.start_sealed(up.key, length) if crypt4gh and zone else backend.start_staged(up.key, length)
         )
     except LevereError as exc:
-        _fail(ctx, actor, up, f"the storage could not start the upload: {exc.message}")
+        fail_upload(ctx, actor, up, f"the storage could not start the upload: {exc.message}")
         raise
     with ctx.tx() as session:
         session.execute(update(Upload).where(Upload.id == up.id).values(session=staged))
     return up.view(offset=0)
-
-
-def _give_back(session: Session, upload: Upload) -> None:
-    """An upload that will not complete frees what it reserved: on the disk or the area's quota."""
-    delivery = session.get(Delivery, upload.delivery_id)
-    if delivery is not None and delivery.shared_disk_id is not None:
-        zone_uploads.give_back(session, delivery.shared_disk_id, upload.length)
-    else:
-        quotas.release(session, upload.project_id, landing_tier(session, upload.project_id), upload.length)
 
 
 # --- status ----------------------------------------------------------------------------------------
@@ -219,7 +194,7 @@ def status(ctx: Context, actor: User, upload_id: str, headers: Mapping[str, str]
     deadline = time.monotonic() + HEAD_WAIT
     while True:
         with ctx.tx() as session:
-            upload, project, delivery = _load(session, actor, upload_id, lock=True)
+            upload, project, delivery = load_upload(session, actor, upload_id, lock=True)
             tus.check_version(headers)
             up = Snapshot.of(upload, project, delivery)
             leased = False
@@ -283,7 +258,7 @@ def _recover(ctx: Context, actor: User, up: Snapshot, backend: Backend) -> Uploa
             return _complete(ctx, actor, up, hasher.digests())
     elif info is not None and info.size == up.length and hasher is not None:
         return _record(ctx, actor, up, hasher.digests())
-    _fail(ctx, actor, up, "its stored bytes are gone")
+    fail_upload(ctx, actor, up, "its stored bytes are gone")
     raise gone(replace(up, state=UploadState.FAILED))
 
 
@@ -325,7 +300,7 @@ def _begin(
     while True:
         try:
             with ctx.tx() as session:
-                upload, project, delivery = _load(session, actor, upload_id, lock=True)
+                upload, project, delivery = load_upload(session, actor, upload_id, lock=True)
                 request = _parse_patch(headers)
                 if upload.state == UploadState.COMPLETE:
                     raise Conflict(f"the upload of {upload.path} is already complete", offset=upload.length)
@@ -384,7 +359,7 @@ def append(
             try:
                 staged, header = zone_uploads.take_header(ctx, up.id, up.delivery_id, zone, staged, source)
             except (NotCrypt4GH, EncryptedToAnotherKey) as exc:
-                _fail(ctx, actor, up, exc.message)  # nothing was stored
+                fail_upload(ctx, actor, up, exc.message)  # nothing was stored
                 raise
             up = replace(up, session=staged)
         elif durable != request.offset:
@@ -457,7 +432,7 @@ def _restore(
     restored = restore_state(up, backend, staged, durable)
     if restored is not None:
         return restored
-    _fail(ctx, actor, up, "its checksum state was lost when the server stopped")
+    fail_upload(ctx, actor, up, "its checksum state was lost when the server stopped")
     raise NotFound(
         f"the upload of {up.path} cannot be continued (the server stopped at a moment it could not recover "
         "from); upload the file again",
@@ -507,8 +482,8 @@ def _complete(ctx: Context, actor: User, up: Snapshot, digests: Digests) -> Uplo
     zone = encrypting(backend)
     if wrong:
         if up.session:
-            _abort_quietly(backend, up.session)
-        _fail(ctx, actor, up, "checksum mismatch: " + ", ".join(wrong))
+            abort_quietly(backend, up.session)
+        fail_upload(ctx, actor, up, "checksum mismatch: " + ", ".join(wrong))
         raise ChecksumMismatch(
             f"{up.delivery}/{up.path} arrived with {', '.join(wrong)}; nothing was stored",
             path=up.path,
@@ -520,7 +495,7 @@ def _complete(ctx: Context, actor: User, up: Snapshot, digests: Digests) -> Uplo
         try:
             sealed, digests = zone_uploads.complete_sealed(ctx, zone, up.key, up.session)
         except CiphertextDamaged as exc:
-            _fail(ctx, actor, up, exc.message)  # its body was deleted
+            fail_upload(ctx, actor, up, exc.message)  # its body was deleted
             raise
         return _record(ctx, actor, up, digests, sealed)
     if up.length == 0:
@@ -582,83 +557,3 @@ def _record(
         backend_for(ctx, up.backend_id).delete(up.key)
         raise gone(replace(up, state=stale))
     return up.view(offset=up.length, state=UploadState.COMPLETE, digests=digests)
-
-
-def _fail(ctx: Context, actor: User | None, up: Snapshot, reason: str) -> None:
-    """Mark the upload failed and give its reservation back (its bytes are dropped by the caller)."""
-    with ctx.tx() as session:
-        upload = session.execute(select(Upload).where(Upload.id == up.id).with_for_update()).scalar_one()
-        if upload.state != UploadState.ACTIVE:
-            return
-        upload.state = upload_transition(upload.state, UploadState.FAILED)
-        upload.reason = reason
-        upload.lease_owner = None
-        _give_back(session, upload)
-        audit.record(
-            session, actor, "upload.failed", "delivery", up.delivery_id,
-            after={"path": up.path, "length": up.length, "reason": reason},
-        )  # fmt: skip
-
-
-def _abort_quietly(backend: Backend, staged: str) -> None:
-    try:
-        backend.abort_staged(staged)
-    except LevereError as exc:  # the bytes are unreferenced; a later clean-up may remove them
-        log.warning("could not drop staged upload bytes: %s", exc.message)
-
-
-# --- terminate and expire -------------------------------------------------------------------------------
-
-
-def terminate(ctx: Context, actor: User, upload_id: str, headers: Mapping[str, str]) -> None:
-    """DELETE (tus termination): drop the bytes and give the reservation back."""
-    with ctx.tx() as session:
-        upload, _project, delivery = _load(session, actor, upload_id, lock=True)
-        tus.check_version(headers)
-        if upload.state != UploadState.ACTIVE:
-            raise gone(upload)
-        upload.state = upload_transition(upload.state, UploadState.TERMINATED)
-        upload.lease_owner = None
-        _give_back(session, upload)
-        audit.record(
-            session, actor, "upload.terminated", "delivery", delivery.id,
-            after={"path": upload.path, "length": upload.length, "offset": upload.offset},
-        )  # fmt: skip
-        backend_id, staged = upload.backend_id, upload.session
-    if staged:
-        _abort_quietly(backend_for(ctx, backend_id), staged)
-
-
-def expire_abandoned(ctx: Context) -> int:
-    """Give back the reservations of uploads nobody has touched for ``upload_expiry_hours`` (and of
-    batches whose request died), and drop their bytes. Returns how many expired."""
-    now = utcnow()
-    dropped: list[tuple[str, str]] = []
-    with ctx.tx() as session:
-        reclaimed = reclaim_dead_batches(session)
-    with ctx.tx() as session:
-        rows = session.execute(
-            select(Upload)
-            .where(Upload.state == UploadState.ACTIVE, Upload.expires_at < now)
-            .with_for_update(skip_locked=True)
-        ).scalars()
-        count = 0
-        for upload in rows:
-            if upload.lease_expires_at is not None and upload.lease_expires_at > now:
-                continue  # a request is writing to it right now
-            upload.state = upload_transition(upload.state, UploadState.EXPIRED)
-            upload.lease_owner = None
-            _give_back(session, upload)
-            audit.record(
-                session, None, "upload.expired", "delivery", upload.delivery_id,
-                after={"path": upload.path, "kind": upload.kind, "released": upload.length},
-            )  # fmt: skip
-            if upload.session:
-                dropped.append((upload.backend_id, upload.session))
-            count += 1
-    for backend_id, staged in dropped:
-        try:
-            _abort_quietly(backend_for(ctx, backend_id), staged)
-        except StorageUnavailable as exc:
-            log.warning("expired upload bytes left on storage: %s", exc.message)
-    return count + reclaimed

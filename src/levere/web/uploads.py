@@ -21,7 +21,7 @@ from fastapi.concurrency import run_in_threadpool
 from levere.domain.roles import Action
 from levere.http_deps import CtxDep, acts
 from levere.http_tus import TusRoute, append_body, has_body, upload_headers
-from levere.services import upload_grants, uploads
+from levere.services import upload_endings, upload_grants, uploads
 from levere.transfer import tus
 from levere.web.session import PREFIX, FormExpired, PortalUser, csrf_for_session
 
@@ -77,7 +77,7 @@ async def patch(upload_id: str, request: Request, viewer: PortalUser, ctx: CtxDe
 
 @router.delete("/{upload_id}", openapi_extra=acts(Action.DELIVERY_UPLOAD), dependencies=[CsrfHeader])
 def terminate(upload_id: str, request: Request, viewer: PortalUser, ctx: CtxDep) -> Response:
-    uploads.terminate(ctx, viewer.user, upload_id, dict(request.headers))
+    upload_endings.terminate(ctx, viewer.user, upload_id, dict(request.headers))
     return Response(status_code=204, headers={"Tus-Resumable": tus.VERSION})
 
 

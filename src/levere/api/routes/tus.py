@@ -24,7 +24,7 @@ from levere.api.openapi import (
 )
 from levere.domain.roles import Action
 from levere.http_tus import TusRoute, append_body, has_body, upload_headers
-from levere.services import upload_grants, uploads
+from levere.services import upload_endings, upload_grants, uploads
 from levere.transfer import tus
 
 router = APIRouter(prefix="/tus", tags=["uploads"], route_class=TusRoute)
@@ -120,5 +120,5 @@ async def patch(upload_id: str, request: Request, actor: UploadUser, ctx: CtxDep
 )
 def terminate(upload_id: str, request: Request, actor: UploadUser, ctx: CtxDep) -> Response:
     """Cancel the upload: its bytes are dropped and its reservation given back."""
-    uploads.terminate(ctx, actor, upload_id, dict(request.headers))
+    upload_endings.terminate(ctx, actor, upload_id, dict(request.headers))
     return Response(status_code=204)
