@@ -93,7 +93,6 @@ def sensitive(demo: Any, staff: str, pi: str, helpdesk: str, passwords: dict[str
         'grant_id = "HV-F-12345"\n'
         'description = "Whole-exome sequencing of 40 families to find new causal variants."\n'
         'facility = "norseq-oslo"\n'
-        'quota_area_bytes = "1G"\n'
         'quota_longterm_bytes = "100G"\n'
         "sensitive = true\n"
         f'secure_project_id = "{SECURE_PROJECT}"\n'

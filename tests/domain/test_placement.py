@@ -190,10 +190,10 @@ def test_provisioning_a_sensitive_project_makes_no_working_area(ctx: Context, ma
     with ctx.tx() as session:
         project = projects.get_project(session, sensitive)
         assert project.sensitive and project.secure_project_id == "p1234"
-        # the quotas are recorded as granted: the secure zone's issue uses the long-term one
+        # no area quota (it has no area, though the form asked for one); long-term is granted
         assert {
             q.tier for q in session.execute(select(Quota).where(Quota.project_id == project.id)).scalars()
-        } == {"area", "longterm"}
+        } == {"longterm"}
     _nothing_stored(ctx, sensitive)
     # the facility hears that the project is assigned to it, not that an area is ready for deliveries
     told = body_of(mailbox.wait_for(world.staff.email, f"{sensitive} is assigned to"))

@@ -20,7 +20,7 @@ from levere.domain.errors import AccessDenied, AlreadyReleased, Conflict, NotFou
 from levere.domain.roles import UserKind
 from levere.domain.secure import HeaderHolder
 from levere.domain.tiers import Tier
-from levere.services import zone_access, zone_release
+from levere.services import zone_access, zone_files, zone_release
 from levere.services.zone_files import open_plaintext
 from tests.helpers import make_facility, make_user
 from tests.secure.zone_support import USERS, Zone, add_delivery, make_zone, store_files
@@ -127,9 +127,8 @@ def test_the_disk_stays_open_while_something_on_it_is_unreleased(ctx: Context) -
     first = zone_release.release(ctx, zone.world.staff, zone.disk, zone.delivery)
     assert first.disk_state == "open" and _disk(ctx, zone).wrapped_private_key is not None
     # RUN2 is still read through the disk's header, by both sides
-    assert [f.path for f in zone_access.disk_files(ctx, zone.world.staff, zone.disk, "RUN2")] == [
-        "RUN2/b/c.fq"
-    ]
+    listed = zone_files.disk_contents(ctx, zone.world.staff, zone.disk, "RUN2", to_read=True)
+    assert [f.full_path for f in listed.files] == ["RUN2/b/c.fq"]
     second = zone_release.release(ctx, zone.world.staff, zone.disk, "RUN2")
     assert second.disk_state == "released" and _disk(ctx, zone).wrapped_private_key is None
     assert _users_plaintext(ctx) == {p.split("/", 1)[1]: d for p, d in zone.files.items()}
@@ -143,7 +142,8 @@ def test_after_release_the_facility_gets_released_no_access_on_listing_and_downl
     assert before.size == len(before.header) + before.body_size
     zone_release.release(ctx, staff, zone.disk, zone.delivery)
     for attempt in (
-        lambda: zone_access.disk_files(ctx, staff, zone.disk, zone.delivery),
+        lambda: zone_files.disk_contents(ctx, staff, zone.disk, zone.delivery, to_read=True),
+        lambda: zone_files.disk_contents(ctx, staff, zone.disk, zone.delivery),
         lambda: zone_access.disk_download(ctx, staff, zone.disk, zone.delivery, "a/sample1.fastq", key),
         lambda: zone_access.disk_download(ctx, staff, zone.disk, zone.delivery, "empty.txt", key),
     ):
@@ -155,7 +155,11 @@ def test_after_release_the_facility_gets_released_no_access_on_listing_and_downl
     with pytest.raises(AccessDenied):
         zone_access.secure_files(ctx, staff, USERS)
     listed = zone_access.secure_files(ctx, zone.world.pi, USERS)
-    assert sorted(f.path for f in listed) == sorted(zone.files) and all(f.released for f in listed)
+    assert sorted(f.full_path for f in listed) == sorted(zone.files) and all(f.released for f in listed)
+    # the disk still lists the delivery, as released and without its files
+    on_disk = zone_files.disk_contents(ctx, staff, zone.disk)
+    assert [(d.name, d.state) for d in on_disk.deliveries] == [(zone.delivery, "released")]
+    assert on_disk.files == ()
 
 
 def _recipient() -> str:

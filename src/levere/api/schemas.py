@@ -289,6 +289,25 @@ class MemberOut(Out):
     added_at: datetime
 
 
+class ZoneDiskOut(Out):
+    """A shared disk of a sensitive project's users' secure project."""
+
+    name: str
+    state: str
+    quota_bytes: int
+    used_bytes: int
+    ends_at: datetime
+
+
+class ProjectZoneOut(Out):
+    """Where a sensitive project keeps its data (it has no working area): its users' secure project
+    and shared disks; the disks only for a sign-in with a second factor (``disks_shown``)."""
+
+    secure_project: str
+    disks_shown: bool
+    disks: list[ZoneDiskOut] = []
+
+
 class ProjectOut(Out):
     id: str
     identifier: str
@@ -300,6 +319,8 @@ class ProjectOut(Out):
     quotas: list[QuotaOut] = []
     facilities: list[str] = []
     my_role: str | None = None
+    #: a sensitive project's secure project and shared disks (null for other projects, and in lists)
+    zone: ProjectZoneOut | None = None
 
 
 class DeliverySummaryOut(Out):

@@ -76,11 +76,22 @@ def parse_member(text: str) -> dict[str, str]:
     return {"email": email.strip(), "role": (role or "member").strip()}
 
 
+def _area(app: dict[str, Any], nbytes: int | None) -> str:
+    """An area quota in words: a sensitive project has no working area (its data lands on a shared
+    disk in the secure zone, with the disk's own quota)."""
+    if app["sensitive"]:
+        asked = f"{format_size(nbytes)} asked, " if nbytes else ""
+        return f"no area (sensitive data: {asked}not granted)"
+    return f"{format_size(nbytes or 0)} area"
+
+
 def render(app: dict[str, Any]) -> None:
     members = ", ".join(f"{m['email']} ({m['role']})" for m in app["members"]) or "-"
     granted = ""
-    if app["granted_area_bytes"] is not None:
-        granted = f"{format_size(app['granted_area_bytes'])} area, {format_size(app['granted_longterm_bytes'])} long-term"
+    if app["granted_longterm_bytes"] is not None:
+        granted = (
+            f"{_area(app, app['granted_area_bytes'])}, {format_size(app['granted_longterm_bytes'])} long-term"
+        )
     fields(f"Application {app['number']}", [
         ("state", app["state"].replace("_", " ")),
         ("title", app["title"]),
@@ -89,7 +100,7 @@ def render(app: dict[str, Any]) -> None:
         ("funding", f"{app['funding_source']} {app['grant_id']}".strip()),
         ("description", app["description"]),
         ("facility", app["facility"]),
-        ("quota asked", f"{format_size(app['quota_area_bytes'])} area, {format_size(app['quota_longterm_bytes'])} long-term"),
+        ("quota asked", f"{_area(app, app['quota_area_bytes'])}, {format_size(app['quota_longterm_bytes'])} long-term"),
         ("quota granted", granted),
         ("sensitive", "yes" + (f" (secure project {app['secure_project_id']})" if app["secure_project_id"] else "")
          if app["sensitive"] else "no"),
@@ -113,7 +124,8 @@ def apply(
     description: Annotated[str | None, typer.Option(help="Scientific description.")] = None,
     facility: Annotated[str | None, typer.Option(help="The assisting facility's short name.")] = None,
     area_quota: Annotated[
-        str | None, typer.Option(help=f"Quota for the working area, e.g. 500G; {SIZE_HELP}.")
+        str | None,
+        typer.Option(help=f"Quota for the working area, e.g. 500G (none for sensitive data); {SIZE_HELP}."),
     ] = None,
     longterm_quota: Annotated[
         str | None, typer.Option(help=f"Quota for long-term storage, e.g. 2T; {SIZE_HELP}.")
@@ -179,7 +191,7 @@ def list_applications(
     )
     show(data, lambda rows: table("Applications", ["#", "state", "title", "PI", "facility", "area", "long-term", "project"], [
         (a["number"], a["state"].replace("_", " "), a["title"], a["pi_email"], a["facility"],
-         format_size(a["granted_area_bytes"] or a["quota_area_bytes"]),
+         "none" if a["sensitive"] else format_size(a["granted_area_bytes"] or a["quota_area_bytes"]),
          format_size(a["granted_longterm_bytes"] or a["quota_longterm_bytes"]), a["project"]) for a in rows
     ]))  # fmt: skip
 
@@ -239,7 +251,10 @@ def withdraw(number: str) -> None:
 def approve(
     number: str,
     area_quota: Annotated[
-        str | None, typer.Option(help=f"Grant another working-area quota, e.g. 400G; {SIZE_HELP}.")
+        str | None,
+        typer.Option(
+            help=f"Grant another working-area quota, e.g. 400G (not for sensitive data); {SIZE_HELP}."
+        ),
     ] = None,
     longterm_quota: Annotated[
         str | None, typer.Option(help=f"Grant another long-term quota, e.g. 2T; {SIZE_HELP}.")

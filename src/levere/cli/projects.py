@@ -27,13 +27,39 @@ def _quota_line(q: dict[str, Any]) -> str:
     )
 
 
+def zone_fields(zone: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """A sensitive project's secure project and shared disks, shown where others show the area."""
+    if zone is None:
+        return []
+    pairs = [
+        ("project area", "none: sensitive data is kept encrypted in the secure zone"),
+        ("secure project", zone["secure_project"] or "not yet attached"),
+    ]
+    if not zone["disks_shown"]:
+        return [*pairs, ("shared disks", "sign in with a second factor to see them")]
+    if not zone["disks"]:
+        return [*pairs, ("shared disks", "none yet (the helpdesk creates one for a delivery)")]
+    return pairs + [
+        (f"shared disk {d['name']}",
+         f"{d['state']}, {format_size(d['used_bytes'])} used of {format_size(d['quota_bytes'])}, "
+         f"ends {str(d['ends_at'])[:16].replace('T', ' ')} UTC")
+        for d in zone["disks"]
+    ]  # fmt: skip
+
+
+def _area_cell(p: dict[str, Any]) -> str:
+    if p["sensitive"]:
+        return f"none (secure project {p['secure_project_id'] or '-'})"
+    return next((_quota_line(q) for q in p["quotas"] if q["tier"] == "area"), "-")
+
+
 @projects.command("list")
 def list_projects() -> None:
     """Projects you can see."""
     data = client().get("/projects")
     show(data, lambda rows: table("Projects", ["identifier", "title", "your role", "facilities", "area"], [
         (p["identifier"], p["title"], p["my_role"] or "-", ", ".join(p["facilities"]),
-         next((_quota_line(q) for q in p["quotas"] if q["tier"] == "area"), "-")) for p in rows
+         _area_cell(p)) for p in rows
     ]))  # fmt: skip
 
 
@@ -52,6 +78,7 @@ def show_project(identifier: str) -> None:
             ("facilities", ", ".join(p["facilities"]) or "-"),
             ("sync to long-term", p["sync_mode"]),
             *[(f"quota {q['tier']}", _quota_line(q)) for q in p["quotas"]],
+            *zone_fields(p.get("zone")),
         ])  # fmt: skip
         _members_table(p["identifier"], p["members"])
 

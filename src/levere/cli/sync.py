@@ -15,11 +15,12 @@ import typer
 from levere.cli.accounts import client
 from levere.cli.client import Client
 from levere.cli.output import State, console, done, emit_json, err_console, fields, show, table
+from levere.cli.projects import zone_fields
 from levere.domain.jobruns import FINISHED, JobKind, JobRunState
 from levere.domain.units import count, format_size
 
 POLL_SECONDS = 0.5
-TIER_WORDS = {"area": "project area", "longterm": "long-term"}
+TIER_WORDS = {"area": "project area", "longterm": "long-term", "secure": "secure zone"}
 
 jobs = typer.Typer(help="Background jobs of a project: sync, restore, verify.", no_args_is_help=True)
 
@@ -210,14 +211,17 @@ def _render_status(data: dict[str, Any]) -> None:
             (f"quota {TIER_WORDS.get(t, t)}", f"{format_size(q['used_bytes'])} used + {format_size(q['reserved_bytes'])} "
              f"reserved of {format_size(q['limit_bytes'])}")
             for t, q in sorted(quotas.items())
-        ],
+        ]
+        + zone_fields(data.get("zone")),
     )  # fmt: skip
+    # a sensitive project's working copy is in the secure zone, not on a project area
+    working, words = ("secure", "secure zone") if data.get("sensitive") else ("area", "project area")
     table(
         "Deliveries",
-        ["delivery", "files", "size", "project area", "long-term", "files per state"],
+        ["delivery", "files", "size", words, "long-term", "files per state"],
         [
             (d["name"], d["files"], format_size(d["bytes"]), d["area"], d["longterm"],
-             f"area: {_counts(d['tiers'], 'area')}; long-term: {_counts(d['tiers'], 'longterm')}")
+             f"{words}: {_counts(d['tiers'], working)}; long-term: {_counts(d['tiers'], 'longterm')}")
             for d in data["deliveries"]
         ],
     )  # fmt: skip
@@ -260,9 +264,15 @@ def free(
 
     def render(r: dict[str, Any]) -> None:
         note = f" ({r['already_freed']} were already freed)" if r["already_freed"] else ""
+        tier = r.get("tier", "area")
+        use = (
+            f"; it now uses {format_size(r['area_used_bytes'])} of {format_size(r['area_limit_bytes'])}"
+            if tier == "area"
+            else ""
+        )
         done(
-            f"freed {count(r['freed_files'], 'file')}, {format_size(r['freed_bytes'])}, from the project area{note}; "
-            f"it now uses {format_size(r['area_used_bytes'])} of {format_size(r['area_limit_bytes'])}. "
+            f"freed {count(r['freed_files'], 'file')}, {format_size(r['freed_bytes'])}, from the "
+            f"{TIER_WORDS.get(tier, tier)}{note}{use}. "
             f"Bring them back with: levere restore {project} {' '.join(paths)}"
         )
 

@@ -158,7 +158,9 @@ def check_complete(form: ApplicationForm) -> None:
     for name, what in REQUIRED_TEXT.items():
         if not getattr(form, name).strip() and name not in problems:
             problems[name] = f"is required: give {what}"
-    if form.quota_area_bytes <= 0 and "quota_area_bytes" not in problems:
+    # a sensitive project has no working area: its area quota is not required, and one given is
+    # not granted (the review and the approval say so)
+    if not form.sensitive and form.quota_area_bytes <= 0 and "quota_area_bytes" not in problems:
         problems["quota_area_bytes"] = "is required: request a quota for the working area"
     if form.quota_longterm_bytes <= 0 and "quota_longterm_bytes" not in problems:
         problems["quota_longterm_bytes"] = "is required: request a quota for long-term storage"

@@ -29,6 +29,11 @@ from levere.services.notify import notify
 from levere.services.views import ApplicationView, ProjectView, application_view
 
 FORM_FIELDS = [f.name for f in fields(ApplicationForm)]
+#: why an area quota cannot be granted to a sensitive application
+NO_AREA_GRANT = (
+    "a sensitive project has no working area, so no area quota is granted: its data lands on a "
+    "shared disk in the secure zone, whose quota is set when the helpdesk creates the disk"
+)
 
 
 def subject_for(user: User, application: Application) -> Subject:
@@ -208,8 +213,8 @@ def submit(ctx: Context, actor: User, ref: str) -> ApplicationView:
             f"[levere] New application {application.number} to review: {application.title}",
             f"{application.pi_email} has submitted application {application.number}:\n\n"
             f"  {application.title}\n"
-            f"  area quota requested: {format_size(application.quota_area_bytes)}\n"
-            f"  long-term quota requested: {format_size(application.quota_longterm_bytes)}\n"
+            + f"  area quota requested: {_area_asked(application)}\n"
+            + f"  long-term quota requested: {format_size(application.quota_longterm_bytes)}\n"
             f"  sensitive: {'yes' if application.sensitive else 'no'}\n\n"
             f"Review it:  levere applications show {application.number}\n",
         )  # fmt: skip
@@ -265,11 +270,16 @@ def approve(
         for name, value in ((Tier.AREA, area_bytes), (Tier.LONGTERM, longterm_bytes)):
             if value is not None and value <= 0:
                 raise ValidationFailed({f"{name}_quota": "a granted quota must be larger than zero"})
+        if application.sensitive and area_bytes is not None:
+            raise ValidationFailed({"area_quota": NO_AREA_GRANT})
         before = _snapshot(application)
-        granted = {
-            Tier.AREA: area_bytes if area_bytes is not None else application.quota_area_bytes,
+        granted: dict[Tier, int] = {
             Tier.LONGTERM: longterm_bytes if longterm_bytes is not None else application.quota_longterm_bytes,
         }
+        if not application.sensitive:
+            # a sensitive project has no working area; an area quota an older form asked for is
+            # not granted (the approval's mail says so)
+            granted[Tier.AREA] = area_bytes if area_bytes is not None else application.quota_area_bytes
         pi, _ = accounts.get_or_create_invitee(session, actor, application.pi_email)
         identifier = projects.new_identifier(session, next_value(session, "project"))
         project = projects.provision(
@@ -290,31 +300,50 @@ def approve(
         application.reviewer_id = actor.id
         application.decided_at = utcnow()
         application.review_comment = comment
-        application.granted_area_bytes = granted[Tier.AREA]
+        application.granted_area_bytes = granted.get(Tier.AREA)
         application.granted_longterm_bytes = granted[Tier.LONGTERM]
         application.project_id = project.id
         after = _snapshot(application) | {"project": identifier, "granted": granted}
         audit.record(session, actor, "application.approved", "application", application.id, before, after)
-        adjusted = (
-            granted[Tier.AREA] != application.quota_area_bytes
-            or granted[Tier.LONGTERM] != application.quota_longterm_bytes
-        )
-        quota_text = (
-            f"  working area: {format_size(granted[Tier.AREA])}"
-            + (f" (you asked for {format_size(application.quota_area_bytes)})" if adjusted else "")
-            + f"\n  long-term storage: {format_size(granted[Tier.LONGTERM])}"
-            + (f" (you asked for {format_size(application.quota_longterm_bytes)})" if adjusted else "")
-        )
+        quota_text = _granted_text(application, granted, project.secure_project_id)
         notify(
             ctx, session, _people(session, application),
             f"[levere] Application {application.number} approved: project {identifier}",
             f"Your application {application.number} ({application.title}) was approved.\n\n"
             f"Project identifier: {identifier}\nGranted quota:\n{quota_text}\n"
-            + (f"Secure project (sensitive data): {project.secure_project_id}\n" if application.sensitive else "")
             + (f"\nComment from the helpdesk: {comment}\n" if comment else ""),
         )  # fmt: skip
         session.flush()
         return _views(session, [application])[0], projects.project_view(session, project, actor)
+
+
+def _area_asked(application: Application) -> str:
+    """The area quota asked for, in the review's words: for a sensitive application, that none is
+    granted (the form is the same for both kinds, so an applicant may have filled it in)."""
+    if not application.sensitive:
+        return format_size(application.quota_area_bytes)
+    asked = f"{format_size(application.quota_area_bytes)} asked, " if application.quota_area_bytes else ""
+    return f"none ({asked}not granted: sensitive data has no working area)"
+
+
+def _granted_text(application: Application, granted: dict[Tier, int], secure_project_id: str) -> str:
+    """The granted quotas in the approval's mail, with what was asked for where it differs."""
+
+    def line(words: str, tier: Tier, asked: int) -> str:
+        note = f" (you asked for {format_size(asked)})" if granted[tier] != asked else ""
+        return f"  {words}: {format_size(granted[tier])}{note}"
+
+    longterm = line("long-term storage", Tier.LONGTERM, application.quota_longterm_bytes)
+    if Tier.AREA in granted:
+        return line("working area", Tier.AREA, application.quota_area_bytes) + "\n" + longterm
+    return (
+        f"{longterm}\n"
+        f"  secure project (sensitive data): {secure_project_id}\n"
+        "  no working area: sensitive data is kept encrypted in the secure zone, on a shared disk "
+        "the helpdesk sets up with its own quota"
+        + (f" (the {format_size(application.quota_area_bytes)} area quota asked for is not granted)"
+           if application.quota_area_bytes else "")
+    )  # fmt: skip
 
 
 def _decide(

@@ -32,7 +32,7 @@ from levere.domain.jobruns import ACTIVE, JobRunState
 from levere.domain.replicas import ReplicaState
 from levere.domain.roles import Action, allowed, require
 from levere.domain.secure import DiskState, effective_state
-from levere.services import audit, projects
+from levere.services import audit, project_zone, projects
 from levere.services.accounts import subject_of
 from levere.services.deliveries import delivery_views
 from levere.services.jobruns import run_views
@@ -72,13 +72,20 @@ def summarise(deliveries: Iterable[DeliveryView]) -> DeliverySummary:
     )
 
 
-def project_page(ctx: Context, actor: User, identifier: str) -> ProjectPage:
-    """A project with its quota use per tier, its members, its deliveries and its recent jobs;
-    members and deliveries only for those who may see them."""
+def project_page(ctx: Context, actor: User, identifier: str, *, second_factor: bool = False) -> ProjectPage:
+    """A project with its quota use per tier (a sensitive one: its secure project and shared
+    disks instead of a working area), its members, its deliveries and its recent jobs; members
+    and deliveries only for those who may see them."""
     with ctx.tx() as session:
         project = projects.authorize(session, actor, identifier, Action.PROJECT_READ)
         subject = projects.subject_for(session, project, actor)
-        view = projects.project_view(session, project, actor)
+        view = project_zone.with_zone(
+            session,
+            projects.project_view(session, project, actor),
+            project,
+            actor,
+            second_factor=second_factor,
+        )
         members = (
             tuple(member_view(m) for m in projects.members(session, project))
             if allowed(subject, Action.MEMBER_LIST)

@@ -87,8 +87,8 @@ class ProjectScreen:
     may_manage_members: bool
 
 
-def project_page(ctx: Context, user: User, identifier: str) -> ProjectScreen:
-    shown = overview.project_page(ctx, user, identifier)
+def project_page(ctx: Context, user: User, identifier: str, *, second_factor: bool = False) -> ProjectScreen:
+    shown = overview.project_page(ctx, user, identifier, second_factor=second_factor)
     with ctx.tx() as session:
         project = projects.get_project(session, identifier)
         subject = projects.subject_for(session, project, user)

@@ -34,7 +34,7 @@ from levere.db.models import Notification, Quota, Replica, StoredFile, User, utc
 from levere.domain.errors import NoPlacement
 from levere.domain.replicas import ReplicaState
 from levere.domain.roles import Action, allowed
-from levere.domain.tiers import Purpose, tier_words
+from levere.domain.tiers import ProjectKind, Purpose, placement_on, tier_words
 from levere.services import projects
 from levere.services.audit_listing import AuditEventView, project_events
 from levere.services.views import NotificationView, notification_view
@@ -88,11 +88,13 @@ def history(ctx: Context, actor: User, identifier: str, *, trail_page: int = 1) 
             landing: str | None = projects.placement(project, Purpose.LANDING).tier.value
         except NoPlacement:  # a sensitive project lands nothing on the ordinary tiers
             landing = None
+        kind = ProjectKind.of(project.sensitive)
         series = tuple(
             _series(session, project.id, quota, quota.tier == landing)
             for quota in session.execute(
                 select(Quota).where(Quota.project_id == project.id).order_by(Quota.tier)
             ).scalars()
+            if _placed_on(kind, quota.tier)  # a sensitive project has no area to chart
         )
         trail = None
         if allowed(subject, Action.PROJECT_AUDIT):
@@ -102,6 +104,14 @@ def history(ctx: Context, actor: User, identifier: str, *, trail_page: int = 1) 
         return ProjectHistory(
             series=series, notifications=_notifications(session, actor, project.identifier), trail=trail
         )
+
+
+def _placed_on(kind: ProjectKind, tier: str) -> bool:
+    try:
+        placement_on(kind, tier)
+    except NoPlacement:
+        return False
+    return True
 
 
 def _day(value: Any) -> date:

@@ -53,9 +53,9 @@ from levere.domain.jobruns import JobKind
 from levere.domain.paths import check_name, check_relative_path
 from levere.domain.replicas import AREA_HOLDS, PROBLEMS, UNDER_WAY, ReplicaState, replica_sources
 from levere.domain.roles import Action
-from levere.domain.tiers import ProjectKind, Purpose, Tier, working_purpose
+from levere.domain.tiers import ProjectKind, Purpose, Tier, tier_words, working_purpose
 from levere.domain.units import count, format_size
-from levere.services import audit, quotas
+from levere.services import audit, project_zone, quotas
 from levere.services.jobruns import new_run, run_view, run_views
 from levere.services.projects import authorize, placement
 from levere.services.views import (
@@ -249,8 +249,9 @@ def _placed(project: Project, purpose: Purpose) -> Tier | None:
         return None
 
 
-def status(ctx: Context, actor: User, identifier: str) -> SyncStatusView:
-    """Per delivery: files and bytes per state on each tier, the problems, and the recent jobs."""
+def status(ctx: Context, actor: User, identifier: str, *, second_factor: bool = False) -> SyncStatusView:
+    """Per delivery: files and bytes per state on each tier, the problems, and the recent jobs;
+    for a sensitive project also its secure project and shared disks (it has no working area)."""
     with ctx.tx() as session:
         project = authorize(session, actor, identifier, Action.DELIVERY_READ)
         deliveries = list(
@@ -317,6 +318,8 @@ def status(ctx: Context, actor: User, identifier: str) -> SyncStatusView:
             quotas=tuple(quota_view(q) for q in quota.scalars()),
             deliveries=tuple(out),
             jobs=tuple(run_views(session, list(runs))),
+            sensitive=project.sensitive,
+            zone=project_zone.zone_view(session, project, actor, second_factor=second_factor),
         )
 
 
@@ -429,7 +432,9 @@ def _not_on_longterm(chosen: list[Chosen], verb: str, identifier: str) -> NotSyn
 
 
 def free(ctx: Context, actor: User, identifier: str, paths: list[str]) -> FreedView:
-    """Remove synced files from the project area to give its quota back (admin or helpdesk)."""
+    """Remove synced files from the project's working copy to give its quota back (admin or
+    helpdesk): the project area, or a sensitive project's secure zone (whose space is not the
+    project's quota); never a tier the project does not keep its working copy on."""
     with ctx.tx() as session:
         project = authorize(session, actor, identifier, Action.DATA_FREE)
         chosen = choose(session, project, paths)
@@ -440,7 +445,7 @@ def free(ctx: Context, actor: User, identifier: str, paths: list[str]) -> FreedV
         ]
         if busy:
             raise Conflict(
-                f"{busy[0].label} is being restored to the project area; free it once that is done"
+                f"{busy[0].label} is being restored to {tier_words(_working(project))}; free it once that is done"
             )
         holding = [c for c in chosen if c.area is not None and c.area.state in AREA_HOLDS]
         refusal = _not_on_longterm(holding, "free", project.identifier)
@@ -486,11 +491,12 @@ def free(ctx: Context, actor: User, identifier: str, paths: list[str]) -> FreedV
             already_freed=sum(1 for c in chosen if c.area is not None and c.area.state == ReplicaState.FREED),
             area_used_bytes=quota.used_bytes if quota else 0,
             area_limit_bytes=quota.limit_bytes if quota else 0,
+            tier=landing.value,
         )
     if failure is not None:
         raise StorageUnavailable(
             f"freed {len(freed)} of {count(len(targets), 'file')} ({format_size(nbytes)}); the rest could not be "
-            f"removed from the project area: {failure}. Run the same free again to finish.",
+            f"removed from {tier_words(landing)}: {failure}. Run the same free again to finish.",
             **asdict(result),
         )
     return result

@@ -295,6 +295,29 @@ class MemberView:
 
 
 @dataclass(frozen=True)
+class ZoneDiskLine:
+    """A shared disk of a sensitive project's users' secure project, as the project's views list it."""
+
+    name: str
+    state: str
+    quota_bytes: int
+    used_bytes: int
+    ends_at: datetime
+
+
+@dataclass(frozen=True)
+class ProjectZoneView:
+    """Where a sensitive project keeps its data instead of a working area: its users' secure
+    project and the shared disks the facility delivers to. The disks are looked up only for a
+    viewer whose sign-in passed a second factor (as everything in the secure zone needs) and who
+    may see them; ``disks_shown`` says whether they were."""
+
+    secure_project: str
+    disks_shown: bool
+    disks: tuple[ZoneDiskLine, ...] = ()
+
+
+@dataclass(frozen=True)
 class ProjectView:
     id: str
     identifier: str
@@ -308,6 +331,8 @@ class ProjectView:
     facilities: tuple[str, ...] = ()
     #: the viewer's role in it (None: not a member, e.g. the helpdesk or an assigned facility)
     my_role: str | None = None
+    #: a sensitive project's secure project and shared disks (None: not looked up, or not sensitive)
+    zone: ProjectZoneView | None = None
 
     def quota(self, tier: str) -> QuotaView | None:
         return next((q for q in self.quotas if q.tier == tier), None)
@@ -618,6 +643,9 @@ class SyncStatusView:
     quotas: tuple[QuotaView, ...]
     deliveries: tuple[DeliveryStatusView, ...]
     jobs: tuple[JobRunView, ...]
+    sensitive: bool = False
+    #: a sensitive project's secure project and shared disks, in place of a working area
+    zone: ProjectZoneView | None = None
 
 
 @dataclass(frozen=True)
@@ -647,3 +675,5 @@ class FreedView:
     already_freed: int
     area_used_bytes: int
     area_limit_bytes: int
+    #: the tier the copies were freed from: the area, or a sensitive project's secure zone
+    tier: str = "area"

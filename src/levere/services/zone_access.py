@@ -1,4 +1,5 @@
-"""Reading the secure zone's files: listing them, and downloads re-encrypted to a reader's own key.
+"""Reading the secure zone's files: a users' secure project's released files, and downloads
+re-encrypted to a reader's own key (a shared disk's listing is :func:`zone_files.disk_contents`).
 
 Before release, both sides of a shared disk read its deliveries through the disk's header; after
 release, the users' secure project's admins and members (and staff an admin let in, until their end
@@ -37,21 +38,16 @@ from levere.domain.tiers import ProjectKind, Purpose, Tier, place
 from levere.services import audit
 from levere.services.secure import authorize_data, subject_for_secure
 from levere.services.secure_disks import authorize_disk
-from levere.services.zone_files import body_replica, data_key
+from levere.services.zone_files import (
+    ZoneFileView,
+    body_replica,
+    data_key,
+    file_views,
+    refuse_released_on_disk,
+)
 from levere.services.zone_files import released_words as _released_words
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ZoneFileView:
-    path: str  # DELIVERY/PATH
-    size: int  # the plaintext's size and checksums
-    md5: str
-    sha256: str
-    #: the stored Crypt4GH body's size (a download is its header plus this)
-    body_size: int
-    released: bool
 
 
 @dataclass(frozen=True)
@@ -95,25 +91,6 @@ class ZoneDownload:
             yield held
 
 
-def _view(delivery: Delivery, file: StoredFile) -> ZoneFileView:
-    return ZoneFileView(
-        path=f"{delivery.name}/{file.path}",
-        size=file.size,
-        md5=file.md5,
-        sha256=file.sha256,
-        body_size=file.body_size or 0,
-        released=delivery.released_at is not None,
-    )
-
-
-def _files(session: Session, delivery: Delivery) -> list[StoredFile]:
-    return list(
-        session.execute(
-            select(StoredFile).where(StoredFile.delivery_id == delivery.id).order_by(StoredFile.path)
-        ).scalars()
-    )
-
-
 # --- through the shared disk (before release) ------------------------------------------------------
 
 
@@ -126,26 +103,8 @@ def _on_disk(
     ).scalar()
     if delivery is None:
         raise NotFound(f"no delivery {delivery_name.strip()[:100]} on shared disk {disk.name}")
-    if delivery.released_at is not None:
-        raise ReleasedNoAccess(
-            _released_words(disk, delivery),
-            delivery=delivery.name,
-            disk=disk.name,
-            secure_project=disk.users_secure.identifier,
-        )
+    refuse_released_on_disk(disk, delivery)
     return disk, delivery
-
-
-def disk_files(ctx: Context, actor: User, disk_name: str, delivery_name: str) -> list[ZoneFileView]:
-    """The files of a delivery on a shared disk, for either side until it is released."""
-    with ctx.tx() as session:
-        disk, delivery = _on_disk(session, actor, disk_name, delivery_name)
-        files = _files(session, delivery)
-        audit.record(
-            session, actor, "zone.files_listed", "delivery", delivery.id,
-            after={"disk": disk.name, "files": len(files)},
-        )  # fmt: skip
-        return [_view(delivery, f) for f in files]
 
 
 def disk_download(
@@ -197,7 +156,7 @@ def secure_files(
     """The released files of a users' secure project (of one delivery, if named)."""
     with ctx.tx() as session:
         secure = _users_project(session, actor, identifier)
-        found = [_view(d, f) for d in _released(session, secure, delivery_name) for f in _files(session, d)]
+        found = file_views(session, _released(session, secure, delivery_name))
         audit.record(
             session, actor, "zone.files_listed", "secure_project", secure.id,
             after={"delivery": delivery_name, "files": len(found)},

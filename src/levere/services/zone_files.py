@@ -16,11 +16,11 @@ Design notes
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from levere.context import Context
@@ -109,20 +109,30 @@ def open_plaintext(
     return io.BufferedReader(PiecesReader(iter_plaintext(body, key)), 1 << 20)
 
 
-# --- listing a disk's deliveries and files ----------------------------------------------------------
+# --- listing the zone's files ----------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class ZoneFileView:
-    """A file on a shared disk: its plaintext's size and checksums, the stored body's size."""
+    """A file in the secure zone, as every listing of it shows it (a shared disk's, before release,
+    and a users' secure project's, after): its plaintext's size and checksums (what a decrypted
+    download must match) and the stored Crypt4GH body's size (a download is a header for the
+    reader's key plus this body)."""
 
     delivery: str
+    #: the path inside the delivery
     path: str
     size: int
     md5: str
     sha256: str
     body_size: int | None
     created_at: datetime
+    released: bool
+
+    @property
+    def full_path(self) -> str:
+        """``DELIVERY/PATH``: how downloads name the file."""
+        return f"{self.delivery}/{self.path}"
 
 
 @dataclass(frozen=True)
@@ -156,11 +166,48 @@ def released_words(disk: SharedDisk, delivery: Delivery) -> str:
     )
 
 
-def disk_contents(ctx: Context, actor: User, name: str, delivery: str | None = None) -> DiskContents:
-    """The deliveries on a shared disk and their files (of one delivery, if named), for its
-    facility side, the users' project's members and the helpdesk; the listing is an audit event."""
+def refuse_released_on_disk(disk: SharedDisk, delivery: Delivery) -> None:
+    """Reading a released delivery through its shared disk: ``released_no_access`` for everyone."""
+    if delivery.released_at is not None:
+        raise ReleasedNoAccess(
+            released_words(disk, delivery), delivery=delivery.name, disk=disk.name,
+            secure_project=disk.users_secure.identifier,
+        )  # fmt: skip
+
+
+def file_views(session: Session, deliveries: Sequence[Delivery]) -> list[ZoneFileView]:
+    """The files of ``deliveries``, by delivery (in the order given) and path: one query."""
+    names = {d.id: d.name for d in deliveries}
+    released = {d.id for d in deliveries if d.released_at is not None}
+    found = session.execute(
+        select(StoredFile).where(StoredFile.delivery_id.in_(list(names))).order_by(StoredFile.path)
+    ).scalars()
+    order = {delivery_id: i for i, delivery_id in enumerate(names)}
+    return [
+        ZoneFileView(
+            delivery=names[f.delivery_id],
+            path=f.path,
+            size=f.size,
+            md5=f.md5,
+            sha256=f.sha256,
+            body_size=f.body_size,
+            created_at=f.created_at,
+            released=f.delivery_id in released,
+        )
+        for f in sorted(found, key=lambda f: (order[f.delivery_id], f.path))
+    ]
+
+
+def disk_contents(
+    ctx: Context, actor: User, name: str, delivery: str | None = None, *, to_read: bool = False
+) -> DiskContents:
+    """The deliveries on a shared disk and their files (of one delivery, if named); the listing is
+    an audit event. Both sides and the helpdesk may list; with ``to_read`` (the listing a download
+    starts from) only those who may read the disk's data. A released delivery is listed as
+    released, without its files (it is read only through the users' secure project from then on);
+    naming one is refused with ``released_no_access``."""
     with ctx.tx() as session:
-        disk = authorize_disk(session, actor, name, Action.DISK_READ)
+        disk = authorize_disk(session, actor, name, Action.DISK_DATA_READ if to_read else Action.DISK_READ)
         query = (
             select(Delivery, Project.identifier)
             .join(Project, Project.id == Delivery.project_id)
@@ -168,31 +215,21 @@ def disk_contents(ctx: Context, actor: User, name: str, delivery: str | None = N
             .order_by(Delivery.created_at, Delivery.name)
         )
         if delivery is not None:
-            query = query.where(Delivery.name == delivery)
+            query = query.where(Delivery.name == delivery.strip())
         rows = session.execute(query).all()
         if delivery is not None and not rows:
-            raise NotFound(f"no delivery {delivery!r} on shared disk {disk.name}")
-        if delivery is not None and rows[0].Delivery.released_at is not None:
-            raise ReleasedNoAccess(
-                released_words(disk, rows[0].Delivery), delivery=delivery, disk=disk.name,
-                secure_project=disk.users_secure.identifier,
-            )  # fmt: skip
-        # a released delivery is listed as released, without its files: it is read only through
-        # the users' secure project from then on
-        names = {row.Delivery.id: row.Delivery.name for row in rows if row.Delivery.released_at is None}
-        files = (
-            session.execute(
-                select(StoredFile)
+            raise NotFound(f"no delivery {delivery.strip()[:100]} on shared disk {disk.name}")
+        if delivery is not None:
+            refuse_released_on_disk(disk, rows[0].Delivery)
+        counts: dict[str, tuple[int, int]] = {
+            delivery_id: (n, int(size))
+            for delivery_id, n, size in session.execute(
+                select(StoredFile.delivery_id, func.count(), func.coalesce(func.sum(StoredFile.size), 0))
                 .where(StoredFile.delivery_id.in_([row.Delivery.id for row in rows]))
-                .order_by(StoredFile.delivery_id, StoredFile.path)
+                .group_by(StoredFile.delivery_id)
             )
-            .scalars()
-            .all()
-        )
-        counts: dict[str, tuple[int, int]] = {}
-        for file in files:
-            count, size = counts.get(file.delivery_id, (0, 0))
-            counts[file.delivery_id] = (count + 1, size + file.size)
+        }
+        files = file_views(session, [row.Delivery for row in rows if row.Delivery.released_at is None])
         audit.record(
             session, actor, "disk.listed", "shared_disk", disk.id,
             after={"disk": disk.name, "delivery": delivery, "files": len(files)},
@@ -212,19 +249,7 @@ def disk_contents(ctx: Context, actor: User, name: str, delivery: str | None = N
                 )
                 for row in rows
             ),
-            files=tuple(
-                ZoneFileView(
-                    delivery=names[f.delivery_id],
-                    path=f.path,
-                    size=f.size,
-                    md5=f.md5,
-                    sha256=f.sha256,
-                    body_size=f.body_size,
-                    created_at=f.created_at,
-                )
-                for f in files
-                if f.delivery_id in names
-            ),
+            files=tuple(files),
         )
 
 

@@ -28,12 +28,12 @@ from levere.domain.deliveries import DeliveryState
 from levere.domain.errors import LevereError, NoHeader, NotFound
 from levere.domain.roles import Action, allowed
 from levere.domain.secure import DISK_WORDS, DiskState, effective_state
-from levere.services import audit, identity_keys, secure, secure_disks, zone_access, zone_analysis
+from levere.services import audit, identity_keys, secure, secure_disks, zone_access, zone_analysis, zone_files
 from levere.services.secure import MemberView, SecureProjectView, authorize_secure, subject_for_secure
 from levere.services.secure_disks import DiskView, authorize_disk, subject_for_disk
 from levere.services.views import RecipientKeyView
-from levere.services.zone_access import ZoneFileView
 from levere.services.zone_analysis import QcReportView
+from levere.services.zone_files import ZoneFileView
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,8 @@ def _reports_and_files(
 ) -> tuple[tuple[ZoneFileView, ...], QcReportView | None]:
     if released or not may_read:
         return (), None
-    files = tuple(f for f in zone_access.disk_files(ctx, user, disk, delivery) if not _report(f.path))
+    listed = zone_files.disk_contents(ctx, user, disk, delivery, to_read=True)
+    files = tuple(f for f in listed.files if not is_report(f.path))
     report = None
     if may_report:
         try:
@@ -90,10 +91,6 @@ def _reports_and_files(
         except NoHeader:  # the disk was destroyed with its keys: its files are listed, never read
             report = None
     return files, report
-
-
-def _report(path: str) -> bool:
-    return is_report(path.split("/", 1)[1]) if "/" in path else False
 
 
 def disk_page(ctx: Context, user: User, name: str) -> DiskScreen:

@@ -38,7 +38,9 @@ PER_PAGE = 100
 
 def _project_page(request: Request, ctx: CtxDep, viewer: PortalUser, identifier: str, status: int = 200,
                   trail: int = 1, **extra: object) -> Response:  # fmt: skip
-    view = portal_views.project_page(ctx, viewer.user, identifier)
+    view = portal_views.project_page(
+        ctx, viewer.user, identifier, second_factor=federation.has_second_factor(ctx, viewer.token)
+    )
     past = project_history.history(ctx, viewer.user, identifier, trail_page=trail)
     values: dict[str, object] = {"errors": {}, "message": "", "roles": [r.value for r in ProjectRole]} | extra
     charts = tuple(use_chart(s) for s in past.series)

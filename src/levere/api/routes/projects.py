@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
-from levere.api.deps import CtxDep, ReadUser, ReviewUser, WriteUser, acts
+from levere.api.deps import CtxDep, ReadUser, ReviewUser, WriteUser, acts, second_factor
 from levere.api.openapi import errors
 from levere.api.routes.deliveries import DeliveryOut, delivery_out
 from levere.api.routes.sync import JobOut
@@ -23,7 +23,7 @@ from levere.api.schemas import (
     RoleIn,
 )
 from levere.domain.roles import Action
-from levere.services import invitations, overview, projects
+from levere.services import invitations, overview, project_zone, projects
 
 router = APIRouter(prefix="/projects", tags=["projects"])
 
@@ -52,8 +52,11 @@ def list_projects(actor: ReadUser, ctx: CtxDep) -> list[ProjectOut]:
     responses=errors(404),
     openapi_extra=acts(Action.PROJECT_READ),
 )
-def show(identifier: str, actor: ReadUser, ctx: CtxDep) -> ProjectOut:
-    return ProjectOut.model_validate(projects.show_project(ctx, actor, identifier))
+def show(identifier: str, request: Request, actor: ReadUser, ctx: CtxDep) -> ProjectOut:
+    """A sensitive project's ``zone`` names its secure project and, for a sign-in with a second
+    factor, lists its shared disks."""
+    view = project_zone.show_project(ctx, actor, identifier, second_factor=second_factor(request, ctx))
+    return ProjectOut.model_validate(view)
 
 
 @router.get(
@@ -63,8 +66,8 @@ def show(identifier: str, actor: ReadUser, ctx: CtxDep) -> ProjectOut:
     responses=errors(404),
     openapi_extra=acts(Action.PROJECT_READ),
 )
-def show_overview(identifier: str, actor: ReadUser, ctx: CtxDep) -> ProjectPageOut:
-    page = overview.project_page(ctx, actor, identifier)
+def show_overview(identifier: str, request: Request, actor: ReadUser, ctx: CtxDep) -> ProjectPageOut:
+    page = overview.project_page(ctx, actor, identifier, second_factor=second_factor(request, ctx))
     return ProjectPageOut(
         project=ProjectOut.model_validate(page.project),
         members=[MemberOut.model_validate(m) for m in page.members],

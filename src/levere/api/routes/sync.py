@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
-from levere.api.deps import CtxDep, JobReadUser, ReadUser, WriteUser, acts
+from levere.api.deps import CtxDep, JobReadUser, ReadUser, WriteUser, acts, second_factor
 from levere.api.openapi import errors
-from levere.api.schemas import In, Out
+from levere.api.schemas import In, Out, ProjectZoneOut
 from levere.domain.jobruns import JobKind, JobRunState
 from levere.domain.replicas import ReplicaState
 from levere.domain.roles import Action
@@ -88,6 +88,9 @@ class SyncStatusOut(BaseModel):
     quotas: dict[str, dict[str, int]]
     deliveries: list[DeliveryStatusOut]
     jobs: list[JobOut]
+    sensitive: bool = False
+    #: a sensitive project's secure project and shared disks, in place of a working area
+    zone: ProjectZoneOut | None = None
 
 
 class ReplicaOut(Out):
@@ -110,6 +113,8 @@ class FreedOut(Out):
     already_freed: int
     area_used_bytes: int
     area_limit_bytes: int
+    #: the tier the copies were freed from: the area, or a sensitive project's secure zone
+    tier: str = "area"
 
 
 @router.post(
@@ -132,9 +137,11 @@ def start_sync(identifier: str, body: SyncIn, actor: WriteUser, ctx: CtxDep) -> 
     responses=errors(404),
     openapi_extra=acts(Action.DELIVERY_READ),
 )
-def sync_status(identifier: str, actor: ReadUser, ctx: CtxDep) -> SyncStatusOut:
-    """Per delivery: files and bytes in each state on each tier, failures with reasons, recent jobs."""
-    view = sync.status(ctx, actor, identifier)
+def sync_status(identifier: str, request: Request, actor: ReadUser, ctx: CtxDep) -> SyncStatusOut:
+    """Per delivery: files and bytes in each state on each tier, failures with reasons, recent
+    jobs; a sensitive project's ``zone`` (its secure project, and its shared disks for a sign-in
+    with a second factor) in place of a working area."""
+    view = sync.status(ctx, actor, identifier, second_factor=second_factor(request, ctx))
     return SyncStatusOut(
         project=view.project,
         sync_mode=view.sync_mode,
@@ -148,6 +155,8 @@ def sync_status(identifier: str, actor: ReadUser, ctx: CtxDep) -> SyncStatusOut:
         },
         deliveries=[DeliveryStatusOut.model_validate(d) for d in view.deliveries],
         jobs=[JobOut.model_validate(j) for j in view.jobs],
+        sensitive=view.sensitive,
+        zone=ProjectZoneOut.model_validate(view.zone) if view.zone else None,
     )
 
 

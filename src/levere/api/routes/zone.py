@@ -13,8 +13,9 @@ from levere.api.deps import CtxDep, ZoneReadUser, ZoneWriteUser, acts
 from levere.api.openapi import BINARY, OctetStreamResponse, errors, success
 from levere.api.schemas import ReleaseOut, ZoneFileOut
 from levere.domain.roles import Action
-from levere.services import zone_access, zone_release
+from levere.services import zone_access, zone_files, zone_release
 from levere.services.zone_access import ZoneDownload
+from levere.services.zone_files import ZoneFileView
 from levere.transfer import wire
 
 router = APIRouter(prefix="/secure", tags=["secure zone"])
@@ -37,6 +38,18 @@ DOWNLOAD_RESPONSES = {
 }
 
 
+def _file_out(f: ZoneFileView) -> ZoneFileOut:
+    """A zone file as the download side names it: ``DELIVERY/PATH``."""
+    return ZoneFileOut(
+        path=f.full_path,
+        size=f.size,
+        md5=f.md5,
+        sha256=f.sha256,
+        body_size=f.body_size or 0,
+        released=f.released,
+    )
+
+
 def _stream(found: ZoneDownload) -> StreamingResponse:
     name = found.path.rsplit("/", 1)[-1] + ".c4gh"
     headers = {
@@ -56,7 +69,8 @@ def _stream(found: ZoneDownload) -> StreamingResponse:
     openapi_extra=acts(Action.DISK_DATA_READ),
 )
 def disk_files(name: str, delivery: str, actor: ZoneReadUser, ctx: CtxDep) -> list[ZoneFileOut]:
-    return [ZoneFileOut.model_validate(asdict(f)) for f in zone_access.disk_files(ctx, actor, name, delivery)]
+    listed = zone_files.disk_contents(ctx, actor, name, delivery, to_read=True)
+    return [_file_out(f) for f in listed.files]
 
 
 @router.get(
@@ -86,8 +100,7 @@ def secure_files(
     ctx: CtxDep,
     delivery: str | None = Query(None, max_length=255, description="only this delivery's files"),
 ) -> list[ZoneFileOut]:
-    found = zone_access.secure_files(ctx, actor, identifier, delivery)
-    return [ZoneFileOut.model_validate(asdict(f)) for f in found]
+    return [_file_out(f) for f in zone_access.secure_files(ctx, actor, identifier, delivery)]
 
 
 @router.get(
