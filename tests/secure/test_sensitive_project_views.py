@@ -14,6 +14,7 @@ from sqlalchemy import select
 from levere.context import Context
 from levere.db.models import Application, AuditEvent, Quota, User, utcnow
 from levere.domain.errors import ValidationFailed
+from levere.domain.roles import ProjectRole
 from levere.services import accounts, applications, project_zone, projects, secure, secure_disks, sync
 from tests.cli_live import Cli
 from tests.conftest import LiveServer, Mailbox, body_of
@@ -135,7 +136,7 @@ def test_the_api_shows_the_secure_project_and_disks(ctx: Context, client: TestCl
     assert shown["state"] == "open" and shown["ends_at"]
 
     body = client.get(f"/api/projects/{identifier}", headers=weak).json()
-    assert body["zone"] == {"secure_project": USERS, "disks_shown": False, "disks": []}
+    assert body["zone"] == {"secure_project": USERS, "disks_shown": False, "disks": [], "disks_hidden": 0}
 
     status = client.get(f"/api/projects/{identifier}/sync-status", headers=strong).json()
     assert status["sensitive"] is True and "area" not in status["quotas"]
@@ -193,3 +194,22 @@ def test_levere_status_and_projects_show_word_the_secure_zone(
     weak = {"LEVERE_TOKEN": _token(ctx, world.pi, second_factor=False), "COLUMNS": "200"}
     hidden = cli.ok("pi", "status", identifier, env=weak)
     assert "sign in with a second factor to see them" in hidden and disk not in hidden
+
+
+def test_a_viewer_whose_role_shows_no_disk_is_told_so_rather_than_that_there_is_none(
+    ctx: Context, client: TestClient
+) -> None:
+    world = basic_world(ctx)
+    identifier, _disk = _sensitive(ctx, world)
+    projects.add_member(ctx, world.pi, identifier, "viewer@uib.example.org", ProjectRole.VIEWER)
+    with ctx.tx() as session:
+        viewer = session.execute(select(User).where(User.email == "viewer@uib.example.org")).scalar_one()
+
+    shown = project_zone.show_project(ctx, viewer, identifier, second_factor=True)
+    assert shown.zone is not None and shown.zone.disks == () and shown.zone.disks_hidden == 1
+    assert project_zone.show_project(ctx, world.pi, identifier, second_factor=True).zone.disks_hidden == 0  # type: ignore[union-attr]
+
+    client.cookies.set("levere_session", _token(ctx, viewer, second_factor=True), path="/portal")
+    page = client.get(f"/portal/projects/{identifier}").text
+    assert "1 shared disk, which your role in it does not let you see" in page
+    assert "No shared disk yet" not in page

@@ -306,6 +306,8 @@ class ProjectZoneOut(Out):
     secure_project: str
     disks_shown: bool
     disks: list[ZoneDiskOut] = []
+    #: disks of the project the caller's role does not let them see
+    disks_hidden: int = 0
 
 
 class ProjectOut(Out):

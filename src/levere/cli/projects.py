@@ -37,6 +37,11 @@ def zone_fields(zone: dict[str, Any] | None) -> list[tuple[str, str]]:
     ]
     if not zone["disks_shown"]:
         return [*pairs, ("shared disks", "sign in with a second factor to see them")]
+    if not zone["disks"] and zone.get("disks_hidden"):
+        return [
+            *pairs,
+            ("shared disks", f"{zone['disks_hidden']}, not shown: your role does not let you see them"),
+        ]
     if not zone["disks"]:
         return [*pairs, ("shared disks", "none yet (the helpdesk creates one for a delivery)")]
     return pairs + [

@@ -43,7 +43,8 @@ def zone_view(
         .where(SecureProject.project_id == project.id, SecureProject.kind == SecureKind.USERS)
         .order_by(SharedDisk.created_at, SharedDisk.name)
     ).scalars()
-    disks = [d for d in found if allowed(subject_for_disk(session, d, viewer), Action.DISK_READ)]
+    every = list(found)
+    disks = [d for d in every if allowed(subject_for_disk(session, d, viewer), Action.DISK_READ)]
     audit.record(
         session, viewer, "disk.listed", "project", project.id,
         after={"count": len(disks), "project": project.identifier},
@@ -61,6 +62,7 @@ def zone_view(
             )
             for d in disks
         ),
+        disks_hidden=len(every) - len(disks),
     )
 
 

@@ -310,11 +310,13 @@ class ProjectZoneView:
     """Where a sensitive project keeps its data instead of a working area: its users' secure
     project and the shared disks the facility delivers to. The disks are looked up only for a
     viewer whose sign-in passed a second factor (as everything in the secure zone needs) and who
-    may see them; ``disks_shown`` says whether they were."""
+    may see them; ``disks_shown`` says whether they were, ``disks_hidden`` how many the viewer's
+    role does not let them see."""
 
     secure_project: str
     disks_shown: bool
     disks: tuple[ZoneDiskLine, ...] = ()
+    disks_hidden: int = 0
 
 
 @dataclass(frozen=True)
