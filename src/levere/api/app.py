@@ -14,7 +14,7 @@ from starlette.responses import Response
 
 from levere import __version__
 from levere.api import openapi
-from levere.api.limits import JsonBodyCap, trust_proxies
+from levere.api.limits import JsonBodyCap, NoNulInAddress, trust_proxies
 from levere.api.methods import framework_error
 from levere.api.routes import (
     accounts,
@@ -132,6 +132,7 @@ def create_app(ctx: Context, *, start_worker: bool | None = None) -> FastAPI:
         signed_in=settings.json_body_limit_bytes,
         anonymous=settings.json_body_limit_anonymous_bytes,
     )
+    app.add_middleware(NoNulInAddress)
     trust_proxies(app, settings.trusted_proxies)
     openapi.install(app)
     return app

@@ -12,16 +12,20 @@ Design notes
   The answer is a 413 in levere's error format, and the connection is closed (the rest of the body
   is never read). Data routes (tus PATCH, tar batches) read their bodies as streams bounded by
   their declared lengths; they take no JSON body and are not capped here.
+* A NUL character in the address (its path or query, once decoded) is refused before routing
+  (:class:`NoNulInAddress`): no name, path or search in levere can hold one, and PostgreSQL cannot
+  compare text with one, so the request could only fail later, less clearly.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
+from urllib.parse import unquote_to_bytes
 
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -39,6 +43,39 @@ def trust_proxies(app: FastAPI, proxies: list[str]) -> None:
         from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=proxies)
+
+
+class NoNulInAddress:
+    """ASGI middleware: a request whose path or query holds a NUL character (``%00``) is answered
+    with a 422 in levere's error format (a plain 400 for the portal's pages) and goes no further."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and _has_nul(scope):
+            if str(scope.get("path", "")).startswith("/portal"):
+                response: Any = PlainTextResponse(
+                    "This address holds a NUL character, which no page of levere's has.", status_code=400
+                )
+            else:
+                response = JSONResponse(
+                    status_code=422,
+                    content={
+                        "error": "validation_failed",
+                        "message": "invalid input: the address holds a NUL character (%00), which no name, "
+                        "path or search in levere can contain",
+                        "details": {"fields": {"address": "must not contain a NUL character"}},
+                    },
+                )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _has_nul(scope: Scope) -> bool:
+    raw_path = scope.get("raw_path") or str(scope.get("path", "")).encode()
+    return b"\0" in unquote_to_bytes(raw_path) or b"\0" in unquote_to_bytes(scope.get("query_string", b""))
 
 
 class JsonBodyCap:
