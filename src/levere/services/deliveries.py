@@ -294,13 +294,24 @@ def reclaim_dead_batches(session: Session, *where: Any) -> int:
         batch.reason = "the request receiving it stopped"
         batch.lease_owner = None
         if batch.length:
-            quotas.release(session, batch.project_id, landing_tier(session, batch.project_id), batch.length)
+            _give_back_batch(session, batch)
         audit.record(
             session, None, "upload.expired", "delivery", batch.delivery_id,
             after={"kind": "batch", "released": batch.length, "reason": batch.reason},
         )  # fmt: skip
         count += 1
     return count
+
+
+def _give_back_batch(session: Session, batch: Upload) -> None:
+    """A dead batch's reservation, on the shared disk its delivery lies on or the area's quota."""
+    disk_id = session.execute(
+        select(Delivery.shared_disk_id).where(Delivery.id == batch.delivery_id)
+    ).scalar()
+    if disk_id is not None:
+        zone_uploads.give_back(session, disk_id, batch.length)
+    else:
+        quotas.release(session, batch.project_id, landing_tier(session, batch.project_id), batch.length)
 
 
 # --- use cases -----------------------------------------------------------------------------------------
