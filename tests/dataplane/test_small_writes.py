@@ -350,8 +350,8 @@ def test_publish_group_checks_before_it_writes(tmp_path: Path) -> None:
         ],
     )
     assert results == [
-        (*digests(good), "", ""),
-        (*digests(bad), "mismatch", ""),
-        (*digests(bad), "", ""),
+        (*digests(good), "", "", None),
+        (*digests(bad), "mismatch", "", None),
+        (*digests(bad), "", "", None),
     ]
     assert (tmp_path / "a/good").read_bytes() == good and not (tmp_path / "a/bad").exists()

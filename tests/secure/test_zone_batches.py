@@ -32,6 +32,8 @@ from levere.domain.errors import Conflict
 from levere.domain.secure import HeaderHolder
 from levere.domain.tiers import Tier
 from levere.services import batches, zone_batches, zone_files, zone_release
+from levere.services.batch_reservation import DiskQuota
+from levere.services.deliveries import reclaim_dead_batches
 from levere.services.zone_files import chunk_reader
 from levere.storage.encrypting import EncryptingBackend
 from tests.deliveries_support import tar_of
@@ -254,3 +256,25 @@ def test_the_layers_sealed_writes_give_each_object_its_own_key_and_plain_small_w
     with pytest.raises(Conflict, match="sealed writes"), layer.small_writes() as plain:
         plain("t/three", data)
     assert layer.stat("t/three") is None
+
+
+def test_a_batch_whose_request_died_gives_its_reservation_back_to_the_disk(
+    ctx: Context, client: TestClient
+) -> None:
+    zone = make_zone(ctx, quota=10_000)
+    assert zone.open_delivery(client).status_code == 201
+    with ctx.tx() as session:
+        delivery = session.execute(select(Delivery)).scalar_one()
+        DiskQuota(delivery.shared_disk_id).reserve(session, 6000, "the batch")  # type: ignore[arg-type]
+        session.add(
+            Upload(
+                delivery_id=delivery.id, project_id=delivery.project_id, path="", length=6000,
+                backend_id=ctx.backend(Tier.SECURE).backend_id, key=f"{zone.project}/RUN1/",
+                created_by_id=zone.world.staff.id, expires_at=utcnow() + timedelta(hours=1),
+                lease_owner=None, kind="batch",
+            )
+        )  # fmt: skip
+    assert zone.disk_row().used_bytes == 6000
+    with ctx.tx() as session:
+        assert reclaim_dead_batches(session) == 1
+    assert zone.disk_row().used_bytes == 0
