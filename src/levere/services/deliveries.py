@@ -49,7 +49,7 @@ from levere.domain.replicas import ReplicaState
 from levere.domain.roles import Action, allowed
 from levere.domain.tiers import ProjectKind, Purpose, Tier, placements, tier_words
 from levere.domain.units import format_size
-from levere.services import audit, quotas, zone_access, zone_uploads
+from levere.services import audit, upload_rows, zone_access, zone_uploads
 from levere.services.projects import authorize, landing_tier, placement, subject_for
 from levere.services.views import DeliveryView as DeliveryView  # the views of this use case
 from levere.services.views import FilePage, OpenUploadView, upload_view
@@ -294,24 +294,13 @@ def reclaim_dead_batches(session: Session, *where: Any) -> int:
         batch.reason = "the request receiving it stopped"
         batch.lease_owner = None
         if batch.length:
-            _give_back_batch(session, batch)
+            upload_rows.give_back(session, batch)  # on the disk or the area quota
         audit.record(
             session, None, "upload.expired", "delivery", batch.delivery_id,
             after={"kind": "batch", "released": batch.length, "reason": batch.reason},
         )  # fmt: skip
         count += 1
     return count
-
-
-def _give_back_batch(session: Session, batch: Upload) -> None:
-    """A dead batch's reservation, on the shared disk its delivery lies on or the area's quota."""
-    disk_id = session.execute(
-        select(Delivery.shared_disk_id).where(Delivery.id == batch.delivery_id)
-    ).scalar()
-    if disk_id is not None:
-        zone_uploads.give_back(session, disk_id, batch.length)
-    else:
-        quotas.release(session, batch.project_id, landing_tier(session, batch.project_id), batch.length)
 
 
 # --- use cases -----------------------------------------------------------------------------------------
