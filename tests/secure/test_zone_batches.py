@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
+from levere.api.app import create_app
+from levere.config import Settings, TierSettings
 from levere.context import Context
 from levere.crypt4gh import DataKey, iter_plaintext
 from levere.crypt4gh.body import body_size
@@ -35,9 +38,11 @@ from levere.services import batches, zone_batches, zone_files, zone_release
 from levere.services.batch_reservation import DiskQuota
 from levere.services.deliveries import reclaim_dead_batches
 from levere.services.zone_files import chunk_reader
+from levere.storage import S3Spec
 from levere.storage.encrypting import EncryptingBackend
 from tests.deliveries_support import tar_of
 from tests.secure.upload_support import Zone, has_window, make_zone, stored_bytes
+from tests.storage.conftest import raw_s3, s3_params
 
 KiB = 1024
 
@@ -278,3 +283,32 @@ def test_a_batch_whose_request_died_gives_its_reservation_back_to_the_disk(
     with ctx.tx() as session:
         assert reclaim_dead_batches(session) == 1
     assert zone.disk_row().used_bytes == 0
+
+
+def test_on_s3_a_batch_onto_a_disk_stores_bodies_only_each_with_its_own_key(settings: Settings) -> None:
+    """The secure tier on an object store (radosgw): sealed writes go on its threads."""
+    params = s3_params()
+    if params is None:
+        pytest.skip("S3 not configured: set LEVERE_TEST_S3_* (scripts/s3-server.sh start DIR PORT)")
+    bucket = f"levere-zb-{uuid.uuid4().hex[:12]}"
+    spec = S3Spec(type="s3", backend_id="sec-s3", bucket=bucket, prefix="sec/", **params)
+    ctx = Context.build(settings.model_copy(update={"tiers": TierSettings(secure=spec)}))
+    try:
+        raw_s3(params).create_bucket(Bucket=bucket)
+        zone = make_zone(ctx)
+        with TestClient(create_app(ctx, start_worker=False)) as client:
+            assert zone.open_delivery(client).status_code == 201
+            files = {f"f{n:03d}.txt": os.urandom(100 + 700 * n) for n in range(150)}
+            answer = _batch(zone, client, tar_of(files))
+        assert answer.status_code == 200 and answer.json()["failed"] == [], answer.text
+        disk = zone.disk_row()
+        raw = raw_s3(params)
+        with ctx.tx() as session:
+            for file in session.execute(select(StoredFile)).scalars():
+                replica = zone_files.body_replica(session, file)
+                body = raw.get_object(Bucket=bucket, Key=f"sec/{replica.key}")["Body"].read()
+                assert hashlib.sha256(body).hexdigest() == file.body_sha256 and len(body) == file.body_size
+                assert not has_window(body, files[file.path])
+                assert zone_files.open_plaintext(ctx, session, file, disk).read() == files[file.path]
+    finally:
+        ctx.close()
