@@ -326,13 +326,13 @@ def test_a_storage_failure_stops_the_handing_over_and_keeps_what_was_stored(
     assert isinstance(done.error, StorageUnavailable)
     assert done.error.message == "could not store f/0150: No space left on device"
     assert (len(handed) < 400) == (threads == 0)
-    stored = [tag for tag, _md5, _sha in done.stored]
+    stored = [tag for tag, _md5, _sha, _sealed in done.stored]
     mismatched = [tag for tag, _md5, _sha in done.mismatched]
     # every file handed over is accounted for exactly once; all before the failed one are stored
     assert sorted(stored + mismatched + done.unwritten) == handed
     assert mismatched == [7] and 150 in done.unwritten
     assert set(range(150)) - {7} <= set(stored)
-    for tag, md5, sha256 in done.stored:
+    for tag, md5, sha256, _sealed in done.stored:
         assert (md5, sha256) == digests(data[tag])
         assert (root / f"f/{tag:04d}").read_bytes() == data[tag]
     assert not (root / "f/0007").exists() and not (root / "f/0150").exists()
@@ -350,8 +350,8 @@ def test_publish_group_checks_before_it_writes(tmp_path: Path) -> None:
         ],
     )
     assert results == [
-        (*digests(good), "", ""),
-        (*digests(bad), "mismatch", ""),
-        (*digests(bad), "", ""),
+        (*digests(good), "", "", None),
+        (*digests(bad), "mismatch", "", None),
+        (*digests(bad), "", "", None),
     ]
     assert (tmp_path / "a/good").read_bytes() == good and not (tmp_path / "a/bad").exists()

@@ -1,5 +1,5 @@
 """The secure zone's uploads from the command line: ``levere deliver --disk`` sends a run folder onto
-a shared disk (every file by tus, encrypted at rest), sealed against the run's checksum file, and
+a shared disk (encrypted at rest), sealed against the run's checksum file, and
 ``levere secure ls`` lists the disk's deliveries and files for both sides."""
 
 from __future__ import annotations

@@ -12,11 +12,8 @@ from sqlalchemy import func, select
 
 from levere.context import Context
 from levere.db.models import Delivery, Facility, ProjectFacility, StoredFile, Upload, User, utcnow
-from levere.domain.errors import Conflict
 from levere.domain.roles import UserKind
-from levere.domain.tiers import Tier
 from levere.services import projects
-from tests.deliveries_support import tar_of
 from tests.helpers import auth, make_facility, make_user, provisioned_project, token_for
 from tests.secure.upload_support import Zone, make_zone, stepped_up, stored_bytes
 
@@ -144,19 +141,3 @@ def _other_facility_staff_again(ctx: Context) -> dict[str, str]:
     with ctx.tx() as session:
         person = session.execute(select(User).where(User.email == "tech@other.example.org")).scalar_one()
     return auth(stepped_up(ctx, token_for(ctx, person)))
-
-
-def test_a_tar_batch_onto_a_disk_is_refused_before_any_byte_is_read(ctx: Context, client: TestClient) -> None:
-    zone = make_zone(ctx)
-    _open(zone, client)
-    body = tar_of({"a.txt": b"ACGT" * 100, "b.txt": b"TTGA" * 100})
-    refused = client.post(
-        f"/api/projects/{zone.project}/deliveries/RUN1/batch",
-        content=body,
-        headers={**zone.staff, "Content-Type": "application/x-tar"},
-    )
-    assert refused.status_code == 409 and "takes no tar batches" in refused.json()["message"], refused.text
-    _nothing_changed(zone, deliveries=1)
-    # and the secure tier's layer itself refuses groups of small objects
-    with pytest.raises(Conflict, match="tar batches"), ctx.backend(Tier.SECURE).small_writes() as write:
-        write("x", b"y")

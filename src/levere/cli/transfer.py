@@ -118,8 +118,6 @@ def deliver(
     if not MiB <= chunk <= 4096 * MiB:
         raise ValidationFailed({"--chunk-size": "must be between 1M and 4G"})
     options = Options(jobs=jobs, seal=seal, chunk=chunk, retry=Retry(attempts=retries), disk=disk)
-    if disk:
-        options.small_file = 0
     api = client()
     reporter, display = _reporter("deliver")
     try:

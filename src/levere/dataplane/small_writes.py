@@ -26,6 +26,10 @@ Design notes
   to the other children (or is written here when none is left), and the next batch starts new
   ones.
 * Memory: at most ``IN_FLIGHT_BYTES`` of file data is handed over and not yet written.
+* On the secure tier's encrypting layer the files go through its ``sealed_writes``: each is
+  encrypted under a fresh data key, and what the write returns (the key and the body's checksum
+  and size, :class:`~levere.storage.encrypting.SealedObject`) comes back with the file's result,
+  for the caller to record its header. That layer offers no worker processes: threads write.
 """
 
 from __future__ import annotations
@@ -45,14 +49,16 @@ from levere.dataplane.process_pools import Worker
 from levere.domain import errors
 from levere.domain.errors import LevereError
 from levere.storage.base import Backend, Capability, SmallWrite
+from levere.storage.encrypting import SealedObject, SealedWrite, encrypting
 from levere.storage.factory import Recipe, build
 
 log = logging.getLogger(__name__)
 
 #: (storage key, the file's bytes, expected MD5 or "", expected SHA-256 or "", path for messages)
 Job = tuple[str, bytes, str, str, str]
-#: (MD5, SHA-256, "" if stored / "mismatch" if not written / an error class name, message)
-Result = tuple[str, str, str, str]
+#: (MD5, SHA-256, "" if stored / "mismatch" if not written / an error class name, message, and for
+#: a file stored through the encrypting layer its SealedObject, else None)
+Result = tuple[str, str, str, str, SealedObject | None]
 
 #: files in a group handed over at once, and the bytes such a group may hold
 GROUP_FILES = 64
@@ -67,35 +73,38 @@ def publish_group(backend: Backend, jobs: list[Job]) -> list[Result]:
     """Hash each file, compare with what was expected and publish it (``Backend.small_writes``,
     made durable by the caller's ``flush``), in order. A storage failure ends the group: its
     result is the last one."""
+    zone = encrypting(backend)
+    if zone is not None:
+        with zone.sealed_writes() as sealed:
+            return _publish(sealed, jobs)
     with backend.small_writes() as write:
         return _publish(write, jobs)
 
 
-def _publish(write: SmallWrite, jobs: list[Job]) -> list[Result]:
+def _publish(write: SmallWrite | SealedWrite, jobs: list[Job]) -> list[Result]:
     results: list[Result] = []
     for key, data, expect_md5, expect_sha256, label in jobs:
         md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
         sha256 = hashlib.sha256(data).hexdigest()
         if (expect_md5 and expect_md5 != md5) or (expect_sha256 and expect_sha256 != sha256):
-            results.append((md5, sha256, "mismatch", ""))
+            results.append((md5, sha256, "mismatch", "", None))
             continue
         try:
-            write(key, data)
+            out = write(key, data)
         except LevereError as exc:
-            results.append((md5, sha256, type(exc).__name__, exc.message))
+            results.append((md5, sha256, type(exc).__name__, exc.message, None))
             break
         except OSError as exc:
             results.append(
-                (md5, sha256, "StorageUnavailable", f"could not store {label}: {exc.strerror or exc}")
+                (md5, sha256, "StorageUnavailable", f"could not store {label}: {exc.strerror or exc}", None)
             )
             break
         except Exception as exc:  # reported once the files stored before it are recorded
             log.exception("storing %s failed", label)
-            results.append(
-                (md5, sha256, "StorageUnavailable", f"could not store {label}: {type(exc).__name__}: {exc}")
-            )
+            message = f"could not store {label}: {type(exc).__name__}: {exc}"
+            results.append((md5, sha256, "StorageUnavailable", message, None))
             break
-        results.append((md5, sha256, "", ""))
+        results.append((md5, sha256, "", "", out if isinstance(out, SealedObject) else None))
     return results
 
 
@@ -132,8 +141,9 @@ def uses_processes(backend: Backend, setting: int) -> bool:
 class Published(Generic[Tag]):
     """What became of the files handed over since the last :meth:`SmallWrites.drain`."""
 
-    #: (tag, MD5, SHA-256) of each file stored, in the order they were handed over
-    stored: list[tuple[Tag, str, str]] = field(default_factory=list)
+    #: (tag, MD5, SHA-256, SealedObject or None) of each file stored, in the order they were
+    #: handed over (the SealedObject on the secure tier's encrypting layer)
+    stored: list[tuple[Tag, str, str, SealedObject | None]] = field(default_factory=list)
     #: (tag, MD5, SHA-256) of each file whose bytes were not the expected ones (not written)
     mismatched: list[tuple[Tag, str, str]] = field(default_factory=list)
     #: tags of files not written because the storage failed first
@@ -230,9 +240,9 @@ class SmallWrites(Generic[Tag]):
         self._take(tags, results)
 
     def _take(self, tags: list[Tag], results: list[Result]) -> None:
-        for tag, (md5, sha256, kind, message) in zip(tags, results, strict=False):
+        for tag, (md5, sha256, kind, message, sealed) in zip(tags, results, strict=False):
             if not kind:
-                self.done.stored.append((tag, md5, sha256))
+                self.done.stored.append((tag, md5, sha256, sealed))
             elif kind == "mismatch":
                 self.done.mismatched.append((tag, md5, sha256))
             else:

@@ -593,7 +593,7 @@ class SecureMember(Base):
     user: Mapped[User] = relationship(lazy="joined", foreign_keys=[user_id])
 
 
-#: the plain tables behind two models, for inserts of thousands of rows at once: a Core
+#: the plain tables behind some models, for inserts of thousands of rows at once: a Core
 #: ``executemany`` costs a fraction of the ORM's bulk path per row
 files_table = cast(Table, StoredFile.__table__)
 users_table = cast(Table, User.__table__)
@@ -602,3 +602,4 @@ invitations_table = cast(Table, Invitation.__table__)
 notifications_table = cast(Table, Notification.__table__)
 audit_table = cast(Table, AuditEvent.__table__)
 replicas_table = cast(Table, Replica.__table__)
+headers_table = cast(Table, FileHeader.__table__)

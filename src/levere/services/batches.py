@@ -23,7 +23,11 @@ Design notes
   completed before the break.
 * Members too large to hold in memory are streamed to a normal (fsynced) writer.
 * The reservation lives in an ``uploads`` row of kind ``batch`` (its ``length`` is what the batch
-  still holds reserved), so if the process dies the expiry job gives it back.
+  still holds reserved), so if the process dies the expiry job gives it back
+  (:mod:`levere.services.batch_reservation`).
+* A delivery on a shared disk takes batches too, with a second factor: the secure tier's layer
+  encrypts every member under its own data key, the disk's quota counts them, and each file is
+  recorded with its body's checksum and a header for the disk (:mod:`levere.services.zone_batches`).
 """
 
 from __future__ import annotations
@@ -31,28 +35,33 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import NamedTuple
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from levere.context import Context
 from levere.dataplane import SmallWrites, new_owner
-from levere.db.models import Delivery, Project, StoredFile, Upload, User, utcnow
+from levere.db.models import Delivery, Project, SharedDisk, StoredFile, Upload, User, utcnow
 from levere.domain.deliveries import UploadState
 from levere.domain.errors import InvalidPath, LevereError, QuotaExceeded, ValidationFailed
 from levere.domain.paths import check_key_fits, check_relative_path
 from levere.domain.replicas import ReplicaState
 from levere.domain.roles import Action
-from levere.domain.tiers import Purpose, Tier
-from levere.services import audit, quotas, zone_uploads
+from levere.domain.tiers import Tier
+from levere.services import audit, zone_uploads
+from levere.services.batch_reservation import (
+    BATCH_EXPIRY,
+    BATCH_LEASE,
+    AreaQuota,
+    DiskQuota,
+    Quota,
+    Reservation,
+)
 from levere.services.deliveries import (
     FileView,
     NewFile,
@@ -62,7 +71,8 @@ from levere.services.deliveries import (
     open_for_upload,
     record_files,
 )
-from levere.services.projects import authorize, placement
+from levere.services.projects import authorize
+from levere.services.zone_batches import ZoneBatch
 from levere.storage import Backend
 from levere.transfer import wire
 from levere.transfer.pipe import ByteSource
@@ -76,11 +86,6 @@ CHUNK_BYTES = 256 * 1024 * 1024
 IN_MEMORY = 8 * 1024 * 1024
 #: when reserving as the batch goes, reserve at least this much at a time
 TOP_UP = 64 * 1024 * 1024
-#: a batch row no request has touched for this long is given back by the expiry job
-BATCH_EXPIRY = timedelta(hours=6)
-#: a batch's lease; it is free at once if the process holding it is gone from this host
-BATCH_LEASE = timedelta(minutes=10)
-RENEW_EVERY = 60.0
 TAR_TYPES = ("application/x-tar", "application/tar")
 
 # Paths being written by batches of this process, per delivery: two batches sent in parallel with
@@ -112,73 +117,6 @@ class _Known:
     sha256: str
 
 
-class _Reservation:
-    """The quota a batch holds, kept in its ``uploads`` row."""
-
-    def __init__(
-        self, ctx: Context, row_id: str, project_id: str, tier: Tier, held: int, top_up: int
-    ) -> None:
-        self.ctx = ctx
-        self.row_id = row_id
-        self.project_id = project_id
-        #: the tier whose quota holds the reservation: where the batch's files land
-        self.tier = tier
-        self.held = held
-        #: reserve this much at a time when the body's size is unknown; exactly what is missing when it
-        #: is known but did not fit (near the limit, a surplus would only refuse other uploads)
-        self.top_up = top_up
-        self.renewed = time.monotonic()
-
-    def need(self, nbytes: int, path: str, size: int) -> None:
-        """Make sure ``nbytes`` are reserved in all (the files not yet recorded plus ``path``, of
-        ``size`` bytes); QuotaExceeded, with the numbers, if they do not fit."""
-        if nbytes <= self.held:
-            return
-        missing = nbytes - self.held
-        for amount in dict.fromkeys((max(missing, self.top_up), missing)):
-            try:
-                with self.ctx.tx() as session:
-                    quotas.reserve(session, self.project_id, self.tier, amount, what=path)
-                    self._save(session, self.held + amount)
-                self.held += amount
-                return
-            except QuotaExceeded:
-                if amount == missing:
-                    raise
-
-    def use(self, session: Session, nbytes: int) -> None:
-        """``nbytes`` were stored: settle them, in the caller's transaction."""
-        quotas.settle(session, self.project_id, self.tier, nbytes)
-        self.held -= nbytes
-        self._save(session, self.held)
-
-    def give_back(self) -> None:
-        with self.ctx.tx() as session:
-            if self.held:
-                quotas.release(session, self.project_id, self.tier, self.held)
-            session.execute(
-                update(Upload)
-                .where(Upload.id == self.row_id)
-                .values(state=UploadState.COMPLETE, length=0, lease_owner=None, lease_expires_at=None)
-            )
-        self.held = 0
-
-    def _save(self, session: Session, held: int) -> None:
-        now = utcnow()
-        session.execute(
-            update(Upload)
-            .where(Upload.id == self.row_id)
-            .values(length=held, expires_at=now + BATCH_EXPIRY, lease_expires_at=now + BATCH_LEASE)
-        )
-        self.renewed = time.monotonic()
-
-    def renew(self) -> None:
-        """Tell the world this batch is still being received (between commits of long chunks)."""
-        if time.monotonic() - self.renewed > RENEW_EVERY:
-            with self.ctx.tx() as session:
-                self._save(session, self.held)
-
-
 @contextmanager
 def _claimed(delivery_id: str) -> Iterator[set[str]]:
     mine: set[str] = set()
@@ -203,8 +141,14 @@ def _claim(delivery_id: str, mine: set[str], path: str) -> bool:
 
 
 def _start(
-    ctx: Context, actor: User, identifier: str, name: str, content_length: int | None, content_type: str
-) -> tuple[Project, Delivery, dict[str, _Known], set[str], _Reservation]:
+    ctx: Context,
+    actor: User,
+    identifier: str,
+    name: str,
+    content_length: int | None,
+    content_type: str,
+    second_factor: bool,
+) -> tuple[Project, Delivery, dict[str, _Known], set[str], Reservation, ZoneBatch | None]:
     with ctx.tx() as session:
         project = authorize(session, actor, identifier, Action.DELIVERY_UPLOAD)
         if content_type.split(";")[0].strip().lower() not in TAR_TYPES:
@@ -212,8 +156,9 @@ def _start(
                 {"Content-Type": f"send the batch as {TAR_TYPES[0]}, not {content_type!r}"}
             )
         delivery = open_for_upload(session, project, name)
-        zone_uploads.refuse_batch(delivery)
-        landing = placement(project, Purpose.LANDING).tier
+        landing = zone_uploads.upload_placement(project, delivery).tier
+        disk = zone_uploads.check_upload(session, actor, delivery, second_factor)
+        quota: Quota = DiskQuota(disk.id) if disk is not None else AreaQuota(project.id, landing)
         known = {
             row[0]: _Known(row[1], row[2], row[3])
             for row in session.execute(
@@ -236,7 +181,7 @@ def _start(
             # the whole body up front if it fits (it is a little larger than the files in it);
             # otherwise file by file as they arrive, so that what fits is still stored
             try:
-                quotas.reserve(session, project.id, landing, content_length, what="the batch")
+                quota.reserve(session, content_length, "the batch")
                 held = content_length
             except QuotaExceeded:
                 held = 0
@@ -255,13 +200,14 @@ def _start(
         )
         session.add(row)
         session.flush()
-        return (
-            project,
-            delivery,
-            known,
-            busy,
-            _Reservation(ctx, row.id, project.id, landing, held, 0 if content_length else TOP_UP),
-        )
+        reservation = Reservation(ctx, row.id, quota, landing, held, 0 if content_length else TOP_UP)
+        return project, delivery, known, busy, reservation, _zone(ctx, landing, delivery, disk)
+
+
+def _zone(ctx: Context, landing: Tier, delivery: Delivery, disk: SharedDisk | None) -> ZoneBatch | None:
+    if disk is None:
+        return None
+    return ZoneBatch(ctx.backend(landing), delivery.id, disk.id, disk.name, disk.public_key)
 
 
 class _Small(NamedTuple):
@@ -284,8 +230,9 @@ class _Batch:
         delivery: Delivery,
         known: dict[str, _Known],
         busy: set[str],
-        reservation: _Reservation,
+        reservation: Reservation,
         claims: set[str],
+        zone: ZoneBatch | None = None,
     ) -> None:
         self.ctx = ctx
         self.actor = actor
@@ -295,6 +242,8 @@ class _Batch:
         self.busy = busy
         self.reservation = reservation
         self.claims = claims
+        #: for a delivery on a shared disk: what each file's header is made from, and the checks
+        self.zone = zone
         #: the tier where the batch's files land, and its backend
         self.landing = reservation.tier
         self.backend: Backend = ctx.backend(self.landing)
@@ -407,6 +356,8 @@ class _Batch:
                 self._mismatch(path, md5, sha256, expect_md5, expect_sha256)
                 return None
             writer.commit()
+        if self.zone is not None:
+            self.zone.streamed(path, writer)
         return md5, sha256
 
     def _mismatch(self, path: str, md5: str, sha256: str, expect_md5: str, expect_sha256: str) -> None:
@@ -496,8 +447,12 @@ class _Batch:
             self.accepted.discard(small.path)
             self.unrecorded -= small.size
         self.unrecorded -= sum(small.size for small in written.unwritten)
+        if self.zone is not None:
+            for small, _md5, _sha256, sealed in written.stored:
+                self.zone.sealed(small.path, sealed)
         files = self.streamed + [
-            NewFile(small.path, small.size, md5, sha256, small.key) for small, md5, sha256 in written.stored
+            NewFile(small.path, small.size, md5, sha256, small.key)
+            for small, md5, sha256, _ in written.stored
         ]
         self.streamed = []
         return files, written.error
@@ -544,13 +499,22 @@ class _Batch:
         if not files:
             return
         nbytes = sum(f.size for f in files)
-        with self.ctx.tx() as session:
-            record_files(session, self.delivery, self.backend.backend_id, files)
-            self.reservation.use(session, nbytes)
-            audit.record(
-                session, self.actor, "delivery.files_stored", "delivery", self.delivery.id,
-                after={"files": len(files), "bytes": nbytes, "paths": [f.path for f in files]},
-            )  # fmt: skip
+        try:
+            with self.ctx.tx() as session:
+                if self.zone is not None:
+                    self.zone.check_open(session, self.delivery.name)
+                ids = record_files(session, self.delivery, self.backend.backend_id, files, self.landing)
+                if self.zone is not None:
+                    self.zone.record(session, self.actor, ids, files)
+                self.reservation.use(session, nbytes)
+                audit.record(
+                    session, self.actor, "delivery.files_stored", "delivery", self.delivery.id,
+                    after={"files": len(files), "bytes": nbytes, "paths": [f.path for f in files]},
+                )  # fmt: skip
+        except LevereError:
+            if self.zone is not None:  # refused (a release came first): nothing of the chunk is kept
+                self.zone.drop(files)
+            raise
         self.unrecorded -= nbytes
         now, tiers = utcnow(), {self.landing.value: ReplicaState.PRESENT.value}
         self.result.stored += [
@@ -567,14 +531,17 @@ def ingest(
     source: ByteSource,
     content_length: int | None = None,
     content_type: str = TAR_TYPES[0],
+    *,
+    second_factor: bool = False,
 ) -> BatchResult:
     """Store every regular file of the tar stream ``source`` in the delivery. Runs in a worker thread;
-    the body is read only after the permission and state checks."""
-    project, delivery, known, busy, reservation = _start(
-        ctx, actor, identifier, name, content_length, content_type
+    the body is read only after the permission and state checks. ``second_factor``: the caller's
+    sign-in proved one (needed on a shared disk)."""
+    project, delivery, known, busy, reservation, zone = _start(
+        ctx, actor, identifier, name, content_length, content_type, second_factor
     )
     with _claimed(delivery.id) as claims:
-        batch = _Batch(ctx, actor, project, delivery, known, busy, reservation, claims)
+        batch = _Batch(ctx, actor, project, delivery, known, busy, reservation, claims, zone)
         reader = TarReader(source)
         try:
             while (m := reader.next()) is not None:

@@ -49,7 +49,7 @@ from levere.domain.replicas import ReplicaState
 from levere.domain.roles import Action, allowed
 from levere.domain.tiers import ProjectKind, Purpose, Tier, placements, tier_words
 from levere.domain.units import format_size
-from levere.services import audit, quotas, zone_access, zone_uploads
+from levere.services import audit, upload_rows, zone_access, zone_uploads
 from levere.services.projects import authorize, landing_tier, placement, subject_for
 from levere.services.views import DeliveryView as DeliveryView  # the views of this use case
 from levere.services.views import FilePage, OpenUploadView, upload_view
@@ -294,7 +294,7 @@ def reclaim_dead_batches(session: Session, *where: Any) -> int:
         batch.reason = "the request receiving it stopped"
         batch.lease_owner = None
         if batch.length:
-            quotas.release(session, batch.project_id, landing_tier(session, batch.project_id), batch.length)
+            upload_rows.give_back(session, batch)  # on the disk or the area quota
         audit.record(
             session, None, "upload.expired", "delivery", batch.delivery_id,
             after={"kind": "batch", "released": batch.length, "reason": batch.reason},

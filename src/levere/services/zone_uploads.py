@@ -102,20 +102,13 @@ def check_upload(session: Session, actor: User, delivery: Delivery, second_facto
     return check_writer(session, actor, disk.name, second_factor)
 
 
-def refuse_batch(delivery: Delivery) -> None:
-    """Tar batches of small files are not taken onto a shared disk (the secure tier's layer encrypts
-    whole objects and resumable sessions only): each file goes by itself."""
-    if delivery.shared_disk_id is not None:
-        raise Conflict(
-            f"delivery {delivery.name} is on a shared disk, which takes no tar batches: upload each file "
-            "by itself (levere deliver --disk does)",
-            reason="no_batches_on_disk",
-        )
-
-
 def _locked(session: Session, disk_id: str) -> SharedDisk:
     return session.execute(
-        select(SharedDisk).where(SharedDisk.id == disk_id).with_for_update(of=SharedDisk)
+        select(SharedDisk)
+        .where(SharedDisk.id == disk_id)
+        .with_for_update(of=SharedDisk)
+        # the row as locked, not as this session loaded it before (its quota may have moved since)
+        .execution_options(populate_existing=True)
     ).scalar_one()
 
 

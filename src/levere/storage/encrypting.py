@@ -28,8 +28,14 @@ Design notes
   it carries. The caller authenticates the body when it is complete.
 * Whole objects (:meth:`open_writer`) get a fresh data key each; the writer gives it, wrapped,
   after commit (:attr:`EncryptingWriter.wrapped_data_key`).
-* Groups of small objects (tar batches): not offered on this layer; :meth:`small_writes` refuses
-  before anything is written.
+* Groups of small objects (tar batches into a shared disk's delivery): :meth:`sealed_writes`
+  encrypts each object under a fresh data key into a body, whole in memory, and publishes only the
+  body through the backend beneath's ``small_writes`` (made durable by :meth:`flush`, as there).
+  Each write returns a :class:`SealedObject`: the data key, the same wrapped under the master key,
+  and the body's SHA-256 and size, which the caller records with a header for the object. The
+  plain :meth:`small_writes` (and :meth:`write_small`) refuse: they return no key, and a body
+  whose key is lost opens for no one. The layer keeps no capabilities (no worker processes), so
+  the groups are written on threads.
 * Copies of stored bodies (restore and repairs from long-term, checked against the file's
   ``body_sha256``) are written beneath this layer (:meth:`stored_form`), as they are.
 * Reads, listings and sizes are those of the bodies: this layer never decrypts (reading a zone
@@ -42,9 +48,10 @@ import base64
 import contextlib
 import hashlib
 import json
+import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from pathlib import Path
@@ -56,6 +63,7 @@ from levere.crypt4gh.segment_worker import (
     CHUNK,
     CIPHER_CHUNK,
     CIPHER_SEGMENT,
+    NONCE,
     SEGMENT,
     encrypt_segments,
 )
@@ -184,6 +192,33 @@ class _BodyDigests:
 _body_digests = _BodyDigests()
 
 
+@dataclass(frozen=True)
+class SealedObject:
+    """A small object written by :meth:`EncryptingBackend.sealed_writes`: the data key of its
+    body (in memory only), the same wrapped under the master key for the object's key, and the
+    stored body's SHA-256 and size."""
+
+    version: str | None
+    data_key: DataKey
+    wrapped_key: str
+    body_sha256: str
+    body_size: int
+
+
+#: publishes one small object, encrypted, and tells its key and body (``sealed_writes``)
+SealedWrite = Callable[[str, bytes], SealedObject]
+
+
+def _sealed_whole(data_key: DataKey, data: bytes) -> bytes:
+    """The body of a small object in memory, its segments encrypted at once (no chunk buffers)."""
+    size = len(data)
+    out = bytearray(body_size(size))
+    nonces = os.urandom(NONCE * -(-size // SEGMENT))
+    written = encrypt_segments(data_key.cipher(), memoryview(data), size, memoryview(out), nonces)
+    assert written == len(out)
+    return bytes(out)
+
+
 class EncryptingWriter(ObjectWriter):
     """A whole object written as a Crypt4GH body under a fresh data key."""
 
@@ -226,13 +261,16 @@ class EncryptingWriter(ObjectWriter):
 
 
 class EncryptingBackend(WrappingBackend):
-    #: groups of small objects and write-once copies are not offered through this layer, nor
-    #: worker processes (whose fast paths write small objects)
+    #: write-once copies are not offered through this layer, nor worker processes (whose fast
+    #: paths write small objects beneath it); small objects go through :meth:`sealed_writes`
     keeps: frozenset[Capability] = frozenset()
 
     def __init__(self, inner: Backend, master_key_file: Path | None = None) -> None:
         super().__init__(inner)
         self.master_key_file = master_key_file
+        # sealed writes encrypt on the caller's CPU: threads let a group's encryption overlap the
+        # parsing of the next members (there are no worker processes through this layer)
+        self.small_write_threads = max(inner.small_write_threads, os.cpu_count() or 1)
 
     @cached_property
     def master_keys(self) -> MasterKeys:
@@ -272,8 +310,27 @@ class EncryptingBackend(WrappingBackend):
 
     @contextlib.contextmanager
     def small_writes(self, write_once: bool = False) -> Iterator[SmallWrite]:
-        raise Conflict("tar batches of small files are not taken into the secure zone; upload each file")
+        raise Conflict(
+            "small objects are written to the secure tier through its sealed writes, which give each "
+            "object's data key; plain small writes would lose it"
+        )
         yield  # pragma: no cover
+
+    @contextlib.contextmanager
+    def sealed_writes(self) -> Iterator[SealedWrite]:
+        """A function that encrypts a small object (whole in memory) under a fresh data key and
+        publishes its body under the key given, for a group of objects written one after the other;
+        it returns what the caller records for the object (:class:`SealedObject`)."""
+        with self.inner.small_writes() as write:
+
+            def sealed(key: str, data: bytes) -> SealedObject:
+                data_key = DataKey.generate()
+                body = _sealed_whole(data_key, data)
+                version = write(key, body)
+                wrapped = self.master_keys.wrap_data_key(data_key, _context(key))
+                return SealedObject(version, data_key, wrapped, hashlib.sha256(body).hexdigest(), len(body))
+
+            yield sealed
 
     # --- files uploaded already encrypted ------------------------------------------------------
     def start_sealed(self, key: str, length: int) -> str:

@@ -376,6 +376,7 @@ async def batch(
     """Store many small files from one plain tar stream (``Content-Type: application/x-tar``).
     Expected checksums per member in PAX records ``LEVERE.md5`` / ``LEVERE.sha256``."""
     length = request.headers.get("content-length", "").strip()
+    stepped_up = await anyio.to_thread.run_sync(second_factor, request, ctx)
     pipe = BodyPipe(request.stream())
     try:
         result = await anyio.to_thread.run_sync(
@@ -388,6 +389,7 @@ async def batch(
                 pipe,
                 content_length=int(length) if length.isdigit() else None,
                 content_type=request.headers.get("content-type", ""),
+                second_factor=stepped_up,
             ),
             limiter=transfer_limiter(),
         )

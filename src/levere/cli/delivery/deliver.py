@@ -68,8 +68,8 @@ class Options:
     piece: int = PIECE
     seal: bool = True
     retry: Retry = field(default_factory=Retry)
-    #: the shared disk a sensitive project's delivery lands on (every file then goes by tus: the
-    #: secure zone takes no tar batches)
+    #: the shared disk a sensitive project's delivery lands on (small plaintext files still go in
+    #: tar batches, which the service encrypts file by file; Crypt4GH files each go by tus)
     disk: str | None = None
 
 
@@ -246,7 +246,8 @@ def make_plan(
         if upload is not None and int(upload["length"]) != file.size:
             plan.stale_uploads.append(upload)
             upload = None
-        if file.size >= small_file and (file.size > 0 or small_file == 0):
+        # a Crypt4GH file is sent sealed, as it is, which only an upload of its own takes
+        if file.path in plan.encrypted or (file.size >= small_file and (file.size > 0 or small_file == 0)):
             plan.large.append((file, upload))
         else:
             if upload is not None:  # it was large by an earlier run's threshold: finish it the same way
