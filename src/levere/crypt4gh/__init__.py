@@ -22,7 +22,14 @@ from levere.crypt4gh.body import (
     plaintext_size,
 )
 from levere.crypt4gh.encryptor import BodyEncryptor, EncryptedBody, encrypt_stream
-from levere.crypt4gh.header import DataKey, make_header, read_data_key, read_header, reencrypt_header
+from levere.crypt4gh.header import (
+    DataKey,
+    HeaderMaker,
+    make_header,
+    read_data_key,
+    read_header,
+    reencrypt_header,
+)
 from levere.crypt4gh.keys import PrivateKey, PublicKey
 from levere.crypt4gh.wrapping import MasterKeys
 
@@ -31,6 +38,7 @@ __all__ = [
     "BodyEncryptor",
     "DataKey",
     "EncryptedBody",
+    "HeaderMaker",
     "MasterKeys",
     "PrivateKey",
     "PublicKey",

@@ -3,7 +3,9 @@
 A header is ``crypt4gh`` + version 1 + a packet count, then packets each encrypted to one recipient
 with X25519 + ChaCha20-Poly1305. levere writes one packet per header (the data key for recipient
 method 0, ChaCha20-Poly1305 segments) from a fresh writer key pair, as ``crypt4gh encrypt`` does
-without ``--sk``. The shared key is libsodium's ``crypto_kx``: the first 32 bytes of
+without ``--sk``; headers made together for one recipient (a batch's files, a release) share one
+writer key pair, made for them and kept in memory only (:class:`HeaderMaker`), as ``crypt4gh
+encrypt --sk`` shares its sender's: the key exchange is done once, each packet has its own nonce. The shared key is libsodium's ``crypto_kx``: the first 32 bytes of
 BLAKE2b-512(X25519 point || recipient public key || writer public key).
 
 Headers are made here rather than with the ``crypt4gh`` library's functions because those log
@@ -75,14 +77,35 @@ class DataKey:
         return _PACKET_DATA_KEY + _BODY_CHACHA20_POLY1305 + self._raw
 
 
+class HeaderMaker:
+    """Headers for one recipient from one fresh writer key pair: the key exchange is done once,
+    when the maker is made, and each header's packet is sealed under its own random nonce."""
+
+    __slots__ = ("_cipher", "_writer")
+
+    def __init__(self, recipient: PublicKey) -> None:
+        writer = PrivateKey.generate()
+        shared = _shared_key(writer.exchange(recipient), reader=recipient, writer=writer.public_key)
+        self._cipher = ChaCha20Poly1305(shared)
+        self._writer = writer.public_key.raw
+
+    def __call__(self, data_key: DataKey) -> bytes:
+        """A header that gives the recipient ``data_key``."""
+        nonce = os.urandom(12)
+        sealed = self._cipher.encrypt(nonce, data_key._packet(), None)
+        packet = _METHOD_X25519_CHACHA20 + self._writer + nonce + sealed
+        return MAGIC + VERSION.to_bytes(4, "little") + (1).to_bytes(4, "little") + _framed(packet)
+
+    def __repr__(self) -> str:
+        return "HeaderMaker(...)"
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("a header maker holds a shared key and is not pickled")
+
+
 def make_header(data_key: DataKey, recipient: PublicKey) -> bytes:
-    """A header that gives ``recipient`` the body's data key."""
-    writer = PrivateKey.generate()
-    shared = _shared_key(writer.exchange(recipient), reader=recipient, writer=writer.public_key)
-    nonce = os.urandom(12)
-    sealed = ChaCha20Poly1305(shared).encrypt(nonce, data_key._packet(), None)
-    packet = _METHOD_X25519_CHACHA20 + writer.public_key.raw + nonce + sealed
-    return MAGIC + VERSION.to_bytes(4, "little") + (1).to_bytes(4, "little") + _framed(packet)
+    """A header that gives ``recipient`` the body's data key (from a writer key pair of its own)."""
+    return HeaderMaker(recipient)(data_key)
 
 
 def read_data_key(header: bytes, private_key: PrivateKey) -> DataKey:

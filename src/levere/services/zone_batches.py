@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
-from levere.crypt4gh import DataKey, PublicKey, make_header
+from levere.crypt4gh import DataKey, HeaderMaker, PublicKey
 from levere.db.bulk import insert_rows
 from levere.db.models import Delivery, SharedDisk, User, files_table, headers_table, utcnow
 from levere.domain.errors import LevereError, NoHeader
@@ -56,7 +56,8 @@ class ZoneBatch:
         self.delivery_id = delivery_id
         self.disk_id = disk_id
         self.disk_name = disk_name
-        self.public_key = PublicKey.from_pem(public_key)
+        #: the headers of the batch's files for the disk, from one writer key pair
+        self.headers = HeaderMaker(PublicKey.from_pem(public_key))
         #: written members not yet recorded, by path
         self.bodies: dict[str, _Body] = {}
 
@@ -98,7 +99,7 @@ class ZoneBatch:
             session,
             headers_table,
             ("file_id", "header"),
-            [(fid, make_header(b.data_key, self.public_key)) for fid, b in zip(ids, bodies, strict=True)],
+            [(fid, self.headers(b.data_key)) for fid, b in zip(ids, bodies, strict=True)],
             {"holder_kind": HeaderHolder.DISK.value, "holder_id": self.disk_id, "created_at": utcnow()},
         )
         audit.record(

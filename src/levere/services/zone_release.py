@@ -33,7 +33,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from levere.context import Context
-from levere.crypt4gh import PrivateKey, PublicKey, reencrypt_header
+from levere.crypt4gh import HeaderMaker, PrivateKey, PublicKey, read_data_key
 from levere.db.models import Delivery, FileHeader, SharedDisk, StoredFile, User, utcnow
 from levere.domain.deliveries import DeliveryState
 from levere.domain.errors import AlreadyReleased, Conflict, NotFound, ValidationFailed
@@ -164,8 +164,9 @@ def _release_batch(
         return 0
     users = disk.users_secure
     changes: list[Change] = []
+    for_users = HeaderMaker(users_key)  # the batch's headers for the users' project, one key exchange
     for header, path in rows:
-        record_header(session, header.file_id, users, reencrypt_header(header.header, disk_key, users_key))
+        record_header(session, header.file_id, users, for_users(read_data_key(header.header, disk_key)))
         changes.append(
             ("file.released", "file", header.file_id, {"holder": f"disk:{disk.name}"},
              {"holder": f"secure:{users.identifier}", "path": f"{delivery.name}/{path}"})

@@ -31,10 +31,9 @@ Design notes
 * Groups of small objects (tar batches into a shared disk's delivery): :meth:`sealed_writes`
   encrypts each object under a fresh data key into a body, whole in memory, and publishes only the
   body through the backend beneath's ``small_writes`` (made durable by :meth:`flush`, as there).
-  Each write returns a :class:`SealedObject`: the data key, the same wrapped under the master key,
-  and the body's SHA-256 and size, which the caller records with a header for the object. The
-  plain :meth:`small_writes` (and :meth:`write_small`) refuse: they return no key, and a body
-  whose key is lost opens for no one. The layer keeps no capabilities (no worker processes), so
+  Each write returns a :class:`SealedObject`: the data key and the body's SHA-256 and size,
+  which the caller records with a header for the object. The plain :meth:`small_writes` (and
+  :meth:`write_small`) refuse: they return no key, and a body whose key is lost opens for no one. The layer keeps no capabilities (no worker processes), so
   the groups are written on threads.
 * Copies of stored bodies (restore and repairs from long-term, checked against the file's
   ``body_sha256``) are written beneath this layer (:meth:`stored_form`), as they are.
@@ -195,12 +194,11 @@ _body_digests = _BodyDigests()
 @dataclass(frozen=True)
 class SealedObject:
     """A small object written by :meth:`EncryptingBackend.sealed_writes`: the data key of its
-    body (in memory only), the same wrapped under the master key for the object's key, and the
-    stored body's SHA-256 and size."""
+    body (in memory only, for the header the caller records) and the stored body's SHA-256 and
+    size."""
 
     version: str | None
     data_key: DataKey
-    wrapped_key: str
     body_sha256: str
     body_size: int
 
@@ -327,8 +325,7 @@ class EncryptingBackend(WrappingBackend):
                 data_key = DataKey.generate()
                 body = _sealed_whole(data_key, data)
                 version = write(key, body)
-                wrapped = self.master_keys.wrap_data_key(data_key, _context(key))
-                return SealedObject(version, data_key, wrapped, hashlib.sha256(body).hexdigest(), len(body))
+                return SealedObject(version, data_key, hashlib.sha256(body).hexdigest(), len(body))
 
             yield sealed
 
