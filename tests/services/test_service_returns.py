@@ -15,7 +15,7 @@ import re
 
 import levere.services
 from levere.db.models import Base
-from levere.services import portal_views, views
+from levere.services import portal_views, sync_views, views
 
 #: use cases whose result is not a view by nature: a stream of bytes, the data plane's batch report
 #: (the data plane's own type), and the mail dispatcher's bookkeeping
@@ -58,10 +58,10 @@ def test_no_use_case_returns_a_database_row_or_a_dict() -> None:
 def test_every_view_is_frozen() -> None:
     kinds = [
         v
-        for module in (views, portal_views)
+        for module in (views, portal_views, sync_views)
         for v in vars(module).values()
         if inspect.isclass(v) and dataclasses.is_dataclass(v) and v.__module__ == module.__name__
     ]
-    assert len(kinds) > 20 and portal_views.ProjectScreen in kinds
+    assert len(kinds) > 20 and portal_views.ProjectScreen in kinds and sync_views.FreedView in kinds
     thawed = [k.__name__ for k in kinds if not k.__dataclass_params__.frozen]  # type: ignore[attr-defined]
     assert not thawed

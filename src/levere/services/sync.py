@@ -58,17 +58,16 @@ from levere.domain.units import count, format_size
 from levere.services import audit, project_zone, quotas
 from levere.services.jobruns import new_run, run_view, run_views
 from levere.services.projects import authorize, placement
-from levere.services.views import (
+from levere.services.sync_views import (
     Counted,
     DeliveryStatusView,
     FileTiersView,
     FreedView,
-    JobRunView,
     ReplicaProblemView,
     ReplicaView,
     SyncStatusView,
-    quota_view,
 )
+from levere.services.views import JobRunView, quota_view
 
 log = logging.getLogger(__name__)
 
