@@ -5,7 +5,9 @@
 1. One large file in plaintext through `levere deliver --disk` into a shared disk (tus; levere
    encrypts it with Crypt4GH while it streams, computing the plaintext's MD5 and SHA-256 in the same
    pass) against `curl -T` to nginx's WebDAV PUT on loopback writing to the same disk. Goal: at
-   least 0.6x nginx's throughput (the median of the per-round ratios).
+   least 0.6x nginx's throughput (the median of the per-round ratios). Each round also delivers the
+   same file into a project area (no encryption), and the service's CPU per GiB is printed for
+   both, so that what encryption costs shows apart from the baseline's speed.
 2. Release of a delivery of 1 file of 100 MB, of 100 files of 1 MB and of 100 files of 100 MB
    (10 GB), each timed alone on the same disk: release moves headers and never touches bodies, so
    its time must follow the number of files, not bytes. Goals: 100 files of 100 MB release in under

@@ -120,8 +120,7 @@ class _Segments:
     16 segments at a time, through two buffers it keeps: plaintext waiting for a whole
     chunk, and the chunk's ciphertext. What :meth:`push` and :meth:`last` give is a view of the
     second, valid until the next piece is asked for (the backends beneath take each chunk before
-    they ask for the next). Reusing the buffers spares an allocation per segment, which on these
-    machines costs more than the encryption (fresh memory is slow to touch)."""
+    they ask for the next), so no memory is allocated per segment."""
 
     def __init__(self, data_key: DataKey) -> None:
         self._cipher = data_key.cipher()
