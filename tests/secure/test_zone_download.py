@@ -21,6 +21,7 @@ from levere.domain.roles import UserKind
 from levere.services import secure, zone_release
 from tests.cli_live import Cli
 from tests.conftest import LiveServer
+from tests.crypt4gh import spec_c4gh
 from tests.helpers import auth, make_user, token_for
 from tests.plaintext_scan import scan_paths
 from tests.secure.zone_support import USERS, Zone, make_zone
@@ -98,6 +99,28 @@ def test_a_member_downloads_a_file_the_stock_crypt4gh_tool_decrypts_to_the_origi
     )
     assert refused.returncode != 0
     assert _reads(ctx) == 2
+
+
+def test_downloads_open_with_a_reader_written_from_the_crypt4gh_specification(
+    ctx: Context, client: TestClient
+) -> None:
+    """The key pair and the reader share no code with levere's nor the stock tool's Crypt4GH."""
+    zone = make_zone(ctx, FILES)
+    secret = spec_c4gh.new_secret_key()
+    pubkey = spec_c4gh.public_key_file(spec_c4gh.public_key(secret))
+    staff = _zone_token(ctx, zone.world.staff)
+    disk_url = f"/api/secure/disks/{zone.disk}/deliveries/RUN1"
+    before = client.get(f"{disk_url}/data/lane1/s1.fastq", params={"pubkey": pubkey}, headers=staff)
+    assert before.status_code == 200 and spec_c4gh.decrypt(before.content, secret) == FASTQ
+    assert client.post(f"{disk_url}/release", headers=staff).is_success
+    pi = _zone_token(ctx, zone.world.pi)
+    for path, plaintext in FILES.items():
+        url = f"/api/secure/projects/{USERS}/deliveries/RUN1/data/{path}"
+        answer = client.get(url, params={"pubkey": pubkey}, headers=pi)
+        assert answer.status_code == 200, answer.text
+        assert spec_c4gh.decrypt(answer.content, secret) == plaintext
+    with pytest.raises(spec_c4gh.WrongKey):  # made for this key alone
+        spec_c4gh.decrypt(answer.content, spec_c4gh.new_secret_key())
 
 
 @pytest.mark.parametrize(
@@ -218,6 +241,24 @@ def test_levere_download_saves_c4gh_files_for_a_public_key_or_decrypts_with_a_se
         "staff", "download", zone.disk, "RUN1", "--to", str(out), "--pubkey", str(pub), env=staff_env
     )
     assert "released: no access" in line
+
+
+def test_levere_download_for_a_public_key_file_the_specification_helper_wrote(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    ctx = live_server.ctx
+    zone = _released_zone(ctx)
+    cli = Cli(url=live_server.url, home=tmp_path / "cli")
+    env = {"LEVERE_TOKEN": _zone_token(ctx, zone.world.pi)["Authorization"].split()[1]}
+    secret = spec_c4gh.new_secret_key()
+    pub = tmp_path / "spec.pub"
+    pub.write_text(spec_c4gh.public_key_file(spec_c4gh.public_key(secret)))
+    out = tmp_path / "enc"
+    made = cli.json("pi", "download", USERS, "RUN1", "--to", str(out), "--pubkey", str(pub), env=env)
+    assert made["files"] == len(FILES) and not made["decrypted"]
+    for path, plaintext in FILES.items():
+        saved = (out / "RUN1" / f"{path}.c4gh").read_bytes()
+        assert spec_c4gh.decrypt(saved, secret) == plaintext
 
 
 def test_without_a_key_the_download_is_encrypted_to_the_key_the_sign_in_identity_released(

@@ -27,6 +27,7 @@ from levere.domain.tiers import Tier
 from levere.jobs.queue import build_queue
 from levere.services import projects, scrub, sync, write_once, zone_release
 from levere.storage import S3Spec
+from tests.crypt4gh import spec_c4gh
 from tests.helpers import auth, token_for
 from tests.plaintext_scan import find_windows, scan_paths
 from tests.secure.zone_support import USERS, Zone, add_delivery, make_zone
@@ -197,6 +198,28 @@ def test_free_and_restore_of_zone_files_and_downloads_on_the_way(
         actions = list(session.execute(select(AuditEvent.action)).scalars())
     assert {"data.freed", "data.restore_requested", "data.restored"} <= set(actions)
     _no_plaintext_on_longterm(ctx, zone)
+
+
+def test_a_download_from_the_long_term_copy_and_after_restore_opens_with_the_specification_reader(
+    ctx: Context, client: TestClient
+) -> None:
+    zone = _released(ctx)
+    secret = spec_c4gh.new_secret_key()
+    pubkey = spec_c4gh.public_key_file(spec_c4gh.public_key(secret))
+    headers = _zone_token(ctx, zone.world.pi)
+
+    def download(path: str) -> bytes:
+        url = f"/api/secure/projects/{USERS}/deliveries/RUN1/data/{path}"
+        answer = client.get(url, params={"pubkey": pubkey}, headers=headers)
+        assert answer.status_code == 200, answer.text
+        return spec_c4gh.decrypt(answer.content, secret)
+
+    sync.free(ctx, zone.world.pi, zone.project, ["RUN1"])
+    assert _states(ctx, zone, "secure") == {n: "freed" for n in zone.files}
+    assert download("lane1/s1.fastq") == FASTQ  # the long-term body under a header for this key
+    sync.request_restore(ctx, zone.world.pi, zone.project, ["RUN1"])
+    assert _states(ctx, zone, "secure") == {n: "present" for n in zone.files}
+    assert {path: download(path) for path in FILES} == FILES
 
 
 # --- long-term on S3 (radosgw) ---------------------------------------------------------------------

@@ -16,8 +16,9 @@ from levere.crypt4gh import PrivateKey, PublicKey, encrypt_stream, make_header
 from levere.db.models import FileHeader, Upload
 from levere.services import zone_files
 from levere.transfer.wire import encode_metadata
-from tests.helpers import provisioned_project
-from tests.secure.upload_support import Zone, has_window, make_zone, stored_bytes
+from tests.crypt4gh import spec_c4gh
+from tests.helpers import auth, provisioned_project, token_for
+from tests.secure.upload_support import Zone, has_window, make_zone, stepped_up, stored_bytes
 
 
 def _encrypted(data: bytes, recipient: PublicKey) -> tuple[bytes, bytes]:
@@ -114,3 +115,42 @@ def test_a_crypt4gh_upload_is_taken_only_on_a_shared_disk(ctx: Context, client: 
         },
     )  # fmt: skip
     assert refused.status_code == 422 and "shared disk" in refused.text, refused.text
+
+
+def test_a_file_encrypted_by_the_specification_writer_is_taken_released_and_read_back_by_its_reader(
+    ctx: Context, client: TestClient
+) -> None:
+    """Encrypted to the disk's key by an implementation that is neither levere's nor the stock tool's."""
+    zone = make_zone(ctx)
+    assert zone.open_delivery(client).status_code == 201
+    pem = client.get(f"/api/secure/disks/{zone.disk}/pubkey", headers=zone.staff).json()["pem"]
+    data = b"@read1\nACGTTTGA\n+\nIIIIIIII\n" * 5000 + os.urandom(7)  # three segments, the last short
+    encrypted = spec_c4gh.encrypt(data, spec_c4gh.read_public_key_file(pem))
+    done = _sent(zone, client, "s1.fastq.c4gh", encrypted)
+    assert done.status_code == 204, done.text  # type: ignore[attr-defined]
+    (file,) = zone.files()
+    assert (file.size, file.md5, file.sha256) == (
+        len(data),
+        hashlib.md5(data).hexdigest(),
+        hashlib.sha256(data).hexdigest(),
+    )
+    body = encrypted[16 + 108 :]  # after the magic, version, count and the one header packet
+    assert (file.body_size, file.body_sha256) == (len(body), hashlib.sha256(body).hexdigest())
+    # the run's checksum file lists the plaintext's MD5 under the name without .c4gh
+    md5sum = f"{hashlib.md5(data).hexdigest()}  s1.fastq\n".encode()
+    created = zone.create(client, "RUN1", "md5sum.txt", len(md5sum))
+    assert zone.patch(client, created.headers["Location"], 0, md5sum).status_code == 204
+    seal = f"/api/projects/{zone.project}/deliveries/RUN1/seal"
+    sealed = client.post(seal, json={"checksum_file": "md5sum.txt"}, headers=zone.staff)
+    assert sealed.status_code == 200 and sealed.json()["state"] == "sealed", sealed.text
+    assert sealed.json()["checksum_coverage"]["verified"] == 1, sealed.text
+    released = client.post(f"/api/secure/disks/{zone.disk}/deliveries/RUN1/release", headers=zone.staff)
+    assert released.status_code == 200, released.text
+    member = auth(stepped_up(ctx, token_for(ctx, zone.world.pi)))
+    secret = spec_c4gh.new_secret_key()
+    url = "/api/secure/projects/p1234/deliveries/RUN1/data/s1.fastq.c4gh"
+    answer = client.get(
+        url, params={"pubkey": spec_c4gh.public_key_file(spec_c4gh.public_key(secret))}, headers=member
+    )
+    assert answer.status_code == 200, answer.text
+    assert spec_c4gh.decrypt(answer.content, secret) == data
