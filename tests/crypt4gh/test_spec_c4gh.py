@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from crypt4gh import keys as stock_keys
 from crypt4gh import lib as stock_lib
 from levere.crypt4gh import PrivateKey, PublicKey, decrypt_file, encrypt_stream, make_header
+from tests.crypt4gh import oarepo_reader
 from tests.crypt4gh import spec_c4gh as spec
 
 SEGMENT = 65536
@@ -166,3 +167,24 @@ def test_a_file_with_an_edit_list_is_refused_clearly() -> None:
     assert _stock_decrypt(rearranged.getvalue(), secret) == plaintext[70_000:70_500]
     with pytest.raises(spec.Unsupported, match="data edit list"):
         spec.decrypt(rearranged.getvalue(), secret)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_files_levere_and_the_spec_writer_make_open_with_a_third_party_implementation(size: int) -> None:
+    plaintext = os.urandom(size)
+    member = PrivateKey.generate()
+    body = io.BytesIO()
+    made = encrypt_stream(io.BytesIO(plaintext), body)
+    by_levere = make_header(made.data_key, member.public_key) + body.getvalue()
+    assert oarepo_reader.decrypt(by_levere, member.secret_bytes()) == plaintext
+    secret, public = _reader()
+    assert oarepo_reader.decrypt(spec.encrypt(plaintext, public), secret) == plaintext
+
+
+def test_the_third_party_implementation_refuses_another_readers_file() -> None:
+    member, other = PrivateKey.generate(), PrivateKey.generate()
+    body = io.BytesIO()
+    made = encrypt_stream(io.BytesIO(b"@r1\nACGT\n+\nIIII\n"), body)
+    by_levere = make_header(made.data_key, member.public_key) + body.getvalue()
+    with pytest.raises(oarepo_reader.WrongKey):
+        oarepo_reader.decrypt(by_levere, other.secret_bytes())

@@ -21,7 +21,7 @@ from levere.domain.roles import UserKind
 from levere.services import secure, zone_release
 from tests.cli_live import Cli
 from tests.conftest import LiveServer
-from tests.crypt4gh import spec_c4gh
+from tests.crypt4gh import oarepo_reader, spec_c4gh
 from tests.helpers import auth, make_user, token_for
 from tests.plaintext_scan import scan_paths
 from tests.secure.zone_support import USERS, Zone, make_zone
@@ -101,7 +101,7 @@ def test_a_member_downloads_a_file_the_stock_crypt4gh_tool_decrypts_to_the_origi
     assert _reads(ctx) == 2
 
 
-def test_downloads_open_with_a_reader_written_from_the_crypt4gh_specification(
+def test_downloads_open_with_a_reader_from_the_specification_and_a_third_party_one(
     ctx: Context, client: TestClient
 ) -> None:
     """The key pair and the reader share no code with levere's nor the stock tool's Crypt4GH."""
@@ -119,6 +119,7 @@ def test_downloads_open_with_a_reader_written_from_the_crypt4gh_specification(
         answer = client.get(url, params={"pubkey": pubkey}, headers=pi)
         assert answer.status_code == 200, answer.text
         assert spec_c4gh.decrypt(answer.content, secret) == plaintext
+        assert oarepo_reader.decrypt(answer.content, secret) == plaintext  # a third-party implementation
     with pytest.raises(spec_c4gh.WrongKey):  # made for this key alone
         spec_c4gh.decrypt(answer.content, spec_c4gh.new_secret_key())
 

@@ -27,7 +27,7 @@ from levere.domain.tiers import Tier
 from levere.jobs.queue import build_queue
 from levere.services import projects, scrub, sync, write_once, zone_release
 from levere.storage import S3Spec
-from tests.crypt4gh import spec_c4gh
+from tests.crypt4gh import oarepo_reader, spec_c4gh
 from tests.helpers import auth, token_for
 from tests.plaintext_scan import find_windows, scan_paths
 from tests.secure.zone_support import USERS, Zone, add_delivery, make_zone
@@ -200,7 +200,7 @@ def test_free_and_restore_of_zone_files_and_downloads_on_the_way(
     _no_plaintext_on_longterm(ctx, zone)
 
 
-def test_a_download_from_the_long_term_copy_and_after_restore_opens_with_the_specification_reader(
+def test_a_download_from_the_long_term_copy_and_after_restore_opens_with_the_specification_and_a_third_party_reader(
     ctx: Context, client: TestClient
 ) -> None:
     zone = _released(ctx)
@@ -212,7 +212,9 @@ def test_a_download_from_the_long_term_copy_and_after_restore_opens_with_the_spe
         url = f"/api/secure/projects/{USERS}/deliveries/RUN1/data/{path}"
         answer = client.get(url, params={"pubkey": pubkey}, headers=headers)
         assert answer.status_code == 200, answer.text
-        return spec_c4gh.decrypt(answer.content, secret)
+        plaintext = spec_c4gh.decrypt(answer.content, secret)
+        assert oarepo_reader.decrypt(answer.content, secret) == plaintext  # a third-party reader agrees
+        return plaintext
 
     sync.free(ctx, zone.world.pi, zone.project, ["RUN1"])
     assert _states(ctx, zone, "secure") == {n: "freed" for n in zone.files}
