@@ -22,7 +22,7 @@ from levere.cli.client import Client, Credentials
 from levere.cli.delivery import tarstream
 from levere.cli.delivery.batch import split
 from levere.cli.delivery.checksums import parse
-from levere.cli.delivery.deliver import ChecksumSource, check_listed, choose_checksum_file, make_plan
+from levere.cli.delivery.planning import ChecksumSource, check_listed, choose_checksum_file, make_plan
 from levere.cli.delivery.progress import Quiet
 from levere.cli.delivery.retry import Retry
 from levere.cli.delivery.scan import FolderRefused, LocalFile, scan_folder

@@ -1,10 +1,15 @@
 """A real OpenID Connect provider for tests (the npm package oidc-provider, see provider.js), and the
-person's side of signing in there, driven over HTTP as a browser would."""
+person's side of signing in there, driven over HTTP as a browser would.
+
+The provider takes a free port from the system each time it starts and says which on its first line of
+output; everything reads the issuer (``Provider.issuer``) from there. There is no fixed port and no
+setting for one, so two test runs at once, or a provider left behind by a killed run, never meet. The
+fixture stops its provider by PID, and the provider also exits when its stdin (a pipe from the test
+process) closes, which is what happens when the test process is killed."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -22,8 +27,6 @@ from joserfc.jwk import KeySet, RSAKey
 from levere.config import OidcProviderSettings, OidcSettings
 
 HERE = Path(__file__).parent
-#: the test provider's port (LEVERE_TEST_OIDC_PORT moves it off a port in use)
-PORT = int(os.environ.get("LEVERE_TEST_OIDC_PORT", "49790"))
 MFA = "https://refeds.org/profile/mfa"
 SFA = "https://refeds.org/profile/sfa"
 PASSWORD = "test-password"
@@ -51,11 +54,22 @@ def node_ready() -> str | None:
     return None
 
 
+#: the provider's first line of output, naming the issuer on the port it was given
+LISTENING = re.compile(rb"oidc-provider listening on (http://127\.0\.0\.1:\d+)\n")
+
+
+def _discovery_answers(issuer: str) -> bool:
+    try:
+        return httpx.get(f"{issuer}/.well-known/openid-configuration", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def run_provider(
-    folder: Path, port: int = PORT, portal_redirects: tuple[str, ...] = (PORTAL_REDIRECT,), **ttl_seconds: int
+    folder: Path, portal_redirects: tuple[str, ...] = (PORTAL_REDIRECT,), **ttl_seconds: int
 ) -> Iterator[Provider]:
-    """Start provider.js on loopback, wait for its discovery document, stop it by PID afterwards;
-    ``portal_redirects`` are the redirect URIs its confidential (portal) client accepts."""
+    """Start provider.js on a free loopback port, wait for its discovery document, stop it by PID
+    afterwards; ``portal_redirects`` are the redirect URIs its confidential (portal) client accepts."""
     reason = node_ready()
     if reason:
         pytest.skip(f"no OpenID Connect test provider: {reason}")
@@ -63,32 +77,37 @@ def run_provider(
     keys = KeySet([key])
     jwks_file = folder / "jwks.json"
     jwks_file.write_text(json.dumps(keys.as_dict(private=True)))
-    env = {"PATH": "/usr/bin:/bin:/usr/local/bin", "OIDC_PORTAL_REDIRECT_URIS": ",".join(portal_redirects)}
+    env = {
+        "PATH": "/usr/bin:/bin:/usr/local/bin",
+        "OIDC_PORTAL_REDIRECT_URIS": ",".join(portal_redirects),
+        "OIDC_STOP_WITH_STDIN": "1",
+    }
     env.update({f"OIDC_TTL_{name.upper()}": str(value) for name, value in ttl_seconds.items()})
-    log = (folder / "provider.log").open("wb")
+    log_file = folder / "provider.log"
+    log = log_file.open("wb")
     process = subprocess.Popen(
-        ["node", str(HERE / "provider.js"), str(port), str(jwks_file)],
+        ["node", str(HERE / "provider.js"), "0", str(jwks_file)],
         cwd=HERE,
+        stdin=subprocess.PIPE,
         stdout=log,
         stderr=log,
         env=env,
     )
-    issuer = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 20
+        issuer = None
         while True:
-            try:
-                if httpx.get(f"{issuer}/.well-known/openid-configuration", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
+            if issuer is None and (listening := LISTENING.search(log_file.read_bytes())):
+                issuer = listening.group(1).decode()
+            if issuer is not None and _discovery_answers(issuer):
+                break
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"the test provider did not start: {(folder / 'provider.log').read_text()[-500:]}"
-                )
+                raise RuntimeError(f"the test provider did not start: {log_file.read_text()[-500:]}")
             time.sleep(0.1)
         yield Provider(issuer=issuer, keys=keys)
     finally:
+        if process.stdin is not None:
+            process.stdin.close()
         process.terminate()
         try:
             process.wait(timeout=10)

@@ -6,15 +6,17 @@
 // - test accounts, signed in through a small form a test can post to (no consent screen: the grant
 //   is made on first use).
 //
-// Usage: node provider.js PORT [JWKS_FILE]. The signing keys are read from JWKS_FILE (a JSON
-// {"keys": [...]} with private keys) so that tests can also make tokens with the provider's key.
+// Usage: node provider.js PORT [JWKS_FILE]. PORT 0 (the default) lets the system pick a free port;
+// the first line on stdout, `oidc-provider listening on ISSUER`, says which. The signing keys are read
+// from JWKS_FILE (a JSON {"keys": [...]} with private keys) so that tests can also make tokens with the
+// provider's key. With OIDC_STOP_WITH_STDIN=1 the provider exits when its stdin closes, so one started
+// by a test run that is killed does not outlive it.
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 
 import Provider, { errors } from 'oidc-provider';
 
-const port = Number(process.argv[2] || 49790);
-const issuer = `http://127.0.0.1:${port}`;
+const port = Number(process.argv[2] || 0);
 const jwks = process.argv[3] ? JSON.parse(readFileSync(process.argv[3], 'utf8')) : undefined;
 const ttl = (name, fallback) => Number(process.env[`OIDC_TTL_${name}`] || fallback);
 
@@ -112,8 +114,9 @@ const configuration = {
   },
 };
 
-const provider = new Provider(issuer, configuration);
-const oidc = provider.callback();
+// the issuer names the port, known only once the server listens (see the end of this file)
+let provider;
+let oidc;
 
 function readForm(req) {
   return new Promise((resolve, reject) => {
@@ -183,7 +186,15 @@ const server = http.createServer((req, res) => {
 });
 
 server.listen(port, '127.0.0.1', () => {
+  const issuer = `http://127.0.0.1:${server.address().port}`;
+  provider = new Provider(issuer, configuration);
+  oidc = provider.callback();
   process.stdout.write(`oidc-provider listening on ${issuer}\n`);
 });
+
+if (process.env.OIDC_STOP_WITH_STDIN === '1') {
+  process.stdin.on('end', () => process.exit(0));
+  process.stdin.resume();
+}
 
 process.on('SIGTERM', () => server.close(() => process.exit(0)));

@@ -1,111 +1,42 @@
-"""SQLAlchemy tables. Every schema change ships with an Alembic migration in ``db/migrations``."""
+"""SQLAlchemy tables. Every schema change ships with an Alembic migration in ``db/migrations``.
+
+The declarative base, UTC times and ids are in ``db/base.py``, the secure zone's tables in
+``db/models_zone.py``; both are named here too, so that ``from levere.db.models import X`` finds every
+table and helper."""
 
 from __future__ import annotations
 
-import os
-import time
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
-    LargeBinary,
-    MetaData,
     String,
     Table,
     Text,
-    TypeDecorator,
     UniqueConstraint,
     false,
 )
-from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from levere.db.base import ID_STEM as ID_STEM
+from levere.db.base import Base as Base
+from levere.db.base import Id
+from levere.db.base import UTCDateTime as UTCDateTime
+from levere.db.base import new_id as new_id
+from levere.db.base import new_ids as new_ids
+from levere.db.base import utcnow as utcnow
+from levere.db.models_zone import FileHeader as FileHeader
+from levere.db.models_zone import SecureMember as SecureMember
+from levere.db.models_zone import SecureProject as SecureProject
+from levere.db.models_zone import SharedDisk as SharedDisk
 from levere.domain.jobruns import JobRunState
 from levere.domain.replicas import ReplicaState
-
-NAMING = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-#: characters that the ids made by one :func:`new_ids` call share; a counter follows
-ID_STEM = 28
-
-
-def new_id() -> str:
-    return new_ids(1)[0]
-
-
-def new_ids(count: int) -> list[str]:
-    """``count`` time-ordered UUIDs (version 7, RFC 9562), in the form ``str(uuid.UUID)`` has.
-
-    Time-ordered rather than random (version 4) because of what an insert costs: a new random id
-    lands on a random page of every index it is in, so recording a chunk of a delivery's files
-    would rewrite pages all over each table's indexes (several times the writes and the time; see
-    docs/benchmarks.md). A new version 7 id sorts after every older one, so new rows fill the last
-    pages.
-
-    The ids of one call share their first :data:`ID_STEM` characters (the time and 42 random bits)
-    and end in a counter of 8 hex digits from a random start, so they are also in order among
-    themselves: a lone id has 64 random bits, the ids of one call follow each other.
-    """
-    if count <= 0:
-        return []
-    bits = int.from_bytes(os.urandom(8), "big")
-    start = bits & 0x3F_FFFF  # 22 bits: the counter cannot run into the bits above it
-    first = (
-        (time.time_ns() // 1_000_000) << 80  # unix time in milliseconds
-        | 0x7 << 76  # the version
-        | (bits >> 52) << 64  # 12 random bits
-        | 0b10 << 62  # the variant
-        | ((bits >> 22) & 0x3FFF_FFFF) << 32  # 30 random bits
-        | start
-    )
-    text = f"{first:032x}"
-    stem = f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:24]}"
-    return [f"{stem}{counter:08x}" for counter in range(start, start + count)]
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """Timezone-aware UTC times on every database (SQLite stores no zone)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        return value.astimezone(UTC)
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[Any]: JSON}
-
-
-Id = String(36)
 
 
 class Facility(Base):
@@ -406,23 +337,6 @@ class StoredFile(Base):
     body_size: Mapped[int | None] = mapped_column(BigInteger, default=None)
 
 
-class FileHeader(Base):
-    """A Crypt4GH header of a stored body, for one holder's key: a shared disk's (``disk``) or a
-    secure project's (``secure``). The body is stored once; readers come and go as headers."""
-
-    __tablename__ = "file_headers"
-    __table_args__ = (Index("ix_file_headers_holder", "holder_kind", "holder_id"),)
-    file_id: Mapped[str] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), primary_key=True)
-    #: "disk" or "secure" (see domain.secure.HeaderHolder)
-    holder_kind: Mapped[str] = mapped_column(String(16), primary_key=True)
-    holder_id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    header: Mapped[bytes] = mapped_column(LargeBinary)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-    def __repr__(self) -> str:
-        return f"FileHeader(file_id={self.file_id!r}, holder={self.holder_kind}:{self.holder_id})"
-
-
 class Replica(Base):
     """One copy of a file on one tier, with its sync/verification state."""
 
@@ -514,83 +428,6 @@ class JobRun(Base):
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
-
-
-class SecureProject(Base):
-    """A project in the secure zone (``p1234``): the users' (of a research project) or a facility's.
-
-    The private key is stored only wrapped under a master key (``master_key_id``); the repr shows
-    neither key."""
-
-    __tablename__ = "secure_projects"
-    id: Mapped[str] = mapped_column(Id, primary_key=True, default=new_id)
-    identifier: Mapped[str] = mapped_column(String(16), unique=True)
-    #: "users" or "facility"
-    kind: Mapped[str] = mapped_column(String(16))
-    project_id: Mapped[str | None] = mapped_column(ForeignKey("projects.id"), default=None, index=True)
-    facility_id: Mapped[str | None] = mapped_column(ForeignKey("facilities.id"), default=None)
-    #: the X25519 public key, base64
-    public_key: Mapped[str] = mapped_column(String(64))
-    wrapped_private_key: Mapped[str] = mapped_column(Text)
-    master_key_id: Mapped[str] = mapped_column(String(64))
-    created_by_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"), default=None)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-    project: Mapped[Project | None] = relationship(lazy="joined")
-    facility: Mapped[Facility | None] = relationship(lazy="joined")
-
-    def __repr__(self) -> str:
-        return f"SecureProject(identifier={self.identifier!r}, kind={self.kind!r})"
-
-
-class SharedDisk(Base):
-    """A temporary disk between a facility's secure project and a users' one (see domain.secure)."""
-
-    __tablename__ = "shared_disks"
-    id: Mapped[str] = mapped_column(Id, primary_key=True, default=new_id)
-    name: Mapped[str] = mapped_column(String(32), unique=True)
-    facility_secure_id: Mapped[str] = mapped_column(ForeignKey("secure_projects.id"))
-    users_secure_id: Mapped[str] = mapped_column(ForeignKey("secure_projects.id"))
-    quota_bytes: Mapped[int] = mapped_column(BigInteger)
-    used_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
-    ends_at: Mapped[datetime]
-    #: "open", "released", "expired" or "destroyed"
-    state: Mapped[str] = mapped_column(String(16), default="open", index=True)
-    public_key: Mapped[str] = mapped_column(String(64))
-    #: dropped (None) when the disk is destroyed: nothing on it can be opened again
-    wrapped_private_key: Mapped[str | None] = mapped_column(Text, default=None)
-    master_key_id: Mapped[str | None] = mapped_column(String(64), default=None)
-    #: the notices already sent, as days before the end date
-    notices_sent: Mapped[list[Any]] = mapped_column(default=list)
-    created_by_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"), default=None)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    released_at: Mapped[datetime | None] = mapped_column(default=None)
-    expired_at: Mapped[datetime | None] = mapped_column(default=None)
-    destroyed_at: Mapped[datetime | None] = mapped_column(default=None)
-
-    facility_secure: Mapped[SecureProject] = relationship(foreign_keys=[facility_secure_id], lazy="joined")
-    users_secure: Mapped[SecureProject] = relationship(foreign_keys=[users_secure_id], lazy="joined")
-
-    def __repr__(self) -> str:
-        return f"SharedDisk(name={self.name!r}, state={self.state!r})"
-
-
-class SecureMember(Base):
-    """Staff a project admin let into a users' secure project, until ``ends_at``."""
-
-    __tablename__ = "secure_members"
-    secure_project_id: Mapped[str] = mapped_column(
-        ForeignKey("secure_projects.id", ondelete="CASCADE"), primary_key=True
-    )
-    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
-    ends_at: Mapped[datetime]
-    added_by_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"), default=None)
-    added_at: Mapped[datetime] = mapped_column(default=utcnow)
-    removed_at: Mapped[datetime | None] = mapped_column(default=None)
-    #: when the sweep recorded that the end date had passed
-    ended_recorded_at: Mapped[datetime | None] = mapped_column(default=None)
-
-    user: Mapped[User] = relationship(lazy="joined", foreign_keys=[user_id])
 
 
 #: the plain tables behind some models, for inserts of thousands of rows at once: a Core

@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse
 from levere.api.deps import CtxDep, ZoneReadUser, ZoneReviewUser, ZoneWriteUser, acts
 from levere.api.openapi import errors
 from levere.api.routes.sync import JobOut
-from levere.api.schemas import (
+from levere.api.schemas_zone import (
     DiskContentsOut,
     DiskIn,
     DiskOut,

@@ -11,7 +11,7 @@ from fastapi.responses import StreamingResponse
 
 from levere.api.deps import CtxDep, ZoneReadUser, ZoneWriteUser, acts
 from levere.api.openapi import BINARY, OctetStreamResponse, errors, success
-from levere.api.schemas import ReleaseOut, ZoneFileOut
+from levere.api.schemas_zone import ReleaseOut, ZoneFileOut
 from levere.domain.roles import Action
 from levere.services import zone_access, zone_files, zone_release
 from levere.services.zone_access import ZoneDownload
