@@ -39,6 +39,13 @@ def _stock_decrypt(encrypted: bytes, secret: bytes) -> bytes:
     return out.getvalue()
 
 
+def _levere_encrypt(plaintext: bytes, reader: PrivateKey) -> bytes:
+    """A whole Crypt4GH file for ``reader`` made by levere's code: its header, then its body."""
+    body = io.BytesIO()
+    made = encrypt_stream(io.BytesIO(plaintext), body)
+    return make_header(made.data_key, reader.public_key) + body.getvalue()
+
+
 def _reader() -> tuple[bytes, bytes]:
     secret = spec.new_secret_key()
     return secret, spec.public_key(secret)
@@ -71,9 +78,7 @@ def test_any_plaintext_round_trips_between_the_stock_library_and_the_spec(plaint
 def test_levere_and_the_spec_reader_writer_open_each_others_files(size: int) -> None:
     plaintext = os.urandom(size)
     member = PrivateKey.generate()
-    body = io.BytesIO()
-    made = encrypt_stream(io.BytesIO(plaintext), body)
-    by_levere = make_header(made.data_key, member.public_key) + body.getvalue()
+    by_levere = _levere_encrypt(plaintext, member)
     assert spec.decrypt(by_levere, member.secret_bytes()) == plaintext
     out = io.BytesIO()
     decrypt_file(io.BytesIO(spec.encrypt(plaintext, member.public_key.raw)), member, out)
@@ -173,9 +178,7 @@ def test_a_file_with_an_edit_list_is_refused_clearly() -> None:
 def test_files_levere_and_the_spec_writer_make_open_with_a_third_party_implementation(size: int) -> None:
     plaintext = os.urandom(size)
     member = PrivateKey.generate()
-    body = io.BytesIO()
-    made = encrypt_stream(io.BytesIO(plaintext), body)
-    by_levere = make_header(made.data_key, member.public_key) + body.getvalue()
+    by_levere = _levere_encrypt(plaintext, member)
     assert oarepo_reader.decrypt(by_levere, member.secret_bytes()) == plaintext
     secret, public = _reader()
     assert oarepo_reader.decrypt(spec.encrypt(plaintext, public), secret) == plaintext
@@ -183,8 +186,6 @@ def test_files_levere_and_the_spec_writer_make_open_with_a_third_party_implement
 
 def test_the_third_party_implementation_refuses_another_readers_file() -> None:
     member, other = PrivateKey.generate(), PrivateKey.generate()
-    body = io.BytesIO()
-    made = encrypt_stream(io.BytesIO(b"@r1\nACGT\n+\nIIII\n"), body)
-    by_levere = make_header(made.data_key, member.public_key) + body.getvalue()
+    by_levere = _levere_encrypt(b"@r1\nACGT\n+\nIIII\n", member)
     with pytest.raises(oarepo_reader.WrongKey):
         oarepo_reader.decrypt(by_levere, other.secret_bytes())

@@ -71,6 +71,17 @@ def _released_zone(ctx: Context) -> Zone:
     return zone
 
 
+def _pi_at_the_command_line(live_server: LiveServer, tmp_path: Path) -> tuple[Zone, Cli, dict[str, str]]:
+    """A released zone, and the command line with the PI's token (it passed a second factor)."""
+    zone = _released_zone(live_server.ctx)
+    cli = Cli(url=live_server.url, home=tmp_path / "cli")
+    return (
+        zone,
+        cli,
+        {"LEVERE_TOKEN": _zone_token(live_server.ctx, zone.world.pi)["Authorization"].split()[1]},
+    )
+
+
 def test_a_member_downloads_a_file_the_stock_crypt4gh_tool_decrypts_to_the_original(
     ctx: Context, client: TestClient, tmp_path: Path
 ) -> None:
@@ -208,10 +219,7 @@ def test_levere_download_saves_c4gh_files_for_a_public_key_or_decrypts_with_a_se
     live_server: LiveServer, tmp_path: Path
 ) -> None:
     ctx = live_server.ctx
-    zone = _released_zone(ctx)
-    cli = Cli(url=live_server.url, home=tmp_path / "cli")
-    token = _zone_token(ctx, zone.world.pi)["Authorization"].split()[1]
-    env = {"LEVERE_TOKEN": token}
+    zone, cli, env = _pi_at_the_command_line(live_server, tmp_path)
     _, sec, pub = _key_pair(tmp_path)
     out = tmp_path / "enc"
     made = cli.json("pi", "download", USERS, "RUN1", "--to", str(out), "--pubkey", str(pub), env=env)
@@ -247,10 +255,7 @@ def test_levere_download_saves_c4gh_files_for_a_public_key_or_decrypts_with_a_se
 def test_levere_download_for_a_public_key_file_the_specification_helper_wrote(
     live_server: LiveServer, tmp_path: Path
 ) -> None:
-    ctx = live_server.ctx
-    zone = _released_zone(ctx)
-    cli = Cli(url=live_server.url, home=tmp_path / "cli")
-    env = {"LEVERE_TOKEN": _zone_token(ctx, zone.world.pi)["Authorization"].split()[1]}
+    _, cli, env = _pi_at_the_command_line(live_server, tmp_path)
     secret = spec_c4gh.new_secret_key()
     pub = tmp_path / "spec.pub"
     pub.write_text(spec_c4gh.public_key_file(spec_c4gh.public_key(secret)))
@@ -265,17 +270,14 @@ def test_levere_download_for_a_public_key_file_the_specification_helper_wrote(
 def test_without_a_key_the_download_is_encrypted_to_the_key_the_sign_in_identity_released(
     live_server: LiveServer, tmp_path: Path
 ) -> None:
-    ctx = live_server.ctx
-    zone = _released_zone(ctx)
-    cli = Cli(url=live_server.url, home=tmp_path / "cli")
-    env = {"LEVERE_TOKEN": _zone_token(ctx, zone.world.pi)["Authorization"].split()[1]}
+    zone, cli, env = _pi_at_the_command_line(live_server, tmp_path)
     out = tmp_path / "default"
     line = cli.fails("pi", "download", USERS, "RUN1", "--to", str(out), env=env)
     assert "--pubkey" in line and "released a Crypt4GH key" in line
     assert not out.exists()
     # as a sign-in with Life Science Login leaves it: the identity's released key, checked on the way in
     _, sec, pub = _key_pair(tmp_path, "lsaai")
-    with ctx.tx() as session:
+    with live_server.ctx.tx() as session:
         session.add(
             FederatedIdentity(
                 user_id=zone.world.pi.id, provider="lifescience", issuer="https://login.example.org/oidc/",

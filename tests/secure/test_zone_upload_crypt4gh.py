@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from levere.context import Context
 from levere.crypt4gh import PrivateKey, PublicKey, encrypt_stream, make_header
-from levere.db.models import FileHeader, Upload
+from levere.db.models import FileHeader, StoredFile, Upload
 from levere.services import zone_files
 from levere.transfer.wire import encode_metadata
 from tests.crypt4gh import spec_c4gh
@@ -44,6 +44,16 @@ def _sent(zone: Zone, client: TestClient, path: str, content: bytes, first: int 
     return zone.patch(client, url, first, content[first:])
 
 
+def _recorded_as_plaintext(file: StoredFile, data: bytes) -> None:
+    """The file's size and checksums are the plaintext's (checked against the run's checksum file),
+    not its body's."""
+    assert (file.size, file.md5, file.sha256) == (
+        len(data),
+        hashlib.md5(data).hexdigest(),
+        hashlib.sha256(data).hexdigest(),
+    )
+
+
 def test_a_file_encrypted_to_the_disk_is_stored_as_its_body_with_its_header_apart(
     ctx: Context, client: TestClient
 ) -> None:
@@ -54,11 +64,7 @@ def test_a_file_encrypted_to_the_disk_is_stored_as_its_body_with_its_header_apar
     done = _sent(zone, client, "s1.fastq.gz", header + body, first=len(header) + 70_001)
     assert done.status_code == 204, done.text  # type: ignore[attr-defined]
     (file,) = zone.files()
-    assert (file.size, file.md5, file.sha256) == (
-        len(data),
-        hashlib.md5(data).hexdigest(),
-        hashlib.sha256(data).hexdigest(),
-    )
+    _recorded_as_plaintext(file, data)
     assert file.body_size == len(body) and file.body_sha256 == hashlib.sha256(body).hexdigest()
     disk = zone.disk_row()
     with ctx.tx() as session:
@@ -129,11 +135,7 @@ def test_a_file_encrypted_by_the_specification_writer_is_taken_released_and_read
     done = _sent(zone, client, "s1.fastq.c4gh", encrypted)
     assert done.status_code == 204, done.text  # type: ignore[attr-defined]
     (file,) = zone.files()
-    assert (file.size, file.md5, file.sha256) == (
-        len(data),
-        hashlib.md5(data).hexdigest(),
-        hashlib.sha256(data).hexdigest(),
-    )
+    _recorded_as_plaintext(file, data)
     body = encrypted[16 + 108 :]  # after the magic, version, count and the one header packet
     assert (file.body_size, file.body_sha256) == (len(body), hashlib.sha256(body).hexdigest())
     # the run's checksum file lists the plaintext's MD5 under the name without .c4gh
