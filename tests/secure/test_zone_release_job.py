@@ -4,14 +4,21 @@ twice for one delivery, and a retry after a crash goes on where the attempt stop
 
 from __future__ import annotations
 
+import io
+import re
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from rich.console import Console
 from sqlalchemy import select, update
 
+from levere.cli import sync as cli_sync
+from levere.cli.client import Client, Credentials
 from levere.config import Settings, SyncSettings
 from levere.context import Context
 from levere.db.models import Delivery, JobRun, SharedDisk
@@ -234,3 +241,36 @@ def test_levere_secure_release_follows_the_job_and_words_its_outcome(
     monkeypatch.undo()
     done = cli.json("staff", "secure", "release", zone.disk, "RUN3", env=env)
     assert done["state"] == "done" and done["report"]["disk_state"] == "released"
+
+
+def test_the_cli_follows_a_release_in_progress_by_its_files(
+    ctx: Context, producer: Context, live_server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``follow`` (shared by every job command) shows a release's files done of total on its bar."""
+    zone = make_zone(ctx, FILES)
+    queued = zone_release.request_release(producer, zone.world.staff, zone.disk, "RUN1")
+    monkeypatch.setattr(zone_release, "BATCH", 1)
+    noted = zone_release._note_progress
+
+    def slow(ctx: Context, run_id: str, files_done: int) -> None:
+        noted(ctx, run_id, files_done)
+        time.sleep(0.7)  # a poll or two sees each batch
+
+    monkeypatch.setattr(zone_release, "_note_progress", slow)
+    screen = Console(file=io.StringIO(), force_terminal=True, width=160, record=True)
+    monkeypatch.setattr(cli_sync, "err_console", screen)
+    token = _zone_token(ctx, zone.world.staff)["Authorization"].split()[1]
+    api = Client(Credentials(url=live_server.url, token=token))
+    job = api.get(f"/projects/{zone.project}/jobs/{queued.id}")
+    worker = threading.Thread(target=dispatch.attempt, args=(ctx, dispatch.RELEASE, queued.id, 0, 0))
+    worker.start()
+    try:
+        ended = cli_sync.follow(api, job)
+    finally:
+        worker.join(timeout=30)
+    assert ended["state"] == "done" and ended["files_done"] == ended["files_total"] == 3
+    shown = screen.export_text()
+    assert f"release of {zone.project}/RUN1" in shown
+    counts = set(re.findall(r"(\d)/3 files", shown))
+    assert {"0", "3"} <= counts and counts & {"1", "2"}, shown  # it moved along, file by file
+    assert " B/" not in shown  # a release moves no bytes: no sizes on its bar
