@@ -17,6 +17,7 @@ from levere.cli.accounts import client
 from levere.cli.output import State, console, done, emit_json, fields, result, show, table
 from levere.cli.sync import NoWait, follow, render_release, show_command
 from levere.domain.errors import ValidationFailed
+from levere.domain.jobruns import FINISHED
 from levere.domain.secure import SECURE_PROJECT
 from levere.domain.units import SIZE_HELP, format_size, parse_size
 
@@ -207,7 +208,10 @@ def release(
         )
         return
     try:
-        job = follow(api, job)
+        if job["state"] not in FINISHED:
+            # a release of many files may outlast the token: a grant lets the wait read its job
+            with api.granted("job", job["project"], job["id"]):
+                job = follow(api, job)
     except KeyboardInterrupt:
         console.print(f"stopped waiting; the release goes on (job {job['id']})")
         raise typer.Exit(130) from None

@@ -18,6 +18,12 @@ Design notes
   file with a disk header after the release.
 * Every file moved is an audit event (``file.released``, written in one insert per batch), as are
   the start of each run, the delivery's release and the disk's.
+* A release runs as a job run of kind ``release`` (:mod:`levere.jobs.dispatch`), as the analysis
+  does: :func:`request_release` makes every check of :func:`release` at once, so a refusal comes with
+  the request, and returns the delivery's active run if there is one; :func:`run_release` is one
+  attempt, calling :func:`release` with a progress callback that records the files done on the
+  run. Since :func:`release` goes on from where any earlier run stopped, the dispatch retries a
+  failed attempt; an attempt that finds the delivery released already just closes the run.
 * The transaction that marks the delivery released also makes its files' long-term copies pending
   (:func:`levere.services.sync.on_delivery_released`), and starts their sync in a project set to
   "auto": the bodies go to long-term as they are, their headers stay in the database.
