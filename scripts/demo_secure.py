@@ -161,7 +161,10 @@ def sensitive(demo: Any, staff: str, pi: str, helpdesk: str, passwords: dict[str
         time.sleep(1)
     demo.levere("staff", "secure", "qc", disk, SECURE_RUN)
 
-    demo.step("Kari releases the run to p1234: headers move to the users' key, the bodies stay as they are")
+    demo.step(
+        "Kari releases the run to p1234, a job the command follows: headers move to the users' key, "
+        "the bodies stay as they are"
+    )
     demo.levere("staff", "secure", "release", disk, SECURE_RUN)
     demo.levere("staff", "secure", "ls", disk, check=False)
     demo.levere("staff", "download", disk, SECURE_RUN, "--to", _shown(demo, root / "kari"),

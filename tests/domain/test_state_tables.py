@@ -156,7 +156,7 @@ def test_job_run_sources_are_every_state_that_may_become_the_target(target: JobR
 
 def test_the_job_values_are_those_the_database_stores() -> None:
     assert {s.value for s in J} == {"queued", "running", "retrying", "done", "failed"}
-    assert {k.value for k in JobKind} == {"sync", "restore", "verify", "analysis"}
+    assert {k.value for k in JobKind} == {"sync", "restore", "verify", "analysis", "release"}
     assert set(JOB_RUN_TRANSITIONS) == set(J)
     assert set(ACTIVE) | set(FINISHED) == set(J) and not set(ACTIVE) & set(FINISHED)
 

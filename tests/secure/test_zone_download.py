@@ -170,8 +170,10 @@ def test_the_facility_reads_through_the_disk_before_release_and_is_refused_after
     assert client.get(f"{disk_url}/files", headers=pi).status_code == 200
     helpdesk = _zone_token(ctx, zone.world.helpdesk)
     assert client.get(f"{disk_url}/files", headers=helpdesk).status_code == 403
-    released = client.post(f"{disk_url}/release", headers=staff)
-    assert released.status_code == 200 and released.json()["disk_state"] == "released"
+    released = client.post(f"{disk_url}/release", headers=staff)  # a job, done at once in tests
+    assert released.status_code == 202 and released.json()["kind"] == "release"
+    job = client.get(f"/api/projects/{zone.project}/jobs/{released.json()['id']}", headers=staff).json()
+    assert job["state"] == "done" and job["report"]["disk_state"] == "released"
     again = client.post(f"{disk_url}/release", headers=staff)
     assert again.status_code == 409 and again.json()["error"] == "already_released"
     for url, params in (

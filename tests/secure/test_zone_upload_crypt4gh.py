@@ -147,7 +147,9 @@ def test_a_file_encrypted_by_the_specification_writer_is_taken_released_and_read
     assert sealed.status_code == 200 and sealed.json()["state"] == "sealed", sealed.text
     assert sealed.json()["checksum_coverage"]["verified"] == 1, sealed.text
     released = client.post(f"/api/secure/disks/{zone.disk}/deliveries/RUN1/release", headers=zone.staff)
-    assert released.status_code == 200, released.text
+    assert released.status_code == 202 and released.json()["kind"] == "release", released.text
+    job = client.get(f"/api/projects/{zone.project}/jobs/{released.json()['id']}", headers=zone.staff)
+    assert job.json()["state"] == "done", job.text  # the job ran at once (tests' queue)
     member = auth(stepped_up(ctx, token_for(ctx, zone.world.pi)))
     secret = spec_c4gh.new_secret_key()
     url = "/api/secure/projects/p1234/deliveries/RUN1/data/s1.fastq.c4gh"

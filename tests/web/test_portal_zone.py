@@ -96,7 +96,9 @@ def test_facility_sees_its_disk_analyses_and_releases_behind_a_confirmation(
     )
     assert done.status_code == 303
     after = client.get(done.headers["location"])
-    assert "was released to secure project " + USERS in after.text
+    # a job (run at once in tests): the flash names it, the disk's page shows its outcome
+    assert re.search(r"The release of RUN1 was started \(job [0-9a-f-]+\)", after.text)
+    assert done.headers["location"].endswith("#delivery-RUN1")
     assert "Released: no access" in after.text and "lane1/s1.fastq" not in after.text
     assert client.get(f"/portal/zone/disks/{zone.disk}/deliveries/RUN1/release").status_code == 403
     # the last delivery: the confirmation says the disk's key goes
@@ -230,3 +232,28 @@ def test_a_destroyed_disk_lists_its_files_and_reads_no_report(ctx: Context, clie
     assert page.status_code == 200 and "destroyed, with its keys" in page.text
     assert "lane1/s1.fastq" in page.text and "Open the report" not in page.text
     assert "Start analysis" not in page.text and ">Release<" not in page.text
+
+
+def test_a_release_under_way_shows_its_progress_and_no_second_release_button(
+    ctx: Context, producer: Context, client: TestClient
+) -> None:
+    from levere.services import zone_release
+
+    zone = make_zone(ctx, FILES)
+    queued = zone_release.request_release(producer, zone.world.staff, zone.disk, "RUN1")  # no worker
+    _session(ctx, client, zone.world.staff)
+    disk_page = client.get(f"/portal/zone/disks/{zone.disk}")
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", disk_page.text))
+    assert f"Release in progress (job {queued.id}, queued): 0 of 2 files done." in text
+    assert 'aria-label="Release RUN1"' not in disk_page.text
+    assert 'aria-label="Start analysis of RUN1"' not in disk_page.text
+    # the confirmation's form sent again (a second tab): the same job, not a second one
+    confirm = client.get(f"/portal/zone/disks/{zone.disk}/deliveries/RUN1/release")
+    again = client.post(
+        f"/portal/zone/disks/{zone.disk}/deliveries/RUN1/release",
+        data={"csrf": csrf_of(confirm.text)},
+        follow_redirects=False,
+    )
+    assert again.status_code == 303
+    assert f"(job {queued.id})" in client.get(again.headers["location"]).text
+    assert _events(ctx, "delivery.release_requested") == 1

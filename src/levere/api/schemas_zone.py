@@ -130,19 +130,6 @@ class QcReportOut(Out):
     summary: dict[str, Any]
 
 
-class ReleaseOut(Out):
-    disk: str
-    delivery: str
-    #: the users' secure project the delivery now belongs to
-    users_project: str
-    files: int
-    #: files this request moved (the others were moved by an earlier, interrupted one)
-    moved: int
-    released_at: datetime
-    #: the disk's state afterwards: "released" once nothing unreleased is left on it
-    disk_state: Literal["open", "released", "expired", "destroyed"]
-
-
 class ZoneFileOut(Out):
     path: str  # DELIVERY/PATH
     #: the plaintext's size and checksums (what the decrypted download must match)

@@ -15,8 +15,9 @@ import typer
 
 from levere.cli.accounts import client
 from levere.cli.output import State, console, done, emit_json, fields, result, show, table
-from levere.cli.sync import NoWait, follow
+from levere.cli.sync import NoWait, follow, render_release, show_command
 from levere.domain.errors import ValidationFailed
+from levere.domain.jobruns import FINISHED
 from levere.domain.secure import SECURE_PROJECT
 from levere.domain.units import SIZE_HELP, format_size, parse_size
 
@@ -191,20 +192,32 @@ def destroy_disk(name: str) -> None:
 def release(
     name: Annotated[str, typer.Argument(help="The shared disk (disk-7).")],
     delivery: Annotated[str, typer.Argument(help="The delivery on it to release.")],
+    no_wait: NoWait = False,
 ) -> None:
     """Release a delivery to the users' secure project (the facility's side).
 
-    From then on only that project reads it. Interrupted, run it again: it goes on where it stopped.
+    From then on only that project reads it. The release runs as a job on the service: it goes on
+    where it stopped if the service is interrupted; this command follows it to its end.
     """
-    made = client().post(f"/secure/disks/{_q(name)}/deliveries/{_q(delivery)}/release")
-    tail = (
-        f"; nothing is left on {made['disk']}: it is released and its keys are destroyed"
-        if made["disk_state"] != "open"
-        else ""
-    )
-    result(
-        made, f"delivery {made['delivery']} ({made['files']} files) released to {made['users_project']}{tail}"
-    )
+    api = client()
+    job = api.post(f"/secure/disks/{_q(name)}/deliveries/{_q(delivery)}/release")
+    if no_wait:
+        result(
+            job,
+            f"release of {delivery} started as job {job['id']}; follow it with: {show_command(job)} --wait",
+        )
+        return
+    try:
+        if job["state"] not in FINISHED:
+            # a release of many files may outlast the token: a grant lets the wait read its job
+            with api.granted("job", job["project"], job["id"]):
+                job = follow(api, job)
+    except KeyboardInterrupt:
+        console.print(f"stopped waiting; the release goes on (job {job['id']})")
+        raise typer.Exit(130) from None
+    show(job, render_release)
+    if job["state"] == "failed":
+        raise typer.Exit(1)
 
 
 @secure.command("pubkey")

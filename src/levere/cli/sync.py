@@ -31,7 +31,7 @@ def _job_path(job: dict[str, Any]) -> str:
     return f"/projects/{job['project']}/jobs/{job['id']}" if job["project"] else f"/jobs/{job['id']}"
 
 
-def _show_command(job: dict[str, Any]) -> str:
+def show_command(job: dict[str, Any]) -> str:
     where = f" --project {job['project']}" if job["project"] else ""
     return f"levere jobs show {job['id']}{where}"
 
@@ -63,15 +63,18 @@ def follow(api: Client, job: dict[str, Any]) -> dict[str, Any]:
     with Progress(*columns, console=err_console, transient=True) as progress:
         bar = progress.add_task(_what(job), total=None, files="", size="")
         while True:
-            total = job["bytes_total"] or None
+            # a job that moves no bytes (a release) counts its files on the bar
+            by_bytes = bool(job["bytes_total"])
             note = f" ({job['state']}: {job['error']})" if job["state"] == JobRunState.RETRYING else ""
             progress.update(
                 bar,
-                total=total,
-                completed=job["bytes_done"],
+                total=(job["bytes_total"] if by_bytes else job["files_total"]) or None,
+                completed=job["bytes_done"] if by_bytes else job["files_done"],
                 description=_what(job) + note,
                 files=f"{job['files_done']:,}/{count(job['files_total'], 'file')}",
-                size=f"{format_size(job['bytes_done'])}/{format_size(job['bytes_total'])}",
+                size=f"{format_size(job['bytes_done'])}/{format_size(job['bytes_total'])}"
+                if by_bytes
+                else "",
             )
             if job["state"] in FINISHED:
                 return job
@@ -83,7 +86,7 @@ def _finish(api: Client, job: dict[str, Any], wait: bool) -> None:
     if not wait:
         show(
             job,
-            lambda j: done(f"{_what(j)} started as job {j['id']}; follow it with: {_show_command(j)} --wait"),
+            lambda j: done(f"{_what(j)} started as job {j['id']}; follow it with: {show_command(j)} --wait"),
         )
         return
     try:
@@ -94,17 +97,34 @@ def _finish(api: Client, job: dict[str, Any], wait: bool) -> None:
         else:
             job = follow(api, job)
     except KeyboardInterrupt:
-        err_console.print(f"stopped waiting; the job goes on: {_show_command(job)}")
+        err_console.print(f"stopped waiting; the job goes on: {show_command(job)}")
         raise typer.Exit(130) from None
     show(job, render_job)
     if job["state"] == JobRunState.FAILED:
         raise typer.Exit(5 if job["kind"] == JobKind.VERIFY else 1)
 
 
+def render_release(job: dict[str, Any]) -> None:
+    """A release job's outcome, in the words ``levere secure release`` has always used."""
+    report = job["report"] or {}
+    if job["state"] != JobRunState.DONE:
+        console.print(f"[red]✗[/red] release of {job['delivery']} failed: {job['error']}", highlight=False)
+        return
+    tail = (
+        f"; nothing is left on {report['disk']}: it is released and its keys are destroyed"
+        if report["disk_state"] != "open"
+        else ""
+    )
+    done(f"delivery {job['delivery']} ({report['files']} files) released to {report['users_project']}{tail}")
+
+
 def render_job(job: dict[str, Any]) -> None:
     report = job["report"] or {}
     if job["kind"] == JobKind.VERIFY:
         _render_verify(job, report)
+        return
+    if job["kind"] == JobKind.RELEASE:
+        render_release(job)
         return
     tier = TIER_WORDS.get(report.get("tier", ""), "")
     moved = (

@@ -19,6 +19,7 @@ class JobKind(StrEnum):
     RESTORE = "restore"  # copy freed files back from long-term storage into the project area
     VERIFY = "verify"  # read every stored copy back and repair damage
     ANALYSIS = "analysis"  # the standard analysis (QC) of a shared disk's delivery, in the zone
+    RELEASE = "release"  # hand a shared disk's delivery to the users' secure project, in the zone
 
 
 class JobRunState(StrEnum):

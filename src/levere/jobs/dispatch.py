@@ -3,8 +3,8 @@ that records a run's failures and retries.
 
 Design notes
 ------------
-* A run (sync, restore, verify, analysis) is a row people watch (:mod:`levere.services.jobruns`). Its kind
-  names an entry of :data:`TASKS`: the huey task that does the work, how many lanes of it run at
+* A run (sync, restore, verify, analysis, release) is a row people watch
+  (:mod:`levere.services.jobruns`). Its kind names an entry of :data:`TASKS`: the huey task that does the work, how many lanes of it run at
   once, and how often a failed attempt is retried.
 * Every attempt goes through :func:`attempt`: a fault with retries left is recorded on the run
   ("retrying", the error, when the next try is) and raised for huey to retry with backoff; the
@@ -33,7 +33,7 @@ from levere.dataplane.replication import LaneResult
 from levere.db.models import JobRun, utcnow
 from levere.domain.errors import LevereError
 from levere.domain.jobruns import FINISHED, JobKind, JobRunState, job_run_sources, job_run_transition
-from levere.services import scrub, zone_analysis
+from levere.services import scrub, zone_analysis, zone_release
 
 if TYPE_CHECKING:
     from levere.context import Context
@@ -55,6 +55,11 @@ def _analyse(ctx: Context, run_id: str) -> LaneResult:
     return LaneResult()
 
 
+def _release(ctx: Context, run_id: str) -> LaneResult:
+    zone_release.run_release(ctx, run_id)
+    return LaneResult()
+
+
 @dataclass(frozen=True)
 class Task:
     #: the huey task's name
@@ -72,11 +77,14 @@ COPY = Task("transfer", replication.run_lane, lanes=lambda s: s.lanes, retries=l
 VERIFY = Task("verify", _verify, lanes=lambda s: 1, retries=lambda s: 0)
 #: the standard analysis of a zone delivery reads every FASTQ file once; a failed one is asked for again
 ANALYSIS = Task("analysis", _analyse, lanes=lambda s: 1, retries=lambda s: 0)
+#: a release is crash-safe and resumable: a retry goes on with the files the last attempt left
+RELEASE = Task("release", _release, lanes=lambda s: 1, retries=lambda s: s.retries)
 TASKS: dict[JobKind, Task] = {
     JobKind.SYNC: COPY,
     JobKind.RESTORE: COPY,
     JobKind.VERIFY: VERIFY,
     JobKind.ANALYSIS: ANALYSIS,
+    JobKind.RELEASE: RELEASE,
 }
 #: the kinds that copy between tiers (their runs close with a copy report)
 COPY_KINDS = (JobKind.SYNC, JobKind.RESTORE)

@@ -7,7 +7,8 @@ Design notes
 ------------
 * A disk's deliveries are listed for everyone who may see the disk; their files and reports only
   for those who may read its data (both sides, until release). A released delivery shows, to the
-  facility, the words of ``released_no_access`` instead of its files.
+  facility, the words of ``released_no_access`` instead of its files. An analysis or a release
+  under way is shown with its progress; while a release runs, neither is offered again.
 * The release confirmation says what will happen from the records as they are now: how many files,
   to which users' secure project, and whether this release empties the disk (its key is then
   destroyed). Reading it is an audit event like every other read in the zone.
@@ -22,16 +23,18 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
 from levere.context import Context
-from levere.db.models import Delivery, Project, StoredFile, User, utcnow
+from levere.db.models import Delivery, JobRun, Project, StoredFile, User, utcnow
 from levere.domain.analysis import REPORT_FOLDER, is_report
 from levere.domain.deliveries import DeliveryState
 from levere.domain.errors import LevereError, NoHeader, NotFound
+from levere.domain.jobruns import ACTIVE, JobKind
 from levere.domain.roles import Action, allowed
 from levere.domain.secure import DISK_WORDS, DiskState, effective_state
 from levere.services import audit, identity_keys, secure, secure_disks, zone_access, zone_analysis, zone_files
+from levere.services.jobruns import run_views
 from levere.services.secure import MemberView, SecureProjectView, authorize_secure, subject_for_secure
 from levere.services.secure_disks import DiskView, authorize_disk, subject_for_disk
-from levere.services.views import RecipientKeyView
+from levere.services.views import JobRunView, RecipientKeyView
 from levere.services.zone_analysis import QcReportView
 from levere.services.zone_files import ZoneFileView
 
@@ -64,6 +67,8 @@ class DiskDelivery:
     no_access: str
     may_analyse: bool
     may_release: bool
+    #: the delivery's analysis and release runs that are queued or under way (progress in files)
+    running: tuple[JobRunView, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,18 @@ def disk_page(ctx: Context, user: User, name: str) -> DiskScreen:
         released_words = {
             d.name: _released_words(session, user, d) for d, _, _ in rows if d.released_at is not None
         }
+        active = session.execute(
+            select(JobRun)
+            .where(
+                JobRun.delivery_id.in_([d.id for d, _, _ in rows]),
+                JobRun.kind.in_([JobKind.ANALYSIS.value, JobKind.RELEASE.value]),
+                JobRun.state.in_([s.value for s in ACTIVE]),
+            )
+            .order_by(JobRun.created_at)
+        ).scalars()
+        running: dict[str, list[JobRunView]] = {}
+        for view in run_views(session, list(active)):
+            running.setdefault(view.delivery or "", []).append(view)
     may_read = allowed(subject, Action.DISK_DATA_READ)
     may_report = allowed(subject, Action.ANALYSIS_READ)
     may_write = allowed(subject, Action.DISK_WRITE) and open_now
@@ -126,13 +143,17 @@ def disk_page(ctx: Context, user: User, name: str) -> DiskScreen:
     for delivery, project, state, released_at, count in found:
         released = released_at is not None
         files, report = _reports_and_files(ctx, user, name, delivery, released, may_read, may_report)
+        jobs = tuple(running.get(delivery, ()))
+        releasing = any(j.kind is JobKind.RELEASE for j in jobs)
         deliveries.append(
             DiskDelivery(
                 name=delivery, project=project, state=state, released_at=released_at, file_count=count,
                 files=files, report=report, no_access=released_words.get(delivery, ""),
-                may_analyse=may_write and not released,
-                may_release=may_release and not released and state == DeliveryState.SEALED
+                may_analyse=may_write and not released and not releasing,
+                may_release=may_release and not released and not releasing
+                and state == DeliveryState.SEALED
                 and DiskState(shown.state) in (DiskState.OPEN, DiskState.EXPIRED),
+                running=jobs,
             )
         )  # fmt: skip
     return DiskScreen(

@@ -18,6 +18,12 @@ Design notes
   file with a disk header after the release.
 * Every file moved is an audit event (``file.released``, written in one insert per batch), as are
   the start of each run, the delivery's release and the disk's.
+* A release runs as a job run of kind ``release`` (:mod:`levere.jobs.dispatch`), as the analysis
+  does: :func:`request_release` makes every check of :func:`release` at once, so a refusal comes with
+  the request, and returns the delivery's active run if there is one; :func:`run_release` is one
+  attempt, calling :func:`release` with a progress callback that records the files done on the
+  run. Since :func:`release` goes on from where any earlier run stopped, the dispatch retries a
+  failed attempt; an attempt that finds the delivery released already just closes the run.
 * The transaction that marks the delivery released also makes its files' long-term copies pending
   (:func:`levere.services.sync.on_delivery_released`), and starts their sync in a project set to
   "auto": the bodies go to long-term as they are, their headers stay in the database.
@@ -34,15 +40,18 @@ from sqlalchemy.orm import Session
 
 from levere.context import Context
 from levere.crypt4gh import HeaderMaker, PrivateKey, PublicKey, read_data_key
-from levere.db.models import Delivery, FileHeader, SharedDisk, StoredFile, User, utcnow
+from levere.db.models import Delivery, FileHeader, JobRun, Project, SharedDisk, StoredFile, User, utcnow
 from levere.domain.deliveries import DeliveryState
 from levere.domain.errors import AlreadyReleased, Conflict, NotFound, ValidationFailed
+from levere.domain.jobruns import ACTIVE, FINISHED, JobKind, JobRunState, job_run_transition
 from levere.domain.roles import Action
 from levere.domain.secure import DISK_WORDS, DiskState, HeaderHolder, disk_transition
 from levere.services import audit, sync
 from levere.services.audit import Change
+from levere.services.jobruns import new_run, run_view
 from levere.services.notify import notify
 from levere.services.secure_disks import authorize_disk, both_sides
+from levere.services.views import JobRunView
 from levere.services.zone_files import private_key, record_header
 
 #: files moved per transaction: large enough that a release of thousands of files takes a few
@@ -81,6 +90,28 @@ def _refuse_released(disk: SharedDisk, delivery: Delivery) -> None:
         )
 
 
+def _releasable(
+    session: Session, actor: User, disk_name: str, delivery_name: str
+) -> tuple[SharedDisk, Delivery]:
+    """The disk and the delivery, if ``actor`` may release it now; else the reason, as an error."""
+    disk = authorize_disk(session, actor, disk_name, Action.DISK_RELEASE)
+    delivery = _find(session, disk, delivery_name)
+    _refuse_released(disk, delivery)
+    if delivery.state != DeliveryState.SEALED:
+        raise Conflict(
+            f"delivery {delivery.name} is {delivery.state}: only a sealed delivery is released",
+            delivery=delivery.name,
+            state=delivery.state,
+        )
+    state = DiskState(disk.state)
+    if state not in (DiskState.OPEN, DiskState.EXPIRED) or disk.wrapped_private_key is None:
+        raise Conflict(
+            f"shared disk {disk.name} is {DISK_WORDS[state]}: nothing on it can be released",
+            state=state.value,
+        )
+    return disk, delivery
+
+
 def release(
     ctx: Context,
     actor: User,
@@ -95,21 +126,7 @@ def release(
     if batch_size < 1:
         raise ValidationFailed({"batch_size": "must be at least 1"})
     with ctx.tx() as session:
-        disk = authorize_disk(session, actor, disk_name, Action.DISK_RELEASE)
-        delivery = _find(session, disk, delivery_name)
-        _refuse_released(disk, delivery)
-        if delivery.state != DeliveryState.SEALED:
-            raise Conflict(
-                f"delivery {delivery.name} is {delivery.state}: only a sealed delivery is released",
-                delivery=delivery.name,
-                state=delivery.state,
-            )
-        state = DiskState(disk.state)
-        if state not in (DiskState.OPEN, DiskState.EXPIRED) or disk.wrapped_private_key is None:
-            raise Conflict(
-                f"shared disk {disk.name} is {DISK_WORDS[state]}: nothing on it can be released",
-                state=state.value,
-            )
+        disk, delivery = _releasable(session, actor, disk_name, delivery_name)
         disk_id, delivery_id = disk.id, delivery.id
         users_key = PublicKey.from_pem(disk.users_secure.public_key)
         total = session.execute(
@@ -253,3 +270,127 @@ def _release_disk(session: Session, actor: User, disk: SharedDisk, now: datetime
         session, actor, f"disk.{target.value}", "shared_disk", disk.id,
         before={"state": before.value}, after={"state": disk.state, "keys": "dropped"},
     )  # fmt: skip
+
+
+# --- the job --------------------------------------------------------------------------------
+
+
+def request_release(ctx: Context, actor: User, disk_name: str, delivery_name: str) -> JobRunView:
+    """Start the release of a delivery as a job run (queued once this commits), after every check
+    the release itself makes, so that a request it would refuse is refused here, with its reason.
+    A release of the delivery already queued or under way is the answer: there is never a second."""
+    with ctx.tx() as session:
+        disk, delivery = _releasable(session, actor, disk_name, delivery_name)
+        # two requests at once take turns here, so only one of them creates the run
+        session.execute(select(Delivery.id).where(Delivery.id == delivery.id).with_for_update())
+        running = session.execute(
+            select(JobRun).where(
+                JobRun.delivery_id == delivery.id,
+                JobRun.kind == JobKind.RELEASE.value,
+                JobRun.state.in_([s.value for s in ACTIVE]),
+            )
+        ).scalar()
+        if running is not None:
+            return run_view(session, running)
+        total = session.execute(
+            select(func.count()).select_from(StoredFile).where(StoredFile.delivery_id == delivery.id)
+        ).scalar_one()
+        project = session.get(Project, delivery.project_id)
+        run = new_run(ctx, session, JobKind.RELEASE, project, delivery=delivery, actor=actor)
+        run.files_total = total
+        audit.record(
+            session, actor, "delivery.release_requested", "delivery", delivery.id,
+            after={"job": run.id, "disk": disk.name, "files": total,
+                   "users_project": disk.users_secure.identifier},
+        )  # fmt: skip
+        return run_view(session, run)
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    actor: User
+    disk: str
+    delivery: str
+    #: files of the delivery an earlier attempt already moved
+    moved_before: int
+    #: the delivery was released already (an earlier attempt stopped before closing the run)
+    released: ReleaseView | None
+
+
+def _start(ctx: Context, run_id: str) -> _Attempt | None:
+    """Mark the run running; what the attempt works on, or None for a run already finished."""
+    with ctx.tx() as session:
+        run = session.get(JobRun, run_id)
+        if run is None or run.state in FINISHED:
+            return None
+        delivery = session.get(Delivery, run.delivery_id) if run.delivery_id else None
+        if delivery is None or delivery.shared_disk_id is None:
+            raise NotFound(f"job {run_id} names no delivery on a shared disk")
+        disk = session.get(SharedDisk, delivery.shared_disk_id)
+        actor = session.get(User, run.created_by_id) if run.created_by_id else None
+        if disk is None or actor is None:
+            raise NotFound(f"job {run_id} names no shared disk or no one who asked for it")
+        total = session.execute(
+            select(func.count()).select_from(StoredFile).where(StoredFile.delivery_id == delivery.id)
+        ).scalar_one()
+        on_disk = session.execute(
+            select(func.count())
+            .select_from(FileHeader)
+            .join(StoredFile, StoredFile.id == FileHeader.file_id)
+            .where(
+                StoredFile.delivery_id == delivery.id,
+                FileHeader.holder_kind == HeaderHolder.DISK.value,
+                FileHeader.holder_id == disk.id,
+            )
+        ).scalar_one()
+        run.state = job_run_transition(run.state, JobRunState.RUNNING, f"job {run.id}")
+        run.started_at = run.started_at or utcnow()
+        run.files_total, run.files_done = total, total - on_disk
+        released = None
+        if delivery.released_at is not None:
+            released = ReleaseView(
+                disk=disk.name, delivery=delivery.name, users_project=disk.users_secure.identifier,
+                files=total, moved=0, released_at=delivery.released_at, disk_state=disk.state,
+            )  # fmt: skip
+        session.expunge(actor)  # the attempt acts as whoever asked, in transactions of its own
+        return _Attempt(actor, disk.name, delivery.name, total - on_disk, released)
+
+
+def _note_progress(ctx: Context, run_id: str, files_done: int) -> None:
+    with ctx.tx() as session:
+        run = session.get(JobRun, run_id)
+        if run is not None:
+            run.files_done = files_done
+
+
+def run_release(ctx: Context, run_id: str) -> None:
+    """One attempt at a release run (the job's work, see :mod:`levere.jobs.dispatch`). A retry
+    goes on with the files an earlier attempt left on the disk, as :func:`release` does."""
+    started = _start(ctx, run_id)
+    if started is None:
+        return
+    done = started.released
+    if done is None:
+        before = started.moved_before
+
+        def progress(moved: int, total: int) -> None:
+            _note_progress(ctx, run_id, min(before + moved, total))
+
+        done = release(
+            ctx, started.actor, started.disk, started.delivery, batch_size=BATCH, progress=progress
+        )
+    with ctx.tx() as session:
+        run = session.get(JobRun, run_id)
+        assert run is not None
+        run.state = job_run_transition(run.state, JobRunState.DONE, f"job {run.id}")
+        run.files_total = run.files_done = done.files
+        run.finished_at = utcnow()
+        run.error = ""
+        run.report = {
+            "disk": done.disk,
+            "users_project": done.users_project,
+            "files": done.files,
+            "moved": done.moved,
+            "disk_state": done.disk_state,
+            "released_at": done.released_at.isoformat(),
+        }

@@ -83,13 +83,12 @@ def confirm_release(request: Request, name: str, delivery: str, viewer: ZoneView
 
 @router.post(RUN + "/release", openapi_extra=acts(Action.DISK_RELEASE), dependencies=[CsrfChecked])
 def release(name: str, delivery: str, viewer: ZoneViewer, ctx: CtxDep) -> Response:
-    done = zone_release.release(ctx, viewer.user, name, delivery)
+    job = zone_release.request_release(ctx, viewer.user, name, delivery)
     said = (
-        f"Delivery {done.delivery} ({done.files} files) was released to secure project "
-        f"{done.users_project}; the facility has no access to it any more."
-        + (" Nothing is left on the disk: its key was destroyed." if done.disk_state != "open" else "")
+        f"The release of {delivery} was started (job {job.id}). Once it ends, the users' secure "
+        "project reads the delivery and the facility has no access to it any more."
     )
-    return redirect(f"{_disk_url(name)}?message={quote(said)}")
+    return redirect(f"{_disk_url(name)}?message={quote(said)}#delivery-{quote(delivery)}")
 
 
 # --- the users' secure project --------------------------------------------------------------------

@@ -3,7 +3,6 @@ reader's own Crypt4GH key. Every route needs a second factor (``Zone*User``)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from urllib.parse import quote
 
 from fastapi import APIRouter, Query
@@ -11,7 +10,8 @@ from fastapi.responses import StreamingResponse
 
 from levere.api.deps import CtxDep, ZoneReadUser, ZoneWriteUser, acts
 from levere.api.openapi import BINARY, OctetStreamResponse, errors, success
-from levere.api.schemas_zone import ReleaseOut, ZoneFileOut
+from levere.api.routes.sync import JobOut
+from levere.api.schemas_zone import ZoneFileOut
 from levere.domain.roles import Action
 from levere.services import zone_access, zone_files, zone_release
 from levere.services.zone_access import ZoneDownload
@@ -122,12 +122,15 @@ def secure_data(
     DISK_DELIVERY + "/release",
     summary="Release a delivery on a shared disk to the users' secure project (the facility's side)",
     operation_id="release_delivery",
+    status_code=202,
     responses=errors(403, 404, 409),
     openapi_extra=acts(Action.DISK_RELEASE),
 )
-def release(name: str, delivery: str, actor: ZoneWriteUser, ctx: CtxDep) -> ReleaseOut:
-    """Each file gets a header for the users' secure project's key and loses the disk's; the bodies
-    are not touched. Interrupted, the same request goes on where it stopped; once released, the
-    facility has no access to the delivery. When nothing unreleased is left, the disk is released
-    and its key destroyed."""
-    return ReleaseOut.model_validate(asdict(zone_release.release(ctx, actor, name, delivery)))
+def release(name: str, delivery: str, actor: ZoneWriteUser, ctx: CtxDep) -> JobOut:
+    """Starts the release as a job (follow it at ``/projects/{project}/jobs/{id}``): each file gets
+    a header for the users' secure project's key and loses the disk's; the bodies are not touched.
+    A release of the delivery already under way is answered with its job. Interrupted, the job goes
+    on where it stopped; once released, the facility has no access to the delivery. When nothing
+    unreleased is left, the disk is released and its key destroyed. The finished job's report holds
+    ``users_project``, ``files``, ``moved``, ``disk_state`` and ``released_at``."""
+    return JobOut.model_validate(zone_release.request_release(ctx, actor, name, delivery))
