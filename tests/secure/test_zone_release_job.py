@@ -27,7 +27,7 @@ from levere.domain.jobruns import JobKind, JobRunState
 from levere.domain.secure import HeaderHolder
 from levere.jobs import dispatch
 from levere.jobs.queue import build_queue
-from levere.services import secure_disks, zone_pages, zone_release
+from levere.services import secure_disks, zone_analysis, zone_pages, zone_release
 from tests.cli_live import Cli
 from tests.conftest import LiveServer
 from tests.secure.test_zone_download import _zone_token
@@ -274,3 +274,32 @@ def test_the_cli_follows_a_release_in_progress_by_its_files(
     counts = set(re.findall(r"(\d)/3 files", shown))
     assert {"0", "3"} <= counts and counts & {"1", "2"}, shown  # it moved along, file by file
     assert " B/" not in shown  # a release moves no bytes: no sizes on its bar
+
+
+def test_a_refusal_met_by_a_queued_release_ends_it_at_once_without_retries(
+    retrying: Context, producer: Context
+) -> None:
+    """The disk was destroyed between the request and the worker: no retry can mend that."""
+    zone = make_zone(retrying, FILES)
+    job = zone_release.request_release(producer, zone.world.staff, zone.disk, "RUN1")
+    secure_disks.destroy(retrying, zone.world.helpdesk, zone.disk)
+    dispatch.attempt(retrying, dispatch.RELEASE, job.id, retries_left=2, retry_delay=0)
+    (run,) = _runs(retrying)
+    assert run.state == JobRunState.FAILED and run.attempt == 0
+    assert "nothing on it can be released" in run.error
+    assert _released_at(retrying) is None
+
+
+def test_no_analysis_starts_while_a_release_is_under_way(ctx: Context, producer: Context) -> None:
+    zone = make_zone(ctx, FILES)
+    job = zone_release.request_release(producer, zone.world.staff, zone.disk, "RUN1")
+    with pytest.raises(Conflict, match=f"the release of RUN1 is under way \\(job {job.id}\\)"):
+        zone_analysis.request_analysis(ctx, zone.world.staff, zone.disk, "RUN1")
+    assert [r.kind for r in _all_runs(ctx)] == [JobKind.RELEASE]
+
+
+def _all_runs(ctx: Context) -> list[JobRun]:
+    with ctx.tx() as session:
+        runs = list(session.execute(select(JobRun)).scalars())
+        session.expunge_all()
+        return runs

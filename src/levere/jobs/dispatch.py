@@ -31,7 +31,7 @@ from levere.config import SyncSettings
 from levere.dataplane import replication
 from levere.dataplane.replication import LaneResult
 from levere.db.models import JobRun, utcnow
-from levere.domain.errors import LevereError
+from levere.domain.errors import AccessDenied, Conflict, LevereError, NotFound, ValidationFailed
 from levere.domain.jobruns import FINISHED, JobKind, JobRunState, job_run_sources, job_run_transition
 from levere.services import scrub, zone_analysis, zone_release
 
@@ -70,6 +70,8 @@ class Task:
     lanes: Callable[[SyncSettings], int]
     #: how many times a failed attempt is tried again before the run fails
     retries: Callable[[SyncSettings], int]
+    #: errors no retry can mend (a refusal): the run fails at once, with the error's words
+    final: tuple[type[Exception], ...] = ()
 
 
 COPY = Task("transfer", replication.run_lane, lanes=lambda s: s.lanes, retries=lambda s: s.retries)
@@ -77,8 +79,12 @@ COPY = Task("transfer", replication.run_lane, lanes=lambda s: s.lanes, retries=l
 VERIFY = Task("verify", _verify, lanes=lambda s: 1, retries=lambda s: 0)
 #: the standard analysis of a zone delivery reads every FASTQ file once; a failed one is asked for again
 ANALYSIS = Task("analysis", _analyse, lanes=lambda s: 1, retries=lambda s: 0)
-#: a release is crash-safe and resumable: a retry goes on with the files the last attempt left
-RELEASE = Task("release", _release, lanes=lambda s: 1, retries=lambda s: s.retries)
+#: a release is crash-safe and resumable: a retry goes on with the files the last attempt left; a
+#: refusal (the requester lost the right, the disk was destroyed or its key is gone) is final
+RELEASE = Task(
+    "release", _release, lanes=lambda s: 1, retries=lambda s: s.retries,
+    final=(AccessDenied, NotFound, Conflict, ValidationFailed),
+)  # fmt: skip
 TASKS: dict[JobKind, Task] = {
     JobKind.SYNC: COPY,
     JobKind.RESTORE: COPY,
@@ -97,10 +103,13 @@ def attempt(ctx: Context, task: Task, run_id: str, retries_left: int, retry_dela
         return task.work(ctx, run_id)
     except Exception as exc:
         message = exc.message if isinstance(exc, LevereError) else f"{type(exc).__name__}: {exc}"
-        if retries_left > 0:
+        if retries_left > 0 and not isinstance(exc, task.final):
             note_retry(ctx, run_id, message, retry_delay)
             raise
-        log.exception("job %s failed after its last attempt", run_id)
+        if isinstance(exc, task.final):
+            log.warning("job %s refused: %s", run_id, message)
+        else:
+            log.exception("job %s failed after its last attempt", run_id)
         give_up(ctx, run_id, message)
     return LaneResult()
 

@@ -168,14 +168,16 @@ def request_analysis(ctx: Context, actor: User, disk_name: str, delivery_name: s
                 delivery=delivery.name,
             )
         running = session.execute(
-            select(JobRun.id).where(
+            select(JobRun.id, JobRun.kind).where(
                 JobRun.delivery_id == delivery.id,
-                JobRun.kind == JobKind.ANALYSIS.value,
+                JobRun.kind.in_([JobKind.ANALYSIS.value, JobKind.RELEASE.value]),
                 JobRun.state.in_([s.value for s in ACTIVE]),
             )
-        ).scalar()
+        ).first()
         if running is not None:
-            raise Conflict(f"an analysis of {delivery.name} is under way (job {running})", job=running)
+            # a release takes the disk's headers away as it goes: an analysis would lose its files
+            what = "an analysis" if running.kind == JobKind.ANALYSIS else "the release"
+            raise Conflict(f"{what} of {delivery.name} is under way (job {running.id})", job=running.id)
         project = session.get(Project, delivery.project_id)
         run = new_run(ctx, session, JobKind.ANALYSIS, project, delivery=delivery, actor=actor)
         run.files_total, run.bytes_total = len(files), sum(size for _, _, size in files)
