@@ -15,9 +15,13 @@ def test_a_planted_window_is_found_at_any_offset_and_alignment() -> None:
     secret = os.urandom(4096)
     for cut in (0, 1, 7, 8, 13, 4000):
         for pad in (0, 3, 8, 1001):
-            data = os.urandom(pad) + secret[cut : cut + 32] + os.urandom(50)
+            # the bytes beside the window differ from the secret's own neighbours, so that the
+            # stretch found is exactly the planted one (a random byte would match 1 time in 256)
+            before = os.urandom(pad)[:-1] + bytes([secret[cut - 1] ^ 0xFF]) if pad else b""
+            after = bytes([secret[cut + 32] ^ 0xFF]) + os.urandom(49)
+            data = before + secret[cut : cut + 32] + after
             found = find_windows(data, secret)
-            assert [(f.offset, f.length >= 32) for f in found] == [(pad, True)], (cut, pad)
+            assert [(f.offset, f.length) for f in found] == [(pad, 32)], (cut, pad)
 
 
 def test_a_stretch_one_byte_too_short_is_not_reported() -> None:
