@@ -15,9 +15,8 @@ import typer
 
 from levere.cli.accounts import client
 from levere.cli.output import State, console, done, emit_json, fields, result, show, table
-from levere.cli.sync import NoWait, follow, render_release, show_command
+from levere.cli.sync import NoWait, finish, follow
 from levere.domain.errors import ValidationFailed
-from levere.domain.jobruns import FINISHED
 from levere.domain.secure import SECURE_PROJECT
 from levere.domain.units import SIZE_HELP, format_size, parse_size
 
@@ -201,23 +200,7 @@ def release(
     """
     api = client()
     job = api.post(f"/secure/disks/{_q(name)}/deliveries/{_q(delivery)}/release")
-    if no_wait:
-        result(
-            job,
-            f"release of {delivery} started as job {job['id']}; follow it with: {show_command(job)} --wait",
-        )
-        return
-    try:
-        if job["state"] not in FINISHED:
-            # a release of many files may outlast the token: a grant lets the wait read its job
-            with api.granted("job", job["project"], job["id"]):
-                job = follow(api, job)
-    except KeyboardInterrupt:
-        console.print(f"stopped waiting; the release goes on (job {job['id']})")
-        raise typer.Exit(130) from None
-    show(job, render_release)
-    if job["state"] == "failed":
-        raise typer.Exit(1)
+    finish(api, job, wait=not no_wait)
 
 
 @secure.command("pubkey")

@@ -82,7 +82,9 @@ def follow(api: Client, job: dict[str, Any]) -> dict[str, Any]:
             job = api.get(path)
 
 
-def _finish(api: Client, job: dict[str, Any], wait: bool) -> None:
+def finish(api: Client, job: dict[str, Any], wait: bool) -> None:
+    """A job just asked for: how to follow it, or its progress to its end and its outcome (exit 1
+    if it failed, 5 for a verify that found damage)."""
     if not wait:
         show(
             job,
@@ -104,7 +106,7 @@ def _finish(api: Client, job: dict[str, Any], wait: bool) -> None:
         raise typer.Exit(5 if job["kind"] == JobKind.VERIFY else 1)
 
 
-def render_release(job: dict[str, Any]) -> None:
+def _render_release(job: dict[str, Any]) -> None:
     """A release job's outcome, in the words ``levere secure release`` has always used."""
     report = job["report"] or {}
     if job["state"] != JobRunState.DONE:
@@ -124,7 +126,7 @@ def render_job(job: dict[str, Any]) -> None:
         _render_verify(job, report)
         return
     if job["kind"] == JobKind.RELEASE:
-        render_release(job)
+        _render_release(job)
         return
     tier = TIER_WORDS.get(report.get("tier", ""), "")
     moved = (
@@ -180,7 +182,7 @@ def sync(
     """Copy sealed deliveries to long-term storage, verified against their checksums (helpdesk)."""
     api = client()
     job = api.post(f"/projects/{project}/sync", {"delivery": delivery})
-    _finish(api, job, wait=not no_wait)
+    finish(api, job, wait=not no_wait)
 
 
 def status(
@@ -307,7 +309,7 @@ def restore(
     """Copy freed files back into the project area from long-term storage, verified (project admin or helpdesk)."""
     api = client()
     job = api.post(f"/projects/{project}/restore", {"paths": paths})
-    _finish(api, job, wait=not no_wait)
+    finish(api, job, wait=not no_wait)
 
 
 def verify(
@@ -322,7 +324,7 @@ def verify(
     """
     api = client()
     job = api.post("/verify", {"project": project})
-    _finish(api, job, wait=not no_wait)
+    finish(api, job, wait=not no_wait)
 
 
 @jobs.command("list")
@@ -343,7 +345,7 @@ def show_job(
     api = client()
     job = api.get(f"/projects/{project}/jobs/{job_id}" if project else f"/jobs/{job_id}")
     if wait and job["state"] not in FINISHED:
-        _finish(api, job, wait=True)
+        finish(api, job, wait=True)
         return
     if State.json_output:
         emit_json(job)

@@ -1,4 +1,5 @@
-"""Job runs: the background work people ask for (sync, restore, verify), as rows they can watch.
+"""Job runs: the background work people ask for (sync, restore, verify, the zone's analysis and
+release), as rows they can watch.
 
 A run is created in the requesting transaction and queued once that commits; huey tasks on any
 worker do the work and record progress, retries and a final report on the row.
@@ -12,9 +13,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from levere.context import Context, after_commit
-from levere.db.models import Delivery, JobRun, Project, User
+from levere.db.models import Delivery, JobRun, Project, SharedDisk, User
 from levere.domain.errors import NotFound
-from levere.domain.jobruns import JobKind
+from levere.domain.jobruns import FINISHED, JobKind
 from levere.domain.roles import Action, require
 from levere.services.accounts import subject_of
 from levere.services.projects import authorize
@@ -42,6 +43,20 @@ def new_run(
     run_id = run.id
     after_commit(session, lambda: enqueue(ctx, kind, run_id))
     return run
+
+
+def disk_run(session: Session, run_id: str) -> tuple[JobRun, Delivery, SharedDisk] | None:
+    """A secure-zone job's run (analysis, release) with its delivery and that delivery's shared
+    disk; None for a run gone or finished (an attempt then has nothing to do)."""
+    run = session.get(JobRun, run_id)
+    if run is None or run.state in FINISHED:
+        return None
+    delivery = session.get(Delivery, run.delivery_id) if run.delivery_id else None
+    if delivery is None or delivery.shared_disk_id is None:
+        raise NotFound(f"job {run_id} names no delivery on a shared disk")
+    disk = session.get(SharedDisk, delivery.shared_disk_id)
+    assert disk is not None  # the delivery's foreign key
+    return run, delivery, disk
 
 
 def enqueue(ctx: Context, kind: str, run_id: str) -> None:

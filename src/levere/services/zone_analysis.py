@@ -37,13 +37,13 @@ from levere.context import Context
 from levere.db.models import Delivery, JobRun, Project, SecureProject, SharedDisk, StoredFile, User, utcnow
 from levere.domain.analysis import SUMMARY_PATH, SUMMARY_SCHEMA, is_fastq, is_report, page_path
 from levere.domain.errors import Conflict, LevereError, NoHeader, NotFound
-from levere.domain.jobruns import ACTIVE, FINISHED, JobKind, JobRunState, job_run_transition
+from levere.domain.jobruns import ACTIVE, JobKind, JobRunState, job_run_transition
 from levere.domain.paths import check_name, check_relative_path
 from levere.domain.roles import Action, allowed, require
 from levere.domain.secure import DiskState
 from levere.qc import analyse_fastq
 from levere.services import audit
-from levere.services.jobruns import new_run, run_view
+from levere.services.jobruns import disk_run, new_run, run_view
 from levere.services.secure import subject_for_secure
 from levere.services.secure_disks import authorize_write, get_disk, subject_for_disk
 from levere.services.views import JobRunView
@@ -228,14 +228,10 @@ def _start(ctx: Context, run_id: str) -> tuple[str, str, list[tuple[str, str, in
     """Mark the run running and drop the reports of an earlier run; the delivery's id, its disk's
     id and its FASTQ files, or None for a run already finished."""
     with ctx.tx() as session:
-        run = session.get(JobRun, run_id)
-        if run is None or run.state in FINISHED:
+        found = disk_run(session, run_id)
+        if found is None:
             return None
-        delivery = session.get(Delivery, run.delivery_id) if run.delivery_id else None
-        if delivery is None or delivery.shared_disk_id is None:
-            raise NotFound(f"job {run_id} names no delivery on a shared disk")
-        disk = session.get(SharedDisk, delivery.shared_disk_id)
-        assert disk is not None  # the delivery's foreign key
+        run, delivery, disk = found
         if delivery.released_at is not None:
             raise NoHeader(f"delivery {delivery.name} is released: no access", delivery=delivery.name)
         files = _fastq_files(session, delivery)

@@ -43,12 +43,12 @@ from levere.crypt4gh import HeaderMaker, PrivateKey, PublicKey, read_data_key
 from levere.db.models import Delivery, FileHeader, JobRun, Project, SharedDisk, StoredFile, User, utcnow
 from levere.domain.deliveries import DeliveryState
 from levere.domain.errors import AlreadyReleased, Conflict, NotFound, ValidationFailed
-from levere.domain.jobruns import ACTIVE, FINISHED, JobKind, JobRunState, job_run_transition
+from levere.domain.jobruns import ACTIVE, JobKind, JobRunState, job_run_transition
 from levere.domain.roles import Action
 from levere.domain.secure import DISK_WORDS, DiskState, HeaderHolder, disk_transition
 from levere.services import audit, sync
 from levere.services.audit import Change
-from levere.services.jobruns import new_run, run_view
+from levere.services.jobruns import disk_run, new_run, run_view
 from levere.services.notify import notify
 from levere.services.secure_disks import authorize_disk, both_sides
 from levere.services.views import JobRunView
@@ -320,16 +320,13 @@ class _Attempt:
 def _start(ctx: Context, run_id: str) -> _Attempt | None:
     """Mark the run running; what the attempt works on, or None for a run already finished."""
     with ctx.tx() as session:
-        run = session.get(JobRun, run_id)
-        if run is None or run.state in FINISHED:
+        found = disk_run(session, run_id)
+        if found is None:
             return None
-        delivery = session.get(Delivery, run.delivery_id) if run.delivery_id else None
-        if delivery is None or delivery.shared_disk_id is None:
-            raise NotFound(f"job {run_id} names no delivery on a shared disk")
-        disk = session.get(SharedDisk, delivery.shared_disk_id)
+        run, delivery, disk = found
         actor = session.get(User, run.created_by_id) if run.created_by_id else None
-        if disk is None or actor is None:
-            raise NotFound(f"job {run_id} names no shared disk or no one who asked for it")
+        if actor is None:
+            raise NotFound(f"job {run_id} names no one who asked for it")
         total = session.execute(
             select(func.count()).select_from(StoredFile).where(StoredFile.delivery_id == delivery.id)
         ).scalar_one()
